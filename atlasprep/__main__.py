@@ -1,0 +1,3 @@
+from atlasprep.cli import main
+
+main()

@@ -1,0 +1,222 @@
+"""`atlasprep slice`: cells matching ontology-aware filters, out of core, into h5ad or zarr."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atlasprep.cli._app import command, err_console
+from atlasprep.cli._progress import CellProgress
+from atlasprep.errors import UsageError
+from atlasprep.slice import DEFAULT_BATCH_SIZE, SliceConfig, SliceResult, slice_cells
+from atlasprep.sources import CellFilter
+
+_D = SliceConfig()
+_SOURCE = "Source (name exactly one)"
+_FILTERS = "Filters (repeatable; label, synonym or ID; a term matches its descendants)"
+_SAMPLING = "Sampling"
+_OUTPUT = "Output"
+
+
+def _per_group(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    column, sep, n = value.partition("=")
+    if not sep or not column or not n.strip().isdigit():
+        raise UsageError(f"--per-group {value!r}: expected COLUMN=N, e.g. --per-group cell_type=500")
+    return column.strip(), int(n)
+
+
+@command(
+    "slice",
+    help=(
+        "Select cells from the Census, a local Census-layout SOMA store, the demo atlas or AnnData "
+        "files by ontology terms, and stream them into an .h5ad or .zarr AnnData store "
+        "(raw counts in X, Census obs columns, var indexed by Ensembl ID, provenance in "
+        "uns['atlasprep']).\n\n"
+        "Examples:\n\n"
+        "  atlasprep slice --census demo --tissue lung --cell-type 'immune cell' --out lung_immune.h5ad\n\n"
+        '  atlasprep slice --census stable --tissue-general brain --disease "Alzheimer\'s disease" '
+        "--dry-run --by cell_type\n\n"
+        "  atlasprep slice --input a.h5ad --input b.zarr --cell-type 'T cell' --max-cells 10000 --out t.zarr"
+    ),
+)
+def slice_command(
+    census: str | None = typer.Option(
+        None,
+        "--census",
+        help="Census version ('stable', 'latest', '2025-11-08'; needs network) or 'demo'.",
+        rich_help_panel=_SOURCE,
+    ),
+    census_uri: str | None = typer.Option(
+        None,
+        "--census-uri",
+        help="A local copy (or mirror URI) of a Census-layout SOMA collection.",
+        rich_help_panel=_SOURCE,
+    ),
+    inputs: list[Path] = typer.Option(
+        [],
+        "--input",
+        "-i",
+        help="AnnData file (.h5ad, .zarr, .zarr.zip); repeatable. Read backed.",
+        rich_help_panel=_SOURCE,
+    ),
+    organism: str = typer.Option(_D.organism, help="Census experiment to query.", rich_help_panel=_SOURCE),
+    cell_type: list[str] = typer.Option(
+        [], "--cell-type", help="CL term, e.g. 'immune cell', 'T cell', CL:0000084.", rich_help_panel=_FILTERS
+    ),
+    tissue: list[str] = typer.Option(
+        [], "--tissue", help="UBERON term on tissue_ontology_term_id, e.g. lung.", rich_help_panel=_FILTERS
+    ),
+    tissue_general: list[str] = typer.Option(
+        [], "--tissue-general", help="The Census tissue_general rollup.", rich_help_panel=_FILTERS
+    ),
+    assay: list[str] = typer.Option(
+        [], "--assay", help='EFO term, e.g. "10x 3\' v3".', rich_help_panel=_FILTERS
+    ),
+    disease: list[str] = typer.Option(
+        [], "--disease", help="MONDO term, or 'normal'.", rich_help_panel=_FILTERS
+    ),
+    sex: list[str] = typer.Option(
+        [], "--sex", help="female, male (PATO) or unknown.", rich_help_panel=_FILTERS
+    ),
+    development_stage: list[str] = typer.Option(
+        [], "--development-stage", help="HsapDv/MmusDv term.", rich_help_panel=_FILTERS
+    ),
+    dataset_id: list[str] = typer.Option(
+        [], "--dataset-id", help="A Census dataset_id, verbatim.", rich_help_panel=_FILTERS
+    ),
+    donor_id: list[str] = typer.Option(
+        [], "--donor-id", help="A donor_id, verbatim.", rich_help_panel=_FILTERS
+    ),
+    exact: bool = typer.Option(
+        False, "--exact", help="Match the terms only, not their descendants.", rich_help_panel=_FILTERS
+    ),
+    all_data: bool = typer.Option(
+        False,
+        "--all-data",
+        help="Include non-primary (duplicate) cells; default is_primary_data only.",
+        rich_help_panel=_FILTERS,
+    ),
+    where: str | None = typer.Option(
+        None, "--where", help="A raw SOMA value filter, ANDed to the rest.", rich_help_panel=_FILTERS
+    ),
+    max_cells: int | None = typer.Option(
+        None, "--max-cells", help="Keep at most N cells (uniform, seeded).", rich_help_panel=_SAMPLING
+    ),
+    per_group: str | None = typer.Option(
+        None,
+        "--per-group",
+        metavar="COLUMN=N",
+        help="Keep up to N cells of each value of COLUMN (balanced).",
+        rich_help_panel=_SAMPLING,
+    ),
+    seed: int = typer.Option(_D.seed, help="Seed for sampling.", rich_help_panel=_SAMPLING),
+    genes: Path | None = typer.Option(
+        None, "--genes", help="File of Ensembl IDs (one per line) to keep in var.", rich_help_panel=_OUTPUT
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output PATH.h5ad or PATH.zarr.", rich_help_panel=_OUTPUT
+    ),
+    batch_size: int = typer.Option(
+        DEFAULT_BATCH_SIZE,
+        "--batch-size",
+        help="Cells per streamed batch; bounds memory.",
+        rich_help_panel=_OUTPUT,
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing output.", rich_help_panel=_OUTPUT
+    ),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="Succeed (and write) when nothing matches.", rich_help_panel=_OUTPUT
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Count the cells; write nothing.", rich_help_panel=_OUTPUT
+    ),
+    by: list[str] = typer.Option(
+        [],
+        "--by",
+        help="With --dry-run (or --json): break counts down by this obs column.",
+        rich_help_panel=_OUTPUT,
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON document on stdout.", rich_help_panel=_OUTPUT
+    ),
+) -> None:
+    config = SliceConfig(
+        census=census,
+        census_uri=census_uri,
+        inputs=tuple(str(p) for p in inputs),
+        organism=organism,
+        filter=CellFilter(
+            cell_type=tuple(cell_type),
+            tissue=tuple(tissue),
+            tissue_general=tuple(tissue_general),
+            assay=tuple(assay),
+            disease=tuple(disease),
+            sex=tuple(sex),
+            development_stage=tuple(development_stage),
+            dataset_id=tuple(dataset_id),
+            donor_id=tuple(donor_id),
+            exact=exact,
+            primary_only=not all_data,
+            where=where,
+        ),
+        max_cells=max_cells,
+        per_group=_per_group(per_group),
+        seed=seed,
+        genes_file=genes,
+        out=out,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        by=tuple(by),
+        allow_empty=allow_empty,
+        overwrite=overwrite,
+    )
+    with CellProgress("slice") as progress:
+        result = slice_cells(config, progress=progress)
+    _report_resolution(result)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _render(result)
+
+
+def _report_resolution(result: SliceResult) -> None:
+    """What each name resolved to, on stderr, so nobody slices the wrong cells unknowingly."""
+    for name, terms in result.compiled.resolved.terms.items():
+        for t in terms:
+            via = f" via {t.how}" if t.how != "id" else ""
+            err_console.print(
+                f"[dim]{name}:[/] {t.query!r} -> [bold]{t.label}[/] ({t.term_id}{via}; "
+                f"{'exact' if result.compiled.resolved.filter.exact else f'+{t.n_descendants} descendants'})",
+                highlight=False,
+            )
+    if result.source.census_build and result.source.kind == "census":
+        err_console.print(f"[dim]census:[/] build {result.source.census_build}")
+    if logging.getLogger("atlasprep").isEnabledFor(logging.INFO):
+        err_console.print(f"[dim]value filter:[/] {result.compiled.value_filter()}", markup=False)
+
+
+def _render(result: SliceResult) -> None:
+    if result.out is not None:
+        typer.echo(
+            f"{result.n_cells} cells x {result.n_genes} genes -> {result.out} ({result.seconds:.1f} s)"
+        )
+    else:
+        typer.echo(
+            f"{result.n_cells} cells match"
+            + (f" ({result.n_matched} before sampling)" if result.n_matched != result.n_cells else "")
+        )
+    for column, counts in result.breakdown.items():
+        table = Table(title=f"by {column}", show_edge=False)
+        table.add_column(column)
+        table.add_column("cells", justify="right")
+        for value, n in counts.items():
+            table.add_row(value, f"{n:,}")
+        Console().print(table)

@@ -1,0 +1,520 @@
+"""What the demo atlas contains, declared as data.
+
+Every ontology term is a real, current term of the ontology releases pinned by
+:data:`atlasprep.ontology.SCHEMA_VERSION`; labels are never written here but looked up from
+the ontology at build time (the comments only help the reader). ``tests/test_demo.py`` checks
+that each ID is valid, not deprecated, and in the ontology its column requires.
+
+The numbers (cell shares, sequencing depths, marker levels) are chosen to look like the
+Census: 10x 3' v3 cells around 5,000 UMIs, v2 around 2,500, nuclei lower, Smart-seq2 read
+counts far higher and denser. Content changes must bump ``DEMO_VERSION`` below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "ATLAS",
+    "DEMO_VERSION",
+    "CELL_TYPES",
+    "COLLECTIONS",
+    "DATASETS",
+    "DISEASE_PROGRAMS",
+    "FEMALE_ONLY_GENES",
+    "HOUSEKEEPING",
+    "LINEAGES",
+    "MALE_ONLY_GENES",
+    "MODEL_SEED",
+    "AtlasSource",
+    "CellTypeSpec",
+    "CollectionSpec",
+    "DatasetSpec",
+    "DonorSpec",
+    "IntegratedAtlasSpec",
+]
+
+# Bump when anything here, or how _expression turns it into counts, changes: the cached demo
+# atlas is keyed by it and recorded in census_info/summary as its census_build_date.
+DEMO_VERSION = "2026-11-24.1"
+
+# The gene programs (background, per-cell-type and per-dataset effects) come from this seed,
+# not from ``build_census(seed=...)``: a cell type means the same thing in every build, only the
+# sampled cells and counts change with the build seed.
+MODEL_SEED = 20_261_124
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellTypeSpec:
+    term_id: str  # CL
+    lineage: str  # key of LINEAGES: genes the type shares with its relatives
+    markers: tuple[str, ...]  # HGNC symbols, strongest first
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DonorSpec:
+    donor_id: str
+    sex: str  # PATO
+    development_stage: str  # HsapDv
+    ethnicity: str  # HANCESTRO, " || "-joined when several, or "unknown"
+    disease: str  # PATO:0000461 or MONDO
+    tissues: tuple[tuple[str, float], ...]  # (UBERON term, share of the donor's cells)
+    weight: float = 1.0  # share of the dataset's cells, relative to its other donors
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollectionSpec:
+    key: str
+    name: str
+    doi: str  # 10.5555 is Crossref's prefix for test DOIs: these resolve to nothing real
+    doi_label: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetSpec:
+    key: str
+    title: str
+    collection: str
+    assay: str  # EFO
+    suspension_type: Literal["cell", "nucleus"]
+    median_counts: float  # median total counts per cell (UMIs; reads for Smart-seq2)
+    counts_sigma: float  # log-normal spread of total counts between cells
+    weight: float  # share of all primary cells, relative to the other datasets
+    donors: tuple[DonorSpec, ...]
+    composition: tuple[tuple[str, float], ...]  # (CL term, relative abundance)
+    # "legacy": aligned to an older GENCODE that lacks the newest genes (see _expression)
+    gene_annotation: Literal["current", "legacy"] = "current"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AtlasSource:
+    dataset: str
+    donor_id: str
+    share: float  # relative share of the atlas's cells taken from this donor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntegratedAtlasSpec:
+    """A dataset that re-contains cells of other datasets (``is_primary_data`` False)."""
+
+    key: str
+    title: str
+    collection: str
+    duplicate_fraction: float  # atlas cells / cells of its source datasets
+    sources: tuple[AtlasSource, ...]
+
+
+# -- genes -------------------------------------------------------------------------------------
+
+# Expressed in every cell at a fixed share of its counts (before the per-dataset effects).
+HOUSEKEEPING: dict[str, float] = {
+    "MALAT1": 0.020,
+    "ACTB": 0.008,
+    "TMSB4X": 0.006,
+    "EEF1A1": 0.006,
+    "B2M": 0.005,
+    "GAPDH": 0.004,
+    "FTL": 0.004,
+    "FTH1": 0.004,
+    "TPT1": 0.004,
+    "TMSB10": 0.003,
+    "NEAT1": 0.002,
+    "MT-CO1": 0.006,
+    "MT-CO2": 0.004,
+    "MT-CO3": 0.004,
+    "MT-ND4": 0.003,
+    "MT-CYB": 0.003,
+    "MT-ATP6": 0.004,
+    "MT-ND1": 0.002,
+    "MT-RNR2": 0.003,
+}
+FEMALE_ONLY_GENES = ("XIST",)
+MALE_ONLY_GENES = ("RPS4Y1", "DDX3Y", "UTY", "KDM5D", "EIF1AY")
+
+LINEAGES: dict[str, tuple[str, ...]] = {
+    "epithelial": ("EPCAM", "KRT8", "KRT18", "CDH1", "ELF3"),
+    "endothelial": ("PECAM1", "VWF", "CDH5", "CLDN5", "EGFL7"),
+    "stromal": ("COL1A2", "COL3A1", "COL1A1", "SPARC", "LUM"),
+    "myeloid": ("PTPRC", "LYZ", "TYROBP", "FCER1G", "AIF1", "CD74"),
+    "lymphoid": ("PTPRC", "CORO1A", "LAPTM5", "ARHGDIB", "CD52"),
+    "neuron": ("SNAP25", "SYT1", "RBFOX3", "STMN2"),
+    "glia": ("SPARCL1", "APOE", "CLU", "SLC1A3"),
+}
+
+
+def _ct(term_id: str, lineage: str, *markers: str) -> tuple[str, CellTypeSpec]:
+    return term_id, CellTypeSpec(term_id=term_id, lineage=lineage, markers=markers)
+
+
+CELL_TYPES: dict[str, CellTypeSpec] = dict(
+    [
+        # lung
+        _ct("CL:0002063", "epithelial", "SFTPC", "SFTPB", "SFTPA1", "SFTPA2", "NAPSA", "LAMP3", "ABCA3"),
+        _ct("CL:0002062", "epithelial", "AGER", "EMP2", "RTKN2", "CLIC5", "HOPX", "CAV1"),
+        _ct("CL:0000158", "epithelial", "SCGB1A1", "SCGB3A1", "SCGB3A2", "BPIFB1", "MSMB"),
+        _ct("CL:1000271", "epithelial", "FOXJ1", "CAPS", "TPPP3", "SNTN", "RSPH1", "DNAH5"),
+        _ct("CL:0000583", "myeloid", "MARCO", "MSR1", "FABP4", "APOC1", "INHBA", "C1QA"),
+        _ct("CL:0002144", "endothelial", "CA4", "AQP1", "EDNRB", "GPIHBP1"),
+        _ct("CL:0000057", "stromal", "DCN", "LUM", "PDGFRA", "FBLN1", "COL1A2"),
+        _ct("CL:0000097", "myeloid", "TPSAB1", "CPA3", "KIT", "MS4A2", "HDC"),
+        # lymphocytes, found in several tissues
+        _ct("CL:0000625", "lymphoid", "CD8A", "CD3E", "CD3D", "CD8B", "GZMK", "CCL5"),
+        _ct("CL:0000624", "lymphoid", "CD4", "CD3E", "IL7R", "CCR7", "LTB", "TCF7"),
+        _ct("CL:0000084", "lymphoid", "CD3E", "CD3D", "CD2", "IL7R"),
+        _ct("CL:0000623", "lymphoid", "NKG7", "GNLY", "KLRD1", "PRF1", "GZMB", "KLRF1"),
+        _ct("CL:0000236", "lymphoid", "MS4A1", "CD79A", "CD79B", "BANK1", "CD19"),
+        _ct("CL:0000788", "lymphoid", "MS4A1", "CD79A", "TCL1A", "IGHD", "IGHM"),
+        _ct("CL:0000786", "lymphoid", "JCHAIN", "MZB1", "IGHA1", "XBP1", "SDC1"),
+        # liver
+        _ct("CL:0000182", "epithelial", "ALB", "APOA1", "APOC3", "CYP3A4", "TF", "SERPINA1", "HP"),
+        _ct("CL:0000091", "myeloid", "CD5L", "MARCO", "VSIG4", "CD163", "C1QC"),
+        _ct("CL:0000632", "stromal", "DCN", "LRAT", "RGS5", "COLEC11", "RELN"),
+        _ct("CL:1000398", "endothelial", "CLEC4G", "STAB2", "FCN2", "CRHBP"),
+        _ct("CL:1000488", "epithelial", "KRT19", "KRT7", "SOX9", "SPP1"),
+        # kidney
+        _ct("CL:1000838", "epithelial", "LRP2", "SLC34A1", "CUBN", "SLC5A12", "HNF4A"),
+        _ct("CL:0000653", "epithelial", "NPHS2", "NPHS1", "PODXL", "PTPRO", "WT1"),
+        _ct("CL:1001106", "epithelial", "UMOD", "SLC12A1", "CASR"),
+        _ct("CL:1000849", "epithelial", "SLC12A3", "CALB1", "PVALB"),
+        _ct("CL:1001431", "epithelial", "AQP2", "SCNN1G", "FXYD4"),
+        _ct("CL:0002188", "endothelial", "EHD3", "EMCN", "PLAT"),
+        _ct("CL:0000235", "myeloid", "CD68", "C1QA", "C1QB", "CD163", "MS4A7"),
+        # blood
+        _ct("CL:0001054", "myeloid", "CD14", "LYZ", "S100A8", "S100A9", "VCAN", "FCN1"),
+        _ct("CL:0002396", "myeloid", "FCGR3A", "MS4A7", "LST1", "CDKN1C"),
+        _ct("CL:0000784", "myeloid", "LILRA4", "IL3RA", "CLEC4C", "IRF7"),
+        # brain
+        _ct("CL:0000679", "neuron", "SLC17A7", "SATB2", "CAMK2A", "NRGN"),
+        _ct("CL:0000617", "neuron", "GAD1", "GAD2", "SLC32A1", "SST", "PVALB"),
+        _ct("CL:0000127", "glia", "GFAP", "AQP4", "SLC1A2", "ALDH1L1", "GJA1"),
+        _ct("CL:0000128", "glia", "PLP1", "MBP", "MOG", "MOBP", "ST18"),
+        _ct("CL:0002453", "glia", "PDGFRA", "OLIG1", "OLIG2", "CSPG4"),
+        _ct("CL:0000129", "myeloid", "CX3CR1", "P2RY12", "CSF1R", "TMEM119", "C3"),
+        # colon
+        _ct("CL:0002071", "epithelial", "CA1", "CA2", "SLC26A3", "CEACAM7", "AQP8"),
+        _ct("CL:1000320", "epithelial", "MUC2", "TFF3", "SPINK4", "ZG16", "CLCA1"),
+    ]
+)
+
+# Genes up-regulated in every cell of a donor with the disease.
+DISEASE_PROGRAMS: dict[str, tuple[str, ...]] = {
+    "MONDO:0100096": ("IFI27", "ISG15", "IFI6", "MX1", "IFITM3", "IFI44L", "OAS1"),  # COVID-19
+    "MONDO:0005002": ("MMP12", "SPP1", "CHI3L1"),  # chronic obstructive pulmonary disease
+    "MONDO:0004975": ("APOE", "CLU", "GPNMB"),  # Alzheimer disease
+    "MONDO:0005300": ("HAVCR1", "LCN2", "VCAM1", "SPP1"),  # chronic kidney disease
+    "MONDO:0013209": (
+        "PLIN2",
+        "SAA1",
+        "SAA2",
+        "CRP",
+    ),  # metabolic dysfunction-associated steatotic liver disease
+    "MONDO:0005532": ("REG1A", "REG1B", "DUOX2", "LCN2", "S100A8", "CXCL8"),  # Crohn's colitis
+}
+
+# -- donors ------------------------------------------------------------------------------------
+_F, _M = "PATO:0000383", "PATO:0000384"
+_NORMAL = "PATO:0000461"
+_EUR, _ASN, _EAS, _AFA = "HANCESTRO:0005", "HANCESTRO:0008", "HANCESTRO:0009", "HANCESTRO:0568"
+_SAS, _LAT = "HANCESTRO:0006", "HANCESTRO:0014"
+_LUNG, _LLL, _LUL = (
+    "UBERON:0002048",
+    "UBERON:0008953",
+    "UBERON:0008952",
+)  # lung, lower/upper lobe of left lung
+
+
+def _donor(
+    donor_id: str,
+    sex: str,
+    stage: str,
+    ethnicity: str,
+    disease: str,
+    *tissues: tuple[str, float],
+    weight: float = 1.0,
+) -> DonorSpec:
+    return DonorSpec(
+        donor_id=donor_id,
+        sex=sex,
+        development_stage=stage,
+        ethnicity=ethnicity,
+        disease=disease,
+        tissues=tissues,
+        weight=weight,
+    )
+
+
+COLLECTIONS: dict[str, CollectionSpec] = {
+    c.key: c
+    for c in (
+        CollectionSpec(
+            key="lung",
+            name="Human lung in health, COVID-19 and COPD (synthetic atlasprep demo)",
+            doi="10.5555/atlasprep.demo.lung",
+            doi_label="atlasprep demo (2026) lung",
+        ),
+        CollectionSpec(
+            key="organs",
+            name="Liver, kidney and colon in chronic disease (synthetic atlasprep demo)",
+            doi="10.5555/atlasprep.demo.organs",
+            doi_label="atlasprep demo (2026) organs",
+        ),
+        CollectionSpec(
+            key="blood",
+            name="Peripheral blood in COVID-19 (synthetic atlasprep demo)",
+            doi="10.5555/atlasprep.demo.blood",
+            doi_label="atlasprep demo (2026) blood",
+        ),
+        CollectionSpec(
+            key="brain",
+            name="Prefrontal cortex in Alzheimer disease (synthetic atlasprep demo)",
+            doi="10.5555/atlasprep.demo.brain",
+            doi_label="atlasprep demo (2026) brain",
+        ),
+    )
+}
+
+DATASETS: tuple[DatasetSpec, ...] = (
+    DatasetSpec(
+        key="lung-10x3v3",
+        title="Lung parenchyma in COVID-19 and COPD, 10x 3' v3",
+        collection="lung",
+        assay="EFO:0009922",  # 10x 3' v3
+        suspension_type="cell",
+        median_counts=5_000,
+        counts_sigma=0.5,
+        weight=0.22,
+        donors=(
+            _donor("LUNG-N01", _F, "HsapDv:0000143", _EUR, _NORMAL, (_LUNG, 0.6), (_LLL, 0.4)),  # 49-year-old
+            _donor("LUNG-N02", _M, "HsapDv:0000157", _EUR, _NORMAL, (_LUNG, 1.0)),  # 63-year-old
+            _donor("LUNG-N03", _M, "HsapDv:0000131", _ASN, _NORMAL, (_LLL, 1.0)),  # 37-year-old
+            _donor("LUNG-C01", _M, "HsapDv:0000166", _EUR, "MONDO:0100096", (_LUNG, 1.0)),  # 72, COVID-19
+            _donor("LUNG-C02", _F, "HsapDv:0000149", _AFA, "MONDO:0100096", (_LUNG, 0.5), (_LLL, 0.5)),
+            _donor("LUNG-C03", _M, "HsapDv:0000160", "unknown", "MONDO:0100096", (_LUNG, 1.0)),
+            _donor("LUNG-P01", _M, "HsapDv:0000170", _EUR, "MONDO:0005002", (_LLL, 1.0)),  # 76, COPD
+            _donor("LUNG-P02", _F, "HsapDv:0000161", f"{_EUR} || {_LAT}", "MONDO:0005002", (_LUNG, 1.0)),
+        ),
+        composition=(
+            ("CL:0002063", 0.24),  # pulmonary alveolar type 2 cell
+            ("CL:0002062", 0.07),  # pulmonary alveolar type 1 cell
+            ("CL:0000158", 0.04),  # club cell
+            ("CL:1000271", 0.05),  # lung multiciliated epithelial cell
+            ("CL:0000583", 0.20),  # alveolar macrophage
+            ("CL:0002144", 0.08),  # capillary endothelial cell
+            ("CL:0000057", 0.05),  # fibroblast
+            ("CL:0000625", 0.10),  # CD8-positive, alpha-beta T cell
+            ("CL:0000623", 0.07),  # natural killer cell
+            ("CL:0000236", 0.05),  # B cell
+            ("CL:0000097", 0.05),  # mast cell
+        ),
+    ),
+    DatasetSpec(
+        key="lung-smartseq2",
+        title="Distal lung epithelium and macrophages, Smart-seq2",
+        collection="lung",
+        assay="EFO:0008931",  # Smart-seq2
+        suspension_type="cell",
+        median_counts=40_000,
+        counts_sigma=0.6,
+        weight=0.05,
+        donors=(
+            _donor("SS2-1", _F, "HsapDv:0000124", _EAS, _NORMAL, (_LUL, 1.0)),  # 30-year-old
+            _donor("SS2-2", _M, "HsapDv:0000141", _EUR, _NORMAL, (_LUNG, 0.5), (_LUL, 0.5)),  # 47
+            _donor("SS2-3", _M, "HsapDv:0000152", _SAS, _NORMAL, (_LUNG, 1.0)),  # 58
+        ),
+        composition=(
+            ("CL:0002063", 0.35),
+            ("CL:0002062", 0.15),
+            ("CL:0000158", 0.10),
+            ("CL:1000271", 0.10),
+            ("CL:0000583", 0.20),
+            ("CL:0000057", 0.10),
+        ),
+    ),
+    DatasetSpec(
+        key="liver-10x5v2",
+        title="Liver in metabolic dysfunction-associated steatotic liver disease, 10x 5' v2",
+        collection="organs",
+        assay="EFO:0009900",  # 10x 5' v2
+        suspension_type="cell",
+        median_counts=3_500,
+        counts_sigma=0.5,
+        weight=0.14,
+        donors=(
+            _donor("LIV-01", _M, "HsapDv:0000136", _EUR, _NORMAL, ("UBERON:0002107", 1.0)),  # liver; 42
+            _donor(
+                "LIV-02", _F, "HsapDv:0000150", _EAS, _NORMAL, ("UBERON:0001114", 1.0)
+            ),  # right lobe of liver
+            _donor(
+                "LIV-03", _F, "HsapDv:0000145", _EUR, "MONDO:0013209", ("UBERON:0002107", 1.0)
+            ),  # 51, MASLD
+            _donor("LIV-04", _M, "HsapDv:0000157", _LAT, "MONDO:0013209", ("UBERON:0001114", 1.0)),
+            _donor(
+                "LIV-05", _M, "HsapDv:0000240", "unknown", "MONDO:0013209", ("UBERON:0002107", 1.0)
+            ),  # 6th decade
+        ),
+        composition=(
+            ("CL:0000182", 0.45),  # hepatocyte
+            ("CL:0000091", 0.15),  # Kupffer cell
+            ("CL:0000632", 0.07),  # hepatic stellate cell
+            ("CL:1000398", 0.12),  # endothelial cell of hepatic sinusoid
+            ("CL:1000488", 0.05),  # cholangiocyte
+            ("CL:0000623", 0.08),  # natural killer cell
+            ("CL:0000625", 0.08),  # CD8-positive, alpha-beta T cell
+        ),
+    ),
+    DatasetSpec(
+        key="kidney-sn10x3v3",
+        title="Kidney cortex in chronic kidney disease, single-nucleus 10x 3' v3",
+        collection="organs",
+        assay="EFO:0009922",
+        suspension_type="nucleus",
+        median_counts=2_000,
+        counts_sigma=0.6,
+        weight=0.14,
+        donors=(
+            _donor(
+                "KID-01", _F, "HsapDv:0000137", _AFA, _NORMAL, ("UBERON:0001225", 1.0)
+            ),  # cortex of kidney
+            _donor(
+                "KID-02",
+                _M,
+                "HsapDv:0000166",
+                _EUR,
+                _NORMAL,
+                ("UBERON:0002113", 0.4),
+                ("UBERON:0001225", 0.6),
+            ),
+            _donor("KID-03", _M, "HsapDv:0000168", _AFA, "MONDO:0005300", ("UBERON:0001225", 1.0)),  # 74, CKD
+            _donor(
+                "KID-04", _F, "HsapDv:0000172", _EUR, "MONDO:0005300", ("UBERON:0002113", 1.0)
+            ),  # kidney; 78
+            _donor(
+                "KID-05", _M, "HsapDv:0000241", _ASN, "MONDO:0005300", ("UBERON:0001225", 1.0)
+            ),  # 7th decade
+        ),
+        composition=(
+            ("CL:1000838", 0.38),  # kidney proximal convoluted tubule epithelial cell
+            ("CL:0000653", 0.06),  # podocyte
+            ("CL:1001106", 0.14),  # kidney loop of Henle thick ascending limb epithelial cell
+            ("CL:1000849", 0.09),  # kidney distal convoluted tubule epithelial cell
+            ("CL:1001431", 0.09),  # kidney collecting duct principal cell
+            ("CL:0002188", 0.10),  # glomerular endothelial cell
+            ("CL:0000235", 0.07),  # macrophage
+            ("CL:0000084", 0.07),  # T cell
+        ),
+    ),
+    DatasetSpec(
+        key="blood-10x3v2",
+        title="Peripheral blood mononuclear cells in COVID-19, 10x 3' v2",
+        collection="blood",
+        assay="EFO:0009899",  # 10x 3' v2
+        suspension_type="cell",
+        median_counts=2_500,
+        counts_sigma=0.45,
+        weight=0.18,
+        gene_annotation="legacy",
+        donors=(
+            _donor("PBMC-H1", _F, "HsapDv:0000117", _EUR, _NORMAL, ("UBERON:0000178", 1.0)),  # blood; 23
+            _donor("PBMC-H2", _M, "HsapDv:0000125", _EAS, _NORMAL, ("UBERON:0013756", 1.0)),  # venous blood
+            _donor("PBMC-H3", _F, "HsapDv:0000149", _AFA, _NORMAL, ("UBERON:0000178", 1.0)),
+            _donor("PBMC-C1", _M, "HsapDv:0000160", _EUR, "MONDO:0100096", ("UBERON:0013756", 1.0)),
+            _donor("PBMC-C2", _M, "HsapDv:0000170", _SAS, "MONDO:0100096", ("UBERON:0000178", 1.0)),
+            _donor("PBMC-C3", _F, "HsapDv:0000242", "unknown", "MONDO:0100096", ("UBERON:0013756", 1.0)),
+        ),
+        composition=(
+            ("CL:0001054", 0.20),  # CD14-positive monocyte
+            ("CL:0002396", 0.05),  # CD14-low, CD16-positive monocyte
+            ("CL:0000624", 0.30),  # CD4-positive, alpha-beta T cell
+            ("CL:0000625", 0.15),  # CD8-positive, alpha-beta T cell
+            ("CL:0000788", 0.12),  # naive B cell
+            ("CL:0000623", 0.14),  # natural killer cell
+            ("CL:0000784", 0.04),  # plasmacytoid dendritic cell
+        ),
+    ),
+    DatasetSpec(
+        key="brain-sn10x3v3",
+        title="Prefrontal cortex in Alzheimer disease, single-nucleus 10x 3' v3",
+        collection="brain",
+        assay="EFO:0009922",
+        suspension_type="nucleus",
+        median_counts=3_000,
+        counts_sigma=0.6,
+        weight=0.17,
+        donors=(
+            _donor(
+                "BR-01", _F, "HsapDv:0000166", _EUR, _NORMAL, ("UBERON:0000451", 1.0)
+            ),  # prefrontal cortex
+            _donor("BR-02", _M, "HsapDv:0000170", _EUR, _NORMAL, ("UBERON:0000956", 1.0)),  # cerebral cortex
+            _donor("BR-03", _F, "HsapDv:0000172", _EUR, "MONDO:0004975", ("UBERON:0000451", 1.0)),
+            _donor(
+                "BR-04",
+                _M,
+                "HsapDv:0000168",
+                _AFA,
+                "MONDO:0004975",
+                ("UBERON:0000451", 0.5),
+                ("UBERON:0000956", 0.5),
+            ),
+            _donor(
+                "BR-05", _F, "HsapDv:0000243", "unknown", "MONDO:0004975", ("UBERON:0000451", 1.0)
+            ),  # 9th decade
+        ),
+        composition=(
+            ("CL:0000679", 0.40),  # glutamatergic neuron
+            ("CL:0000617", 0.15),  # GABAergic neuron
+            ("CL:0000127", 0.12),  # astrocyte
+            ("CL:0000128", 0.20),  # oligodendrocyte
+            ("CL:0002453", 0.06),  # oligodendrocyte precursor cell
+            ("CL:0000129", 0.07),  # microglial cell
+        ),
+    ),
+    DatasetSpec(
+        key="colon-10x3v3",
+        title="Colonic mucosa in Crohn's colitis, 10x 3' v3",
+        collection="organs",
+        assay="EFO:0009922",
+        suspension_type="cell",
+        median_counts=5_500,
+        counts_sigma=0.5,
+        weight=0.10,
+        donors=(
+            _donor(
+                "GUT-01", _M, "HsapDv:0000124", _EUR, _NORMAL, ("UBERON:0001157", 1.0)
+            ),  # transverse colon
+            _donor("GUT-02", _F, "HsapDv:0000131", _EUR, _NORMAL, ("UBERON:0001159", 1.0)),  # sigmoid colon
+            _donor(
+                "GUT-03",
+                _F,
+                "HsapDv:0000117",
+                _LAT,
+                "MONDO:0005532",
+                ("UBERON:0001157", 0.5),
+                ("UBERON:0001159", 0.5),
+            ),
+            _donor("GUT-04", _M, "HsapDv:0000136", _ASN, "MONDO:0005532", ("UBERON:0001159", 1.0)),
+        ),
+        composition=(
+            ("CL:0002071", 0.30),  # enterocyte of epithelium of large intestine
+            ("CL:1000320", 0.15),  # large intestine goblet cell
+            ("CL:0000786", 0.20),  # plasma cell
+            ("CL:0000624", 0.15),  # CD4-positive, alpha-beta T cell
+            ("CL:0000235", 0.10),  # macrophage
+            ("CL:0000057", 0.10),  # fibroblast
+        ),
+    ),
+)
+
+# An integrated lung atlas that re-contains part of two lung datasets, as the HLCA does in the
+# Census: same counts, same observation_joinid, is_primary_data False. Last in soma_joinid order.
+ATLAS = IntegratedAtlasSpec(
+    key="lung-atlas",
+    title="Integrated lung cell atlas (core)",
+    collection="lung",
+    duplicate_fraction=0.12,
+    sources=(
+        AtlasSource(dataset="lung-10x3v3", donor_id="LUNG-N02", share=0.45),
+        AtlasSource(dataset="lung-10x3v3", donor_id="LUNG-C01", share=0.35),
+        AtlasSource(dataset="lung-smartseq2", donor_id="SS2-2", share=0.20),
+    ),
+)

@@ -1,0 +1,259 @@
+"""Cells from AnnData files (h5ad, zarr, zipped zarr), read backed: X row blocks are read per
+batch; only obs (one row of metadata per cell) is held in memory to evaluate filters.
+
+Several files form one source: var is the union of their feature IDs (first-seen order),
+cells keep their obs names (prefixed with the file's stem when two files share a name).
+When a file has ``raw`` (CELLxGENE puts raw counts in ``raw.X`` when X is normalized), its
+raw matrix and raw var are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+import zarr
+from anndata import OldFormatWarning
+from anndata.io import read_elem, sparse_dataset
+
+from atlasprep.errors import InputFormatError, SourceError
+from atlasprep.sources.base import CellBatch, SourceInfo
+from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
+
+__all__ = ["AnnDataSource"]
+
+log = logging.getLogger("atlasprep.sources")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _File:
+    path: Path
+    handle: Any  # h5py.File | zarr.Group (+ a ZipStore to close)
+    store: Any
+    matrix: str  # "X" or "raw/X"
+    X: Any  # backed sparse dataset or dense array
+    offset: int
+    n_obs: int
+    colmap: np.ndarray  # file column -> union var position
+
+
+class AnnDataSource:
+    """A :class:`~atlasprep.sources.base.CellSource` over one or more AnnData files."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        if not paths:
+            raise SourceError("no --input file given")
+        self._files: list[_File] = []
+        obs_parts: list[pd.DataFrame] = []
+        var_parts: list[pd.DataFrame] = []
+        offset = 0
+        names: list[pd.Index] = []
+        union: dict[str, int] = {}
+        for raw_path in paths:
+            path = Path(raw_path)
+            handle, store = _open_group(path)
+            try:
+                matrix = "raw/X" if "raw" in handle and "X" in handle["raw"] else "X"
+                var = _read_frame(handle["raw/var" if matrix == "raw/X" else "var"])
+                obs = _read_frame(handle["obs"])
+                X = _backed_matrix(handle[matrix], path, matrix)
+            except KeyError as exc:
+                raise InputFormatError(f"{path}: not an AnnData store (missing {exc})") from None
+            var.index = var.index.astype(str)
+            if len(paths) == 1:  # nothing to join: keep var as it is, duplicates included
+                colmap = np.arange(len(var), dtype=np.int64)
+                union = dict.fromkeys(var.index, 0)
+            elif not var.index.is_unique:
+                raise InputFormatError(
+                    f"{path}: var index has duplicate feature IDs, so it cannot be joined with the other "
+                    "--input files; harmonize it first (atlasprep harmonize maps symbols to Ensembl IDs)"
+                )
+            else:
+                colmap = np.array([union.setdefault(f, len(union)) for f in var.index], dtype=np.int64)
+            self._files.append(
+                _File(
+                    path=path,
+                    handle=handle,
+                    store=store,
+                    matrix=matrix,
+                    X=X,
+                    offset=offset,
+                    n_obs=len(obs),
+                    colmap=colmap,
+                )
+            )
+            names.append(obs.index.astype(str))
+            obs_parts.append(obs.reset_index(drop=True))
+            var_parts.append(var)
+            offset += len(obs)
+            if matrix == "raw/X":
+                log.info("%s: reading raw counts from raw.X", path)
+        self._cell_ids = _unique_names(names, [f.path for f in self._files])
+        self._obs = (
+            pd.concat(obs_parts, ignore_index=True, join="outer") if len(obs_parts) > 1 else obs_parts[0]
+        )
+        if len(var_parts) == 1:
+            self._var = var_parts[0]
+        else:
+            var_all = pd.concat(var_parts)
+            self._var = var_all[~var_all.index.duplicated()].reindex(list(union))
+        self.info = SourceInfo(
+            kind="anndata",
+            uri=", ".join(str(f.path) for f in self._files),
+            extra={"files": [str(f.path) for f in self._files], "matrices": [f.matrix for f in self._files]},
+        )
+
+    @property
+    def obs_columns(self) -> tuple[str, ...]:
+        return tuple(self._obs.columns)
+
+    @property
+    def n_cells(self) -> int:
+        return len(self._obs)
+
+    def distinct_values(self, column: str) -> Sequence[str] | None:
+        if column not in self._obs.columns:
+            return None
+        return [str(v) for v in pd.unique(self._obs[column].dropna())]
+
+    def compile(self, resolved: ResolvedFilter) -> CompiledFilter:
+        missing = [c for c in resolved.values if c not in self._obs.columns]
+        if missing:
+            raise InputFormatError(
+                f"{self.info.uri}: obs has no column {', '.join(missing)}; "
+                "run `atlasprep harmonize` first to add CELLxGENE term columns"
+            )
+        if resolved.filter.primary_only and "is_primary_data" not in self._obs.columns:
+            log.info("obs has no is_primary_data column: every cell counts as primary")
+        return compile_filter(resolved, self.distinct_values)
+
+    def select(self, compiled: CompiledFilter) -> np.ndarray:
+        return np.flatnonzero(compiled.mask(self._obs)).astype(np.int64)
+
+    def obs_values(self, positions: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+        self._check_columns(columns)
+        return self._obs.iloc[positions][list(columns)].reset_index(drop=True)
+
+    def var(self) -> pd.DataFrame:
+        return self._var
+
+    def iter_batches(
+        self,
+        positions: np.ndarray,
+        *,
+        var_positions: np.ndarray | None,
+        batch_size: int,
+        obs_columns: Sequence[str] | None = None,
+    ) -> Iterator[CellBatch]:
+        columns = list(obs_columns) if obs_columns is not None else list(self._obs.columns)
+        self._check_columns(columns)
+        n_union = len(self._var)
+        out_of_union = np.arange(n_union, dtype=np.int64)
+        if var_positions is not None:
+            out_of_union = np.full(n_union, -1, dtype=np.int64)
+            out_of_union[var_positions] = np.arange(len(var_positions))
+        n_out = n_union if var_positions is None else len(var_positions)
+        starts = np.array([f.offset for f in self._files])
+        for i in range(0, len(positions), batch_size):
+            chunk = positions[i : i + batch_size]
+            which = np.searchsorted(starts, chunk, side="right") - 1
+            parts = []
+            for k in np.unique(which):
+                f = self._files[k]
+                local = chunk[which == k] - f.offset
+                parts.append(_remap_columns(_read_rows(f, local), out_of_union[f.colmap], n_out))
+            X = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
+            obs = pa.Table.from_pandas(self._obs.iloc[chunk][columns], preserve_index=False)
+            yield CellBatch(cell_ids=self._cell_ids[chunk], obs=obs, X=X.astype(np.float32, copy=False))
+
+    def _check_columns(self, columns: Sequence[str]) -> None:
+        missing = [c for c in columns if c not in self._obs.columns]
+        if missing:
+            raise InputFormatError(f"{self.info.uri}: obs has no column {', '.join(missing)}")
+
+    def close(self) -> None:
+        for f in self._files:
+            if isinstance(f.handle, h5py.File):
+                f.handle.close()
+            if f.store is not None:
+                f.store.close()
+
+
+def _open_group(path: Path) -> tuple[Any, Any]:
+    if not path.exists():
+        raise SourceError(f"--input {path}: no such file or directory")
+    try:
+        if path.suffix == ".h5ad" or h5py.is_hdf5(path):
+            return h5py.File(path, "r"), None
+        if path.suffix == ".zip":
+            store = zarr.storage.ZipStore(path, mode="r")
+            return zarr.open_group(store, mode="r"), store
+        return zarr.open_group(path, mode="r"), None
+    except Exception as exc:
+        raise SourceError(f"--input {path}: cannot open as h5ad or zarr AnnData ({exc})") from None
+
+
+def _read_frame(elem: Any) -> pd.DataFrame:
+    """obs/var as a DataFrame, also from the legacy (pre-0.7) structured-array encoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OldFormatWarning)
+        frame = read_elem(elem)
+    if isinstance(frame, pd.DataFrame):
+        return frame
+    records = pd.DataFrame.from_records(np.asarray(frame))
+    for column in records.columns:
+        if records[column].dtype == object and len(records) and isinstance(records[column].iloc[0], bytes):
+            records[column] = records[column].str.decode("utf-8")
+    index = "index" if "index" in records.columns else records.columns[0]
+    log.info("legacy AnnData encoding: read %s as a structured array", elem.name)
+    return records.set_index(index)
+
+
+def _backed_matrix(elem: Any, path: Path, name: str) -> Any:
+    encoding = elem.attrs.get("encoding-type", "array" if not hasattr(elem, "keys") else "")
+    if encoding in ("csr_matrix", "csc_matrix"):
+        if encoding == "csc_matrix":
+            raise InputFormatError(f"{path}: {name} is CSC; rows cannot be streamed. Rewrite it as CSR")
+        return sparse_dataset(elem)
+    if encoding == "array" or not hasattr(elem, "keys"):
+        return elem
+    raise InputFormatError(f"{path}: {name} has unsupported encoding {encoding!r}")
+
+
+def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: one slice read
+        block = f.X[int(rows[0]) : int(rows[-1]) + 1]
+    elif isinstance(f.X, h5py.Dataset):
+        block = f.X[rows]
+    elif isinstance(f.X, zarr.Array):
+        block = f.X.oindex[rows]
+    else:
+        block = f.X[rows]
+    return sp.csr_matrix(block)
+
+
+def _remap_columns(block: sp.csr_matrix, colmap: np.ndarray, n_out: int) -> sp.csr_matrix:
+    coo = block.tocoo()
+    cols = colmap[coo.col]
+    keep = cols >= 0
+    return sp.csr_matrix((coo.data[keep], (coo.row[keep], cols[keep])), shape=(block.shape[0], n_out))
+
+
+def _unique_names(names: list[pd.Index], paths: list[Path]) -> np.ndarray:
+    flat = np.concatenate([n.to_numpy(dtype=object) for n in names]) if names else np.array([], dtype=object)
+    if pd.Index(flat).is_unique:
+        return flat.astype(str)
+    log.warning("obs names repeat across --input files; prefixing each with its file's stem")
+    return np.concatenate(
+        [np.char.add(f"{p.stem}:", idx.to_numpy(dtype=str)) for p, idx in zip(paths, names, strict=True)]
+    )

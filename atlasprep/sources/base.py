@@ -1,0 +1,99 @@
+"""What every source yields and promises: bounded :class:`CellBatch`es over a cell selection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+
+from atlasprep.sources.filters import CompiledFilter, ResolvedFilter
+
+__all__ = ["CellBatch", "CellSource", "ProgressCallback", "SourceInfo"]
+
+# (cells done, cells in total)
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceInfo:
+    """Where cells come from, for provenance: enough to open the same source again."""
+
+    kind: str  # "census" | "soma" | "demo" | "anndata"
+    uri: str
+    organism: str | None = None
+    census_version: str | None = None  # as asked ("stable")
+    census_build: str | None = None  # the dated build it resolved to ("2025-11-08")
+    schema_version: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "kind": self.kind,
+            "uri": self.uri,
+            "organism": self.organism,
+            "census_version": self.census_version,
+            "census_build": self.census_build,
+            "schema_version": self.schema_version,
+        }
+        out.update(self.extra)
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellBatch:
+    """A bounded run of cells: their obs rows, raw counts (CSR, float32) and ids.
+
+    ``X`` columns follow the source's var selection, the same for every batch of a stream.
+    """
+
+    cell_ids: np.ndarray  # str, one per row: soma_joinid for SOMA, obs name for AnnData
+    obs: pa.Table
+    X: sp.csr_matrix
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.X.shape[0])
+
+
+class CellSource(Protocol):
+    """A queryable collection of cells (the Census, a SOMA store, AnnData files).
+
+    Cells are addressed by position ``0..n_cells-1`` in source order (soma_joinid for SOMA).
+    """
+
+    info: SourceInfo
+
+    @property
+    def obs_columns(self) -> tuple[str, ...]: ...
+
+    def distinct_values(self, column: str) -> Sequence[str] | None: ...
+
+    def compile(self, resolved: ResolvedFilter) -> CompiledFilter: ...
+
+    def select(self, compiled: CompiledFilter) -> np.ndarray:
+        """Sorted int64 positions of the cells that pass ``compiled``."""
+        ...
+
+    def obs_values(self, positions: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+        """Obs ``columns`` of the cells at ``positions`` (in that order), for sampling and counts."""
+        ...
+
+    def var(self) -> pd.DataFrame:
+        """The feature table, indexed by Ensembl ``feature_id``, in matrix column order."""
+        ...
+
+    def iter_batches(
+        self,
+        positions: np.ndarray,
+        *,
+        var_positions: np.ndarray | None,
+        batch_size: int,
+        obs_columns: Sequence[str] | None = None,
+    ) -> Iterator[CellBatch]: ...
+
+    def close(self) -> None: ...

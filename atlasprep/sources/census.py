@@ -1,0 +1,132 @@
+"""Open the CELLxGENE Census (remote, by version), a Census-layout SOMA on disk, or the demo atlas."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import cellxgene_census
+import tiledbsoma as soma
+
+from atlasprep.errors import SourceError, UsageError
+from atlasprep.sources.base import SourceInfo
+from atlasprep.sources.soma import SomaSource
+
+__all__ = ["ORGANISMS", "census_summary", "experiment_name", "open_census"]
+
+log = logging.getLogger("atlasprep.sources")
+
+# The organisms the Census carries, so that naming one never loads NCBITaxon (~16 s).
+# experiment name -> (label, NCBITaxon ID, common names)
+ORGANISMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "homo_sapiens": ("Homo sapiens", "NCBITaxon:9606", ("human",)),
+    "mus_musculus": ("Mus musculus", "NCBITaxon:10090", ("mouse",)),
+    "callithrix_jacchus": ("Callithrix jacchus", "NCBITaxon:9483", ("marmoset",)),
+    "macaca_mulatta": ("Macaca mulatta", "NCBITaxon:9544", ("rhesus macaque",)),
+    "pan_troglodytes": ("Pan troglodytes", "NCBITaxon:9598", ("chimpanzee",)),
+}
+
+
+def experiment_name(organism: str) -> str:
+    """``"Homo sapiens"``, ``"human"``, ``"NCBITaxon:9606"`` -> ``"homo_sapiens"``."""
+    key = organism.strip().lower().replace(" ", "_")
+    for name, (label, taxon, common) in ORGANISMS.items():
+        if key in (name, label.lower().replace(" ", "_"), taxon.lower(), *common):
+            return name
+    return key  # a store may carry an organism we do not list; the open checks it exists
+
+
+def open_census(
+    *,
+    census: str | None = None,
+    census_uri: str | os.PathLike[str] | None = None,
+    organism: str = "Homo sapiens",
+    tiledb_config: dict[str, Any] | None = None,
+) -> SomaSource:
+    """Open one Census-layout source and return it as a :class:`SomaSource`.
+
+    ``census`` is a Census version (``"stable"``, ``"latest"``, ``"2025-11-08"``) or
+    ``"demo"``; ``census_uri`` a local path or URI. The dated build a floating version
+    resolves to is logged and recorded in the source info.
+    """
+    if (census is None) == (census_uri is None):
+        raise UsageError("name exactly one source: --census VERSION|demo or --census-uri PATH")
+    config = dict(tiledb_config or {})
+    version: str | None = None
+    build: str | None = None
+    if census_uri is not None:
+        uri, kind = str(census_uri), "soma"
+        if "://" not in uri and not os.path.isdir(uri):
+            raise SourceError(f"--census-uri {uri}: no such directory")
+        collection = _open(lambda: cellxgene_census.open_soma(uri=uri, tiledb_config=config), uri)
+    elif census == "demo":
+        from atlasprep.demo import demo_census_uri
+
+        uri, kind = str(demo_census_uri()), "demo"
+        collection = _open(lambda: cellxgene_census.open_soma(uri=uri, tiledb_config=config), uri)
+    else:
+        assert census is not None
+        version, kind = census, "census"
+        build = _resolve_build(census)
+        uri = f"census:{build}"
+        collection = _open(
+            lambda: cellxgene_census.open_soma(census_version=build, tiledb_config=config), uri
+        )
+    exp_name = experiment_name(organism)
+    try:
+        data = collection["census_data"]
+    except (KeyError, soma.DoesNotExistError):
+        collection.close()
+        raise SourceError(f"{uri}: not a Census-layout store (no census_data collection)") from None
+    if exp_name not in data:
+        found = ", ".join(sorted(data.keys())) or "none"
+        collection.close()
+        raise UsageError(f"--organism {organism!r}: {uri} has no experiment {exp_name!r} (it has: {found})")
+    summary = census_summary(collection)
+    info = SourceInfo(
+        kind=kind,
+        uri=uri,
+        organism=ORGANISMS.get(exp_name, (organism,))[0],
+        census_version=version,
+        census_build=build or summary.get("census_build_date"),
+        schema_version=summary.get("census_schema_version"),
+        extra={"dataset_schema_version": summary["dataset_schema_version"]}
+        if "dataset_schema_version" in summary
+        else {},
+    )
+    return SomaSource(data[exp_name], info=info, owner=collection)
+
+
+def census_summary(collection: soma.Collection) -> dict[str, str]:
+    """``census_info/summary`` as label -> value (empty when the store has none)."""
+    try:
+        table = collection["census_info"]["summary"].read().concat()
+    except (KeyError, soma.DoesNotExistError):
+        return {}
+    return dict(zip(table["label"].to_pylist(), table["value"].to_pylist(), strict=True))
+
+
+def _resolve_build(version: str) -> str:
+    try:
+        description = cellxgene_census.get_census_version_description(version)
+    except ValueError:
+        raise UsageError(
+            f"--census {version!r} is not a Census version; use 'stable', 'latest' or a dated build"
+        ) from None
+    except Exception as exc:  # no network, proxy, DNS …
+        raise SourceError(
+            f"cannot reach the CELLxGENE Census release directory ({exc.__class__.__name__}: {exc}); "
+            "use --census-uri PATH for a local copy, or --census demo"
+        ) from None
+    build = str(description.get("release_build", version))
+    if build != version:
+        log.warning("Census %r resolves to build %s; pass --census %s to pin it", version, build, build)
+    return build
+
+
+def _open(opener: Any, uri: str) -> soma.Collection:
+    try:
+        return opener()
+    except (soma.DoesNotExistError, ValueError, soma.SOMAError) as exc:
+        raise SourceError(f"cannot open {uri} as a SOMA collection: {exc}") from None

@@ -1,0 +1,211 @@
+"""Cells from a SOMA Experiment (the Census, a local copy, the demo atlas), streamed in batches.
+
+Memory is bounded by the batch, not by the query: each batch reads its own obs rows and X
+coordinates with TileDB read buffers sized to the batch (tiledbsoma's defaults, 1 GiB in the
+Census settings, would dominate the footprint otherwise), and the next batch is read on a
+background thread while the current one is consumed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+import tiledbsoma as soma
+
+from atlasprep.errors import InputFormatError, SourceError
+from atlasprep.sources.base import CellBatch, SourceInfo
+from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
+
+__all__ = ["SomaSource", "tiledb_config_for_batches"]
+
+log = logging.getLogger("atlasprep.sources")
+
+_MiB = 1024**2
+
+
+def tiledb_config_for_batches(batch_size: int, *, mean_nnz_per_cell: int = 2_000) -> dict[str, Any]:
+    """TileDB settings whose read buffers fit a batch of ``batch_size`` cells.
+
+    tiledbsoma allocates ``soma.init_buffer_bytes`` for each column it reads (two int64
+    coordinates and the value for X), so one buffer holds one batch's worth of 8-byte values at
+    a typical Census density, with a floor for small batches. A denser batch is read in several
+    incomplete reads, which tiledbsoma handles: it costs time, never memory.
+    """
+    per_column = batch_size * mean_nnz_per_cell * 8
+    buffer = int(min(max(per_column, 16 * _MiB), 256 * _MiB))
+    return {
+        "soma.init_buffer_bytes": buffer,
+        "py.init_buffer_bytes": buffer,
+        "sm.mem.total_budget": 8 * buffer,
+        "sm.mem.reader.sparse_global_order.ratio_array_data": 0.3,
+    }
+
+
+class SomaSource:
+    """A :class:`~atlasprep.sources.base.CellSource` over ``experiment`` (opened for read).
+
+    ``owner`` is the object to close with the source (the Census collection it came from).
+    """
+
+    def __init__(
+        self,
+        experiment: soma.Experiment,
+        *,
+        info: SourceInfo,
+        measurement: str = "RNA",
+        X_name: str = "raw",
+        owner: Any = None,
+    ) -> None:
+        self.info = info
+        self._exp = experiment
+        self._owner = owner if owner is not None else experiment
+        if measurement not in experiment.ms:
+            raise SourceError(
+                f"{info.uri}: no measurement {measurement!r} (found: {', '.join(experiment.ms.keys())})"
+            )
+        self._ms = experiment.ms[measurement]
+        if X_name not in self._ms.X:
+            raise SourceError(f"{info.uri}: no X layer {X_name!r} in ms[{measurement!r}]")
+        X = self._ms.X[X_name]
+        if not isinstance(X, soma.SparseNDArray):
+            raise SourceError(f"{info.uri}: X[{X_name!r}] is not a sparse array")
+        self._X = X
+        self._obs_columns = tuple(experiment.obs.schema.names)
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def obs_columns(self) -> tuple[str, ...]:
+        return self._obs_columns
+
+    @property
+    def n_cells(self) -> int:
+        return int(self._exp.obs.count)
+
+    @functools.cache  # noqa: B019 - one source object per run; the cache dies with it
+    def distinct_values(self, column: str) -> Sequence[str] | None:
+        try:
+            values = self._exp.obs.get_enumeration_values([column])[column]
+        except Exception:  # not a dictionary column: the values are not known up front
+            return None
+        return [str(v) for v in values.to_pylist() if v is not None]
+
+    def compile(self, resolved: ResolvedFilter) -> CompiledFilter:
+        missing = [c for c in resolved.values if c not in self._obs_columns]
+        if missing:
+            raise InputFormatError(
+                f"{self.info.uri}: obs has no column {', '.join(missing)}; "
+                "this store does not follow the Census obs schema"
+            )
+        return compile_filter(resolved, self.distinct_values)
+
+    def select(self, compiled: CompiledFilter) -> np.ndarray:
+        value_filter = compiled.value_filter()
+        try:
+            table = self._exp.obs.read(column_names=["soma_joinid"], value_filter=value_filter).concat()
+        except (soma.SOMAError, ValueError, SyntaxError) as exc:
+            raise InputFormatError(f"the filter {value_filter!r} was rejected by tiledbsoma: {exc}") from None
+        ids = table["soma_joinid"].to_numpy()
+        return np.sort(ids).astype(np.int64, copy=False)
+
+    def obs_values(self, positions: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+        self._check_columns(columns)
+        if len(positions) == 0:
+            return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+        table = self._exp.obs.read(coords=(positions,), column_names=["soma_joinid", *columns]).concat()
+        table = _in_order(table, positions)
+        return table.select(list(columns)).to_pandas()
+
+    @functools.cache  # noqa: B019
+    def var(self) -> pd.DataFrame:
+        var = self._ms.var.read().concat().to_pandas()
+        var = var.sort_values("soma_joinid").set_index("feature_id", drop=True)
+        var.index.name = None
+        return var
+
+    # -- streaming --------------------------------------------------------------------------
+    def iter_batches(
+        self,
+        positions: np.ndarray,
+        *,
+        var_positions: np.ndarray | None,
+        batch_size: int,
+        obs_columns: Sequence[str] | None = None,
+    ) -> Iterator[CellBatch]:
+        columns = list(obs_columns) if obs_columns is not None else list(self._obs_columns)
+        self._check_columns(columns)
+        if "soma_joinid" not in columns:
+            columns.insert(0, "soma_joinid")
+        n_var = int(self._X.shape[1]) if var_positions is None else len(var_positions)
+        var_indexer = None
+        if var_positions is not None:
+            var_indexer = soma.IntIndexer(var_positions)
+        chunks = [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
+        if not chunks:
+            return
+        # One read ahead: TileDB releases the GIL, so the next batch loads while this one is used.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-soma") as pool:
+            pending: Future[CellBatch] = pool.submit(
+                self._read, chunks[0], columns, var_positions, var_indexer, n_var
+            )
+            for nxt in [*chunks[1:], None]:
+                batch = pending.result()
+                if nxt is not None:
+                    pending = pool.submit(self._read, nxt, columns, var_positions, var_indexer, n_var)
+                yield batch
+
+    def _read(
+        self,
+        chunk: np.ndarray,
+        columns: list[str],
+        var_positions: np.ndarray | None,
+        var_indexer: Any,
+        n_var: int,
+    ) -> CellBatch:
+        obs = self._exp.obs.read(coords=(chunk,), column_names=columns).concat()
+        obs = _in_order(obs, chunk)
+        coords = (chunk,) if var_positions is None else (chunk, var_positions)
+        tables = list(self._X.read(coords=coords).tables())
+        row_indexer = soma.IntIndexer(chunk)
+        if tables:
+            coo = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            rows = row_indexer.get_indexer(coo["soma_dim_0"].to_numpy())
+            cols = coo["soma_dim_1"].to_numpy()
+            if var_indexer is not None:
+                cols = var_indexer.get_indexer(cols)
+            data = coo["soma_data"].to_numpy()
+        else:
+            rows = cols = np.zeros(0, dtype=np.int64)
+            data = np.zeros(0, dtype=np.float32)
+        X = sp.csr_matrix((data.astype(np.float32, copy=False), (rows, cols)), shape=(len(chunk), n_var))
+        X.sum_duplicates()
+        return CellBatch(cell_ids=chunk.astype(str), obs=obs, X=X)
+
+    def _check_columns(self, columns: Sequence[str]) -> None:
+        missing = [c for c in columns if c not in self._obs_columns]
+        if missing:
+            raise InputFormatError(
+                f"{self.info.uri}: obs has no column {', '.join(missing)} "
+                f"(it has: {', '.join(self._obs_columns)})"
+            )
+
+    def close(self) -> None:
+        self._owner.close()
+
+
+def _in_order(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """Rows of ``table`` (which has soma_joinid) in the order of ``positions``."""
+    ids = table["soma_joinid"].to_numpy()
+    if len(ids) != len(positions):
+        raise SourceError(f"obs read returned {len(ids)} rows for {len(positions)} soma_joinids")
+    if np.array_equal(ids, positions):
+        return table
+    order = soma.IntIndexer(ids).get_indexer(positions)
+    return table.take(pa.array(order))

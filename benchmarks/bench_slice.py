@@ -1,0 +1,160 @@
+"""Slice throughput and peak memory: atlasprep vs cellxgene_census.get_anndata vs raw tiledbsoma.
+
+    python benchmarks/bench_slice.py [--cells 200000] [--store DIR] [--batch-size 8192]
+
+Builds (once) a Census-layout store with the demo atlas generator, picks two ontology slices
+of it, the second about 4x the first, and runs each method on each slice in a fresh process
+(so peak RSS is that method's own, read with wait4). Prints cells/s and peak RSS, then the two
+targets: atlasprep's time within 1.25x of raw streaming, and atlasprep's peak RSS flat
+(within 15%) when the slice grows 4x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# Each method runs in its own interpreter; it prints one JSON line: {"n_cells", "nnz", "seconds"}.
+METHODS = {
+    "atlasprep slice": """
+import json, sys, time
+from pathlib import Path
+from atlasprep.slice import SliceConfig, slice_cells
+from atlasprep.sources import CellFilter
+store, tissues, out, batch = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+t = time.perf_counter()
+r = slice_cells(SliceConfig(census_uri=store, filter=CellFilter(tissue_general=tuple(tissues)), out=out,
+                            batch_size=batch, overwrite=True))
+print(json.dumps({"n_cells": r.n_cells, "seconds": time.perf_counter() - t}))
+""",
+    "cellxgene_census.get_anndata": """
+import json, sys, time
+import cellxgene_census
+store, tissues = sys.argv[1], json.loads(sys.argv[2])
+flt = f"tissue_general_ontology_term_id in {tissues!r} and is_primary_data == True"
+t = time.perf_counter()
+with cellxgene_census.open_soma(uri=store) as census:
+    a = cellxgene_census.get_anndata(census, "Homo sapiens", obs_value_filter=flt)
+print(json.dumps({"n_cells": a.n_obs, "nnz": int(a.X.nnz), "seconds": time.perf_counter() - t}))
+""",
+    "tiledbsoma X().tables()": """
+import json, sys, time
+import cellxgene_census, tiledbsoma as soma
+store, tissues = sys.argv[1], json.loads(sys.argv[2])
+flt = f"tissue_general_ontology_term_id in {tissues!r} and is_primary_data == True"
+t = time.perf_counter()
+nnz = 0
+with cellxgene_census.open_soma(uri=store) as census:
+    exp = census["census_data"]["homo_sapiens"]
+    with exp.axis_query("RNA", obs_query=soma.AxisQuery(value_filter=flt)) as q:
+        n = q.n_obs
+        for table in q.X("raw").tables():
+            nnz += len(table)
+print(json.dumps({"n_cells": n, "nnz": nnz, "seconds": time.perf_counter() - t}))
+""",
+}
+
+
+def run_method(code: str, args: list[str]) -> dict[str, float]:
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"method failed with exit code {proc.returncode}")
+    result = json.loads(output.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux reports KiB
+    return result
+
+
+def pick_slices(store: str) -> tuple[list[str], list[str]]:
+    """Two tissue_general sets: a small one, and one about 4x its size."""
+    import cellxgene_census
+
+    with cellxgene_census.open_soma(uri=store) as census:
+        obs = (
+            census["census_data"]["homo_sapiens"]
+            .obs.read(column_names=["tissue_general_ontology_term_id", "is_primary_data"])
+            .concat()
+            .to_pandas()
+        )
+    counts = obs[obs.is_primary_data].tissue_general_ontology_term_id.astype(str).value_counts()
+    small = counts.index[-1] if counts.iloc[-1] * 4 <= counts.sum() else counts.index[0]
+    target = 4 * counts[small]
+    big: list[str] = []
+    total = 0
+    for term, n in counts.items():  # largest first until about 4x
+        if total + n <= target * 1.15 or not big:
+            big.append(str(term))
+            total += int(n)
+        if total >= target * 0.85:
+            break
+    return [str(small)], big
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", type=int, default=200_000)
+    parser.add_argument("--store", type=Path, default=None)
+    parser.add_argument("--batch-size", type=int, default=8_192)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per method and slice; the best is kept")
+    opts = parser.parse_args()
+
+    from atlasprep.demo import build_census
+
+    store = opts.store or HERE / "_work" / f"census-{opts.cells}"
+    if not store.exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        build_census(store, n_cells=opts.cells, seed=0)
+        print(f"built {opts.cells:,}-cell Census-layout store at {store} in {time.perf_counter() - t:.0f} s")
+    small, big = pick_slices(str(store))
+    print(f"store: {store} ({opts.cells:,} cells); slices: small={small}, big={big}\n")
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, tissues in (("small", small), ("4x", big)):
+            for method, code in METHODS.items():
+                best: dict[str, float] | None = None
+                for _ in range(opts.repeat):
+                    args = [str(store), json.dumps(tissues)]
+                    if method.startswith("atlasprep"):
+                        args += [str(Path(tmp) / "slice.h5ad"), str(opts.batch_size)]
+                    r = run_method(code, args)
+                    if best is None or r["seconds"] < best["seconds"]:
+                        best = r
+                assert best is not None
+                rows.append((label, method, best))
+                print(
+                    f"{label:>5}  {method:<30} {int(best['n_cells']):>8,} cells  {best['seconds']:7.2f} s  "
+                    f"{best['n_cells'] / best['seconds']:>9,.0f} cells/s  peak RSS {best['peak_rss_mb']:7.0f} MB",
+                    flush=True,
+                )
+
+    def get(label: str, method: str) -> dict[str, float]:
+        return next(r for lab, m, r in rows if lab == label and m == method)
+
+    print()
+    for label in ("small", "4x"):
+        ours, raw = get(label, "atlasprep slice"), get(label, "tiledbsoma X().tables()")
+        ratio = ours["seconds"] / raw["seconds"]
+        print(f"{label}: atlasprep time / raw streaming time = {ratio:.2f} (target <= 1.25)")
+    small_rss, big_rss = get("small", "atlasprep slice")["peak_rss_mb"], get("4x", "atlasprep slice")["peak_rss_mb"]
+    growth = get("4x", "atlasprep slice")["n_cells"] / get("small", "atlasprep slice")["n_cells"]
+    print(
+        f"atlasprep peak RSS: {small_rss:.0f} MB -> {big_rss:.0f} MB when the slice grows {growth:.1f}x "
+        f"({100 * (big_rss / small_rss - 1):+.1f}%, target within 15%)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""AnnData inputs: real CELLxGENE h5ads and a zipped legacy zarr from ../shared/data."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+import zarr
+
+from atlasprep.slice import SliceConfig, slice_cells
+from atlasprep.sources import AnnDataSource, CellFilter, resolve_filter
+from conftest import shared_file
+
+
+def test_cellxgene_h5ad_uses_raw_counts_and_ontology_filters(tmp_path):
+    path = shared_file("cellxgene/example_invalid_CL.h5ad")
+    source = AnnDataSource([path])
+    compiled = source.compile(resolve_filter(CellFilter(tissue=("heart left ventricle",), primary_only=True)))
+    positions = source.select(compiled)
+    original = ad.read_h5ad(path)
+    want = (original.obs["tissue_ontology_term_id"] == "UBERON:0002084") & original.obs["is_primary_data"]
+    assert np.array_equal(positions, np.flatnonzero(want.to_numpy()))
+    batches = list(source.iter_batches(positions, var_positions=None, batch_size=50))
+    source.close()
+    assert max(b.n_cells for b in batches) <= 50
+    got = np.vstack([b.X.toarray() for b in batches])
+    matrix = original.raw.X if original.raw is not None else original.X
+    assert np.array_equal(got, matrix[positions].toarray())
+    assert [i for b in batches for i in b.cell_ids] == list(original.obs_names[positions])
+
+    out = tmp_path / "lv.h5ad"
+    slice_cells(SliceConfig(inputs=(str(path),), filter=CellFilter(tissue=("UBERON:0002084",)), out=out))
+    assert ad.read_h5ad(out).n_obs == len(positions)
+
+
+def test_zipped_legacy_zarr_streams_dense_rows(tmp_path):
+    path = shared_file("scrna/10x-10k-subset.zarr.zip")
+    source = AnnDataSource([path])
+    positions = np.arange(0, 10_000, 7, dtype=np.int64)
+    batches = list(source.iter_batches(positions, var_positions=np.array([0, 5, 999]), batch_size=512))
+    source.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        store = zarr.storage.ZipStore(path, mode="r")
+        original = ad.read_zarr(store)
+    got = np.vstack([b.X.toarray() for b in batches])
+    assert np.array_equal(got, np.asarray(original.X)[positions][:, [0, 5, 999]])
+
+
+def test_two_inputs_union_var_and_prefix_clashing_names(tmp_path):
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(rng.poisson(1, (5, 3)).astype(np.float32))
+    a.var_names = ["ENSG1", "ENSG2", "ENSG3"]
+    b = ad.AnnData(rng.poisson(1, (4, 2)).astype(np.float32))
+    b.var_names = ["ENSG3", "ENSG4"]
+    a.write_h5ad(tmp_path / "a.h5ad")
+    with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False):
+        b.write_zarr(tmp_path / "b.zarr")
+    source = AnnDataSource([tmp_path / "a.h5ad", tmp_path / "b.zarr"])
+    assert list(source.var().index) == ["ENSG1", "ENSG2", "ENSG3", "ENSG4"]
+    (batch,) = source.iter_batches(np.arange(9, dtype=np.int64), var_positions=None, batch_size=100)
+    source.close()
+    X = batch.X.toarray()
+    assert np.array_equal(X[:5, :3], a.X) and not X[:5, 3].any()
+    assert np.array_equal(X[5:, 2:], b.X) and not X[5:, :2].any()
+    assert batch.cell_ids[0] == "a:0" and batch.cell_ids[5] == "b:0"
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    from atlasprep.errors import SourceError
+
+    with pytest.raises(SourceError, match="no such file"):
+        AnnDataSource([tmp_path / "nope.h5ad"])

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+
+from atlasprep.errors import OutputExistsError, UsageError
+from atlasprep.slice import AnnDataWriter
+
+
+def _batches(n_cells: int, n_genes: int, batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = sp.random(n_cells, n_genes, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+    X.data = np.ceil(X.data * 10)
+    labels = rng.choice(["T cell", "B cell", "Peyer's patch B cell", None], size=n_cells)
+    for start in range(0, n_cells, batch):
+        stop = min(start + batch, n_cells)
+        obs = pa.table(
+            {
+                # each batch carries its own dictionary, as SOMA reads do
+                "cell_type": pa.array(labels[start:stop]).dictionary_encode(),
+                "nnz": pa.array(np.diff(X.indptr)[start:stop].astype(np.int64)),
+                "is_primary_data": pa.array(np.arange(start, stop) % 3 != 0),
+            }
+        )
+        yield np.arange(start, stop).astype(str), obs, X[start:stop]
+    return X, labels
+
+
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_batches_round_trip_through_anndata(tmp_path, suffix):
+    var = pd.DataFrame({"feature_name": [f"G{i}" for i in range(30)]}, index=[f"ENSG{i:011d}" for i in range(30)])
+    out = tmp_path / f"slice{suffix}"
+    writer = AnnDataWriter(out, var=var)
+    rows = list(_batches(257, 30, batch=64))
+    for ids, obs, X in rows:
+        writer.append(ids, obs, X)
+    writer.finish({"atlasprep": {"seed": 3, "filters_given": {"tissue": ["lung"]}}})
+    adata = ad.read_h5ad(out) if suffix == ".h5ad" else ad.read_zarr(out)
+    expected = sp.vstack([X for _, _, X in rows]).toarray()
+    assert np.array_equal(adata.X.toarray(), expected)
+    assert list(adata.obs_names) == [str(i) for i in range(257)]
+    assert isinstance(adata.obs["cell_type"].dtype, pd.CategoricalDtype)
+    labels = pa.concat_arrays([obs["cell_type"].combine_chunks().cast(pa.string()) for _, obs, _ in rows])
+    assert adata.obs["cell_type"].astype(object).where(adata.obs["cell_type"].notna(), None).tolist() == labels.to_pylist()
+    assert adata.obs["is_primary_data"].dtype == bool
+    assert adata.uns["atlasprep"]["seed"] == 3
+    assert list(adata.var_names) == list(var.index)
+    assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.arrow"))
+
+
+def test_refuses_existing_output_and_bad_suffix(tmp_path):
+    var = pd.DataFrame(index=["ENSG00000000003"])
+    (tmp_path / "x.h5ad").write_bytes(b"")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        AnnDataWriter(tmp_path / "x.h5ad", var=var)
+    with pytest.raises(UsageError, match=r"\.h5ad or \.zarr"):
+        AnnDataWriter(tmp_path / "x.csv", var=var)
+
+
+def test_abort_leaves_nothing_and_stale_temps_are_swept(tmp_path):
+    var = pd.DataFrame(index=["ENSG00000000003"])
+    out = tmp_path / "x.zarr"
+    # a leftover of a crashed run whose process is gone
+    dead = tmp_path / "x.zarr.tmp-999999999"
+    dead.mkdir()
+    writer = AnnDataWriter(out, var=var)
+    assert not dead.exists()
+    writer.append(np.array(["a"]), pa.table({"n": [1]}), sp.csr_matrix(np.ones((1, 1), dtype=np.float32)))
+    writer.abort()
+    assert not out.exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_empty_slice_is_a_valid_anndata(tmp_path):
+    var = pd.DataFrame(index=["ENSG00000000003", "ENSG00000000005"])
+    out = tmp_path / "empty.h5ad"
+    AnnDataWriter(out, var=var).finish({"atlasprep": {"n_cells": 0}})
+    adata = ad.read_h5ad(out)
+    assert adata.shape == (0, 2)
