@@ -102,7 +102,9 @@ def pick_slices(store: str) -> tuple[list[str], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cells", type=int, default=200_000)
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--batch-size", type=int, default=8_192)
@@ -136,7 +138,8 @@ def main() -> None:
                 rows.append((label, method, best))
                 print(
                     f"{label:>5}  {method:<30} {int(best['n_cells']):>8,} cells  {best['seconds']:7.2f} s  "
-                    f"{best['n_cells'] / best['seconds']:>9,.0f} cells/s  peak RSS {best['peak_rss_mb']:7.0f} MB",
+                    f"{best['n_cells'] / best['seconds']:>9,.0f} cells/s  "
+                    f"peak RSS {best['peak_rss_mb']:7.0f} MB",
                     flush=True,
                 )
 
@@ -148,7 +151,10 @@ def main() -> None:
         ours, raw = get(label, "atlasprep slice"), get(label, "tiledbsoma X().tables()")
         ratio = ours["seconds"] / raw["seconds"]
         print(f"{label}: atlasprep time / raw streaming time = {ratio:.2f} (target <= 1.25)")
-    small_rss, big_rss = get("small", "atlasprep slice")["peak_rss_mb"], get("4x", "atlasprep slice")["peak_rss_mb"]
+    small_rss, big_rss = (
+        get("small", "atlasprep slice")["peak_rss_mb"],
+        get("4x", "atlasprep slice")["peak_rss_mb"],
+    )
     growth = get("4x", "atlasprep slice")["n_cells"] / get("small", "atlasprep slice")["n_cells"]
     print(
         f"atlasprep peak RSS: {small_rss:.0f} MB -> {big_rss:.0f} MB when the slice grows {growth:.1f}x "

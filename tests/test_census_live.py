@@ -27,5 +27,7 @@ def test_small_live_slice_equals_get_anndata(tmp_path):
     assert result.n_matched > 0
     value_filter = result.compiled.value_filter()
     with cellxgene_census.open_soma(census_version=result.source.census_build) as census:
-        obs = cellxgene_census.get_obs(census, "Homo sapiens", value_filter=value_filter, column_names=["soma_joinid"])
+        obs = cellxgene_census.get_obs(
+            census, "Homo sapiens", value_filter=value_filter, column_names=["soma_joinid"]
+        )
     assert len(obs) == result.n_matched

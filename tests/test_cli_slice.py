@@ -22,8 +22,17 @@ def run():
 
 
 def test_json_dry_run_is_one_document_with_breakdown(run, small_census):
-    r = run("slice", "--census-uri", str(small_census), "--cell-type", "immune cell", "--dry-run", "--json",
-            "--by", "tissue_general")
+    r = run(
+        "slice",
+        "--census-uri",
+        str(small_census),
+        "--cell-type",
+        "immune cell",
+        "--dry-run",
+        "--json",
+        "--by",
+        "tissue_general",
+    )
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["n_cells"] > 0
@@ -32,7 +41,8 @@ def test_json_dry_run_is_one_document_with_breakdown(run, small_census):
     term = doc["resolved_terms"]["cell_type"][0]
     assert (term["term_id"], term["how"]) == ("CL:0000738", "alias")
     # the user is told what "immune cell" became, on stderr
-    assert "leukocyte" in r.stderr and "CL:0000738" in r.stderr
+    assert "leukocyte" in r.stderr
+    assert "CL:0000738" in r.stderr
 
 
 def test_writes_with_progress_on_stderr_and_refuses_to_overwrite(run, small_census, tmp_path):
@@ -44,10 +54,21 @@ def test_writes_with_progress_on_stderr_and_refuses_to_overwrite(run, small_cens
     assert ad.read_h5ad(out).n_obs > 0
     again = run("slice", "--census-uri", str(small_census), "--tissue-general", "blood", "--out", str(out))
     assert again.exit_code == 2
-    assert again.stderr.startswith("Error:") and "--overwrite" in again.stderr
+    assert again.stderr.startswith("Error:")
+    assert "--overwrite" in again.stderr
     assert "Traceback" not in again.stderr
-    ok = run("slice", "--census-uri", str(small_census), "--tissue-general", "blood", "--out", str(out),
-             "--overwrite", "--max-cells", "10")
+    ok = run(
+        "slice",
+        "--census-uri",
+        str(small_census),
+        "--tissue-general",
+        "blood",
+        "--out",
+        str(out),
+        "--overwrite",
+        "--max-cells",
+        "10",
+    )
     assert ok.exit_code == 0
     assert ad.read_h5ad(out).n_obs == 10
 
@@ -92,6 +113,16 @@ def test_bad_usage_is_one_line_exit_2(run, small_census, args, message):
 def test_help_explains_sources_and_filters(run):
     r = run("slice", "--help")
     assert r.exit_code == 0
-    for flag in ("--census", "--census-uri", "--input", "--tissue", "--cell-type", "--exact", "--all-data",
-                 "--per-group", "--dry-run", "--json"):
+    for flag in (
+        "--census",
+        "--census-uri",
+        "--input",
+        "--tissue",
+        "--cell-type",
+        "--exact",
+        "--all-data",
+        "--per-group",
+        "--dry-run",
+        "--json",
+    ):
         assert flag in r.stdout

@@ -32,7 +32,8 @@ def test_no_match_lists_closest_and_exits_1():
     assert doc["match"] is None
     assert doc["suggestions"][0]["term_id"] == "CL:0000738"
     plain = runner.invoke(app, ["terms", "leukocyt", "-O", "CL"])
-    assert plain.exit_code == 1 and "leukocyte" in plain.stdout
+    assert plain.exit_code == 1
+    assert "leukocyte" in plain.stdout
 
 
 def test_bad_ontology_is_usage_error():

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from atlasprep.sources import CellFilter, compile_filter, resolve_filter, soma_quote
 
-NASTY = ["Peyer's patch B cell", 'say "hi"', "back\\slash", "Fuchs' endothelial dystrophy", "tab\there", "ünï"]
+NASTY = [
+    "Peyer's patch B cell",
+    'say "hi"',
+    "back\\slash",
+    "Fuchs' endothelial dystrophy",
+    "tab\there",
+    "ünï",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +62,9 @@ def test_soma_quote_round_trips_any_text(text):
 def test_labels_resolve_and_descendants_expand():
     resolved = resolve_filter(CellFilter(cell_type=("immune cell",), tissue=("lung",)))
     cell_types = resolved.values["cell_type_ontology_term_id"]
-    assert "CL:0000738" in cell_types and "CL:0000624" in cell_types and "CL:0000182" not in cell_types
+    assert "CL:0000738" in cell_types
+    assert "CL:0000624" in cell_types
+    assert "CL:0000182" not in cell_types
     assert "UBERON:0008953" in resolved.values["tissue_ontology_term_id"]
     exact = resolve_filter(CellFilter(tissue=("lung",), exact=True))
     assert exact.values["tissue_ontology_term_id"] == ("UBERON:0002048",)
@@ -72,7 +81,9 @@ def test_compiles_to_present_values_and_matches_joined_multi_terms():
 
 
 def test_nothing_present_compiles_to_an_empty_but_valid_filter():
-    compiled = compile_filter(resolve_filter(CellFilter(tissue=("liver",))), lambda column: ["UBERON:0002048"])
+    compiled = compile_filter(
+        resolve_filter(CellFilter(tissue=("liver",))), lambda column: ["UBERON:0002048"]
+    )
     assert compiled.is_empty
     assert (compiled.value_filter() or "").startswith("soma_joinid < 0")
 

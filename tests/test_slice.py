@@ -93,11 +93,16 @@ def test_non_primary_duplicates_only_with_all_data(small_census):
 
 def test_exact_matches_the_term_only(small_census):
     expanded = slice_cells(
-        SliceConfig(census_uri=str(small_census), filter=CellFilter(tissue=("lung",)), dry_run=True, by=("tissue",))
+        SliceConfig(
+            census_uri=str(small_census), filter=CellFilter(tissue=("lung",)), dry_run=True, by=("tissue",)
+        )
     )
     exact = slice_cells(
         SliceConfig(
-            census_uri=str(small_census), filter=CellFilter(tissue=("lung",), exact=True), dry_run=True, by=("tissue",)
+            census_uri=str(small_census),
+            filter=CellFilter(tissue=("lung",), exact=True),
+            dry_run=True,
+            by=("tissue",),
         )
     )
     assert set(exact.breakdown["tissue"]) == {"lung"}
@@ -108,13 +113,22 @@ def test_exact_matches_the_term_only(small_census):
 def test_where_is_anded_and_sampling_is_seeded(small_census, tmp_path):
     base = SliceConfig(census_uri=str(small_census), filter=CellFilter(where="nnz > 200"), dry_run=True)
     all_cells = slice_cells(base)
-    a = slice_cells(SliceConfig(census_uri=str(small_census), filter=base.filter, max_cells=50, seed=1,
-                                out=tmp_path / "a.h5ad"))
-    b = slice_cells(SliceConfig(census_uri=str(small_census), filter=base.filter, max_cells=50, seed=1,
-                                out=tmp_path / "b.h5ad"))
-    c = slice_cells(SliceConfig(census_uri=str(small_census), filter=base.filter, max_cells=50, seed=2,
-                                out=tmp_path / "c.h5ad"))
-    assert 50 < all_cells.n_cells
+    a = slice_cells(
+        SliceConfig(
+            census_uri=str(small_census), filter=base.filter, max_cells=50, seed=1, out=tmp_path / "a.h5ad"
+        )
+    )
+    b = slice_cells(
+        SliceConfig(
+            census_uri=str(small_census), filter=base.filter, max_cells=50, seed=1, out=tmp_path / "b.h5ad"
+        )
+    )
+    c = slice_cells(
+        SliceConfig(
+            census_uri=str(small_census), filter=base.filter, max_cells=50, seed=2, out=tmp_path / "c.h5ad"
+        )
+    )
+    assert all_cells.n_cells > 50
     ids = [ad.read_h5ad(r.out).obs["soma_joinid"].tolist() for r in (a, b, c)]
     assert ids[0] == ids[1] != ids[2]
     assert (ad.read_h5ad(a.out).obs["nnz"] > 200).all()
@@ -122,8 +136,12 @@ def test_where_is_anded_and_sampling_is_seeded(small_census, tmp_path):
 
 def test_per_group_is_balanced(small_census):
     result = slice_cells(
-        SliceConfig(census_uri=str(small_census), per_group=("tissue_general", 40), dry_run=True,
-                    by=("tissue_general",))
+        SliceConfig(
+            census_uri=str(small_census),
+            per_group=("tissue_general", 40),
+            dry_run=True,
+            by=("tissue_general",),
+        )
     )
     assert set(result.breakdown["tissue_general"].values()) == {40}
 
@@ -132,7 +150,7 @@ def test_genes_file_restricts_var(small_census, tmp_path):
     source = open_census(census_uri=str(small_census))
     var = source.var()
     source.close()
-    wanted = list(var.index[[5, 1, 40]]) + ["ENSG99999999999"]
+    wanted = [*list(var.index[[5, 1, 40]]), "ENSG99999999999"]
     genes = tmp_path / "genes.txt"
     genes.write_text("# a comment\n" + "\n".join(wanted) + "\n")
     out = tmp_path / "g.h5ad"
@@ -161,14 +179,17 @@ def test_anndata_input_matches_the_mask(small_census, tmp_path):
 
 def test_unknown_term_suggests_and_missing_column_is_explained(small_census, tmp_path):
     with pytest.raises(UnknownTermError) as info:
-        slice_cells(SliceConfig(census_uri=str(small_census), filter=CellFilter(cell_type=("leukocytes x",)),
-                                dry_run=True))
+        slice_cells(
+            SliceConfig(
+                census_uri=str(small_census), filter=CellFilter(cell_type=("leukocytes x",)), dry_run=True
+            )
+        )
     assert "leukocyte" in str(info.value)
     with pytest.raises(EmptyResultError, match="--allow-empty"):
-        slice_cells(SliceConfig(census_uri=str(small_census), filter=CellFilter(donor_id=("nobody",)),
-                                dry_run=True))
+        slice_cells(
+            SliceConfig(census_uri=str(small_census), filter=CellFilter(donor_id=("nobody",)), dry_run=True)
+        )
     plain = tmp_path / "plain.h5ad"
     ad.AnnData(np.ones((2, 2), dtype=np.float32)).write_h5ad(plain)
     with pytest.raises(InputFormatError, match="harmonize"):
         slice_cells(SliceConfig(inputs=(str(plain),), filter=CellFilter(tissue=("lung",)), dry_run=True))
-

@@ -8,10 +8,10 @@ import anndata as ad
 import numpy as np
 import pytest
 import zarr
+from conftest import shared_file
 
 from atlasprep.slice import SliceConfig, slice_cells
 from atlasprep.sources import AnnDataSource, CellFilter, resolve_filter
-from conftest import shared_file
 
 
 def test_cellxgene_h5ad_uses_raw_counts_and_ontology_filters(tmp_path):
@@ -63,9 +63,12 @@ def test_two_inputs_union_var_and_prefix_clashing_names(tmp_path):
     (batch,) = source.iter_batches(np.arange(9, dtype=np.int64), var_positions=None, batch_size=100)
     source.close()
     X = batch.X.toarray()
-    assert np.array_equal(X[:5, :3], a.X) and not X[:5, 3].any()
-    assert np.array_equal(X[5:, 2:], b.X) and not X[5:, :2].any()
-    assert batch.cell_ids[0] == "a:0" and batch.cell_ids[5] == "b:0"
+    assert np.array_equal(X[:5, :3], a.X)
+    assert not X[:5, 3].any()
+    assert np.array_equal(X[5:, 2:], b.X)
+    assert not X[5:, :2].any()
+    assert batch.cell_ids[0] == "a:0"
+    assert batch.cell_ids[5] == "b:0"
 
 
 def test_missing_input_is_a_clear_error(tmp_path):

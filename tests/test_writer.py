@@ -34,7 +34,9 @@ def _batches(n_cells: int, n_genes: int, batch: int, seed: int = 0):
 
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
 def test_batches_round_trip_through_anndata(tmp_path, suffix):
-    var = pd.DataFrame({"feature_name": [f"G{i}" for i in range(30)]}, index=[f"ENSG{i:011d}" for i in range(30)])
+    var = pd.DataFrame(
+        {"feature_name": [f"G{i}" for i in range(30)]}, index=[f"ENSG{i:011d}" for i in range(30)]
+    )
     out = tmp_path / f"slice{suffix}"
     writer = AnnDataWriter(out, var=var)
     rows = list(_batches(257, 30, batch=64))
@@ -47,11 +49,15 @@ def test_batches_round_trip_through_anndata(tmp_path, suffix):
     assert list(adata.obs_names) == [str(i) for i in range(257)]
     assert isinstance(adata.obs["cell_type"].dtype, pd.CategoricalDtype)
     labels = pa.concat_arrays([obs["cell_type"].combine_chunks().cast(pa.string()) for _, obs, _ in rows])
-    assert adata.obs["cell_type"].astype(object).where(adata.obs["cell_type"].notna(), None).tolist() == labels.to_pylist()
+    assert (
+        adata.obs["cell_type"].astype(object).where(adata.obs["cell_type"].notna(), None).tolist()
+        == labels.to_pylist()
+    )
     assert adata.obs["is_primary_data"].dtype == bool
     assert adata.uns["atlasprep"]["seed"] == 3
     assert list(adata.var_names) == list(var.index)
-    assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.arrow"))
+    assert not list(tmp_path.glob("*.tmp-*"))
+    assert not list(tmp_path.glob("*.arrow"))
 
 
 def test_refuses_existing_output_and_bad_suffix(tmp_path):

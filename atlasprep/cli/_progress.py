@@ -34,7 +34,6 @@ class CellProgress:
         self._unit = unit
 
     def __enter__(self) -> CellProgress:
-        self._started = time.perf_counter()
         return self
 
     def __exit__(
@@ -45,6 +44,7 @@ class CellProgress:
 
     def __call__(self, done: int, total: int) -> None:
         if self._task is None:
+            self._started = time.perf_counter()
             self._bar.__enter__()
             self._task = self._bar.add_task("work", total=total, rate="")
         elapsed = time.perf_counter() - self._started

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from atlasprep.cli._app import command, err_console
@@ -178,6 +179,12 @@ def slice_command(
         allow_empty=allow_empty,
         overwrite=overwrite,
     )
+    if census == "demo":
+        from atlasprep._cache import cache_dir
+        from atlasprep.demo import DEMO_N_CELLS, DEMO_VERSION
+
+        if not (cache_dir() / f"demo-census-{DEMO_VERSION}").exists():
+            err_console.print(f"building the demo atlas ({DEMO_N_CELLS:,} cells) once; later runs reuse it")
     with CellProgress("slice") as progress:
         result = slice_cells(config, progress=progress)
     _report_resolution(result)
@@ -200,7 +207,7 @@ def _report_resolution(result: SliceResult) -> None:
     if result.source.census_build and result.source.kind == "census":
         err_console.print(f"[dim]census:[/] build {result.source.census_build}")
     if logging.getLogger("atlasprep").isEnabledFor(logging.INFO):
-        err_console.print(f"[dim]value filter:[/] {result.compiled.value_filter()}", markup=False)
+        err_console.print(f"[dim]value filter:[/] {escape(result.compiled.value_filter() or '')}")
 
 
 def _render(result: SliceResult) -> None:

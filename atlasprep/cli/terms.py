@@ -30,14 +30,16 @@ from atlasprep.ontology import (
         "ships (offline).\n\n"
         "Examples:\n\n"
         "  atlasprep terms 'immune cell'\n\n"
-        "  atlasprep terms \"Peyer's patch\" --ontology UBERON\n\n"
+        '  atlasprep terms "Peyer\'s patch" --ontology UBERON\n\n'
         "  atlasprep terms CL:0000624 --json"
     ),
 )
 def terms_command(
     query: str = typer.Argument(..., help="A label, synonym, everyday name or term ID (CL:0000738)."),
     ontology: list[str] = typer.Option(
-        [], "--ontology", "-O",
+        [],
+        "--ontology",
+        "-O",
         help=f"Search only this ontology (repeatable). Default: {', '.join(DEFAULT_ONTOLOGIES)}.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
@@ -56,12 +58,20 @@ def terms_command(
     except UnknownTermError as exc:
         suggestions = [(term_label(t), t) for t in exc.suggestions[:limit]]
         if as_json:
-            typer.echo(json.dumps({
-                "query": query,
-                "match": None,
-                "error": str(exc),
-                "suggestions": [{"label": lab, "term_id": t, "ontology": t.split(":")[0]} for lab, t in suggestions],
-            }, indent=2))
+            typer.echo(
+                json.dumps(
+                    {
+                        "query": query,
+                        "match": None,
+                        "error": str(exc),
+                        "suggestions": [
+                            {"label": lab, "term_id": t, "ontology": t.split(":")[0]}
+                            for lab, t in suggestions
+                        ],
+                    },
+                    indent=2,
+                )
+            )
         else:
             typer.echo(f"No term matches {query!r}.", err=True)
             if suggestions:
@@ -75,17 +85,29 @@ def terms_command(
                 typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps({
-            "query": query,
-            "match": term.to_json(),
-            "schema_version": SCHEMA_VERSION,
-            "ontology_release": versions.get(term.ontology),
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "query": query,
+                    "match": term.to_json(),
+                    "schema_version": SCHEMA_VERSION,
+                    "ontology_release": versions.get(term.ontology),
+                },
+                indent=2,
+            )
+        )
         return
-    table = Table(show_header=False, show_edge=False, caption=f"{term.ontology} {versions.get(term.ontology, '')}")
+    table = Table(
+        show_header=False, show_edge=False, caption=f"{term.ontology} {versions.get(term.ontology, '')}"
+    )
     table.add_column(style="dim")
     table.add_column()
-    for key, value in (("term", term.term_id), ("label", term.label), ("ontology", term.ontology),
-                       ("matched by", term.how), ("descendants", f"{term.n_descendants:,}")):
+    for key, value in (
+        ("term", term.term_id),
+        ("label", term.label),
+        ("ontology", term.ontology),
+        ("matched by", term.how),
+        ("descendants", f"{term.n_descendants:,}"),
+    ):
         table.add_row(key, value)
     Console().print(table)

@@ -102,6 +102,7 @@ def catalog() -> Catalog:
         return " || ".join(parser.get_term_label(t) for t in term.split(" || "))
 
     keys = [ds.key for ds in datasets] + [spec.ATLAS.key]
+    collections = [ds.collection for ds in datasets] + [spec.ATLAS.collection]
     dataset_ids = tuple(demo_uuid("dataset", k) for k in keys)
     columns: dict[str, ObsColumn] = {}
 
@@ -140,7 +141,7 @@ def catalog() -> Catalog:
         datasets=datasets,
         dataset_ids=dataset_ids,
         dataset_version_ids=tuple(demo_uuid("dataset-version", k, "1") for k in keys),
-        collection_ids=tuple(demo_uuid("collection", ds.collection) for ds in (*datasets, spec.ATLAS)),
+        collection_ids=tuple(demo_uuid("collection", c) for c in collections),
         donors=donors,
         donor_dataset=donor_dataset,
         tissues=tissues,

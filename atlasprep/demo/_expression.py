@@ -87,113 +87,143 @@ class ExpressionModel:
     measured: npt.NDArray[np.bool_]  # (n_datasets incl. the atlas, n_genes)
 
 
-def _positions(genes: pd.DataFrame) -> dict[str, int]:
-    """Symbol -> var position; a symbol on several IDs names the lowest ID."""
-    pos: dict[str, int] = {}
-    for i, name in enumerate(genes["feature_name"]):
-        pos.setdefault(str(name), i)
-    return pos
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Genes:
+    """Var positions of the gene groups the model treats specially."""
+
+    ids: npt.NDArray[np.str_]
+    biotype: npt.NDArray[np.object_]
+    position: dict[str, int]  # symbol -> position; a symbol on several IDs names the lowest ID
+    ribosomal: _I64
+    mito: _I64
+    named: _I64  # markers, lineage and disease genes: specific, so moderate in the background
+    fixed: dict[int, float]  # position -> fixed share of every cell's counts
+
+    def at(self, symbols: tuple[str, ...] | list[str]) -> _I64:
+        return np.array([self.position[s] for s in symbols], dtype=np.int64)
+
+    @classmethod
+    def of(cls, genes: pd.DataFrame) -> _Genes:
+        names = genes["feature_name"].astype(str)
+        biotype = genes["feature_biotype"].to_numpy()
+        position: dict[str, int] = {}
+        for i, name in enumerate(names):
+            position.setdefault(name, i)
+        ribosomal = np.flatnonzero(names.str.fullmatch(r"RP[LS]\d+[AXY]?\d*") & (biotype == "protein_coding"))
+        fixed = {position[s]: share for s, share in spec.HOUSEKEEPING.items()}
+        fixed |= {int(g): 0.0015 for g in ribosomal if int(g) not in fixed}
+        fixed |= {position[s]: 0.0015 for s in spec.FEMALE_ONLY_GENES}
+        fixed |= {position[s]: 0.0003 for s in spec.MALE_ONLY_GENES}
+        named = {s for ct in spec.CELL_TYPES.values() for s in (*ct.markers, *spec.LINEAGES[ct.lineage])}
+        named |= {s for program in spec.DISEASE_PROGRAMS.values() for s in program}
+        return cls(
+            ids=genes["feature_id"].to_numpy().astype(str),
+            biotype=biotype,
+            position=position,
+            ribosomal=ribosomal,
+            mito=np.flatnonzero(names.str.startswith("MT-")),
+            named=np.array([position[s] for s in sorted(named)], dtype=np.int64),
+            fixed=fixed,
+        )
 
 
 @functools.cache
 def expression_model() -> ExpressionModel:
-    return _build_model(catalog(), gene_universe())
+    return _build_model(catalog(), _Genes.of(gene_universe()))
 
 
-def _build_model(cat: Catalog, genes: pd.DataFrame) -> ExpressionModel:
+def _background(rng: np.random.Generator, genes: _Genes) -> _F64:
+    """Every gene's share of a cell's counts before cell type, donor and dataset effects."""
+    n = len(genes.ids)
+    bg = np.exp(rng.normal(0.0, 2.0, n))  # heavy-tailed, like real gene means
+    bg[rng.random(n) < 0.25] *= 0.01  # a quarter of genes barely expressed anywhere
+    bg[genes.biotype == "lncRNA"] *= 0.3
+    bg[genes.biotype == "Mt_tRNA"] *= 0.05
+    bg[genes.named] = np.quantile(bg, 0.6)
+    fixed = np.fromiter(genes.fixed, dtype=np.int64)
+    bg[fixed] = 0.0
+    bg *= (1.0 - sum(genes.fixed.values())) / bg.sum()
+    bg[fixed] = np.fromiter(genes.fixed.values(), dtype=np.float64)
+    return bg
+
+
+def _cell_type_effects(
+    rng: np.random.Generator, cat: Catalog, genes: _Genes, in_head: _I64, pool: _I64
+) -> tuple[_F64, _F64]:
+    """Per cell type and head gene: a multiplier (its program) and a floor (markers, lineage)."""
+    n_head = int(in_head.max()) + 1
+    mult = np.ones((len(cat.cell_types), n_head))
+    floor = np.zeros((len(cat.cell_types), n_head))
+    for i, term in enumerate(cat.cell_types):
+        ct = spec.CELL_TYPES[term]
+        up = rng.choice(pool, 60, replace=False)
+        mult[i, up] *= np.exp(rng.uniform(0.7, 1.8, len(up)))
+        mult[i, rng.choice(pool, 30, replace=False)] *= 0.25
+        floor[i, in_head[genes.at(spec.LINEAGES[ct.lineage])]] = 0.0015
+        markers = in_head[genes.at(ct.markers)]
+        levels = 0.003 * np.exp(rng.normal(0.0, 0.5, len(markers)))
+        levels[0] = 0.012  # the first marker is the type's strongest
+        floor[i, markers] = np.maximum(floor[i, markers], levels)
+    return mult, floor
+
+
+def _dataset_effects(
+    rng: np.random.Generator, cat: Catalog, genes: _Genes, in_head: _I64
+) -> tuple[_F64, npt.NDArray[np.bool_]]:
+    """Per dataset: head-gene multipliers (batch effect, nuclei) and the genes it measures."""
+    n_ds, n_head = len(cat.datasets), int(in_head.max()) + 1
+    mult = np.exp(rng.normal(0.0, 0.2, (n_ds, n_head)))
+    measured = np.ones((n_ds + 1, len(genes.ids)), dtype=bool)  # the atlas last
+    for d, ds in enumerate(cat.datasets):
+        if ds.suspension_type == "nucleus":  # nuclei: few mitochondrial, more nuclear transcripts
+            mult[d, in_head[genes.mito]] *= 0.03
+            mult[d, in_head[genes.ribosomal]] *= 0.4
+            mult[d, in_head[genes.at(["MALAT1", "NEAT1"])]] *= 4.0
+        if ds.gene_annotation == "legacy":
+            new = genes.ids >= _LEGACY_FIRST_NEW_ID
+            new[genes.named] = False  # keep every marker measurable in every dataset
+            measured[d, new] = False
+    keys = [ds.key for ds in cat.datasets]
+    measured[n_ds] = measured[[keys.index(s.dataset) for s in spec.ATLAS.sources]].any(axis=0)
+    return mult, measured
+
+
+def _build_model(cat: Catalog, genes: _Genes) -> ExpressionModel:
     rng = np.random.default_rng(spec.MODEL_SEED)
-    n_genes = len(genes)
-    pos = _positions(genes)
-    names = genes["feature_name"].astype(str)
-    biotype = genes["feature_biotype"].to_numpy()
-
-    def at(symbols: tuple[str, ...] | list[str]) -> _I64:
-        return np.array([pos[s] for s in symbols], dtype=np.int64)
-
-    ribosomal = np.flatnonzero(names.str.fullmatch(r"RP[LS]\d+[AXY]?\d*") & (biotype == "protein_coding"))
-    mito = np.flatnonzero(names.str.startswith("MT-"))
-    fixed: dict[int, float] = {int(pos[s]): share for s, share in spec.HOUSEKEEPING.items()}
-    fixed.update({int(g): 0.0015 for g in ribosomal if int(g) not in fixed})
-    fixed.update({pos[s]: 0.0015 for s in spec.FEMALE_ONLY_GENES})
-    fixed.update({pos[s]: 0.0003 for s in spec.MALE_ONLY_GENES})
-    program_genes = {
-        s for ct in spec.CELL_TYPES.values() for s in (*ct.markers, *spec.LINEAGES[ct.lineage])
-    } | {s for genes_ in spec.DISEASE_PROGRAMS.values() for s in genes_}
-    named = at(sorted(program_genes))
-
-    # background: log-normal, a quarter of genes barely expressed, lncRNAs and tRNAs lower
-    bg = np.exp(rng.normal(0.0, 2.0, n_genes))
-    bg[rng.random(n_genes) < 0.25] *= 0.01
-    bg[biotype == "lncRNA"] *= 0.3
-    bg[biotype == "Mt_tRNA"] *= 0.05
-    bg[named] = np.quantile(bg, 0.6)  # markers are specific: moderate elsewhere
-    fixed_idx = np.fromiter(fixed, dtype=np.int64)
-    bg[fixed_idx] = 0.0
-    bg *= (1.0 - sum(fixed.values())) / bg.sum()
-    bg[fixed_idx] = np.fromiter(fixed.values(), dtype=np.float64)
-
+    n_genes = len(genes.ids)
+    bg = _background(rng, genes)
+    fixed = np.fromiter(genes.fixed, dtype=np.int64)
     ranked = np.argsort(-bg, kind="stable")
-    top = ranked[~np.isin(ranked, np.union1d(named, fixed_idx))][:_N_HEAD_BACKGROUND]
-    head = np.unique(np.concatenate([top, named, fixed_idx]))
+    top = ranked[~np.isin(ranked, np.union1d(genes.named, fixed))][:_N_HEAD_BACKGROUND]
+    head = np.unique(np.concatenate([top, genes.named, fixed]))
     in_head = np.full(n_genes, -1, dtype=np.int64)
     in_head[head] = np.arange(len(head))
     tail_bg = bg.copy()
     tail_bg[head] = 0.0
     tail_total = float(tail_bg.sum())
-    pool = in_head[top]  # head positions of the plainly expressed genes programs draw from
 
-    # per-cell-type head multipliers and floors (markers, lineage)
-    n_types = len(cat.cell_types)
-    type_mult = np.ones((n_types, len(head)))
-    type_floor = np.zeros((n_types, len(head)))
-    for i, term in enumerate(cat.cell_types):
-        ct = spec.CELL_TYPES[term]
-        up = rng.choice(pool, 60, replace=False)
-        type_mult[i, up] *= np.exp(rng.uniform(0.7, 1.8, len(up)))
-        down = rng.choice(pool, 30, replace=False)
-        type_mult[i, down] *= 0.25
-        lineage = in_head[at(spec.LINEAGES[ct.lineage])]
-        type_floor[i, lineage] = 0.0015
-        markers = in_head[at(ct.markers)]
-        levels = 0.003 * np.exp(rng.normal(0.0, 0.5, len(markers)))
-        levels[0] = 0.012
-        type_floor[i, markers] = np.maximum(type_floor[i, markers], levels)
-
-    # per-dataset effects (batch, nuclei) and legacy annotation gaps
-    n_ds = len(cat.datasets)
-    ds_mult = np.exp(rng.normal(0.0, 0.2, (n_ds, len(head))))
-    measured = np.ones((n_ds + 1, n_genes), dtype=bool)
-    ids = genes["feature_id"].to_numpy().astype(str)
-    for d, ds in enumerate(cat.datasets):
-        if ds.suspension_type == "nucleus":
-            ds_mult[d, in_head[mito]] *= 0.03
-            ds_mult[d, in_head[ribosomal]] *= 0.4
-            ds_mult[d, in_head[at(["MALAT1", "NEAT1"])]] *= 4.0
-        if ds.gene_annotation == "legacy":
-            new = ids >= _LEGACY_FIRST_NEW_ID
-            new[named] = False  # keep every marker measurable in every dataset
-            measured[d, new] = False
-    source_ds = [[ds.key for ds in cat.datasets].index(s.dataset) for s in spec.ATLAS.sources]
-    measured[n_ds] = measured[source_ds].any(axis=0)
-
-    disease_mult = {
-        d: (in_head[at(g)], np.exp(rng.uniform(1.1, 2.1, len(g)))) for d, g in spec.DISEASE_PROGRAMS.items()
+    type_mult, type_floor = _cell_type_effects(rng, cat, genes, in_head, pool=in_head[top])
+    ds_mult, measured = _dataset_effects(rng, cat, genes, in_head)
+    disease = {
+        d: (in_head[genes.at(g)], np.exp(rng.uniform(1.1, 2.1, len(g))))
+        for d, g in spec.DISEASE_PROGRAMS.items()
     }
-    female_genes, male_genes = in_head[at(spec.FEMALE_ONLY_GENES)], in_head[at(spec.MALE_ONLY_GENES)]
+    female_only = in_head[genes.at(spec.FEMALE_ONLY_GENES)]
+    male_only = in_head[genes.at(spec.MALE_ONLY_GENES)]
 
-    # one row per (donor, cell type) the spec can produce
+    # one row of head-gene weights per (donor, cell type) the spec can produce
     ct_index = {t: i for i, t in enumerate(cat.cell_types)}
-    combo = np.full((len(cat.donors), n_types), -1, dtype=np.int32)
+    combo = np.full((len(cat.donors), len(cat.cell_types)), -1, dtype=np.int32)
     rows: list[_F64] = []
     for donor_idx, donor in enumerate(cat.donors):
         d = int(cat.donor_dataset[donor_idx])
         for term, _ in cat.datasets[d].composition:
             t = ct_index[term]
             w = np.maximum(bg[head] * type_mult[t], type_floor[t]) * ds_mult[d]
-            if donor.disease in disease_mult:
-                idx, mult = disease_mult[donor.disease]
+            if donor.disease in disease:
+                idx, mult = disease[donor.disease]
                 w[idx] *= mult
-            w[male_genes if donor.sex == "PATO:0000383" else female_genes] = 0.0
+            w[male_only if donor.sex == "PATO:0000383" else female_only] = 0.0
             combo[donor_idx, t] = len(rows)
             rows.append(w)
     weights = np.stack(rows)
@@ -202,16 +232,14 @@ def _build_model(cat: Catalog, genes: pd.DataFrame) -> ExpressionModel:
 
     dispersion = np.clip(np.exp(rng.normal(np.log(0.3), 0.5, len(head))), 0.05, 3.0)
     starts = range(0, n_genes, TILE)
-    tables = tuple(AliasTable.build(tail_bg[s : s + TILE]) for s in starts)
-    tile_share = np.array([tail_bg[s : s + TILE].sum() for s in starts]) / tail_total
     return ExpressionModel(
         n_genes=n_genes,
         head=head,
         head_shape=1.0 / dispersion,
         head_rate=head_rate,
         tail_mass=tail_total / totals,
-        tile_share=tile_share,
-        tile_tables=tables,
+        tile_share=np.array([tail_bg[s : s + TILE].sum() for s in starts]) / tail_total,
+        tile_tables=tuple(AliasTable.build(tail_bg[s : s + TILE]) for s in starts),
         combo=combo,
         fallback=head[np.argmax(head_rate, axis=1)],
         median=np.array([ds.median_counts for ds in cat.datasets]),
@@ -259,9 +287,9 @@ class CountsGenerator:
             sources = plan.duplicate_of[first - plan.n_primary : stop - plan.n_primary]
             for g in np.unique(sources // GROUP):
                 mine = np.flatnonzero(sources // GROUP == g)
-                new_row = np.full(GROUP, -1, dtype=np.int64)
-                new_row[sources[mine] - g * GROUP] = mine + (first - start)
-                parts.append((self._duplicated_group(int(g)), new_row, 0))
+                remap = np.full(GROUP, -1, dtype=np.int64)
+                remap[sources[mine] - g * GROUP] = mine + (first - start)
+                parts.append((self._duplicated_group(int(g)), remap, 0))
         rows_out, cols_out, data_out = [], [], []
         for t in range(len(self.model.tile_tables)):
             for pieces, new_row, offset in parts:

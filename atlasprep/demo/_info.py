@@ -73,8 +73,10 @@ def info_tables(
         ("atlasprep_demo_version", spec.DEMO_VERSION),
         ("atlasprep_demo_seed", str(plan.seed)),
     ]
-    collections = [spec.COLLECTIONS[ds.collection] for ds in (*cat.datasets, spec.ATLAS)]
-    titles = [ds.title for ds in (*cat.datasets, spec.ATLAS)]
+    collections = [spec.COLLECTIONS[ds.collection] for ds in cat.datasets] + [
+        spec.COLLECTIONS[spec.ATLAS.collection]
+    ]
+    titles = [*(ds.title for ds in cat.datasets), spec.ATLAS.title]
     n = len(titles)
     datasets = {
         "soma_joinid": np.arange(n, dtype=np.int64),

@@ -17,10 +17,10 @@ from typing import Literal
 
 __all__ = [
     "ATLAS",
-    "DEMO_VERSION",
     "CELL_TYPES",
     "COLLECTIONS",
     "DATASETS",
+    "DEMO_VERSION",
     "DISEASE_PROGRAMS",
     "FEMALE_ONLY_GENES",
     "HOUSEKEEPING",
@@ -203,12 +203,8 @@ DISEASE_PROGRAMS: dict[str, tuple[str, ...]] = {
     "MONDO:0005002": ("MMP12", "SPP1", "CHI3L1"),  # chronic obstructive pulmonary disease
     "MONDO:0004975": ("APOE", "CLU", "GPNMB"),  # Alzheimer disease
     "MONDO:0005300": ("HAVCR1", "LCN2", "VCAM1", "SPP1"),  # chronic kidney disease
-    "MONDO:0013209": (
-        "PLIN2",
-        "SAA1",
-        "SAA2",
-        "CRP",
-    ),  # metabolic dysfunction-associated steatotic liver disease
+    # metabolic dysfunction-associated steatotic liver disease
+    "MONDO:0013209": ("PLIN2", "SAA1", "SAA2", "CRP"),
     "MONDO:0005532": ("REG1A", "REG1B", "DUOX2", "LCN2", "S100A8", "CXCL8"),  # Crohn's colitis
 }
 
@@ -217,11 +213,19 @@ _F, _M = "PATO:0000383", "PATO:0000384"
 _NORMAL = "PATO:0000461"
 _EUR, _ASN, _EAS, _AFA = "HANCESTRO:0005", "HANCESTRO:0008", "HANCESTRO:0009", "HANCESTRO:0568"
 _SAS, _LAT = "HANCESTRO:0006", "HANCESTRO:0014"
-_LUNG, _LLL, _LUL = (
-    "UBERON:0002048",
-    "UBERON:0008953",
-    "UBERON:0008952",
-)  # lung, lower/upper lobe of left lung
+# lung, lower lobe of left lung, upper lobe of left lung
+_LUNG, _LLL, _LUL = "UBERON:0002048", "UBERON:0008953", "UBERON:0008952"
+_LIVER, _LIVER_RIGHT_LOBE = "UBERON:0002107", "UBERON:0001114"
+_KIDNEY, _KIDNEY_CORTEX = "UBERON:0002113", "UBERON:0001225"
+_BLOOD, _VENOUS_BLOOD = "UBERON:0000178", "UBERON:0013756"
+_PREFRONTAL_CORTEX, _CEREBRAL_CORTEX = "UBERON:0000451", "UBERON:0000956"
+_TRANSVERSE_COLON, _SIGMOID_COLON = "UBERON:0001157", "UBERON:0001159"
+_COVID, _COPD, _ALZHEIMER = "MONDO:0100096", "MONDO:0005002", "MONDO:0004975"
+_CKD, _MASLD, _CROHNS_COLITIS = "MONDO:0005300", "MONDO:0013209", "MONDO:0005532"
+# HsapDv "<n>-year-old stage" is HsapDv:0000(94 + n) for adults; the decades are separate terms
+_Y = {n: f"HsapDv:{94 + n:07d}" for n in range(18, 90)}
+_SIXTH_DECADE, _SEVENTH_DECADE = "HsapDv:0000240", "HsapDv:0000241"
+_EIGHTH_DECADE, _NINTH_DECADE = "HsapDv:0000242", "HsapDv:0000243"
 
 
 def _donor(
@@ -285,14 +289,14 @@ DATASETS: tuple[DatasetSpec, ...] = (
         counts_sigma=0.5,
         weight=0.22,
         donors=(
-            _donor("LUNG-N01", _F, "HsapDv:0000143", _EUR, _NORMAL, (_LUNG, 0.6), (_LLL, 0.4)),  # 49-year-old
-            _donor("LUNG-N02", _M, "HsapDv:0000157", _EUR, _NORMAL, (_LUNG, 1.0)),  # 63-year-old
-            _donor("LUNG-N03", _M, "HsapDv:0000131", _ASN, _NORMAL, (_LLL, 1.0)),  # 37-year-old
-            _donor("LUNG-C01", _M, "HsapDv:0000166", _EUR, "MONDO:0100096", (_LUNG, 1.0)),  # 72, COVID-19
-            _donor("LUNG-C02", _F, "HsapDv:0000149", _AFA, "MONDO:0100096", (_LUNG, 0.5), (_LLL, 0.5)),
-            _donor("LUNG-C03", _M, "HsapDv:0000160", "unknown", "MONDO:0100096", (_LUNG, 1.0)),
-            _donor("LUNG-P01", _M, "HsapDv:0000170", _EUR, "MONDO:0005002", (_LLL, 1.0)),  # 76, COPD
-            _donor("LUNG-P02", _F, "HsapDv:0000161", f"{_EUR} || {_LAT}", "MONDO:0005002", (_LUNG, 1.0)),
+            _donor("LUNG-N01", _F, _Y[49], _EUR, _NORMAL, (_LUNG, 0.6), (_LLL, 0.4)),
+            _donor("LUNG-N02", _M, _Y[63], _EUR, _NORMAL, (_LUNG, 1.0)),
+            _donor("LUNG-N03", _M, _Y[37], _ASN, _NORMAL, (_LLL, 1.0)),
+            _donor("LUNG-C01", _M, _Y[72], _EUR, _COVID, (_LUNG, 1.0)),
+            _donor("LUNG-C02", _F, _Y[55], _AFA, _COVID, (_LUNG, 0.5), (_LLL, 0.5)),
+            _donor("LUNG-C03", _M, _Y[66], "unknown", _COVID, (_LUNG, 1.0)),
+            _donor("LUNG-P01", _M, _Y[76], _EUR, _COPD, (_LLL, 1.0)),
+            _donor("LUNG-P02", _F, _Y[67], f"{_EUR} || {_LAT}", _COPD, (_LUNG, 1.0)),
         ),
         composition=(
             ("CL:0002063", 0.24),  # pulmonary alveolar type 2 cell
@@ -318,9 +322,9 @@ DATASETS: tuple[DatasetSpec, ...] = (
         counts_sigma=0.6,
         weight=0.05,
         donors=(
-            _donor("SS2-1", _F, "HsapDv:0000124", _EAS, _NORMAL, (_LUL, 1.0)),  # 30-year-old
-            _donor("SS2-2", _M, "HsapDv:0000141", _EUR, _NORMAL, (_LUNG, 0.5), (_LUL, 0.5)),  # 47
-            _donor("SS2-3", _M, "HsapDv:0000152", _SAS, _NORMAL, (_LUNG, 1.0)),  # 58
+            _donor("SS2-1", _F, _Y[30], _EAS, _NORMAL, (_LUL, 1.0)),
+            _donor("SS2-2", _M, _Y[47], _EUR, _NORMAL, (_LUNG, 0.5), (_LUL, 0.5)),
+            _donor("SS2-3", _M, _Y[58], _SAS, _NORMAL, (_LUNG, 1.0)),
         ),
         composition=(
             ("CL:0002063", 0.35),
@@ -341,17 +345,11 @@ DATASETS: tuple[DatasetSpec, ...] = (
         counts_sigma=0.5,
         weight=0.14,
         donors=(
-            _donor("LIV-01", _M, "HsapDv:0000136", _EUR, _NORMAL, ("UBERON:0002107", 1.0)),  # liver; 42
-            _donor(
-                "LIV-02", _F, "HsapDv:0000150", _EAS, _NORMAL, ("UBERON:0001114", 1.0)
-            ),  # right lobe of liver
-            _donor(
-                "LIV-03", _F, "HsapDv:0000145", _EUR, "MONDO:0013209", ("UBERON:0002107", 1.0)
-            ),  # 51, MASLD
-            _donor("LIV-04", _M, "HsapDv:0000157", _LAT, "MONDO:0013209", ("UBERON:0001114", 1.0)),
-            _donor(
-                "LIV-05", _M, "HsapDv:0000240", "unknown", "MONDO:0013209", ("UBERON:0002107", 1.0)
-            ),  # 6th decade
+            _donor("LIV-01", _M, _Y[42], _EUR, _NORMAL, (_LIVER, 1.0)),
+            _donor("LIV-02", _F, _Y[56], _EAS, _NORMAL, (_LIVER_RIGHT_LOBE, 1.0)),
+            _donor("LIV-03", _F, _Y[51], _EUR, _MASLD, (_LIVER, 1.0)),
+            _donor("LIV-04", _M, _Y[63], _LAT, _MASLD, (_LIVER_RIGHT_LOBE, 1.0)),
+            _donor("LIV-05", _M, _SIXTH_DECADE, "unknown", _MASLD, (_LIVER, 1.0)),
         ),
         composition=(
             ("CL:0000182", 0.45),  # hepatocyte
@@ -373,25 +371,11 @@ DATASETS: tuple[DatasetSpec, ...] = (
         counts_sigma=0.6,
         weight=0.14,
         donors=(
-            _donor(
-                "KID-01", _F, "HsapDv:0000137", _AFA, _NORMAL, ("UBERON:0001225", 1.0)
-            ),  # cortex of kidney
-            _donor(
-                "KID-02",
-                _M,
-                "HsapDv:0000166",
-                _EUR,
-                _NORMAL,
-                ("UBERON:0002113", 0.4),
-                ("UBERON:0001225", 0.6),
-            ),
-            _donor("KID-03", _M, "HsapDv:0000168", _AFA, "MONDO:0005300", ("UBERON:0001225", 1.0)),  # 74, CKD
-            _donor(
-                "KID-04", _F, "HsapDv:0000172", _EUR, "MONDO:0005300", ("UBERON:0002113", 1.0)
-            ),  # kidney; 78
-            _donor(
-                "KID-05", _M, "HsapDv:0000241", _ASN, "MONDO:0005300", ("UBERON:0001225", 1.0)
-            ),  # 7th decade
+            _donor("KID-01", _F, _Y[43], _AFA, _NORMAL, (_KIDNEY_CORTEX, 1.0)),
+            _donor("KID-02", _M, _Y[72], _EUR, _NORMAL, (_KIDNEY, 0.4), (_KIDNEY_CORTEX, 0.6)),
+            _donor("KID-03", _M, _Y[74], _AFA, _CKD, (_KIDNEY_CORTEX, 1.0)),
+            _donor("KID-04", _F, _Y[78], _EUR, _CKD, (_KIDNEY, 1.0)),
+            _donor("KID-05", _M, _SEVENTH_DECADE, _ASN, _CKD, (_KIDNEY_CORTEX, 1.0)),
         ),
         composition=(
             ("CL:1000838", 0.38),  # kidney proximal convoluted tubule epithelial cell
@@ -415,12 +399,12 @@ DATASETS: tuple[DatasetSpec, ...] = (
         weight=0.18,
         gene_annotation="legacy",
         donors=(
-            _donor("PBMC-H1", _F, "HsapDv:0000117", _EUR, _NORMAL, ("UBERON:0000178", 1.0)),  # blood; 23
-            _donor("PBMC-H2", _M, "HsapDv:0000125", _EAS, _NORMAL, ("UBERON:0013756", 1.0)),  # venous blood
-            _donor("PBMC-H3", _F, "HsapDv:0000149", _AFA, _NORMAL, ("UBERON:0000178", 1.0)),
-            _donor("PBMC-C1", _M, "HsapDv:0000160", _EUR, "MONDO:0100096", ("UBERON:0013756", 1.0)),
-            _donor("PBMC-C2", _M, "HsapDv:0000170", _SAS, "MONDO:0100096", ("UBERON:0000178", 1.0)),
-            _donor("PBMC-C3", _F, "HsapDv:0000242", "unknown", "MONDO:0100096", ("UBERON:0013756", 1.0)),
+            _donor("PBMC-H1", _F, _Y[23], _EUR, _NORMAL, (_BLOOD, 1.0)),
+            _donor("PBMC-H2", _M, _Y[31], _EAS, _NORMAL, (_VENOUS_BLOOD, 1.0)),
+            _donor("PBMC-H3", _F, _Y[55], _AFA, _NORMAL, (_BLOOD, 1.0)),
+            _donor("PBMC-C1", _M, _Y[66], _EUR, _COVID, (_VENOUS_BLOOD, 1.0)),
+            _donor("PBMC-C2", _M, _Y[76], _SAS, _COVID, (_BLOOD, 1.0)),
+            _donor("PBMC-C3", _F, _EIGHTH_DECADE, "unknown", _COVID, (_VENOUS_BLOOD, 1.0)),
         ),
         composition=(
             ("CL:0001054", 0.20),  # CD14-positive monocyte
@@ -442,23 +426,11 @@ DATASETS: tuple[DatasetSpec, ...] = (
         counts_sigma=0.6,
         weight=0.17,
         donors=(
-            _donor(
-                "BR-01", _F, "HsapDv:0000166", _EUR, _NORMAL, ("UBERON:0000451", 1.0)
-            ),  # prefrontal cortex
-            _donor("BR-02", _M, "HsapDv:0000170", _EUR, _NORMAL, ("UBERON:0000956", 1.0)),  # cerebral cortex
-            _donor("BR-03", _F, "HsapDv:0000172", _EUR, "MONDO:0004975", ("UBERON:0000451", 1.0)),
-            _donor(
-                "BR-04",
-                _M,
-                "HsapDv:0000168",
-                _AFA,
-                "MONDO:0004975",
-                ("UBERON:0000451", 0.5),
-                ("UBERON:0000956", 0.5),
-            ),
-            _donor(
-                "BR-05", _F, "HsapDv:0000243", "unknown", "MONDO:0004975", ("UBERON:0000451", 1.0)
-            ),  # 9th decade
+            _donor("BR-01", _F, _Y[72], _EUR, _NORMAL, (_PREFRONTAL_CORTEX, 1.0)),
+            _donor("BR-02", _M, _Y[76], _EUR, _NORMAL, (_CEREBRAL_CORTEX, 1.0)),
+            _donor("BR-03", _F, _Y[78], _EUR, _ALZHEIMER, (_PREFRONTAL_CORTEX, 1.0)),
+            _donor("BR-04", _M, _Y[74], _AFA, _ALZHEIMER, (_PREFRONTAL_CORTEX, 0.5), (_CEREBRAL_CORTEX, 0.5)),
+            _donor("BR-05", _F, _NINTH_DECADE, "unknown", _ALZHEIMER, (_PREFRONTAL_CORTEX, 1.0)),
         ),
         composition=(
             ("CL:0000679", 0.40),  # glutamatergic neuron
@@ -479,20 +451,12 @@ DATASETS: tuple[DatasetSpec, ...] = (
         counts_sigma=0.5,
         weight=0.10,
         donors=(
+            _donor("GUT-01", _M, _Y[30], _EUR, _NORMAL, (_TRANSVERSE_COLON, 1.0)),
+            _donor("GUT-02", _F, _Y[37], _EUR, _NORMAL, (_SIGMOID_COLON, 1.0)),
             _donor(
-                "GUT-01", _M, "HsapDv:0000124", _EUR, _NORMAL, ("UBERON:0001157", 1.0)
-            ),  # transverse colon
-            _donor("GUT-02", _F, "HsapDv:0000131", _EUR, _NORMAL, ("UBERON:0001159", 1.0)),  # sigmoid colon
-            _donor(
-                "GUT-03",
-                _F,
-                "HsapDv:0000117",
-                _LAT,
-                "MONDO:0005532",
-                ("UBERON:0001157", 0.5),
-                ("UBERON:0001159", 0.5),
+                "GUT-03", _F, _Y[23], _LAT, _CROHNS_COLITIS, (_TRANSVERSE_COLON, 0.5), (_SIGMOID_COLON, 0.5)
             ),
-            _donor("GUT-04", _M, "HsapDv:0000136", _ASN, "MONDO:0005532", ("UBERON:0001159", 1.0)),
+            _donor("GUT-04", _M, _Y[42], _ASN, _CROHNS_COLITIS, (_SIGMOID_COLON, 1.0)),
         ),
         composition=(
             ("CL:0002071", 0.30),  # enterocyte of epithelium of large intestine

@@ -10,9 +10,9 @@ most likely what #2879 is).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,11 +58,12 @@ class CellStats:
 
     @classmethod
     def of(cls, counts: Counts) -> CellStats:
-        n = counts.n_rows
+        n, rows = counts.n_rows, counts.rows
+        square = np.square(counts.data, dtype=np.float64)
         return cls(
-            nnz=np.bincount(counts.rows, minlength=n),
-            raw_sum=np.bincount(counts.rows, weights=counts.data, minlength=n),
-            sum_sq=np.bincount(counts.rows, weights=np.square(counts.data, dtype=np.float64), minlength=n),
+            nnz=np.bincount(rows, minlength=n),
+            raw_sum=np.bincount(rows, weights=counts.data, minlength=n).astype(np.float64),
+            sum_sq=np.bincount(rows, weights=square, minlength=n).astype(np.float64),
         )
 
     @classmethod
@@ -122,6 +123,7 @@ class CensusWriter:
         self.root = root
         self.n_cells = n_cells
         self.n_var = n_var
+        census: soma.Collection[Any]
         with soma.Collection.create(str(root)) as census:
             census.add_new_collection("census_info")
             data = census.add_new_collection("census_data")
@@ -179,8 +181,9 @@ class CensusWriter:
     ) -> None:
         """Finish obs and X, then write var, the presence matrix and the census_info tables."""
         self.close()
+        census: soma.Collection[Any]
         with soma.Collection.open(str(self.root), "w") as census:
-            rna = census["census_data"]["homo_sapiens"].ms["RNA"]
+            rna: soma.Measurement = census["census_data"]["homo_sapiens"].ms["RNA"]
             _new_dataframe(rna, "var", var, VAR_PLATFORM_CONFIG)
             datasets, genes = np.nonzero(presence)
             with rna.add_new_sparse_ndarray(
@@ -207,7 +210,10 @@ class CensusWriter:
 
 
 def _new_dataframe(
-    parent: soma.Collection, key: str, tbl: pa.Table, platform_config: dict[str, Any] | None
+    parent: soma.Collection[Any] | soma.Measurement,
+    key: str,
+    tbl: pa.Table,
+    platform_config: dict[str, Any] | None,
 ) -> None:
     frame = parent.add_new_dataframe(
         key,

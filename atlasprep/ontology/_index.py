@@ -76,5 +76,9 @@ def index_of(ontology: str) -> OntologyIndex:
         return {k: tuple(sorted(v)) for k, v in d.items()}
 
     return OntologyIndex(
-        name=ontology, labels=freeze(labels), synonyms=freeze(synonyms), display=display, spaced=freeze(spaced)
+        name=ontology,
+        labels=freeze(labels),
+        synonyms=freeze(synonyms),
+        display=display,
+        spaced=freeze(spaced),
     )

@@ -42,7 +42,16 @@ FIELD_ONTOLOGIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 # searched, in this order, when no ontology is named
-DEFAULT_ONTOLOGIES: tuple[str, ...] = ("CL", "UBERON", "MONDO", "EFO", "PATO", "HsapDv", "HANCESTRO", "MmusDv")
+DEFAULT_ONTOLOGIES: tuple[str, ...] = (
+    "CL",
+    "UBERON",
+    "MONDO",
+    "EFO",
+    "PATO",
+    "HsapDv",
+    "HANCESTRO",
+    "MmusDv",
+)
 
 _CURIE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)[:_](\d+)\s*$")
 
@@ -103,7 +112,7 @@ def resolve_term(query: str, ontologies: Sequence[str] | None = None) -> Resolve
                 candidates=tuple(t for _, t in hits),
             )
         ontology, term_id = hits[0]
-        return _resolved(query, term_id, ontology, how)  # type: ignore[arg-type]
+        return _resolved(query, term_id, ontology, how)
     suggestions = suggest(query, searched)
     did_you_mean = ", ".join(f"{label} ({tid})" for label, tid in suggestions)
     raise UnknownTermError(
@@ -130,7 +139,9 @@ def _hits(key: str, how: str, ontologies: Sequence[str]) -> list[tuple[str, str]
             found = ()
             for form in variants(key)[1:]:
                 found = (
-                    index.labels.get(form) or index.synonyms.get(form) or index.spaced.get(form.replace("-", " "), ())
+                    index.labels.get(form)
+                    or index.synonyms.get(form)
+                    or index.spaced.get(form.replace("-", " "), ())
                 )
                 if found:
                     break

@@ -146,6 +146,8 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
         )
         try:
             done = 0
+            if progress is not None:
+                progress(0, len(positions))
             for batch in source.iter_batches(
                 positions, var_positions=var_positions, batch_size=config.batch_size
             ):
