@@ -3,6 +3,7 @@ realistic counts, duplicates, determinism, and the cached copy."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -17,20 +18,15 @@ import scipy.sparse as sp
 import tiledbsoma as soma
 
 import atlasprep.demo
-from atlasprep.demo import DEMO_VERSION, build_census, demo_census_uri
+from atlasprep.demo import DEMO_VERSION, _expression, _spec, build_census, demo_census_uri
 from atlasprep.demo import _build as demo_build
 from atlasprep.demo._catalog import catalog
+from atlasprep.demo._expression import CountsGenerator, expression_model
+from atlasprep.demo._plan import plan_cells
 from atlasprep.demo._schema import OBS_FIELDS, VAR_FIELDS, X_TILE_EXTENT, arrow_schema
 from atlasprep.errors import OutputExistsError, UsageError
 from atlasprep.ontology import get_parser
 from atlasprep.testing import small_census as build_small_census
-
-pytestmark = [
-    # get_anndata's AnnData gets an integer index that anndata turns into strings, with a warning
-    pytest.mark.filterwarnings("ignore:Transforming to str index:anndata.ImplicitModificationWarning"),
-    # cellxgene-ontology-guide 1.11 warns that schema 7.0.0 (which the Census still uses) is old
-    pytest.mark.filterwarnings("ignore:Schema version 7.0.0 is deprecated:DeprecationWarning"),
-]
 
 N_CELLS = 1_500  # atlasprep.testing.small_census's default, which conftest's fixture builds
 
@@ -65,9 +61,16 @@ OBS_COLUMNS = [
     "raw_variance_nnz",
     "n_measured_vars",
 ]
-NUMERIC = {"soma_joinid": pa.int64(), "is_primary_data": pa.bool_(), "observation_joinid": pa.large_string(),
-           "raw_sum": pa.float64(), "nnz": pa.int64(), "raw_mean_nnz": pa.float64(),
-           "raw_variance_nnz": pa.float64(), "n_measured_vars": pa.int64()}  # fmt: skip
+NUMERIC = {
+    "soma_joinid": pa.int64(),
+    "is_primary_data": pa.bool_(),
+    "observation_joinid": pa.large_string(),
+    "raw_sum": pa.float64(),
+    "nnz": pa.int64(),
+    "raw_mean_nnz": pa.float64(),
+    "raw_variance_nnz": pa.float64(),
+    "n_measured_vars": pa.int64(),
+}
 TERM_PREFIXES = {
     "assay_ontology_term_id": ("EFO",),
     "cell_type_ontology_term_id": ("CL",),
@@ -471,6 +474,27 @@ def test_census_info_agrees_with_obs(small_census, obs):
     assert organisms[["organism_ontology_term_id", "organism_label", "organism"]].values.tolist() == [
         ["NCBITaxon:9606", "Homo sapiens", "homo_sapiens"]
     ]
+
+
+def test_year_stage_terms():
+    parser = get_parser()
+    for years, term in _spec._Y.items():
+        assert parser.get_term_label(term) == f"{years}-year-old stage"
+
+
+def test_a_cell_that_draws_no_counts_gets_one(monkeypatch):
+    plan = plan_cells(catalog(), 600, 0)
+    model = expression_model()
+    monkeypatch.setattr(_expression, "_MIN_DEPTH", 0.0)
+    starved = dataclasses.replace(model, median=np.full_like(model.median, 1e-9))
+    counts = CountsGenerator(plan, starved).tile_row(0)
+    assert np.array_equal(np.bincount(counts.rows), np.ones(600))
+    rows = plan.rows(0, 600)
+    expected = model.fallback[model.combo[rows.donor, rows.cell_type]]
+    assert np.array_equal(counts.cols[np.argsort(counts.rows)], expected)
+    assert (counts.data == 1).all()
+    order = np.lexsort((counts.cols, counts.rows, counts.cols // X_TILE_EXTENT))
+    assert np.array_equal(order, np.arange(600))  # still TileDB's global order
 
 
 # -- building ----------------------------------------------------------------------------------

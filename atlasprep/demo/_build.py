@@ -30,7 +30,8 @@ __all__ = ["DEFAULT_BATCH_SIZE", "DEMO_N_CELLS", "build_census", "demo_census_ur
 log = logging.getLogger("atlasprep.demo")
 
 DEMO_N_CELLS = 24_000
-DEFAULT_BATCH_SIZE = 4 * TILE  # cells per obs/X write; memory peaks at a few hundred MB
+DEFAULT_BATCH_SIZE = 4 * TILE  # cells per obs/X write (one TileDB fragment each)
+MAX_VALUES_PER_BATCH = 12_000_000  # X values per write: ~250 MB in Arrow, as much again in TileDB
 
 Progress = Callable[[int, int], None]
 
@@ -46,7 +47,8 @@ def build_census(
     """Build the demo atlas as a Census-layout SOMA collection at the local path ``uri``.
 
     The same ``(n_cells, seed)`` gives the same obs, var and X whatever ``batch_size`` (cells
-    per write, rounded up to whole 2,048-cell X tile rows). The store appears at ``uri`` only
+    per write, rounded up to whole 2,048-cell X tile rows; dense cells end a batch sooner, so
+    memory stays near 1.5 GB at any size). The store appears at ``uri`` only
     when complete: it is built in ``<uri>.tmp-<pid>`` and renamed. ``progress`` is called with
     (cells written, n_cells) after every batch.
     """
@@ -57,7 +59,7 @@ def build_census(
         raise OutputExistsError(f"{path} exists; remove it or choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():  # left by an earlier process with our pid, which cannot be running
+    if tmp.exists():  # a crashed build of an earlier process with our pid (pids repeat in containers)
         shutil.rmtree(tmp)
     started = time.perf_counter()
     try:
@@ -101,15 +103,22 @@ def _build(
     var_nnz = np.zeros(len(genes), dtype=np.int64)
     n_tile_rows = -(-n_cells // TILE)
     try:
-        for first in range(0, n_tile_rows, tile_rows_per_batch):
+        tile_row = 0
+        while tile_row < n_tile_rows:
+            start = tile_row * TILE
             x: list[pa.RecordBatch] = []
             stats: list[CellStats] = []
-            for i in range(first, min(first + tile_rows_per_batch, n_tile_rows)):
-                counts = generator.tile_row(i)
-                x.append(x_batch(counts, i * TILE))
+            # a batch ends at its cell count, or earlier at its value budget (Smart-seq2 cells
+            # carry several times the values of 10x cells)
+            while tile_row < n_tile_rows and len(x) < tile_rows_per_batch:
+                if sum(b.num_rows for b in x) >= MAX_VALUES_PER_BATCH:
+                    break
+                counts = generator.tile_row(tile_row)
+                x.append(x_batch(counts, tile_row * TILE))
                 stats.append(CellStats.of(counts))
                 var_nnz += np.bincount(counts.cols, minlength=len(genes))
-            start, stop = first * TILE, first * TILE + sum(len(s.nnz) for s in stats)
+                tile_row += 1
+            stop = start + sum(len(s.nnz) for s in stats)
             obs = obs_table(
                 cat,
                 plan.rows(start, stop),
@@ -119,9 +128,7 @@ def _build(
                 schema=obs_schema,
             )
             writer.write_batch(obs, x)
-            log.debug(
-                "demo atlas: wrote cells %d-%d (%d values)", start, stop - 1, sum(b.num_rows for b in x)
-            )
+            log.debug("demo atlas: cells %d-%d, %d values", start, stop - 1, sum(b.num_rows for b in x))
             if progress is not None:
                 progress(stop, n_cells)
         everything = plan.rows(0, n_cells)

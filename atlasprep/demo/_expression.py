@@ -11,10 +11,10 @@ Sampling is vectorised and cut where it is cheapest:
   draw per cell and gene;
 * the ~20,000 "tail" genes, whose expected counts are far below one, are sampled as a
   Poisson number of reads per cell and column tile, each read placed by an alias table.
-Counts come out one 2,048-cell tile row at a time, per column tile, i.e. in TileDB's global
-order for the X array, so the writer never sorts. Primary cells are generated in fixed
-blocks (one tile row each) from ``default_rng([seed, 2, block])``: the result does not
-depend on the write batch size, and a duplicate's counts are its original's block, re-made.
+Counts come out one 2,048-cell X tile row at a time, column tile by column tile, i.e. in
+TileDB's global order, so the writer never sorts. Primary cells are generated in fixed groups
+of 512 from ``default_rng([seed, 2, group])``: the result does not depend on the write batch
+size, and a duplicate's counts are its original's group, generated again.
 """
 
 from __future__ import annotations

@@ -131,19 +131,17 @@ def _summary_cell_counts(
     records: list[tuple[str, str, str, int, int]] = [
         ("all", "na", "na", len(is_primary), int(is_primary.sum()))
     ]
-    for category, id_column in _CATEGORIES:
+    for category, id_name in _CATEGORIES:
         labels = cat.columns[category]
-        codes = labels.codes[keys[labels.key]]
-        ids = cat.columns[id_column].codes[keys[labels.key]] if id_column else codes
-        id_vocabulary = cat.columns[id_column].vocabulary if id_column else None
-        total = np.bincount(ids, minlength=len(id_vocabulary or labels.vocabulary))
+        terms = cat.columns[id_name] if id_name else labels  # suspension_type has no term IDs
+        ids = terms.codes[keys[terms.key]]
+        total = np.bincount(ids, minlength=len(terms.vocabulary))
         unique = np.bincount(ids[is_primary], minlength=len(total))
-        label_of = dict(zip(ids.tolist(), codes.tolist(), strict=False))
+        label_of = np.zeros(len(terms.vocabulary), dtype=np.int64)
+        label_of[terms.codes] = labels.codes  # both columns are keyed by the same entity
         for i in np.flatnonzero(total):
-            term = id_vocabulary[i] if id_vocabulary else "na"
-            records.append(
-                (category, term, labels.vocabulary[label_of[int(i)]], int(total[i]), int(unique[i]))
-            )
+            term = terms.vocabulary[i] if id_name else "na"
+            records.append((category, term, labels.vocabulary[label_of[i]], int(total[i]), int(unique[i])))
     records.sort(key=lambda r: (r[0], r[1], r[2]))
     categories = sorted({r[0] for r in records})
     schema = arrow_schema(SUMMARY_CELL_COUNTS_FIELDS, {"organism": 1, "category": len(categories)})

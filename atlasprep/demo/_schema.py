@@ -1,7 +1,8 @@
 """The Census layout the demo writes: names, Arrow types and TileDB settings, declared as data.
 
-Pinned to Census schema 2.4.0, the first built from CELLxGENE dataset schema 7.0.0 (the one
-:data:`atlasprep.ontology.SCHEMA_VERSION` names). Types follow the Census builder
+Pinned to Census schema 2.4.0, the first built from CELLxGENE dataset schema 7.0.0 (what
+census_info/summary records; the terms themselves are validated against the ontology releases
+:data:`atlasprep.ontology.SCHEMA_VERSION` pins). Types follow the Census builder
 (``tools/cellxgene_census_builder/.../build_soma/globals.py``): strings are ``large_string``,
 categorical columns Arrow dictionaries (TileDB enumerations) whose index type is the narrowest
 that holds every category, exactly as the builder picks it from pandas' categorical codes.

@@ -222,8 +222,9 @@ _PREFRONTAL_CORTEX, _CEREBRAL_CORTEX = "UBERON:0000451", "UBERON:0000956"
 _TRANSVERSE_COLON, _SIGMOID_COLON = "UBERON:0001157", "UBERON:0001159"
 _COVID, _COPD, _ALZHEIMER = "MONDO:0100096", "MONDO:0005002", "MONDO:0004975"
 _CKD, _MASLD, _CROHNS_COLITIS = "MONDO:0005300", "MONDO:0013209", "MONDO:0005532"
-# HsapDv "<n>-year-old stage" is HsapDv:0000(94 + n) for adults; the decades are separate terms
-_Y = {n: f"HsapDv:{94 + n:07d}" for n in range(18, 90)}
+# HsapDv "<n>-year-old stage" is HsapDv:0000(94 + n) for 2 to 79 years (tested); older donors
+# get a decade term, as in many Census datasets
+_Y = {n: f"HsapDv:{94 + n:07d}" for n in range(18, 80)}
 _SIXTH_DECADE, _SEVENTH_DECADE = "HsapDv:0000240", "HsapDv:0000241"
 _EIGHTH_DECADE, _NINTH_DECADE = "HsapDv:0000242", "HsapDv:0000243"
 

@@ -121,8 +121,6 @@ class CensusWriter:
 
     def __init__(self, root: Path, *, n_cells: int, n_var: int, obs_schema: pa.Schema) -> None:
         self.root = root
-        self.n_cells = n_cells
-        self.n_var = n_var
         census: soma.Collection[Any]
         with soma.Collection.create(str(root)) as census:
             census.add_new_collection("census_info")

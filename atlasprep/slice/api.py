@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_BATCH_SIZE", "SliceConfig", "SliceResult", "open_source", "s
 
 log = logging.getLogger("atlasprep.slice")
 
-DEFAULT_BATCH_SIZE = 8_192
+DEFAULT_BATCH_SIZE = 4_096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import scipy.sparse as sp
 import tiledbsoma as soma
 
 from atlasprep.errors import InputFormatError, SourceError
+from atlasprep.sources._csr import RowMap, tables_to_csr
 from atlasprep.sources.base import CellBatch, SourceInfo
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 
@@ -29,9 +30,13 @@ __all__ = ["SomaSource", "tiledb_config_for_batches"]
 log = logging.getLogger("atlasprep.sources")
 
 _MiB = 1024**2
+# batches read ahead of the consumer (each on its own thread)
+READ_AHEAD = 2
+# the stored values per cell a batch is budgeted for (a typical 10x 3' v3 cell)
+NNZ_PER_CELL = 2_000
 
 
-def tiledb_config_for_batches(batch_size: int, *, mean_nnz_per_cell: int = 2_000) -> dict[str, Any]:
+def tiledb_config_for_batches(batch_size: int, *, mean_nnz_per_cell: int = NNZ_PER_CELL) -> dict[str, Any]:
     """TileDB settings whose read buffers fit a batch of ``batch_size`` cells.
 
     tiledbsoma allocates ``soma.init_buffer_bytes`` for each column it reads (two int64
@@ -144,48 +149,53 @@ class SomaSource:
         if "soma_joinid" not in columns:
             columns.insert(0, "soma_joinid")
         n_var = int(self._X.shape[1]) if var_positions is None else len(var_positions)
-        var_indexer = None
-        if var_positions is not None:
-            var_indexer = soma.IntIndexer(var_positions)
-        chunks = [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
+        col_lut = None
+        if var_positions is not None:  # X column -> output column
+            col_lut = np.full(int(self._X.shape[1]), -1, dtype=np.int64)
+            col_lut[var_positions] = np.arange(len(var_positions))
+        chunks = self._plan_chunks(positions, batch_size)
         if not chunks:
             return
-        # One read ahead: TileDB releases the GIL, so the next batch loads while this one is used.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-soma") as pool:
-            pending: Future[CellBatch] = pool.submit(
-                self._read, chunks[0], columns, var_positions, var_indexer, n_var
-            )
-            for nxt in [*chunks[1:], None]:
-                batch = pending.result()
-                if nxt is not None:
-                    pending = pool.submit(self._read, nxt, columns, var_positions, var_indexer, n_var)
-                yield batch
+        # Reads run ahead on worker threads (TileDB releases the GIL), at most READ_AHEAD batches
+        # in flight, so the next batches load while this one is consumed, in order.
+        with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="atlasprep-soma") as pool:
+            pending: deque[Future[CellBatch]] = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(self._read, chunk, columns, var_positions, col_lut, n_var))
+                if len(pending) > READ_AHEAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _plan_chunks(self, positions: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        """Consecutive runs of ``positions``: at most ``batch_size`` cells, and, where obs has
+        the Census ``nnz`` column, at most ``batch_size * NNZ_PER_CELL`` stored values, so that a
+        batch of dense cells (Smart-seq2) costs no more memory than one of sparse cells."""
+        if len(positions) == 0:
+            return []
+        # Each cell weighs the larger of its share of the cell budget and of the value budget;
+        # a batch closes where the running weight crosses a whole number.
+        weight = np.full(len(positions), 1.0 / batch_size)
+        if "nnz" in self._obs_columns:
+            nnz = self.obs_values(positions, ["nnz"])["nnz"].to_numpy(dtype=np.float64)
+            weight = np.maximum(weight, nnz / (batch_size * NNZ_PER_CELL))
+        group = np.floor(np.cumsum(weight) - weight * 0.5).astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        return np.split(positions, starts[1:])
 
     def _read(
         self,
         chunk: np.ndarray,
         columns: list[str],
         var_positions: np.ndarray | None,
-        var_indexer: Any,
+        col_lut: np.ndarray | None,
         n_var: int,
     ) -> CellBatch:
         obs = self._exp.obs.read(coords=(chunk,), column_names=columns).concat()
         obs = _in_order(obs, chunk)
         coords = (chunk,) if var_positions is None else (chunk, var_positions)
         tables = list(self._X.read(coords=coords).tables())
-        row_indexer = soma.IntIndexer(chunk)
-        if tables:
-            coo = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-            rows = row_indexer.get_indexer(coo["soma_dim_0"].to_numpy())
-            cols = coo["soma_dim_1"].to_numpy()
-            if var_indexer is not None:
-                cols = var_indexer.get_indexer(cols)
-            data = coo["soma_data"].to_numpy()
-        else:
-            rows = cols = np.zeros(0, dtype=np.int64)
-            data = np.zeros(0, dtype=np.float32)
-        X = sp.csr_matrix((data.astype(np.float32, copy=False), (rows, cols)), shape=(len(chunk), n_var))
-        X.sum_duplicates()
+        X = tables_to_csr(tables, RowMap(chunk), len(chunk), n_var, col_lut)
         return CellBatch(cell_ids=chunk.astype(str), obs=obs, X=X)
 
     def _check_columns(self, columns: Sequence[str]) -> None:
