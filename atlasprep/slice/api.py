@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from atlasprep import __version__
 from atlasprep.errors import EmptyResultError, UsageError
@@ -129,37 +130,9 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
                 f"no cells match {compiled.value_filter() or 'the filter'}; "
                 "loosen the filters, or pass --allow-empty to write an empty slice"
             )
-        if config.dry_run or config.out is None:
-            return SliceResult(
-                n_cells=len(positions),
-                n_matched=len(matched),
-                n_genes=len(out_var),
-                out=None,
-                source=source.info,
-                compiled=compiled,
-                breakdown=breakdown,
-                seconds=time.perf_counter() - started,
-                provenance=provenance,
-            )
-        writer = AnnDataWriter(
-            config.out, var=out_var.drop(columns=["soma_joinid"], errors="ignore"), overwrite=config.overwrite
-        )
-        try:
-            done = 0
-            if progress is not None:
-                progress(0, len(positions))
-            for batch in source.iter_batches(
-                positions, var_positions=var_positions, batch_size=config.batch_size
-            ):
-                writer.append(batch.cell_ids, batch.obs, batch.X)
-                done += batch.n_cells
-                if progress is not None:
-                    progress(done, len(positions))
-            provenance["created"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            out = writer.finish({"atlasprep": provenance})
-        except BaseException:
-            writer.abort()
-            raise
+        out = None
+        if not config.dry_run and config.out is not None:
+            out = _write(source, positions, var_positions, out_var, config, provenance, progress)
     finally:
         source.close()
     return SliceResult(
@@ -173,6 +146,38 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
         seconds=time.perf_counter() - started,
         provenance=provenance,
     )
+
+
+def _write(
+    source: CellSource,
+    positions: np.ndarray,
+    var_positions: np.ndarray | None,
+    var: pd.DataFrame,
+    config: SliceConfig,
+    provenance: dict[str, Any],
+    progress: ProgressCallback | None,
+) -> Path:
+    """Stream the cells into the store; on any failure nothing is left behind."""
+    assert config.out is not None
+    writer = AnnDataWriter(
+        config.out, var=var.drop(columns=["soma_joinid"], errors="ignore"), overwrite=config.overwrite
+    )
+    try:
+        done = 0
+        if progress is not None:
+            progress(0, len(positions))
+        for batch in source.iter_batches(
+            positions, var_positions=var_positions, batch_size=config.batch_size
+        ):
+            writer.append(batch.cell_ids, batch.obs, batch.X)
+            done += batch.n_cells
+            if progress is not None:
+                progress(done, len(positions))
+        provenance["created"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        return writer.finish({"atlasprep": provenance})
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def _check(config: SliceConfig) -> None:
