@@ -36,7 +36,8 @@ r = slice_cells(SliceConfig(census_uri=store, filter=CellFilter(tissue_general=t
 print(json.dumps({"n_cells": r.n_cells, "seconds": time.perf_counter() - t}))
 """,
     "cellxgene_census.get_anndata": """
-import json, sys, time
+import json, sys, time, warnings
+warnings.simplefilter("ignore")  # anndata's "Transforming to str index" from inside get_anndata
 import cellxgene_census
 store, tissues = sys.argv[1], json.loads(sys.argv[2])
 flt = f"tissue_general_ontology_term_id in {tissues!r} and is_primary_data == True"
