@@ -28,7 +28,7 @@ class SourceInfo:
     organism: str | None = None
     census_version: str | None = None  # as asked ("stable")
     census_build: str | None = None  # the dated build it resolved to ("2025-11-08")
-    schema_version: str | None = None
+    schema_version: str | None = None  # the Census schema (census_info/summary)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -38,7 +38,7 @@ class SourceInfo:
             "organism": self.organism,
             "census_version": self.census_version,
             "census_build": self.census_build,
-            "schema_version": self.schema_version,
+            "census_schema_version": self.schema_version,
         }
         out.update(self.extra)
         return {k: v for k, v in out.items() if v is not None}
