@@ -1,18 +1,21 @@
-"""Geneformer's rank value encoding over CSR batches, with a compiled per-row kernel.
+"""Geneformer's rank value encoding over CSR batches, exactly, without a per-cell loop.
 
 Per cell: counts / cell total (over all genes) × 10,000 / the gene's normalization factor (its
 nonzero median over a reference corpus), genes ranked by that value (highest first), their
 tokens truncated to the model's input size; V2 models add ``<cls>`` first and ``<eos>`` last.
 
-Geneformer sorts each cell with ``np.argsort(-values)`` (numpy's default, unstable sort). Where
-a cell's values hold no ties the order is unique, and the compiled kernel's stable sort gives
-exactly it. Where they tie, numpy's order depends on its algorithm, so those cells (the kernel
-flags them; they are rare) are re-ranked with the very same ``np.argsort`` call on the very
-same vector. Either way the ``input_ids`` equal Geneformer's own tokenizer's.
+Geneformer sorts each cell with ``np.argsort(-values)``: numpy's default, unstable sort, whose
+order among tied values depends on its algorithm (and on the CPU's SIMD sort). Ties are common
+(genes with the same count and the same median), so no other sort can promise the same tokens.
+What can: numpy sorts each row of a 2-D array with the same 1-D routine, so all cells of a
+batch with the same number of expressed genes are stacked and sorted in one ``argsort`` call,
+each row getting exactly the order its own ``np.argsort`` would give. A batch costs one
+vectorized pass for the values and one sort call per distinct cell length.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -49,8 +52,8 @@ class RankEncoder:
     """
 
     collapse: sp.csr_matrix | None
-    token_ids: np.ndarray  # int32, one per (collapsed) gene
-    medians: np.ndarray  # float64, one per (collapsed) gene
+    token_ids: np.ndarray  # int32 per matrix column (after collapsing); -1: not in the vocabulary
+    medians: np.ndarray  # float64 per matrix column (after collapsing); NaN: not in the vocabulary
     max_len: int
     cls_id: int | None = None
     eos_id: int | None = None
@@ -85,14 +88,19 @@ class RankEncoder:
                 "(or pass a gene mapping)"
             )
         order = list(dict.fromkeys(g for _, g in usable))  # first appearance
-        position = {g: i for i, g in enumerate(order)}
         collapse = None
-        if len(usable) != len(gene_ids) or len(order) != len(usable):
+        if len(order) == len(usable):  # no two columns name one gene: look tokens up per column
+            genes: list[str | None] = [None] * len(gene_ids)
+            for col, g in usable:
+                genes[col] = g
+        else:  # sum the columns that name one gene, as Geneformer's gene-ID collapsing does
+            position = {g: i for i, g in enumerate(order)}
             rows = np.array([col for col, _ in usable], dtype=np.int64)
             cols = np.array([position[g] for _, g in usable], dtype=np.int64)
             collapse = sp.csr_matrix(
                 (np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(gene_ids), len(order))
             )
+            genes = list(order)
         cls_id = eos_id = None
         if special_tokens:
             missing = [t for t in ("<cls>", "<eos>") if t not in token_dictionary]
@@ -104,8 +112,8 @@ class RankEncoder:
             cls_id, eos_id = int(token_dictionary["<cls>"]), int(token_dictionary["<eos>"])
         return cls(
             collapse=collapse,
-            token_ids=np.array([token_dictionary[g] for g in order], dtype=np.int32),
-            medians=np.array([gene_medians[g] for g in order], dtype=np.float64),
+            token_ids=np.array([-1 if g is None else token_dictionary[g] for g in genes], dtype=np.int32),
+            medians=np.array([np.nan if g is None else gene_medians[g] for g in genes], dtype=np.float64),
             max_len=max_len,
             cls_id=cls_id,
             eos_id=eos_id,
@@ -113,7 +121,8 @@ class RankEncoder:
 
     @property
     def n_genes(self) -> int:
-        return len(self.token_ids)
+        """Input genes that reach the vocabulary (after collapsing)."""
+        return int((self.token_ids >= 0).sum())
 
     def encode(self, counts: sp.csr_matrix, n_counts: np.ndarray | None = None) -> RankedCells:
         """Rank-encode the cells (rows) of ``counts``, whose columns are the input's var.
@@ -125,87 +134,65 @@ class RankEncoder:
         if n_counts is None:
             n_counts = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
         X = counts if self.collapse is None else sp.csr_matrix(counts @ self.collapse)
-        X.sort_indices()
-        special = self.cls_id is not None
-        keep = self.max_len - 2 if special else self.max_len
-        ids, offsets, tied = _rank_rows(
-            X.indptr.astype(np.int64),
-            X.indices.astype(np.int64),
-            X.data.astype(np.float64),
-            np.asarray(n_counts, dtype=np.float64),
-            self.medians,
-            self.token_ids,
-            self.target_sum,
-            keep,
-        )
-        if tied.any():
-            ids, offsets = _rerank_tied(
-                X, np.asarray(n_counts, dtype=np.float64), self, keep, ids, offsets, tied
-            )
+        X.sum_duplicates()  # canonical: sorted columns, so each row is in Geneformer's gene order
+        keep = self.max_len - 2 if self.cls_id is not None else self.max_len
+        ids, offsets = _rank_rows(X, np.asarray(n_counts, dtype=np.float64), self, keep)
         if self.cls_id is not None and self.eos_id is not None:
             ids, offsets = _add_special(ids, offsets, np.int32(self.cls_id), np.int32(self.eos_id))
         return RankedCells(input_ids=ids, offsets=offsets)
 
 
-@numba.njit(cache=True, nogil=True)
-def _rank_rows(indptr, indices, data, n_counts, medians, tokens, target_sum, keep):  # type: ignore[no-untyped-def]  # pragma: no cover
-    n_rows = len(indptr) - 1
-    lengths = np.zeros(n_rows, dtype=np.int64)
-    for i in range(n_rows):
-        nz = 0
-        for p in range(indptr[i], indptr[i + 1]):
-            if data[p] != 0:
-                nz += 1
-        lengths[i] = min(nz, keep)
-    offsets = np.zeros(n_rows + 1, dtype=np.int64)
-    for i in range(n_rows):
-        offsets[i + 1] = offsets[i] + lengths[i]
-    out = np.empty(offsets[-1], dtype=np.int32)
-    tied = np.zeros(n_rows, dtype=np.bool_)
-    for i in range(n_rows):
-        start, stop = indptr[i], indptr[i + 1]
-        values = np.empty(stop - start, dtype=np.float64)
-        toks = np.empty(stop - start, dtype=np.int32)
-        k = 0
-        for p in range(start, stop):
-            if data[p] != 0:
-                # the same float64 operations, in the same order, as Geneformer
-                values[k] = data[p] / n_counts[i] * target_sum / medians[indices[p]]
-                toks[k] = tokens[indices[p]]
-                k += 1
-        order = np.argsort(-values[:k], kind="mergesort")
-        m = lengths[i]
-        for j in range(m):
-            out[offsets[i] + j] = toks[order[j]]
-        # a tie anywhere in the kept prefix (or at its edge) makes numpy's order the reference
-        for j in range(min(m + 1, k) - 1):
-            if values[order[j]] == values[order[j + 1]]:
-                tied[i] = True
-                break
-    return out, offsets, tied
-
-
-def _rerank_tied(
-    X: sp.csr_matrix,
-    n_counts: np.ndarray,
-    encoder: RankEncoder,
-    keep: int,
-    ids: np.ndarray,
-    offsets: np.ndarray,
-    tied: np.ndarray,
+def _rank_rows(
+    X: sp.csr_matrix, n_counts: np.ndarray, encoder: RankEncoder, keep: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank the flagged rows with Geneformer's own call, ``np.argsort(-values)``."""
-    ids = ids.copy()
-    for i in np.flatnonzero(tied):  # rare: only cells whose values tie
-        start, stop = X.indptr[i], X.indptr[i + 1]
-        cols = X.indices[start:stop]
-        data = X.data[start:stop].astype(np.float64)
-        nonzero = data != 0
-        values = data[nonzero] / n_counts[i] * encoder.target_sum / encoder.medians[cols[nonzero]]
-        tokens = encoder.token_ids[cols[nonzero]]
-        ranked = tokens[np.argsort(-values)][:keep]
-        ids[offsets[i] : offsets[i + 1]] = ranked
-    return ids, offsets
+    # Keep the expressed vocabulary genes of each row, in column order (Geneformer's vector).
+    expressed = (encoder.token_ids[X.indices] >= 0) & (X.data != 0)
+    where = np.flatnonzero(expressed)
+    indices, data = X.indices[where], X.data[where]
+    indptr = np.searchsorted(where, X.indptr)  # expressed entries before each row
+    lengths = np.diff(indptr)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.minimum(lengths, keep), out=offsets[1:])
+    out = np.empty(offsets[-1], dtype=np.int32)
+    by_length = np.argsort(lengths, kind="stable")
+    sorted_lengths = lengths[by_length]
+    bounds = np.flatnonzero(np.r_[True, sorted_lengths[1:] != sorted_lengths[:-1], True])
+    for a, b in itertools.pairwise(bounds):  # one sort call per distinct length
+        k = int(sorted_lengths[a])
+        if k == 0:
+            continue
+        rows = by_length[a:b]
+        negated, tokens = _gather(
+            rows, k, indptr, indices, data, n_counts, encoder.medians, encoder.token_ids, encoder.target_sum
+        )
+        order = np.argsort(negated, axis=1)  # numpy's own sort, row by row: Geneformer's argsort(-v)
+        _scatter(rows, order, tokens, offsets, out, min(k, keep))
+    return out, offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(rows, k, indptr, indices, data, n_counts, medians, token_ids, target_sum):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The rows' negated values (stacked, one row per cell) and tokens, without index arrays."""
+    values = np.empty((len(rows), k), dtype=np.float64)
+    tokens = np.empty((len(rows), k), dtype=np.int32)
+    for r in range(len(rows)):
+        row = rows[r]
+        start = indptr[row]
+        n = n_counts[row]
+        for j in range(k):
+            col = indices[start + j]
+            # the same float64 operations, in the same order, as Geneformer's X / n_counts * 10_000 / medians
+            values[r, j] = -(np.float64(data[start + j]) / n * target_sum / medians[col])
+            tokens[r, j] = token_ids[col]
+    return values, tokens
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter(rows, order, tokens, offsets, out, width):  # type: ignore[no-untyped-def]  # pragma: no cover
+    for r in range(len(rows)):
+        base = offsets[rows[r]]
+        for j in range(width):
+            out[base + j] = tokens[r, order[r, j]]
 
 
 def _add_special(
