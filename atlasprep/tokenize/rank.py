@@ -16,6 +16,8 @@ vectorized pass for the values and one sort call per distinct cell length.
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +28,8 @@ import scipy.sparse as sp
 from atlasprep.errors import InputFormatError
 
 __all__ = ["RankEncoder", "RankedCells"]
+
+_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,16 +161,22 @@ def _rank_rows(
     by_length = np.argsort(lengths, kind="stable")
     sorted_lengths = lengths[by_length]
     bounds = np.flatnonzero(np.r_[True, sorted_lengths[1:] != sorted_lengths[:-1], True])
-    for a, b in itertools.pairwise(bounds):  # one sort call per distinct length
+
+    def rank_group(a: int, b: int) -> None:
         k = int(sorted_lengths[a])
-        if k == 0:
-            continue
         rows = by_length[a:b]
         negated, tokens = _gather(
             rows, k, indptr, indices, data, n_counts, encoder.medians, encoder.token_ids, encoder.target_sum
         )
         order = np.argsort(negated, axis=1)  # numpy's own sort, row by row: Geneformer's argsort(-v)
         _scatter(rows, order, tokens, offsets, out, min(k, keep))
+
+    # One sort call per distinct length. The kernels and numpy's sort release the GIL, so the
+    # groups spread over the cores; each writes its own rows of ``out``.
+    groups = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if sorted_lengths[a] > 0]
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        for future in [pool.submit(rank_group, a, b) for a, b in groups]:
+            future.result()
     return out, offsets
 
 
