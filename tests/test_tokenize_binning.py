@@ -1,0 +1,66 @@
+"""Value binning equals scGPT's wherever scGPT is not random, and is deterministic where it is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atlasprep.tokenize import bin_values
+
+
+def _scgpt_row(row: np.ndarray, n_bins: int, rng: np.random.Generator) -> np.ndarray:
+    """scGPT's preprocess binning of one cell, step by step (its _digitize with side="both")."""
+    if row.max() == 0:
+        return np.zeros_like(row, dtype=np.int64)
+    nonzero = row.nonzero()
+    values = row[nonzero]
+    bins = np.quantile(values, np.linspace(0, 1, n_bins - 1))
+    left = np.digitize(values, bins)
+    right = np.digitize(values, bins, right=True)
+    digits = np.ceil(rng.random(len(values)) * (right - left) + left).astype(np.int64)
+    out = np.zeros_like(row, dtype=np.int64)
+    out[nonzero] = digits
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), n_bins=st.sampled_from([3, 11, 51]), scale=st.sampled_from([2, 20, 1000]))
+def test_equals_scgpt_where_scgpt_is_not_random(seed, n_bins, scale):
+    rng = np.random.default_rng(seed)
+    dense = rng.integers(0, scale, (30, 80)) * (rng.random((30, 80)) < 0.4)
+    got = bin_values(sp.csr_matrix(dense.astype(np.float32)), n_bins).toarray()
+    draws = np.stack(
+        [
+            [_scgpt_row(r.astype(np.float64), n_bins, np.random.default_rng(s)) for r in dense]
+            for s in range(12)
+        ]
+    )
+    fixed = (draws == draws[0]).all(axis=0)  # positions where scGPT's draw never varied
+    assert np.array_equal(got[fixed], draws[0][fixed])
+    low, high = draws.min(axis=0), draws.max(axis=0)
+    assert ((got >= low) & (got <= high)).all()  # elsewhere: inside scGPT's range
+    assert ((got == 0) == (dense == 0)).all()
+    assert got.max() <= n_bins - 1
+
+
+def test_distinct_values_bin_exactly_and_monotone_transforms_do_not_matter():
+    rng = np.random.default_rng(3)
+    dense = rng.permutation(np.arange(1, 201)).reshape(4, 50).astype(np.float64)
+    dense[:, ::7] = 0
+    want = np.stack([_scgpt_row(r, 51, np.random.default_rng(0)) for r in dense])
+    assert np.array_equal(bin_values(sp.csr_matrix(dense)).toarray(), want)
+    logged = np.log1p(dense / dense.sum(axis=1, keepdims=True) * 1e4)
+    assert np.array_equal(bin_values(sp.csr_matrix(logged)).toarray(), want)
+
+
+def test_empty_cells_and_bad_bins():
+    X = sp.csr_matrix(np.array([[0, 0, 0], [0, 5, 0]], dtype=np.float32))
+    # one value equals all 4 edges: scGPT draws from 1..4, atlasprep takes the middle
+    assert bin_values(X, 5).toarray().tolist() == [[0, 0, 0], [0, 2, 0]]
+    from atlasprep.errors import UsageError
+
+    with pytest.raises(UsageError):
+        bin_values(X, 2)
