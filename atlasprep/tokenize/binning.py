@@ -20,13 +20,12 @@ from a compiled binary search: comparisons only, no arithmetic, so they are exac
 
 from __future__ import annotations
 
-import itertools
-
 import numba
 import numpy as np
 import scipy.sparse as sp
 
 from atlasprep.errors import UsageError
+from atlasprep.tokenize._groups import length_groups
 
 __all__ = ["bin_values"]
 
@@ -41,14 +40,7 @@ def bin_values(counts: sp.csr_matrix, n_bins: int = 51) -> sp.csr_matrix:
     lengths = np.diff(X.indptr)
     digits = np.zeros(X.nnz, dtype=np.int64)
     quantiles = np.linspace(0, 1, n_bins - 1)
-    by_length = np.argsort(lengths, kind="stable")
-    sorted_lengths = lengths[by_length]
-    bounds = np.flatnonzero(np.r_[True, sorted_lengths[1:] != sorted_lengths[:-1], True])
-    for a, b in itertools.pairwise(bounds):  # one quantile call per distinct number of values
-        m = int(sorted_lengths[a])
-        if m == 0:
-            continue
-        rows = by_length[a:b]
+    for m, rows in length_groups(lengths):  # one quantile call per distinct number of values
         starts = X.indptr[rows]
         values = X.data[starts[:, None] + np.arange(m)]
         edges = np.quantile(values, quantiles, axis=1).T  # (cells, n_bins - 1), numpy's own edges

@@ -15,7 +15,6 @@ vectorized pass for the values and one sort call per distinct cell length.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from atlasprep.errors import InputFormatError
+from atlasprep.tokenize._groups import length_groups
 
 __all__ = ["RankEncoder", "RankedCells"]
 
@@ -158,13 +158,8 @@ def _rank_rows(
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(np.minimum(lengths, keep), out=offsets[1:])
     out = np.empty(offsets[-1], dtype=np.int32)
-    by_length = np.argsort(lengths, kind="stable")
-    sorted_lengths = lengths[by_length]
-    bounds = np.flatnonzero(np.r_[True, sorted_lengths[1:] != sorted_lengths[:-1], True])
 
-    def rank_group(a: int, b: int) -> None:
-        k = int(sorted_lengths[a])
-        rows = by_length[a:b]
+    def rank_group(k: int, rows: np.ndarray) -> None:
         negated, tokens = _gather(
             rows, k, indptr, indices, data, n_counts, encoder.medians, encoder.token_ids, encoder.target_sum
         )
@@ -173,9 +168,8 @@ def _rank_rows(
 
     # One sort call per distinct length. The kernels and numpy's sort release the GIL, so the
     # groups spread over the cores; each writes its own rows of ``out``.
-    groups = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if sorted_lengths[a] > 0]
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        for future in [pool.submit(rank_group, a, b) for a, b in groups]:
+        for future in [pool.submit(rank_group, k, rows) for k, rows in length_groups(lengths)]:
             future.result()
     return out, offsets
 
