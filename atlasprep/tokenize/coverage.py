@@ -1,0 +1,65 @@
+"""How much of a corpus the vocabulary sees: never silent, since a symbol-vs-ID mismatch that
+drops most genes ruins a corpus without any error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.sparse as sp
+
+from atlasprep.errors import AtlasprepError
+
+__all__ = ["LowGeneMatchError", "VocabCoverage"]
+
+
+class LowGeneMatchError(AtlasprepError):
+    """Too few of the input genes are in the vocabulary."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VocabCoverage:
+    """Genes and counts inside/outside the vocabulary, accumulated batch by batch."""
+
+    n_genes: int
+    n_genes_in_vocab: int
+    total_counts: float = 0.0
+    counts_in_vocab: float = 0.0
+
+    @classmethod
+    def of_genes(cls, token_ids: np.ndarray) -> VocabCoverage:
+        """Start from the input's columns (``token_ids`` -1 where a gene has no token)."""
+        return cls(n_genes=len(token_ids), n_genes_in_vocab=int((token_ids >= 0).sum()))
+
+    def add(self, counts: sp.csr_matrix, token_ids: np.ndarray) -> VocabCoverage:
+        column_sums = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
+        inside = float(column_sums[token_ids >= 0].sum())
+        return replace(
+            self,
+            total_counts=self.total_counts + float(column_sums.sum()),
+            counts_in_vocab=self.counts_in_vocab + inside,
+        )
+
+    @property
+    def gene_match(self) -> float:
+        return self.n_genes_in_vocab / self.n_genes if self.n_genes else 0.0
+
+    @property
+    def count_match(self) -> float:
+        return self.counts_in_vocab / self.total_counts if self.total_counts else 0.0
+
+    def require(self, min_gene_match: float) -> None:
+        if self.gene_match < min_gene_match:
+            raise LowGeneMatchError(
+                f"only {self.gene_match:.1%} of the input genes ({self.n_genes_in_vocab} of {self.n_genes}) "
+                f"are in the vocabulary, below --min-gene-match {min_gene_match:.0%}; are var IDs symbols "
+                "where the vocabulary has Ensembl IDs? Map them first (atlasprep harmonize, or --gene-mapping)"
+            )
+
+    def to_json(self) -> dict[str, float | int]:
+        return {
+            "n_genes": self.n_genes,
+            "n_genes_in_vocab": self.n_genes_in_vocab,
+            "genes_outside_vocab_fraction": round(1 - self.gene_match, 6),
+            "counts_outside_vocab_fraction": round(1 - self.count_match, 6),
+        }
