@@ -53,7 +53,8 @@ class VocabCoverage:
             raise LowGeneMatchError(
                 f"only {self.gene_match:.1%} of the input genes ({self.n_genes_in_vocab} of {self.n_genes}) "
                 f"are in the vocabulary, below --min-gene-match {min_gene_match:.0%}; are var IDs symbols "
-                "where the vocabulary has Ensembl IDs? Map them first (atlasprep harmonize, or --gene-mapping)"
+                "where the vocabulary has Ensembl IDs? Map them first "
+                "(atlasprep harmonize, or --gene-mapping)"
             )
 
     def to_json(self) -> dict[str, float | int]:
