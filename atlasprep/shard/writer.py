@@ -1,0 +1,158 @@
+"""Shards of tokenized cells, shuffled across the whole corpus, with bounded memory.
+
+Every cell's place is fixed before any token is made: within its split, a seeded permutation
+gives it a slot, the slot gives its shard (``slot // cells_per_shard``) and its row in the
+shard. Tokenized batches arrive in source order and are spilled, sorted by (shard, row), one
+Arrow file per batch; each shard is then assembled from the matching row ranges of every spill
+(memory-mapped, so only that shard is in memory), written under a temporary name and renamed.
+The same inputs and seed give the same bytes.
+
+Shards are Arrow IPC *stream* files, the format HuggingFace ``datasets`` reads with
+``Dataset.from_file``; ``pyarrow.ipc.open_stream`` reads them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["ShardInfo", "ShardLayout", "ShardWriter", "ragged"]
+
+_SLOT = "__slot"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardInfo:
+    path: str  # relative to the store
+    split: str
+    n_cells: int
+    n_tokens: int
+    n_bytes: int
+    sha256: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "split": self.split,
+            "n_cells": self.n_cells,
+            "n_tokens": self.n_tokens,
+            "n_bytes": self.n_bytes,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardLayout:
+    """Where every cell goes: its split and its slot in that split's shuffled order."""
+
+    splits: np.ndarray  # split name per cell (source order)
+    slots: np.ndarray  # int64 slot per cell within its split
+    cells_per_shard: int
+    n_per_split: Mapping[str, int]
+
+    @classmethod
+    def plan(
+        cls, splits: np.ndarray, *, cells_per_shard: int, seed: int, shuffle: bool = True
+    ) -> ShardLayout:
+        slots = np.empty(len(splits), dtype=np.int64)
+        counts: dict[str, int] = {}
+        for index, name in enumerate(sorted(set(splits.tolist()))):
+            members = np.flatnonzero(splits == name)
+            counts[name] = len(members)
+            if shuffle:
+                # one stream per split, so adding a split never reshuffles another
+                slots[members] = np.random.default_rng([seed, index]).permutation(len(members))
+            else:
+                slots[members] = np.arange(len(members))
+        return cls(splits=splits, slots=slots, cells_per_shard=cells_per_shard, n_per_split=counts)
+
+    def n_shards(self, split: str) -> int:
+        return -(-self.n_per_split.get(split, 0) // self.cells_per_shard)
+
+    def shard_name(self, split: str, shard: int, ext: str = "arrow") -> str:
+        return f"{split}-{shard:05d}.{ext}"
+
+
+class ShardWriter:
+    """Collect tokenized batches (``add``) and assemble the shards (``finish``)."""
+
+    def __init__(self, store: Path, layout: ShardLayout) -> None:
+        self.store = store
+        self.layout = layout
+        self.spill_dir = store / ".work" / "spill"
+        shutil.rmtree(self.spill_dir, ignore_errors=True)  # a crashed run's spill is redone
+        self.spill_dir.mkdir(parents=True)
+        (store / "shards").mkdir(exist_ok=True)
+        self._spills: list[tuple[Path, np.ndarray]] = []  # spill file, (split, shard) key per row
+        self._schema: pa.Schema | None = None
+        self._names = sorted(layout.n_per_split)
+        self._split_codes = np.searchsorted(np.array(self._names), layout.splits)
+
+    def add(self, first_cell: int, table: pa.Table) -> None:
+        """Rows of ``table`` are cells ``first_cell, first_cell + 1, …`` in source order."""
+        cells = np.arange(first_cell, first_cell + table.num_rows)
+        split_code = self._split_codes[cells]
+        slots = self.layout.slots[cells]
+        order = np.lexsort((slots, split_code))  # by split, then slot: by shard, then row
+        table = table.append_column(_SLOT, pa.array(slots)).take(pa.array(order))
+        if self._schema is None:
+            self._schema = table.schema
+        path = self.spill_dir / f"{len(self._spills):06d}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table.combine_chunks())
+        # (split, shard) of each sorted row as one sortable number
+        self._spills.append((path, _key(split_code[order], slots[order] // self.layout.cells_per_shard)))
+
+    def finish(self, token_column: str = "input_ids") -> list[ShardInfo]:
+        shards: list[ShardInfo] = []
+        assert self._schema is not None, "no cells were added"
+        schema = self._schema.remove(self._schema.get_field_index(_SLOT))
+        for code, split in enumerate(self._names):
+            for shard in range(self.layout.n_shards(split)):
+                key = _key(np.int64(code), np.int64(shard))
+                parts = []
+                for path, keys in self._spills:
+                    a, b = np.searchsorted(keys, key, "left"), np.searchsorted(keys, key, "right")
+                    if b > a:
+                        with pa.memory_map(str(path)) as source:
+                            parts.append(pa.ipc.open_file(source).read_all().slice(a, b - a))
+                table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+                table = table.take(pc.sort_indices(table[_SLOT])).drop_columns([_SLOT])
+                shards.append(self._write(split, shard, table.cast(schema), token_column))
+        shutil.rmtree(self.spill_dir.parent, ignore_errors=True)
+        return shards
+
+    def _write(self, split: str, shard: int, table: pa.Table, token_column: str) -> ShardInfo:
+        name = self.layout.shard_name(split, shard)
+        final = self.store / "shards" / name
+        tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table.combine_chunks())
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        os.replace(tmp, final)
+        n_tokens = int(pc.sum(pc.list_value_length(table[token_column])).as_py() or 0)
+        return ShardInfo(
+            path=f"shards/{name}",
+            split=split,
+            n_cells=table.num_rows,
+            n_tokens=n_tokens,
+            n_bytes=final.stat().st_size,
+            sha256=digest,
+        )
+
+
+def _key(split_code: np.ndarray, shard: np.ndarray) -> np.ndarray:
+    return np.asarray(split_code, dtype=np.int64) * (1 << 40) + np.asarray(shard, dtype=np.int64)
+
+
+def ragged(values: np.ndarray, offsets: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A list array from flat values and offsets, without copying per cell."""
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, type=type_))

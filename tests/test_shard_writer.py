@@ -1,0 +1,62 @@
+"""Shards: every cell exactly once, in its split, shuffled by seed, the same bytes every time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from atlasprep.shard import ShardLayout, ShardWriter, ragged
+
+
+def _build(store, splits, *, batch, cells_per_shard=7, seed=3, shuffle=True):
+    layout = ShardLayout.plan(splits, cells_per_shard=cells_per_shard, seed=seed, shuffle=shuffle)
+    writer = ShardWriter(store, layout)
+    n = len(splits)
+    for start in range(0, n, batch):
+        cells = np.arange(start, min(start + batch, n))
+        lengths = cells % 5 + 1
+        offsets = np.r_[0, np.cumsum(lengths)]
+        ids = np.repeat(cells, lengths).astype(np.int32)  # tokens encode their cell
+        table = pa.table(
+            {"cell_id": pa.array(cells.astype(str)), "input_ids": ragged(ids, offsets, pa.int32())}
+        )
+        writer.add(start, table)
+    return writer.finish()
+
+
+def _read(store, info):
+    with pa.memory_map(str(store / info.path)) as source:
+        return pa.ipc.open_stream(source).read_all()
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_cell_once_in_its_split(tmp_path, shuffle):
+    rng = np.random.default_rng(0)
+    splits = rng.choice(np.array(["train", "val", "test"]), size=100, p=[0.7, 0.2, 0.1])
+    shards = _build(tmp_path, splits, batch=13, shuffle=shuffle)
+    seen = []
+    for info in shards:
+        table = _read(tmp_path, info)
+        ids = [int(c) for c in table["cell_id"].to_pylist()]
+        assert info.n_cells == len(ids) <= 7
+        assert all(splits[c] == info.split for c in ids)
+        for c, tokens in zip(ids, table["input_ids"].to_pylist(), strict=True):
+            assert tokens == [c] * (c % 5 + 1)
+        assert info.n_tokens == sum(c % 5 + 1 for c in ids)
+        seen += ids
+    assert sorted(seen) == list(range(100))
+    train = [int(c) for i in shards if i.split == "train" for c in _read(tmp_path, i)["cell_id"].to_pylist()]
+    assert (train == sorted(train)) != shuffle  # shuffled across the whole split, or source order
+
+
+def test_same_bytes_whatever_the_batching_and_other_bytes_for_another_seed(tmp_path):
+    splits = np.array(["train"] * 60 + ["test"] * 15)
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    a = _build(tmp_path / "a", splits, batch=9)
+    b = _build(tmp_path / "b", splits, batch=40)
+    c = _build(tmp_path / "c", splits, batch=9, seed=4)
+    assert [(i.path, i.sha256) for i in a] == [(i.path, i.sha256) for i in b]
+    assert [i.sha256 for i in a] != [i.sha256 for i in c]
+    assert not (tmp_path / "a" / ".work").exists()
