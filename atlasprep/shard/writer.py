@@ -117,7 +117,7 @@ class ShardWriter:
         schema = self._schema.remove(self._schema.get_field_index(_SLOT))
         for code, split in enumerate(self._names):
             for shard in range(self.layout.n_shards(split)):
-                key = _key(np.int64(code), np.int64(shard))
+                key = _key(np.array(code), np.array(shard))
                 parts = []
                 for path, keys in self._spills:
                     a, b = np.searchsorted(keys, key, "left"), np.searchsorted(keys, key, "right")
