@@ -85,6 +85,7 @@ def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from atlasprep.cli import slice as _slice  # noqa: F401
     from atlasprep.cli import terms as _terms  # noqa: F401
+    from atlasprep.cli import tokenize as _tokenize  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,304 @@
+"""`tokenize`: cells from any source, tokenized, shuffled and split into a token store.
+
+A store is complete only when its ``manifest.json`` exists; it is written last, atomically.
+Re-running the same command on an incomplete store (a crash, even ``kill -9``) redoes the work
+and ends with the same bytes as an uninterrupted run; a complete store is refused without
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from atlasprep import __version__
+from atlasprep.errors import OutputExistsError, UsageError
+from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
+from atlasprep.slice.api import SliceConfig, open_source
+from atlasprep.sources import CellSource, ProgressCallback, resolve_filter, sample_positions
+from atlasprep.tokenize.binning import bin_values
+from atlasprep.tokenize.coverage import VocabCoverage
+from atlasprep.tokenize.rank import RankEncoder
+from atlasprep.tokenize.raw import raw_encode
+from atlasprep.tokenize.splits import assign_splits
+from atlasprep.tokenize.vocab import load_json_dict
+
+__all__ = ["DEFAULT_OBS_COLUMNS", "SPECIAL_TOKENS", "TokenizeConfig", "TokenizeResult", "tokenize_cells"]
+
+log = logging.getLogger("atlasprep.tokenize")
+
+Scheme = Literal["rank", "bin", "raw"]
+SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<mask>", "<cls>", "<eos>")
+DEFAULT_OBS_COLUMNS: tuple[str, ...] = (
+    "dataset_id",
+    "donor_id",
+    "cell_type_ontology_term_id",
+    "tissue_ontology_term_id",
+    "assay_ontology_term_id",
+)
+STORE_FORMAT_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenizeConfig:
+    """Everything `atlasprep tokenize` is asked; defaults live here and the CLI reads them."""
+
+    source: SliceConfig  # where cells come from: census/census_uri/inputs, filter, sampling
+    out: Path
+    scheme: Scheme = "rank"
+    max_len: int = 4096
+    n_bins: int = 51
+    token_dictionary: Path | None = None
+    gene_medians: Path | None = None
+    gene_mapping: Path | None = None
+    special_tokens: bool = True
+    min_gene_match: float = 0.0
+    obs_columns: tuple[str, ...] = DEFAULT_OBS_COLUMNS
+    shard_cells: int = 10_000
+    shuffle: bool = True
+    seed: int = 0
+    split_by: str | None = None
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    holdout: tuple[str, ...] = ()  # values of split_by sent to test
+    overwrite: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenizeResult:
+    out: Path
+    manifest: dict[str, Any]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"out": str(self.out), "seconds": round(self.seconds, 3), **self.manifest}
+
+
+def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = None) -> TokenizeResult:
+    started = time.perf_counter()
+    _prepare_out(config)
+    resolved = resolve_filter(config.source.filter)
+    source = open_source(config.source)
+    try:
+        positions = source.select(source.compile(resolved))
+        if config.source.max_cells is not None:
+            positions = sample_positions(
+                positions, max_cells=config.source.max_cells, seed=config.source.seed
+            )
+        if len(positions) == 0:
+            raise UsageError("no cells match the filters; nothing to tokenize")
+        gene_ids = _gene_ids(source, config)
+        vocab, encode = _encoder(config, gene_ids)
+        labels = source.obs_values(positions, [config.split_by])[config.split_by] if config.split_by else None
+        if labels is not None:
+            plan = assign_splits(
+                labels,
+                column=config.split_by or "",
+                fractions=config.split,
+                holdout=config.holdout,
+                seed=config.seed,
+            )
+            splits = labels.astype("string").fillna("<NA>").map(plan.groups).to_numpy(dtype=object)
+            plan.check(labels, splits)
+        else:
+            plan = None
+            splits = np.full(len(positions), "train", dtype=object)
+        layout = ShardLayout.plan(
+            splits.astype(str), cells_per_shard=config.shard_cells, seed=config.seed, shuffle=config.shuffle
+        )
+        writer = ShardWriter(config.out, layout)
+        coverage = VocabCoverage.of_genes(vocab.column_tokens)
+        done = 0
+        if progress is not None:
+            progress(0, len(positions))
+        for batch in source.iter_batches(
+            positions,
+            var_positions=None,
+            batch_size=config.source.batch_size,
+            obs_columns=list(config.obs_columns),
+        ):
+            coverage = coverage.add(batch.X, vocab.column_tokens)
+            columns = encode(batch.X)
+            for name in config.obs_columns:
+                column = batch.obs[name]
+                columns[name] = (
+                    column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+                )
+            table = pa.table(
+                {
+                    "cell_id": pa.array(batch.cell_ids.astype(str)),
+                    **columns,
+                    "split": pa.array(splits[done : done + batch.n_cells].astype(str)),
+                }
+            )
+            writer.add(done, table)
+            done += batch.n_cells
+            if progress is not None:
+                progress(done, len(positions))
+        coverage.require(config.min_gene_match)
+        shards = writer.finish()
+    finally:
+        source.close()
+    manifest = _manifest(config, source, vocab, coverage, plan, shards, len(positions))
+    _write_json_atomic(config.out / "manifest.json", manifest)
+    return TokenizeResult(out=config.out, manifest=manifest, seconds=time.perf_counter() - started)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Vocab:
+    tokens: dict[str, int]  # token -> id (special tokens first)
+    column_tokens: np.ndarray  # per input column: its gene's id, -1 if not in the vocabulary
+    source: str
+
+
+def _encoder(config: TokenizeConfig, gene_ids: list[str]) -> tuple[_Vocab, Any]:
+    if config.token_dictionary is not None:
+        tokens = {str(k): int(v) for k, v in load_json_dict(config.token_dictionary).items()}
+        origin = str(config.token_dictionary)
+    else:
+        tokens = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+        for g in dict.fromkeys(gene_ids):
+            tokens.setdefault(g, len(tokens))
+        origin = "corpus genes"
+    column_tokens = np.array([tokens.get(g, -1) for g in gene_ids], dtype=np.int32)
+    vocab = _Vocab(tokens=tokens, column_tokens=column_tokens, source=origin)
+    if config.scheme == "rank":
+        if config.gene_medians is None:
+            raise UsageError(
+                "--scheme rank needs --gene-medians FILE (Geneformer's median dictionary) for now"
+            )
+        medians = {str(k): float(v) for k, v in load_json_dict(config.gene_medians).items()}
+        mapping = None
+        if config.gene_mapping is not None:
+            mapping = {str(k): str(v) for k, v in load_json_dict(config.gene_mapping).items()}
+        encoder = RankEncoder.from_dictionaries(
+            gene_ids,
+            token_dictionary=tokens,
+            gene_medians=medians,
+            gene_mapping=mapping,
+            max_len=config.max_len,
+            special_tokens=config.special_tokens,
+        )
+
+        def encode_rank(X: Any) -> dict[str, pa.Array]:
+            ranked = encoder.encode(X)
+            return {
+                "input_ids": ragged(ranked.input_ids, ranked.offsets, pa.int32()),
+                "length": pa.array(ranked.lengths.astype(np.int32)),
+            }
+
+        return vocab, encode_rank
+    if config.scheme == "raw":
+
+        def encode_raw(X: Any) -> dict[str, pa.Array]:
+            cells = raw_encode(X, column_tokens, max_len=config.max_len)
+            return {
+                "input_ids": ragged(cells.input_ids, cells.offsets, pa.int32()),
+                "length": pa.array(np.diff(cells.offsets).astype(np.int32)),
+                "values": ragged(cells.values, cells.offsets, pa.float32()),
+            }
+
+        return vocab, encode_raw
+
+    def encode_bin(X: Any) -> dict[str, pa.Array]:
+        import scipy.sparse as sp
+
+        X = sp.csr_matrix(X)
+        X = X[:, np.flatnonzero(column_tokens >= 0)]  # bins over the vocabulary genes, as scGPT
+        binned = bin_values(X, config.n_bins)
+        ids = column_tokens[column_tokens >= 0][binned.indices]
+        offsets = binned.indptr.astype(np.int64)
+        return {
+            "input_ids": ragged(ids.astype(np.int32), offsets, pa.int32()),
+            "length": pa.array(np.diff(offsets).astype(np.int32)),
+            "values": ragged(binned.data.astype(np.int32), offsets, pa.int32()),
+        }
+
+    return vocab, encode_bin
+
+
+def _gene_ids(source: CellSource, config: TokenizeConfig) -> list[str]:
+    var = source.var()
+    return [str(g) for g in var.index]
+
+
+def _prepare_out(config: TokenizeConfig) -> None:
+    out = config.out
+    if (out / "manifest.json").exists():
+        if not config.overwrite:
+            raise OutputExistsError(f"{out} is a complete token store; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    elif out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    elif out.exists():
+        log.warning("%s holds an unfinished store; finishing it", out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _manifest(
+    config: TokenizeConfig,
+    source: CellSource,
+    vocab: _Vocab,
+    coverage: VocabCoverage,
+    plan: Any,
+    shards: list[ShardInfo],
+    n_cells: int,
+) -> dict[str, Any]:
+    vocab_bytes = json.dumps(vocab.tokens, sort_keys=True, separators=(",", ":")).encode()
+    _write_bytes_atomic(config.out / "vocab.json", vocab_bytes)
+    spec = dataclasses.asdict(config)
+    spec["source"] = {
+        k: v for k, v in spec["source"].items() if k not in ("out", "dry_run", "by", "overwrite")
+    }
+    return json.loads(
+        json.dumps(
+            {
+                "format": "atlasprep-token-store",
+                "format_version": STORE_FORMAT_VERSION,
+                "atlasprep_version": __version__,
+                "tokenizer": {
+                    "scheme": config.scheme,
+                    "max_len": config.max_len,
+                    "n_bins": config.n_bins,
+                    "special_tokens": config.special_tokens,
+                    "vocab_source": vocab.source,
+                },
+                "vocab": {
+                    "path": "vocab.json",
+                    "size": len(vocab.tokens),
+                    "sha256": hashlib.sha256(vocab_bytes).hexdigest(),
+                },
+                "coverage": coverage.to_json(),
+                "source": source.info.to_json(),
+                "recipe": spec,
+                "n_cells": n_cells,
+                "splits": {
+                    "column": config.split_by,
+                    "n_cells": dict(plan.n_cells) if plan else {"train": n_cells},
+                    "groups": {s: plan.groups_in(s) for s in ("train", "val", "test")} if plan else {},
+                },
+                "shards": [s.to_json() for s in shards],
+            },
+            default=str,
+        )
+    )
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, value: dict[str, Any]) -> None:
+    _write_bytes_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
