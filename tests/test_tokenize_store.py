@@ -124,3 +124,29 @@ def test_bin_and_raw_schemes_store_values(small_census, tmp_path, scheme):
     if scheme == "raw":
         assert lengths.max() <= 64
     assert "outside the vocabulary" in r.stderr
+
+
+def test_refuses_normalized_x_and_unknown_gene_column(tmp_path):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from atlasprep.errors import InputFormatError, UsageError
+
+    adata = ad.AnnData(sp.csr_matrix(np.array([[0.5, 1.25], [2.0, 0.0]], dtype=np.float32)))
+    adata.var_names = ["ENSG00000141510", "ENSG00000012048"]
+    adata.var["ensembl"] = list(adata.var_names)
+    path = tmp_path / "norm.h5ad"
+    adata.write_h5ad(path)
+    config = TokenizeConfig(
+        source=SliceConfig(inputs=(str(path),)), out=tmp_path / "s", scheme="bin", obs_columns=()
+    )
+    with pytest.raises(InputFormatError, match="--assume-normalized"):
+        tokenize_cells(config)
+    import dataclasses
+
+    ok = tokenize_cells(dataclasses.replace(config, assume_normalized=True, gene_column="ensembl"))
+    assert ok.manifest["n_cells"] == 2
+    with pytest.raises(UsageError, match="not a var column"):
+        tokenize_cells(
+            dataclasses.replace(config, out=tmp_path / "t", gene_column="symbol", assume_normalized=True)
+        )

@@ -60,6 +60,8 @@ def tokenize_command(
     special_tokens: bool = typer.Option(
         _D.special_tokens, "--special-tokens/--no-special-tokens", help="<cls> first, <eos> last (rank)."
     ),
+    gene_column: str | None = typer.Option(None, "--gene-column", help="var column with Ensembl IDs."),
+    assume_normalized: bool = typer.Option(False, "--assume-normalized", help="Accept non-integer X."),
     min_gene_match: float = typer.Option(
         _D.min_gene_match, "--min-gene-match", help="Fail below this share."
     ),

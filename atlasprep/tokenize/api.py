@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from atlasprep import __version__
-from atlasprep.errors import OutputExistsError, UsageError
+from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
 from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
 from atlasprep.slice.api import SliceConfig, open_source
 from atlasprep.sources import CellSource, ProgressCallback, resolve_filter, sample_positions
@@ -63,6 +63,8 @@ class TokenizeConfig:
     gene_medians: Path | None = None
     gene_mapping: Path | None = None
     special_tokens: bool = True
+    gene_column: str | None = None  # var column with Ensembl IDs (default: the var index)
+    assume_normalized: bool = False  # accept non-integer X for rank/bin
     min_gene_match: float = 0.0
     obs_columns: tuple[str, ...] = DEFAULT_OBS_COLUMNS
     shard_cells: int = 10_000
@@ -127,6 +129,8 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
             batch_size=config.source.batch_size,
             obs_columns=list(config.obs_columns),
         ):
+            if done == 0:
+                _check_counts(batch.X, config)
             coverage = coverage.add(batch.X, vocab.column_tokens)
             columns = encode(batch.X)
             for name in config.obs_columns:
@@ -229,7 +233,26 @@ def _encoder(config: TokenizeConfig, gene_ids: list[str]) -> tuple[_Vocab, Any]:
 
 def _gene_ids(source: CellSource, config: TokenizeConfig) -> list[str]:
     var = source.var()
-    return [str(g) for g in var.index]
+    if config.gene_column is None:
+        return [str(g) for g in var.index]
+    if config.gene_column not in var.columns:
+        raise UsageError(
+            f"--gene-column {config.gene_column!r} is not a var column "
+            f"(var has: {', '.join(map(str, var.columns))})"
+        )
+    return [str(g) for g in var[config.gene_column]]
+
+
+def _check_counts(X: Any, config: TokenizeConfig) -> None:
+    """rank and bin read raw counts; normalized input would silently change every token."""
+    if config.scheme == "raw" or config.assume_normalized:
+        return
+    data = X.data
+    if len(data) and not np.array_equal(data, np.round(data)):
+        raise InputFormatError(
+            f"--scheme {config.scheme} needs raw integer counts, and X holds non-integer values "
+            "(normalized data?); point at raw counts, or pass --assume-normalized"
+        )
 
 
 def _prepare_out(config: TokenizeConfig) -> None:
