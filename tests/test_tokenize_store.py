@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 from conftest import shared_file
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
 from atlasprep.errors import OutputExistsError
 from atlasprep.slice import SliceConfig
-from atlasprep.sources import open_census
+from atlasprep.sources import CellFilter, open_census, resolve_filter
 from atlasprep.tokenize import RankEncoder, load_json_dict
 from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
 
@@ -150,3 +151,34 @@ def test_refuses_normalized_x_and_unknown_gene_column(tmp_path):
         tokenize_cells(
             dataclasses.replace(config, out=tmp_path / "t", gene_column="symbol", assume_normalized=True)
         )
+
+
+def test_rank_without_medians_sketches_them_from_the_corpus(small_census, tmp_path):
+    import pyarrow.parquet as pq
+
+    from atlasprep.tokenize.medians import MedianSketch
+
+    out = tmp_path / "sketched"
+    result = tokenize_cells(
+        TokenizeConfig(source=SliceConfig(census_uri=str(small_census)), out=out, max_len=32, obs_columns=())
+    )
+    medians = pq.read_table(out / "gene_medians.parquet").to_pandas().set_index("gene_id")["median"]
+    assert "sketched" in result.manifest["gene_medians"]["source"]
+    # compare with exact nonzero medians of counts per 10k
+    source = open_census(census_uri=str(small_census))
+    positions = source.select(source.compile(resolve_filter(CellFilter())))
+    X = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=500)]).tocsc()
+    genes = list(source.var().index)
+    source.close()
+    totals = np.asarray(X.sum(axis=0)).ravel()
+    row_totals = np.asarray(X.sum(axis=1)).ravel()
+    bound = MedianSketch(n_genes=0).relative_error
+    checked = 0
+    for j in np.argsort(-totals)[:40]:
+        col = X[:, j]
+        values = col.data / row_totals[col.indices] * 10_000
+        if len(values) % 2 == 1:  # odd: the median is one value, whose bin the sketch returns
+            exact = float(np.median(values))
+            assert abs(medians[genes[j]] / exact - 1) <= bound + 1e-12
+            checked += 1
+    assert checked > 5

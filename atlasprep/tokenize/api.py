@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from atlasprep import __version__
 from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
@@ -29,6 +30,7 @@ from atlasprep.slice.api import SliceConfig, open_source
 from atlasprep.sources import CellSource, ProgressCallback, resolve_filter, sample_positions
 from atlasprep.tokenize.binning import bin_values
 from atlasprep.tokenize.coverage import VocabCoverage
+from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
 from atlasprep.tokenize.splits import assign_splits
@@ -100,7 +102,8 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
         if len(positions) == 0:
             raise UsageError("no cells match the filters; nothing to tokenize")
         gene_ids = _gene_ids(source, config)
-        vocab, encode = _encoder(config, gene_ids)
+        medians = _medians(config, source, positions, gene_ids)
+        vocab, encode = _encoder(config, gene_ids, medians)
         labels = source.obs_values(positions, [config.split_by])[config.split_by] if config.split_by else None
         if labels is not None:
             plan = assign_splits(
@@ -163,9 +166,30 @@ class _Vocab:
     tokens: dict[str, int]  # token -> id (special tokens first)
     column_tokens: np.ndarray  # per input column: its gene's id, -1 if not in the vocabulary
     source: str
+    medians: dict[str, float] | None = None
 
 
-def _encoder(config: TokenizeConfig, gene_ids: list[str]) -> tuple[_Vocab, Any]:
+def _medians(
+    config: TokenizeConfig, source: CellSource, positions: np.ndarray, gene_ids: list[str]
+) -> dict[str, float] | None:
+    """The rank scheme's normalization factors: given, or sketched in a first pass over the cells."""
+    if config.scheme != "rank":
+        return None
+    if config.gene_medians is not None:
+        return {str(k): float(v) for k, v in load_json_dict(config.gene_medians).items()}
+    log.info("computing gene medians from the corpus (first pass over %d cells)", len(positions))
+    sketch = MedianSketch(n_genes=len(gene_ids))
+    for batch in source.iter_batches(
+        positions, var_positions=None, batch_size=config.source.batch_size, obs_columns=[]
+    ):
+        sketch.add(batch.X)
+    values, _ = sketch.medians()
+    return {g: float(v) for g, v in zip(gene_ids, values, strict=True) if np.isfinite(v)}
+
+
+def _encoder(
+    config: TokenizeConfig, gene_ids: list[str], medians: dict[str, float] | None
+) -> tuple[_Vocab, Any]:
     if config.token_dictionary is not None:
         tokens = {str(k): int(v) for k, v in load_json_dict(config.token_dictionary).items()}
         origin = str(config.token_dictionary)
@@ -177,11 +201,8 @@ def _encoder(config: TokenizeConfig, gene_ids: list[str]) -> tuple[_Vocab, Any]:
     column_tokens = np.array([tokens.get(g, -1) for g in gene_ids], dtype=np.int32)
     vocab = _Vocab(tokens=tokens, column_tokens=column_tokens, source=origin)
     if config.scheme == "rank":
-        if config.gene_medians is None:
-            raise UsageError(
-                "--scheme rank needs --gene-medians FILE (Geneformer's median dictionary) for now"
-            )
-        medians = {str(k): float(v) for k, v in load_json_dict(config.gene_medians).items()}
+        assert medians is not None
+        vocab = dataclasses.replace(vocab, medians=medians)
         mapping = None
         if config.gene_mapping is not None:
             mapping = {str(k): str(v) for k, v in load_json_dict(config.gene_mapping).items()}
@@ -279,6 +300,12 @@ def _manifest(
 ) -> dict[str, Any]:
     vocab_bytes = json.dumps(vocab.tokens, sort_keys=True, separators=(",", ":")).encode()
     _write_bytes_atomic(config.out / "vocab.json", vocab_bytes)
+    if vocab.medians is not None:
+        used = sorted(g for g in vocab.medians if g in vocab.tokens)
+        table = pa.table({"gene_id": used, "median": [vocab.medians[g] for g in used]})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        _write_bytes_atomic(config.out / "gene_medians.parquet", sink.getvalue().to_pybytes())
     spec = dataclasses.asdict(config)
     spec["source"] = {
         k: v for k, v in spec["source"].items() if k not in ("out", "dry_run", "by", "overwrite")
@@ -289,6 +316,7 @@ def _manifest(
                 "format": "atlasprep-token-store",
                 "format_version": STORE_FORMAT_VERSION,
                 "atlasprep_version": __version__,
+                "gene_medians": _medians_record(config, vocab),
                 "tokenizer": {
                     "scheme": config.scheme,
                     "max_len": config.max_len,
@@ -315,6 +343,16 @@ def _manifest(
             default=str,
         )
     )
+
+
+def _medians_record(config: TokenizeConfig, vocab: _Vocab) -> dict[str, str] | None:
+    if vocab.medians is None:
+        return None
+    if config.gene_medians is not None:
+        origin = str(config.gene_medians)
+    else:
+        origin = f"sketched from the corpus (within ±{MedianSketch(n_genes=0).relative_error:.2%})"
+    return {"path": "gene_medians.parquet", "source": origin}
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
