@@ -182,3 +182,46 @@ def test_rank_without_medians_sketches_them_from_the_corpus(small_census, tmp_pa
             assert abs(medians[genes[j]] / exact - 1) <= bound + 1e-12
             checked += 1
     assert checked > 5
+
+
+def test_kill_9_mid_run_then_rerun_gives_the_same_bytes(small_census, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [
+        sys.executable,
+        "-m",
+        "atlasprep",
+        "tokenize",
+        "--census-uri",
+        str(small_census),
+        "--scheme",
+        "raw",
+        "--max-len",
+        "64",
+        "--shard-cells",
+        "100",
+        "--batch-size",
+        "50",
+        "--split-by",
+        "donor_id",
+    ]
+    clean = tmp_path / "clean"
+    subprocess.run([*args, "--out", str(clean)], check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while not (killed / ".work" / "spill" / "000003.arrow").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "manifest.json").exists()
+    subprocess.run([*args, "--out", str(killed)], check=True, capture_output=True)
+    a, b = _cells(clean)[0], _cells(killed)[0]
+    assert [(s["path"], s["sha256"]) for s in a["shards"]] == [(s["path"], s["sha256"]) for s in b["shards"]]
+    assert not (killed / ".work").exists()
