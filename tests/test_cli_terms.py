@@ -1,3 +1,5 @@
+"""`atlasprep terms`: exit codes, one JSON document on stdout, errors on stderr."""
+
 from __future__ import annotations
 
 import json
@@ -5,38 +7,83 @@ import json
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
+from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 
 runner = CliRunner()
 
 
-def test_json_match():
+def test_json_match_is_the_only_thing_on_stdout():
     r = runner.invoke(app, ["terms", "immune cell", "--json"])
-    assert r.exit_code == 0
-    doc = json.loads(r.stdout)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # fails on anything but one JSON document
+    assert set(doc) == {"query", "match", "schema_version", "ontology_versions"}
+    assert doc["query"] == "immune cell"
     assert doc["match"]["term_id"] == "CL:0000738"
+    assert doc["match"]["label"] == "leukocyte"
+    assert doc["match"]["ontology"] == "CL"
     assert doc["match"]["how"] == "alias"
     assert doc["match"]["n_descendants"] > 100
-    assert doc["ontology_release"].startswith("v")
+    assert doc["schema_version"] == SCHEMA_VERSION
+    assert doc["ontology_versions"]["CL"] == ontology_versions()["CL"]
+    assert r.stderr == ""
 
 
-def test_table_match_and_ontology_choice():
+def test_table_match_with_ontology_choice_and_lowercase_id():
     r = runner.invoke(app, ["terms", "Peyer's patch", "--ontology", "uberon"])
-    assert r.exit_code == 0
+    assert r.exit_code == 0, r.output
     assert "UBERON:0001211" in r.stdout
+    assert "label" in r.stdout
+    assert ontology_versions()["UBERON"] in r.stdout  # the release is printed with the answer
+    assert r.stderr == ""
+    r = runner.invoke(app, ["terms", "cl:0000624", "--json"])
+    assert r.exit_code == 0
+    assert json.loads(r.stdout)["match"]["how"] == "id"
 
 
 def test_no_match_lists_closest_and_exits_1():
-    r = runner.invoke(app, ["terms", "leukocyt", "-O", "CL", "--json"])
+    r = runner.invoke(app, ["terms", "leukocyt", "-O", "CL", "--json", "--limit", "3"])
     assert r.exit_code == 1
     doc = json.loads(r.stdout)
     assert doc["match"] is None
-    assert doc["suggestions"][0]["term_id"] == "CL:0000738"
+    assert len(doc["suggestions"]) == 3
+    assert doc["suggestions"][0] == {"label": "leukocyte", "term_id": "CL:0000738", "ontology": "CL"}
+    assert "leukocyt" in doc["error"]
+    assert r.stderr == ""
     plain = runner.invoke(app, ["terms", "leukocyt", "-O", "CL"])
     assert plain.exit_code == 1
     assert "leukocyte" in plain.stdout
+    assert "CL:0000738" in plain.stdout
+    assert "Traceback" not in plain.output
+
+
+def test_deprecated_id_names_its_replacement():
+    r = runner.invoke(app, ["terms", "CL:0000003", "--json"])
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    assert "deprecated" in doc["error"]
+    assert [s["term_id"] for s in doc["suggestions"]] == ["CL:0000000"]
+
+
+def test_ambiguous_is_an_error_listing_candidates():
+    r = runner.invoke(app, ["terms", "extravillous trophoblast", "--json"])
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    assert r.stderr.startswith("Error:")
+    assert "CL:0008036" in r.stderr
+    assert "UBERON:0000426" in r.stderr
+    assert "--ontology" in r.stderr
 
 
 def test_bad_ontology_is_usage_error():
     r = runner.invoke(app, ["terms", "lung", "--ontology", "NOPE"])
     assert r.exit_code == 2
     assert r.stderr.startswith("Error:")
+    assert "UBERON" in r.stderr  # the valid choices are listed
+    assert r.stdout == ""
+
+
+def test_help_explains():
+    r = runner.invoke(app, ["terms", "--help"])
+    assert r.exit_code == 0
+    for word in ("synonym", "alias", "--ontology", "--json", "--limit"):
+        assert word in r.stdout

@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from atlasprep.cli._app import command
@@ -13,25 +14,30 @@ from atlasprep.errors import UnknownTermError, UsageError
 from atlasprep.ontology import (
     DEFAULT_ONTOLOGIES,
     SCHEMA_VERSION,
+    ResolvedTerm,
     get_parser,
     ontology_versions,
     resolve_term,
-    term_label,
+    suggest,
 )
 
 
 @command(
     "terms",
     help=(
-        "Resolve a label, synonym, everyday name or ID to its ontology term: ID, label, ontology, how "
-        "it matched and how many descendants a filter on it also matches. With no exact match, "
-        "print the closest labels and exit 1.\n\n"
+        "Look up an ontology term: what a label, synonym, everyday name or ID resolves to — term ID, "
+        "label, ontology, how it matched, and how many descendants a filter on it also selects. "
+        "This is the same resolution `atlasprep slice` applies to its term filters.\n\n"
+        "Matching: an ID (any case), then the exact label, an exact synonym, a curated alias "
+        "('immune cell' → leukocyte), then normalized forms (plurals, 'CD14+', hyphens, "
+        "apostrophes). A name that several terms share is refused with every candidate (exit 2); "
+        "with no match the closest labels are printed and the exit code is 1.\n\n"
         f"Ontologies are the CELLxGENE schema {SCHEMA_VERSION} releases that cellxgene-ontology-guide "
         "ships (offline).\n\n"
         "Examples:\n\n"
         "  atlasprep terms 'immune cell'\n\n"
         '  atlasprep terms "Peyer\'s patch" --ontology UBERON\n\n'
-        "  atlasprep terms CL:0000624 --json"
+        "  atlasprep terms cl:0000624 --json"
     ),
 )
 def terms_command(
@@ -40,66 +46,60 @@ def terms_command(
         [],
         "--ontology",
         "-O",
-        help=f"Search only this ontology (repeatable). Default: {', '.join(DEFAULT_ONTOLOGIES)}.",
+        help=(
+            "Search only this ontology, e.g. CL, UBERON, MONDO, EFO (repeatable; any case). "
+            f"Default: {', '.join(DEFAULT_ONTOLOGIES)}."
+        ),
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
-    limit: int = typer.Option(5, "--limit", help="How many close labels to show when nothing matches."),
+    limit: int = typer.Option(
+        5, "--limit", min=1, help="How many close labels to show when nothing matches."
+    ),
 ) -> None:
-    supported = get_parser().cxg_schema.supported_ontologies
-    names = {name.lower(): name for name in supported}
-    chosen = []
-    for name in ontology:
-        if name.lower() not in names:
-            raise UsageError(f"--ontology {name!r} is not one of {', '.join(sorted(supported))}")
-        chosen.append(names[name.lower()])
-    versions = ontology_versions()
+    searched = _searched(ontology)
+    versions = {name: release for name, release in ontology_versions().items() if name in searched}
     try:
-        term = resolve_term(query, chosen or None)
+        term = resolve_term(query, searched)
     except UnknownTermError as exc:
-        suggestions = [(term_label(t), t) for t in exc.suggestions[:limit]]
-        if as_json:
-            typer.echo(
-                json.dumps(
-                    {
-                        "query": query,
-                        "match": None,
-                        "error": str(exc),
-                        "suggestions": [
-                            {"label": lab, "term_id": t, "ontology": t.split(":")[0]}
-                            for lab, t in suggestions
-                        ],
-                    },
-                    indent=2,
-                )
-            )
-        else:
-            typer.echo(f"No term matches {query!r}.", err=True)
-            if suggestions:
-                table = Table(title="closest labels", show_edge=False)
-                for column in ("term_id", "label"):
-                    table.add_column(column)
-                for lab, t in suggestions:
-                    table.add_row(t, lab)
-                Console().print(table)
-            else:
-                typer.echo(str(exc), err=True)
+        _no_match(query, str(exc), suggest(query, searched, n=limit), versions, as_json=as_json)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "query": query,
-                    "match": term.to_json(),
-                    "schema_version": SCHEMA_VERSION,
-                    "ontology_release": versions.get(term.ontology),
-                },
-                indent=2,
+        doc = {
+            "query": query,
+            "match": term.to_json(),
+            "schema_version": SCHEMA_VERSION,
+            "ontology_versions": versions,
+        }
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        _print_match(term, versions)
+
+
+def _searched(ontology: list[str]) -> tuple[str, ...]:
+    supported = {name.lower(): name for name in get_parser().cxg_schema.supported_ontologies}
+    chosen = []
+    for name in ontology:
+        if name.lower() not in supported:
+            raise UsageError(
+                f"--ontology {name!r} is not an ontology the pinned schema ships; "
+                f"choose from {', '.join(sorted(supported.values()))}"
             )
-        )
-        return
-    table = Table(
-        show_header=False, show_edge=False, caption=f"{term.ontology} {versions.get(term.ontology, '')}"
-    )
+        chosen.append(supported[name.lower()])
+    return tuple(dict.fromkeys(chosen)) or DEFAULT_ONTOLOGIES
+
+
+def _ontology(term_id: str) -> str:
+    prefix = term_id.partition(":")[0]  # AfPO terms ship inside HANCESTRO
+    return str(get_parser().cxg_schema.imported_ontologies.get(prefix, prefix))
+
+
+def _provenance(versions: dict[str, str]) -> str:
+    releases = ", ".join(f"{name} {release}" for name, release in versions.items())
+    return f"CELLxGENE schema {SCHEMA_VERSION}: {releases}"
+
+
+def _print_match(term: ResolvedTerm, versions: dict[str, str]) -> None:
+    table = Table(show_header=False, show_edge=False)
     table.add_column(style="dim")
     table.add_column()
     for key, value in (
@@ -109,5 +109,42 @@ def terms_command(
         ("matched by", term.how),
         ("descendants", f"{term.n_descendants:,}"),
     ):
-        table.add_row(key, value)
-    Console().print(table)
+        table.add_row(key, escape(value))
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(table)
+    out.print(_provenance({term.ontology: versions[term.ontology]}), style="dim")
+
+
+def _no_match(
+    query: str,
+    message: str,
+    closest: tuple[tuple[str, str], ...],
+    versions: dict[str, str],
+    *,
+    as_json: bool,
+) -> None:
+    if as_json:
+        doc = {
+            "query": query,
+            "match": None,
+            "error": message,
+            "suggestions": [
+                {"label": label, "term_id": term_id, "ontology": _ontology(term_id)}
+                for label, term_id in closest
+            ],
+            "schema_version": SCHEMA_VERSION,
+            "ontology_versions": versions,
+        }
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    out = Console(highlight=False, soft_wrap=True)
+    # The reason (no such label / deprecated ID / wrong ontology) first; it is the result here.
+    out.print(escape(message.partition("; did you mean")[0]))
+    if closest:
+        table = Table(title="closest labels", show_edge=False)
+        for column in ("term ID", "label", "ontology"):
+            table.add_column(column)
+        for label, term_id in closest:
+            table.add_row(term_id, escape(label), _ontology(term_id))
+        out.print(table)
+    out.print(_provenance(versions), style="dim")

@@ -5,6 +5,8 @@ from atlasprep.ontology.aliases import ALIASES
 from atlasprep.ontology.resolve import (
     DEFAULT_ONTOLOGIES,
     FIELD_ONTOLOGIES,
+    FieldName,
+    MatchKind,
     ResolvedTerm,
     descendants,
     expand_terms,
@@ -19,6 +21,8 @@ __all__ = [
     "DEFAULT_ONTOLOGIES",
     "FIELD_ONTOLOGIES",
     "SCHEMA_VERSION",
+    "FieldName",
+    "MatchKind",
     "ResolvedTerm",
     "descendants",
     "expand_terms",

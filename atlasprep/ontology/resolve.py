@@ -1,23 +1,28 @@
-"""Resolve what a user typed (label, synonym, alias, ID) to one ontology term, or refuse."""
+"""Resolve what a user typed (ID, label, synonym, alias) to one ontology term, or refuse."""
 
 from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Literal
 
-from atlasprep.errors import AmbiguousTermError, UnknownTermError
-from atlasprep.ontology._index import index_of, normalize, variants
+import numpy as np
+
+from atlasprep.errors import AmbiguousTermError, UnknownTermError, UsageError
+from atlasprep.ontology._index import gram_index_of, index_of, loose, loose_index_of, normalize, variants
 from atlasprep.ontology._parser import get_parser
 from atlasprep.ontology.aliases import ALIASES
 
 __all__ = [
     "DEFAULT_ONTOLOGIES",
     "FIELD_ONTOLOGIES",
+    "FieldName",
+    "MatchKind",
     "ResolvedTerm",
     "descendants",
     "expand_terms",
@@ -26,6 +31,18 @@ __all__ = [
     "term_label",
 ]
 
+log = logging.getLogger("atlasprep.ontology")
+
+FieldName = Literal[
+    "cell_type",
+    "tissue",
+    "tissue_general",
+    "assay",
+    "disease",
+    "sex",
+    "development_stage",
+    "self_reported_ethnicity",
+]
 MatchKind = Literal["id", "label", "synonym", "alias", "normalized"]
 
 # obs field -> the ontologies its terms come from (CELLxGENE schema 7)
@@ -35,13 +52,14 @@ FIELD_ONTOLOGIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "tissue": ("UBERON",),
         "tissue_general": ("UBERON",),
         "assay": ("EFO",),
-        "disease": ("MONDO", "PATO"),
+        "disease": ("MONDO", "PATO"),  # PATO:0000461 "normal" for healthy donors
         "sex": ("PATO",),
         "development_stage": ("HsapDv", "MmusDv", "UBERON"),
         "self_reported_ethnicity": ("HANCESTRO",),
     }
 )
-# searched, in this order, when no ontology is named
+# Searched, in this order, when no ontology is named. NCBITaxon and the other supported
+# ontologies are left out: they are not Census obs fields, and NCBITaxon takes ~16 s to load.
 DEFAULT_ONTOLOGIES: tuple[str, ...] = (
     "CL",
     "UBERON",
@@ -53,21 +71,26 @@ DEFAULT_ONTOLOGIES: tuple[str, ...] = (
     "MmusDv",
 )
 
-_CURIE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)[:_](\d+)\s*$")
+# "CL:0000738", "cl_0000738" (the OBO PURL form), "CVCL_0030". With an unknown prefix only
+# "XYZ:123" counts as an ID: EFO has labels such as "SALK_049497".
+_CURIE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)([:_])([A-Za-z0-9]+)\s*$")
+_N_CLOSEST = 100  # names per ontology that the 3-gram prefilter hands to difflib
+_MIN_SCORE = 0.5  # below this a "suggestion" is noise
+_WORD_BONUS = 0.25
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResolvedTerm:
     """One query resolved: the term, and how it was found."""
 
-    query: str
-    term_id: str
+    query: str  # what the user typed
+    term_id: str  # CURIE, e.g. "CL:0000738"
     label: str
-    ontology: str
+    ontology: str  # "CL"
     how: MatchKind
-    n_descendants: int
+    n_descendants: int  # strict descendants (is_a and part_of), the term not counted
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "query": self.query,
             "term_id": self.term_id,
@@ -78,132 +101,216 @@ class ResolvedTerm:
         }
 
 
-def _canonical_prefix(prefix: str, ontologies: Sequence[str]) -> str | None:
-    for name in (*ontologies, *DEFAULT_ONTOLOGIES):
-        if name.lower() == prefix.lower():
-            return name
-    return None
-
-
 def resolve_term(query: str, ontologies: Sequence[str] | None = None) -> ResolvedTerm:
-    """The one term ``query`` names among ``ontologies`` (default: the common CELLxGENE ones).
+    """The one term ``query`` names among ``ontologies`` (default :data:`DEFAULT_ONTOLOGIES`).
 
-    Order: ID, exact label, exact synonym, curated alias, normalized forms (plurals, "CD14+").
-    Labels win over synonyms. A name several terms share at the best level is refused with
-    every candidate; a name nobody knows is refused with the closest labels.
+    Order: ID; exact label; exact synonym; curated alias (:data:`~atlasprep.ontology.ALIASES`);
+    normalized forms (plurals, "CD14+", hyphens, commas, apostrophes) against labels, then
+    synonyms. The first level with a hit decides; a name several terms share at that level is
+    refused with every candidate; a name nobody knows is refused with the closest labels.
     """
-    searched = tuple(ontologies) if ontologies else DEFAULT_ONTOLOGIES
-    curie = _CURIE.match(query)
-    if curie:
-        return _resolve_id(query, curie.group(1), curie.group(2), searched)
+    searched = _ontologies(ontologies)
+    curie = _parse_curie(query)
+    if curie is not None:
+        return _resolve_id(query, curie, searched)
     key = normalize(query)
     if not key:
         raise UnknownTermError("an empty term was given", query=query)
-    for how in ("label", "synonym", "alias", "normalized"):
-        hits = _hits(key, how, searched)
+    for how, hits in _levels(key, searched):
         if not hits:
             continue
         if len(hits) > 1:
-            shown = ", ".join(f"{term_label(t)} ({t})" for _, t in hits)
-            hint = " pass --ontology to choose" if len({o for o, _ in hits}) > 1 else " use the term ID"
-            raise AmbiguousTermError(
-                f"{query!r} names {len(hits)} terms: {shown};{hint}",
-                query=query,
-                candidates=tuple(t for _, t in hits),
+            shown = _named((term_label(t), t) for t in hits)
+            several = len({_ontology_of(t) for t in hits}) > 1
+            hint = (
+                "name one ontology (--ontology) or give the term ID"
+                if several
+                else "give the term ID of the one you mean"
             )
-        ontology, term_id = hits[0]
-        return _resolved(query, term_id, ontology, how)
-    suggestions = suggest(query, searched)
-    did_you_mean = ", ".join(f"{label} ({tid})" for label, tid in suggestions)
+            raise AmbiguousTermError(
+                f"{query!r} matches {len(hits)} terms by {how}: {shown}; {hint}",
+                query=query,
+                candidates=tuple(hits),
+            )
+        return _resolved(query, hits[0], how)
+    closest = suggest(query, searched)
+    hint = f"did you mean: {_named(closest)}?" if closest else "no label or synonym there is close to it"
     raise UnknownTermError(
-        f"no {'/'.join(searched)} term is labelled {query!r}"
-        + (f"; did you mean: {did_you_mean}?" if did_you_mean else "")
-        + " (look terms up with `atlasprep terms`)",
+        f"no {'/'.join(searched)} term has the label or synonym {query!r}; {hint}",
         query=query,
-        suggestions=tuple(tid for _, tid in suggestions),
+        suggestions=tuple(tid for _, tid in closest),
     )
 
 
-def _hits(key: str, how: str, ontologies: Sequence[str]) -> list[tuple[str, str]]:
-    hits: dict[str, str] = {}
-    for ontology in ontologies:
-        index = index_of(ontology)
-        if how == "label":
-            found: Iterable[str] = index.labels.get(key, ())
-        elif how == "synonym":
-            found = index.synonyms.get(key, ())
-        elif how == "alias":
-            table = {normalize(k): v for k, v in ALIASES.get(ontology, {}).items()}
-            found = (table[key],) if key in table else ()
-        else:
-            found = ()
-            for form in variants(key)[1:]:
-                found = (
-                    index.labels.get(form)
-                    or index.synonyms.get(form)
-                    or index.spaced.get(form.replace("-", " "), ())
-                )
-                if found:
-                    break
-        for term_id in found:
-            hits.setdefault(term_id, ontology)
-    return [(o, t) for t, o in hits.items()]
+def _levels(key: str, searched: Sequence[str]) -> Iterable[tuple[MatchKind, list[str]]]:
+    """Each match level and its hits (term IDs in ``searched`` order), lazily."""
+    indexes = [index_of(o) for o in searched]
+    yield "label", _union(ix.labels.get(key, ()) for ix in indexes)
+    yield "synonym", _union(ix.synonyms.get(key, ()) for ix in indexes)
+    yield "alias", _union(_alias(o, key) for o in searched)
+    forms = [loose(form) for form in variants(key)]
+    loose_indexes = [loose_index_of(o) for o in searched]
+    yield "normalized", _union(ix.labels.get(f, ()) for ix in loose_indexes for f in forms)
+    yield "normalized", _union(ix.synonyms.get(f, ()) for ix in loose_indexes for f in forms)
 
 
-def _resolve_id(query: str, prefix: str, number: str, searched: Sequence[str]) -> ResolvedTerm:
-    ontology = _canonical_prefix(prefix, searched)
-    term_id = f"{ontology or prefix.upper()}:{number}"
-    if ontology is None or ontology not in searched:
-        raise UnknownTermError(
-            f"{term_id} is not from {'/'.join(searched)}, the ontologies this field takes",
-            query=query,
-        )
-    terms = get_parser().cxg_schema.ontology(ontology)
-    if term_id not in terms:
-        raise UnknownTermError(f"{term_id} does not exist in {ontology} {_release(ontology)}", query=query)
-    meta = terms[term_id]
-    if meta.get("deprecated"):
-        replacement = meta.get("replaced_by")
-        raise UnknownTermError(
-            f"{term_id} ({meta.get('label')}) is deprecated in {ontology} {_release(ontology)}"
-            + (f"; use {replacement} instead" if replacement else ""),
-            query=query,
-            suggestions=(replacement,) if replacement else (),
-        )
-    return _resolved(query, term_id, ontology, "id")
+def _union(groups: Iterable[Iterable[str]]) -> list[str]:
+    return list(dict.fromkeys(t for group in groups for t in group))
 
 
-def _resolved(query: str, term_id: str, ontology: str, how: MatchKind) -> ResolvedTerm:
-    return ResolvedTerm(
-        query=query,
-        term_id=term_id,
-        label=term_label(term_id),
-        ontology=ontology,
-        how=how,
-        n_descendants=len(descendants(term_id)) - 1,
-    )
+@functools.cache
+def _alias_table(ontology: str) -> dict[str, str]:
+    return {normalize(name): term_id for name, term_id in ALIASES.get(ontology, {}).items()}
+
+
+def _alias(ontology: str, key: str) -> tuple[str, ...]:
+    table = _alias_table(ontology)
+    if key in table:
+        return (table[key],)
+    return tuple(dict.fromkeys(table[f] for f in variants(key) if f in table))
+
+
+@functools.cache
+def _supported() -> dict[str, str]:
+    """Lower-cased name -> the parser's spelling, for every ontology it ships."""
+    return {name.lower(): name for name in get_parser().cxg_schema.supported_ontologies}
+
+
+def _ontologies(ontologies: Sequence[str] | None) -> tuple[str, ...]:
+    if not ontologies:
+        return DEFAULT_ONTOLOGIES
+    if isinstance(ontologies, str):  # a bare "CL" would otherwise search "C" and "L"
+        ontologies = (ontologies,)
+    out = []
+    for name in ontologies:
+        canonical = _supported().get(name.lower())
+        if canonical is None:
+            raise UsageError(
+                f"{name!r} is not an ontology cellxgene-ontology-guide ships; "
+                f"choose from {', '.join(sorted(_supported().values()))}"
+            )
+        out.append(canonical)
+    return tuple(dict.fromkeys(out))
+
+
+@functools.cache
+def _prefixes() -> dict[str, tuple[str, str, str]]:
+    """Lower-cased ID prefix -> (its spelling, the ontology that ships it, the ID separator).
+
+    Imported prefixes count: HANCESTRO ships the AfPO terms ("AfPO:0000271", Sudanic).
+    """
+    out = {}
+    for name, info in get_parser().cxg_schema.supported_ontologies.items():
+        out[name.lower()] = (name, name, str(info.get("id_separator", ":")))
+        for imported in info.get("additional_ontologies") or ():
+            out[imported.lower()] = (imported, name, ":")
+    return out
+
+
+def _parse_curie(query: str) -> str | None:
+    """``query`` as an ID spelled the way the ontology spells it, or None if it is a name."""
+    match = _CURIE.match(query)
+    if match is None:
+        return None
+    prefix, sep, local = match.groups()
+    known = _prefixes().get(prefix.lower())
+    if known is not None:
+        spelling, _, separator = known
+        return f"{spelling}{separator}{local.upper()}"
+    if sep == ":" and local.isdigit():
+        return f"{prefix.upper()}:{local}"
+    return None
+
+
+def _ontology_of(term_id: str) -> str:
+    """The shipped ontology a term ID belongs to, or its bare prefix if none ships it."""
+    prefix = re.split(r"[:_]", term_id, maxsplit=1)[0]
+    known = _prefixes().get(prefix.lower())
+    return known[1] if known else prefix
 
 
 def _release(ontology: str) -> str:
     return str(get_parser().cxg_schema.supported_ontologies[ontology]["version"])
 
 
+def _resolve_id(query: str, term_id: str, searched: Sequence[str]) -> ResolvedTerm:
+    ontology = _ontology_of(term_id)
+    if ontology not in searched:
+        where = f"is from {ontology}" if ontology in _supported().values() else "is from no shipped ontology"
+        raise UnknownTermError(
+            f"{term_id} {where}, but only {'/'.join(searched)} terms are allowed here",
+            query=query,
+        )
+    meta = get_parser().cxg_schema.ontology(ontology).get(term_id)
+    if meta is None:
+        raise UnknownTermError(f"{term_id} is not a term of {ontology} {_release(ontology)}", query=query)
+    if meta.get("deprecated"):
+        offered = _replacements(term_id)
+        fix = f"use {_named(offered)} instead" if offered else f"{ontology} names no replacement"
+        raise UnknownTermError(
+            f"{term_id} ({meta.get('label')}) is deprecated in {ontology} {_release(ontology)}; {fix}",
+            query=query,
+            suggestions=tuple(tid for _, tid in suggest(query, searched)),
+        )
+    return _resolved(query, term_id, "id")
+
+
+def _replacements(term_id: str) -> tuple[tuple[str, str], ...]:
+    """The (label, ID) the ontology offers for a deprecated term: its replacement, else "consider"."""
+    parser = get_parser()
+    replacement = parser.get_term_replacement(term_id)
+    meta = parser.cxg_schema.ontology(_ontology_of(term_id))[term_id]
+    ids = [replacement] if replacement else list(meta.get("consider") or ())
+    out = []
+    for tid in ids:
+        if not parser.is_valid_term_id(tid):  # outside the shipped ontologies: CL:0000002 -> CLO:0000019
+            out.append(("", tid))
+        elif not parser.is_term_deprecated(tid):  # "consider" lists may name obsolete terms
+            out.append((term_label(tid), tid))
+    return tuple(out)
+
+
+def _named(pairs: Iterable[tuple[str, str]]) -> str:
+    return ", ".join(f"{label} ({tid})" if label else tid for label, tid in pairs)
+
+
+def _resolved(query: str, term_id: str, how: MatchKind) -> ResolvedTerm:
+    return ResolvedTerm(
+        query=query,
+        term_id=term_id,
+        label=term_label(term_id),
+        ontology=_ontology_of(term_id),
+        how=how,
+        n_descendants=len(descendants(term_id, include_self=False)),
+    )
+
+
 def term_label(term_id: str) -> str:
-    return str(get_parser().get_term_label(term_id))
+    """The term's label in the pinned release (deprecated terms keep theirs)."""
+    try:
+        return str(get_parser().get_term_label(term_id))
+    except ValueError:
+        raise UnknownTermError(f"{term_id} is not a term of any shipped ontology", query=term_id) from None
 
 
 @functools.cache
 def descendants(term_id: str, *, include_self: bool = True) -> tuple[str, ...]:
-    """The term's descendants (is_a and part_of), sorted; the term itself first if asked."""
-    found = sorted(set(get_parser().get_term_descendants(term_id)) - {term_id})
-    return (term_id, *found) if include_self else tuple(found)
+    """The term's descendants over is_a and part_of, sorted (cached per process)."""
+    try:
+        found = set(get_parser().get_term_descendants(term_id, include_self=include_self))
+    except ValueError:
+        raise UnknownTermError(f"{term_id} is not a term of any shipped ontology", query=term_id) from None
+    return tuple(sorted(found))
 
 
 def expand_terms(term_ids: Iterable[str], *, exact: bool = False) -> tuple[str, ...]:
-    """The terms, or the terms and all their descendants, sorted and deduplicated."""
+    """The terms and all their descendants (only the terms if ``exact``), sorted and deduplicated.
+
+    Values that are not CURIEs ("unknown", "na": schema values, not terms) pass through.
+    """
     out: set[str] = set()
     for term_id in term_ids:
-        if exact or not _CURIE.match(term_id):  # "unknown", "na": schema values, not terms
+        if exact or ":" not in term_id:
             out.add(term_id)
         else:
             out.update(descendants(term_id))
@@ -211,22 +318,46 @@ def expand_terms(term_ids: Iterable[str], *, exact: bool = False) -> tuple[str, 
 
 
 def suggest(query: str, ontologies: Sequence[str] | None = None, n: int = 5) -> tuple[tuple[str, str], ...]:
-    """The ``n`` closest (label, term ID) pairs by labels and synonyms."""
+    """The ``n`` closest (label, term ID) pairs among the live labels and synonyms.
+
+    A deprecated ID's suggestions are its replacement (or the terms the ontology says to
+    consider). A name is matched by shared character 3-grams, then difflib's ratio ranks the
+    100 best of each ontology; names that share too little are not suggested at all.
+    """
+    searched = _ontologies(ontologies)
+    curie = _parse_curie(query)
+    if curie is not None:
+        if _ontology_of(curie) not in searched or not get_parser().is_valid_term_id(curie):
+            return ()
+        if not get_parser().is_term_deprecated(curie):
+            return ((term_label(curie), curie),)
+        return tuple((label, tid) for label, tid in _replacements(curie) if _ontology_of(tid) in searched)[:n]
     key = normalize(query)
-    candidates: dict[str, str] = {}  # name -> term ID
-    for ontology in ontologies or DEFAULT_ONTOLOGIES:
-        index = index_of(ontology)
-        for table in (index.labels, index.synonyms):
-            for name, ids in table.items():
-                candidates.setdefault(name, ids[0])
-    # prefilter: names sharing a 3-letter chunk with the query keep difflib under a second
-    grams = {key[i : i + 3] for i in range(max(len(key) - 2, 1))}
-    pool = [name for name in candidates if any(g in name for g in grams)] or list(candidates)
-    best = difflib.get_close_matches(key, pool, n=n * 3, cutoff=0.5)
+    words = loose(key).split()
+    scored: list[tuple[float, str, str]] = []  # (-score, name, term ID)
+    for ontology in searched:
+        grams = gram_index_of(ontology)
+        codes, n_total = grams.gram_codes(key)
+        shared = grams.shared(codes)
+        dice = 2 * shared / (n_total + grams.n_grams)
+        k = min(_N_CLOSEST, len(dice))
+        for i in np.argpartition(-dice, k - 1)[:k].tolist():
+            if shared[i] == 0:
+                continue
+            name = grams.names[i]
+            ratio = difflib.SequenceMatcher(None, key, name, autojunk=False).ratio()
+            # Names that contain every word typed ("cd4", "t", "cell") beat names that are merely
+            # about as long: "CD4-positive, alpha-beta T cell" over "Tc1 cell" for "cd4 t cell".
+            name_words = loose(name).split()
+            covered = sum(any(w.startswith(q) for w in name_words) for q in words) / max(len(words), 1)
+            score = ratio + _WORD_BONUS * covered
+            if score >= _MIN_SCORE:
+                scored.extend((-score, name, tid) for tid in grams.term_ids[i])
     out: dict[str, str] = {}
-    for name in best:
-        term_id = candidates[name]
-        out.setdefault(term_id, term_label(term_id))
-        if len(out) == n:
-            break
+    for _, _, term_id in sorted(scored):
+        if term_id not in out:
+            out[term_id] = term_label(term_id)
+            if len(out) == n:
+                break
+    log.debug("suggest(%r, %s): %d candidates scored", query, "/".join(searched), len(scored))
     return tuple((label, term_id) for term_id, label in out.items())
