@@ -91,3 +91,14 @@ def test_nothing_present_compiles_to_an_empty_but_valid_filter():
 def test_unknown_and_na_match_verbatim():
     resolved = resolve_filter(CellFilter(sex=("unknown", "female")))
     assert set(resolved.values["sex_ontology_term_id"]) >= {"unknown", "PATO:0000383"}
+
+
+def test_development_stage_names_resolve_in_the_organisms_ontology():
+    from atlasprep.errors import AmbiguousTermError
+
+    with pytest.raises(AmbiguousTermError):
+        resolve_filter(CellFilter(development_stage=("fetal stage",)))
+    human = resolve_filter(CellFilter(development_stage=("fetal stage",)), "homo_sapiens")
+    mouse = resolve_filter(CellFilter(development_stage=("fetal stage",)), "mus_musculus")
+    assert human.terms["development_stage"][0].ontology == "HsapDv"
+    assert mouse.terms["development_stage"][0].ontology == "MmusDv"

@@ -23,6 +23,7 @@ from atlasprep.sources import (
     CompiledFilter,
     ProgressCallback,
     SourceInfo,
+    experiment_name,
     open_census,
     resolve_filter,
     sample_positions,
@@ -103,7 +104,8 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
     """Resolve the filter, select and sample cells, and stream them to ``config.out``."""
     started = time.perf_counter()
     _check(config)
-    resolved = resolve_filter(config.filter)  # fail on a bad term before opening anything remote
+    # resolve first: a bad term fails before anything remote is opened
+    resolved = resolve_filter(config.filter, experiment_name(config.organism))
     for name, terms in resolved.terms.items():
         for t in terms:
             log.info(

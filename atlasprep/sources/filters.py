@@ -60,6 +60,11 @@ _VERBATIM_FIELDS = frozenset({"dataset_id", "donor_id"})
 # CELLxGENE joins several terms of one cell with " || " (sorted), e.g. two diseases
 _MULTI_SEPARATOR = " || "
 _NON_TERMS = frozenset({"unknown", "na"})
+# development stages by organism (CELLxGENE schema: HsapDv for human, MmusDv for mouse, else UBERON)
+_STAGE_ONTOLOGIES: Mapping[str, tuple[str, ...]] = {
+    "homo_sapiens": ("HsapDv", "UBERON"),
+    "mus_musculus": ("MmusDv", "UBERON"),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,8 +167,13 @@ def soma_quote(value: str) -> str:
     return repr(str(value))
 
 
-def resolve_filter(flt: CellFilter) -> ResolvedFilter:
-    """Resolve every label/synonym/ID through the pinned ontologies and expand descendants."""
+def resolve_filter(flt: CellFilter, organism: str | None = None) -> ResolvedFilter:
+    """Resolve every label/synonym/ID through the pinned ontologies and expand descendants.
+
+    ``organism`` (a Census experiment name such as ``homo_sapiens``) picks the development-stage
+    ontology: HsapDv and MmusDv share many labels ("fetal stage"), so without it such names
+    are refused as ambiguous.
+    """
     terms: dict[str, tuple[ResolvedTerm, ...]] = {}
     values: dict[str, tuple[str, ...]] = {}
     for name, queries in flt.given().items():
@@ -171,14 +181,14 @@ def resolve_filter(flt: CellFilter) -> ResolvedFilter:
         if name in _VERBATIM_FIELDS:
             values[column] = tuple(dict.fromkeys(queries))
             continue
-        resolved = tuple(_resolve_one(name, q) for q in queries)
+        resolved = tuple(_resolve_one(name, q, organism) for q in queries)
         terms[name] = resolved
         plain = [r.term_id for r in resolved]
         values[column] = expand_terms(plain, exact=flt.exact)
     return ResolvedFilter(filter=flt, terms=terms, values=values)
 
 
-def _resolve_one(field_name: str, query: str) -> ResolvedTerm:
+def _resolve_one(field_name: str, query: str, organism: str | None) -> ResolvedTerm:
     if query.strip().lower() in _NON_TERMS:
         # "unknown" / "na" are schema values, not terms; they match verbatim
         return ResolvedTerm(
@@ -189,7 +199,10 @@ def _resolve_one(field_name: str, query: str) -> ResolvedTerm:
             how="id",
             n_descendants=0,
         )
-    return resolve_term(query, FIELD_ONTOLOGIES[field_name])
+    ontologies = FIELD_ONTOLOGIES[field_name]
+    if field_name == "development_stage" and organism is not None:
+        ontologies = _STAGE_ONTOLOGIES.get(organism, ontologies)
+    return resolve_term(query, ontologies)
 
 
 def compile_filter(

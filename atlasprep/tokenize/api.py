@@ -27,7 +27,7 @@ from atlasprep import __version__
 from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
 from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
 from atlasprep.slice.api import SliceConfig, open_source
-from atlasprep.sources import CellSource, ProgressCallback, resolve_filter, sample_positions
+from atlasprep.sources import CellSource, ProgressCallback, experiment_name, resolve_filter, sample_positions
 from atlasprep.tokenize.binning import bin_values
 from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.medians import MedianSketch
@@ -91,7 +91,7 @@ class TokenizeResult:
 def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = None) -> TokenizeResult:
     started = time.perf_counter()
     _prepare_out(config)
-    resolved = resolve_filter(config.source.filter)
+    resolved = resolve_filter(config.source.filter, experiment_name(config.source.organism))
     source = open_source(config.source)
     try:
         positions = source.select(source.compile(resolved))
