@@ -225,3 +225,38 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_bytes(small_census, tmp_path):
     a, b = _cells(clean)[0], _cells(killed)[0]
     assert [(s["path"], s["sha256"]) for s in a["shards"]] == [(s["path"], s["sha256"]) for s in b["shards"]]
     assert not (killed / ".work").exists()
+
+
+def test_inspect_and_validate_catch_damage(small_census, tmp_path):
+    out = tmp_path / "s"
+    tokenize_cells(
+        TokenizeConfig(
+            source=SliceConfig(census_uri=str(small_census)),
+            out=out,
+            scheme="raw",
+            max_len=16,
+            split_by="donor_id",
+            shard_cells=400,
+        )
+    )
+    runner = CliRunner()
+    r = runner.invoke(app, ["inspect", str(out), "--by", "dataset_id", "--json"])
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["n_cells"] == sum(s["n_cells"] for s in summary["splits"].values())
+    assert summary["length"]["max"] <= 16
+    assert sum(summary["composition"]["dataset_id"].values()) <= summary["n_cells"]
+    ok = runner.invoke(app, ["validate", str(out)])
+    assert ok.exit_code == 0
+    assert "valid" in ok.stdout
+    shard = next((out / "shards").iterdir())
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    bad = runner.invoke(app, ["validate", str(out)])
+    assert bad.exit_code == 1
+    assert shard.name in bad.stdout
+    assert "sha256" in bad.stdout
+    missing = runner.invoke(app, ["validate", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith("Error:")

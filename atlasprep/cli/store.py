@@ -1,0 +1,69 @@
+"""`atlasprep inspect` and `atlasprep validate` for token stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atlasprep.cli._app import command, err_console
+from atlasprep.shard import inspect_store, validate_store
+
+
+@command(
+    "inspect",
+    help=(
+        "What a token store holds: cells and tokens per split, tokens per cell, and composition by "
+        "obs columns.\n\nExamples:\n\n  atlasprep inspect store/\n\n"
+        "  atlasprep inspect store/ --by cell_type_ontology_term_id --json"
+    ),
+)
+def inspect_command(
+    store: Path = typer.Argument(..., help="A token store directory."),
+    by: list[str] = typer.Option([], "--by", help="Break cells down by this stored column (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    summary = inspect_store(store, columns=by)
+    if as_json:
+        typer.echo(json.dumps(summary.to_json(), indent=2))
+        return
+    console = Console()
+    table = Table(title=f"{store}: {summary.n_cells:,} cells, {summary.n_tokens:,} tokens", show_edge=False)
+    for column in ("split", "cells", "tokens", "shards"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for split, entry in summary.splits.items():
+        table.add_row(split, f"{entry['n_cells']:,}", f"{entry['n_tokens']:,}", str(entry["n_shards"]))
+    console.print(table)
+    length = summary.length
+    console.print(
+        f"tokens per cell: min {length['min']:.0f}, median {length['median']:.0f}, "
+        f"mean {length['mean']:.1f}, max {length['max']:.0f}"
+    )
+    for column, counts in summary.composition.items():
+        by_table = Table(title=f"by {column}", show_edge=False)
+        by_table.add_column(column)
+        by_table.add_column("cells", justify="right")
+        for value, n in counts.items():
+            by_table.add_row(value, f"{n:,}")
+        console.print(by_table)
+
+
+@command(
+    "validate",
+    help=(
+        "Check a token store against its manifest: every shard's sha256, cell and token counts, token ids "
+        "within the vocabulary, no split leakage. Exit 1 listing each problem.\n\n"
+        "Examples:\n\n  atlasprep validate store/"
+    ),
+)
+def validate_command(store: Path = typer.Argument(..., help="A token store directory.")) -> None:
+    problems = validate_store(store)
+    if problems:
+        for problem in problems:
+            typer.echo(str(problem))
+        err_console.print(f"[bold red]{len(problems)} problem(s)[/] in {store}")
+        raise typer.Exit(1)
+    typer.echo(f"{store}: valid")
