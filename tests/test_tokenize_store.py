@@ -260,3 +260,18 @@ def test_inspect_and_validate_catch_damage(small_census, tmp_path):
     missing = runner.invoke(app, ["validate", str(tmp_path / "nope")])
     assert missing.exit_code == 2
     assert missing.stderr.startswith("Error:")
+
+
+def test_shards_open_with_huggingface_datasets(small_census, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "hf"
+    tokenize_cells(
+        TokenizeConfig(
+            source=SliceConfig(census_uri=str(small_census)), out=out, scheme="raw", max_len=8, obs_columns=()
+        )
+    )
+    manifest, table = _cells(out)
+    shard = manifest["shards"][0]
+    dataset = datasets.Dataset.from_file(str(out / shard["path"]))
+    assert dataset.num_rows == shard["n_cells"]
+    assert dataset[0]["input_ids"] == table["input_ids"][0].as_py()
