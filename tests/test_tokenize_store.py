@@ -275,3 +275,54 @@ def test_shards_open_with_huggingface_datasets(small_census, tmp_path):
     dataset = datasets.Dataset.from_file(str(out / shard["path"]))
     assert dataset.num_rows == shard["n_cells"]
     assert dataset[0]["input_ids"] == table["input_ids"][0].as_py()
+
+
+def test_context_tokens_follow_cls_and_extend_the_vocabulary(small_census, tmp_path, dictionaries):
+    out = tmp_path / "ctx"
+    tokenize_cells(_config(small_census, out, dictionaries, context=("tissue_general", "assay"), max_len=20))
+    manifest, table = _cells(out)
+    vocab = json.loads((out / "vocab.json").read_text())
+    assert manifest["tokenizer"]["context"] == ["tissue_general", "assay"]
+    frame = table.to_pandas()
+    row = table.slice(0, 1)
+    ids = row["input_ids"][0].as_py()
+    inverse = {v: k for k, v in vocab.items()}
+    assert ids[0] == vocab["<cls>"]
+    assert ids[-1] == vocab["<eos>"]
+    assert inverse[ids[1]].startswith("<tissue_general:")
+    assert inverse[ids[2]].startswith("<assay:")
+    assert frame["length"].max() <= 20
+    assert len(vocab) > 20_275  # Geneformer's 20,275 tokens plus the context values
+
+
+def test_cli_passes_context_gene_column_and_assume_normalized(small_census, tmp_path):
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(
+        app,
+        [
+            "tokenize",
+            "--census-uri",
+            str(small_census),
+            "--scheme",
+            "raw",
+            "--max-len",
+            "8",
+            "--context",
+            "tissue_general",
+            "--gene-column",
+            "feature_name",
+            "--assume-normalized",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads(r.stdout)
+    assert manifest["tokenizer"]["context"] == ["tissue_general"]
+    assert manifest["recipe"]["gene_column"] == "feature_name"
+    assert manifest["recipe"]["assume_normalized"] is True
+    vocab = json.loads((out / "vocab.json").read_text())
+    assert "CD3E" in vocab  # symbols, from --gene-column
+    first = _cells(out)[1]["input_ids"][0].as_py()[0]
+    assert {v: k for k, v in vocab.items()}[first].startswith("<tissue_general:")

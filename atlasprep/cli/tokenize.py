@@ -66,6 +66,9 @@ def tokenize_command(
         _D.min_gene_match, "--min-gene-match", help="Fail below this share."
     ),
     obs_columns: str = typer.Option(",".join(DEFAULT_OBS_COLUMNS), "--obs-columns", help="Metadata to keep."),
+    context: str = typer.Option(
+        "", "--context", help="obs columns, e.g. tissue_general,assay: a token each."
+    ),
     shard_cells: int = typer.Option(_D.shard_cells, "--shard-cells", help="Cells per shard."),
     no_shuffle: bool = typer.Option(False, "--no-shuffle", help="Keep source order."),
     seed: int = typer.Option(_D.seed, "--seed", help="Shuffle, split and sampling seed."),
@@ -111,6 +114,9 @@ def tokenize_command(
         gene_mapping=gene_mapping,
         special_tokens=special_tokens,
         min_gene_match=min_gene_match,
+        gene_column=gene_column,
+        assume_normalized=assume_normalized,
+        context=tuple(c for c in context.split(",") if c),
         obs_columns=tuple(c for c in obs_columns.split(",") if c),
         shard_cells=shard_cells,
         shuffle=not no_shuffle,

@@ -29,6 +29,7 @@ from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
 from atlasprep.slice.api import SliceConfig, open_source
 from atlasprep.sources import CellSource, ProgressCallback, experiment_name, resolve_filter, sample_positions
 from atlasprep.tokenize.binning import bin_values
+from atlasprep.tokenize.context import context_token, insert_context
 from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.rank import RankEncoder
@@ -41,6 +42,7 @@ __all__ = ["DEFAULT_OBS_COLUMNS", "SPECIAL_TOKENS", "TokenizeConfig", "TokenizeR
 log = logging.getLogger("atlasprep.tokenize")
 
 Scheme = Literal["rank", "bin", "raw"]
+Encoded = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, offsets, values
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<mask>", "<cls>", "<eos>")
 DEFAULT_OBS_COLUMNS: tuple[str, ...] = (
     "dataset_id",
@@ -69,6 +71,7 @@ class TokenizeConfig:
     assume_normalized: bool = False  # accept non-integer X for rank/bin
     min_gene_match: float = 0.0
     obs_columns: tuple[str, ...] = DEFAULT_OBS_COLUMNS
+    context: tuple[str, ...] = ()  # obs columns whose value becomes one token after <cls>
     shard_cells: int = 10_000
     shuffle: bool = True
     seed: int = 0
@@ -104,6 +107,11 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
         gene_ids = _gene_ids(source, config)
         medians = _medians(config, source, positions, gene_ids)
         vocab, encode = _encoder(config, gene_ids, medians)
+        if config.context:  # the values present, sorted, extend the vocabulary after the genes
+            present = source.obs_values(positions, list(config.context))
+            for column in config.context:
+                for value in sorted(present[column].astype("string").fillna("<NA>").unique()):
+                    vocab.tokens.setdefault(context_token(column, str(value)), max(vocab.tokens.values()) + 1)
         labels = source.obs_values(positions, [config.split_by])[config.split_by] if config.split_by else None
         if labels is not None:
             plan = assign_splits(
@@ -130,12 +138,29 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
             positions,
             var_positions=None,
             batch_size=config.source.batch_size,
-            obs_columns=list(config.obs_columns),
+            obs_columns=list(dict.fromkeys([*config.obs_columns, *config.context])),
         ):
             if done == 0:
                 _check_counts(batch.X, config)
             coverage = coverage.add(batch.X, vocab.column_tokens)
-            columns = encode(batch.X)
+            ids, offsets, values = encode(batch.X)
+            if config.context:
+                special = config.scheme == "rank" and config.special_tokens
+                ids, offsets, values = insert_context(
+                    ids,
+                    offsets,
+                    _context_ids(batch.obs, config.context, vocab.tokens),
+                    at=1 if special else 0,
+                    max_len=config.max_len,
+                    keep_tail=1 if special else 0,
+                    values=values,
+                )
+            columns = {
+                "input_ids": ragged(ids, offsets, pa.int32()),
+                "length": pa.array(np.diff(offsets).astype(np.int32)),
+            }
+            if values is not None:
+                columns["values"] = ragged(values, offsets, pa.from_numpy_dtype(values.dtype))
             for name in config.obs_columns:
                 column = batch.obs[name]
                 columns[name] = (
@@ -215,27 +240,20 @@ def _encoder(
             special_tokens=config.special_tokens,
         )
 
-        def encode_rank(X: Any) -> dict[str, pa.Array]:
+        def encode_rank(X: Any) -> Encoded:
             ranked = encoder.encode(X)
-            return {
-                "input_ids": ragged(ranked.input_ids, ranked.offsets, pa.int32()),
-                "length": pa.array(ranked.lengths.astype(np.int32)),
-            }
+            return ranked.input_ids, ranked.offsets, None
 
         return vocab, encode_rank
     if config.scheme == "raw":
 
-        def encode_raw(X: Any) -> dict[str, pa.Array]:
+        def encode_raw(X: Any) -> Encoded:
             cells = raw_encode(X, column_tokens, max_len=config.max_len)
-            return {
-                "input_ids": ragged(cells.input_ids, cells.offsets, pa.int32()),
-                "length": pa.array(np.diff(cells.offsets).astype(np.int32)),
-                "values": ragged(cells.values, cells.offsets, pa.float32()),
-            }
+            return cells.input_ids, cells.offsets, cells.values
 
         return vocab, encode_raw
 
-    def encode_bin(X: Any) -> dict[str, pa.Array]:
+    def encode_bin(X: Any) -> Encoded:
         import scipy.sparse as sp
 
         X = sp.csr_matrix(X)
@@ -243,13 +261,19 @@ def _encoder(
         binned = bin_values(X, config.n_bins)
         ids = column_tokens[column_tokens >= 0][binned.indices]
         offsets = binned.indptr.astype(np.int64)
-        return {
-            "input_ids": ragged(ids.astype(np.int32), offsets, pa.int32()),
-            "length": pa.array(np.diff(offsets).astype(np.int32)),
-            "values": ragged(binned.data.astype(np.int32), offsets, pa.int32()),
-        }
+        return ids.astype(np.int32), offsets, binned.data.astype(np.int32)
 
     return vocab, encode_bin
+
+
+def _context_ids(obs: pa.Table, columns: tuple[str, ...], tokens: dict[str, int]) -> np.ndarray:
+    """(cells × columns) context token ids of a batch."""
+    out = np.empty((obs.num_rows, len(columns)), dtype=np.int32)
+    for j, column in enumerate(columns):
+        values = obs[column].to_pandas().astype("string").fillna("<NA>")
+        lookup = {v: tokens[context_token(column, v)] for v in values.unique()}
+        out[:, j] = values.map(lookup).to_numpy(dtype=np.int32)
+    return out
 
 
 def _gene_ids(source: CellSource, config: TokenizeConfig) -> list[str]:
@@ -323,6 +347,7 @@ def _manifest(
                     "n_bins": config.n_bins,
                     "special_tokens": config.special_tokens,
                     "vocab_source": vocab.source,
+                    "context": list(config.context),
                 },
                 "vocab": {
                     "path": "vocab.json",
