@@ -326,3 +326,21 @@ def test_cli_passes_context_gene_column_and_assume_normalized(small_census, tmp_
     assert "CD3E" in vocab  # symbols, from --gene-column
     first = _cells(out)[1]["input_ids"][0].as_py()[0]
     assert {v: k for k, v in vocab.items()}[first].startswith("<tissue_general:")
+
+
+def test_zarr_store_holds_the_same_cells_and_validates(small_census, tmp_path, dictionaries):
+    from atlasprep.shard import read_shard, validate_store
+
+    arrow = tokenize_cells(_config(small_census, tmp_path / "arrow", dictionaries))
+    zarr_store = tokenize_cells(_config(small_census, tmp_path / "zarr", dictionaries, format="zarr"))
+    again = tokenize_cells(_config(small_census, tmp_path / "zarr2", dictionaries, format="zarr"))
+    assert [s["sha256"] for s in zarr_store.manifest["shards"]] == [
+        s["sha256"] for s in again.manifest["shards"]
+    ]
+    assert validate_store(tmp_path / "zarr") == []
+    for a, z in zip(arrow.manifest["shards"], zarr_store.manifest["shards"], strict=True):
+        assert z["path"].endswith(".zarr")
+        left, right = read_shard(tmp_path / "arrow", a["path"]), read_shard(tmp_path / "zarr", z["path"])
+        assert left.column_names == right.column_names
+        for name in left.column_names:
+            assert left[name].to_pylist() == right[name].to_pylist(), name

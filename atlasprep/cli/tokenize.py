@@ -69,6 +69,7 @@ def tokenize_command(
     context: str = typer.Option(
         "", "--context", help="obs columns, e.g. tissue_general,assay: a token each."
     ),
+    store_format: str = typer.Option(_D.format, "--format", help="arrow (IPC streams) | zarr (v3 groups)."),
     shard_cells: int = typer.Option(_D.shard_cells, "--shard-cells", help="Cells per shard."),
     no_shuffle: bool = typer.Option(False, "--no-shuffle", help="Keep source order."),
     seed: int = typer.Option(_D.seed, "--seed", help="Shuffle, split and sampling seed."),
@@ -79,6 +80,8 @@ def tokenize_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a complete store."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as one JSON document."),
 ) -> None:
+    if store_format not in ("arrow", "zarr"):
+        raise UsageError(f"--format {store_format!r}: choose arrow or zarr")
     if scheme not in ("rank", "bin", "raw"):
         raise UsageError(f"--scheme {scheme!r}: choose rank, bin or raw")
     held: list[str] = []
@@ -117,6 +120,7 @@ def tokenize_command(
         gene_column=gene_column,
         assume_normalized=assume_normalized,
         context=tuple(c for c in context.split(",") if c),
+        format=store_format,  # type: ignore[arg-type]
         obs_columns=tuple(c for c in obs_columns.split(",") if c),
         shard_cells=shard_cells,
         shuffle=not no_shuffle,

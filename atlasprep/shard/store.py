@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import zarr
 
 from atlasprep.errors import InputFormatError, SourceError
+from atlasprep.shard.writer import sha256_of
 
-__all__ = ["StoreProblem", "StoreSummary", "inspect_store", "read_manifest", "validate_store"]
+__all__ = ["StoreProblem", "StoreSummary", "inspect_store", "read_manifest", "read_shard", "validate_store"]
 
 
 def read_manifest(store: Path) -> dict[str, Any]:
@@ -33,9 +35,24 @@ def read_manifest(store: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_shard(store: Path, relative: str) -> pa.Table:
-    with pa.memory_map(str(store / relative)) as source:
-        return pa.ipc.open_stream(source).read_all()
+def read_shard(store: Path, relative: str) -> pa.Table:
+    """A shard as an Arrow table, from either store format."""
+    path = store / relative
+    if path.suffix != ".zarr":
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_stream(source).read_all()
+    group: Any = zarr.open_group(str(path), mode="r")  # zarr types every member as a union
+    offsets = pa.array(group["offsets"][:].astype(np.int32))
+    ragged = set(group.attrs["ragged"])
+    columns = {}
+    for name in group.attrs["columns"]:
+        data = group[name][:]
+        if data.dtype.kind in ("T", "U", "O"):
+            data = data.astype(object)
+        columns[name] = (
+            pa.ListArray.from_arrays(offsets, pa.array(data)) if name in ragged else pa.array(data)
+        )
+    return pa.table(columns)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +86,7 @@ def inspect_store(store: Path, *, columns: Sequence[str] = (), top: int = 10) ->
         entry["n_cells"] += shard["n_cells"]
         entry["n_tokens"] += shard["n_tokens"]
         entry["n_shards"] += 1
-        table = _read_shard(store, shard["path"])  # one shard in memory at a time
+        table = read_shard(store, shard["path"])  # one shard in memory at a time
         lengths.append(pc.list_value_length(table["input_ids"]).to_numpy())
         for column in columns:
             if column not in table.column_names:
@@ -137,10 +154,10 @@ def validate_store(store: Path) -> list[StoreProblem]:
         if not path.exists():
             checks.add(shard["path"], "missing")
             continue
-        if hashlib.sha256(path.read_bytes()).hexdigest() != shard["sha256"]:
+        if sha256_of(path) != shard["sha256"]:
             checks.add(shard["path"], "sha256 differs from the manifest (the file changed or is damaged)")
             continue
-        table = _read_shard(store, shard["path"])
+        table = read_shard(store, shard["path"])
         total += table.num_rows
         if table.num_rows != shard["n_cells"]:
             checks.add(shard["path"], f"{table.num_rows} cells, the manifest says {shard['n_cells']}")

@@ -19,14 +19,25 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import zarr
 
-__all__ = ["ShardInfo", "ShardLayout", "ShardWriter", "ragged"]
+__all__ = [
+    "ShardFormat",
+    "ShardInfo",
+    "ShardLayout",
+    "ShardWriter",
+    "ragged",
+    "sha256_of",
+    "write_zarr_shard",
+]
 
 _SLOT = "__slot"
+ShardFormat = Literal["arrow", "zarr"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,9 +95,10 @@ class ShardLayout:
 class ShardWriter:
     """Collect tokenized batches (``add``) and assemble the shards (``finish``)."""
 
-    def __init__(self, store: Path, layout: ShardLayout) -> None:
+    def __init__(self, store: Path, layout: ShardLayout, *, fmt: ShardFormat = "arrow") -> None:
         self.store = store
         self.layout = layout
+        self.fmt = fmt
         self.spill_dir = store / ".work" / "spill"
         shutil.rmtree(self.spill_dir, ignore_errors=True)  # a crashed run's spill is redone
         self.spill_dir.mkdir(parents=True)
@@ -131,12 +143,18 @@ class ShardWriter:
         return shards
 
     def _write(self, split: str, shard: int, table: pa.Table, token_column: str) -> ShardInfo:
-        name = self.layout.shard_name(split, shard)
+        name = self.layout.shard_name(split, shard, "arrow" if self.fmt == "arrow" else "zarr")
         final = self.store / "shards" / name
         tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table.combine_chunks())
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        if self.fmt == "arrow":
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table.combine_chunks())
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            write_zarr_shard(tmp, table, token_column)
+        digest = sha256_of(tmp)
+        if final.exists():  # left by a crashed run: the same bytes are about to replace it
+            shutil.rmtree(final) if final.is_dir() else final.unlink()
         os.replace(tmp, final)
         n_tokens = int(pc.sum(pc.list_value_length(table[token_column])).as_py() or 0)
         return ShardInfo(
@@ -144,9 +162,49 @@ class ShardWriter:
             split=split,
             n_cells=table.num_rows,
             n_tokens=n_tokens,
-            n_bytes=final.stat().st_size,
+            n_bytes=_size_of(final),
             sha256=digest,
         )
+
+
+def sha256_of(path: Path) -> str:
+    """A file's sha256, or a directory's: over its sorted relative paths and their bytes."""
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(path.read_bytes())
+        return digest.hexdigest()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\x00")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def write_zarr_shard(path: Path, table: pa.Table, token_column: str) -> None:
+    """One Zarr v3 group: flat ragged arrays plus ``offsets``, and one array per column."""
+    group: Any = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs.update(
+        {"encoding-type": "atlasprep-token-shard", "encoding-version": "0.1.0", "n_cells": table.num_rows}
+    )
+    group.attrs["ragged"] = [n for n in table.column_names if pa.types.is_list(table.schema.field(n).type)]
+    group.attrs["columns"] = list(table.column_names)
+    lists = table[token_column].combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    group.create_array("offsets", data=offsets, chunks=(min(len(offsets), 1 << 20),))
+    for name in table.column_names:
+        column = table[name].combine_chunks()
+        if pa.types.is_list(column.type):
+            data = column.flatten().to_numpy(zero_copy_only=False)
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            data = np.array(column.to_pylist(), dtype=np.dtypes.StringDType())
+        else:
+            data = column.to_numpy(zero_copy_only=False)
+        group.create_array(name, data=data, chunks=(max(1, min(len(data), 1 << 20)),))
 
 
 def _key(split_code: np.ndarray, shard: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from atlasprep import __version__
 from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
 from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
+from atlasprep.shard.writer import ShardFormat
 from atlasprep.slice.api import SliceConfig, open_source
 from atlasprep.sources import CellSource, ProgressCallback, experiment_name, resolve_filter, sample_positions
 from atlasprep.tokenize.binning import bin_values
@@ -78,6 +79,7 @@ class TokenizeConfig:
     split_by: str | None = None
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     holdout: tuple[str, ...] = ()  # values of split_by sent to test
+    format: ShardFormat = "arrow"
     overwrite: bool = False
 
 
@@ -129,7 +131,7 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
         layout = ShardLayout.plan(
             splits.astype(str), cells_per_shard=config.shard_cells, seed=config.seed, shuffle=config.shuffle
         )
-        writer = ShardWriter(config.out, layout)
+        writer = ShardWriter(config.out, layout, fmt=config.format)
         coverage = VocabCoverage.of_genes(vocab.column_tokens)
         done = 0
         if progress is not None:
@@ -348,6 +350,7 @@ def _manifest(
                     "special_tokens": config.special_tokens,
                     "vocab_source": vocab.source,
                     "context": list(config.context),
+                    "shard_format": config.format,
                 },
                 "vocab": {
                     "path": "vocab.json",
