@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from atlasprep.errors import UsageError
-from atlasprep.ontology import FIELD_ONTOLOGIES, ResolvedTerm, expand_terms, resolve_term
+from atlasprep.ontology import FIELD_ONTOLOGIES, FieldName, ResolvedTerm, expand_terms, resolve_term
 
 __all__ = [
     "FILTER_COLUMNS",
@@ -29,18 +29,7 @@ __all__ = [
 
 log = logging.getLogger("atlasprep.sources")
 
-FilterField = Literal[
-    "cell_type",
-    "tissue",
-    "tissue_general",
-    "assay",
-    "disease",
-    "sex",
-    "development_stage",
-    "self_reported_ethnicity",
-    "dataset_id",
-    "donor_id",
-]
+FilterField = Literal[FieldName, "dataset_id", "donor_id"]  # ontology fields, and free-text ones
 
 # filter field -> the obs column it constrains (Census / CELLxGENE names, verbatim)
 FILTER_COLUMNS: Mapping[str, str] = {
