@@ -13,13 +13,30 @@ from rich.table import Table
 
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._progress import CellProgress
+from atlasprep.cli._source import (
+    AllData,
+    Assay,
+    CellType,
+    Census,
+    CensusUri,
+    DatasetId,
+    DevelopmentStage,
+    Disease,
+    DonorId,
+    Exact,
+    Inputs,
+    MaxCells,
+    Organism,
+    Sex,
+    Tissue,
+    TissueGeneral,
+    Where,
+    cell_filter,
+)
 from atlasprep.errors import UsageError
 from atlasprep.slice import DEFAULT_BATCH_SIZE, SliceConfig, SliceResult, slice_cells
-from atlasprep.sources import CellFilter
 
 _D = SliceConfig()
-_SOURCE = "Source (name exactly one)"
-_FILTERS = "Filters (repeatable; label, synonym or ID; a term matches its descendants)"
 _SAMPLING = "Sampling"
 _OUTPUT = "Output"
 
@@ -48,68 +65,23 @@ def _per_group(value: str | None) -> tuple[str, int] | None:
     ),
 )
 def slice_command(
-    census: str | None = typer.Option(
-        None,
-        "--census",
-        help="Census version ('stable', 'latest', '2025-11-08'; needs network) or 'demo'.",
-        rich_help_panel=_SOURCE,
-    ),
-    census_uri: str | None = typer.Option(
-        None,
-        "--census-uri",
-        help="A local copy (or mirror URI) of a Census-layout SOMA collection.",
-        rich_help_panel=_SOURCE,
-    ),
-    inputs: list[Path] = typer.Option(
-        [],
-        "--input",
-        "-i",
-        help="AnnData file (.h5ad, .zarr, .zarr.zip); repeatable. Read backed.",
-        rich_help_panel=_SOURCE,
-    ),
-    organism: str = typer.Option(_D.organism, help="Census experiment to query.", rich_help_panel=_SOURCE),
-    cell_type: list[str] = typer.Option(
-        [], "--cell-type", help="CL term, e.g. 'immune cell', 'T cell', CL:0000084.", rich_help_panel=_FILTERS
-    ),
-    tissue: list[str] = typer.Option(
-        [], "--tissue", help="UBERON term on tissue_ontology_term_id, e.g. lung.", rich_help_panel=_FILTERS
-    ),
-    tissue_general: list[str] = typer.Option(
-        [], "--tissue-general", help="The Census tissue_general rollup.", rich_help_panel=_FILTERS
-    ),
-    assay: list[str] = typer.Option(
-        [], "--assay", help='EFO term, e.g. "10x 3\' v3".', rich_help_panel=_FILTERS
-    ),
-    disease: list[str] = typer.Option(
-        [], "--disease", help="MONDO term, or 'normal'.", rich_help_panel=_FILTERS
-    ),
-    sex: list[str] = typer.Option(
-        [], "--sex", help="female, male (PATO) or unknown.", rich_help_panel=_FILTERS
-    ),
-    development_stage: list[str] = typer.Option(
-        [], "--development-stage", help="HsapDv/MmusDv term.", rich_help_panel=_FILTERS
-    ),
-    dataset_id: list[str] = typer.Option(
-        [], "--dataset-id", help="A Census dataset_id, verbatim.", rich_help_panel=_FILTERS
-    ),
-    donor_id: list[str] = typer.Option(
-        [], "--donor-id", help="A donor_id, verbatim.", rich_help_panel=_FILTERS
-    ),
-    exact: bool = typer.Option(
-        False, "--exact", help="Match the terms only, not their descendants.", rich_help_panel=_FILTERS
-    ),
-    all_data: bool = typer.Option(
-        False,
-        "--all-data",
-        help="Include non-primary (duplicate) cells; default is_primary_data only.",
-        rich_help_panel=_FILTERS,
-    ),
-    where: str | None = typer.Option(
-        None, "--where", help="A raw SOMA value filter, ANDed to the rest.", rich_help_panel=_FILTERS
-    ),
-    max_cells: int | None = typer.Option(
-        None, "--max-cells", help="Keep at most N cells (uniform, seeded).", rich_help_panel=_SAMPLING
-    ),
+    census: Census = None,
+    census_uri: CensusUri = None,
+    inputs: Inputs = None,
+    organism: Organism = _D.organism,
+    cell_type: CellType = None,
+    tissue: Tissue = None,
+    tissue_general: TissueGeneral = None,
+    assay: Assay = None,
+    disease: Disease = None,
+    sex: Sex = None,
+    development_stage: DevelopmentStage = None,
+    dataset_id: DatasetId = None,
+    donor_id: DonorId = None,
+    exact: Exact = False,
+    all_data: AllData = False,
+    where: Where = None,
+    max_cells: MaxCells = None,
     per_group: str | None = typer.Option(
         None,
         "--per-group",
@@ -152,20 +124,20 @@ def slice_command(
     config = SliceConfig(
         census=census,
         census_uri=census_uri,
-        inputs=tuple(str(p) for p in inputs),
+        inputs=tuple(str(p) for p in inputs or ()),
         organism=organism,
-        filter=CellFilter(
-            cell_type=tuple(cell_type),
-            tissue=tuple(tissue),
-            tissue_general=tuple(tissue_general),
-            assay=tuple(assay),
-            disease=tuple(disease),
-            sex=tuple(sex),
-            development_stage=tuple(development_stage),
-            dataset_id=tuple(dataset_id),
-            donor_id=tuple(donor_id),
+        filter=cell_filter(
+            cell_type=cell_type,
+            tissue=tissue,
+            tissue_general=tissue_general,
+            assay=assay,
+            disease=disease,
+            sex=sex,
+            development_stage=development_stage,
+            dataset_id=dataset_id,
+            donor_id=donor_id,
             exact=exact,
-            primary_only=not all_data,
+            all_data=all_data,
             where=where,
         ),
         max_cells=max_cells,

@@ -9,9 +9,28 @@ import typer
 
 from atlasprep.cli._app import command
 from atlasprep.cli._progress import CellProgress
+from atlasprep.cli._source import (
+    AllData,
+    Assay,
+    CellType,
+    Census,
+    CensusUri,
+    DatasetId,
+    DevelopmentStage,
+    Disease,
+    DonorId,
+    Exact,
+    Inputs,
+    MaxCells,
+    Organism,
+    Sex,
+    Tissue,
+    TissueGeneral,
+    Where,
+    cell_filter,
+)
 from atlasprep.errors import UsageError
 from atlasprep.slice import DEFAULT_BATCH_SIZE, SliceConfig
-from atlasprep.sources import CellFilter
 from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TokenizeConfig, tokenize_cells
 
 _D = TokenizeConfig(source=SliceConfig(), out=Path("."))
@@ -42,15 +61,23 @@ def _fractions(value: str) -> tuple[float, float, float]:
 )
 def tokenize_command(
     out: Path = typer.Option(..., "--out", "-o", help="The token store directory."),
-    census: str | None = typer.Option(None, "--census", help="Census version or 'demo'."),
-    census_uri: str | None = typer.Option(None, "--census-uri", help="A Census-layout SOMA store."),
-    inputs: list[Path] = typer.Option([], "--input", "-i", help="AnnData file(s), e.g. a slice."),
-    organism: str = typer.Option("Homo sapiens", help="Census experiment."),
-    cell_type: list[str] = typer.Option([], "--cell-type", help="As in `atlasprep slice`."),
-    tissue: list[str] = typer.Option([], "--tissue", help="As in `atlasprep slice`."),
-    tissue_general: list[str] = typer.Option([], "--tissue-general", help="As in `atlasprep slice`."),
-    all_data: bool = typer.Option(False, "--all-data", help="Include non-primary cells."),
-    max_cells: int | None = typer.Option(None, "--max-cells", help="At most N cells (seeded)."),
+    census: Census = None,
+    census_uri: CensusUri = None,
+    inputs: Inputs = None,
+    organism: Organism = "Homo sapiens",
+    cell_type: CellType = None,
+    tissue: Tissue = None,
+    tissue_general: TissueGeneral = None,
+    assay: Assay = None,
+    disease: Disease = None,
+    sex: Sex = None,
+    development_stage: DevelopmentStage = None,
+    dataset_id: DatasetId = None,
+    donor_id: DonorId = None,
+    exact: Exact = False,
+    all_data: AllData = False,
+    where: Where = None,
+    max_cells: MaxCells = None,
     scheme: str = typer.Option(_D.scheme, "--scheme", help="rank | bin | raw."),
     max_len: int = typer.Option(_D.max_len, "--max-len", help="Tokens per cell at most (incl. special)."),
     n_bins: int = typer.Option(_D.n_bins, "--n-bins", help="Bins for --scheme bin."),
@@ -94,13 +121,21 @@ def tokenize_command(
     source = SliceConfig(
         census=census,
         census_uri=census_uri,
-        inputs=tuple(str(p) for p in inputs),
+        inputs=tuple(str(p) for p in inputs or ()),
         organism=organism,
-        filter=CellFilter(
-            cell_type=tuple(cell_type),
-            tissue=tuple(tissue),
-            tissue_general=tuple(tissue_general),
-            primary_only=not all_data,
+        filter=cell_filter(
+            cell_type=cell_type,
+            tissue=tissue,
+            tissue_general=tissue_general,
+            assay=assay,
+            disease=disease,
+            sex=sex,
+            development_stage=development_stage,
+            dataset_id=dataset_id,
+            donor_id=donor_id,
+            exact=exact,
+            all_data=all_data,
+            where=where,
         ),
         max_cells=max_cells,
         seed=seed,

@@ -1,0 +1,150 @@
+"""The source and filter options every command that reads cells shares, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from atlasprep.sources import CellFilter
+
+__all__ = [
+    "AllData",
+    "Assay",
+    "CellType",
+    "Census",
+    "CensusUri",
+    "DatasetId",
+    "DevelopmentStage",
+    "Disease",
+    "DonorId",
+    "Exact",
+    "Inputs",
+    "MaxCells",
+    "Organism",
+    "Sex",
+    "Tissue",
+    "TissueGeneral",
+    "Where",
+    "cell_filter",
+]
+
+SOURCE = "Source (name exactly one)"
+FILTERS = "Filters (repeatable; label, synonym or ID; a term matches its descendants)"
+
+Census = Annotated[
+    str | None,
+    typer.Option(
+        "--census",
+        help="Census version ('stable', 'latest', '2025-11-08'; needs network) or 'demo'.",
+        rich_help_panel=SOURCE,
+    ),
+]
+CensusUri = Annotated[
+    str | None,
+    typer.Option(
+        "--census-uri",
+        help="A local copy (or mirror URI) of a Census-layout SOMA collection.",
+        rich_help_panel=SOURCE,
+    ),
+]
+Inputs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="AnnData file (.h5ad, .zarr, .zarr.zip); repeatable. Read backed.",
+        rich_help_panel=SOURCE,
+    ),
+]
+Organism = Annotated[
+    str, typer.Option("--organism", help="Census experiment to query.", rich_help_panel=SOURCE)
+]
+CellType = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cell-type", help="CL term, e.g. 'immune cell', 'T cell', CL:0000084.", rich_help_panel=FILTERS
+    ),
+]
+Tissue = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tissue", help="UBERON term on tissue_ontology_term_id, e.g. lung.", rich_help_panel=FILTERS
+    ),
+]
+TissueGeneral = Annotated[
+    list[str] | None,
+    typer.Option("--tissue-general", help="The Census tissue_general rollup.", rich_help_panel=FILTERS),
+]
+Assay = Annotated[
+    list[str] | None, typer.Option("--assay", help='EFO term, e.g. "10x 3\' v3".', rich_help_panel=FILTERS)
+]
+Disease = Annotated[
+    list[str] | None, typer.Option("--disease", help="MONDO term, or 'normal'.", rich_help_panel=FILTERS)
+]
+Sex = Annotated[
+    list[str] | None, typer.Option("--sex", help="female, male (PATO) or unknown.", rich_help_panel=FILTERS)
+]
+DevelopmentStage = Annotated[
+    list[str] | None,
+    typer.Option("--development-stage", help="HsapDv/MmusDv term (by --organism).", rich_help_panel=FILTERS),
+]
+DatasetId = Annotated[
+    list[str] | None,
+    typer.Option("--dataset-id", help="A Census dataset_id, verbatim.", rich_help_panel=FILTERS),
+]
+DonorId = Annotated[
+    list[str] | None, typer.Option("--donor-id", help="A donor_id, verbatim.", rich_help_panel=FILTERS)
+]
+Exact = Annotated[
+    bool,
+    typer.Option("--exact", help="Match the terms only, not their descendants.", rich_help_panel=FILTERS),
+]
+AllData = Annotated[
+    bool,
+    typer.Option(
+        "--all-data",
+        help="Include non-primary (duplicate) cells; default is_primary_data only.",
+        rich_help_panel=FILTERS,
+    ),
+]
+Where = Annotated[
+    str | None,
+    typer.Option("--where", help="A raw SOMA value filter, ANDed to the rest.", rich_help_panel=FILTERS),
+]
+MaxCells = Annotated[
+    int | None,
+    typer.Option("--max-cells", help="Keep at most N cells (uniform, seeded).", rich_help_panel="Sampling"),
+]
+
+
+def cell_filter(
+    *,
+    cell_type: list[str] | None,
+    tissue: list[str] | None,
+    tissue_general: list[str] | None,
+    assay: list[str] | None,
+    disease: list[str] | None,
+    sex: list[str] | None,
+    development_stage: list[str] | None,
+    dataset_id: list[str] | None,
+    donor_id: list[str] | None,
+    exact: bool,
+    all_data: bool,
+    where: str | None,
+) -> CellFilter:
+    return CellFilter(
+        cell_type=tuple(cell_type or ()),
+        tissue=tuple(tissue or ()),
+        tissue_general=tuple(tissue_general or ()),
+        assay=tuple(assay or ()),
+        disease=tuple(disease or ()),
+        sex=tuple(sex or ()),
+        development_stage=tuple(development_stage or ()),
+        dataset_id=tuple(dataset_id or ()),
+        donor_id=tuple(donor_id or ()),
+        exact=exact,
+        primary_only=not all_data,
+        where=where,
+    )
