@@ -344,3 +344,32 @@ def test_zarr_store_holds_the_same_cells_and_validates(small_census, tmp_path, d
         assert left.column_names == right.column_names
         for name in left.column_names:
             assert left[name].to_pylist() == right[name].to_pylist(), name
+
+
+def test_counts_layer_names_the_raw_counts(tmp_path):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    from atlasprep.errors import InputFormatError
+
+    counts = np.array([[1, 3], [2, 0]], dtype=np.float32)
+    adata = ad.AnnData(sp.csr_matrix(np.log1p(counts)))  # X normalized, counts in a layer
+    adata.layers["counts"] = sp.csr_matrix(counts)
+    adata.var_names = ["ENSG00000141510", "ENSG00000012048"]
+    path = tmp_path / "layers.h5ad"
+    adata.write_h5ad(path)
+    base = TokenizeConfig(
+        source=SliceConfig(inputs=(str(path),)), out=tmp_path / "a", scheme="bin", obs_columns=()
+    )
+    with pytest.raises(InputFormatError, match="non-integer"):
+        tokenize_cells(base)
+    import dataclasses
+
+    ok = tokenize_cells(
+        dataclasses.replace(base, out=tmp_path / "b", source=SliceConfig(inputs=(str(path),), layer="counts"))
+    )
+    assert ok.manifest["n_cells"] == 2
+    with pytest.raises(InputFormatError, match="no layer"):
+        tokenize_cells(
+            dataclasses.replace(base, out=tmp_path / "c", source=SliceConfig(inputs=(str(path),), layer="x"))
+        )

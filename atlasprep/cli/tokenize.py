@@ -89,6 +89,9 @@ def tokenize_command(
     ),
     gene_column: str | None = typer.Option(None, "--gene-column", help="var column with Ensembl IDs."),
     assume_normalized: bool = typer.Option(False, "--assume-normalized", help="Accept non-integer X."),
+    counts_layer: str | None = typer.Option(
+        None, "--counts-layer", help="The raw counts: a layers key, raw or X (AnnData); an X layer (SOMA)."
+    ),
     min_gene_match: float = typer.Option(
         _D.min_gene_match, "--min-gene-match", help="Fail below this share."
     ),
@@ -123,6 +126,7 @@ def tokenize_command(
         census_uri=census_uri,
         inputs=tuple(str(p) for p in inputs or ()),
         organism=organism,
+        layer=counts_layer,
         filter=cell_filter(
             cell_type=cell_type,
             tissue=tissue,

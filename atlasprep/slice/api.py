@@ -45,6 +45,7 @@ class SliceConfig:
     census_uri: str | None = None
     inputs: tuple[str, ...] = ()
     organism: str = "Homo sapiens"
+    layer: str | None = None  # the counts matrix: SOMA X layer (default raw), AnnData X/raw/layers key
     filter: CellFilter = field(default_factory=CellFilter)
     max_cells: int | None = None
     per_group: tuple[str, int] | None = None  # (obs column, cells per group)
@@ -91,12 +92,13 @@ def open_source(config: SliceConfig) -> CellSource:
     if named != 1:
         raise UsageError("name exactly one source: --census VERSION|demo, --census-uri PATH or --input FILE")
     if config.inputs:
-        return AnnDataSource(config.inputs)
+        return AnnDataSource(config.inputs, layer=config.layer)
     return open_census(
         census=config.census,
         census_uri=config.census_uri,
         organism=config.organism,
         tiledb_config=tiledb_config_for_batches(config.batch_size),
+        X_name=config.layer or "raw",
     )
 
 

@@ -50,7 +50,9 @@ class _File:
 class AnnDataSource:
     """A :class:`~atlasprep.sources.base.CellSource` over one or more AnnData files."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], *, layer: str | None = None) -> None:
+        """``layer`` names the counts matrix: ``"X"``, ``"raw"`` (raw.X) or a key of ``layers``;
+        by default raw.X where present, else X."""
         if not paths:
             raise SourceError("no --input file given")
         self._files: list[_File] = []
@@ -63,7 +65,7 @@ class AnnDataSource:
             path = Path(raw_path)
             handle, store = _open_group(path)
             try:
-                matrix = "raw/X" if "raw" in handle and "X" in handle["raw"] else "X"
+                matrix = _matrix_path(handle, layer, path)
                 var = _read_frame(handle["raw/var" if matrix == "raw/X" else "var"])
                 obs = _read_frame(handle["obs"])
                 X = _backed_matrix(handle[matrix], path, matrix)
@@ -201,6 +203,21 @@ def _open_group(path: Path) -> tuple[Any, Any]:
         return zarr.open_group(path, mode="r"), None
     except Exception as exc:
         raise SourceError(f"--input {path}: cannot open as h5ad or zarr AnnData ({exc})") from None
+
+
+def _matrix_path(handle: Any, layer: str | None, path: Path) -> str:
+    if layer is None:
+        return "raw/X" if "raw" in handle and "X" in handle["raw"] else "X"
+    if layer == "X":
+        return "X"
+    if layer == "raw":
+        if "raw" not in handle:
+            raise InputFormatError(f"{path}: --counts-layer raw, but the file has no raw")
+        return "raw/X"
+    if "layers" not in handle or layer not in handle["layers"]:
+        found = ", ".join(handle["layers"].keys()) if "layers" in handle else "none"
+        raise InputFormatError(f"{path}: no layer {layer!r} (layers: {found}; or use X / raw)")
+    return f"layers/{layer}"
 
 
 def _read_frame(elem: Any) -> pd.DataFrame:

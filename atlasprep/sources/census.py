@@ -43,6 +43,7 @@ def open_census(
     census_uri: str | os.PathLike[str] | None = None,
     organism: str = "Homo sapiens",
     tiledb_config: dict[str, Any] | None = None,
+    X_name: str = "raw",
 ) -> SomaSource:
     """Open one Census-layout source and return it as a :class:`SomaSource`.
 
@@ -95,7 +96,7 @@ def open_census(
         if "dataset_schema_version" in summary
         else {},
     )
-    return SomaSource(data[exp_name], info=info, owner=collection)
+    return SomaSource(data[exp_name], info=info, owner=collection, X_name=X_name)
 
 
 def census_summary(collection: soma.Collection) -> dict[str, str]:
