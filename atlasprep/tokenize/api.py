@@ -142,8 +142,7 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
             batch_size=config.source.batch_size,
             obs_columns=list(dict.fromkeys([*config.obs_columns, *config.context])),
         ):
-            if done == 0:
-                _check_counts(batch.X, config)
+            _check_counts(batch.X, config)
             coverage = coverage.add(batch.X, vocab.column_tokens)
             ids, offsets, values = encode(batch.X)
             if config.context:
@@ -209,6 +208,7 @@ def _medians(
     for batch in source.iter_batches(
         positions, var_positions=None, batch_size=config.source.batch_size, obs_columns=[]
     ):
+        _check_counts(batch.X, config)
         sketch.add(batch.X)
     values, _ = sketch.medians()
     return {g: float(v) for g, v in zip(gene_ids, values, strict=True) if np.isfinite(v)}
