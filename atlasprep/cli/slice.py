@@ -9,30 +9,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from atlasprep.cli import _source as opt
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._progress import CellProgress
-from atlasprep.cli._source import (
-    AllData,
-    Assay,
-    CellType,
-    Census,
-    CensusUri,
-    DatasetId,
-    DevelopmentStage,
-    Disease,
-    DonorId,
-    Exact,
-    Inputs,
-    MaxCells,
-    Organism,
-    Sex,
-    Tissue,
-    TissueGeneral,
-    Where,
-    cell_filter,
-)
+from atlasprep.cli._render import counts_table
 from atlasprep.errors import UsageError
 from atlasprep.slice import DEFAULT_BATCH_SIZE, SliceConfig, SliceResult, slice_cells
 
@@ -65,23 +46,23 @@ def _per_group(value: str | None) -> tuple[str, int] | None:
     ),
 )
 def slice_command(
-    census: Census = None,
-    census_uri: CensusUri = None,
-    inputs: Inputs = None,
-    organism: Organism = _D.organism,
-    cell_type: CellType = None,
-    tissue: Tissue = None,
-    tissue_general: TissueGeneral = None,
-    assay: Assay = None,
-    disease: Disease = None,
-    sex: Sex = None,
-    development_stage: DevelopmentStage = None,
-    dataset_id: DatasetId = None,
-    donor_id: DonorId = None,
-    exact: Exact = False,
-    all_data: AllData = False,
-    where: Where = None,
-    max_cells: MaxCells = None,
+    census: opt.Census = None,
+    census_uri: opt.CensusUri = None,
+    inputs: opt.Inputs = None,
+    organism: opt.Organism = _D.organism,
+    cell_type: opt.CellType = None,
+    tissue: opt.Tissue = None,
+    tissue_general: opt.TissueGeneral = None,
+    assay: opt.Assay = None,
+    disease: opt.Disease = None,
+    sex: opt.Sex = None,
+    development_stage: opt.DevelopmentStage = None,
+    dataset_id: opt.DatasetId = None,
+    donor_id: opt.DonorId = None,
+    exact: opt.Exact = False,
+    all_data: opt.AllData = False,
+    where: opt.Where = None,
+    max_cells: opt.MaxCells = None,
     per_group: str | None = typer.Option(
         None,
         "--per-group",
@@ -126,7 +107,7 @@ def slice_command(
         census_uri=census_uri,
         inputs=tuple(str(p) for p in inputs or ()),
         organism=organism,
-        filter=cell_filter(
+        filter=opt.cell_filter(
             cell_type=cell_type,
             tissue=tissue,
             tissue_general=tissue_general,
@@ -193,9 +174,4 @@ def _render(result: SliceResult) -> None:
             + (f" ({result.n_matched} before sampling)" if result.n_matched != result.n_cells else "")
         )
     for column, counts in result.breakdown.items():
-        table = Table(title=f"by {column}", show_edge=False)
-        table.add_column(column)
-        table.add_column("cells", justify="right")
-        for value, n in counts.items():
-            table.add_row(value, f"{n:,}")
-        Console().print(table)
+        Console().print(counts_table(column, counts))

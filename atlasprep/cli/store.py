@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atlasprep.cli._app import command, err_console
+from atlasprep.cli._render import counts_table
 from atlasprep.shard import inspect_store, validate_store
 
 
@@ -43,12 +44,7 @@ def inspect_command(
         f"mean {length['mean']:.1f}, max {length['max']:.0f}"
     )
     for column, counts in summary.composition.items():
-        by_table = Table(title=f"by {column}", show_edge=False)
-        by_table.add_column(column)
-        by_table.add_column("cells", justify="right")
-        for value, n in counts.items():
-            by_table.add_row(value, f"{n:,}")
-        console.print(by_table)
+        console.print(counts_table(column, counts))
 
 
 @command(

@@ -7,28 +7,9 @@ from pathlib import Path
 
 import typer
 
+from atlasprep.cli import _source as opt
 from atlasprep.cli._app import command
 from atlasprep.cli._progress import CellProgress
-from atlasprep.cli._source import (
-    AllData,
-    Assay,
-    CellType,
-    Census,
-    CensusUri,
-    DatasetId,
-    DevelopmentStage,
-    Disease,
-    DonorId,
-    Exact,
-    Inputs,
-    MaxCells,
-    Organism,
-    Sex,
-    Tissue,
-    TissueGeneral,
-    Where,
-    cell_filter,
-)
 from atlasprep.errors import UsageError
 from atlasprep.slice import DEFAULT_BATCH_SIZE, SliceConfig
 from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TokenizeConfig, tokenize_cells
@@ -61,23 +42,23 @@ def _fractions(value: str) -> tuple[float, float, float]:
 )
 def tokenize_command(
     out: Path = typer.Option(..., "--out", "-o", help="The token store directory."),
-    census: Census = None,
-    census_uri: CensusUri = None,
-    inputs: Inputs = None,
-    organism: Organism = "Homo sapiens",
-    cell_type: CellType = None,
-    tissue: Tissue = None,
-    tissue_general: TissueGeneral = None,
-    assay: Assay = None,
-    disease: Disease = None,
-    sex: Sex = None,
-    development_stage: DevelopmentStage = None,
-    dataset_id: DatasetId = None,
-    donor_id: DonorId = None,
-    exact: Exact = False,
-    all_data: AllData = False,
-    where: Where = None,
-    max_cells: MaxCells = None,
+    census: opt.Census = None,
+    census_uri: opt.CensusUri = None,
+    inputs: opt.Inputs = None,
+    organism: opt.Organism = "Homo sapiens",
+    cell_type: opt.CellType = None,
+    tissue: opt.Tissue = None,
+    tissue_general: opt.TissueGeneral = None,
+    assay: opt.Assay = None,
+    disease: opt.Disease = None,
+    sex: opt.Sex = None,
+    development_stage: opt.DevelopmentStage = None,
+    dataset_id: opt.DatasetId = None,
+    donor_id: opt.DonorId = None,
+    exact: opt.Exact = False,
+    all_data: opt.AllData = False,
+    where: opt.Where = None,
+    max_cells: opt.MaxCells = None,
     scheme: str = typer.Option(_D.scheme, "--scheme", help="rank | bin | raw."),
     max_len: int = typer.Option(_D.max_len, "--max-len", help="Tokens per cell at most (incl. special)."),
     n_bins: int = typer.Option(_D.n_bins, "--n-bins", help="Bins for --scheme bin."),
@@ -127,7 +108,7 @@ def tokenize_command(
         inputs=tuple(str(p) for p in inputs or ()),
         organism=organism,
         layer=counts_layer,
-        filter=cell_filter(
+        filter=opt.cell_filter(
             cell_type=cell_type,
             tissue=tissue,
             tissue_general=tissue_general,

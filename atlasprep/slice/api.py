@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from atlasprep import __version__
-from atlasprep.errors import EmptyResultError, UsageError
+from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 from atlasprep.slice.writer import AnnDataWriter, format_of
 from atlasprep.sources import (
@@ -196,8 +196,6 @@ def _check(config: SliceConfig) -> None:
             raise UsageError("--out PATH.h5ad|PATH.zarr is required (or pass --dry-run)")
         format_of(config.out)
         if config.out.exists() and not config.overwrite:
-            from atlasprep.errors import OutputExistsError
-
             raise OutputExistsError(f"{config.out} exists; pass --overwrite to replace it")
 
 

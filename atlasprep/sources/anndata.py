@@ -43,7 +43,6 @@ class _File:
     matrix: str  # "X" or "raw/X"
     X: Any  # backed sparse dataset or dense array
     offset: int
-    n_obs: int
     colmap: np.ndarray  # file column -> union var position
 
 
@@ -74,7 +73,6 @@ class AnnDataSource:
             var.index = var.index.astype(str)
             if len(paths) == 1:  # nothing to join: keep var as it is, duplicates included
                 colmap = np.arange(len(var), dtype=np.int64)
-                union = dict.fromkeys(var.index, 0)
             elif not var.index.is_unique:
                 raise InputFormatError(
                     f"{path}: var index has duplicate feature IDs, so it cannot be joined with the other "
@@ -90,7 +88,6 @@ class AnnDataSource:
                     matrix=matrix,
                     X=X,
                     offset=offset,
-                    n_obs=len(obs),
                     colmap=colmap,
                 )
             )

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from atlasprep import __version__
 from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
@@ -255,13 +256,12 @@ def _encoder(
 
         return vocab, encode_raw
 
-    def encode_bin(X: Any) -> Encoded:
-        import scipy.sparse as sp
+    in_vocab = np.flatnonzero(column_tokens >= 0)  # bins over the vocabulary genes, as scGPT
+    vocab_tokens = column_tokens[in_vocab]
 
-        X = sp.csr_matrix(X)
-        X = X[:, np.flatnonzero(column_tokens >= 0)]  # bins over the vocabulary genes, as scGPT
-        binned = bin_values(X, config.n_bins)
-        ids = column_tokens[column_tokens >= 0][binned.indices]
+    def encode_bin(X: Any) -> Encoded:
+        binned = bin_values(sp.csr_matrix(X)[:, in_vocab], config.n_bins)
+        ids = vocab_tokens[binned.indices]
         offsets = binned.indptr.astype(np.int64)
         return ids.astype(np.int32), offsets, binned.data.astype(np.int32)
 
