@@ -64,3 +64,29 @@ def test_empty_cells_and_bad_bins():
 
     with pytest.raises(UsageError):
         bin_values(X, 2)
+
+
+def test_cap_genes_keeps_a_seeded_subset_whatever_the_batching():
+    from atlasprep.tokenize.binning import cap_genes
+
+    rng = np.random.default_rng(5)
+    dense = rng.integers(0, 9, (40, 300)) * (rng.random((40, 300)) < 0.5)
+    binned = bin_values(sp.csr_matrix(dense.astype(np.float32)))
+    whole = cap_genes(binned, 50, seed=7, first_row=0)
+    halves = sp.vstack(
+        [cap_genes(binned[:13], 50, seed=7, first_row=0), cap_genes(binned[13:], 50, seed=7, first_row=13)]
+    )
+    assert (whole != halves).nnz == 0
+    lengths = np.diff(whole.indptr)
+    assert np.array_equal(lengths, np.minimum(np.diff(binned.indptr), 50))
+    full = binned.toarray()
+    kept = whole.toarray()
+    assert ((kept == 0) | (kept == full)).all()  # a subset of each cell's genes, bins unchanged
+    assert (cap_genes(binned, 50, seed=8, first_row=0) != whole).nnz > 0
+    # uniform: every column is kept about as often (each cell keeps 50 of ~150 genes)
+    picks = np.zeros(300)
+    for seed in range(30):
+        picks += (cap_genes(binned, 50, seed=seed, first_row=0).toarray() > 0).sum(axis=0)
+    share = picks / (30 * (full > 0).sum(axis=0))
+    assert share.min() > 0.2
+    assert share.max() < 0.5

@@ -122,8 +122,7 @@ def test_bin_and_raw_schemes_store_values(small_census, tmp_path, scheme):
     assert json.loads(r.stdout)["n_cells"] == table.num_rows
     lengths = table["length"].to_numpy()
     assert np.array_equal(lengths, pa.compute.list_value_length(table["values"]).to_numpy())
-    if scheme == "raw":
-        assert lengths.max() <= 64
+    assert lengths.max() <= 64
     assert "outside the vocabulary" in r.stderr
 
 
@@ -246,6 +245,13 @@ def test_inspect_and_validate_catch_damage(small_census, tmp_path):
     assert summary["n_cells"] == sum(s["n_cells"] for s in summary["splits"].values())
     assert summary["length"]["max"] <= 16
     assert sum(summary["composition"]["dataset_id"].values()) <= summary["n_cells"]
+    assert sum(s["n_cells"] for s in summary["shards"]) == summary["n_cells"]
+    png = tmp_path / "store.png"
+    drawn = runner.invoke(app, ["inspect", str(out), "--plot", str(png)])
+    assert drawn.exit_code == 0, drawn.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "cell_type_ontology_term_id" in drawn.stdout  # default composition columns
+    assert runner.invoke(app, ["inspect", str(out), "--plot", str(tmp_path / "x.txt")]).exit_code == 2
     ok = runner.invoke(app, ["validate", str(out)])
     assert ok.exit_code == 0
     assert "valid" in ok.stdout
@@ -373,3 +379,114 @@ def test_counts_layer_names_the_raw_counts(tmp_path):
         tokenize_cells(
             dataclasses.replace(base, out=tmp_path / "c", source=SliceConfig(inputs=(str(path),), layer="x"))
         )
+
+
+def test_bin_caps_cells_at_max_len_with_a_seeded_sample_whatever_the_batching(small_census, tmp_path):
+    def build(out, batch_size, seed=0):
+        config = TokenizeConfig(
+            source=SliceConfig(census_uri=str(small_census), batch_size=batch_size),
+            out=out,
+            scheme="bin",
+            max_len=100,
+            seed=seed,
+            shuffle=False,
+        )
+        tokenize_cells(config)
+        return _cells(out)[1]
+
+    a, b = build(tmp_path / "a", 128), build(tmp_path / "b", 500)
+    assert a["input_ids"].equals(b["input_ids"])
+    assert a["values"].equals(b["values"])
+    lengths = a["length"].to_numpy()
+    assert lengths.max() == 100  # demo cells hold hundreds of genes: every long cell is capped
+    # the kept genes stay in vocabulary (column) order
+    ids = a["input_ids"].to_pylist()
+    assert all(cell == sorted(cell) for cell in ids[:50])  # corpus vocab ids follow column order
+    other = build(tmp_path / "c", 128, seed=1)
+    assert not other["input_ids"].equals(a["input_ids"])  # another seed, another sample
+
+
+def test_n_hvg_keeps_the_most_variable_genes(small_census, tmp_path):
+    from atlasprep.tokenize.hvg import GeneMoments
+
+    out = tmp_path / "hvg"
+    config = TokenizeConfig(
+        source=SliceConfig(census_uri=str(small_census), batch_size=300),
+        out=out,
+        scheme="bin",
+        n_hvg=200,
+        max_len=4096,
+    )
+    manifest = tokenize_cells(config).manifest
+    genes = manifest["tokenizer"]["hvg"]["genes"]
+    assert len(genes) == 200
+    vocab = json.loads((out / "vocab.json").read_text())
+    _, table = _cells(out)
+    used = set(pa.compute.list_flatten(table["input_ids"]).to_pylist())
+    assert used <= {vocab[g] for g in genes}
+    # the same selection as one pass over the whole matrix in memory
+    source = open_census(census_uri=str(small_census))
+    positions = source.select(source.compile(resolve_filter(CellFilter())))
+    X = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=5000)])
+    var = list(source.var().index)
+    source.close()
+    moments = GeneMoments(n_genes=X.shape[1])
+    moments.add(X)
+    second = moments.clipped()
+    second.add(X)
+    assert genes == [var[c] for c in second.top(200)]
+
+
+def test_n_hvg_only_for_bin(small_census, tmp_path):
+    r = CliRunner().invoke(
+        app,
+        [
+            "tokenize",
+            "--census-uri",
+            str(small_census),
+            "--scheme",
+            "rank",
+            "--n-hvg",
+            "10",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert r.exit_code == 2
+    assert "--n-hvg" in r.stderr
+
+
+def test_shard_size_cuts_shards_by_bytes_independently_of_batching(small_census, tmp_path):
+    def build(out, batch_size):
+        args = ["tokenize", "--census-uri", str(small_census), "--scheme", "raw", "--max-len", "128"]
+        args += ["--shard-size", "40KB", "--batch-size", str(batch_size), "--out", str(out), "--json"]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)
+
+    a, b = build(tmp_path / "a", 200), build(tmp_path / "b", 700)
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    assert len(a["shards"]) > 3
+    from atlasprep.shard.writer import row_nbytes
+
+    for shard in a["shards"][:-1]:  # every shard but a split's last is full: <= 40 KB, near it
+        with pa.memory_map(str(tmp_path / "a" / shard["path"])) as source:
+            table = pa.ipc.open_stream(source).read_all()
+        size = int(row_nbytes(table).sum())
+        assert size <= 40_000
+        assert size > 40_000 - int(row_nbytes(table).max()) - 1 or shard["split"] != "train"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shard-size", "lots"], "--shard-size"),
+        (["--shard-size", "1MB", "--shard-cells", "10"], "not both"),
+    ],
+)
+def test_bad_shard_size_is_a_usage_error(small_census, tmp_path, args, message):
+    r = CliRunner().invoke(
+        app, ["tokenize", "--census-uri", str(small_census), "--out", str(tmp_path / "x"), *args]
+    )
+    assert r.exit_code == 2
+    assert message in r.stderr

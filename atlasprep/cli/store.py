@@ -11,23 +11,37 @@ from rich.table import Table
 
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._render import counts_table
+from atlasprep.errors import UsageError
 from atlasprep.shard import inspect_store, validate_store
+from atlasprep.shard.plot import plot_summary
+from atlasprep.shard.store import stored_columns
+
+DEFAULT_COMPOSITION = ("cell_type_ontology_term_id", "tissue_ontology_term_id", "dataset_id")
 
 
 @command(
     "inspect",
     help=(
         "What a token store holds: cells and tokens per split, tokens per cell, and composition by "
-        "obs columns.\n\nExamples:\n\n  atlasprep inspect store/\n\n"
-        "  atlasprep inspect store/ --by cell_type_ontology_term_id --json"
+        "obs columns (by default cell type, tissue and dataset, where the store keeps them).\n\n"
+        "Examples:\n\n  atlasprep inspect store/\n\n"
+        "  atlasprep inspect store/ --by cell_type_ontology_term_id --json\n\n"
+        "  atlasprep inspect store/ --plot store.png"
     ),
 )
 def inspect_command(
     store: Path = typer.Argument(..., help="A token store directory."),
     by: list[str] = typer.Option([], "--by", help="Break cells down by this stored column (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw the summary into this PNG file."),
 ) -> None:
-    summary = inspect_store(store, columns=by)
+    columns = by or [c for c in DEFAULT_COMPOSITION if c in stored_columns(store)]
+    summary = inspect_store(store, columns=columns)
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot {plot}: give a .png file name")
+        plot_summary(summary, plot, title=str(store))
+        err_console.print(f"plot written to {plot}")
     if as_json:
         typer.echo(json.dumps(summary.to_json(), indent=2))
         return

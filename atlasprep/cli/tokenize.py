@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
@@ -37,7 +38,10 @@ def _fractions(value: str) -> tuple[float, float, float]:
         "Examples:\n\n"
         "  atlasprep tokenize --census demo --scheme rank --token-dictionary token_dictionary_gc104M.json "
         "--gene-medians gene_median_dictionary_gc104M.json --split-by donor_id --out store/\n\n"
-        "  atlasprep tokenize --input slice.h5ad --scheme bin --n-bins 51 --out bins/"
+        "  atlasprep tokenize --input slice.h5ad --scheme bin --n-bins 51 --n-hvg 1200 --max-len 1200 "
+        "--out bins/\n\n"
+        "  atlasprep tokenize --census demo --tissue liver --scheme raw --shard-size 256MB --format zarr "
+        "--out raw/"
     ),
 )
 def tokenize_command(
@@ -62,6 +66,9 @@ def tokenize_command(
     scheme: str = typer.Option(_D.scheme, "--scheme", help="rank | bin | raw."),
     max_len: int = typer.Option(_D.max_len, "--max-len", help="Tokens per cell at most (incl. special)."),
     n_bins: int = typer.Option(_D.n_bins, "--n-bins", help="Bins for --scheme bin."),
+    n_hvg: int | None = typer.Option(
+        None, "--n-hvg", help="bin: keep the N most variable genes (Seurat v3, two streaming passes)."
+    ),
     token_dictionary: Path | None = typer.Option(None, "--token-dictionary", help="JSON gene -> id."),
     gene_medians: Path | None = typer.Option(None, "--gene-medians", help="JSON gene -> median (rank)."),
     gene_mapping: Path | None = typer.Option(None, "--gene-mapping", help="JSON id/symbol -> Ensembl ID."),
@@ -81,7 +88,12 @@ def tokenize_command(
         "", "--context", help="obs columns, e.g. tissue_general,assay: a token each."
     ),
     store_format: str = typer.Option(_D.format, "--format", help="arrow (IPC streams) | zarr (v3 groups)."),
-    shard_cells: int = typer.Option(_D.shard_cells, "--shard-cells", help="Cells per shard."),
+    shard_cells: int | None = typer.Option(
+        None, "--shard-cells", help=f"Cells per shard [default: {_D.shard_cells}]."
+    ),
+    shard_size: str | None = typer.Option(
+        None, "--shard-size", help="Cut shards by size instead, e.g. 256MB (uncompressed Arrow bytes)."
+    ),
     no_shuffle: bool = typer.Option(False, "--no-shuffle", help="Keep source order."),
     seed: int = typer.Option(_D.seed, "--seed", help="Shuffle, split and sampling seed."),
     split_by: str | None = typer.Option(None, "--split-by", help="obs column whose groups split."),
@@ -132,6 +144,7 @@ def tokenize_command(
         scheme=scheme,  # type: ignore[arg-type]
         max_len=max_len,
         n_bins=n_bins,
+        n_hvg=n_hvg,
         token_dictionary=token_dictionary,
         gene_medians=gene_medians,
         gene_mapping=gene_mapping,
@@ -142,7 +155,8 @@ def tokenize_command(
         context=tuple(c for c in context.split(",") if c),
         format=store_format,  # type: ignore[arg-type]
         obs_columns=tuple(c for c in obs_columns.split(",") if c),
-        shard_cells=shard_cells,
+        shard_cells=shard_cells or _D.shard_cells,
+        shard_bytes=_shard_bytes(shard_size, shard_cells),
         shuffle=not no_shuffle,
         seed=seed,
         split_by=split_by,
@@ -166,3 +180,19 @@ def tokenize_command(
             f"{result.manifest['n_cells']} cells -> {len(result.manifest['shards'])} shards in {out} "
             f"({', '.join(f'{k} {v}' for k, v in splits.items())}; {result.seconds:.1f} s)"
         )
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def _shard_bytes(size: str | None, shard_cells: int | None) -> int | None:
+    """``--shard-size 256MB`` in bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
+    if size is None:
+        return None
+    if shard_cells is not None:
+        raise UsageError("give --shard-cells or --shard-size, not both")
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", size)
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in _UNITS or float(match.group(1)) * _UNITS[unit] < 1:
+        raise UsageError(f"--shard-size {size!r}: expected a size such as 256MB, 1GB or 64MiB")
+    return int(float(match.group(1)) * _UNITS[unit])

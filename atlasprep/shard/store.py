@@ -55,11 +55,20 @@ def read_shard(store: Path, relative: str) -> pa.Table:
     return pa.table(columns)
 
 
+def stored_columns(store: Path) -> list[str]:
+    """The columns the store's shards hold (from its first shard)."""
+    manifest = read_manifest(store)
+    if not manifest["shards"]:
+        return []
+    return read_shard(store, manifest["shards"][0]["path"]).column_names
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreSummary:
     n_cells: int
     n_tokens: int
     splits: dict[str, dict[str, int]]  # split -> {n_cells, n_tokens, n_shards}
+    shards: list[dict[str, Any]]  # path, split, n_cells, n_tokens per shard
     length: dict[str, float]  # min, median, mean, max tokens per cell
     length_histogram: dict[str, list[float]]  # edges, counts
     composition: dict[str, dict[str, int]]  # column -> value -> cells (top values)
@@ -69,6 +78,7 @@ class StoreSummary:
             "n_cells": self.n_cells,
             "n_tokens": self.n_tokens,
             "splits": self.splits,
+            "shards": self.shards,
             "length": self.length,
             "length_histogram": self.length_histogram,
             "composition": self.composition,
@@ -79,6 +89,7 @@ def inspect_store(store: Path, *, columns: Sequence[str] = (), top: int = 10) ->
     """Cells and tokens per split, the length distribution and composition by obs columns."""
     manifest = read_manifest(store)
     splits: dict[str, dict[str, int]] = {}
+    shards: list[dict[str, Any]] = []
     lengths: list[np.ndarray] = []
     counts: dict[str, dict[str, int]] = {c: {} for c in columns}
     for shard in manifest["shards"]:
@@ -86,6 +97,7 @@ def inspect_store(store: Path, *, columns: Sequence[str] = (), top: int = 10) ->
         entry["n_cells"] += shard["n_cells"]
         entry["n_tokens"] += shard["n_tokens"]
         entry["n_shards"] += 1
+        shards.append({k: shard[k] for k in ("path", "split", "n_cells", "n_tokens")})
         table = read_shard(store, shard["path"])  # one shard in memory at a time
         lengths.append(pc.list_value_length(table["input_ids"]).to_numpy())
         for column in columns:
@@ -99,6 +111,7 @@ def inspect_store(store: Path, *, columns: Sequence[str] = (), top: int = 10) ->
         n_cells=len(all_lengths),
         n_tokens=int(all_lengths.sum()),
         splits=splits,
+        shards=shards,
         length={
             "min": float(all_lengths.min()) if len(all_lengths) else 0.0,
             "median": float(np.median(all_lengths)) if len(all_lengths) else 0.0,

@@ -1,11 +1,12 @@
 """Shards of tokenized cells, shuffled across the whole corpus, with bounded memory.
 
 Every cell's place is fixed before any token is made: within its split, a seeded permutation
-gives it a slot, the slot gives its shard (``slot // cells_per_shard``) and its row in the
-shard. Tokenized batches arrive in source order and are spilled, sorted by (shard, row), one
-Arrow file per batch; each shard is then assembled from the matching row ranges of every spill
-(memory-mapped, so only that shard is in memory), written under a temporary name and renamed.
-The same inputs and seed give the same bytes.
+gives it a slot. Tokenized batches arrive in source order and are spilled, sorted by (split,
+slot), one Arrow file per batch, with each row's size. Shards are runs of consecutive slots:
+``cells_per_shard`` of them, or as many as fit in ``bytes_per_shard`` (the cells' uncompressed
+Arrow bytes, so the cut depends on the data only, never on batching). Each shard is assembled
+from the matching row ranges of every spill (memory-mapped, so only that shard is in memory),
+written under a temporary name and renamed. The same inputs and seed give the same bytes.
 
 Shards are Arrow IPC *stream* files, the format HuggingFace ``datasets`` reads with
 ``Dataset.from_file``; ``pyarrow.ipc.open_stream`` reads them too.
@@ -14,6 +15,7 @@ Shards are Arrow IPC *stream* files, the format HuggingFace ``datasets`` reads w
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 from collections.abc import Mapping
@@ -25,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import zarr
+
+from atlasprep.errors import UsageError
 
 __all__ = [
     "ShardFormat",
@@ -66,13 +70,24 @@ class ShardLayout:
 
     splits: np.ndarray  # split name per cell (source order)
     slots: np.ndarray  # int64 slot per cell within its split
-    cells_per_shard: int
     n_per_split: Mapping[str, int]
+    cells_per_shard: int | None = None
+    bytes_per_shard: int | None = None  # instead of cells_per_shard: cut by size
 
     @classmethod
     def plan(
-        cls, splits: np.ndarray, *, cells_per_shard: int, seed: int, shuffle: bool = True
+        cls,
+        splits: np.ndarray,
+        *,
+        cells_per_shard: int | None = None,
+        bytes_per_shard: int | None = None,
+        seed: int,
+        shuffle: bool = True,
     ) -> ShardLayout:
+        if (cells_per_shard is None) == (bytes_per_shard is None):
+            raise ValueError("give exactly one of cells_per_shard and bytes_per_shard")
+        if (cells_per_shard or bytes_per_shard or 0) < 1:
+            raise UsageError("shard size must be at least 1")
         slots = np.empty(len(splits), dtype=np.int64)
         counts: dict[str, int] = {}
         for index, name in enumerate(sorted(set(splits.tolist()))):
@@ -83,10 +98,30 @@ class ShardLayout:
                 slots[members] = np.random.default_rng([seed, index]).permutation(len(members))
             else:
                 slots[members] = np.arange(len(members))
-        return cls(splits=splits, slots=slots, cells_per_shard=cells_per_shard, n_per_split=counts)
+        return cls(
+            splits=splits,
+            slots=slots,
+            n_per_split=counts,
+            cells_per_shard=cells_per_shard,
+            bytes_per_shard=bytes_per_shard,
+        )
 
-    def n_shards(self, split: str) -> int:
-        return -(-self.n_per_split.get(split, 0) // self.cells_per_shard)
+    def boundaries(self, split: str, row_bytes: np.ndarray) -> np.ndarray:
+        """First slot of each shard of ``split``, then its cell count; ``row_bytes`` by slot."""
+        n = self.n_per_split.get(split, 0)
+        if self.cells_per_shard is not None:
+            return np.r_[np.arange(0, n, self.cells_per_shard), n].astype(np.int64)
+        assert self.bytes_per_shard is not None
+        cuts = [0]
+        total = 0
+        ends = np.cumsum(row_bytes)
+        while cuts[-1] < n:  # at least one cell per shard; a shard ends before it would overflow
+            start = cuts[-1]
+            stop = int(np.searchsorted(ends, total + self.bytes_per_shard, side="right"))
+            stop = max(stop, start + 1)
+            cuts.append(min(stop, n))
+            total = int(ends[cuts[-1] - 1])
+        return np.array(cuts, dtype=np.int64)
 
     def shard_name(self, split: str, shard: int, ext: str = "arrow") -> str:
         return f"{split}-{shard:05d}.{ext}"
@@ -103,36 +138,47 @@ class ShardWriter:
         shutil.rmtree(self.spill_dir, ignore_errors=True)  # a crashed run's spill is redone
         self.spill_dir.mkdir(parents=True)
         (store / "shards").mkdir(exist_ok=True)
-        self._spills: list[tuple[Path, np.ndarray]] = []  # spill file, (split, shard) key per row
+        self._spills: list[tuple[Path, np.ndarray]] = []  # spill file, (split, slot) key per row
         self._schema: pa.Schema | None = None
         self._names = sorted(layout.n_per_split)
         self._split_codes = np.searchsorted(np.array(self._names), layout.splits)
+        # each cell's size by slot, for cutting shards by size (4 bytes a cell; nothing otherwise)
+        by_size = layout.bytes_per_shard is not None
+        self._row_bytes = {
+            name: np.zeros(n if by_size else 0, dtype=np.int32) for name, n in layout.n_per_split.items()
+        }
 
     def add(self, first_cell: int, table: pa.Table) -> None:
         """Rows of ``table`` are cells ``first_cell, first_cell + 1, …`` in source order."""
         cells = np.arange(first_cell, first_cell + table.num_rows)
         split_code = self._split_codes[cells]
         slots = self.layout.slots[cells]
-        order = np.lexsort((slots, split_code))  # by split, then slot: by shard, then row
+        if self.layout.bytes_per_shard is not None:
+            sizes = row_nbytes(table)
+            for code, name in enumerate(self._names):
+                mine = split_code == code
+                self._row_bytes[name][slots[mine]] = sizes[mine]
+        order = np.lexsort((slots, split_code))  # by split, then slot
         table = table.append_column(_SLOT, pa.array(slots)).take(pa.array(order))
         if self._schema is None:
             self._schema = table.schema
         path = self.spill_dir / f"{len(self._spills):06d}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table.combine_chunks())
-        # (split, shard) of each sorted row as one sortable number
-        self._spills.append((path, _key(split_code[order], slots[order] // self.layout.cells_per_shard)))
+        # (split, slot) of each sorted row as one sortable number
+        self._spills.append((path, _key(split_code[order], slots[order])))
 
     def finish(self, token_column: str = "input_ids") -> list[ShardInfo]:
         shards: list[ShardInfo] = []
         assert self._schema is not None, "no cells were added"
         schema = self._schema.remove(self._schema.get_field_index(_SLOT))
         for code, split in enumerate(self._names):
-            for shard in range(self.layout.n_shards(split)):
-                key = _key(np.array(code), np.array(shard))
+            cuts = self.layout.boundaries(split, self._row_bytes[split])
+            for shard, (first, stop) in enumerate(itertools.pairwise(cuts.tolist())):
+                low, high = _key(np.array(code), np.array(first)), _key(np.array(code), np.array(stop))
                 parts = []
                 for path, keys in self._spills:
-                    a, b = np.searchsorted(keys, key, "left"), np.searchsorted(keys, key, "right")
+                    a, b = np.searchsorted(keys, low, "left"), np.searchsorted(keys, high, "left")
                     if b > a:
                         with pa.memory_map(str(path)) as source:
                             parts.append(pa.ipc.open_file(source).read_all().slice(a, b - a))
@@ -207,8 +253,29 @@ def write_zarr_shard(path: Path, table: pa.Table, token_column: str) -> None:
         group.create_array(name, data=data, chunks=(max(1, min(len(data), 1 << 20)),))
 
 
-def _key(split_code: np.ndarray, shard: np.ndarray) -> np.ndarray:
-    return np.asarray(split_code, dtype=np.int64) * (1 << 40) + np.asarray(shard, dtype=np.int64)
+def _key(split_code: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    return np.asarray(split_code, dtype=np.int64) * (1 << 40) + np.asarray(slot, dtype=np.int64)
+
+
+def row_nbytes(table: pa.Table) -> np.ndarray:
+    """Each row's uncompressed Arrow bytes: values plus offsets, validity bitmaps left out."""
+    sizes = np.zeros(table.num_rows, dtype=np.int64)
+    for name in table.column_names:
+        column = table[name]
+        type_ = column.type
+        if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+            width = type_.value_type.bit_width // 8
+            sizes += pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64) * width + 4
+        elif pa.types.is_dictionary(type_):
+            sizes += type_.index_type.bit_width // 8
+        elif pa.types.is_boolean(type_):
+            sizes += 1
+        elif pa.types.is_primitive(type_):
+            sizes += type_.bit_width // 8
+        else:  # strings and binaries (any width)
+            lengths = pc.binary_length(column.cast(pa.large_string())).fill_null(0)
+            sizes += lengths.to_numpy(zero_copy_only=False).astype(np.int64) + 4
+    return sizes
 
 
 def ragged(values: np.ndarray, offsets: np.ndarray, type_: pa.DataType) -> pa.Array:

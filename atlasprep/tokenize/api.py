@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +31,10 @@ from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
 from atlasprep.shard.writer import ShardFormat
 from atlasprep.slice.api import SliceConfig, open_source
 from atlasprep.sources import CellSource, ProgressCallback, experiment_name, resolve_filter, sample_positions
-from atlasprep.tokenize.binning import bin_values
+from atlasprep.tokenize.binning import bin_values, cap_genes
 from atlasprep.tokenize.context import context_token, insert_context
 from atlasprep.tokenize.coverage import VocabCoverage
+from atlasprep.tokenize.hvg import GeneMoments
 from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
@@ -65,6 +67,7 @@ class TokenizeConfig:
     scheme: Scheme = "rank"
     max_len: int = 4096
     n_bins: int = 51
+    n_hvg: int | None = None  # bin: keep the N most variable genes (Seurat v3, streamed)
     token_dictionary: Path | None = None
     gene_medians: Path | None = None
     gene_mapping: Path | None = None
@@ -75,6 +78,7 @@ class TokenizeConfig:
     obs_columns: tuple[str, ...] = DEFAULT_OBS_COLUMNS
     context: tuple[str, ...] = ()  # obs columns whose value becomes one token after <cls>
     shard_cells: int = 10_000
+    shard_bytes: int | None = None  # instead of shard_cells: cut shards at this many bytes
     shuffle: bool = True
     seed: int = 0
     split_by: str | None = None
@@ -96,6 +100,7 @@ class TokenizeResult:
 
 def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = None) -> TokenizeResult:
     started = time.perf_counter()
+    _check_config(config)
     _prepare_out(config)
     resolved = resolve_filter(config.source.filter, experiment_name(config.source.organism))
     source = open_source(config.source)
@@ -109,7 +114,9 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
             raise UsageError("no cells match the filters; nothing to tokenize")
         gene_ids = _gene_ids(source, config)
         medians = _medians(config, source, positions, gene_ids)
-        vocab, encode = _encoder(config, gene_ids, medians)
+        vocab = _vocab(config, gene_ids, medians)
+        hvg = _hvg_columns(config, source, positions, vocab.column_tokens) if config.n_hvg else None
+        encode = _encoder(config, vocab, gene_ids, hvg)
         if config.context:  # the values present, sorted, extend the vocabulary after the genes
             present = source.obs_values(positions, list(config.context))
             for column in config.context:
@@ -130,7 +137,11 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
             plan = None
             splits = np.full(len(positions), "train", dtype=object)
         layout = ShardLayout.plan(
-            splits.astype(str), cells_per_shard=config.shard_cells, seed=config.seed, shuffle=config.shuffle
+            splits.astype(str),
+            cells_per_shard=None if config.shard_bytes else config.shard_cells,
+            bytes_per_shard=config.shard_bytes,
+            seed=config.seed,
+            shuffle=config.shuffle,
         )
         writer = ShardWriter(config.out, layout, fmt=config.format)
         coverage = VocabCoverage.of_genes(vocab.column_tokens)
@@ -145,7 +156,7 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
         ):
             _check_counts(batch.X, config)
             coverage = coverage.add(batch.X, vocab.column_tokens)
-            ids, offsets, values = encode(batch.X)
+            ids, offsets, values = encode(batch.X, done)
             if config.context:
                 special = config.scheme == "rank" and config.special_tokens
                 ids, offsets, values = insert_context(
@@ -183,7 +194,8 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
         shards = writer.finish()
     finally:
         source.close()
-    manifest = _manifest(config, source, vocab, coverage, plan, shards, len(positions))
+    hvg_genes = None if hvg is None else [gene_ids[c] for c in hvg]
+    manifest = _manifest(config, source, vocab, coverage, plan, shards, len(positions), hvg_genes)
     _write_json_atomic(config.out / "manifest.json", manifest)
     return TokenizeResult(out=config.out, manifest=manifest, seconds=time.perf_counter() - started)
 
@@ -206,18 +218,13 @@ def _medians(
         return {str(k): float(v) for k, v in load_json_dict(config.gene_medians).items()}
     log.info("computing gene medians from the corpus (first pass over %d cells)", len(positions))
     sketch = MedianSketch(n_genes=len(gene_ids))
-    for batch in source.iter_batches(
-        positions, var_positions=None, batch_size=config.source.batch_size, obs_columns=[]
-    ):
-        _check_counts(batch.X, config)
-        sketch.add(batch.X)
+    for X in _count_batches(config, source, positions):
+        sketch.add(X)
     values, _ = sketch.medians()
     return {g: float(v) for g, v in zip(gene_ids, values, strict=True) if np.isfinite(v)}
 
 
-def _encoder(
-    config: TokenizeConfig, gene_ids: list[str], medians: dict[str, float] | None
-) -> tuple[_Vocab, Any]:
+def _vocab(config: TokenizeConfig, gene_ids: list[str], medians: dict[str, float] | None) -> _Vocab:
     if config.token_dictionary is not None:
         tokens = {str(k): int(v) for k, v in load_json_dict(config.token_dictionary).items()}
         origin = str(config.token_dictionary)
@@ -227,45 +234,79 @@ def _encoder(
             tokens.setdefault(g, len(tokens))
         origin = "corpus genes"
     column_tokens = np.array([tokens.get(g, -1) for g in gene_ids], dtype=np.int32)
-    vocab = _Vocab(tokens=tokens, column_tokens=column_tokens, source=origin)
+    return _Vocab(tokens=tokens, column_tokens=column_tokens, source=origin, medians=medians)
+
+
+def _hvg_columns(
+    config: TokenizeConfig, source: CellSource, positions: np.ndarray, column_tokens: np.ndarray
+) -> np.ndarray:
+    """The ``n_hvg`` most variable vocabulary genes (their input columns), in two passes."""
+    in_vocab = np.flatnonzero(column_tokens >= 0)
+    if config.n_hvg is not None and config.n_hvg > len(in_vocab):
+        raise UsageError(f"--n-hvg {config.n_hvg} is more than the {len(in_vocab)} genes in the vocabulary")
+    log.info("selecting %s highly variable genes (two passes over %d cells)", config.n_hvg, len(positions))
+    first = GeneMoments(n_genes=len(in_vocab))
+    for X in _count_batches(config, source, positions):
+        first.add(sp.csr_matrix(X)[:, in_vocab])
+    second = first.clipped()
+    for X in _count_batches(config, source, positions):
+        second.add(sp.csr_matrix(X)[:, in_vocab])
+    return in_vocab[second.top(config.n_hvg or 0)]
+
+
+def _count_batches(config: TokenizeConfig, source: CellSource, positions: np.ndarray) -> Iterator[Any]:
+    """The cells' counts, batch by batch, checked (a pass before the tokens)."""
+    for batch in source.iter_batches(
+        positions, var_positions=None, batch_size=config.source.batch_size, obs_columns=[]
+    ):
+        _check_counts(batch.X, config)
+        yield batch.X
+
+
+def _encoder(
+    config: TokenizeConfig, vocab: _Vocab, gene_ids: list[str], hvg: np.ndarray | None
+) -> Callable[[Any, int], Encoded]:
+    """``encode(X, first_row)``: a batch's tokens; ``first_row`` is its first cell's place."""
+    column_tokens = vocab.column_tokens
     if config.scheme == "rank":
-        assert medians is not None
-        vocab = dataclasses.replace(vocab, medians=medians)
+        assert vocab.medians is not None
         mapping = None
         if config.gene_mapping is not None:
             mapping = {str(k): str(v) for k, v in load_json_dict(config.gene_mapping).items()}
         encoder = RankEncoder.from_dictionaries(
             gene_ids,
-            token_dictionary=tokens,
-            gene_medians=medians,
+            token_dictionary=vocab.tokens,
+            gene_medians=vocab.medians,
             gene_mapping=mapping,
             max_len=config.max_len,
             special_tokens=config.special_tokens,
         )
 
-        def encode_rank(X: Any) -> Encoded:
+        def encode_rank(X: Any, first_row: int) -> Encoded:
             ranked = encoder.encode(X)
             return ranked.input_ids, ranked.offsets, None
 
-        return vocab, encode_rank
+        return encode_rank
     if config.scheme == "raw":
 
-        def encode_raw(X: Any) -> Encoded:
+        def encode_raw(X: Any, first_row: int) -> Encoded:
             cells = raw_encode(X, column_tokens, max_len=config.max_len)
             return cells.input_ids, cells.offsets, cells.values
 
-        return vocab, encode_raw
+        return encode_raw
 
-    in_vocab = np.flatnonzero(column_tokens >= 0)  # bins over the vocabulary genes, as scGPT
-    vocab_tokens = column_tokens[in_vocab]
+    # bins over the vocabulary genes (or the most variable of them), as scGPT
+    columns = np.flatnonzero(column_tokens >= 0) if hvg is None else hvg
+    tokens = column_tokens[columns]
 
-    def encode_bin(X: Any) -> Encoded:
-        binned = bin_values(sp.csr_matrix(X)[:, in_vocab], config.n_bins)
-        ids = vocab_tokens[binned.indices]
+    def encode_bin(X: Any, first_row: int) -> Encoded:
+        binned = bin_values(sp.csr_matrix(X)[:, columns], config.n_bins)
+        binned = cap_genes(binned, config.max_len, seed=config.seed, first_row=first_row)
+        ids = tokens[binned.indices]
         offsets = binned.indptr.astype(np.int64)
         return ids.astype(np.int32), offsets, binned.data.astype(np.int32)
 
-    return vocab, encode_bin
+    return encode_bin
 
 
 def _context_ids(obs: pa.Table, columns: tuple[str, ...], tokens: dict[str, int]) -> np.ndarray:
@@ -302,6 +343,15 @@ def _check_counts(X: Any, config: TokenizeConfig) -> None:
         )
 
 
+def _check_config(config: TokenizeConfig) -> None:
+    if config.n_hvg is not None and config.scheme != "bin":
+        raise UsageError("--n-hvg selects genes for --scheme bin (scGPT); drop it for rank and raw")
+    if config.n_hvg is not None and config.n_hvg < 1:
+        raise UsageError("--n-hvg must be at least 1")
+    if config.max_len < (3 if config.scheme == "rank" and config.special_tokens else 1):
+        raise UsageError("--max-len is too small to hold a gene token")
+
+
 def _prepare_out(config: TokenizeConfig) -> None:
     out = config.out
     if (out / "manifest.json").exists():
@@ -323,6 +373,7 @@ def _manifest(
     plan: Any,
     shards: list[ShardInfo],
     n_cells: int,
+    hvg_genes: list[str] | None,
 ) -> dict[str, Any]:
     vocab_bytes = json.dumps(vocab.tokens, sort_keys=True, separators=(",", ":")).encode()
     _write_bytes_atomic(config.out / "vocab.json", vocab_bytes)
@@ -347,6 +398,9 @@ def _manifest(
                     "scheme": config.scheme,
                     "max_len": config.max_len,
                     "n_bins": config.n_bins,
+                    "hvg": None
+                    if hvg_genes is None
+                    else {"flavor": "seurat_v3", "span": 0.3, "n": len(hvg_genes), "genes": hvg_genes},
                     "special_tokens": config.special_tokens,
                     "vocab_source": vocab.source,
                     "context": list(config.context),

@@ -13,12 +13,19 @@ Bins depend only on the order of a cell's values: the quantile edges interpolate
 neighbouring values, so any per-cell monotone transform (normalize, log1p) gives the same bins.
 Binning raw counts is therefore binning scGPT's normalized, log1p'd values.
 
-Cells with the same number of nonzero values are stacked, and numpy computes their edges in
-one ``np.quantile(axis=1)`` call: the same formula per row as a 1-D call. The digits come
-from a compiled binary search: comparisons only, no arithmetic, so they are exact.
+The edges come from each cell's values sorted (numpy's sort; ties cannot change a sorted
+array), by numpy's own quantile formula ("linear": index ``(n - 1) * q``, then ``a + (b - a) * t``,
+or ``b - (b - a) * (1 - t)`` when ``t >= 0.5``), float operation for float operation, so they
+equal ``np.quantile``'s bit for bit. Cells are sorted a few hundred at a time, padded with +inf
+to a common width, in one numpy call per width; the edges and the digits come from a compiled
+kernel, the digits by binary search: comparisons only, so they are exact. Widths spread over
+threads: numpy's sort and the kernels release the GIL.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -27,7 +34,10 @@ import scipy.sparse as sp
 from atlasprep.errors import UsageError
 from atlasprep.tokenize._groups import length_groups
 
-__all__ = ["bin_values"]
+__all__ = ["bin_values", "cap_genes"]
+
+_THREADS = max(1, min(4, os.cpu_count() or 1))
+_WIDTH_STEP = 64  # cells padded to a multiple of this many values share one sort call
 
 
 def bin_values(counts: sp.csr_matrix, n_bins: int = 51) -> sp.csr_matrix:
@@ -40,25 +50,56 @@ def bin_values(counts: sp.csr_matrix, n_bins: int = 51) -> sp.csr_matrix:
     lengths = np.diff(X.indptr)
     digits = np.zeros(X.nnz, dtype=np.int64)
     quantiles = np.linspace(0, 1, n_bins - 1)
-    for m, rows in length_groups(lengths):  # one quantile call per distinct number of values
-        starts = X.indptr[rows]
-        values = X.data[starts[:, None] + np.arange(m)]
-        edges = np.quantile(values, quantiles, axis=1).T  # (cells, n_bins - 1), numpy's own edges
-        _digitize_rows(values, edges, starts, digits)
+    widths = -(-lengths // _WIDTH_STEP) * _WIDTH_STEP
+    groups = list(length_groups(widths))
+
+    def digitize(share: list[tuple[int, np.ndarray]]) -> None:
+        for width, rows in share:
+            values = _padded(rows, width, X.indptr, X.data)
+            values.sort(axis=1)  # numpy's sort; +inf padding stays at the end
+            _digitize_rows(rows, values, quantiles, X.indptr, X.data, digits)
+
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        for future in [pool.submit(digitize, groups[t::_THREADS]) for t in range(_THREADS)]:
+            future.result()
     return sp.csr_matrix((digits, X.indices.copy(), X.indptr.copy()), shape=X.shape)
 
 
 @numba.njit(cache=True, nogil=True)
-def _digitize_rows(values, edges, starts, digits):  # type: ignore[no-untyped-def]  # pragma: no cover
-    n_edges = edges.shape[1]
-    for r in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            x = values[r, j]
+def _padded(rows, width, indptr, data):  # type: ignore[no-untyped-def]  # pragma: no cover
+    values = np.full((len(rows), width), np.inf)
+    for r in range(len(rows)):
+        start = indptr[rows[r]]
+        for j in range(indptr[rows[r] + 1] - start):
+            values[r, j] = data[start + j]
+    return values
+
+
+@numba.njit(cache=True, nogil=True)
+def _digitize_rows(rows, ordered, quantiles, indptr, data, digits):  # type: ignore[no-untyped-def]  # pragma: no cover
+    n_edges = len(quantiles)
+    edges = np.empty(n_edges, dtype=np.float64)
+    for r in range(len(rows)):
+        start = indptr[rows[r]]
+        n = indptr[rows[r] + 1] - start
+        for q in range(n_edges):  # np.quantile(method="linear"), operation for operation
+            virtual = (n - 1) * quantiles[q]
+            if virtual >= n - 1:
+                edges[q] = ordered[r, n - 1]
+            else:
+                below = np.floor(virtual)
+                t = virtual - below
+                a = ordered[r, np.int64(below)]
+                b = ordered[r, np.int64(below) + 1]
+                diff = b - a
+                edges[q] = b - diff * (1 - t) if t >= 0.5 else a + diff * t
+        for j in range(n):
+            x = data[start + j]
             # left: edges <= x (np.digitize); right: edges < x (np.digitize(right=True))
             lo, hi = 0, n_edges
             while lo < hi:
                 mid = (lo + hi) // 2
-                if edges[r, mid] <= x:
+                if edges[mid] <= x:
                     lo = mid + 1
                 else:
                     hi = mid
@@ -66,9 +107,49 @@ def _digitize_rows(values, edges, starts, digits):  # type: ignore[no-untyped-de
             lo, hi = 0, n_edges
             while lo < hi:
                 mid = (lo + hi) // 2
-                if edges[r, mid] < x:
+                if edges[mid] < x:
                     lo = mid + 1
                 else:
                     hi = mid
-            right = lo
-            digits[starts[r] + j] = (left + right + 1) // 2
+            digits[start + j] = (left + lo + 1) // 2
+
+
+def cap_genes(binned: sp.csr_matrix, max_len: int, *, seed: int, first_row: int) -> sp.csr_matrix:
+    """Keep at most ``max_len`` genes per cell: a uniform sample without replacement, as scGPT
+    draws one when a cell has more genes than the model's input, but fixed by ``seed`` and
+    the cell's place in the corpus (``first_row`` + its row), whatever the batching. Kept genes
+    stay in column order."""
+    lengths = np.diff(binned.indptr)
+    if max_len < 1:
+        raise UsageError("--max-len must be at least 1")
+    if (lengths <= max_len).all():
+        return binned
+    keep = _sample_mask(binned.indptr, binned.indices, max_len, np.uint64(seed), first_row)
+    kept = np.zeros(len(binned.indptr), dtype=np.int64)
+    np.cumsum(np.minimum(lengths, max_len), out=kept[1:])
+    return sp.csr_matrix((binned.data[keep], binned.indices[keep], kept), shape=binned.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix(x):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """splitmix64's finalizer: a well-mixed 64-bit hash."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_mask(indptr, indices, max_len, seed, first_row):  # type: ignore[no-untyped-def]  # pragma: no cover
+    keep = np.ones(indptr[-1], dtype=np.bool_)
+    for row in range(len(indptr) - 1):
+        start, stop = indptr[row], indptr[row + 1]
+        if stop - start <= max_len:
+            continue
+        cell = _mix(seed ^ _mix(np.uint64(first_row + row) + np.uint64(0x9E3779B97F4A7C15)))
+        keys = np.empty(stop - start, dtype=np.uint64)
+        for j in range(stop - start):
+            keys[j] = _mix(cell ^ np.uint64(indices[start + j]))
+        order = np.argsort(keys, kind="mergesort")  # stable: equal keys keep column order
+        for j in range(max_len, stop - start):
+            keep[start + order[j]] = False
+    return keep

@@ -138,79 +138,81 @@ class RankEncoder:
         if n_counts is None:
             n_counts = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
         X = counts if self.collapse is None else sp.csr_matrix(counts @ self.collapse)
-        X.sum_duplicates()  # canonical: sorted columns, so each row is in Geneformer's gene order
-        keep = self.max_len - 2 if self.cls_id is not None else self.max_len
-        ids, offsets = _rank_rows(X, np.asarray(n_counts, dtype=np.float64), self, keep)
-        if self.cls_id is not None and self.eos_id is not None:
-            ids, offsets = _add_special(ids, offsets, np.int32(self.cls_id), np.int32(self.eos_id))
+        if not X.has_canonical_format:  # sorted columns: each row in Geneformer's gene order
+            X.sum_duplicates()
+        ids, offsets = _rank_rows(X, np.asarray(n_counts, dtype=np.float64), self)
         return RankedCells(input_ids=ids, offsets=offsets)
 
 
-def _rank_rows(
-    X: sp.csr_matrix, n_counts: np.ndarray, encoder: RankEncoder, keep: int
-) -> tuple[np.ndarray, np.ndarray]:
-    # Keep the expressed vocabulary genes of each row, in column order (Geneformer's vector).
-    expressed = (encoder.token_ids[X.indices] >= 0) & (X.data != 0)
-    where = np.flatnonzero(expressed)
-    indices, data = X.indices[where], X.data[where]
-    indptr = np.searchsorted(where, X.indptr)  # expressed entries before each row
-    lengths = np.diff(indptr)
+def _rank_rows(X: sp.csr_matrix, n_counts: np.ndarray, encoder: RankEncoder) -> tuple[np.ndarray, np.ndarray]:
+    special = encoder.cls_id is not None and encoder.eos_id is not None
+    keep = encoder.max_len - 2 if special else encoder.max_len  # gene tokens per cell
+    # Each row's expressed vocabulary genes, in column order, form Geneformer's vector.
+    lengths = _expressed_lengths(X.indptr, X.indices, X.data, encoder.token_ids)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.minimum(lengths, keep), out=offsets[1:])
+    np.cumsum(np.minimum(lengths, keep) + (2 if special else 0), out=offsets[1:])
     out = np.empty(offsets[-1], dtype=np.int32)
+    if special:  # <cls> first and <eos> last in every cell, genes or not
+        out[offsets[:-1]] = encoder.cls_id
+        out[offsets[1:] - 1] = encoder.eos_id
+    first = 1 if special else 0
+    groups = list(length_groups(lengths))
 
-    def rank_group(k: int, rows: np.ndarray) -> None:
-        negated, tokens = _gather(
-            rows, k, indptr, indices, data, n_counts, encoder.medians, encoder.token_ids, encoder.target_sum
-        )
-        order = np.argsort(negated, axis=1)  # numpy's own sort, row by row: Geneformer's argsort(-v)
-        _scatter(rows, order, tokens, offsets, out, min(k, keep))
+    def rank_groups(share: list[tuple[int, np.ndarray]]) -> None:
+        for k, rows in share:
+            negated, tokens = _gather(
+                rows, k, X.indptr, X.indices, X.data, n_counts, encoder.medians, encoder.token_ids,
+                encoder.target_sum,
+            )  # fmt: skip
+            order = np.argsort(negated, axis=1)  # numpy's own sort, row by row: Geneformer's argsort(-v)
+            _scatter(rows, order, tokens, offsets, out, min(k, keep), first)
 
-    # One sort call per distinct length. The kernels and numpy's sort release the GIL, so the
-    # groups spread over the cores; each writes its own rows of ``out``.
+    # One sort call per distinct length. The kernels and numpy's sort release the GIL, so each
+    # thread takes every n-th group (they come shortest first, so the shares are even) and
+    # writes its own rows of ``out``.
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        for future in [pool.submit(rank_group, k, rows) for k, rows in length_groups(lengths)]:
+        for future in [pool.submit(rank_groups, groups[t::_THREADS]) for t in range(_THREADS)]:
             future.result()
     return out, offsets
 
 
 @numba.njit(cache=True, nogil=True)
+def _expressed_lengths(indptr, indices, data, token_ids):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Per row: how many entries are nonzero and name a vocabulary gene."""
+    lengths = np.zeros(len(indptr) - 1, dtype=np.int64)
+    for row in range(len(indptr) - 1):
+        n = 0
+        for e in range(indptr[row], indptr[row + 1]):
+            if data[e] != 0 and token_ids[indices[e]] >= 0:
+                n += 1
+        lengths[row] = n
+    return lengths
+
+
+@numba.njit(cache=True, nogil=True)
 def _gather(rows, k, indptr, indices, data, n_counts, medians, token_ids, target_sum):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """The rows' negated values (stacked, one row per cell) and tokens, without index arrays."""
+    """The rows' negated values (stacked, one row per cell) and tokens of their ``k`` expressed
+    vocabulary genes, in column order."""
     values = np.empty((len(rows), k), dtype=np.float64)
     tokens = np.empty((len(rows), k), dtype=np.int32)
     for r in range(len(rows)):
         row = rows[r]
-        start = indptr[row]
         n = n_counts[row]
-        for j in range(k):
-            col = indices[start + j]
+        j = 0
+        for e in range(indptr[row], indptr[row + 1]):
+            col = indices[e]
+            if data[e] == 0 or token_ids[col] < 0:
+                continue
             # the same float64 operations, in the same order, as Geneformer's X / n_counts * 10_000 / medians
-            values[r, j] = -(np.float64(data[start + j]) / n * target_sum / medians[col])
+            values[r, j] = -(np.float64(data[e]) / n * target_sum / medians[col])
             tokens[r, j] = token_ids[col]
+            j += 1
     return values, tokens
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter(rows, order, tokens, offsets, out, width):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _scatter(rows, order, tokens, offsets, out, width, first):  # type: ignore[no-untyped-def]  # pragma: no cover
     for r in range(len(rows)):
-        base = offsets[rows[r]]
+        base = offsets[rows[r]] + first
         for j in range(width):
             out[base + j] = tokens[r, order[r, j]]
-
-
-def _add_special(
-    ids: np.ndarray, offsets: np.ndarray, cls_id: np.int32, eos_id: np.int32
-) -> tuple[np.ndarray, np.ndarray]:
-    n = len(offsets) - 1
-    lengths = np.diff(offsets) + 2
-    new_offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
-    out = np.empty(new_offsets[-1], dtype=np.int32)
-    out[new_offsets[:-1]] = cls_id
-    out[new_offsets[1:] - 1] = eos_id
-    body = np.ones(len(out), dtype=bool)
-    body[new_offsets[:-1]] = False
-    body[new_offsets[1:] - 1] = False
-    out[body] = ids
-    return out, new_offsets

@@ -1,0 +1,72 @@
+"""`inspect --plot`: a token store's summary drawn as one PNG (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from atlasprep.shard.store import StoreSummary
+
+__all__ = ["plot_summary"]
+
+
+def plot_summary(summary: StoreSummary, path: Path, *, title: str = "") -> None:
+    """Cells and tokens per split and shard, the tokens-per-cell histogram, and one bar chart of
+    the most common values per composition column; written atomically to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
+    panels = 3 + len(summary.composition)
+    cols = 2
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.6 * rows), squeeze=False)
+    flat = axes.ravel()
+
+    names = list(summary.splits)
+    ax = flat[0]
+    ax.bar(names, [summary.splits[s]["n_cells"] for s in names], color="#4C72B0")
+    ax.set_title("cells per split")
+    ax.set_ylabel("cells")
+    twin = ax.twinx()
+    twin.plot(names, [summary.splits[s]["n_tokens"] for s in names], "o-", color="#C44E52")
+    twin.set_ylabel("tokens", color="#C44E52")
+
+    ax = flat[1]
+    colors = {s: f"C{i}" for i, s in enumerate(names)}
+    ax.bar(
+        range(len(summary.shards)),
+        [s["n_cells"] for s in summary.shards],
+        color=[colors[s["split"]] for s in summary.shards],
+    )
+    ax.set_title(f"cells per shard ({len(summary.shards)} shards; colour = split)")
+    ax.set_xlabel("shard")
+
+    ax = flat[2]
+    edges = summary.length_histogram["edges"]
+    counts = summary.length_histogram["counts"]
+    if counts:
+        ax.stairs(counts, edges, fill=True, color="#55A868")
+    ax.set_title(f"tokens per cell (median {summary.length['median']:.0f})")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("cells")
+
+    for ax, (column, values) in zip(flat[3:], summary.composition.items(), strict=False):
+        labels = list(values)[::-1]
+        ax.barh([_short(v) for v in labels], [values[v] for v in labels], color="#8172B3")
+        ax.set_title(f"cells by {column} (top {len(labels)})")
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in flat[panels:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _short(value: str, width: int = 40) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"

@@ -1,0 +1,116 @@
+"""Highly variable genes, Seurat v3 style, in two streaming passes over the counts.
+
+scGPT picks its genes with ``scanpy.pp.highly_variable_genes(flavor="seurat_v3")`` on raw
+counts; this computes the same selection without holding the matrix:
+
+1. per gene, the count of cells, the sum and the sum of squares → mean and variance (ddof 1);
+   a loess fit (``skmisc``, span 0.3, degree 2 — scanpy's own call) of log10 variance on
+   log10 mean over the non-constant genes gives each gene's expected standard deviation;
+2. per gene, the sum and sum of squares of the counts clipped at ``mean + sqrt(N) * std``;
+   from them the standardized variance, and the genes with the N largest are kept (ranked by
+   numpy's argsort of the negated variances, as scanpy ranks them).
+
+Only per-gene vectors are held, whatever the number of cells. The sums are accumulated batch by
+batch in float64, so they may differ from scanpy's in the last bits; the selection differs only
+where two genes' standardized variances are that close at the cut-off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from atlasprep.errors import UsageError
+
+__all__ = ["ClippedMoments", "GeneMoments"]
+
+
+@dataclass(slots=True, kw_only=True)
+class GeneMoments:
+    """Pass 1: per-gene sums over cells (mutable accumulator; ``add`` one batch at a time)."""
+
+    n_genes: int
+    n_cells: int = 0
+    sums: np.ndarray = field(init=False)
+    squares: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sums = np.zeros(self.n_genes, dtype=np.float64)
+        self.squares = np.zeros(self.n_genes, dtype=np.float64)
+
+    def add(self, X: sp.csr_matrix) -> None:
+        X = sp.csr_matrix(X)
+        _accumulate(X.indices, X.data.astype(np.float64, copy=False), None, self.sums, self.squares)
+        self.n_cells += X.shape[0]
+
+    def mean_var(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.n_cells
+        mean = self.sums / n
+        var = (self.squares - n * mean**2) / (n - 1)
+        return mean, np.maximum(var, 0.0)
+
+    def clipped(self, span: float = 0.3) -> ClippedMoments:
+        """Pass 1 done: the loess fit of log variance on log mean gives each gene's expected
+        std and its clip value, ``mean + sqrt(N) * std``; pass 2 fills what this returns."""
+        from skmisc.loess import loess
+
+        if self.n_cells < 2:
+            raise UsageError("--n-hvg needs at least 2 cells")
+        mean, var = self.mean_var()
+        not_const = var > 0
+        if not_const.sum() < 3:
+            raise UsageError("--n-hvg needs at least 3 genes that vary across the cells")
+        fitted = np.zeros(self.n_genes, dtype=np.float64)
+        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
+        model.fit()
+        fitted[not_const] = model.outputs.fitted_values
+        std = np.sqrt(10**fitted)
+        clip = std * np.sqrt(self.n_cells) + mean
+        return ClippedMoments(mean=mean, std=std, n_cells=self.n_cells, clip=clip)
+
+
+@dataclass(slots=True, kw_only=True)
+class ClippedMoments:
+    """Pass 2: per-gene sums of the counts clipped at ``clip``; then the top genes."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    n_cells: int
+    clip: np.ndarray
+    sums: np.ndarray = field(init=False)
+    squares: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sums = np.zeros(len(self.clip), dtype=np.float64)
+        self.squares = np.zeros(len(self.clip), dtype=np.float64)
+
+    def add(self, X: sp.csr_matrix) -> None:
+        X = sp.csr_matrix(X)
+        _accumulate(X.indices, X.data.astype(np.float64, copy=False), self.clip, self.sums, self.squares)
+
+    def standardized_variances(self) -> np.ndarray:
+        n, mean = self.n_cells, self.mean
+        return (1 / ((n - 1) * np.square(self.std))) * (
+            (n * np.square(mean)) + self.squares - 2 * self.sums * mean
+        )
+
+    def top(self, n_top: int) -> np.ndarray:
+        """Columns of the ``n_top`` genes with the largest standardized variance, ascending."""
+        if n_top < 1:
+            raise UsageError("--n-hvg must be at least 1")
+        ranks = np.argsort(np.argsort(-self.standardized_variances()))
+        return np.flatnonzero(ranks < n_top)
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(indices, data, clip, sums, squares):  # type: ignore[no-untyped-def]  # pragma: no cover
+    for e in range(len(data)):
+        col = indices[e]
+        x = data[e]
+        if clip is not None and x > clip[col]:
+            x = clip[col]
+        sums[col] += x
+        squares[col] += x * x
