@@ -12,6 +12,7 @@ __all__ = [
     "AmbiguousTermError",
     "AtlasprepError",
     "EmptyResultError",
+    "IncompleteMappingError",
     "InputFormatError",
     "OutputExistsError",
     "SourceError",
@@ -77,5 +78,11 @@ class OutputExistsError(AtlasprepError, FileExistsError):
 
 class EmptyResultError(AtlasprepError):
     """The query matched no cells."""
+
+    exit_code = 1
+
+
+class IncompleteMappingError(AtlasprepError):
+    """`harmonize --strict`: values or genes stayed unmapped (the report lists them)."""
 
     exit_code = 1

@@ -113,6 +113,7 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
         if len(positions) == 0:
             raise UsageError("no cells match the filters; nothing to tokenize")
         gene_ids = _gene_ids(source, config)
+        obs_columns = _obs_columns(config, source)
         medians = _medians(config, source, positions, gene_ids)
         vocab = _vocab(config, gene_ids, medians)
         hvg = _hvg_columns(config, source, positions, vocab.column_tokens) if config.n_hvg else None
@@ -152,7 +153,7 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
             positions,
             var_positions=None,
             batch_size=config.source.batch_size,
-            obs_columns=list(dict.fromkeys([*config.obs_columns, *config.context])),
+            obs_columns=list(dict.fromkeys([*obs_columns, *config.context])),
         ):
             _check_counts(batch.X, config)
             coverage = coverage.add(batch.X, vocab.column_tokens)
@@ -174,7 +175,7 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
             }
             if values is not None:
                 columns["values"] = ragged(values, offsets, pa.from_numpy_dtype(values.dtype))
-            for name in config.obs_columns:
+            for name in obs_columns:
                 column = batch.obs[name]
                 columns[name] = (
                     column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
@@ -317,6 +318,17 @@ def _context_ids(obs: pa.Table, columns: tuple[str, ...], tokens: dict[str, int]
         lookup = {v: tokens[context_token(column, v)] for v in values.unique()}
         out[:, j] = values.map(lookup).to_numpy(dtype=np.int32)
     return out
+
+
+def _obs_columns(config: TokenizeConfig, source: CellSource) -> tuple[str, ...]:
+    """The metadata columns to keep: the defaults the source has, or exactly those asked for."""
+    if config.obs_columns != DEFAULT_OBS_COLUMNS:
+        return config.obs_columns  # a missing one is an error when the first batch is read
+    kept = tuple(c for c in config.obs_columns if c in source.obs_columns)
+    if len(kept) < len(config.obs_columns):
+        skipped = ", ".join(c for c in config.obs_columns if c not in kept)
+        log.info("the source has no %s; those columns are left out of the shards", skipped)
+    return kept
 
 
 def _gene_ids(source: CellSource, config: TokenizeConfig) -> list[str]:

@@ -1,0 +1,122 @@
+"""`atlasprep harmonize`: thin CLI over :func:`atlasprep.harmonize.harmonize`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atlasprep.cli._app import command, err_console
+from atlasprep.cli._progress import CellProgress
+from atlasprep.errors import UsageError
+from atlasprep.harmonize.api import HarmonizeConfig, HarmonizeReport, harmonize
+
+
+def _pairs(items: list[str], option: str, shape: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        left, sep, right = item.partition("=")
+        if not sep or not left.strip() or not right.strip():
+            raise UsageError(f"{option} {item!r}: expected {shape}")
+        out.append((left.strip(), right.strip()))
+    return tuple(out)
+
+
+@command(
+    "harmonize",
+    help=(
+        "Map a dataset's metadata and genes to CELLxGENE standards: free-text labels to CL, UBERON, "
+        "MONDO, EFO, HsapDv/MmusDv, PATO and HANCESTRO terms (graded: table, id, label, synonym, alias, "
+        "normalized), gene symbols to Ensembl IDs (GENCODE), label columns and tissue_general derived "
+        "from the IDs. X is streamed batch by batch. Nothing is dropped silently: unmapped values and "
+        "genes are reported with counts (--report FILE.json); --strict exits 1 if any remain.\n\n"
+        "Examples:\n\n"
+        "  atlasprep harmonize wu2020.h5ad --out wu2020.cxg.h5ad --map cluster_orig=cell_type "
+        "--map patient=donor_id --set organism='Homo sapiens' --mapping labels.tsv --report report.json\n\n"
+        "  atlasprep harmonize pbmc.h5ad --out pbmc.cxg.h5ad --map celltype=cell_type --set tissue=blood "
+        "--strict"
+    ),
+)
+def harmonize_command(
+    input: Path = typer.Argument(..., help="An AnnData file (.h5ad or .zarr)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The harmonized AnnData (.h5ad or .zarr)."),
+    maps: list[str] = typer.Option([], "--map", help="SOURCE_COLUMN=FIELD, e.g. celltype=cell_type."),
+    sets: list[str] = typer.Option([], "--set", help="FIELD=VALUE for every cell, e.g. tissue=blood."),
+    mapping: Path | None = typer.Option(
+        None, "--mapping", help="TSV with columns column, value, term_id: wins over automatic matching."
+    ),
+    organism: str | None = typer.Option(None, "--organism", help="Homo sapiens or Mus musculus."),
+    gene_column: str | None = typer.Option(None, "--gene-column", help="var column with the gene names."),
+    counts_layer: str | None = typer.Option(
+        None, "--counts-layer", help="The counts: X, raw or a layers key [default: raw.X, else X]."
+    ),
+    report: Path | None = typer.Option(None, "--report", help="Write the full report as JSON."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 1, writing nothing, if anything stays unmapped."
+    ),
+    batch_size: int = typer.Option(4096, "--batch-size", help="Cells per streamed batch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    config = HarmonizeConfig(
+        input=input,
+        out=out,
+        maps=_pairs(maps, "--map", "SOURCE_COLUMN=FIELD"),
+        sets=_pairs(sets, "--set", "FIELD=VALUE"),
+        mapping=mapping,
+        organism=organism,
+        gene_column=gene_column,
+        counts_layer=counts_layer,
+        report=report,
+        strict=strict,
+        batch_size=batch_size,
+        overwrite=overwrite,
+    )
+    with CellProgress("harmonize") as progress:
+        result = harmonize(config, progress=progress)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _summary(Console(), result)
+    if result.n_unmapped:
+        err_console.print(
+            f"{result.n_unmapped} values or genes stayed unmapped"
+            + (f"; see {report}" if report else "; --report FILE lists them")
+        )
+
+
+def _summary(console: Console, result: HarmonizeReport) -> None:
+    table = Table(title=f"{result.input} → {result.out} ({result.n_cells:,} cells)", show_edge=False)
+    for column in ("field", "from", "mapped", "how", "unmapped (cells)", "e.g. unmapped → closest"):
+        table.add_column(column)
+    for field in result.fields:
+        info = field.to_json()
+        how = ", ".join(f"{k} {v}" for k, v in info["by_how"].items())
+        examples = "; ".join(
+            f"{m.value!r} → {m.suggestions[0][0]} ({m.suggestions[0][1]})" if m.suggestions else repr(m.value)
+            for m in field.unmapped[:2]
+        )
+        table.add_row(
+            field.field,
+            field.source,
+            f"{info['n_mapped']}/{info['n_values']}",
+            how,
+            f"{info['n_unmapped']} ({info['cells_unmapped']:,})",
+            examples,
+        )
+    console.print(table)
+    genes = result.genes.to_json()
+    console.print(
+        f"genes: {genes['mapped']:,} of {genes['n_input']:,} mapped to {genes['n_output']:,} "
+        f"{genes['annotation']} IDs ({', '.join(f'{k} {v:,}' for k, v in genes['by_how'].items())}); "
+        f"{genes['n_unknown']:,} unknown, {genes['n_ambiguous']:,} ambiguous, {genes['n_summed']:,} summed"
+    )
+    counts = result.raw_counts
+    console.print(
+        f"counts ({counts['matrix']}): "
+        + ("integer" if counts["integer"] else f"{counts['non_integer_values']:,} non-integer values")
+        + (", non-negative" if counts["non_negative"] else f", {counts['negative_values']:,} negative")
+    )

@@ -1,0 +1,363 @@
+"""`harmonize`: any AnnData file into CELLxGENE terms and Ensembl genes, streamed, with a report.
+
+obs is mapped value by value (``labels``), var gene by gene (``genes``); X is then streamed
+batch by batch through the column mapping (genes that name one Ensembl ID are summed; unmapped
+genes leave) into the output, written under a temporary name and renamed (``AnnDataWriter``).
+Nothing is dropped or guessed silently: every value and gene that stays unmapped is in the
+report, with its cell or gene counts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+
+from atlasprep import __version__
+from atlasprep.errors import IncompleteMappingError, InputFormatError, UsageError
+from atlasprep.harmonize.genes import GeneMapping, map_genes
+from atlasprep.harmonize.labels import (
+    ORGANISM_TERMS,
+    TERM_FIELDS,
+    LabelMapping,
+    load_mapping_table,
+    map_values,
+    organism_key,
+    value_counts,
+)
+from atlasprep.ontology import SCHEMA_VERSION, ontology_versions, term_label, tissue_general
+from atlasprep.slice.writer import AnnDataWriter
+from atlasprep.sources import ProgressCallback
+from atlasprep.sources.anndata import AnnDataSource
+
+__all__ = ["PLAIN_FIELDS", "HarmonizeConfig", "HarmonizeReport", "harmonize"]
+
+log = logging.getLogger("atlasprep.harmonize")
+
+# fields copied as they are (free text or schema literals), beside the term fields
+PLAIN_FIELDS: tuple[str, ...] = ("donor_id", "tissue_type", "suspension_type", "is_primary_data")
+_ORGANISM_FIELD = "organism"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HarmonizeConfig:
+    input: Path
+    out: Path
+    maps: tuple[tuple[str, str], ...] = ()  # (source column, field)
+    sets: tuple[tuple[str, str], ...] = ()  # (field, constant value)
+    mapping: Path | None = None  # TSV column, value, term_id: wins over automatic matching
+    organism: str | None = None  # else --set organism=…, else guessed from the genes
+    gene_column: str | None = None  # var column holding the gene names (default: var index)
+    counts_layer: str | None = None  # X, raw or a layers key (default: raw.X, else X)
+    report: Path | None = None
+    strict: bool = False
+    batch_size: int = 4096
+    overwrite: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldReport:
+    field: str
+    source: str  # the source column, or "--set"
+    mappings: tuple[LabelMapping, ...]
+
+    @property
+    def unmapped(self) -> tuple[LabelMapping, ...]:
+        return tuple(m for m in self.mappings if m.term_id is None)
+
+    def to_json(self) -> dict[str, Any]:
+        mapped = [m for m in self.mappings if m.term_id is not None]
+        by_how: dict[str, int] = {}
+        for m in mapped:
+            by_how[str(m.how)] = by_how.get(str(m.how), 0) + 1
+        return {
+            "field": self.field,
+            "source": self.source,
+            "n_values": len(self.mappings),
+            "n_mapped": len(mapped),
+            "n_unmapped": len(self.unmapped),
+            "cells_unmapped": sum(m.n_cells for m in self.unmapped),
+            "by_how": by_how,
+            "mapped": [m.to_json() for m in mapped],
+            "unmapped": [m.to_json() for m in self.unmapped],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HarmonizeReport:
+    input: str
+    out: str
+    n_cells: int
+    organism: str
+    fields: tuple[FieldReport, ...]
+    genes: GeneMapping
+    raw_counts: dict[str, Any]
+    versions: dict[str, Any]
+    seconds: float
+
+    @property
+    def n_unmapped(self) -> int:
+        """Values (over all fields) and genes that stayed unmapped."""
+        return sum(len(f.unmapped) for f in self.fields) + len(self.genes.unknown) + len(self.genes.ambiguous)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "out": self.out,
+            "n_cells": self.n_cells,
+            "organism": self.organism,
+            "fields": {f.field: f.to_json() for f in self.fields},
+            "genes": self.genes.to_json(),
+            "raw_counts": self.raw_counts,
+            "versions": self.versions,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None) -> HarmonizeReport:
+    started = time.perf_counter()
+    maps, sets = _check(config)
+    source = AnnDataSource([config.input], layer=config.counts_layer)
+    try:
+        obs = source.obs_values(np.arange(source.n_cells), list(source.obs_columns))
+        var = source.var()
+        names = _gene_names(var, config.gene_column)
+        organism = _organism(config, sets, names)
+        table = load_mapping_table(config.mapping) if config.mapping else {}
+        fields, columns = _map_obs(obs, maps, sets, organism, table)
+        genes = map_genes(names, organism)
+        if len(genes.var) == 0:
+            raise InputFormatError(
+                f"{config.input}: no gene maps to a {genes.annotation} Ensembl ID "
+                "(is --gene-column the column of symbols or IDs? is the organism right?)"
+            )
+        report = HarmonizeReport(
+            input=str(config.input),
+            out=str(config.out),
+            n_cells=len(obs),
+            organism=organism,
+            fields=tuple(fields),
+            genes=genes,
+            raw_counts={},
+            versions={
+                "atlasprep": __version__,
+                "cellxgene_schema": SCHEMA_VERSION,
+                "ontologies": ontology_versions(),
+                "genes": genes.annotation,
+            },
+            seconds=0.0,
+        )
+        if config.strict and report.n_unmapped:
+            _write_report(config, report)
+            raise IncompleteMappingError(
+                f"--strict: {report.n_unmapped} values or genes stayed unmapped"
+                + (f" (listed in {config.report})" if config.report else " (--report FILE lists them)")
+                + "; add them to a --mapping table, or drop --strict"
+            )
+        raw_counts = _stream(config, source, _new_obs(obs, columns), genes, report, progress)
+    finally:
+        source.close()
+    report = replace(report, raw_counts=raw_counts, seconds=time.perf_counter() - started)
+    _write_report(config, report)
+    return report
+
+
+def _write_report(config: HarmonizeConfig, report: HarmonizeReport) -> None:
+    if config.report is not None:
+        tmp = config.report.with_name(f".{config.report.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        tmp.replace(config.report)
+
+
+def _check(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """(field -> source column, field -> constant), refusing unknown or doubled fields."""
+    allowed = (*TERM_FIELDS, *PLAIN_FIELDS, _ORGANISM_FIELD)
+    maps: dict[str, str] = {}
+    for column, field in config.maps:
+        _known(field, allowed, "--map")
+        if field in maps:
+            raise UsageError(f"--map: {field} is mapped twice ({maps[field]} and {column})")
+        maps[field] = column
+    sets: dict[str, str] = {}
+    for field, value in config.sets:
+        _known(field, allowed, "--set")
+        if field in maps:
+            raise UsageError(f"{field} is given by --map {maps[field]}={field} and by --set")
+        sets[field] = value
+    if not config.input.exists():
+        raise UsageError(f"{config.input}: no such file")
+    return maps, sets
+
+
+def _known(field: str, allowed: tuple[str, ...], option: str) -> None:
+    if field not in allowed:
+        close = difflib.get_close_matches(field, allowed, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"{option}: unknown field {field!r}{hint}; fields: {', '.join(allowed)}")
+
+
+def _gene_names(var: pd.DataFrame, column: str | None) -> list[str]:
+    if column is None:
+        return [str(g) for g in var.index]
+    if column not in var.columns:
+        raise UsageError(f"--gene-column {column!r} is not a var column (var has: {', '.join(var.columns)})")
+    return [str(g) for g in var[column]]
+
+
+def _organism(config: HarmonizeConfig, sets: Mapping[str, str], names: list[str]) -> str:
+    given = config.organism or sets.get(_ORGANISM_FIELD)
+    if given:
+        return organism_key(given)
+    mouse = sum(n.startswith("ENSMUSG") for n in names)
+    human = sum(n.startswith("ENSG") for n in names)
+    if mouse > human:
+        return "mus_musculus"
+    if human == 0:
+        log.info("no Ensembl IDs in var and no organism given: assuming Homo sapiens")
+    return "homo_sapiens"
+
+
+def _map_obs(
+    obs: pd.DataFrame,
+    maps: Mapping[str, str],
+    sets: Mapping[str, str],
+    organism: str,
+    table: Mapping[tuple[str, str], str],
+) -> tuple[list[FieldReport], dict[str, pd.Series]]:
+    """Each requested field's report and its new obs columns (ID and label)."""
+    reports: list[FieldReport] = []
+    columns: dict[str, pd.Series] = {}
+    n = len(obs)
+    for field, column in maps.items():
+        if column not in obs.columns:
+            raise UsageError(f"--map {column}={field}: obs has no column {column!r}")
+    for field in (*TERM_FIELDS, *PLAIN_FIELDS):
+        if field in maps:
+            values = obs[maps[field]].astype("string").fillna("")
+            source = maps[field]
+        elif field in sets:
+            values = pd.Series([sets[field]] * n, dtype="string")
+            source = "--set"
+        else:
+            continue
+        if field in PLAIN_FIELDS:
+            columns[field] = _plain(field, values)
+            continue
+        own = {value: tid for (col, value), tid in table.items() if col in (source, field)}
+        mappings = map_values(field, value_counts(values), organism=organism, table=own)
+        if source == "--set":
+            mappings = [m if m.how in (None, "table") else _as_set(m) for m in mappings]
+        reports.append(FieldReport(field=field, source=source, mappings=tuple(mappings)))
+        ids = {m.value: m.term_id for m in mappings}
+        labels = {m.value: m.label for m in mappings}
+        columns[f"{field}_ontology_term_id"] = values.map(ids).astype("string")
+        columns[field] = values.map(labels).astype("string")
+        if field == "tissue":
+            present = [t for t in ids.values() if t and t not in ("unknown", "na")]
+            rollup = tissue_general(present)
+            general = columns["tissue_ontology_term_id"].map(rollup).astype("string")
+            columns["tissue_general_ontology_term_id"] = general
+            columns["tissue_general"] = general.map(_labels(rollup.values())).astype("string")
+    return reports, columns
+
+
+def _as_set(mapping: LabelMapping) -> LabelMapping:
+    return replace(mapping, how="set") if mapping.how in ("id", "label") else mapping
+
+
+def _labels(term_ids: Any) -> dict[str, str]:
+    return {t: term_label(t) for t in set(term_ids)}
+
+
+def _plain(field: str, values: pd.Series) -> pd.Series:
+    if field != "is_primary_data":
+        return values
+    truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    mapped = values.str.strip().str.lower().map(truth)
+    bad = sorted(set(values[mapped.isna()].tolist()))
+    if bad:
+        raise UsageError(f"is_primary_data: {', '.join(map(repr, bad[:5]))} is not true or false")
+    return mapped.astype(bool)
+
+
+def _new_obs(obs: pd.DataFrame, columns: Mapping[str, pd.Series]) -> pd.DataFrame:
+    """The input's obs with the harmonized columns; a source column whose name a harmonized
+    column takes keeps its values as ``<name>_original``."""
+    out = obs.copy()
+    for name, column in columns.items():
+        if name in out.columns:
+            out = out.rename(columns={name: f"{name}_original"})
+        out[name] = column.to_numpy()
+    return out
+
+
+def _stream(
+    config: HarmonizeConfig,
+    source: AnnDataSource,
+    obs: pd.DataFrame,
+    genes: GeneMapping,
+    report: HarmonizeReport,
+    progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    """X through the gene mapping into the output, batch by batch; returns the counts check."""
+    n = source.n_cells
+    writer = AnnDataWriter(config.out, var=genes.var, overwrite=config.overwrite)
+    non_integer = negative = 0
+    try:
+        positions = np.arange(n, dtype=np.int64)
+        done = 0
+        batches = source.iter_batches(
+            positions, var_positions=None, batch_size=config.batch_size, obs_columns=[]
+        )
+        for batch in batches:
+            X = sp.csr_matrix(batch.X @ genes.collapse, dtype=np.float32)
+            data = batch.X.data
+            non_integer += int(np.count_nonzero(data != np.round(data)))
+            negative += int(np.count_nonzero(data < 0))
+            rows = obs.iloc[done : done + batch.n_cells]
+            writer.append(batch.cell_ids, _arrow(rows), X)
+            done += batch.n_cells
+            if progress is not None:
+                progress(done, n)
+        counts = {
+            "matrix": source.info.extra["matrices"][0],
+            "integer": non_integer == 0,
+            "non_negative": negative == 0,
+            "non_integer_values": non_integer,
+            "negative_values": negative,
+        }
+        summary = replace(report, raw_counts=counts).to_json()
+        for field in summary["fields"].values():  # the per-value lists stay in --report
+            field.pop("mapped")
+            field.pop("unmapped")
+        writer.finish(
+            {
+                "organism_ontology_term_id": ORGANISM_TERMS[genes.organism],
+                "atlasprep": {"harmonize": json.loads(json.dumps(summary))},
+            }
+        )
+    except BaseException:
+        writer.abort()
+        raise
+    return counts
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    converted = {}
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object:
+            column = column.astype("string")  # one Arrow type in every batch, nulls included
+        converted[str(name)] = column
+    return pa.Table.from_pandas(pd.DataFrame(converted), preserve_index=False)

@@ -1,0 +1,203 @@
+"""Free-text metadata values to CELLxGENE ontology terms, each mapping graded by how it was made.
+
+For every distinct value of a source column (never per cell), in this order:
+
+1. ``table``: the user's mapping file (column, value, term_id) — it always wins;
+2. ``unknown``: the schema's own "unknown" (or "na") for fields that allow it, for empty values;
+3. the ontology resolution `atlasprep terms` uses: ``id`` (a term ID, any case), ``label``,
+   ``synonym``, ``alias`` (atlasprep's curated everyday names) or ``normalized`` (case,
+   punctuation, plurals, "CD14+" → "CD14-positive").
+
+A value that resolves to no term, or to several, stays unmapped, with the closest labels as
+suggestions; it is never guessed. Terms must come from the field's ontologies (cell_type: CL,
+tissue: UBERON, disease: MONDO or PATO "normal", …), so a UBERON hit for a cell type is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import pandas as pd
+
+from atlasprep.errors import AmbiguousTermError, InputFormatError, UnknownTermError, UsageError
+from atlasprep.ontology import FIELD_ONTOLOGIES, resolve_term, suggest, term_label
+
+__all__ = [
+    "ORGANISM_TERMS",
+    "TERM_FIELDS",
+    "Grade",
+    "LabelMapping",
+    "load_mapping_table",
+    "map_values",
+    "organism_key",
+]
+
+Grade = Literal["table", "set", "unknown", "id", "label", "synonym", "alias", "normalized"]
+
+# fields harmonize maps to terms -> their ontologies (development_stage depends on the organism)
+TERM_FIELDS: tuple[str, ...] = (
+    "cell_type",
+    "tissue",
+    "disease",
+    "assay",
+    "development_stage",
+    "sex",
+    "self_reported_ethnicity",
+)
+# the schema's value for "not known", where a field allows one
+_UNKNOWN: Mapping[str, str] = MappingProxyType(
+    {
+        "cell_type": "unknown",
+        "development_stage": "unknown",
+        "sex": "unknown",
+        "self_reported_ethnicity": "unknown",
+    }
+)
+_UNKNOWN_SPELLINGS = frozenset({"", "unknown", "nan", "na", "n/a", "none", "unassigned", "not available"})
+_SEX_TERMS = ("PATO:0000383", "PATO:0000384", "PATO:0001340")
+
+ORGANISM_TERMS: Mapping[str, str] = MappingProxyType(
+    {"homo_sapiens": "NCBITaxon:9606", "mus_musculus": "NCBITaxon:10090"}
+)
+_ORGANISM_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "homo sapiens": "homo_sapiens",
+        "human": "homo_sapiens",
+        "ncbitaxon:9606": "homo_sapiens",
+        "mus musculus": "mus_musculus",
+        "mouse": "mus_musculus",
+        "ncbitaxon:10090": "mus_musculus",
+    }
+)
+
+
+def organism_key(name: str) -> str:
+    """``homo_sapiens`` or ``mus_musculus`` from a name, an NCBITaxon ID or the key itself."""
+    key = name.strip().lower().replace("_", " ")
+    found = _ORGANISM_NAMES.get(key)
+    if found is None:
+        raise UsageError(f"organism {name!r}: atlasprep harmonizes Homo sapiens and Mus musculus")
+    return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabelMapping:
+    """What one distinct source value became."""
+
+    value: str
+    term_id: str | None  # None: unmapped
+    label: str | None
+    how: Grade | None
+    n_cells: int
+    suggestions: tuple[tuple[str, str], ...] = ()  # (label, term ID) for unmapped values
+    reason: str = ""  # why it stayed unmapped
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": self.value, "n_cells": self.n_cells}
+        if self.term_id is not None:
+            out |= {"term_id": self.term_id, "label": self.label, "how": self.how}
+        else:
+            suggestions = [{"label": lb, "term_id": t} for lb, t in self.suggestions]
+            out |= {"reason": self.reason, "suggestions": suggestions}
+        return out
+
+
+def field_ontologies(field: str, organism: str) -> tuple[str, ...]:
+    if field == "development_stage":
+        return ("HsapDv",) if organism == "homo_sapiens" else ("MmusDv",)
+    return FIELD_ONTOLOGIES[field]
+
+
+def load_mapping_table(path: Path) -> dict[tuple[str, str], str]:
+    """A TSV with columns column, value, term_id: (source column or field, value) -> term ID."""
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise InputFormatError(f"--mapping {path}: cannot read it as TSV ({exc})") from None
+    missing = {"column", "value", "term_id"} - set(table.columns)
+    if missing:
+        raise InputFormatError(
+            f"--mapping {path}: needs the columns column, value, term_id "
+            f"(missing {', '.join(sorted(missing))})"
+        )
+    return {(r.column, r.value): r.term_id.strip() for r in table.itertuples(index=False)}
+
+
+def map_values(
+    field: str,
+    counts: Mapping[str, int],
+    *,
+    organism: str,
+    table: Mapping[str, str] | None = None,
+) -> list[LabelMapping]:
+    """Map each distinct value (with its cell count) of a column destined for ``field``."""
+    if field not in TERM_FIELDS:
+        raise UsageError(f"{field!r} is not a term field; harmonize maps {', '.join(TERM_FIELDS)}")
+    ontologies = field_ontologies(field, organism)
+    return [_map_one(field, str(v), n, ontologies, table or {}, organism) for v, n in counts.items()]
+
+
+def _map_one(
+    field: str, value: str, n_cells: int, ontologies: Sequence[str], table: Mapping[str, str], organism: str
+) -> LabelMapping:
+    if value in table:
+        return _checked(field, value, table[value], "table", n_cells, ontologies, organism)
+    if value.strip().lower() in _UNKNOWN_SPELLINGS:
+        fallback = _UNKNOWN.get(field)
+        if field == "self_reported_ethnicity" and organism != "homo_sapiens":
+            fallback = "na"
+        if fallback is None:
+            return LabelMapping(
+                value=value, term_id=None, label=None, how=None, n_cells=n_cells,
+                reason=f"{field} has no 'unknown' in the CELLxGENE schema; map it with --mapping",
+            )  # fmt: skip
+        return LabelMapping(value=value, term_id=fallback, label=fallback, how="unknown", n_cells=n_cells)
+    try:
+        resolved = resolve_term(value, ontologies)
+    except AmbiguousTermError as exc:
+        return LabelMapping(
+            value=value, term_id=None, label=None, how=None, n_cells=n_cells,
+            suggestions=tuple((term_label(t), t) for t in exc.candidates), reason="ambiguous",
+        )  # fmt: skip
+    except UnknownTermError as exc:
+        return LabelMapping(
+            value=value, term_id=None, label=None, how=None, n_cells=n_cells,
+            suggestions=tuple(suggest(value, ontologies, n=3)), reason=str(exc),
+        )  # fmt: skip
+    return _checked(field, value, resolved.term_id, resolved.how, n_cells, ontologies, organism)
+
+
+def _checked(
+    field: str, value: str, term_id: str, how: Grade, n_cells: int, ontologies: Sequence[str], organism: str
+) -> LabelMapping:
+    """A term that must also be allowed for the field (a table entry or a resolved name)."""
+    if term_id in ("unknown", "na"):
+        return LabelMapping(value=value, term_id=term_id, label=term_id, how=how, n_cells=n_cells)
+    problem = ""
+    try:
+        term = resolve_term(term_id, ontologies)
+    except (UnknownTermError, AmbiguousTermError) as exc:
+        problem = str(exc)
+    else:
+        term_id = term.term_id
+        if field == "sex" and term_id not in _SEX_TERMS:
+            problem = f"{term_id} is not a sex term the schema allows ({', '.join(_SEX_TERMS)})"
+        if field == "disease" and term_id.startswith("PATO:") and term_id != "PATO:0000461":
+            problem = f"{term_id}: the only PATO disease term is PATO:0000461 (normal)"
+    if problem:
+        return LabelMapping(
+            value=value, term_id=None, label=None, how=None, n_cells=n_cells, reason=problem,
+            suggestions=tuple(suggest(value, ontologies, n=3)),
+        )  # fmt: skip
+    return LabelMapping(value=value, term_id=term_id, label=term_label(term_id), how=how, n_cells=n_cells)
+
+
+def value_counts(values: Iterable[Any]) -> dict[str, int]:
+    """Distinct values as strings (missing → ""), with their cell counts, most common first."""
+    series = pd.Series(list(values) if not isinstance(values, pd.Series) else values, dtype=object)
+    counted = series.astype("string").fillna("").value_counts(sort=True)
+    return {str(k): int(v) for k, v in counted.items()}

@@ -1,0 +1,256 @@
+"""`harmonize`: labels to terms (graded), symbols to Ensembl IDs, X streamed through, nothing silent."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import shared_file
+from typer.testing import CliRunner
+
+from atlasprep.cli import app
+from atlasprep.harmonize.api import HarmonizeConfig, harmonize
+from atlasprep.harmonize.genes import map_genes
+from atlasprep.harmonize.labels import map_values
+
+# Wu et al. 2020 T-cell clusters -> CL (a curator's reading of the cluster names)
+_WU_CELL_TYPES = {
+    "3.1-MT": "CL:0000084",  # T cell
+    "4.1-Trm": "CL:0000897",  # CD4-positive, alpha-beta memory T cell
+    "4.6a-Treg": "CL:0000815",  # regulatory T cell
+    "4.6b-Treg": "CL:0000815",
+    "8.1-Teff": "CL:0001050",  # effector CD8-positive, alpha-beta T cell
+    "8.2-Tem": "CL:0000913",  # effector memory CD8-positive, alpha-beta T cell
+}
+_ORGANS = {"L": "UBERON:0002048", "R": "UBERON:0002113", "E": "UBERON:0001295", "C": "UBERON:0001155"}
+_CANCERS = {
+    "Lung": "MONDO:0008903",
+    "Renal": "MONDO:0002367",
+    "Endo": "MONDO:0011962",
+    "Colon": "MONDO:0005575",
+}
+
+
+def _wu_mapping(path, obs):
+    rows = []
+    for value in obs["cluster_orig"].cat.categories:
+        default = "CL:0000624" if value.startswith("4.") else "CL:0000625"  # CD4 / CD8 alpha-beta T cell
+        rows.append(("cluster_orig", value, _WU_CELL_TYPES.get(value, default)))
+    for value in obs["sample"].cat.categories:  # LT2: lung tumour 2; RB3: renal patient, blood
+        rows.append(("sample", value, "UBERON:0000178" if value[1] == "B" else _ORGANS[value[0]]))
+    for value in obs["patient"].cat.categories:
+        rows.append(("disease", value, _CANCERS[value.rstrip("0123456789")]))
+    pd.DataFrame(rows, columns=["column", "value", "term_id"]).to_csv(path, sep="\t", index=False)
+
+
+def _wu_args(src, out, mapping, report):
+    return [
+        "harmonize", str(src), "--out", str(out), "--mapping", str(mapping), "--report", str(report),
+        "--map", "cluster_orig=cell_type", "--map", "sample=tissue", "--map", "patient=disease",
+        "--map", "patient=donor_id", "--set", "organism=Homo sapiens", "--set", "assay=10x 5' v1",
+        "--set", "sex=unknown", "--set", "development_stage=unknown",
+        "--set", "self_reported_ethnicity=unknown",
+        "--set", "suspension_type=cell", "--set", "tissue_type=tissue", "--set", "is_primary_data=true",
+    ]  # fmt: skip
+
+
+def test_wu2020_harmonized_validated_and_tokenized(tmp_path):
+    src = shared_file("scrna/wu2020_200_v0_11.h5ad")
+    geneformer = shared_file("geneformer/token_dictionary_gc104M.json").parent
+    original = ad.read_h5ad(src)
+    _wu_mapping(tmp_path / "labels.tsv", original.obs)
+    out, report_path = tmp_path / "wu.h5ad", tmp_path / "report.json"
+    runner = CliRunner()
+    r = runner.invoke(app, _wu_args(src, out, tmp_path / "labels.tsv", report_path))
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(report_path.read_text())
+    # genes: NCBI symbols against GENCODE v48
+    genes = report["genes"]
+    assert (genes["n_input"], genes["mapped"], genes["n_output"]) == (30727, 22310, 22310)
+    assert (genes["n_unknown"], genes["n_ambiguous"]) == (8110, 307)
+    assert genes["unknown_examples"][0] == "LOC100505874"
+    assert set(genes["ambiguous"]["PRKY"]) == {"ENSG00000293442", "ENSG00000099725"}
+    # labels: every value through the table, constants through --set
+    fields = report["fields"]
+    assert {k: (v["n_mapped"], v["n_values"]) for k, v in fields.items()} == {
+        "cell_type": (16, 16),
+        "tissue": (30, 30),
+        "disease": (14, 14),
+        "assay": (1, 1),
+        "development_stage": (1, 1),
+        "sex": (1, 1),
+        "self_reported_ethnicity": (1, 1),
+    }
+    assert fields["cell_type"]["by_how"] == {"table": 16}
+    assert fields["assay"]["mapped"][0]["term_id"] == "EFO:0011025"
+    assert report["raw_counts"]["integer"]
+
+    harmonized = ad.read_h5ad(out)
+    assert harmonized.shape == (200, 22310)
+    assert harmonized.var_names.str.startswith("ENSG").all()
+    assert harmonized.uns["organism_ontology_term_id"] == "NCBITaxon:9606"
+    obs = harmonized.obs
+    treg = obs["cluster_orig"] == "4.6a-Treg"
+    assert (obs.loc[treg, "cell_type"] == "regulatory T cell").all()
+    assert (obs.loc[obs["sample"].str[1] == "B", "tissue_general"] == "blood").all()
+    assert (obs["donor_id"] == obs["patient"].astype(str)).all()
+    # X: each output gene is its input column, cell for cell
+    col = list(original.var_names).index("CD3E")
+    out_col = list(harmonized.var["feature_name"]).index("CD3E")
+    assert np.array_equal(original.X[:, col].toarray(), harmonized.X[:, out_col].toarray())
+    kept = set(harmonized.var["feature_name"])
+    columns = [i for i, g in enumerate(original.var_names) if g in kept]
+    assert harmonized.X.sum() == pytest.approx(original.X[:, columns].sum())
+    # tokenize --scheme rank takes it as it is
+    t = runner.invoke(
+        app,
+        ["tokenize", "--input", str(out), "--scheme", "rank", "--split-by", "donor_id", "--out",
+         str(tmp_path / "tokens"), "--token-dictionary", str(geneformer / "token_dictionary_gc104M.json"),
+         "--gene-medians", str(geneformer / "gene_median_dictionary_gc104M.json"), "--json"],
+    )  # fmt: skip
+    assert t.exit_code == 0, t.stderr
+    assert json.loads(t.stdout)["n_cells"] == 200
+
+
+def test_labels_are_graded_by_how_they_matched():
+    got = {
+        m.value: (m.term_id, m.how)
+        for m in map_values(
+            "cell_type",
+            {
+                "B cell": 5,
+                "T cells": 4,
+                "PBMC": 3,
+                "CD14+ monocyte": 2,
+                "unknown": 1,
+                "blorp cells": 1,
+                "CL:0000236": 1,
+            },
+            organism="homo_sapiens",
+        )
+    }
+    assert got["B cell"] == ("CL:0000236", "label")
+    assert got["T cells"] == ("CL:0000084", "normalized")
+    assert got["PBMC"] == ("CL:2000001", "synonym")
+    assert got["CD14+ monocyte"] == ("CL:0001054", "normalized")
+    assert got["unknown"] == ("unknown", "unknown")
+    assert got["blorp cells"] == (None, None)
+    assert got["CL:0000236"] == ("CL:0000236", "id")
+    disease = {
+        m.value: m.term_id
+        for m in map_values("disease", {"healthy": 1, "normal": 1}, organism="homo_sapiens")
+    }
+    assert disease == {"healthy": "PATO:0000461", "normal": "PATO:0000461"}
+    sex = {
+        m.value: m.term_id
+        for m in map_values("sex", {"female": 1, "male": 1, "": 2}, organism="homo_sapiens")
+    }
+    assert sex == {"female": "PATO:0000383", "male": "PATO:0000384", "": "unknown"}
+
+
+def test_table_wins_but_must_name_a_term_of_the_fields_ontology():
+    mappings = map_values(
+        "cell_type",
+        {"B cell": 2, "odd": 1, "organ": 1},
+        organism="homo_sapiens",
+        table={"B cell": "CL:0000785", "odd": "UBERON:0002048"},
+    )
+    by_value = {m.value: m for m in mappings}
+    assert (by_value["B cell"].term_id, by_value["B cell"].how) == ("CL:0000785", "table")
+    assert by_value["odd"].term_id is None
+    assert "CL" in by_value["odd"].reason
+    unmapped = by_value["organ"]
+    assert unmapped.term_id is None
+    assert unmapped.n_cells == 1
+    assert "tissue" not in map_values.__name__  # the field decides the ontology, not the value
+
+
+def test_unmapped_values_suggest_and_strict_writes_nothing(tmp_path):
+    src = tmp_path / "in.h5ad"
+    adata = ad.AnnData(
+        X=sp.csr_matrix(np.array([[1, 0, 2], [0, 3, 0], [4, 0, 0]], dtype=np.float32)),
+        obs=pd.DataFrame({"celltype": ["B cells", "macrophag", "B cells"]}, index=["a", "b", "c"]),
+        var=pd.DataFrame(index=["CD19", "CD68", "NOT_A_GENE"]),
+    )
+    adata.write_h5ad(src)
+    runner = CliRunner()
+    args = ["harmonize", str(src), "--map", "celltype=cell_type", "--report", str(tmp_path / "r.json")]
+    strict = runner.invoke(app, [*args, "--out", str(tmp_path / "strict.h5ad"), "--strict"])
+    assert strict.exit_code == 1
+    assert strict.stderr.startswith("Error:")
+    assert not (tmp_path / "strict.h5ad").exists()
+    report = json.loads((tmp_path / "r.json").read_text())
+    unmapped = report["fields"]["cell_type"]["unmapped"]
+    assert [u["value"] for u in unmapped] == ["macrophag"]
+    assert unmapped[0]["n_cells"] == 1
+    assert unmapped[0]["suggestions"][0]["term_id"] == "CL:0000235"  # macrophage
+    assert report["genes"]["unknown_examples"] == ["NOT_A_GENE"]
+    loose = runner.invoke(app, [*args, "--out", str(tmp_path / "loose.h5ad")])
+    assert loose.exit_code == 0, loose.stderr
+    out = ad.read_h5ad(tmp_path / "loose.h5ad")
+    assert list(out.var["feature_name"]) == ["CD19", "CD68"]
+    ids = out.obs["cell_type_ontology_term_id"]
+    assert ids.isna().tolist() == [False, True, False]  # unmapped: missing, never guessed
+    assert ids.iloc[0] == ids.iloc[2] == "CL:0000236"
+
+
+def test_genes_ids_versions_case_spike_ins_and_sums():
+    mapping = map_genes(
+        ["ENSG00000177455.12", "cd19", "CD19", "ERCC-00002", "ENSMUSG00000000001", "zzz"], "homo_sapiens"
+    )
+    assert mapping.feature_ids == (
+        "ENSG00000177455",
+        "ENSG00000177455",
+        "ENSG00000177455",
+        "ERCC-00002",
+        None,
+        None,
+    )
+    assert mapping.how == ("versioned_id", "case", "symbol", "spike_in", None, None)
+    assert mapping.unknown == ("ENSMUSG00000000001", "zzz")
+    assert mapping.duplicates == {"ENSG00000177455": ("ENSG00000177455.12", "cd19", "CD19")}
+    X = sp.csr_matrix(np.array([[1, 2, 3, 4, 5, 6]], dtype=np.float32))
+    assert (X @ mapping.collapse).toarray().tolist() == [[6, 4]]  # CD19 summed; spike-in kept
+    mouse = map_genes(["Cd19", "cd19"], "mus_musculus")
+    assert mouse.how == ("symbol", "case")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--map", "celltype=cel_type"], "did you mean cell_type"),
+        (["--map", "nope=cell_type"], "no column 'nope'"),
+        (["--set", "tissue"], "FIELD=VALUE"),
+        (["--set", "organism=yeast"], "Homo sapiens and Mus musculus"),
+    ],
+)
+def test_bad_options_are_usage_errors(tmp_path, args, message):
+    src = tmp_path / "in.h5ad"
+    ad.AnnData(
+        X=sp.csr_matrix(np.ones((2, 1), dtype=np.float32)),
+        obs=pd.DataFrame({"celltype": ["B cell", "T cell"]}, index=["a", "b"]),
+        var=pd.DataFrame(index=["CD19"]),
+    ).write_h5ad(src)
+    r = CliRunner().invoke(app, ["harmonize", str(src), "--out", str(tmp_path / "o.h5ad"), *args])
+    assert r.exit_code == 2, r.stderr
+    assert message in r.stderr
+
+
+def test_library_call_records_versions_and_counts(tmp_path):
+    src = tmp_path / "in.h5ad"
+    ad.AnnData(
+        X=sp.csr_matrix(np.array([[1.5, 0.0]], dtype=np.float32)),
+        obs=pd.DataFrame(index=["a"]),
+        var=pd.DataFrame(index=["ENSG00000177455", "ENSG00000129226"]),
+    ).write_h5ad(src)
+    report = harmonize(HarmonizeConfig(input=src, out=tmp_path / "o.zarr"))
+    assert report.raw_counts["integer"] is False
+    assert report.raw_counts["non_integer_values"] == 1
+    assert report.versions["cellxgene_schema"] == "7.1.0"
+    assert "CL" in report.versions["ontologies"]
+    stored = ad.read_zarr(tmp_path / "o.zarr").uns["atlasprep"]["harmonize"]
+    assert stored["raw_counts"]["integer"] is False or stored["raw_counts"]["integer"] == 0
