@@ -1,0 +1,400 @@
+"""Loader throughput: atlasprep's ShardLoader vs HuggingFace datasets and tiledbsoma-ml, same cells.
+
+    python benchmarks/bench_loader.py [--cells 200000] [--batch-size 256] [--seconds 20]
+
+Uses (or builds) the demo census under ``benchmarks/_work`` and takes its first ``--cells``
+cells (``soma_joinid < cells``). They are tokenized once (rank scheme, ``--max-len`` tokens,
+Geneformer's gc104M dictionaries from ``../shared/data/geneformer`` when present, else the
+corpus vocabulary) to an Arrow and a Zarr token store, kept for later runs. Then, each in a
+fresh process (so memory figures are its own), for 0 and 2 DataLoader workers:
+
+* ``atlasprep``: :class:`atlasprep.loader.ShardLoader`, shuffled, batches padded to the longest
+  cell, on the Arrow and the Zarr store;
+* ``hf-datasets``: ``datasets.Dataset.from_file`` over the same Arrow shards,
+  ``concatenate_datasets``, ``with_format("torch")``, a shuffled torch ``DataLoader`` with a
+  padding collate (``pad_sequence``);
+* ``tiledbsoma-ml``: ``ExperimentDataset`` over the census ``X/raw`` rows of the same cells via
+  ``experiment_dataloader`` (dense float32 batches of all genes, its default; its sparse mode
+  does not work with workers) — the raw-counts anchor; its "tokens" are the non-zero counts;
+* ``annbatch``: reported as skipped (not installable here).
+
+Each runs one epoch at most, stopping after ``--seconds`` (or ``--batches``); the clock starts
+when the first batch arrives (the time to it is ``startup``). Memory is sampled every 0.1 s
+over the process and its workers: ``rss`` sums resident sets (shared pages count once per
+process), ``pss`` splits shared pages between processes (the honest total).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / "shared" / "data" / "geneformer"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    name: str
+    workers: int
+    store: str
+    census: str
+    cells: int
+    batch_size: int
+    seconds: float
+    batches: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    name: str
+    workers: int
+    batches: int
+    cells: int
+    tokens: int
+    seconds: float
+    startup: float
+    rss_mb: float
+    pss_mb: float
+    note: str = ""
+
+    @property
+    def cells_per_s(self) -> float:
+        return self.cells / self.seconds if self.seconds else 0.0
+
+
+# -- memory of a process tree -------------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    pids, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            pids += children
+            frontier += children
+    return pids
+
+
+def _memory(pids: Iterable[int]) -> tuple[int, int]:
+    rss = pss = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss * 1024, pss * 1024
+
+
+class PeakMemory:
+    """Peak RSS and PSS summed over this process and its descendants, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.rss = self.pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+
+    def _sample(self, interval: float) -> None:
+        while not self._stop.is_set():
+            rss, pss = _memory(_tree(os.getpid()))
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            self._stop.wait(interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- the loaders (each runs in its own process) -------------------------------------------------
+
+
+def _atlasprep(run: Run) -> Iterator[tuple[int, int]]:
+    from atlasprep.loader import ShardDataset, ShardLoader
+
+    loader = ShardLoader(
+        ShardDataset(run.store, "train", seed=0), batch_size=run.batch_size, num_workers=run.workers
+    )
+    for batch in loader:
+        yield len(batch["cell_id"]), int(batch["attention_mask"].sum())
+
+
+def _hf(run: Run) -> Iterator[tuple[int, int]]:
+    import datasets
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+    from torch.utils.data import DataLoader
+
+    from atlasprep.shard import read_manifest
+
+    datasets.disable_progress_bars()
+    store = Path(run.store)
+    shards = [datasets.Dataset.from_file(str(store / s["path"])) for s in read_manifest(store)["shards"]]
+    data = datasets.concatenate_datasets(shards).with_format("torch", columns=["input_ids"])
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = pad_sequence([r["input_ids"] for r in rows], batch_first=True, padding_value=0)
+        lengths = torch.tensor([len(r["input_ids"]) for r in rows])
+        return {"input_ids": ids, "attention_mask": torch.arange(ids.shape[1])[None] < lengths[:, None]}
+
+    generator = torch.Generator().manual_seed(0)
+    loader = DataLoader(
+        data,
+        batch_size=run.batch_size,
+        shuffle=True,
+        num_workers=run.workers,
+        collate_fn=collate,
+        generator=generator,
+    )
+    for batch in loader:
+        yield batch["input_ids"].shape[0], int(batch["attention_mask"].sum())
+
+
+def _tiledbsoma_ml(run: Run) -> Iterator[tuple[int, int]]:
+    import tiledbsoma as soma
+    from tiledbsoma_ml import ExperimentDataset, experiment_dataloader
+
+    uri = str(Path(run.census) / "census_data" / "homo_sapiens")
+    with (
+        soma.Experiment.open(uri) as experiment,
+        experiment.axis_query("RNA", obs_query=soma.AxisQuery(coords=(slice(0, run.cells - 1),))) as query,
+    ):
+        dataset = ExperimentDataset(query, layer_name="raw", batch_size=run.batch_size, shuffle=True, seed=0)
+        for X, _obs in experiment_dataloader(dataset, num_workers=run.workers):
+            yield X.shape[0], int(np.count_nonzero(X))
+
+
+LOADERS: dict[str, Callable[[Run], Iterator[tuple[int, int]]]] = {
+    "atlasprep-arrow": _atlasprep,
+    "atlasprep-zarr": _atlasprep,
+    "hf-datasets": _hf,
+    "tiledbsoma-ml": _tiledbsoma_ml,
+}
+
+
+def measure(run: Run) -> Result:
+    started = time.perf_counter()
+    cells = tokens = batches = 0
+    first = None
+    with PeakMemory() as memory:
+        for n_cells, n_tokens in LOADERS[run.name](run):
+            if first is None:  # the clock starts at the first batch: startup is reported apart
+                first = time.perf_counter()
+                continue
+            batches += 1
+            cells += n_cells
+            tokens += n_tokens
+            if batches >= run.batches or time.perf_counter() - first >= run.seconds:
+                break
+        end = time.perf_counter()
+    return Result(
+        name=run.name,
+        workers=run.workers,
+        batches=batches,
+        cells=cells,
+        tokens=tokens,
+        seconds=end - (first or end),
+        startup=(first or end) - started,
+        rss_mb=memory.rss / 2**20,
+        pss_mb=memory.pss / 2**20,
+    )
+
+
+def run_isolated(run: Run) -> Result:
+    """One measurement in a fresh interpreter, so its memory and warm caches are its own."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(asdict(run))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return Result(
+            name=run.name,
+            workers=run.workers,
+            batches=0,
+            cells=0,
+            tokens=0,
+            seconds=0,
+            startup=0,
+            rss_mb=0,
+            pss_mb=0,
+            note=f"failed: {tail[0][:100]}",
+        )
+    return Result(**json.loads(lines[-1]))
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def census_for(cells: int, work: Path) -> Path:
+    """An existing demo census with at least ``cells`` cells, else a new one of ``cells``."""
+    existing = sorted(
+        (int(p.name.split("-")[1]), p) for p in work.glob("census-*") if p.name.split("-")[1].isdigit()
+    )
+    for size, path in existing:
+        if size >= cells:
+            return path
+    from atlasprep.demo import build_census
+
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"building a {cells:,}-cell demo census (about a minute per 200,000 cells) …", flush=True)
+    return build_census(work / f"census-{cells}", n_cells=cells, seed=0)
+
+
+def token_store(census: Path, cells: int, fmt: str, max_len: int, work: Path) -> Path:
+    from atlasprep.slice.api import SliceConfig
+    from atlasprep.sources import CellFilter
+    from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
+
+    dictionary, medians = (
+        SHARED / "token_dictionary_gc104M.json",
+        SHARED / "gene_median_dictionary_gc104M.json",
+    )
+    geneformer = dictionary.exists() and medians.exists()
+    out = work / f"tokens-{census.name}-{cells}-rank{max_len}-{'gc104M' if geneformer else 'corpus'}-{fmt}"
+    if (out / "manifest.json").exists():
+        return out
+    print(f"tokenizing {cells:,} cells to {out.name} …", flush=True)
+    started = time.perf_counter()
+    tokenize_cells(
+        TokenizeConfig(
+            source=SliceConfig(
+                census_uri=str(census), filter=CellFilter(primary_only=False, where=f"soma_joinid < {cells}")
+            ),
+            out=out,
+            scheme="rank",
+            max_len=max_len,
+            token_dictionary=dictionary if geneformer else None,
+            gene_medians=medians if geneformer else None,
+            format="arrow" if fmt == "arrow" else "zarr",
+            overwrite=True,
+            seed=0,
+        )
+    )
+    print(f"  {time.perf_counter() - started:.0f} s", flush=True)
+    return out
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def report(results: list[Result]) -> None:
+    anchor = {r.workers: r.cells_per_s for r in results if r.name == "tiledbsoma-ml" and r.cells}
+    print(
+        f"\n{'loader':<16} {'workers':>7} {'batches':>7} {'cells/s':>9} {'tokens/s':>11} "
+        f"{'startup s':>9} {'peak RSS MB':>11} {'peak PSS MB':>11} {'vs tiledbsoma-ml':>16}"
+    )
+    for r in results:
+        if r.note:
+            print(f"{r.name:<16} {r.workers:>7} {r.note}")
+            continue
+        ratio = f"{r.cells_per_s / anchor[r.workers]:.1f}x" if anchor.get(r.workers) else "-"
+        print(
+            f"{r.name:<16} {r.workers:>7} {r.batches:>7} {r.cells_per_s:>9,.0f} "
+            f"{r.tokens / r.seconds:>11,.0f} {r.startup:>9.1f} "
+            f"{r.rss_mb:>11,.0f} {r.pss_mb:>11,.0f} {ratio:>16}"
+        )
+    print(
+        "\ntokens: real (unpadded) tokens for the token stores; "
+        "non-zero counts for tiledbsoma-ml (raw X rows)."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cells", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=20.0, help="time limit per loader and worker count")
+    parser.add_argument("--batches", type=int, default=10**9, help="batch limit per loader and worker count")
+    parser.add_argument("--max-len", type=int, default=2048)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--work", type=Path, default=HERE / "_work")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
+    opts = parser.parse_args()
+    if opts.one:
+        print(json.dumps(asdict(measure(Run(**json.loads(opts.one))))))
+        return
+
+    census = census_for(opts.cells, opts.work)
+    stores = {fmt: token_store(census, opts.cells, fmt, opts.max_len, opts.work) for fmt in ("arrow", "zarr")}
+    print(
+        f"\n{opts.cells:,} cells of {census.name}, batch {opts.batch_size}, up to {opts.seconds:g} s "
+        f"or {opts.batches:,} batches per loader; {os.cpu_count()} CPU cores\n",
+        flush=True,
+    )
+    results = []
+    for name, store in [
+        ("tiledbsoma-ml", ""),
+        ("atlasprep-arrow", stores["arrow"]),
+        ("atlasprep-zarr", stores["zarr"]),
+        ("hf-datasets", stores["arrow"]),
+    ]:
+        for workers in opts.workers:
+            run = Run(
+                name=name,
+                workers=workers,
+                store=str(store),
+                census=str(census),
+                cells=opts.cells,
+                batch_size=opts.batch_size,
+                seconds=opts.seconds,
+                batches=opts.batches,
+            )
+            result = run_isolated(run)
+            print(
+                f"  {name} ({workers} workers): {result.note or f'{result.cells_per_s:,.0f} cells/s'}",
+                flush=True,
+            )
+            results.append(result)
+    try:
+        import annbatch  # noqa: F401
+
+        why = "skipped: importable, but not wired into this benchmark"
+    except ImportError:
+        why = "skipped: not importable (not installed)"
+    results.append(
+        Result(
+            name="annbatch",
+            workers=0,
+            batches=0,
+            cells=0,
+            tokens=0,
+            seconds=0,
+            startup=0,
+            rss_mb=0,
+            pss_mb=0,
+            note=why,
+        )
+    )
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
