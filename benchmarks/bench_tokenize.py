@@ -142,13 +142,13 @@ def end_to_end(store: Path, n_cells: int, dictionaries: Path) -> None:
             "--input", str(h5ad), "--scheme", "rank",
             "--token-dictionary", str(dictionaries / "token_dictionary_gc104M.json"),
             "--gene-medians", str(dictionaries / "gene_median_dictionary_gc104M.json"),
-            "--out", str(out), "--overwrite",
+            "--out", str(out), "--overwrite", "--all-data",
         ]  # fmt: skip
         start = time.perf_counter()
         peak_kb = int(
             subprocess.run(
                 [sys.executable, "-c", _PEAK, *command], check=True, capture_output=True, text=True
-            ).stdout
+            ).stdout.split()[-1]
         )
         seconds = time.perf_counter() - start
         print(

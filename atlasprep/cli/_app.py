@@ -84,6 +84,7 @@ def command(name: str, **kwargs: Any) -> Callable[[F], F]:
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from atlasprep.cli import harmonize as _harmonize  # noqa: F401
+    from atlasprep.cli import run as _run  # noqa: F401
     from atlasprep.cli import slice as _slice  # noqa: F401
     from atlasprep.cli import store as _store  # noqa: F401
     from atlasprep.cli import terms as _terms  # noqa: F401

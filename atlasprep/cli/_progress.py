@@ -41,6 +41,7 @@ class CellProgress:
     ) -> None:
         if self._task is not None:  # the bar starts with the first report, so errors print alone
             self._bar.__exit__(kind, exc, tb)
+            self._task = None
 
     def __call__(self, done: int, total: int) -> None:
         if self._task is None:

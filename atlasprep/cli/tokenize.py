@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import typer
@@ -12,6 +11,7 @@ from atlasprep.cli import _source as opt
 from atlasprep.cli._app import command
 from atlasprep.cli._progress import CellProgress
 from atlasprep.errors import UsageError
+from atlasprep.shard.sizes import parse_size
 from atlasprep.slice import DEFAULT_BATCH_SIZE, SliceConfig
 from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TokenizeConfig, tokenize_cells
 
@@ -182,17 +182,10 @@ def tokenize_command(
         )
 
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
 def _shard_bytes(size: str | None, shard_cells: int | None) -> int | None:
-    """``--shard-size 256MB`` in bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
+    """``--shard-size 256MB`` in bytes; not together with ``--shard-cells``."""
     if size is None:
         return None
     if shard_cells is not None:
         raise UsageError("give --shard-cells or --shard-size, not both")
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", size)
-    unit = match.group(2).upper() if match else ""
-    if not match or unit not in _UNITS or float(match.group(1)) * _UNITS[unit] < 1:
-        raise UsageError(f"--shard-size {size!r}: expected a size such as 256MB, 1GB or 64MiB")
-    return int(float(match.group(1)) * _UNITS[unit])
+    return parse_size(size)

@@ -35,8 +35,10 @@ __all__ = [
     "ShardInfo",
     "ShardLayout",
     "ShardWriter",
+    "Spill",
     "ragged",
     "sha256_of",
+    "write_spill",
     "write_zarr_shard",
 ]
 
@@ -148,25 +150,25 @@ class ShardWriter:
             name: np.zeros(n if by_size else 0, dtype=np.int32) for name, n in layout.n_per_split.items()
         }
 
+    @property
+    def split_codes(self) -> np.ndarray:
+        """Each cell's split as an index into the sorted split names."""
+        return self._split_codes
+
     def add(self, first_cell: int, table: pa.Table) -> None:
         """Rows of ``table`` are cells ``first_cell, first_cell + 1, …`` in source order."""
         cells = np.arange(first_cell, first_cell + table.num_rows)
-        split_code = self._split_codes[cells]
-        slots = self.layout.slots[cells]
-        if self.layout.bytes_per_shard is not None:
-            sizes = row_nbytes(table)
-            for code, name in enumerate(self._names):
-                mine = split_code == code
-                self._row_bytes[name][slots[mine]] = sizes[mine]
-        order = np.lexsort((slots, split_code))  # by split, then slot
-        table = table.append_column(_SLOT, pa.array(slots)).take(pa.array(order))
-        if self._schema is None:
-            self._schema = table.schema
         path = self.spill_dir / f"{len(self._spills):06d}.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table.combine_chunks())
-        # (split, slot) of each sorted row as one sortable number
-        self._spills.append((path, _key(split_code[order], slots[order])))
+        by_size = self.layout.bytes_per_shard is not None
+        self.register(write_spill(path, table, self._split_codes[cells], self.layout.slots[cells], by_size))
+
+    def register(self, spill: Spill) -> None:
+        """Take a spill written elsewhere (another process or machine sharing the store)."""
+        if self._schema is None:
+            self._schema = spill.schema
+        for code, slots, sizes in spill.sizes:
+            self._row_bytes[self._names[code]][slots] = sizes
+        self._spills.append((spill.path, spill.keys))
 
     def finish(self, token_column: str = "input_ids") -> list[ShardInfo]:
         shards: list[ShardInfo] = []
@@ -251,6 +253,36 @@ def write_zarr_shard(path: Path, table: pa.Table, token_column: str) -> None:
         else:
             data = column.to_numpy(zero_copy_only=False)
         group.create_array(name, data=data, chunks=(max(1, min(len(data), 1 << 20)),))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spill:
+    """One spilled batch: its file, the sorted (split, slot) key of each row, and (cutting by
+    size) each row's bytes by split."""
+
+    path: Path
+    keys: np.ndarray
+    schema: pa.Schema
+    sizes: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()  # (split code, slots, bytes)
+
+
+def write_spill(
+    path: Path, table: pa.Table, split_codes: np.ndarray, slots: np.ndarray, by_size: bool
+) -> Spill:
+    """Write a batch's rows sorted by (split, slot): ``split_codes``/``slots`` are its cells'."""
+    sizes: list[tuple[int, np.ndarray, np.ndarray]] = []
+    if by_size:
+        row_bytes = row_nbytes(table).astype(np.int32)
+        for code in np.unique(split_codes).tolist():
+            mine = split_codes == code
+            sizes.append((int(code), slots[mine], row_bytes[mine]))
+    order = np.lexsort((slots, split_codes))  # by split, then slot
+    table = table.append_column(_SLOT, pa.array(slots)).take(pa.array(order))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    # (split, slot) of each sorted row as one sortable number
+    keys = _key(split_codes[order], slots[order])
+    return Spill(path=path, keys=keys, schema=table.schema, sizes=tuple(sizes))
 
 
 def _key(split_code: np.ndarray, slot: np.ndarray) -> np.ndarray:

@@ -12,13 +12,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +29,7 @@ import scipy.sparse as sp
 from atlasprep import __version__
 from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
 from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
-from atlasprep.shard.writer import ShardFormat
+from atlasprep.shard.writer import ShardFormat, Spill, write_spill
 from atlasprep.slice.api import SliceConfig, open_source
 from atlasprep.sources import CellSource, ProgressCallback, experiment_name, resolve_filter, sample_positions
 from atlasprep.tokenize.binning import bin_values, cap_genes
@@ -41,7 +42,17 @@ from atlasprep.tokenize.raw import raw_encode
 from atlasprep.tokenize.splits import assign_splits
 from atlasprep.tokenize.vocab import load_json_dict
 
-__all__ = ["DEFAULT_OBS_COLUMNS", "SPECIAL_TOKENS", "TokenizeConfig", "TokenizeResult", "tokenize_cells"]
+__all__ = [
+    "DEFAULT_OBS_COLUMNS",
+    "SPECIAL_TOKENS",
+    "EncodeJob",
+    "EncodeResult",
+    "JobRunner",
+    "TokenizeConfig",
+    "TokenizeResult",
+    "run_encode_job",
+    "tokenize_cells",
+]
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -98,7 +109,21 @@ class TokenizeResult:
         return {"out": str(self.out), "seconds": round(self.seconds, 3), **self.manifest}
 
 
-def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = None) -> TokenizeResult:
+class JobRunner(Protocol):
+    """Runs encode jobs somewhere (a Dask cluster: :class:`atlasprep.run.DaskRunner`)."""
+
+    n_partitions: int
+
+    def map(
+        self, fn: Callable[[EncodeJob], EncodeResult], jobs: Sequence[EncodeJob]
+    ) -> list[EncodeResult]: ...
+
+
+def tokenize_cells(
+    config: TokenizeConfig, progress: ProgressCallback | None = None, *, runner: JobRunner | None = None
+) -> TokenizeResult:
+    """Tokenize the selected cells into a store. ``runner`` spreads the encode pass over ranges
+    of the cells (each job opens the source itself); the store's bytes are the same either way."""
     started = time.perf_counter()
     _check_config(config)
     _prepare_out(config)
@@ -145,52 +170,20 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
             shuffle=config.shuffle,
         )
         writer = ShardWriter(config.out, layout, fmt=config.format)
-        coverage = VocabCoverage.of_genes(vocab.column_tokens)
-        done = 0
+        jobs = _encode_jobs(config, runner, positions, splits, layout, writer, obs_columns, vocab, encode)
         if progress is not None:
             progress(0, len(positions))
-        for batch in source.iter_batches(
-            positions,
-            var_positions=None,
-            batch_size=config.source.batch_size,
-            obs_columns=list(dict.fromkeys([*obs_columns, *config.context])),
-        ):
-            _check_counts(batch.X, config)
-            coverage = coverage.add(batch.X, vocab.column_tokens)
-            ids, offsets, values = encode(batch.X, done)
-            if config.context:
-                special = config.scheme == "rank" and config.special_tokens
-                ids, offsets, values = insert_context(
-                    ids,
-                    offsets,
-                    _context_ids(batch.obs, config.context, vocab.tokens),
-                    at=1 if special else 0,
-                    max_len=config.max_len,
-                    keep_tail=1 if special else 0,
-                    values=values,
-                )
-            columns = {
-                "input_ids": ragged(ids, offsets, pa.int32()),
-                "length": pa.array(np.diff(offsets).astype(np.int32)),
-            }
-            if values is not None:
-                columns["values"] = ragged(values, offsets, pa.from_numpy_dtype(values.dtype))
-            for name in obs_columns:
-                column = batch.obs[name]
-                columns[name] = (
-                    column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
-                )
-            table = pa.table(
-                {
-                    "cell_id": pa.array(batch.cell_ids.astype(str)),
-                    **columns,
-                    "split": pa.array(splits[done : done + batch.n_cells].astype(str)),
-                }
-            )
-            writer.add(done, table)
-            done += batch.n_cells
+        if runner is None:  # in this process, with progress per batch
+            results = [run_encode_job(jobs[0], progress)]
+        else:
+            results = runner.map(run_encode_job, jobs)
             if progress is not None:
-                progress(done, len(positions))
+                progress(len(positions), len(positions))
+        coverage = VocabCoverage.of_genes(vocab.column_tokens)
+        for result in results:
+            coverage = coverage.merge(result.coverage)
+            for spill in result.spills:
+                writer.register(spill)
         coverage.require(config.min_gene_match)
         shards = writer.finish()
     finally:
@@ -199,6 +192,130 @@ def tokenize_cells(config: TokenizeConfig, progress: ProgressCallback | None = N
     manifest = _manifest(config, source, vocab, coverage, plan, shards, len(positions), hvg_genes)
     _write_json_atomic(config.out / "manifest.json", manifest)
     return TokenizeResult(out=config.out, manifest=manifest, seconds=time.perf_counter() - started)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncodeJob:
+    """One contiguous range of the selected cells, tokenized into spill files: in this process
+    or on a worker that sees the same store directory."""
+
+    config: TokenizeConfig
+    part: int
+    first_cell: int  # this range's first cell, in the order of the selection
+    positions: np.ndarray  # the cells' positions in the source
+    splits: np.ndarray  # their split names
+    split_codes: np.ndarray  # their splits as the writer numbers them
+    slots: np.ndarray  # their slots within their split
+    by_size: bool
+    obs_columns: tuple[str, ...]
+    tokens: dict[str, int]
+    column_tokens: np.ndarray
+    encode: Callable[[Any, int], Encoded]
+    spill_dir: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncodeResult:
+    spills: list[Spill]
+    coverage: VocabCoverage
+
+
+def _encode_jobs(
+    config: TokenizeConfig,
+    runner: JobRunner | None,
+    positions: np.ndarray,
+    splits: np.ndarray,
+    layout: ShardLayout,
+    writer: ShardWriter,
+    obs_columns: tuple[str, ...],
+    vocab: _Vocab,
+    encode: Callable[[Any, int], Encoded],
+) -> list[EncodeJob]:
+    """The encode pass cut into ranges of whole batches: one range here, ``n_partitions`` on a runner."""
+    n = len(positions)
+    batch = config.source.batch_size
+    n_batches = math.ceil(n / batch)
+    parts = 1 if runner is None else max(1, min(runner.n_partitions, n_batches))
+    per_part = math.ceil(n_batches / parts) * batch  # whole batches per part
+    jobs = []
+    for part, first in enumerate(range(0, n, per_part)):
+        cells = slice(first, min(n, first + per_part))
+        jobs.append(
+            EncodeJob(
+                config=config,
+                part=part,
+                first_cell=first,
+                positions=positions[cells],
+                splits=splits[cells],
+                split_codes=writer.split_codes[cells],
+                slots=layout.slots[cells],
+                by_size=layout.bytes_per_shard is not None,
+                obs_columns=obs_columns,
+                tokens=vocab.tokens,
+                column_tokens=vocab.column_tokens,
+                encode=encode,
+                spill_dir=writer.spill_dir,
+            )
+        )
+    return jobs
+
+
+def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> EncodeResult:
+    """Tokenize one range of cells into spill files (opens and closes the source itself)."""
+    config = job.config
+    source = open_source(config.source)
+    spills: list[Spill] = []
+    coverage = VocabCoverage.of_genes(job.column_tokens)
+    total = job.first_cell + len(job.positions)
+    try:
+        done = 0
+        for batch in source.iter_batches(
+            job.positions,
+            var_positions=None,
+            batch_size=config.source.batch_size,
+            obs_columns=list(dict.fromkeys([*job.obs_columns, *config.context])),
+        ):
+            _check_counts(batch.X, config)
+            coverage = coverage.add(batch.X, job.column_tokens)
+            cells = slice(done, done + batch.n_cells)
+            table = _batch_table(job, batch, job.first_cell + done, job.splits[cells])
+            path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
+            spills.append(write_spill(path, table, job.split_codes[cells], job.slots[cells], job.by_size))
+            done += batch.n_cells
+            if progress is not None:
+                progress(job.first_cell + done, total)
+    finally:
+        source.close()
+    return EncodeResult(spills=spills, coverage=coverage)
+
+
+def _batch_table(job: EncodeJob, batch: Any, first_row: int, splits: np.ndarray) -> pa.Table:
+    """One batch of cells as shard rows: tokens, values, lengths, metadata, split."""
+    config = job.config
+    ids, offsets, values = job.encode(batch.X, first_row)
+    if config.context:
+        special = config.scheme == "rank" and config.special_tokens
+        ids, offsets, values = insert_context(
+            ids,
+            offsets,
+            _context_ids(batch.obs, config.context, job.tokens),
+            at=1 if special else 0,
+            max_len=config.max_len,
+            keep_tail=1 if special else 0,
+            values=values,
+        )
+    columns = {
+        "input_ids": ragged(ids, offsets, pa.int32()),
+        "length": pa.array(np.diff(offsets).astype(np.int32)),
+    }
+    if values is not None:
+        columns["values"] = ragged(values, offsets, pa.from_numpy_dtype(values.dtype))
+    for name in job.obs_columns:
+        column = batch.obs[name]
+        columns[name] = column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+    return pa.table(
+        {"cell_id": pa.array(batch.cell_ids.astype(str)), **columns, "split": pa.array(splits.astype(str))}
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -396,6 +513,8 @@ def _manifest(
         pq.write_table(table, sink)
         _write_bytes_atomic(config.out / "gene_medians.parquet", sink.getvalue().to_pybytes())
     spec = dataclasses.asdict(config)
+    for where in ("out", "overwrite"):  # where a store lives is no part of what it holds
+        spec.pop(where)
     spec["source"] = {
         k: v for k, v in spec["source"].items() if k not in ("out", "dry_run", "by", "overwrite")
     }

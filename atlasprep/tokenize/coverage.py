@@ -40,6 +40,14 @@ class VocabCoverage:
             counts_in_vocab=self.counts_in_vocab + inside,
         )
 
+    def merge(self, other: VocabCoverage) -> VocabCoverage:
+        """Both ranges' counts (the genes are the same input's)."""
+        return replace(
+            self,
+            total_counts=self.total_counts + other.total_counts,
+            counts_in_vocab=self.counts_in_vocab + other.counts_in_vocab,
+        )
+
     @property
     def gene_match(self) -> float:
         return self.n_genes_in_vocab / self.n_genes if self.n_genes else 0.0

@@ -1,0 +1,289 @@
+"""`atlasprep run`: a recipe's stages in order, each resumable, with every version pinned.
+
+Stages: ``harmonize`` (one AnnData input → ``harmonized.h5ad``), ``slice`` (an AnnData slice),
+``tokenize`` (the token store ``tokens/``); a later stage reads what the earlier one wrote.
+After a stage completes, a stamp (``.stages/<stage>.json``: a hash of the stage's resolved
+config) is written; re-running skips a stage whose stamp matches and whose output is there,
+and redoes the others (an interrupted tokenize resumes its own store). The resolved recipe,
+with every floating version pinned (the Census build, the ontology releases, the CELLxGENE
+schema, the gene annotation, atlasprep), is written next to the outputs as
+``recipe.resolved.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from atlasprep import __version__
+from atlasprep.errors import UsageError
+from atlasprep.harmonize.api import HarmonizeConfig, harmonize
+from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
+from atlasprep.reference.genes import GENE_ANNOTATIONS
+from atlasprep.run.recipe import Recipe
+from atlasprep.shard.sizes import parse_size
+from atlasprep.slice.api import SliceConfig, open_source, slice_cells
+from atlasprep.sources import CellFilter, ProgressCallback, experiment_name, resolve_filter
+from atlasprep.tokenize.api import JobRunner, TokenizeConfig, tokenize_cells
+
+__all__ = ["Plan", "StagePlan", "plan_recipe", "run_recipe"]
+
+log = logging.getLogger("atlasprep.run")
+
+_LIVE = ("stable", "latest")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StagePlan:
+    name: str
+    config: Any  # the library config the stage runs
+    output: Path
+    inputs: tuple[Path, ...] = ()  # local files it reads
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(_jsonable(self.config), sort_keys=True).encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.name,
+            "output": str(self.output),
+            "inputs": [{"path": str(p), "present": p.exists()} for p in self.inputs],
+            "config": _jsonable(self.config),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    recipe: Recipe
+    stages: tuple[StagePlan, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipe": str(self.recipe.path),
+            "name": self.recipe.name,
+            "out": str(self.recipe.out),
+            "stages": [s.to_json() for s in self.stages],
+            "pins": pins(self.stages),
+        }
+
+
+def plan_recipe(recipe: Recipe) -> Plan:
+    """The stages a recipe asks for, as the library configs they will run with."""
+    out = recipe.out
+    source = _source(recipe)
+    stages: list[StagePlan] = []
+    if recipe.has("harmonize"):
+        if len(source.inputs) != 1:
+            raise UsageError(f"{recipe.path}: [harmonize] needs exactly one file in [source] inputs")
+        h = recipe.table("harmonize")
+        config = HarmonizeConfig(
+            input=Path(source.inputs[0]),
+            out=out / "harmonized.h5ad",
+            maps=tuple((column, field) for column, field in h.pop("map", {}).items()),
+            sets=tuple((field, value) for field, value in h.pop("set", {}).items()),
+            report=out / "harmonize.report.json",
+            batch_size=source.batch_size,
+            overwrite=True,
+            **h,
+        )
+        stages.append(StagePlan(name="harmonize", config=config, output=config.out, inputs=(config.input,)))
+        source = replace(source, inputs=(str(config.out),), census=None, census_uri=None, layer=None)
+    if recipe.has("slice"):
+        target = recipe.table("slice").get("out") or out / "slice.h5ad"
+        config_slice = replace(source, out=Path(target), overwrite=True)
+        stages.append(
+            StagePlan(name="slice", config=config_slice, output=Path(target), inputs=_files(source))
+        )
+    if recipe.has("tokenize"):
+        t = recipe.table("tokenize")
+        shard_size = t.pop("shard_size", None)
+        config_tok = TokenizeConfig(
+            source=source,
+            out=out / "tokens",
+            shard_bytes=_bytes(recipe, shard_size) if shard_size else None,
+            **t,
+        )
+        stages.append(
+            StagePlan(name="tokenize", config=config_tok, output=config_tok.out, inputs=_files(source))
+        )
+    return Plan(recipe=recipe, stages=tuple(stages))
+
+
+def run_recipe(
+    plan: Plan,
+    *,
+    runner: JobRunner | None = None,
+    progress: Callable[[str], ProgressCallback | None] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the plan's stages in order, skipping those already done; returns the resolved recipe."""
+    out = plan.recipe.out
+    out.mkdir(parents=True, exist_ok=True)
+    stamps = out / ".stages"
+    stamps.mkdir(exist_ok=True)
+    results: dict[str, Any] = {}
+    for stage in plan.stages:
+        stamp = stamps / f"{stage.name}.json"
+        if _done(stage, stamp):
+            if announce:
+                announce(f"{stage.name}: done already ({stage.output})")
+            results[stage.name] = json.loads(stamp.read_text()).get("result", {})
+            continue
+        missing = [str(p) for p in stage.inputs if not p.exists()]
+        if missing:
+            raise UsageError(f"{stage.name}: input {', '.join(missing)} does not exist")
+        if announce:
+            announce(f"{stage.name}: running → {stage.output}")
+        callback = progress(stage.name) if progress else None
+        result = _run_stage(stage, runner, callback)
+        results[stage.name] = result
+        _write_json(stamp, {"fingerprint": stage.fingerprint, "result": result})
+    resolved = {
+        "recipe": str(plan.recipe.path),
+        "name": plan.recipe.name,
+        "description": plan.recipe.description,
+        "stages": [s.to_json() for s in plan.stages],
+        "pins": pins(plan.stages, results),
+    }
+    _write_json(out / "recipe.resolved.json", resolved)
+    return resolved
+
+
+def pins(stages: tuple[StagePlan, ...], results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every version a rerun needs to get the same corpus."""
+    census = None
+    for stage in stages:
+        config = stage.config
+        source = config.source if isinstance(config, TokenizeConfig) else config
+        if isinstance(source, SliceConfig) and (source.census or source.census_uri):
+            census = source.census or source.census_uri
+    built = None
+    for result in (results or {}).values():
+        built = result.get("census_version") or built
+    if census == "demo":
+        from atlasprep.demo import DEMO_VERSION
+
+        built = built or DEMO_VERSION
+    return {
+        "atlasprep": __version__,
+        "cellxgene_schema": SCHEMA_VERSION,
+        "ontologies": ontology_versions(),
+        "gene_annotations": dict(GENE_ANNOTATIONS),
+        "census": census,
+        "census_build": built or ("resolved when the run opens the Census" if census in _LIVE else census),
+    }
+
+
+def _run_stage(
+    stage: StagePlan, runner: JobRunner | None, progress: ProgressCallback | None
+) -> dict[str, Any]:
+    if stage.name == "harmonize":
+        stage.output.parent.mkdir(parents=True, exist_ok=True)
+        report = harmonize(stage.config, progress=progress)
+        return {"n_cells": report.n_cells, "unmapped": report.n_unmapped}
+    if stage.name == "slice":
+        stage.output.parent.mkdir(parents=True, exist_ok=True)
+        sliced = slice_cells(stage.config, progress=progress)
+        return {"n_cells": sliced.n_cells, **_census_version(sliced.source.to_json())}
+    if stage.name == "tokenize":
+        config: TokenizeConfig = stage.config
+        if (config.out / "manifest.json").exists():
+            config = replace(config, overwrite=True)  # done under another recipe: redo it
+        result = tokenize_cells(config, progress=progress, runner=runner)
+        manifest = result.manifest
+        return {
+            "n_cells": manifest["n_cells"],
+            "n_shards": len(manifest["shards"]),
+            **_census_version(manifest["source"]),
+        }
+    raise AssertionError(stage.name)
+
+
+def count_cells(stage: StagePlan) -> int | None:
+    """Cells a stage would read (dry run), where that needs no network; None otherwise."""
+    config = stage.config
+    source = config.source if isinstance(config, TokenizeConfig) else config
+    if not isinstance(source, SliceConfig) or any(not p.exists() for p in stage.inputs):
+        return None
+    if source.census is not None and source.census != "demo":
+        return None
+    opened = open_source(source)
+    try:
+        resolved = resolve_filter(source.filter, experiment_name(source.organism))
+        return len(opened.select(opened.compile(resolved)))
+    finally:
+        opened.close()
+
+
+def _done(stage: StagePlan, stamp: Path) -> bool:
+    if not stamp.exists() or not stage.output.exists():
+        return False
+    if stage.name == "tokenize" and not (stage.output / "manifest.json").exists():
+        return False
+    return bool(json.loads(stamp.read_text()).get("fingerprint") == stage.fingerprint)
+
+
+def _source(recipe: Recipe) -> SliceConfig:
+    values = recipe.table("source")
+    flt = recipe.table("filter")
+    all_data = flt.pop("all_data", False)
+    genes = values.pop("genes", None)
+    inputs = tuple(_local(recipe, str(p)) for p in values.pop("inputs", ()))
+    census_uri = values.pop("census_uri", None)
+    if census_uri and "://" not in census_uri:
+        census_uri = _local(recipe, census_uri)
+    return SliceConfig(
+        **values,
+        inputs=inputs,
+        census_uri=census_uri,
+        filter=CellFilter(**flt, primary_only=not all_data),
+        genes_file=genes,
+    )
+
+
+def _local(recipe: Recipe, path: str) -> str:
+    candidate = Path(path).expanduser()
+    return str(candidate if candidate.is_absolute() else os.path.normpath(recipe.path.parent / candidate))
+
+
+def _files(source: SliceConfig) -> tuple[Path, ...]:
+    files = [Path(p) for p in source.inputs]
+    if source.census_uri and "://" not in source.census_uri:
+        files.append(Path(source.census_uri))
+    return tuple(files)
+
+
+def _bytes(recipe: Recipe, size: str) -> int:
+    return parse_size(str(size), option=f"{recipe.path}: [tokenize] shard_size")
+
+
+def _census_version(info: dict[str, Any]) -> dict[str, Any]:
+    """The dated Census build a source resolved to (SourceInfo.to_json), where it has one."""
+    build = info.get("census_build")
+    return {"census_version": build} if build else {}
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)

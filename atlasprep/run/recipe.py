@@ -1,0 +1,209 @@
+"""TOML recipes: one file names a whole corpus build, loaded into the library's own configs.
+
+A recipe's tables are the stages' configs, key for key, so a recipe can say whatever the
+command line can, and nothing it cannot::
+
+    name = "demo"
+    [source]      # where cells come from: census | census_uri | inputs, organism, max_cells, …
+    [filter]      # which cells: cell_type, tissue, tissue_general, assay, disease, …, all_data
+    [harmonize]   # optional: map = {column = "field"}, set = {field = "value"}, mapping, …
+    [slice]       # optional: out = "cells.h5ad" (an AnnData slice next to the store)
+    [tokenize]    # optional: scheme, max_len, context, split_by, split, format, shard_size, …
+
+Every key is checked: an unknown one is an error naming the file, the table and the key, with
+the closest valid key. Relative paths are relative to the recipe file. ``--set table.key=value``
+overrides one value (parsed as a TOML value, else taken as a string).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from atlasprep.errors import UsageError
+from atlasprep.harmonize.api import HarmonizeConfig
+from atlasprep.slice.api import SliceConfig
+from atlasprep.sources import CellFilter
+from atlasprep.tokenize.api import TokenizeConfig
+
+__all__ = ["Recipe", "RecipeError", "load_recipe"]
+
+
+class RecipeError(UsageError):
+    """A recipe that cannot be loaded (exit 2)."""
+
+
+# table -> (config class, keys the pipeline sets itself, recipe-only keys)
+_TABLES: dict[str, tuple[type, frozenset[str], frozenset[str]]] = {
+    "source": (
+        SliceConfig,
+        frozenset({"filter", "out", "dry_run", "by", "allow_empty", "overwrite", "genes_file"}),
+        frozenset({"genes"}),
+    ),
+    "filter": (CellFilter, frozenset({"primary_only"}), frozenset({"all_data"})),
+    "harmonize": (
+        HarmonizeConfig,
+        frozenset({"input", "out", "overwrite", "report", "maps", "sets", "batch_size"}),
+        frozenset({"map", "set"}),
+    ),
+    "slice": (SliceConfig, frozenset(), frozenset({"out"})),
+    "tokenize": (
+        TokenizeConfig,
+        frozenset({"source", "out", "overwrite", "shard_bytes"}),
+        frozenset({"shard_size"}),
+    ),
+}
+_TOP = ("name", "description", "out", *_TABLES)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recipe:
+    """A loaded recipe: raw tables, checked, with paths resolved."""
+
+    path: Path
+    name: str
+    description: str
+    out: Path
+    tables: Mapping[str, Mapping[str, Any]]  # table -> key -> value (only the tables given)
+
+    def has(self, table: str) -> bool:
+        return table in self.tables
+
+    def table(self, name: str) -> dict[str, Any]:
+        return dict(self.tables.get(name, {}))
+
+
+def load_recipe(path: Path, overrides: tuple[str, ...] = (), out: Path | None = None) -> Recipe:
+    """Read, override (``table.key=value``) and check a recipe file."""
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    for item in overrides:
+        _override(path, data, item)
+    for key, value in data.items():
+        if key not in _TOP:
+            raise RecipeError(_unknown(path, "top level", key, _TOP))
+        if key in _TABLES and not isinstance(value, dict):
+            raise RecipeError(f"{path}: [{key}] must be a table")
+    tables = {name: _checked(path, name, data[name]) for name in _TABLES if name in data}
+    if "tokenize" not in tables and "slice" not in tables and "harmonize" not in tables:
+        raise RecipeError(f"{path}: a recipe needs at least one of [harmonize], [slice], [tokenize]")
+    name = str(data.get("name") or path.stem)
+    base = Path(str(data.get("out") or f"out/{name}"))
+    return Recipe(
+        path=path,
+        name=name,
+        description=str(data.get("description", "")),
+        out=out if out is not None else Path(os.path.normpath(path.parent / base)),
+        tables=tables,
+    )
+
+
+def _override(path: Path, data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"--set {item!r}: expected table.key=value (e.g. tokenize.max_len=1024)")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare string
+    *tables, last = key.strip().split(".")
+    node = data
+    for table in tables:
+        node = node.setdefault(table, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {item!r}: {table} is not a table in {path}")
+    node[last] = value
+
+
+def _checked(path: Path, table: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Each key known to the table's config, each value of its type; paths made absolute."""
+    cls, pipeline_keys, extra = _TABLES[table]
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in fields(cls) if f.name not in pipeline_keys] + sorted(extra)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise RecipeError(_unknown(path, f"[{table}]", key, allowed))
+        if key in extra:
+            out[key] = _extra_value(path, table, key, value)
+            continue
+        out[key] = _coerce(path, table, key, value, hints[key])
+    return out
+
+
+def _extra_value(path: Path, table: str, key: str, value: Any) -> Any:
+    if key in ("map", "set"):
+        if not isinstance(value, dict) or not all(isinstance(v, str | bool | int) for v in value.values()):
+            raise RecipeError(
+                f'{path}: [{table}] {key} must be a table of strings, e.g. {{celltype = "cell_type"}}'
+            )
+        return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+    if key in ("all_data",):
+        return _coerce(path, table, key, value, bool)
+    if key == "out" or key == "genes":
+        return _coerce(path, table, key, value, Path)
+    return _coerce(path, table, key, value, str)
+
+
+def _coerce(path: Path, table: str, key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the config field's type (Path, tuple, int, float, bool, str, or None-able)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _coerce(path, table, key, value, options[0])
+        for option in options:  # e.g. str | None, tuple | None
+            try:
+                return _coerce(path, table, key, value, option)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{path}: [{table}] {key} = {value!r} has the wrong type")
+    if hint is Path:
+        if not isinstance(value, str):
+            raise RecipeError(f"{path}: [{table}] {key} must be a path string")
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else Path(os.path.normpath(path.parent / candidate))
+    if origin is tuple:
+        items = value if isinstance(value, list) else [value]
+        if args and args[-1] is Ellipsis:
+            return tuple(_coerce(path, table, key, v, args[0]) for v in items)
+        if len(items) != len(args):
+            raise RecipeError(f"{path}: [{table}] {key} needs {len(args)} values, got {len(items)}")
+        return tuple(_coerce(path, table, key, v, a) for v, a in zip(items, args, strict=True))
+    if origin is typing.Literal:
+        if value not in args:
+            choices = ", ".join(map(repr, args))
+            raise RecipeError(f"{path}: [{table}] {key} = {value!r}: choose one of {choices}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{path}: [{table}] {key} must be true or false")
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    if dataclasses.is_dataclass(hint):
+        raise RecipeError(f"{path}: [{table}] {key} is set by the recipe's own tables")
+    raise RecipeError(f"{path}: [{table}] {key} = {value!r} is not a {getattr(hint, '__name__', hint)}")
+
+
+def _unknown(path: Path, where: str, key: str, allowed: Any) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{path}: {where} has no key {key!r}{hint} (valid: {', '.join(allowed)})"

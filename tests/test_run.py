@@ -1,0 +1,116 @@
+"""`atlasprep run`: every recipe loads and dry-runs; demo.toml runs; Dask gives the same bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from atlasprep.cli import app
+from atlasprep.run import load_recipe, plan_recipe
+from atlasprep.run.recipe import RecipeError
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+
+
+def test_the_recipes_the_issue_names_are_there():
+    names = {p.stem for p in RECIPES}
+    assert {"demo", "lung_immune", "liver_kidney_stream"} <= names
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_loads_and_dry_runs(recipe, tmp_path):
+    r = CliRunner().invoke(app, ["run", str(recipe), "--dry-run", "--json", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["stages"]
+    assert plan["pins"]["cellxgene_schema"] == "7.1.0"
+    assert not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+def test_demo_recipe_runs_end_to_end_resumes_and_pins(tmp_path):
+    out = tmp_path / "demo"
+    runner = CliRunner()
+    demo = str(RECIPES[0].parent / "demo.toml")
+    args = ["run", demo, "--out", str(out), "--set", "source.max_cells=3000", "--set", "tokenize.max_len=256"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.stderr
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    assert manifest["tokenizer"]["max_len"] == 256
+    assert manifest["tokenizer"]["shard_format"] == "zarr"
+    assert set(manifest["splits"]["n_cells"]) == {"train", "val", "test"}
+    resolved = json.loads((out / "recipe.resolved.json").read_text())
+    assert resolved["pins"]["census"] == "demo"
+    assert resolved["pins"]["census_build"]
+    assert resolved["pins"]["ontologies"]["CL"]
+    before = (out / "tokens" / "manifest.json").stat().st_mtime_ns
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.stderr
+    assert "done already" in again.stderr
+    assert (out / "tokens" / "manifest.json").stat().st_mtime_ns == before
+    changed = runner.invoke(app, [*args[:-1], "tokenize.max_len=128"])
+    assert changed.exit_code == 0, changed.stderr
+    assert json.loads((out / "tokens" / "manifest.json").read_text())["tokenizer"]["max_len"] == 128
+
+
+def _recipe(tmp_path, small_census, body=""):
+    path = tmp_path / "r.toml"
+    path.write_text(
+        f'name = "t"\n[source]\ncensus_uri = "{small_census}"\nbatch_size = 100\n[filter]\nall_data = true\n'
+        '[tokenize]\nscheme = "bin"\nmax_len = 64\nsplit_by = "donor_id"\nshard_cells = 200\n' + body
+    )
+    return path
+
+
+def test_dask_two_workers_give_the_same_bytes_as_local(tmp_path, small_census):
+    pytest.importorskip("distributed")
+    recipe = _recipe(tmp_path, small_census)
+    runner = CliRunner()
+    local = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.stderr
+    dask = runner.invoke(
+        app, ["run", str(recipe), "--out", str(tmp_path / "dask"), "--executor", "dask", "--workers", "2"]
+    )
+    assert dask.exit_code == 0, dask.stderr
+    a = (tmp_path / "local" / "tokens" / "manifest.json").read_bytes()
+    b = (tmp_path / "dask" / "tokens" / "manifest.json").read_bytes()
+    assert a == b  # shard checksums included
+    for shard in json.loads(a)["shards"]:
+        assert (tmp_path / "local" / "tokens" / shard["path"]).read_bytes() == (
+            tmp_path / "dask" / "tokens" / shard["path"]
+        ).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("max_lenght = 3\n", "[tokenize] has no key 'max_lenght'; did you mean 'max_len'?"),
+        ("format = 'parquet'\n", "choose one of"),
+        ("[tokenise]\n", "top level has no key 'tokenise'; did you mean 'tokenize'?"),
+        ("split = [0.5, 0.5]\n", "needs 3 values"),
+    ],
+)
+def test_bad_recipes_name_file_table_and_key(tmp_path, small_census, body, message):
+    recipe = _recipe(tmp_path, small_census, body)
+    with pytest.raises(RecipeError) as caught:
+        plan_recipe(load_recipe(recipe))
+    assert str(recipe) in str(caught.value)
+    assert message in str(caught.value)
+    r = CliRunner().invoke(app, ["run", str(recipe), "--dry-run"])
+    assert r.exit_code == 2
+    assert r.stderr.startswith("Error:")
+
+
+def test_set_overrides_parse_toml_values_and_executor_options_are_checked(tmp_path, small_census):
+    recipe = load_recipe(
+        _recipe(tmp_path, small_census), ("tokenize.context=['assay']", "filter.tissue=lung")
+    )
+    plan = plan_recipe(recipe)
+    tokenize = plan.stages[-1].config
+    assert tokenize.context == ("assay",)
+    assert tokenize.source.filter.tissue == ("lung",)
+    r = CliRunner().invoke(app, ["run", str(recipe.path), "--workers", "2"])
+    assert r.exit_code == 2
+    assert "--executor dask" in r.stderr
