@@ -63,8 +63,9 @@ def _root(
     logging.getLogger("atlasprep").setLevel(level)
 
 
-def command(name: str, **kwargs: Any) -> Callable[[F], F]:
-    """Register a command whose library errors become ``Error: …`` and the error's exit code."""
+def command(name: str, *, group: typer.Typer | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command (on ``group``, else the root) whose library errors become
+    ``Error: …`` and the error's exit code."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -75,7 +76,7 @@ def command(name: str, **kwargs: Any) -> Callable[[F], F]:
                 err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
                 raise typer.Exit(exc.exit_code) from None
 
-        app.command(name, **kwargs)(wrapper)
+        (group or app).command(name, **kwargs)(wrapper)
         return func
 
     return decorate
@@ -83,6 +84,7 @@ def command(name: str, **kwargs: Any) -> Callable[[F], F]:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
+    from atlasprep.cli import align as _align  # noqa: F401
     from atlasprep.cli import harmonize as _harmonize  # noqa: F401
     from atlasprep.cli import run as _run  # noqa: F401
     from atlasprep.cli import slice as _slice  # noqa: F401

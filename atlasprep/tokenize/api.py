@@ -112,7 +112,8 @@ class TokenizeResult:
 class JobRunner(Protocol):
     """Runs encode jobs somewhere (a Dask cluster: :class:`atlasprep.run.DaskRunner`)."""
 
-    n_partitions: int
+    @property
+    def n_partitions(self) -> int: ...
 
     def map(
         self, fn: Callable[[EncodeJob], EncodeResult], jobs: Sequence[EncodeJob]

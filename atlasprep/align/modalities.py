@@ -1,0 +1,268 @@
+"""Load one modality of an input file as AnnData, whatever the file is.
+
+An input is a path, optionally followed by ``:NAME`` for an ``.h5mu`` (``data.h5mu:atac``).
+What each kind of file gives for the requested modality (``rna``, ``atac`` or ``prot``):
+
+* 10x output (``filtered_feature_bc_matrix`` directory, a ``.tar.gz`` of one, or a ``.h5``):
+  the features of the modality's type — "Gene Expression", "Peaks", "Antibody Capture".
+  One file may serve several modalities (``--rna m.tar.gz --protein m.tar.gz``); it is read
+  once.
+* ``.h5mu``: the modality named after the colon, else the first of ``rna``/``gex``,
+  ``atac``/``peaks``, ``prot``/``protein``/``adt`` that the file has.
+* ``.h5ad`` or ``.zarr`` AnnData: for protein, ``obsm["protein_expression"]`` when present
+  (CITE-seq files from scvi-tools keep ADT counts there, names in ``uns["protein_names"]``
+  or as DataFrame columns); otherwise X.
+
+Whenever ``var["feature_types"]`` mixes types, only the requested type is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anndata as ad
+import h5py
+import mudata as md  # type: ignore[import-untyped, unused-ignore]
+import numpy as np
+import pandas as pd
+import zarr
+from anndata import OldFormatWarning
+from anndata.io import read_elem
+
+from atlasprep.align.tenx import FeatureType, is_10x_dir, is_10x_tar, read_10x, select_feature_type
+from atlasprep.errors import InputFormatError, SourceError
+
+__all__ = [
+    "FEATURE_TYPES",
+    "FLAGS",
+    "H5MU_NAMES",
+    "InputKind",
+    "LoadedModality",
+    "Modality",
+    "ModalityInput",
+    "load_modalities",
+    "load_modality",
+    "parse_input",
+]
+
+log = logging.getLogger("atlasprep.align")
+
+Modality = Literal["rna", "atac", "prot"]
+InputKind = Literal["10x", "h5mu", "h5ad", "zarr"]
+
+FLAGS: dict[Modality, str] = {"rna": "--rna", "atac": "--atac", "prot": "--protein"}
+FEATURE_TYPES: dict[Modality, FeatureType] = {
+    "rna": "Gene Expression",
+    "atac": "Peaks",
+    "prot": "Antibody Capture",
+}
+H5MU_NAMES: dict[Modality, tuple[str, ...]] = {
+    "rna": ("rna", "gex"),
+    "atac": ("atac", "peaks"),
+    "prot": ("prot", "protein", "adt"),
+}
+PROTEIN_OBSM = "protein_expression"
+PROTEIN_NAMES = "protein_names"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModalityInput:
+    """Where one modality comes from."""
+
+    modality: Modality
+    path: Path
+    kind: InputKind
+    h5mu_modality: str | None = None  # the ``:NAME`` suffix, for h5mu only
+
+    @property
+    def flag(self) -> str:
+        return FLAGS[self.modality]
+
+    def describe(self) -> str:
+        return f"{self.path}:{self.h5mu_modality}" if self.h5mu_modality else str(self.path)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class LoadedModality:
+    """One modality's cells (obs names are the file's raw barcodes) and where they came from."""
+
+    input: ModalityInput
+    adata: ad.AnnData
+    source: str  # what was read, for the report: "x.h5mu:rna", "x.h5ad obsm['protein_expression']"
+
+
+def parse_input(spec: str | os.PathLike[str], modality: Modality) -> ModalityInput:
+    """Split ``path[:name]`` and tell the kind of file; errors name the flag."""
+    text = os.fspath(spec)
+    flag = FLAGS[modality]
+    name: str | None = None
+    head, sep, tail = text.rpartition(":")
+    if sep and not Path(text).exists() and (head.endswith(".h5mu") or Path(head).exists()):
+        text, name = head, tail
+        if not name:
+            raise InputFormatError(f"{flag} {spec}: empty modality name after ':'")
+    path = Path(text)
+    if not path.exists():
+        raise SourceError(f"{flag} {path}: no such file or directory")
+    kind = _kind_of(path, flag)
+    if name is not None and kind != "h5mu":
+        raise InputFormatError(f"{flag} {spec}: ':{name}' picks a modality of an .h5mu file only")
+    return ModalityInput(modality=modality, path=path, kind=kind, h5mu_modality=name)
+
+
+def _kind_of(path: Path, flag: str) -> InputKind:
+    if path.suffix == ".h5mu":
+        return "h5mu"
+    if path.suffix == ".h5ad":
+        return "h5ad"
+    if path.suffix == ".zarr" or path.name.endswith(".zarr.zip"):
+        return "zarr"
+    if path.suffix == ".h5" or is_10x_tar(path):
+        return "10x"
+    if path.is_dir() and (is_10x_dir(path) or is_10x_dir(path / "filtered_feature_bc_matrix")):
+        return "10x"
+    raise InputFormatError(
+        f"{flag} {path}: unknown input; give an .h5ad, .zarr, .h5mu[:modality], a 10x .h5, "
+        "a filtered_feature_bc_matrix directory or a .tar.gz of one"
+    )
+
+
+def load_modality(spec: str | os.PathLike[str], modality: Modality) -> LoadedModality:
+    return load_modalities({modality: spec})[modality]
+
+
+def load_modalities(specs: Mapping[Modality, str | os.PathLike[str]]) -> dict[Modality, LoadedModality]:
+    """Each requested modality; a 10x file named for several modalities is read once."""
+    inputs = {modality: parse_input(spec, modality) for modality, spec in specs.items()}
+    tenx_cache: dict[Path, ad.AnnData] = {}
+    loaded: dict[Modality, LoadedModality] = {}
+    for modality, inp in inputs.items():
+        if inp.kind == "10x":
+            key = inp.path.resolve()
+            if key not in tenx_cache:
+                tenx_cache[key] = read_10x(inp.path)
+            adata = select_feature_type(
+                tenx_cache[key], FEATURE_TYPES[modality], where=f"{inp.flag} {inp.path}"
+            )
+            source = f"{inp.path} [{FEATURE_TYPES[modality]}]"
+        elif inp.kind == "h5mu":
+            adata, source = _load_h5mu(inp)
+        else:
+            adata, source = _load_anndata(inp)
+        if adata.n_obs == 0:
+            raise InputFormatError(f"{inp.flag} {source}: no cells")
+        loaded[modality] = LoadedModality(input=inp, adata=adata, source=source)
+        log.info("%s: %d cells × %d features from %s", modality, adata.n_obs, adata.n_vars, source)
+    return loaded
+
+
+def _load_h5mu(inp: ModalityInput) -> tuple[ad.AnnData, str]:
+    try:
+        with h5py.File(inp.path, "r") as handle:
+            present = list(handle["mod"].keys()) if "mod" in handle else []
+    except OSError as exc:
+        raise SourceError(f"{inp.flag} {inp.path}: cannot open as HDF5 ({exc})") from None
+    if not present:
+        raise InputFormatError(f"{inp.flag} {inp.path}: no modalities under /mod; is it a MuData file?")
+    if inp.h5mu_modality is not None:
+        name = inp.h5mu_modality
+        if name not in present:
+            raise InputFormatError(
+                f"{inp.flag} {inp.describe()}: no modality {name!r} in the file (it has {', '.join(present)})"
+            )
+    else:
+        found = [n for n in H5MU_NAMES[inp.modality] if n in present]
+        if not found:
+            raise InputFormatError(
+                f"{inp.flag} {inp.path}: no modality called {' or '.join(H5MU_NAMES[inp.modality])} "
+                f"(it has {', '.join(present)}); name one as {inp.path}:NAME"
+            )
+        name = found[0]
+    with warnings.catch_warnings():
+        # files written by older muon lack encoding attributes; anndata reads them fine
+        warnings.simplefilter("ignore", OldFormatWarning)
+        adata = md.read_h5ad(inp.path, name)
+    source = f"{inp.path}:{name}"
+    return _only_feature_type(adata, inp.modality, source), source
+
+
+def _load_anndata(inp: ModalityInput) -> tuple[ad.AnnData, str]:
+    if inp.modality == "prot":
+        protein = _obsm_protein(inp)
+        if protein is not None:
+            return protein, f"{inp.path} obsm[{PROTEIN_OBSM!r}]"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OldFormatWarning)
+        try:
+            if inp.kind == "h5ad":
+                adata = ad.read_h5ad(inp.path)
+            elif inp.path.name.endswith(".zip"):
+                store = zarr.storage.ZipStore(inp.path, mode="r")
+                try:
+                    adata = ad.read_zarr(store)
+                finally:
+                    store.close()
+            else:
+                adata = ad.read_zarr(inp.path)
+        except (OSError, KeyError) as exc:
+            raise SourceError(f"{inp.flag} {inp.path}: cannot read as AnnData ({exc})") from None
+    return _only_feature_type(adata, inp.modality, str(inp.path)), str(inp.path)
+
+
+def _obsm_protein(inp: ModalityInput) -> ad.AnnData | None:
+    """ADT counts kept beside RNA in ``obsm["protein_expression"]``; None when there are none.
+    Reads only obs names, that matrix and the names, never X."""
+    if inp.kind != "h5ad":
+        return None
+    try:
+        handle = h5py.File(inp.path, "r")
+    except OSError as exc:
+        raise SourceError(f"{inp.flag} {inp.path}: cannot open as HDF5 ({exc})") from None
+    with handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore", OldFormatWarning)
+        if "obsm" not in handle or PROTEIN_OBSM not in handle["obsm"]:
+            return None
+        values: Any = read_elem(handle["obsm"][PROTEIN_OBSM])
+        obs_names = read_elem(handle["obs"]).index
+        names: Any = None
+        if "uns" in handle and PROTEIN_NAMES in handle["uns"]:
+            names = read_elem(handle["uns"][PROTEIN_NAMES])
+    if isinstance(values, pd.DataFrame):
+        names = values.columns if names is None else names
+        values = values.to_numpy()
+    matrix = np.asarray(values)
+    if names is None:
+        raise InputFormatError(
+            f"{inp.flag} {inp.path}: obsm[{PROTEIN_OBSM!r}] has no protein names; "
+            f"store them in uns[{PROTEIN_NAMES!r}]"
+        )
+    var_names = pd.Index(np.asarray(names).astype(str))
+    if matrix.ndim != 2 or matrix.shape != (len(obs_names), len(var_names)):
+        raise InputFormatError(
+            f"{inp.flag} {inp.path}: obsm[{PROTEIN_OBSM!r}] is {matrix.shape}, but there are "
+            f"{len(obs_names)} cells and {len(var_names)} names in uns[{PROTEIN_NAMES!r}]"
+        )
+    return ad.AnnData(
+        X=matrix.astype(np.float32),
+        obs=pd.DataFrame(index=pd.Index(obs_names.astype(str))),
+        var=pd.DataFrame(
+            {"feature_types": pd.Categorical(["Antibody Capture"] * len(var_names))}, index=var_names
+        ),
+    )
+
+
+def _only_feature_type(adata: ad.AnnData, modality: Modality, source: str) -> ad.AnnData:
+    """Drop other modalities' features when ``var["feature_types"]`` mixes them."""
+    if "feature_types" not in adata.var.columns:
+        return adata
+    types = adata.var["feature_types"].astype(str)
+    wanted = FEATURE_TYPES[modality]
+    if types.nunique() > 1 and (types == wanted).any():
+        return select_feature_type(adata, wanted, where=source)
+    return adata
