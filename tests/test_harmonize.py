@@ -105,7 +105,10 @@ def test_wu2020_harmonized_validated_and_tokenized(tmp_path):
     kept = set(harmonized.var["feature_name"])
     columns = [i for i, g in enumerate(original.var_names) if g in kept]
     assert harmonized.X.sum() == pytest.approx(original.X[:, columns].sum())
-    # tokenize --scheme rank takes it as it is
+    # atlasprep validate passes it (CELLxGENE schema rules), then tokenize --scheme rank takes it
+    checked = runner.invoke(app, ["validate", str(out), "--json"])
+    assert checked.exit_code == 0, checked.stdout
+    assert json.loads(checked.stdout)["problems"] == []
     t = runner.invoke(
         app,
         ["tokenize", "--input", str(out), "--scheme", "rank", "--split-by", "donor_id", "--out",

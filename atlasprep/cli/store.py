@@ -12,6 +12,7 @@ from rich.table import Table
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._render import counts_table
 from atlasprep.errors import UsageError
+from atlasprep.harmonize.validate import validate_anndata
 from atlasprep.shard import inspect_store, validate_store
 from atlasprep.shard.plot import plot_summary
 from atlasprep.shard.store import stored_columns
@@ -64,16 +65,54 @@ def inspect_command(
 @command(
     "validate",
     help=(
-        "Check a token store against its manifest: every shard's sha256, cell and token counts, token ids "
-        "within the vocabulary, no split leakage. Exit 1 listing each problem.\n\n"
-        "Examples:\n\n  atlasprep validate store/"
+        "Check a token store or an AnnData slice. A token store (a directory with manifest.json): every "
+        "shard's sha256, cell and token counts, token ids within the vocabulary, no split leakage. A slice "
+        "(.h5ad/.zarr): the CELLxGENE schema rules a corpus depends on (required obs columns; each "
+        "*_ontology_term_id a live term of the right ontology and branch; labels consistent with IDs; one "
+        "organism; unique names; var indexed by Ensembl IDs; raw counts integer and non-negative), with "
+        "--profile hca the HCA Tier 1 fields, and with --asctb the cell types an ASCT+B table lists for the "
+        "tissues. Prints the schema and ontology releases it checks against; exit 1 listing each problem "
+        "with its column and how many cells.\n\n"
+        "Examples:\n\n  atlasprep validate store/\n\n  atlasprep validate wu2020.cxg.h5ad\n\n"
+        "  atlasprep validate heart.h5ad --profile hca --asctb ASCT-B_VH_Heart.csv --json"
     ),
 )
-def validate_command(store: Path = typer.Argument(..., help="A token store directory.")) -> None:
-    problems = validate_store(store)
-    if problems:
-        for problem in problems:
-            typer.echo(str(problem))
-        err_console.print(f"[bold red]{len(problems)} problem(s)[/] in {store}")
+def validate_command(
+    path: Path = typer.Argument(..., help="A token store directory, or an .h5ad/.zarr slice."),
+    profile: str = typer.Option("cellxgene", "--profile", help="Slices: cellxgene | hca (adds HCA Tier 1)."),
+    asctb: Path | None = typer.Option(None, "--asctb", help="Slices: an ASCT+B table (CSV) to check with."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    if (path / "manifest.json").exists() or (path.is_dir() and path.suffix != ".zarr"):
+        if asctb is not None or profile != "cellxgene":
+            raise UsageError("--profile and --asctb check slices, not token stores")
+        problems = [str(p) for p in validate_store(path)]
+        if as_json:
+            typer.echo(json.dumps({"path": str(path), "kind": "token store", "problems": problems}, indent=2))
+        else:
+            for problem in problems:
+                typer.echo(problem)
+        _verdict(path, len(problems), 0, as_json=as_json)
+        return
+    if profile not in ("cellxgene", "hca"):
+        raise UsageError(f"--profile {profile!r}: choose cellxgene or hca")
+    report = validate_anndata(path, profile=profile, asctb=asctb)  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(report.ontology_versions.items()))
+        err_console.print(f"checked against CELLxGENE schema {report.schema_version}; {versions}")
+        for found in report.problems:
+            typer.echo(str(found))
+        for warning in report.warnings:
+            err_console.print(f"[yellow]warning[/] {warning}")
+    _verdict(path, len(report.problems), len(report.warnings), as_json=as_json)
+
+
+def _verdict(path: Path, n_problems: int, n_warnings: int, *, as_json: bool) -> None:
+    """Exit 1 on problems; else say it is valid (on stderr when stdout carries JSON)."""
+    if n_problems:
+        err_console.print(f"[bold red]{n_problems} problem(s)[/] in {path}")
         raise typer.Exit(1)
-    typer.echo(f"{store}: valid")
+    suffix = f" ({n_warnings} warning(s))" if n_warnings else ""
+    typer.echo(f"{path}: valid{suffix}", err=as_json)
