@@ -87,3 +87,77 @@ def barcodes_command(
             f"{m.match_fraction:.1%}",
         )
     Console().print(table)
+
+
+@command(
+    "ccf",
+    group=align_app,
+    help=(
+        "Register a spatial section into the HRA Common Coordinate Framework: cell coordinates "
+        "(obsm['spatial'] in pixels × --pixel-size µm, at --section-z mm in the tissue block) are carried "
+        "through the block's RUI placement into the reference organ (obsm['ccf'], mm); each cell gets the "
+        "organ's anatomical structures that contain it (mesh containment), as UBERON IDs via the crosswalk "
+        "(obs['anatomical_structure_ontology_term_id']). --neighbors K adds a spatial kNN graph (obsp); "
+        "--bin-size mm adds obs['spatial_bin'], the spatial context token for tokenize. Without a "
+        "registration only neighbors and bins on the section's own coordinates are made.\n\n"
+        "Examples:\n\n"
+        "  atlasprep align ccf --spatial section.h5ad --registration block.json --reference-organ "
+        "VH_F_Heart.glb --crosswalk ASCT-B_3D_Models_Mapping.csv --pixel-size 0.5 --bin-size 1 "
+        "--out registered.h5ad\n\n"
+        "  atlasprep align ccf --spatial mpfc-starmap.loom --neighbors 6 --bin-size 0.5 --out starmap.h5ad"
+    ),
+)
+def ccf_command(
+    spatial: Path = typer.Option(..., "--spatial", help="The section: .h5ad, .zarr or .loom."),
+    out: Path = typer.Option(..., "--out", "-o", help="The registered section (.h5ad or .zarr)."),
+    registration: Path | None = typer.Option(None, "--registration", help="RUI registration (JSON/JSON-LD)."),
+    registration_id: str | None = typer.Option(
+        None, "--registration-id", help="Which block of a JSON-LD collection (its @id)."
+    ),
+    reference_organ: Path | None = typer.Option(None, "--reference-organ", help="The HRA organ (.glb)."),
+    crosswalk: Path | None = typer.Option(None, "--crosswalk", help="3D node name → ontology ID (CSV)."),
+    pixel_size: float = typer.Option(1.0, "--pixel-size", help="µm per pixel of obsm['spatial']."),
+    section_z: float | None = typer.Option(
+        None, "--section-z", help="Depth of the section in the block, mm from its −z face [default: middle]."
+    ),
+    neighbors: int | None = typer.Option(None, "--neighbors", help="Add a spatial kNN graph (K neighbours)."),
+    bin_size: float | None = typer.Option(None, "--bin-size", help="Add 3-D spatial bins of this size (mm)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON."),
+) -> None:
+    from atlasprep.align.ccf import ccf_command_impl
+
+    summary = ccf_command_impl(
+        spatial,
+        out,
+        registration=registration,
+        reference_organ=reference_organ,
+        crosswalk=crosswalk,
+        registration_id=registration_id,
+        pixel_size_um=pixel_size,
+        section_z_mm=section_z,
+        neighbors=neighbors,
+        bin_size_mm=bin_size,
+        overwrite=overwrite,
+    )
+    payload = {
+        "out": str(summary.out),
+        "n_cells": summary.n_obs,
+        "registration": summary.registration_id,
+        "target": summary.target,
+        "cells_in_structures": summary.n_in_structures,
+        "structures": dict(summary.structures or {}),
+        "n_bins": summary.n_bins,
+        "neighbors": summary.n_neighbors,
+    }
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(
+        f"{summary.out}: {summary.n_obs:,} cells"
+        + (f"; {summary.n_in_structures:,} inside structures of {summary.target}" if summary.target else "")
+        + (f"; {summary.n_bins:,} spatial bins" if summary.n_bins else "")
+        + (f"; {summary.n_neighbors}-NN graph" if summary.n_neighbors else "")
+    )
+    for term, n in (summary.structures or {}).items():
+        typer.echo(f"  {term}: {n:,} cells")

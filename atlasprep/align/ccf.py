@@ -1,0 +1,576 @@
+"""`align ccf`: place a spatial section in an HRA reference organ, and give its cells the
+anatomical structures that contain them, spatial neighbours and 3-D spatial bins.
+
+Frames and units, from the section to the organ:
+
+1. **Section** — ``obsm["spatial"]`` (x, y per cell, in pixels, as scanpy/squidpy store it)
+   times ``pixel_size_um`` gives micrometres in the section plane.
+2. **Block** — a RUI block is a box centred on its own origin (corners at ±dimension/2 mm;
+   :mod:`atlasprep.align.rui`). A section is a plane of the block parallel to its x–y face
+   (the RUI cuts blocks into ``slice_count`` slices along z): section x → block x, section y →
+   block y, unchanged in direction. ``section_z_mm`` is the section's depth from the block's
+   −z face (0 … z_dimension; default the mid-plane). The registration says where the block is,
+   not where in the block the section lies, so the section's bounding box is centred on the
+   block face; a section wider than the face is an input error (usually a wrong pixel size).
+   In-plane rotation or mirroring of the image within the block is unknown to the RUI and
+   not modelled.
+3. **Organ** — the placement carries block-local mm to the reference organ's frame
+   (``T + Rx·Ry·Rz·(S ⊙ p)``, mm, origin at the organ's bounding-box corner;
+   :mod:`atlasprep.align.organ`): ``obsm["ccf"]`` (n × 3, mm).
+
+Each cell then gets every mesh of the organ that contains it (:func:`structures_at`), as
+ontology IDs through the crosswalk: ``obs["ccf_structure_ontology_term_ids"]`` lists them
+most specific first, ``;``-joined; ``obs["anatomical_structure_ontology_term_id"]`` (and
+``obs["anatomical_structure"]``, its label) is the most specific one — the smallest enclosed
+volume, so the septum (79 cm³) wins over the left ventricle mesh that overlaps it (274 cm³).
+IDs are UBERON where the crosswalk has one and FMA otherwise (the papillary muscles and a few
+vessels: ``FMA:7264``). Cells in no structure get ``unknown`` and an empty list.
+``uns["ccf"]`` keeps the registration: target, placement, block size, the block's own
+``ccf_annotations`` (its collision set as the RUI recorded it) and the 4 × 4 block → organ
+matrix.
+
+The placement is optional; neighbours and bins work on any section. ``neighbors=K`` adds a
+k-nearest-neighbour graph on the section's µm coordinates (``obsp["spatial_connectivities"]``,
+symmetric 0/1; ``obsp["spatial_distances"]``, each cell's K nearest others in µm; CSR, the
+squidpy layout). ``bin_size_mm`` adds ``obs["spatial_bin"]`` (``x12_y3_z7``: floor of each
+coordinate over the bin size) from the organ frame when placed — comparable across sections
+of the same organ — else from the section's own µm coordinates (as mm) with z = section_z.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from atlasprep.align.organ import (
+    Crosswalk,
+    ReferenceOrgan,
+    contains_points,
+    load_reference_organ,
+    read_crosswalk,
+)
+from atlasprep.align.rui import Registration, iri_fragment, read_registration
+from atlasprep.errors import InputFormatError, OutputExistsError, SourceError, UsageError
+from atlasprep.slice.writer import format_of, remove_path
+
+__all__ = [
+    "ALL_TERMS_COLUMN",
+    "BIN_COLUMN",
+    "CCF_KEY",
+    "DEFAULT_PIXEL_SIZE_UM",
+    "LABEL_COLUMN",
+    "TERM_COLUMN",
+    "CcfSummary",
+    "block_center",
+    "block_corners",
+    "ccf_command_impl",
+    "containment",
+    "placement_matrix",
+    "read_spatial",
+    "register_section",
+    "section_to_block",
+    "spatial_bin_labels",
+    "spatial_bins",
+    "spatial_neighbors",
+    "structures_at",
+]
+
+log = logging.getLogger("atlasprep.align")
+
+DEFAULT_PIXEL_SIZE_UM = 1.0
+SPATIAL_KEY = "spatial"
+CCF_KEY = "ccf"
+TERM_COLUMN = "anatomical_structure_ontology_term_id"
+LABEL_COLUMN = "anatomical_structure"
+ALL_TERMS_COLUMN = "ccf_structure_ontology_term_ids"
+BIN_COLUMN = "spatial_bin"
+UNKNOWN = "unknown"
+
+_BIN_BITS = 21  # per axis: bin indices in [-2**20, 2**20)
+_BIN_OFFSET = 1 << (_BIN_BITS - 1)
+_BIN_MASK = (1 << _BIN_BITS) - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CcfSummary:
+    """What :func:`ccf_command_impl` wrote, for the CLI to render."""
+
+    out: Path
+    n_obs: int
+    registration_id: str = ""
+    target: str = ""
+    n_in_structures: int = 0  # cells inside at least one structure
+    structures: Mapping[str, int] | None = None  # most specific term → cells
+    n_bins: int = 0
+    n_neighbors: int = 0
+
+
+# -- geometry -------------------------------------------------------------------------------
+
+
+def _rotation(axis: str, degrees: float) -> np.ndarray:
+    t = np.radians(degrees)
+    c, s = np.cos(t), np.sin(t)
+    if axis == "X":
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    if axis == "Y":
+        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def placement_matrix(registration: Registration) -> np.ndarray:
+    """4 × 4 matrix from block-local mm (origin at the block centre) to the organ frame (mm)."""
+    p = registration.placement
+    angles = dict(zip("XYZ", p.rotation_deg, strict=True))
+    rotation = np.eye(3)
+    for axis in p.rotation_order:  # "XYZ" → Rx·Ry·Rz, math.gl's rotateXYZ
+        rotation = rotation @ _rotation(axis, angles[axis])
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation @ np.diag(p.scaling)
+    matrix[:3, 3] = p.translation_mm
+    return matrix
+
+
+def block_center(registration: Registration) -> np.ndarray:
+    """The block's centre in the organ frame (mm): its translation."""
+    return placement_matrix(registration)[:3, 3].copy()
+
+
+def block_corners(registration: Registration) -> np.ndarray:
+    """The block's 8 corners in the organ frame (mm)."""
+    half = np.asarray(registration.dimensions_mm) / 2.0
+    signs = np.array(np.meshgrid([-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], indexing="ij")).reshape(3, -1).T
+    return _apply(placement_matrix(registration), signs * half)
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def section_to_block(
+    spatial_px: np.ndarray,
+    *,
+    pixel_size_um: float,
+    section_z_mm: float,
+    dimensions_mm: tuple[float, float, float],
+) -> np.ndarray:
+    """Section pixels (n × 2) → block-local mm (n × 3), the section centred on the block face."""
+    xy = np.asarray(spatial_px, dtype=np.float64)[:, :2] * (pixel_size_um / 1000.0)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    extent, face = hi - lo, np.asarray(dimensions_mm[:2])
+    if np.any(extent > face * (1 + 1e-9)):
+        raise InputFormatError(
+            f"the section spans {extent[0]:.3g} × {extent[1]:.3g} mm at {pixel_size_um:g} µm per pixel, "
+            f"but the block face is {face[0]:g} × {face[1]:g} mm; check --pixel-size (µm per pixel of "
+            "obsm['spatial'])"
+        )
+    z = np.full((len(xy), 1), section_z_mm - dimensions_mm[2] / 2.0)
+    return np.hstack([xy - (lo + hi) / 2.0, z])
+
+
+def containment(points_mm: np.ndarray, organ: ReferenceOrgan) -> np.ndarray:
+    """Boolean n × m: point i lies inside ``organ.structures[j]`` (organ frame, mm)."""
+    points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
+    inside = np.zeros((len(points), len(organ.structures)), dtype=bool)
+    for j, structure in enumerate(organ.structures):  # one mesh at a time, all points at once
+        inside[:, j] = contains_points(structure, points)
+    return inside
+
+
+def _specific_first(organ: ReferenceOrgan) -> np.ndarray:
+    volumes = np.array([s.volume_mm3 for s in organ.structures])
+    return np.argsort(volumes, kind="stable")
+
+
+def structures_at(points_mm: np.ndarray, organ: ReferenceOrgan) -> list[list[str]]:
+    """The mesh nodes containing each point, most specific (smallest volume) first."""
+    order = _specific_first(organ)
+    inside = containment(points_mm, organ)[:, order]
+    names = np.array([organ.structures[j].node for j in order], dtype=object)
+    return [names[row].tolist() for row in inside]  # building the output; the tests ran vectorised
+
+
+# -- bins and neighbours --------------------------------------------------------------------
+
+
+def spatial_bins(points_mm: np.ndarray, bin_size_mm: float) -> np.ndarray:
+    """Stable int64 3-D bin ids: each axis' ``floor(coordinate / bin_size_mm)`` packed in 21 bits."""
+    if not bin_size_mm > 0:
+        raise UsageError(f"--bin-size must be > 0 mm, got {bin_size_mm}")
+    points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
+    if not np.isfinite(points).all():
+        raise InputFormatError("spatial bins: some coordinates are NaN or infinite")
+    index = np.floor(points / bin_size_mm)
+    if np.any(np.abs(index) >= _BIN_OFFSET):
+        raise UsageError(
+            f"--bin-size {bin_size_mm} mm gives more than 2**20 bins along an axis; use larger bins"
+        )
+    shifted = index.astype(np.int64) + _BIN_OFFSET
+    return (shifted[:, 0] << (2 * _BIN_BITS)) | (shifted[:, 1] << _BIN_BITS) | shifted[:, 2]
+
+
+def _bin_indices(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = np.asarray(ids, dtype=np.int64)
+    return (
+        ((ids >> (2 * _BIN_BITS)) & _BIN_MASK) - _BIN_OFFSET,
+        ((ids >> _BIN_BITS) & _BIN_MASK) - _BIN_OFFSET,
+        (ids & _BIN_MASK) - _BIN_OFFSET,
+    )
+
+
+def spatial_bin_labels(ids: np.ndarray) -> pd.Categorical:
+    """Bin ids as labels ``x12_y3_z7`` (a categorical; one label per distinct bin is built)."""
+    unique, codes = np.unique(np.asarray(ids, dtype=np.int64), return_inverse=True)
+    ix, iy, iz = (a.astype(str) for a in _bin_indices(unique))
+    labels = np.char.add(np.char.add(np.char.add(np.char.add(np.char.add("x", ix), "_y"), iy), "_z"), iz)
+    return pd.Categorical.from_codes(codes.reshape(-1), categories=pd.Index(labels.astype(object)))
+
+
+def spatial_neighbors(points: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """kNN graph: (connectivities, distances), CSR n × n. Distances hold each point's
+    ``n_neighbors`` nearest others; connectivities are their symmetric 0/1 union."""
+    coords = np.asarray(points, dtype=np.float64)
+    n = len(coords)
+    if not 1 <= n_neighbors < n:
+        raise UsageError(
+            f"--neighbors must be between 1 and the number of cells - 1 ({n - 1}), got {n_neighbors}"
+        )
+    distance, index = cKDTree(coords).query(coords, k=n_neighbors + 1)
+    is_self = index == np.arange(n)[:, None]
+    # with duplicate coordinates a cell may not come first among its own neighbours: drop the farthest
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    columns = index[keep].reshape(n, n_neighbors)
+    indptr = np.arange(0, n * n_neighbors + 1, n_neighbors)
+    distances = sp.csr_matrix((distance[keep], columns.ravel(), indptr), shape=(n, n))
+    distances.sort_indices()
+    adjacency = sp.csr_matrix(
+        (np.ones(n * n_neighbors, dtype=np.float32), columns.ravel(), indptr), shape=(n, n)
+    )
+    connectivities = sp.csr_matrix(adjacency.maximum(adjacency.T), dtype=np.float32)
+    connectivities.sort_indices()
+    return connectivities, distances
+
+
+# -- the section ----------------------------------------------------------------------------
+
+
+def _read_loom(path: Path) -> ad.AnnData:
+    """A loom file (rows = genes) as AnnData, with h5py: anndata's reader needs loompy."""
+    with h5py.File(path, "r") as f:
+        if "matrix" not in f:
+            raise InputFormatError(f"{path} has no /matrix; is it a loom file?")
+        matrix = f["matrix"]
+        n_genes, n_cells = matrix.shape
+        blocks = [sp.csr_matrix(matrix[:, i : i + 4096].T, dtype=np.float32) for i in range(0, n_cells, 4096)]
+        X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_genes), dtype=np.float32)
+        obs: dict[str, np.ndarray] = {}
+        obsm: dict[str, np.ndarray] = {}
+        for name, dataset in f.get("col_attrs", {}).items():
+            values = _decode(dataset[()])
+            if values.ndim == 2 and values.shape[1] > 1:
+                obsm[SPATIAL_KEY if "spatial" in name.lower() else name] = values.astype(np.float64)
+            else:
+                obs[name] = values.reshape(n_cells)
+        genes = {name: _decode(d[()]).reshape(n_genes) for name, d in f.get("row_attrs", {}).items()}
+    names = obs.pop("CellID", obs.pop("obs_names", np.arange(n_cells).astype(str)))
+    var_names = genes.pop("Gene", genes.pop("var_names", np.arange(n_genes).astype(str)))
+    obs_frame = pd.DataFrame(obs, index=ad.utils.make_index_unique(pd.Index(np.asarray(names).astype(str))))
+    var = pd.DataFrame(genes, index=ad.utils.make_index_unique(pd.Index(np.asarray(var_names).astype(str))))
+    return ad.AnnData(X=X, obs=obs_frame, var=var, obsm=obsm)
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    return values.astype(str).astype(object) if values.dtype.kind == "S" else values
+
+
+def read_spatial(path: Path | str) -> ad.AnnData:
+    """Read a section: ``.h5ad``, ``.zarr`` or ``.loom`` (a 2-D ``*spatial*`` column attribute
+    becomes ``obsm["spatial"]``)."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"spatial input {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in {".h5ad", ".zarr", ".loom"}:
+        raise UsageError(f"--spatial {path}: expected an .h5ad, .zarr or .loom file")
+    try:
+        if suffix == ".loom":
+            return _read_loom(path)
+        return ad.read_zarr(path) if suffix == ".zarr" else ad.read_h5ad(path)
+    except (OSError, KeyError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise SourceError(f"cannot read {path}: {reason}") from None
+
+
+def _section_xy(adata: ad.AnnData, key: str) -> np.ndarray:
+    if key not in adata.obsm:
+        keys = ", ".join(adata.obsm.keys()) or "none"
+        raise InputFormatError(
+            f"the section has no obsm['{key}'] (x, y of each cell in pixels); obsm keys: {keys}"
+        )
+    xy = np.asarray(pd.DataFrame(adata.obsm[key]).to_numpy(), dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise InputFormatError(f"obsm['{key}'] must be n × 2 (x, y in pixels), got shape {xy.shape}")
+    if len(xy) == 0:
+        raise InputFormatError("the section has no cells")
+    if not np.isfinite(xy).all():
+        raise InputFormatError(f"obsm['{key}'] has NaN or infinite coordinates; drop those cells first")
+    return xy
+
+
+def _organ_iri(registration: Registration, organ: ReferenceOrgan, crosswalk: Crosswalk) -> str:
+    entry = crosswalk.get(organ.organ_node)
+    if entry is None or not entry.organ:
+        raise InputFormatError(
+            f"crosswalk {crosswalk.path.name} has no row for {organ.organ_node}, the organ node of "
+            f"{organ.path.name}; use the crosswalk of that model's release"
+        )
+    target = iri_fragment(registration.target)
+    if target != entry.organ:
+        raise UsageError(
+            f"registration {registration.id or registration.source} targets {registration.target}, but "
+            f"--reference-organ {organ.path.name} is {entry.organ} (node {organ.organ_node}); pass the "
+            f"reference organ GLB of {target}, or a registration placed in {entry.organ}"
+        )
+    return entry.organ
+
+
+def _structure_columns(points: np.ndarray, organ: ReferenceOrgan, crosswalk: Crosswalk) -> dict[str, Any]:
+    order = _specific_first(organ)
+    entries = [crosswalk.get(organ.structures[j].node) for j in order]
+    unmapped = [
+        organ.structures[j].node for j, e in zip(order, entries, strict=True) if not e or not e.ontology_id
+    ]
+    if len(unmapped) == len(order):
+        raise InputFormatError(
+            f"crosswalk {crosswalk.path.name} names none of the meshes of {organ.path.name} "
+            f"({organ.structures[0].node}, …); use the crosswalk of that model's release"
+        )
+    if unmapped:
+        log.warning(
+            "no ontology term in the crosswalk for %s; cells inside them get none", ", ".join(unmapped)
+        )
+    terms = [e.ontology_id if e else "" for e in entries]
+    labels = {e.ontology_id: e.label for e in entries if e and e.ontology_id}
+    inside = containment(points, organ)[:, order]
+    combos, inverse = np.unique(inside, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    most, joined = [], []
+    for combo in combos:  # one pass per distinct set of structures, not per cell
+        ids = list(dict.fromkeys(t for t, hit in zip(terms, combo, strict=True) if hit and t))
+        most.append(ids[0] if ids else UNKNOWN)
+        joined.append(";".join(ids))
+
+    def categorical(values: list[str]) -> pd.Categorical:
+        uniq, codes = np.unique(np.asarray(values, dtype=object), return_inverse=True)
+        return pd.Categorical.from_codes(codes.reshape(-1)[inverse], categories=pd.Index(uniq, dtype=object))
+
+    term = categorical(most)
+    names, remap = np.unique(
+        np.asarray([labels.get(t, UNKNOWN) for t in term.categories], dtype=object), return_inverse=True
+    )
+    label = pd.Categorical.from_codes(remap.reshape(-1)[term.codes], categories=pd.Index(names, dtype=object))
+    return {TERM_COLUMN: term, LABEL_COLUMN: label, ALL_TERMS_COLUMN: categorical(joined)}
+
+
+def _placement_uns(
+    registration: Registration,
+    organ: ReferenceOrgan,
+    crosswalk: Crosswalk,
+    organ_iri: str,
+    z_mm: float,
+    px: float,
+) -> dict[str, Any]:
+    p = registration.placement
+    uns: dict[str, Any] = {
+        "registration_id": registration.id,
+        "target": registration.target,
+        "organ_iri": organ_iri,
+        "reference_organ": organ.path.name,
+        "organ_node": organ.organ_node,
+        "organ_origin_glb_mm": np.asarray(organ.origin_mm),
+        "crosswalk": crosswalk.path.name,
+        "units": "millimeter",
+        "block_dimensions_mm": np.asarray(registration.dimensions_mm),
+        "ccf_annotations": list(registration.annotation_ids),
+        "ccf_annotation_iris": list(registration.ccf_annotations),
+        "placement": {
+            "scaling": np.asarray(p.scaling),
+            "rotation_deg": np.asarray(p.rotation_deg),
+            "rotation_order": p.rotation_order,
+            "translation_mm": np.asarray(p.translation_mm),
+            "placement_date": p.placement_date,
+        },
+        "block_to_organ": placement_matrix(registration),
+        "section_z_mm": z_mm,
+        "pixel_size_um": px,
+    }
+    if registration.sample_id:
+        uns["sample_id"] = registration.sample_id
+    return uns
+
+
+def register_section(
+    adata: ad.AnnData | Path | str,
+    registration: Registration | None = None,
+    organ: ReferenceOrgan | None = None,
+    crosswalk: Crosswalk | None = None,
+    *,
+    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM,
+    section_z_mm: float | None = None,
+    neighbors: int | None = None,
+    bin_size_mm: float | None = None,
+    spatial_key: str = SPATIAL_KEY,
+) -> ad.AnnData:
+    """Place a section (see the module docstring); returns a new AnnData (a given one is copied)."""
+    if not pixel_size_um > 0:
+        raise UsageError(f"--pixel-size must be > 0 (µm per pixel), got {pixel_size_um}")
+    if neighbors is not None and neighbors < 1:
+        raise UsageError(f"--neighbors must be at least 1, got {neighbors}")
+    if bin_size_mm is not None and not bin_size_mm > 0:
+        raise UsageError(f"--bin-size must be > 0 mm, got {bin_size_mm}")
+    placing: tuple[Registration, ReferenceOrgan, Crosswalk] | None = None
+    organ_iri = ""
+    if registration is not None:
+        if organ is None or crosswalk is None:
+            raise UsageError("--registration needs --reference-organ and --crosswalk")
+        placing = (registration, organ, crosswalk)
+        organ_iri = _organ_iri(registration, organ, crosswalk)  # before reading a large section
+    result = read_spatial(adata) if isinstance(adata, Path | str) else adata.copy()
+    xy = _section_xy(result, spatial_key)
+    if placing is not None:
+        block, reference, table = placing
+        depth = block.dimensions_mm[2]
+        z = depth / 2.0 if section_z_mm is None else float(section_z_mm)
+        if not 0.0 <= z <= depth:
+            raise UsageError(
+                f"--section-z {z:g} mm lies outside the block: give the depth from its first face, "
+                f"0–{depth:g}"
+            )
+        local = section_to_block(
+            xy, pixel_size_um=pixel_size_um, section_z_mm=z, dimensions_mm=block.dimensions_mm
+        )
+        placed = _apply(placement_matrix(block), local)
+        result.obsm[CCF_KEY] = placed
+        for column, values in _structure_columns(placed, reference, table).items():
+            result.obs[column] = values
+        result.uns[CCF_KEY] = _placement_uns(block, reference, table, organ_iri, z, pixel_size_um)
+        bin_points, bin_frame = placed, "ccf"
+    else:
+        z = 0.0 if section_z_mm is None else float(section_z_mm)
+        bin_points = np.column_stack([xy * (pixel_size_um / 1000.0), np.full(len(xy), z)])
+        bin_frame = "section"
+    if neighbors is not None:
+        connectivities, distances = spatial_neighbors(xy * pixel_size_um, int(neighbors))
+        result.obsp["spatial_connectivities"] = connectivities
+        result.obsp["spatial_distances"] = distances
+        result.uns["spatial_neighbors"] = {
+            "connectivities_key": "spatial_connectivities",
+            "distances_key": "spatial_distances",
+            "params": {"n_neighbors": int(neighbors), "coord_type": "generic", "units": "micrometer"},
+        }
+    if bin_size_mm is not None:
+        result.obs[BIN_COLUMN] = spatial_bin_labels(spatial_bins(bin_points, float(bin_size_mm)))
+        result.uns["spatial_bins"] = {
+            "bin_size_mm": float(bin_size_mm),
+            "frame": bin_frame,
+            "column": BIN_COLUMN,
+        }
+    return result
+
+
+# -- file in, file out ----------------------------------------------------------------------
+
+
+def _write(adata: ad.AnnData, out: Path) -> None:
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    remove_path(tmp)
+    try:
+        if format_of(out) == "zarr":
+            with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False):  # as slice writes
+                adata.write_zarr(tmp)
+        else:
+            adata.write_h5ad(tmp)
+        if out.is_dir():  # a zarr store; a file is replaced atomically by os.replace
+            remove_path(out)
+        os.replace(tmp, out)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def ccf_command_impl(
+    spatial: Path | str,
+    out: Path | str,
+    *,
+    registration: Path | str | None = None,
+    reference_organ: Path | str | None = None,
+    crosswalk: Path | str | None = None,
+    registration_id: str | None = None,
+    organ_node: str | None = None,
+    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM,
+    section_z_mm: float | None = None,
+    neighbors: int | None = None,
+    bin_size_mm: float | None = None,
+    overwrite: bool = False,
+) -> CcfSummary:
+    """Read a section, place it (when a registration is given), write ``out`` atomically."""
+    out = Path(out)
+    format_of(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    placing = (registration, reference_organ, crosswalk)
+    if any(x is not None for x in placing) and not all(x is not None for x in placing):
+        raise UsageError(
+            "--registration, --reference-organ and --crosswalk go together: give all three or none"
+        )
+    if registration is None and neighbors is None and bin_size_mm is None:
+        raise UsageError(
+            "nothing to do: give --registration (with --reference-organ, --crosswalk), --neighbors "
+            "or --bin-size"
+        )
+    reg = organ = table = None
+    if registration is not None and reference_organ is not None and crosswalk is not None:
+        reg = read_registration(registration, registration_id=registration_id)
+        organ = load_reference_organ(reference_organ, organ_node=organ_node)
+        table = read_crosswalk(crosswalk)
+    adata = register_section(
+        Path(spatial),
+        reg,
+        organ,
+        table,
+        pixel_size_um=pixel_size_um,
+        section_z_mm=section_z_mm,
+        neighbors=neighbors,
+        bin_size_mm=bin_size_mm,
+    )
+    _write(adata, out)
+    counts: dict[str, int] | None = None
+    n_inside = 0
+    if reg is not None:
+        counts = {str(k): int(v) for k, v in adata.obs[TERM_COLUMN].value_counts().items() if v}
+        n_inside = adata.n_obs - counts.get(UNKNOWN, 0)
+    log.info("wrote %s (%d cells)", out, adata.n_obs)
+    return CcfSummary(
+        out=out,
+        n_obs=adata.n_obs,
+        registration_id=reg.id if reg else "",
+        target=reg.target if reg else "",
+        n_in_structures=n_inside,
+        structures=counts,
+        n_bins=int(adata.obs[BIN_COLUMN].nunique()) if bin_size_mm is not None else 0,
+        n_neighbors=int(neighbors or 0),
+    )
