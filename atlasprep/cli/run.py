@@ -98,7 +98,7 @@ def _show_plan(plan: Plan, as_json: bool) -> None:
         table.add_row(stage.name, str(stage.output), "-" if n is None else f"{n:,}", inputs)
     Console().print(table)
     pins = plan.to_json()["pins"]
+    census = f"census {pins['census']} ({pins['census_build']})" if pins["census"] else "local files"
     Console().print(
-        f"pinned: atlasprep {pins['atlasprep']}, CELLxGENE schema {pins['cellxgene_schema']}, "
-        f"census {pins['census']} ({pins['census_build']})"
+        f"pinned: atlasprep {pins['atlasprep']}, CELLxGENE schema {pins['cellxgene_schema']}, {census}"
     )

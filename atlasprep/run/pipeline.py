@@ -33,11 +33,12 @@ from atlasprep.slice.api import SliceConfig, open_source, slice_cells
 from atlasprep.sources import CellFilter, ProgressCallback, experiment_name, resolve_filter
 from atlasprep.tokenize.api import JobRunner, TokenizeConfig, tokenize_cells
 
-__all__ = ["Plan", "StagePlan", "plan_recipe", "run_recipe"]
+__all__ = ["AlignStep", "Plan", "StagePlan", "plan_recipe", "run_recipe"]
 
 log = logging.getLogger("atlasprep.run")
 
 _LIVE = ("stable", "latest")
+_PATH_KEYS = ("rna", "atac", "protein", "spatial", "registration", "reference_organ", "crosswalk")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +59,14 @@ class StagePlan:
             "inputs": [{"path": str(p), "present": p.exists()} for p in self.inputs],
             "config": _jsonable(self.config),
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlignStep:
+    """An align stage: which function of :mod:`atlasprep.align` and its keyword arguments."""
+
+    function: str  # "barcodes" | "ccf"
+    kwargs: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +105,24 @@ def plan_recipe(recipe: Recipe) -> Plan:
         )
         stages.append(StagePlan(name="harmonize", config=config, output=config.out, inputs=(config.input,)))
         source = replace(source, inputs=(str(config.out),), census=None, census_uri=None, layer=None)
+    if recipe.has("align.ccf"):
+        ccf = recipe.table("align.ccf")
+        ccf.setdefault("spatial", Path(source.inputs[0]) if source.inputs else None)
+        if ccf["spatial"] is None:
+            raise UsageError(f"{recipe.path}: [align.ccf] needs spatial (or one file in [source] inputs)")
+        registered = out / "registered.h5ad"
+        step = AlignStep(function="ccf", kwargs={**ccf, "out": registered, "overwrite": True})
+        stages.append(StagePlan(name="align.ccf", config=step, output=registered, inputs=_paths(ccf)))
+        source = replace(source, inputs=(str(registered),), census=None, census_uri=None, layer=None)
+    if recipe.has("align.barcodes"):
+        barcodes = {
+            k: _local(recipe, v) if k in ("rna", "atac", "protein") and v else v
+            for k, v in recipe.table("align.barcodes").items()
+        }
+        aligned = out / "aligned.h5mu"
+        step = AlignStep(function="barcodes", kwargs={**barcodes, "out": aligned, "overwrite": True})
+        stages.append(StagePlan(name="align.barcodes", config=step, output=aligned, inputs=_paths(barcodes)))
+        source = replace(source, inputs=(str(aligned),), census=None, census_uri=None, layer=None)
     if recipe.has("slice"):
         target = recipe.table("slice").get("out") or out / "slice.h5ad"
         config_slice = replace(source, out=Path(target), overwrite=True)
@@ -189,6 +216,18 @@ def _run_stage(
         stage.output.parent.mkdir(parents=True, exist_ok=True)
         report = harmonize(stage.config, progress=progress)
         return {"n_cells": report.n_cells, "unmapped": report.n_unmapped}
+    if stage.name.startswith("align."):
+        stage.output.parent.mkdir(parents=True, exist_ok=True)
+        step: AlignStep = stage.config
+        if step.function == "ccf":
+            from atlasprep.align.ccf import ccf_command_impl
+
+            summary = ccf_command_impl(**step.kwargs)
+            return {"n_cells": summary.n_obs, "cells_in_structures": summary.n_in_structures}
+        from atlasprep.align.barcodes import align_barcodes
+
+        aligned = align_barcodes(**step.kwargs)
+        return {"n_cells": aligned.n_obs, "match": aligned.to_json()}
     if stage.name == "slice":
         stage.output.parent.mkdir(parents=True, exist_ok=True)
         sliced = slice_cells(stage.config, progress=progress)
@@ -252,6 +291,17 @@ def _source(recipe: Recipe) -> SliceConfig:
 def _local(recipe: Recipe, path: str) -> str:
     candidate = Path(path).expanduser()
     return str(candidate if candidate.is_absolute() else os.path.normpath(recipe.path.parent / candidate))
+
+
+def _paths(kwargs: dict[str, Any]) -> tuple[Path, ...]:
+    """The local files an align step reads (``file.h5mu:rna`` names file.h5mu)."""
+    files = []
+    for key, value in kwargs.items():
+        if key in _PATH_KEYS and value:
+            text = str(value)
+            head, _, tail = text.rpartition(":")
+            files.append(Path(head if head and tail in ("rna", "atac", "prot", "protein") else text))
+    return tuple(files)
 
 
 def _files(source: SliceConfig) -> tuple[Path, ...]:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import inspect
 import os
 import tomllib
 import types
@@ -61,7 +63,12 @@ _TABLES: dict[str, tuple[type, frozenset[str], frozenset[str]]] = {
         frozenset({"shard_size"}),
     ),
 }
-_TOP = ("name", "description", "out", *_TABLES)
+# [align.<step>] -> the library function whose keyword arguments the table gives
+_ALIGN: dict[str, tuple[str, frozenset[str]]] = {
+    "barcodes": ("atlasprep.align.barcodes:align_barcodes", frozenset({"out", "overwrite"})),
+    "ccf": ("atlasprep.align.ccf:ccf_command_impl", frozenset({"out", "overwrite"})),
+}
+_TOP = ("name", "description", "out", "align", *_TABLES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +104,12 @@ def load_recipe(path: Path, overrides: tuple[str, ...] = (), out: Path | None = 
         if key in _TABLES and not isinstance(value, dict):
             raise RecipeError(f"{path}: [{key}] must be a table")
     tables = {name: _checked(path, name, data[name]) for name in _TABLES if name in data}
+    for step, values in dict(data.get("align", {})).items():
+        if step not in _ALIGN:
+            raise RecipeError(_unknown(path, "[align]", step, _ALIGN))
+        if not isinstance(values, dict):
+            raise RecipeError(f"{path}: [align.{step}] must be a table")
+        tables[f"align.{step}"] = _checked_call(path, f"align.{step}", values, *_ALIGN[step])
     if "tokenize" not in tables and "slice" not in tables and "harmonize" not in tables:
         raise RecipeError(f"{path}: a recipe needs at least one of [harmonize], [slice], [tokenize]")
     name = str(data.get("name") or path.stem)
@@ -140,6 +153,26 @@ def _checked(path: Path, table: str, values: Mapping[str, Any]) -> dict[str, Any
             out[key] = _extra_value(path, table, key, value)
             continue
         out[key] = _coerce(path, table, key, value, hints[key])
+    return out
+
+
+def _checked_call(
+    path: Path, table: str, values: Mapping[str, Any], target: str, pipeline_keys: frozenset[str]
+) -> dict[str, Any]:
+    """A table of keyword arguments for a library function, checked against its signature."""
+    module, name = target.split(":")
+    function = getattr(importlib.import_module(module), name)
+    hints = typing.get_type_hints(function)
+    parameters = inspect.signature(function).parameters
+    allowed = [p for p in parameters if p not in pipeline_keys]
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise RecipeError(_unknown(path, f"[{table}]", key, allowed))
+        out[key] = _coerce(path, table, key, value, hints[key])
+    missing = [p for p in allowed if parameters[p].default is inspect.Parameter.empty and p not in out]
+    if missing:
+        raise RecipeError(f"{path}: [{table}] needs {', '.join(missing)}")
     return out
 
 
