@@ -76,3 +76,30 @@ def test_missing_input_is_a_clear_error(tmp_path):
 
     with pytest.raises(SourceError, match="no such file"):
         AnnDataSource([tmp_path / "nope.h5ad"])
+
+
+def test_batches_keep_within_the_value_budget(tmp_path):
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from atlasprep.sources.base import NNZ_PER_CELL, plan_chunks
+
+    width = 3 * NNZ_PER_CELL
+    dense_rows = sp.random(40, width, density=0.9, format="csr", random_state=1, dtype=np.float32)
+    sparse_rows = sp.random(200, width, density=0.01, format="csr", random_state=2, dtype=np.float32)
+    X = sp.vstack([sparse_rows, dense_rows, sparse_rows], format="csr")
+    X.data = np.ceil(X.data * 10)
+    path = tmp_path / "mixed.h5ad"
+    ad.AnnData(X=X, obs=pd.DataFrame(index=[f"c{i}" for i in range(X.shape[0])])).write_h5ad(path)
+    source = AnnDataSource([path])
+    try:
+        positions = np.arange(X.shape[0])
+        batches = list(source.iter_batches(positions, var_positions=None, batch_size=100))
+    finally:
+        source.close()
+    assert sum(b.n_cells for b in batches) == X.shape[0]
+    budget = 100 * NNZ_PER_CELL
+    assert all(b.X.nnz <= budget + X.getnnz(axis=1).max() for b in batches)  # at most one cell over
+    assert min(b.n_cells for b in batches) < 100  # the dense cells came in smaller batches
+    assert (sp.vstack([b.X for b in batches]) != X).nnz == 0
+    assert [len(c) for c in plan_chunks(positions[:5], 2)] == [2, 2, 1]

@@ -27,7 +27,7 @@ from anndata import OldFormatWarning
 from anndata.io import read_elem, sparse_dataset
 
 from atlasprep.errors import InputFormatError, SourceError
-from atlasprep.sources.base import CellBatch, SourceInfo
+from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 
 __all__ = ["AnnDataSource"]
@@ -44,6 +44,7 @@ class _File:
     X: Any  # backed sparse dataset or dense array
     offset: int
     colmap: np.ndarray  # file column -> union var position
+    nnz: np.ndarray | None  # stored values per row (sparse X), None for dense
 
 
 class AnnDataSource:
@@ -89,6 +90,7 @@ class AnnDataSource:
                     X=X,
                     offset=offset,
                     colmap=colmap,
+                    nnz=_row_nnz(handle[matrix]),
                 )
             )
             names.append(obs.index.astype(str))
@@ -163,8 +165,7 @@ class AnnDataSource:
             out_of_union[var_positions] = np.arange(len(var_positions))
         n_out = n_union if var_positions is None else len(var_positions)
         starts = np.array([f.offset for f in self._files])
-        for i in range(0, len(positions), batch_size):
-            chunk = positions[i : i + batch_size]
+        for chunk in plan_chunks(positions, batch_size, self._stored_values(positions, starts)):
             which = np.searchsorted(starts, chunk, side="right") - 1
             parts = []
             for k in np.unique(which):
@@ -174,6 +175,19 @@ class AnnDataSource:
             X = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
             obs = pa.Table.from_pandas(self._obs.iloc[chunk][columns], preserve_index=False)
             yield CellBatch(cell_ids=self._cell_ids[chunk], obs=obs, X=X.astype(np.float32, copy=False))
+
+    def _stored_values(self, positions: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Each selected cell's stored values (sparse: from indptr; dense: every gene)."""
+        nnz = np.empty(len(positions), dtype=np.int64)
+        which = np.searchsorted(starts, positions, side="right") - 1
+        for k in np.unique(which):
+            f = self._files[k]
+            mine = which == k
+            if f.nnz is None:
+                nnz[mine] = len(f.colmap)
+            else:
+                nnz[mine] = f.nnz[positions[mine] - f.offset]
+        return nnz
 
     def _check_columns(self, columns: Sequence[str]) -> None:
         missing = [c for c in columns if c not in self._obs.columns]
@@ -242,6 +256,13 @@ def _backed_matrix(elem: Any, path: Path, name: str) -> Any:
     if encoding == "array" or not hasattr(elem, "keys"):
         return elem
     raise InputFormatError(f"{path}: {name} has unsupported encoding {encoding!r}")
+
+
+def _row_nnz(elem: Any) -> np.ndarray | None:
+    """Stored values per row of a backed CSR matrix (its indptr: 8 bytes a cell), else None."""
+    if hasattr(elem, "keys") and "indptr" in elem:
+        return np.diff(np.asarray(elem["indptr"][:], dtype=np.int64))
+    return None
 
 
 def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:

@@ -97,3 +97,22 @@ class CellSource(Protocol):
     ) -> Iterator[CellBatch]: ...
 
     def close(self) -> None: ...
+
+
+NNZ_PER_CELL = 2_000  # the stored values a batch budgets per cell
+
+
+def plan_chunks(positions: np.ndarray, batch_size: int, nnz: np.ndarray | None = None) -> list[np.ndarray]:
+    """Consecutive runs of ``positions``: at most ``batch_size`` cells and, where each cell's
+    stored values (``nnz``) are known, at most ``batch_size * NNZ_PER_CELL`` of them, so that a
+    batch of dense cells (Smart-seq2) costs no more memory than one of sparse cells."""
+    if len(positions) == 0:
+        return []
+    # Each cell weighs the larger of its share of the cell budget and of the value budget;
+    # a batch closes where the running weight crosses a whole number.
+    weight = np.full(len(positions), 1.0 / batch_size)
+    if nnz is not None:
+        weight = np.maximum(weight, np.asarray(nnz, dtype=np.float64) / (batch_size * NNZ_PER_CELL))
+    group = np.floor(np.cumsum(weight) - weight * 0.5).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    return np.split(positions, starts[1:])

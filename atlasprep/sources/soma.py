@@ -22,7 +22,7 @@ import tiledbsoma as soma
 
 from atlasprep.errors import InputFormatError, SourceError
 from atlasprep.sources._csr import RowMap, tables_to_csr
-from atlasprep.sources.base import CellBatch, SourceInfo
+from atlasprep.sources.base import NNZ_PER_CELL, CellBatch, SourceInfo, plan_chunks
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 
 __all__ = ["SomaSource", "tiledb_config_for_batches"]
@@ -33,7 +33,6 @@ _MiB = 1024**2
 # batches read ahead of the consumer (each on its own thread)
 READ_AHEAD = 2
 # the stored values per cell a batch is budgeted for (a typical 10x 3' v3 cell)
-NNZ_PER_CELL = 2_000
 
 
 def tiledb_config_for_batches(batch_size: int, *, mean_nnz_per_cell: int = NNZ_PER_CELL) -> dict[str, Any]:
@@ -168,20 +167,11 @@ class SomaSource:
                 yield pending.popleft().result()
 
     def _plan_chunks(self, positions: np.ndarray, batch_size: int) -> list[np.ndarray]:
-        """Consecutive runs of ``positions``: at most ``batch_size`` cells, and, where obs has
-        the Census ``nnz`` column, at most ``batch_size * NNZ_PER_CELL`` stored values, so that a
-        batch of dense cells (Smart-seq2) costs no more memory than one of sparse cells."""
-        if len(positions) == 0:
-            return []
-        # Each cell weighs the larger of its share of the cell budget and of the value budget;
-        # a batch closes where the running weight crosses a whole number.
-        weight = np.full(len(positions), 1.0 / batch_size)
+        """Batches within the cell and value budgets, from the Census ``nnz`` column where obs has it."""
+        nnz = None
         if "nnz" in self._obs_columns:
             nnz = self.obs_values(positions, ["nnz"])["nnz"].to_numpy(dtype=np.float64)
-            weight = np.maximum(weight, nnz / (batch_size * NNZ_PER_CELL))
-        group = np.floor(np.cumsum(weight) - weight * 0.5).astype(np.int64)
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-        return np.split(positions, starts[1:])
+        return plan_chunks(positions, batch_size, nnz)
 
     def _read(
         self,
