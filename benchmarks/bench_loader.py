@@ -73,6 +73,12 @@ class Result:
     def cells_per_s(self) -> float:
         return self.cells / self.seconds if self.seconds else 0.0
 
+    @classmethod
+    def not_run(cls, name: str, workers: int, note: str) -> Result:
+        """A loader that did not run (failed, or not installed), with why."""
+        zero = {"batches": 0, "cells": 0, "tokens": 0, "seconds": 0, "startup": 0, "rss_mb": 0, "pss_mb": 0}
+        return cls(name=name, workers=workers, note=note, **zero)
+
 
 # -- memory of a process tree -------------------------------------------------------------------
 
@@ -233,18 +239,7 @@ def run_isolated(run: Run) -> Result:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return Result(
-            name=run.name,
-            workers=run.workers,
-            batches=0,
-            cells=0,
-            tokens=0,
-            seconds=0,
-            startup=0,
-            rss_mb=0,
-            pss_mb=0,
-            note=f"failed: {tail[0][:100]}",
-        )
+        return Result.not_run(run.name, run.workers, f"failed: {tail[0][:100]}")
     return Result(**json.loads(lines[-1]))
 
 
@@ -379,20 +374,7 @@ def main() -> None:
         why = "skipped: importable, but not wired into this benchmark"
     except ImportError:
         why = "skipped: not importable (not installed)"
-    results.append(
-        Result(
-            name="annbatch",
-            workers=0,
-            batches=0,
-            cells=0,
-            tokens=0,
-            seconds=0,
-            startup=0,
-            rss_mb=0,
-            pss_mb=0,
-            note=why,
-        )
-    )
+    results.append(Result.not_run("annbatch", 0, why))
     report(results)
 
 
