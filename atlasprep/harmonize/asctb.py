@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from atlasprep.errors import InputFormatError, SourceError
-from atlasprep.harmonize.validate import N_EXAMPLES, Problem
+from atlasprep.harmonize._report import N_EXAMPLES, Problem
 from atlasprep.ontology import get_parser
 
 __all__ = ["AsctbTable", "check_cell_types", "load_asctb"]

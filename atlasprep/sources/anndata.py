@@ -30,7 +30,7 @@ from atlasprep.errors import InputFormatError, SourceError
 from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 
-__all__ = ["AnnDataSource"]
+__all__ = ["AnnDataSource", "read_frame"]
 
 log = logging.getLogger("atlasprep.sources")
 
@@ -66,8 +66,8 @@ class AnnDataSource:
             handle, store = _open_group(path)
             try:
                 matrix = _matrix_path(handle, layer, path)
-                var = _read_frame(handle["raw/var" if matrix == "raw/X" else "var"])
-                obs = _read_frame(handle["obs"])
+                var = read_frame(handle["raw/var" if matrix == "raw/X" else "var"])
+                obs = read_frame(handle["obs"])
                 X = _backed_matrix(handle[matrix], path, matrix)
             except KeyError as exc:
                 raise InputFormatError(f"{path}: not an AnnData store (missing {exc})") from None
@@ -231,7 +231,7 @@ def _matrix_path(handle: Any, layer: str | None, path: Path) -> str:
     return f"layers/{layer}"
 
 
-def _read_frame(elem: Any) -> pd.DataFrame:
+def read_frame(elem: Any) -> pd.DataFrame:
     """obs/var as a DataFrame, also from the legacy (pre-0.7) structured-array encoding."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OldFormatWarning)
