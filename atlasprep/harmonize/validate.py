@@ -49,7 +49,7 @@ from atlasprep.harmonize._report import Found, Problem, Profile, ValidationRepor
 from atlasprep.harmonize._schema_rules import REQUIRED_OBS
 from atlasprep.harmonize._slice import opened, read_slice
 from atlasprep.harmonize._var_checks import check_frames, check_genes
-from atlasprep.harmonize.asctb import load_asctb
+from atlasprep.harmonize.asctb import check_cell_types, load_asctb
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 
 __all__ = ["HCA_OBS", "HCA_UNS", "REQUIRED_OBS", "Problem", "Profile", "ValidationReport", "validate_anndata"]
