@@ -114,3 +114,32 @@ def test_set_overrides_parse_toml_values_and_executor_options_are_checked(tmp_pa
     r = CliRunner().invoke(app, ["run", str(recipe.path), "--workers", "2"])
     assert r.exit_code == 2
     assert "--executor dask" in r.stderr
+
+
+def test_a_spatial_recipe_bins_real_coordinates_into_context_tokens(tmp_path):
+    import pyarrow as pa
+    from conftest import shared_file
+
+    loom = shared_file("spatial/starmap/mpfc-starmap.loom")
+    recipe = tmp_path / "starmap.toml"
+    recipe.write_text(
+        f'name = "starmap"\n[source]\ninputs = ["{loom}"]\norganism = "Mus musculus"\n[filter]\nall_data = true\n'
+        "[align.ccf]\nneighbors = 6\nbin_size_mm = 0.5\n"
+        '[tokenize]\nscheme = "raw"\nmax_len = 64\ncontext = ["spatial_bin"]\nshard_cells = 1000\n'
+    )
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    import anndata as ad
+
+    registered = ad.read_h5ad(out / "registered.h5ad")
+    assert registered.obsp["spatial_connectivities"].shape == (3704, 3704)
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    vocab = json.loads((out / "tokens" / "vocab.json").read_text())
+    names = {i: t for t, i in vocab.items()}
+    shard = out / "tokens" / manifest["shards"][0]["path"]
+    with pa.memory_map(str(shard)) as source:
+        first = pa.ipc.open_stream(source).read_all()["input_ids"].to_pylist()
+    assert all(names[cell[0]].startswith("<spatial_bin:x") for cell in first)
+    bins = {t for t in vocab if t.startswith("<spatial_bin:")}
+    assert len(bins) == registered.obs["spatial_bin"].nunique() > 1

@@ -64,9 +64,10 @@ _TABLES: dict[str, tuple[type, frozenset[str], frozenset[str]]] = {
     ),
 }
 # [align.<step>] -> the library function whose keyword arguments the table gives
-_ALIGN: dict[str, tuple[str, frozenset[str]]] = {
-    "barcodes": ("atlasprep.align.barcodes:align_barcodes", frozenset({"out", "overwrite"})),
-    "ccf": ("atlasprep.align.ccf:ccf_command_impl", frozenset({"out", "overwrite"})),
+# (function, keys the pipeline sets, required keys the pipeline can fill from [source] inputs)
+_ALIGN: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {
+    "barcodes": ("atlasprep.align.barcodes:align_barcodes", frozenset({"out", "overwrite"}), frozenset()),
+    "ccf": ("atlasprep.align.ccf:ccf_command_impl", frozenset({"out", "overwrite"}), frozenset({"spatial"})),
 }
 _TOP = ("name", "description", "out", "align", *_TABLES)
 
@@ -157,7 +158,12 @@ def _checked(path: Path, table: str, values: Mapping[str, Any]) -> dict[str, Any
 
 
 def _checked_call(
-    path: Path, table: str, values: Mapping[str, Any], target: str, pipeline_keys: frozenset[str]
+    path: Path,
+    table: str,
+    values: Mapping[str, Any],
+    target: str,
+    pipeline_keys: frozenset[str],
+    filled: frozenset[str],
 ) -> dict[str, Any]:
     """A table of keyword arguments for a library function, checked against its signature."""
     module, name = target.split(":")
@@ -170,7 +176,8 @@ def _checked_call(
         if key not in allowed:
             raise RecipeError(_unknown(path, f"[{table}]", key, allowed))
         out[key] = _coerce(path, table, key, value, hints[key])
-    missing = [p for p in allowed if parameters[p].default is inspect.Parameter.empty and p not in out]
+    required = [p for p in allowed if parameters[p].default is inspect.Parameter.empty]
+    missing = [p for p in required if p not in out and p not in filled]
     if missing:
         raise RecipeError(f"{path}: [{table}] needs {', '.join(missing)}")
     return out
