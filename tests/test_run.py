@@ -123,7 +123,8 @@ def test_a_spatial_recipe_bins_real_coordinates_into_context_tokens(tmp_path):
     loom = shared_file("spatial/starmap/mpfc-starmap.loom")
     recipe = tmp_path / "starmap.toml"
     recipe.write_text(
-        f'name = "starmap"\n[source]\ninputs = ["{loom}"]\norganism = "Mus musculus"\n[filter]\nall_data = true\n'
+        f'name = "starmap"\n[source]\ninputs = ["{loom}"]\norganism = "Mus musculus"\n'
+        "[filter]\nall_data = true\n"
         "[align.ccf]\nneighbors = 6\nbin_size_mm = 0.5\n"
         '[tokenize]\nscheme = "raw"\nmax_len = 64\ncontext = ["spatial_bin"]\nshard_cells = 1000\n'
     )
