@@ -144,3 +144,45 @@ def test_a_spatial_recipe_bins_real_coordinates_into_context_tokens(tmp_path):
     assert all(names[cell[0]].startswith("<spatial_bin:x") for cell in first)
     bins = {t for t in vocab if t.startswith("<spatial_bin:")}
     assert len(bins) == registered.obs["spatial_bin"].nunique() > 1
+
+
+def test_heart_ccf_recipe_runs_on_a_section_placed_in_the_septum_block(tmp_path):
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import scipy.sparse as sp
+    from conftest import shared_file
+
+    shared_file("hra/VH_F_Heart.glb")
+    rng = np.random.default_rng(0)
+    ij = np.stack(np.meshgrid(np.arange(20), np.arange(20), indexing="ij"), -1).reshape(-1, 2)
+    genes = [f"ENSG{i:011d}" for i in range(1, 201)]
+    section = tmp_path / "section.h5ad"
+    ad.AnnData(
+        X=sp.csr_matrix(rng.poisson(0.5, (len(ij), len(genes))).astype(np.float32)),
+        obs=pd.DataFrame(index=[f"spot{k}" for k in range(len(ij))]),
+        var=pd.DataFrame(index=genes),
+        obsm={"spatial": ij[:, ::-1] * 10.0},
+    ).write_h5ad(section)
+    recipe = RECIPES[0].parent / "heart_ccf.toml"
+    overrides = [
+        f'source.inputs=["{section}"]',
+        f'align.ccf.spatial="{section}"',
+        "align.ccf.pixel_size_um=60.0",
+        "tokenize.max_len=32",
+    ]
+    args = ["run", str(recipe), "--out", str(tmp_path / "o")]
+    for item in overrides:
+        args += ["--set", item]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.stderr
+    tokens = tmp_path / "o" / "tokens"
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    assert manifest["n_cells"] == 400
+    names = {i: t for t, i in json.loads((tokens / "vocab.json").read_text()).items()}
+    with pa.memory_map(str(tokens / manifest["shards"][0]["path"])) as source:
+        cells = pa.ipc.open_stream(source).read_all()["input_ids"].to_pylist()
+    septum = "<anatomical_structure_ontology_term_id:UBERON:0002094>"  # interventricular septum
+    assert all(names[cell[0]] == "<cls>" and names[cell[1]] == septum for cell in cells)
+    assert all(names[cell[2]].startswith("<spatial_bin:") for cell in cells)
