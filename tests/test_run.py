@@ -186,3 +186,23 @@ def test_heart_ccf_recipe_runs_on_a_section_placed_in_the_septum_block(tmp_path)
     septum = "<anatomical_structure_ontology_term_id:UBERON:0002094>"  # interventricular septum
     assert all(names[cell[0]] == "<cls>" and names[cell[1]] == septum for cell in cells)
     assert all(names[cell[2]].startswith("<spatial_bin:") for cell in cells)
+
+
+def test_a_multiome_recipe_aligns_then_tokenizes_rna_and_atac(tmp_path):
+    from conftest import shared_file
+
+    src = shared_file("multiome/test_rna_atac.h5mu")
+    recipe = tmp_path / "mo.toml"
+    recipe.write_text(
+        'name = "mo"\n[source]\n[filter]\nall_data = true\n'
+        f'[align.barcodes]\nrna = "{src}:rna"\natac = "{src}:atac"\nmin_match = 0.9\n'
+        '[tokenize]\nscheme = "rank"\nmax_len = 16\nmodalities = ["atac"]\nsegment_max_len = [["atac", 8]]\n'
+    )
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((out / "tokens" / "manifest.json").read_text())
+    assert manifest["n_cells"] == 1000
+    assert manifest["tokenizer"]["segments"]["atac"]["budget"] == 8
+    resolved = json.loads((out / "recipe.resolved.json").read_text())
+    assert [s["stage"] for s in resolved["stages"]] == ["align.barcodes", "tokenize"]

@@ -64,7 +64,15 @@ def tokenize_command(
     where: opt.Where = None,
     max_cells: opt.MaxCells = None,
     scheme: str = typer.Option(_D.scheme, "--scheme", help="rank | bin | raw."),
-    max_len: int = typer.Option(_D.max_len, "--max-len", help="Tokens per cell at most (incl. special)."),
+    max_len: str = typer.Option(
+        str(_D.max_len),
+        "--max-len",
+        help="Tokens per cell at most (incl. special); with --modalities a budget each: rna=1536,atac=512.",
+    ),
+    modalities: str = typer.Option(
+        "", "--modalities", help="An aligned .h5mu: rna,atac or rna,prot (one token segment per modality)."
+    ),
+    targets: str = typer.Option("", "--targets", help="An aligned .h5mu: modalities as target columns."),
     n_bins: int = typer.Option(_D.n_bins, "--n-bins", help="Bins for --scheme bin."),
     n_hvg: int | None = typer.Option(
         None, "--n-hvg", help="bin: keep the N most variable genes (Seurat v3, two streaming passes)."
@@ -114,10 +122,11 @@ def tokenize_command(
             raise UsageError(f"--holdout {item!r}: expected {split_by or 'COLUMN'}=VALUE matching --split-by")
         split_by = split_by or column
         held.append(value)
+    budgets, segment_names, input_specs = _multimodal(max_len, modalities, targets, inputs)
     source = SliceConfig(
         census=census,
         census_uri=census_uri,
-        inputs=tuple(str(p) for p in inputs or ()),
+        inputs=input_specs,
         organism=organism,
         layer=counts_layer,
         filter=opt.cell_filter(
@@ -142,7 +151,10 @@ def tokenize_command(
         source=source,
         out=out,
         scheme=scheme,  # type: ignore[arg-type]
-        max_len=max_len,
+        max_len=budgets.pop("rna"),
+        segment_max_len=tuple(budgets.items()),
+        modalities=segment_names,
+        targets=tuple(t for t in targets.split(",") if t),
         n_bins=n_bins,
         n_hvg=n_hvg,
         token_dictionary=token_dictionary,
@@ -180,6 +192,35 @@ def tokenize_command(
             f"{result.manifest['n_cells']} cells -> {len(result.manifest['shards'])} shards in {out} "
             f"({', '.join(f'{k} {v}' for k, v in splits.items())}; {result.seconds:.1f} s)"
         )
+
+
+def _multimodal(
+    max_len: str, modalities: str, targets: str, inputs: list[Path] | None
+) -> tuple[dict[str, int], tuple[str, ...], tuple[str, ...]]:
+    """(budget per modality, paired modalities, input specs) from --max-len/--modalities/--targets."""
+    budgets: dict[str, int] = {}
+    for part in max_len.split(","):
+        name, sep, value = part.rpartition("=")
+        if not value.strip().isdigit() or (sep and not name.strip()):
+            raise UsageError(f"--max-len {max_len!r}: expected a number, or rna=1536,atac=512")
+        budgets[name.strip() if sep else "rna"] = int(value)
+    names = tuple(m for m in modalities.split(",") if m)
+    specs = tuple(str(p) for p in inputs or ())
+    if not names and not targets:
+        if set(budgets) != {"rna"}:
+            raise UsageError("per-modality --max-len budgets need --modalities")
+        return budgets, (), specs
+    if names and names[0] != "rna":
+        raise UsageError(f"--modalities {modalities!r}: the RNA comes first (rna,atac or rna,prot)")
+    if len(specs) != 1 or not specs[0].split(":")[0].endswith(".h5mu"):
+        raise UsageError("--modalities/--targets need one aligned MuData --input (atlasprep align barcodes)")
+    if "rna" not in budgets:
+        budgets["rna"] = _D.max_len
+    unknown = set(budgets) - {"rna", *names}
+    if unknown:
+        raise UsageError(f"--max-len names {', '.join(sorted(unknown))}, not in --modalities")
+    rna = specs[0] if ":" in specs[0] else f"{specs[0]}:rna"
+    return budgets, names[1:], (rna,)
 
 
 def _shard_bytes(size: str | None, shard_cells: int | None) -> int | None:

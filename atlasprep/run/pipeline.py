@@ -31,6 +31,7 @@ from atlasprep.run.recipe import Recipe
 from atlasprep.shard.sizes import parse_size
 from atlasprep.slice.api import SliceConfig, open_source, slice_cells
 from atlasprep.sources import CellFilter, ProgressCallback, experiment_name, resolve_filter
+from atlasprep.sources.anndata import split_modality
 from atlasprep.tokenize.api import JobRunner, TokenizeConfig, tokenize_cells
 
 __all__ = ["AlignStep", "Plan", "StagePlan", "plan_recipe", "run_recipe"]
@@ -122,7 +123,8 @@ def plan_recipe(recipe: Recipe) -> Plan:
         aligned = out / "aligned.h5mu"
         step = AlignStep(function="barcodes", kwargs={**barcodes, "out": aligned, "overwrite": True})
         stages.append(StagePlan(name="align.barcodes", config=step, output=aligned, inputs=_paths(barcodes)))
-        source = replace(source, inputs=(str(aligned),), census=None, census_uri=None, layer=None)
+        rna = f"{aligned}:rna"  # later stages read the RNA; tokenize adds the paired modalities
+        source = replace(source, inputs=(rna,), census=None, census_uri=None, layer=None)
     if recipe.has("slice"):
         target = recipe.table("slice").get("out") or out / "slice.h5ad"
         config_slice = replace(source, out=Path(target), overwrite=True)
@@ -305,7 +307,7 @@ def _paths(kwargs: dict[str, Any]) -> tuple[Path, ...]:
 
 
 def _files(source: SliceConfig) -> tuple[Path, ...]:
-    files = [Path(p) for p in source.inputs]
+    files = [split_modality(p)[0] for p in source.inputs]
     if source.census_uri and "://" not in source.census_uri:
         files.append(Path(source.census_uri))
     return tuple(files)

@@ -26,11 +26,11 @@ import zarr
 from anndata import OldFormatWarning
 from anndata.io import read_elem, sparse_dataset
 
-from atlasprep.errors import InputFormatError, SourceError
+from atlasprep.errors import InputFormatError, SourceError, UsageError
 from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 
-__all__ = ["AnnDataSource", "read_frame"]
+__all__ = ["AnnDataSource", "read_frame", "split_modality"]
 
 log = logging.getLogger("atlasprep.sources")
 
@@ -62,13 +62,14 @@ class AnnDataSource:
         names: list[pd.Index] = []
         union: dict[str, int] = {}
         for raw_path in paths:
-            path = Path(raw_path)
+            path, modality = split_modality(str(raw_path))
             handle, store = _open_group(path)
+            group = _modality_group(handle, path, modality)
             try:
-                matrix = _matrix_path(handle, layer, path)
-                var = read_frame(handle["raw/var" if matrix == "raw/X" else "var"])
-                obs = read_frame(handle["obs"])
-                X = _backed_matrix(handle[matrix], path, matrix)
+                matrix = _matrix_path(group, layer, path)
+                var = read_frame(group["raw/var" if matrix == "raw/X" else "var"])
+                obs = read_frame(group["obs"])
+                X = _backed_matrix(group[matrix], path, matrix)
             except KeyError as exc:
                 raise InputFormatError(f"{path}: not an AnnData store (missing {exc})") from None
             var.index = var.index.astype(str)
@@ -90,7 +91,7 @@ class AnnDataSource:
                     X=X,
                     offset=offset,
                     colmap=colmap,
-                    nnz=_row_nnz(handle[matrix]),
+                    nnz=_row_nnz(group[matrix]),
                 )
             )
             names.append(obs.index.astype(str))
@@ -202,11 +203,32 @@ class AnnDataSource:
                 f.store.close()
 
 
+def split_modality(spec: str) -> tuple[Path, str | None]:
+    """``file.h5mu:rna`` → (file.h5mu, "rna"); any other path → (path, None)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head.endswith(".h5mu") and tail and "/" not in tail:
+        return Path(head), tail
+    return Path(spec), None
+
+
+def _modality_group(handle: Any, path: Path, modality: str | None) -> Any:
+    """The AnnData group to read: the file's root, or one modality of a MuData file."""
+    if modality is None:
+        if path.suffix == ".h5mu":
+            names = ", ".join(f"{path}:{m}" for m in handle["mod"]) if "mod" in handle else ""
+            raise UsageError(f"--input {path} is a MuData file: name one modality ({names})")
+        return handle
+    if "mod" not in handle or modality not in handle["mod"]:
+        found = ", ".join(handle["mod"]) if "mod" in handle else "none"
+        raise InputFormatError(f"{path} has no modality {modality!r} (it has: {found})")
+    return handle["mod"][modality]
+
+
 def _open_group(path: Path) -> tuple[Any, Any]:
     if not path.exists():
         raise SourceError(f"--input {path}: no such file or directory")
     try:
-        if path.suffix == ".h5ad" or h5py.is_hdf5(path):
+        if path.suffix in (".h5ad", ".h5mu") or h5py.is_hdf5(path):
             return h5py.File(path, "r"), None
         if path.suffix == ".zip":
             store = zarr.storage.ZipStore(path, mode="r")

@@ -32,6 +32,7 @@ from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
 from atlasprep.shard.writer import ShardFormat, Spill, write_spill
 from atlasprep.slice.api import SliceConfig, open_source
 from atlasprep.sources import CellSource, ProgressCallback, experiment_name, resolve_filter, sample_positions
+from atlasprep.sources.anndata import AnnDataSource, split_modality
 from atlasprep.tokenize.binning import bin_values, cap_genes
 from atlasprep.tokenize.context import context_token, insert_context
 from atlasprep.tokenize.coverage import VocabCoverage
@@ -39,6 +40,7 @@ from atlasprep.tokenize.hvg import GeneMoments
 from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
+from atlasprep.tokenize.segments import KINDS, Segment, atac_idf, encode_segment, segment_vector, splice
 from atlasprep.tokenize.splits import assign_splits
 from atlasprep.tokenize.vocab import load_json_dict
 
@@ -97,6 +99,11 @@ class TokenizeConfig:
     holdout: tuple[str, ...] = ()  # values of split_by sent to test
     format: ShardFormat = "arrow"
     overwrite: bool = False
+    # an aligned MuData (source inputs "file.h5mu:rna"): paired modalities as token segments
+    # after the RNA tokens ("atac", "prot"), each within its budget, or stored whole as targets
+    modalities: tuple[str, ...] = ()
+    segment_max_len: tuple[tuple[str, int], ...] = ()
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +156,7 @@ def tokenize_cells(
             for column in config.context:
                 for value in sorted(present[column].astype("string").fillna("<NA>").unique()):
                     vocab.tokens.setdefault(context_token(column, str(value)), max(vocab.tokens.values()) + 1)
+        segments, targets = _paired(config, positions, vocab)
         labels = source.obs_values(positions, [config.split_by])[config.split_by] if config.split_by else None
         if labels is not None:
             plan = assign_splits(
@@ -171,7 +179,12 @@ def tokenize_cells(
             shuffle=config.shuffle,
         )
         writer = ShardWriter(config.out, layout, fmt=config.format)
-        jobs = _encode_jobs(config, runner, positions, splits, layout, writer, obs_columns, vocab, encode)
+        special_ids = np.array([i for t, i in vocab.tokens.items() if t.startswith("<")], np.int32)
+        planned = _encode_jobs(config, runner, positions, splits, layout, writer, obs_columns, vocab, encode)
+        jobs = [
+            dataclasses.replace(job, segments=segments, targets=targets, special_ids=special_ids)
+            for job in planned
+        ]
         if progress is not None:
             progress(0, len(positions))
         if runner is None:  # in this process, with progress per batch
@@ -191,6 +204,19 @@ def tokenize_cells(
         source.close()
     hvg_genes = None if hvg is None else [gene_ids[c] for c in hvg]
     manifest = _manifest(config, source, vocab, coverage, plan, shards, len(positions), hvg_genes)
+    if segments or targets:
+        manifest["tokenizer"]["segments"] = {
+            s.modality: {
+                "budget": s.budget,
+                "separator": f"<sep:{s.modality}>",
+                "n_features": len(s.tokens),
+                "scoring": _SCORING[s.modality],
+            }
+            for s in segments
+        }
+        manifest["tokenizer"]["targets"] = {
+            t.modality: {"scoring": _SCORING[t.modality], "features": list(t.features)} for t in targets
+        }
     _write_json_atomic(config.out / "manifest.json", manifest)
     return TokenizeResult(out=config.out, manifest=manifest, seconds=time.perf_counter() - started)
 
@@ -213,6 +239,9 @@ class EncodeJob:
     column_tokens: np.ndarray
     encode: Callable[[Any, int], Encoded]
     spill_dir: Path
+    segments: tuple[Segment, ...] = ()
+    targets: tuple[Segment, ...] = ()  # budget unused: the whole vector is stored
+    special_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,6 +294,7 @@ def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> 
     """Tokenize one range of cells into spill files (opens and closes the source itself)."""
     config = job.config
     source = open_source(config.source)
+    paired = {s.modality: AnnDataSource([s.spec]) for s in (*job.segments, *job.targets)}
     spills: list[Spill] = []
     coverage = VocabCoverage.of_genes(job.column_tokens)
     total = job.first_cell + len(job.positions)
@@ -280,6 +310,8 @@ def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> 
             coverage = coverage.add(batch.X, job.column_tokens)
             cells = slice(done, done + batch.n_cells)
             table = _batch_table(job, batch, job.first_cell + done, job.splits[cells])
+            if paired:
+                table = _with_segments(job, table, paired, job.positions[cells])
             path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
             spills.append(write_spill(path, table, job.split_codes[cells], job.slots[cells], job.by_size))
             done += batch.n_cells
@@ -287,7 +319,55 @@ def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> 
                 progress(job.first_cell + done, total)
     finally:
         source.close()
+        for other in paired.values():
+            other.close()
     return EncodeResult(spills=spills, coverage=coverage)
+
+
+def _with_segments(
+    job: EncodeJob, table: pa.Table, paired: dict[str, AnnDataSource], positions: np.ndarray
+) -> pa.Table:
+    """Add the paired modalities' segments (and target columns) to a batch's rows."""
+    whole = len(positions) + 1
+    rows = {
+        m: next(src.iter_batches(positions, var_positions=None, batch_size=whole, obs_columns=[]))
+        for m, src in paired.items()
+    }
+    for m, batch in rows.items():
+        if not np.array_equal(batch.cell_ids, table["cell_id"].to_numpy(zero_copy_only=False)):
+            raise InputFormatError(
+                f"{job.config.source.inputs[0]}: modality {m!r} lists other cells than the RNA; "
+                "align it with atlasprep align barcodes --how inner"
+            )
+    lists = table["input_ids"].combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    ids = lists.flatten().to_numpy()
+    if "values" in table.column_names:
+        values = table["values"].combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    else:
+        values = np.zeros(len(ids), dtype=np.float32)
+    parts = [(s.sep_id, s.token_type, *encode_segment(s, rows[s.modality].X)) for s in job.segments]
+    special = job.config.scheme == "rank" and job.config.special_tokens
+    ids, offsets, values, types = splice((ids, offsets, values), parts, keep_tail=1 if special else 0)
+    types[np.isin(ids, job.special_ids)] = 0
+    columns = {
+        "input_ids": ragged(ids, offsets, pa.int32()),
+        "length": pa.array(np.diff(offsets).astype(np.int32)),
+        "values": ragged(values, offsets, pa.float32()),
+        "token_type": ragged(types, offsets, pa.int8()),
+    }
+    for target in job.targets:
+        vector = segment_vector(target.modality, rows[target.modality].X, target.idf).astype(np.float32)
+        n, width = vector.shape
+        columns[f"target_{target.modality}"] = ragged(
+            vector.ravel(), np.arange(n + 1, dtype=np.int64) * width, pa.float32()
+        )
+    for name, column in columns.items():
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, column)
+        else:
+            table = table.add_column(table.column_names.index("split"), name, column)
+    return table
 
 
 def _batch_table(job: EncodeJob, batch: Any, first_row: int, splits: np.ndarray) -> pa.Table:
@@ -471,6 +551,72 @@ def _check_counts(X: Any, config: TokenizeConfig) -> None:
             f"--scheme {config.scheme} needs raw integer counts, and X holds non-integer values "
             "(normalized data?); point at raw counts, or pass --assume-normalized"
         )
+
+
+_SCORING = {
+    "atac": "TF-IDF: log1p(count / cell total * 1e4) * log(1 + N / (1 + cells with the peak))",
+    "prot": "CLR per cell: log1p(x) - mean over the cell's proteins of log1p(x)",
+}
+
+
+def _paired(
+    config: TokenizeConfig, positions: np.ndarray, vocab: _Vocab
+) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
+    """Segments and targets of the paired modalities; their tokens extend the vocabulary."""
+    if not config.modalities and not config.targets:
+        return (), ()
+    path, main = split_modality(config.source.inputs[0]) if len(config.source.inputs) == 1 else (None, None)
+    if path is None or main is None:
+        raise UsageError("--modalities/--targets need one aligned MuData input (atlasprep align barcodes)")
+    budgets = dict(config.segment_max_len)
+    next_id = max(vocab.tokens.values()) + 1
+    found: dict[str, list[Segment]] = {"segments": [], "targets": []}
+    for kind, names in (("segments", config.modalities), ("targets", config.targets)):
+        for modality in names:
+            if modality not in KINDS or modality == main:
+                raise UsageError(f"{modality!r}: pair the RNA with atac or prot")
+            spec = f"{path}:{modality}"
+            features, idf = _features(spec, modality, positions, config.source.batch_size)
+            sep_id = -1
+            tokens = np.zeros(0, dtype=np.int32)
+            if kind == "segments":
+                for token in (f"<sep:{modality}>", *(f"{KINDS[modality][0]}:{f}" for f in features)):
+                    if token not in vocab.tokens:
+                        vocab.tokens[token] = next_id
+                        next_id += 1
+                sep_id = vocab.tokens[f"<sep:{modality}>"]
+                tokens = np.array([vocab.tokens[f"{KINDS[modality][0]}:{f}"] for f in features], np.int32)
+            found[kind].append(
+                Segment(
+                    modality=modality,
+                    spec=spec,
+                    budget=budgets.get(modality, 256),
+                    sep_id=sep_id,
+                    tokens=tokens,
+                    idf=idf,
+                    features=tuple(features),
+                )
+            )
+    return tuple(found["segments"]), tuple(found["targets"])
+
+
+def _features(
+    spec: str, modality: str, positions: np.ndarray, batch_size: int
+) -> tuple[list[str], np.ndarray | None]:
+    """A paired modality's features and, for ATAC, the corpus IDF (a first pass)."""
+    other = AnnDataSource([spec])
+    try:
+        features = [str(f) for f in other.var().index]
+        if modality != "atac":
+            return features, None
+        with_peak = np.zeros(len(features), dtype=np.int64)
+        for batch in other.iter_batches(positions, var_positions=None, batch_size=batch_size, obs_columns=[]):
+            X = sp.csr_matrix(batch.X)
+            X.eliminate_zeros()
+            with_peak += np.bincount(X.indices, minlength=len(features))
+        return features, atac_idf(with_peak, len(positions))
+    finally:
+        other.close()
 
 
 def _check_config(config: TokenizeConfig) -> None:
