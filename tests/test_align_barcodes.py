@@ -403,3 +403,13 @@ def test_argument_and_output_errors(tmp_path):
     align_barcodes(tar, protein=tar, out=existing, overwrite=True)
     assert _read_h5mu(existing).n_obs == 1024
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.h5mu"]
+
+
+def test_a_crashed_runs_temp_file_is_swept(tmp_path):
+    src = shared_file("multiome/test_rna_atac.h5mu")
+    out = tmp_path / "mo.h5mu"
+    stale = tmp_path / "mo.h5mu.tmp-999999999"  # no such process
+    stale.write_bytes(b"half a file")
+    align_barcodes(f"{src}:rna", atac=f"{src}:atac", out=out)
+    assert out.exists()
+    assert not stale.exists()

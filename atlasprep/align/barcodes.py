@@ -53,6 +53,7 @@ from atlasprep.errors import (
     SourceError,
     UsageError,
 )
+from atlasprep.slice.writer import sweep_stale_temps
 
 __all__ = [
     "MIN_CORE_LENGTH",
@@ -509,6 +510,7 @@ def _build_mudata(
 
 
 def _write_h5mu(mdata: Any, out: Path) -> None:
+    sweep_stale_temps(out)  # a crashed run's leftover
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     try:
         md.write_h5mu(tmp, mdata)

@@ -62,7 +62,7 @@ from atlasprep.align.organ import (
 )
 from atlasprep.align.rui import Registration, iri_fragment, read_registration
 from atlasprep.errors import InputFormatError, OutputExistsError, SourceError, UsageError
-from atlasprep.slice.writer import format_of, remove_path
+from atlasprep.slice.writer import format_of, remove_path, sweep_stale_temps
 
 __all__ = [
     "ALL_TERMS_COLUMN",
@@ -494,6 +494,7 @@ def register_section(
 
 
 def _write(adata: ad.AnnData, out: Path) -> None:
+    sweep_stale_temps(out)  # a crashed run's leftover
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     remove_path(tmp)
     try:

@@ -26,7 +26,7 @@ from anndata.io import sparse_dataset, write_elem
 
 from atlasprep.errors import OutputExistsError, UsageError
 
-__all__ = ["AnnDataWriter", "StoreFormat", "format_of", "remove_path"]
+__all__ = ["AnnDataWriter", "StoreFormat", "format_of", "remove_path", "sweep_stale_temps"]
 
 log = logging.getLogger("atlasprep.slice")
 
@@ -188,13 +188,18 @@ class AnnDataWriter:
             self._root.close()
 
     def _sweep_stale_temps(self) -> None:
-        """Remove leftovers of crashed runs writing the same output (their pid is gone)."""
-        for pattern in (f"{self.out.name}.tmp-*", f"{self.out.name}.obs-*.arrow"):
-            for stale in self.out.parent.glob(pattern):
-                pid = stale.name.rsplit("-", 1)[-1].split(".")[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
-                    log.info("removing %s left by an interrupted run", stale)
-                    remove_path(stale)
+        sweep_stale_temps(self.out, extra=(f"{self.out.name}.obs-*.arrow",))
+
+
+def sweep_stale_temps(out: Path, *, extra: tuple[str, ...] = ()) -> None:
+    """Remove ``<out>.tmp-<pid>`` (and ``extra`` patterns) left by crashed runs writing ``out``:
+    those whose process is gone."""
+    for pattern in (f"{out.name}.tmp-*", *extra):
+        for stale in out.parent.glob(pattern):
+            pid = stale.name.rsplit("-", 1)[-1].split(".")[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                log.info("removing %s left by an interrupted run", stale)
+                remove_path(stale)
 
 
 def _to_anndata_column(name: str, column: pa.ChunkedArray) -> Any:
