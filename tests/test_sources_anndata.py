@@ -60,15 +60,19 @@ def test_two_inputs_union_var_and_prefix_clashing_names(tmp_path):
         b.write_zarr(tmp_path / "b.zarr")
     source = AnnDataSource([tmp_path / "a.h5ad", tmp_path / "b.zarr"])
     assert list(source.var().index) == ["ENSG1", "ENSG2", "ENSG3", "ENSG4"]
-    (batch,) = source.iter_batches(np.arange(9, dtype=np.int64), var_positions=None, batch_size=100)
+    # a batch holds one file's cells (each file has its own storage: dense or sparse, dtype)
+    first, second = source.iter_batches(np.arange(9, dtype=np.int64), var_positions=None, batch_size=100)
     source.close()
-    X = batch.X.toarray()
+    X = np.vstack([first.X.toarray(), second.X.toarray()])
+    assert (first.n_cells, second.n_cells) == (5, 4)
+    assert first.stored_dense  # written dense
+    assert second.stored_dense
     assert np.array_equal(X[:5, :3], a.X)
     assert not X[:5, 3].any()
     assert np.array_equal(X[5:, 2:], b.X)
     assert not X[5:, :2].any()
-    assert batch.cell_ids[0] == "a:0"
-    assert batch.cell_ids[5] == "b:0"
+    assert first.cell_ids[0] == "a:0"
+    assert second.cell_ids[0] == "b:0"
 
 
 def test_missing_input_is_a_clear_error(tmp_path):

@@ -11,12 +11,15 @@ from atlasprep.sources import CellFilter, open_census, resolve_filter
 from atlasprep.tokenize import RankEncoder, load_json_dict
 
 
-def _geneformer_reference(counts, gene_ids, token_dict, medians, n_counts, max_len, special):
-    """Geneformer's TranscriptomeTokenizer, step by step on one dense matrix (no collapsing)."""
+def _geneformer_reference(counts, gene_ids, token_dict, medians, n_counts, max_len, special, dense=False):
+    """Geneformer's TranscriptomeTokenizer, step by step (no collapsing): the same scipy/numpy
+    expression ``X / n_counts * 10_000 / medians`` on a sparse (or dense) X, so the values carry
+    the same rounding as Geneformer's in this environment."""
     loc = np.array([i for i, g in enumerate(gene_ids) if g in token_dict])
     norm = np.array([medians[gene_ids[i]] for i in loc])
     tokens = np.array([token_dict[gene_ids[i]] for i in loc])
-    X_norm = sp.csr_matrix(counts[:, loc] / n_counts[:, None] * 10_000 / norm)
+    X_view = counts[:, loc] if dense else sp.csr_matrix(counts)[:, loc]
+    X_norm = sp.csr_matrix(X_view / n_counts[:, None] * 10_000 / norm)
     cells = []
     for i in range(X_norm.shape[0]):
         ranked = tokens[X_norm[i].indices][np.argsort(-X_norm[i].data)]
@@ -52,7 +55,7 @@ def test_equals_geneformer_on_demo_cells(demo_counts, version, max_len, special)
     )
     n_counts = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     got = encoder.encode(X, n_counts)
-    want = _geneformer_reference(X.toarray(), genes, token_dict, medians, n_counts, max_len, special)
+    want = _geneformer_reference(X, genes, token_dict, medians, n_counts, max_len, special)
     assert [got.cell(i).tolist() for i in range(X.shape[0])] == want
     assert got.input_ids.dtype == np.int32
     assert got.lengths.max() <= max_len
@@ -69,8 +72,37 @@ def test_ties_follow_numpys_order():
     )
     n_counts = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     got = encoder.encode(X, n_counts)
-    want = _geneformer_reference(X.toarray(), genes, token_dict, medians, n_counts, 40, True)
+    want = _geneformer_reference(X, genes, token_dict, medians, n_counts, 40, True)
     assert [got.cell(i).tolist() for i in range(50)] == want
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("n_dtype", [np.float32, np.float64, np.int64])
+def test_arithmetic_follows_storage_and_dtypes(demo_counts, dense, n_dtype):
+    """Near-ties decide the order: the values must round exactly as Geneformer's do, which
+    depends on dense vs sparse X (division vs multiplying by the reciprocal) and on the dtype
+    of n_counts (float32 intermediates when X and n_counts are both float32)."""
+    X, genes = demo_counts
+    token_dict = load_json_dict(shared_file("geneformer/token_dictionary_gc104M.json"))
+    medians = load_json_dict(shared_file("geneformer/gene_median_dictionary_gc104M.json"))
+    encoder = RankEncoder.from_dictionaries(genes, token_dictionary=token_dict, gene_medians=medians)
+    n_counts = np.asarray(X.sum(axis=1)).ravel().astype(n_dtype)
+    got = encoder.encode(X, n_counts, x_dtype=np.dtype(np.float32), dense=dense)
+    counts = X.toarray() if dense else X
+    want = _geneformer_reference(counts, genes, token_dict, medians, n_counts, 4096, True, dense=dense)
+    assert [got.cell(i).tolist() for i in range(X.shape[0])] == want
+
+
+def test_rounding_matters_on_these_cells(demo_counts):
+    """The test above can fail: with the other arithmetic some demo cells rank differently."""
+    X, genes = demo_counts
+    token_dict = load_json_dict(shared_file("geneformer/token_dictionary_gc104M.json"))
+    medians = load_json_dict(shared_file("geneformer/gene_median_dictionary_gc104M.json"))
+    encoder = RankEncoder.from_dictionaries(genes, token_dictionary=token_dict, gene_medians=medians)
+    n_counts = np.asarray(X.sum(axis=1)).ravel()
+    sparse = encoder.encode(X, n_counts, dense=False)
+    dense = encoder.encode(X, n_counts, dense=True)
+    assert not np.array_equal(sparse.input_ids, dense.input_ids)
 
 
 def test_gene_mapping_maps_and_sums_duplicates():
@@ -78,13 +110,38 @@ def test_gene_mapping_maps_and_sums_duplicates():
     medians = {"ENSG1": 1.0, "ENSG2": 1.0}
     mapping = {"A": "ENSG1", "A-ALIAS": "ENSG1", "B": "ENSG2", "C": "ENSG9"}  # ENSG9 is not in the vocabulary
     encoder = RankEncoder.from_dictionaries(
-        ["a", "A-alias", "b", "c"], token_dictionary=token_dict, gene_medians=medians, gene_mapping=mapping
+        ["A", "A-ALIAS", "B", "C"], token_dictionary=token_dict, gene_medians=medians, gene_mapping=mapping
     )
     X = sp.csr_matrix(np.array([[1, 2, 2, 9], [0, 0, 5, 0]], dtype=np.float32))
     got = encoder.encode(X)
     # cell 0: ENSG1 = 1 + 2 = 3 beats ENSG2 = 2; "c" is dropped but counts in the cell total
     assert got.cell(0).tolist() == [2, 10, 11, 3]
     assert got.cell(1).tolist() == [2, 11, 3]
+
+
+def test_collapsed_genes_go_last_as_geneformer_places_them():
+    """Geneformer appends summed genes after the others: with equal values, that order is the
+    input order numpy's sort sees, so it decides the tokens of tied genes."""
+    token_dict = {"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3, "ENSG1": 10, "ENSG2": 11, "ENSG3": 12}
+    medians = {"ENSG1": 1.0, "ENSG2": 1.0, "ENSG3": 1.0}
+    mapping = {"A": "ENSG1", "A2": "ENSG1", "B": "ENSG2", "C": "ENSG3"}
+    encoder = RankEncoder.from_dictionaries(
+        ["A", "B", "A2", "C"], token_dictionary=token_dict, gene_medians=medians, gene_mapping=mapping
+    )
+    assert encoder.token_ids.tolist() == [11, 12, 10]  # ENSG2, ENSG3, then the summed ENSG1
+
+
+def test_repeated_ids_alone_are_not_summed():
+    """As Geneformer: when no two *different* IDs map to one gene, a repeated ID keeps its
+    columns (each ranked on its own, with the same token)."""
+    token_dict = {"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3, "ENSG1": 10, "ENSG2": 11}
+    medians = {"ENSG1": 1.0, "ENSG2": 1.0}
+    encoder = RankEncoder.from_dictionaries(
+        ["ENSG1", "ENSG2", "ENSG1"], token_dictionary=token_dict, gene_medians=medians
+    )
+    assert encoder.collapse is None
+    got = encoder.encode(sp.csr_matrix(np.array([[1, 3, 5]], dtype=np.float32)))
+    assert got.cell(0).tolist() == [2, 10, 11, 10, 3]
 
 
 def test_no_vocabulary_gene_is_an_error():

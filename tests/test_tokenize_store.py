@@ -491,3 +491,57 @@ def test_bad_shard_size_is_a_usage_error(small_census, tmp_path, args, message):
     )
     assert r.exit_code == 2
     assert message in r.stderr
+
+
+def test_rank_reads_obs_n_counts_as_geneformer_does(small_census, tmp_path, dictionaries):
+    """With obs["n_counts"] (float32 here) the store's tokens are the encoder's with those totals
+    in their own dtype; the manifest says so; a named column that is missing is exit 2."""
+    import anndata as ad
+
+    source = open_census(census_uri=str(small_census))
+    try:
+        positions = source.select(source.compile(resolve_filter(CellFilter())))[:300]
+        X = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=300)])
+        genes = list(source.var().index)
+    finally:
+        source.close()
+    X = sp.csr_matrix(X, dtype=np.float32)
+    n_counts = np.asarray(X.sum(axis=1)).ravel().astype(np.float32)
+    adata = ad.AnnData(X)
+    adata.var_names = genes
+    adata.obs_names = [f"c{i}" for i in range(X.shape[0])]
+    adata.obs["n_counts"] = n_counts
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    tokens, medians = dictionaries
+    result = tokenize_cells(
+        TokenizeConfig(
+            source=SliceConfig(inputs=(str(path),)),
+            out=tmp_path / "store",
+            token_dictionary=tokens,
+            gene_medians=medians,
+            obs_columns=(),
+            shuffle=False,
+        )
+    )
+    assert result.manifest["tokenizer"]["n_counts"] == "obs['n_counts']"
+    encoder = RankEncoder.from_dictionaries(
+        genes, token_dictionary=load_json_dict(tokens), gene_medians=load_json_dict(medians)
+    )
+    want = encoder.encode(X, n_counts)
+    import pyarrow.ipc as ipc
+
+    got: dict[str, list[int]] = {}
+    for shard in sorted((tmp_path / "store").rglob("*.arrow")):
+        table = ipc.open_stream(pa.OSFile(str(shard))).read_all()
+        got.update(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+    assert [got[f"c{i}"] for i in range(X.shape[0])] == [want.cell(i).tolist() for i in range(X.shape[0])]
+    r = CliRunner().invoke(
+        app,
+        [
+            "tokenize", "--input", str(path), "--token-dictionary", str(tokens), "--gene-medians",
+            str(medians), "--n-counts-column", "total", "--out", str(tmp_path / "bad"),
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 2
+    assert "--n-counts-column 'total'" in r.output

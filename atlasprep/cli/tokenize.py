@@ -84,6 +84,12 @@ def tokenize_command(
         _D.special_tokens, "--special-tokens/--no-special-tokens", help="<cls> first, <eos> last (rank)."
     ),
     gene_column: str | None = typer.Option(None, "--gene-column", help="var column with Ensembl IDs."),
+    n_counts_column: str = typer.Option(
+        _D.n_counts_column or "none",
+        "--n-counts-column",
+        help="rank: obs column with each cell's total (read as Geneformer reads obs['n_counts']) "
+        "when the input has it; none: always the sum of the counts over all genes.",
+    ),
     assume_normalized: bool = typer.Option(False, "--assume-normalized", help="Accept non-integer X."),
     counts_layer: str | None = typer.Option(
         None, "--counts-layer", help="The raw counts: a layers key, raw or X (AnnData); an X layer (SOMA)."
@@ -163,6 +169,7 @@ def tokenize_command(
         special_tokens=special_tokens,
         min_gene_match=min_gene_match,
         gene_column=gene_column,
+        n_counts_column=None if n_counts_column.lower() == "none" else n_counts_column,
         assume_normalized=assume_normalized,
         context=tuple(c for c in context.split(",") if c),
         format=store_format,  # type: ignore[arg-type]

@@ -166,16 +166,20 @@ class AnnDataSource:
             out_of_union[var_positions] = np.arange(len(var_positions))
         n_out = n_union if var_positions is None else len(var_positions)
         starts = np.array([f.offset for f in self._files])
-        for chunk in plan_chunks(positions, batch_size, self._stored_values(positions, starts)):
-            which = np.searchsorted(starts, chunk, side="right") - 1
-            parts = []
-            for k in np.unique(which):
-                f = self._files[k]
-                local = chunk[which == k] - f.offset
-                parts.append(_remap_columns(_read_rows(f, local), out_of_union[f.colmap], n_out))
-            X = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
-            obs = pa.Table.from_pandas(self._obs.iloc[chunk][columns], preserve_index=False)
-            yield CellBatch(cell_ids=self._cell_ids[chunk], obs=obs, X=X.astype(np.float32, copy=False))
+        for planned in plan_chunks(positions, batch_size, self._stored_values(positions, starts)):
+            which = np.searchsorted(starts, planned, side="right") - 1
+            cuts = np.flatnonzero(np.diff(which)) + 1
+            for chunk, k in zip(np.split(planned, cuts), which[np.r_[0, cuts]], strict=True):
+                f = self._files[k]  # a batch holds one file's cells, so it has one storage
+                X = _remap_columns(_read_rows(f, chunk - f.offset), out_of_union[f.colmap], n_out)
+                obs = pa.Table.from_pandas(self._obs.iloc[chunk][columns], preserve_index=False)
+                yield CellBatch(
+                    cell_ids=self._cell_ids[chunk],
+                    obs=obs,
+                    X=X.astype(np.float32, copy=False),
+                    stored_dtype=np.dtype(f.X.dtype),
+                    stored_dense=f.nnz is None,
+                )
 
     def _stored_values(self, positions: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """Each selected cell's stored values (sparse: from indptr; dense: every gene)."""

@@ -44,6 +44,9 @@ class SourceInfo:
         return {k: v for k, v in out.items() if v is not None}
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CellBatch:
     """A bounded run of cells: their obs rows, raw counts (CSR, float32) and ids.
@@ -54,6 +57,9 @@ class CellBatch:
     cell_ids: np.ndarray  # str, one per row: soma_joinid for SOMA, obs name for AnnData
     obs: pa.Table
     X: sp.csr_matrix
+    # how the source itself stores X (the rank tokenizer repeats Geneformer's arithmetic on it)
+    stored_dtype: np.dtype[Any] = _FLOAT32
+    stored_dense: bool = False
 
     @property
     def n_cells(self) -> int:

@@ -31,7 +31,14 @@ from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
 from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
 from atlasprep.shard.writer import ShardFormat, Spill, write_spill
 from atlasprep.slice.api import SliceConfig, open_source
-from atlasprep.sources import CellSource, ProgressCallback, experiment_name, resolve_filter, sample_positions
+from atlasprep.sources import (
+    CellBatch,
+    CellSource,
+    ProgressCallback,
+    experiment_name,
+    resolve_filter,
+    sample_positions,
+)
 from atlasprep.sources.anndata import AnnDataSource, split_modality
 from atlasprep.tokenize.binning import bin_values, cap_genes
 from atlasprep.tokenize.context import context_token, insert_context
@@ -86,6 +93,9 @@ class TokenizeConfig:
     gene_mapping: Path | None = None
     special_tokens: bool = True
     gene_column: str | None = None  # var column with Ensembl IDs (default: the var index)
+    # rank: each cell's total, as Geneformer reads obs["n_counts"] (in its own dtype) when the
+    # input has this column; else (or with None) the sum of the cell's counts over all genes
+    n_counts_column: str | None = "n_counts"
     assume_normalized: bool = False  # accept non-integer X for rank/bin
     min_gene_match: float = 0.0
     obs_columns: tuple[str, ...] = DEFAULT_OBS_COLUMNS
@@ -150,7 +160,8 @@ def tokenize_cells(
         medians = _medians(config, source, positions, gene_ids)
         vocab = _vocab(config, gene_ids, medians)
         hvg = _hvg_columns(config, source, positions, vocab.column_tokens) if config.n_hvg else None
-        encode = _encoder(config, vocab, gene_ids, hvg)
+        n_counts_column = _n_counts_column(config, source)
+        encode = _encoder(config, vocab, gene_ids, hvg, n_counts_column)
         if config.context:  # the values present, sorted, extend the vocabulary after the genes
             present = source.obs_values(positions, list(config.context))
             for column in config.context:
@@ -182,7 +193,13 @@ def tokenize_cells(
         special_ids = np.array([i for t, i in vocab.tokens.items() if t.startswith("<")], np.int32)
         planned = _encode_jobs(config, runner, positions, splits, layout, writer, obs_columns, vocab, encode)
         jobs = [
-            dataclasses.replace(job, segments=segments, targets=targets, special_ids=special_ids)
+            dataclasses.replace(
+                job,
+                segments=segments,
+                targets=targets,
+                special_ids=special_ids,
+                read_columns=(n_counts_column,) if n_counts_column else (),
+            )
             for job in planned
         ]
         if progress is not None:
@@ -204,6 +221,10 @@ def tokenize_cells(
         source.close()
     hvg_genes = None if hvg is None else [gene_ids[c] for c in hvg]
     manifest = _manifest(config, source, vocab, coverage, plan, shards, len(positions), hvg_genes)
+    if config.scheme == "rank":
+        manifest["tokenizer"]["n_counts"] = (
+            f"obs[{n_counts_column!r}]" if n_counts_column else "sum of the counts over all genes"
+        )
     if segments or targets:
         manifest["tokenizer"]["segments"] = {
             s.modality: {
@@ -237,11 +258,12 @@ class EncodeJob:
     obs_columns: tuple[str, ...]
     tokens: dict[str, int]
     column_tokens: np.ndarray
-    encode: Callable[[Any, int], Encoded]
+    encode: Callable[[CellBatch, int], Encoded]
     spill_dir: Path
     segments: tuple[Segment, ...] = ()
     targets: tuple[Segment, ...] = ()  # budget unused: the whole vector is stored
     special_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    read_columns: tuple[str, ...] = ()  # obs columns the tokenizer reads but does not store
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,7 +281,7 @@ def _encode_jobs(
     writer: ShardWriter,
     obs_columns: tuple[str, ...],
     vocab: _Vocab,
-    encode: Callable[[Any, int], Encoded],
+    encode: Callable[[CellBatch, int], Encoded],
 ) -> list[EncodeJob]:
     """The encode pass cut into ranges of whole batches: one range here, ``n_partitions`` on a runner."""
     n = len(positions)
@@ -304,7 +326,7 @@ def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> 
             job.positions,
             var_positions=None,
             batch_size=config.source.batch_size,
-            obs_columns=list(dict.fromkeys([*job.obs_columns, *config.context])),
+            obs_columns=list(dict.fromkeys([*job.obs_columns, *config.context, *job.read_columns])),
         ):
             _check_counts(batch.X, config)
             coverage = coverage.add(batch.X, job.column_tokens)
@@ -373,7 +395,7 @@ def _with_segments(
 def _batch_table(job: EncodeJob, batch: Any, first_row: int, splits: np.ndarray) -> pa.Table:
     """One batch of cells as shard rows: tokens, values, lengths, metadata, split."""
     config = job.config
-    ids, offsets, values = job.encode(batch.X, first_row)
+    ids, offsets, values = job.encode(batch, first_row)
     if config.context:
         special = config.scheme == "rank" and config.special_tokens
         ids, offsets, values = insert_context(
@@ -462,10 +484,27 @@ def _count_batches(config: TokenizeConfig, source: CellSource, positions: np.nda
         yield batch.X
 
 
+def _n_counts_column(config: TokenizeConfig, source: CellSource) -> str | None:
+    """The obs column holding the cells' totals for ``rank``, if it is to be read."""
+    name = config.n_counts_column
+    if config.scheme != "rank" or name is None:
+        return None
+    if name in source.obs_columns:
+        log.info("cell totals from obs[%r], as Geneformer reads obs['n_counts']", name)
+        return name
+    if name != "n_counts":  # asked for by name, not the default
+        raise UsageError(f"--n-counts-column {name!r} is not an obs column of the input")
+    return None
+
+
 def _encoder(
-    config: TokenizeConfig, vocab: _Vocab, gene_ids: list[str], hvg: np.ndarray | None
-) -> Callable[[Any, int], Encoded]:
-    """``encode(X, first_row)``: a batch's tokens; ``first_row`` is its first cell's place."""
+    config: TokenizeConfig,
+    vocab: _Vocab,
+    gene_ids: list[str],
+    hvg: np.ndarray | None,
+    n_counts_column: str | None = None,
+) -> Callable[[CellBatch, int], Encoded]:
+    """``encode(batch, first_row)``: a batch's tokens; ``first_row`` is its first cell's place."""
     column_tokens = vocab.column_tokens
     if config.scheme == "rank":
         assert vocab.medians is not None
@@ -481,15 +520,16 @@ def _encoder(
             special_tokens=config.special_tokens,
         )
 
-        def encode_rank(X: Any, first_row: int) -> Encoded:
-            ranked = encoder.encode(X)
+        def encode_rank(batch: CellBatch, first_row: int) -> Encoded:
+            n_counts = None if n_counts_column is None else _totals(batch.obs, n_counts_column)
+            ranked = encoder.encode(batch.X, n_counts, x_dtype=batch.stored_dtype, dense=batch.stored_dense)
             return ranked.input_ids, ranked.offsets, None
 
         return encode_rank
     if config.scheme == "raw":
 
-        def encode_raw(X: Any, first_row: int) -> Encoded:
-            cells = raw_encode(X, column_tokens, max_len=config.max_len)
+        def encode_raw(batch: CellBatch, first_row: int) -> Encoded:
+            cells = raw_encode(batch.X, column_tokens, max_len=config.max_len)
             return cells.input_ids, cells.offsets, cells.values
 
         return encode_raw
@@ -498,14 +538,32 @@ def _encoder(
     columns = np.flatnonzero(column_tokens >= 0) if hvg is None else hvg
     tokens = column_tokens[columns]
 
-    def encode_bin(X: Any, first_row: int) -> Encoded:
-        binned = bin_values(sp.csr_matrix(X)[:, columns], config.n_bins)
+    def encode_bin(batch: CellBatch, first_row: int) -> Encoded:
+        binned = bin_values(sp.csr_matrix(batch.X)[:, columns], config.n_bins)
         binned = cap_genes(binned, config.max_len, seed=config.seed, first_row=first_row)
         ids = tokens[binned.indices]
         offsets = binned.indptr.astype(np.int64)
         return ids.astype(np.int32), offsets, binned.data.astype(np.int32)
 
     return encode_bin
+
+
+def _totals(obs: pa.Table, column: str) -> np.ndarray:
+    """A batch's cell totals from an obs column, in the column's own dtype."""
+    values = obs[column]
+    if values.null_count or not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise InputFormatError(
+            f"obs[{column!r}] must hold each cell's total counts as numbers (it has {values.type}, "
+            f"{values.null_count} missing); fix it, or pass --n-counts-column none to use the sum "
+            "of the counts"
+        )
+    totals = values.to_numpy()
+    if (totals < 0).any() or not np.isfinite(totals).all():
+        raise InputFormatError(
+            f"obs[{column!r}] has a negative or infinite total; fix it, or pass --n-counts-column none "
+            "to use the sum of the counts"
+        )
+    return totals
 
 
 def _context_ids(obs: pa.Table, columns: tuple[str, ...], tokens: dict[str, int]) -> np.ndarray:

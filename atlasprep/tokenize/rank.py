@@ -11,14 +11,22 @@ What can: numpy sorts each row of a 2-D array with the same 1-D routine, so all 
 batch with the same number of expressed genes are stacked and sorted in one ``argsort`` call,
 each row getting exactly the order its own ``np.argsort`` would give. A batch costs one
 vectorized pass for the values and one sort call per distinct cell length.
+
+Ties also depend on the last bits of the values, so they are computed with the very floating-point
+operations Geneformer's ``X / n_counts * 10_000 / medians`` performs, which depend on its input:
+on a dense matrix numpy divides; on a sparse one scipy (>= 1.11) multiplies by ``1 / v``; and the
+first two steps run in float32 when both X and ``n_counts`` are float32 (:class:`Arithmetic`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -27,7 +35,7 @@ import scipy.sparse as sp
 from atlasprep.errors import InputFormatError
 from atlasprep.tokenize._groups import length_groups
 
-__all__ = ["RankEncoder", "RankedCells"]
+__all__ = ["Arithmetic", "RankEncoder", "RankedCells", "geneformer_arithmetic"]
 
 _THREADS = max(1, min(4, os.cpu_count() or 1))
 
@@ -76,28 +84,33 @@ class RankEncoder:
     ) -> RankEncoder:
         """Match ``gene_ids`` (the input's var, in column order) to Geneformer's dictionaries.
 
-        As Geneformer does: with a ``gene_mapping`` (upper-cased ID or symbol -> Ensembl ID,
-        kept only where the target is in the vocabulary), each input gene is mapped first and
-        genes that map to the same ID are summed; genes outside the vocabulary are dropped.
+        As Geneformer's ``sum_ensembl_ids`` does: each input ID is upper-cased and mapped through
+        ``gene_mapping`` (kept only where the target is in the vocabulary; without one, the
+        vocabulary maps to itself). Genes that map to nothing are dropped. If two *different*
+        input IDs map to one gene, every gene named more than once is summed into one column
+        placed after the others (in order of first appearance); otherwise the columns keep their
+        order, repeated IDs included. The column order decides how numpy orders tied values.
         """
-        if gene_mapping is not None:
-            kept = {k: v for k, v in gene_mapping.items() if v in token_dictionary}
-            mapped = [kept.get(str(g).upper()) for g in gene_ids]
-        else:
-            mapped = [g if g in token_dictionary else None for g in gene_ids]
+        source = gene_mapping if gene_mapping is not None else {g: g for g in token_dictionary}
+        mapping = {k: v for k, v in source.items() if v in token_dictionary}
+        ids = [str(g) for g in gene_ids]
+        named = [g for g in ids if g in mapping]  # as Geneformer checks it: before upper-casing
+        mapped = [mapping.get(g.upper()) for g in ids]
         usable = [(col, g) for col, g in enumerate(mapped) if g is not None and g in gene_medians]
         if not usable:
             raise InputFormatError(
                 "no input gene is in the token dictionary; check that var holds Ensembl IDs "
                 "(or pass a gene mapping)"
             )
-        order = list(dict.fromkeys(g for _, g in usable))  # first appearance
         collapse = None
-        if len(order) == len(usable):  # no two columns name one gene: look tokens up per column
+        if len(set(named)) == len({mapping[g] for g in named}):  # no two IDs name one gene
             genes: list[str | None] = [None] * len(gene_ids)
             for col, g in usable:
                 genes[col] = g
-        else:  # sum the columns that name one gene, as Geneformer's gene-ID collapsing does
+        else:  # sum the columns of each gene named more than once; those go last
+            times = Counter(g for g in mapped if g is not None)
+            once = [g for _, g in usable if times[g] == 1]
+            order = once + [g for g, n in times.items() if n > 1 and g in gene_medians]
             position = {g: i for i, g in enumerate(order)}
             rows = np.array([col for col, _ in usable], dtype=np.int64)
             cols = np.array([position[g] for _, g in usable], dtype=np.int64)
@@ -128,23 +141,80 @@ class RankEncoder:
         """Input genes that reach the vocabulary (after collapsing)."""
         return int((self.token_ids >= 0).sum())
 
-    def encode(self, counts: sp.csr_matrix, n_counts: np.ndarray | None = None) -> RankedCells:
+    def encode(
+        self,
+        counts: sp.csr_matrix,
+        n_counts: np.ndarray | None = None,
+        *,
+        x_dtype: np.dtype[Any] | None = None,
+        dense: bool = False,
+    ) -> RankedCells:
         """Rank-encode the cells (rows) of ``counts``, whose columns are the input's var.
 
-        ``n_counts`` is each cell's total over all genes (Geneformer's ``obs["n_counts"]``);
-        by default the row sums of ``counts``.
+        ``n_counts`` is each cell's total (Geneformer's ``obs["n_counts"]``, in its own dtype);
+        by default the row sums of ``counts``, as ``X.sum(axis=1)`` gives them. ``x_dtype`` (the
+        input's own X dtype, by default ``counts.dtype``) and ``dense`` (whether the input stores
+        X dense) decide Geneformer's arithmetic (:func:`geneformer_arithmetic`).
         """
         counts = sp.csr_matrix(counts)
-        if n_counts is None:
-            n_counts = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        x_dtype = np.dtype(x_dtype if x_dtype is not None else counts.dtype)
+        if n_counts is None:  # in the dtype X.sum(axis=1) gives the input's own X
+            total_dtype = np.ones((1, 1), x_dtype).sum(axis=1).dtype
+            n_counts = np.asarray(counts.sum(axis=1)).ravel().astype(total_dtype)
+        n_counts = np.asarray(n_counts).ravel()
+        arithmetic = geneformer_arithmetic(x_dtype, n_counts.dtype, dense=dense)
         X = counts if self.collapse is None else sp.csr_matrix(counts @ self.collapse)
         if not X.has_canonical_format:  # sorted columns: each row in Geneformer's gene order
             X.sum_duplicates()
-        ids, offsets = _rank_rows(X, np.asarray(n_counts, dtype=np.float64), self)
+        ids, offsets = _rank_rows(X, arithmetic.scales(n_counts), arithmetic, self)
         return RankedCells(input_ids=ids, offsets=offsets)
 
 
-def _rank_rows(X: sp.csr_matrix, n_counts: np.ndarray, encoder: RankEncoder) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True, slots=True)
+class Arithmetic:
+    """The floating-point operations of Geneformer's ``X / n_counts * 10_000 / medians``.
+
+    ``reciprocal``: each ``/ v`` is ``* (1 / v)``, as scipy (>= 1.11) divides a sparse matrix by
+    a dense array; otherwise a true division, as numpy divides a dense one. ``single``: the first
+    two steps round to float32 (numpy's type promotion when X and ``n_counts`` are float32,
+    after which the division by the float64 medians is in float64).
+    """
+
+    reciprocal: bool
+    single: bool
+
+    def scales(self, n_counts: np.ndarray) -> np.ndarray:
+        """Per cell, the exact operand of the first step (``1 / n`` or ``n``), as float64."""
+        operand = np.divide(1, n_counts) if self.reciprocal else n_counts
+        return operand.astype(np.float32 if self.single else np.float64).astype(np.float64)
+
+    def norms(self, medians: np.ndarray) -> np.ndarray:
+        """Per gene, the operand of the last step (``1 / median`` or the median)."""
+        return np.divide(1, medians) if self.reciprocal else medians
+
+
+def geneformer_arithmetic(x_dtype: np.dtype[Any], n_dtype: np.dtype[Any], *, dense: bool) -> Arithmetic:
+    """How Geneformer normalizes an input whose X has ``x_dtype`` (stored dense or sparse) and
+    whose ``n_counts`` has ``n_dtype``, in this environment: the dtypes of the intermediate
+    results come from numpy's own promotion rules, applied to one-element arrays."""
+    reciprocal = not dense and _scipy_divides_by_reciprocal()
+    x, n = np.ones(1, dtype=x_dtype), np.ones(1, dtype=n_dtype)
+    scaled = (x * np.divide(1, n) if reciprocal else x / n) * 10_000
+    return Arithmetic(reciprocal=reciprocal, single=scaled.dtype == np.float32)
+
+
+@functools.cache
+def _scipy_divides_by_reciprocal() -> bool:
+    """Whether this scipy computes ``sparse / dense`` as ``sparse * (1 / dense)``: 3 / 10 is
+    0.3, while 3 * (1 / 10) is 0.30000000000000004."""
+    quotient = sp.csr_matrix(np.array([[3.0]])) / np.array([[10.0]])
+    value = quotient.toarray()[0, 0] if sp.issparse(quotient) else np.asarray(quotient)[0, 0]
+    return bool(value != 0.3)
+
+
+def _rank_rows(
+    X: sp.csr_matrix, scales: np.ndarray, arithmetic: Arithmetic, encoder: RankEncoder
+) -> tuple[np.ndarray, np.ndarray]:
     special = encoder.cls_id is not None and encoder.eos_id is not None
     keep = encoder.max_len - 2 if special else encoder.max_len  # gene tokens per cell
     # Each row's expressed vocabulary genes, in column order, form Geneformer's vector.
@@ -157,12 +227,13 @@ def _rank_rows(X: sp.csr_matrix, n_counts: np.ndarray, encoder: RankEncoder) -> 
         out[offsets[1:] - 1] = encoder.eos_id
     first = 1 if special else 0
     groups = list(length_groups(lengths))
+    norms = arithmetic.norms(encoder.medians)
 
     def rank_groups(share: list[tuple[int, np.ndarray]]) -> None:
         for k, rows in share:
             negated, tokens = _gather(
-                rows, k, X.indptr, X.indices, X.data, n_counts, encoder.medians, encoder.token_ids,
-                encoder.target_sum,
+                rows, k, X.indptr, X.indices, X.data, scales, norms, encoder.token_ids,
+                encoder.target_sum, arithmetic.reciprocal, arithmetic.single,
             )  # fmt: skip
             order = np.argsort(negated, axis=1)  # numpy's own sort, row by row: Geneformer's argsort(-v)
             _scatter(rows, order, tokens, offsets, out, min(k, keep), first)
@@ -190,21 +261,29 @@ def _expressed_lengths(indptr, indices, data, token_ids):  # type: ignore[no-unt
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather(rows, k, indptr, indices, data, n_counts, medians, token_ids, target_sum):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _gather(rows, k, indptr, indices, data, scales, norms, token_ids, target_sum, reciprocal, single):  # type: ignore[no-untyped-def]  # pragma: no cover
     """The rows' negated values (stacked, one row per cell) and tokens of their ``k`` expressed
-    vocabulary genes, in column order."""
+    vocabulary genes, in column order, computed with Geneformer's arithmetic (:class:`Arithmetic`)."""
     values = np.empty((len(rows), k), dtype=np.float64)
     tokens = np.empty((len(rows), k), dtype=np.int32)
+    ts32 = np.float32(target_sum)
     for r in range(len(rows)):
         row = rows[r]
-        n = n_counts[row]
+        scale = scales[row]
+        scale32 = np.float32(scale)
         j = 0
         for e in range(indptr[row], indptr[row + 1]):
             col = indices[e]
             if data[e] == 0 or token_ids[col] < 0:
                 continue
-            # the same float64 operations, in the same order, as Geneformer's X / n_counts * 10_000 / medians
-            values[r, j] = -(np.float64(data[e]) / n * target_sum / medians[col])
+            if single:  # X / n_counts * 10_000 in float32, then the float64 medians
+                x32 = np.float32(data[e])
+                step = (x32 * scale32 if reciprocal else x32 / scale32) * ts32
+                scaled = np.float64(step)
+            else:
+                x = np.float64(data[e])
+                scaled = (x * scale if reciprocal else x / scale) * target_sum
+            values[r, j] = -(scaled * norms[col] if reciprocal else scaled / norms[col])
             tokens[r, j] = token_ids[col]
             j += 1
     return values, tokens
