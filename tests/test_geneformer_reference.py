@@ -1,0 +1,127 @@
+"""atlasprep's rank tokens against Geneformer's own TranscriptomeTokenizer, when it is at hand.
+
+Geneformer is not on the package index, so this runs only where ``geneformer`` is importable or
+``ATLASPREP_GENEFORMER_SRC`` names a directory holding its ``tokenizer.py`` (a source checkout's
+``geneformer/``); it also needs loompy. Elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import importlib.util
+import json
+import os
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import shared_file
+
+from atlasprep.slice import SliceConfig
+from atlasprep.sources import CellFilter, open_census, resolve_filter
+from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
+
+
+def _tokenizer_module():  # type: ignore[no-untyped-def]
+    src = os.environ.get("ATLASPREP_GENEFORMER_SRC")
+    pytest.importorskip("loompy")
+    if not src:
+        try:
+            return importlib.import_module("geneformer.tokenizer")
+        except ImportError:
+            pytest.skip("Geneformer is not importable and ATLASPREP_GENEFORMER_SRC is not set")
+    package = types.ModuleType("geneformer")  # its __init__ imports the whole model stack
+    package.__path__ = [src]
+    for name in ("ENSEMBL_MAPPING_FILE", "GENE_MEDIAN_FILE", "TOKEN_DICTIONARY_FILE"):
+        setattr(package, name, None)
+    sys.modules.setdefault("geneformer", package)
+    spec = importlib.util.spec_from_file_location("geneformer.tokenizer", Path(src) / "tokenizer.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore")  # Geneformer's own pandas/anndata deprecation warnings
+@pytest.mark.parametrize(
+    ("version", "mapping", "dense", "n_dtype"),
+    [
+        ("gc104M", False, False, "float32"),
+        ("gc104M", True, False, "float32"),
+        ("gc104M", False, True, "float64"),
+        ("gc30M", False, False, "float64"),
+    ],
+)
+def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, dense, n_dtype):
+    import anndata as ad
+    from datasets import load_from_disk
+
+    gf = _tokenizer_module()
+    source = open_census(census_uri=str(small_census))
+    try:
+        positions = source.select(source.compile(resolve_filter(CellFilter())))[:600]
+        X = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=600)])
+        genes = list(source.var().index)
+    finally:
+        source.close()
+    X = sp.csr_matrix(X, dtype=np.float32)
+    adata = ad.AnnData(X.toarray() if dense else X)
+    adata.var_names = genes
+    adata.var["ensembl_id"] = genes
+    adata.obs_names = [f"c{i}" for i in range(X.shape[0])]
+    adata.obs["n_counts"] = np.asarray(X.sum(axis=1)).ravel().astype(n_dtype)
+    adata.obs["cell_id"] = list(adata.obs_names)
+    (tmp_path / "in").mkdir()
+    adata.write_h5ad(tmp_path / "in" / "cells.h5ad")
+    files = {}
+    for kind in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict"):
+        path = shared_file(
+            f"geneformer/{kind}_{version}.json" + (".gz" if kind.startswith("ensembl") else "")
+        )
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt") as handle:
+            files[kind] = (path, tmp_path / f"{kind}.pkl")
+            pickle.dump(json.load(handle), files[kind][1].open("wb"))
+    special = version == "gc104M"
+    max_len = 4096 if special else 2048
+    tokenizer = gf.TranscriptomeTokenizer(
+        {"cell_id": "cell_id"},
+        model_input_size=max_len,
+        special_token=special,
+        gene_median_file=files["gene_median_dictionary"][1],
+        token_dictionary_file=files["token_dictionary"][1],
+        gene_mapping_file=files["ensembl_mapping_dict"][1] if mapping else None,
+    )
+    tokenizer.tokenize_data(tmp_path / "in", tmp_path, "gf", file_format="h5ad")
+    dataset = load_from_disk(str(tmp_path / "gf.dataset"))
+    want = dict(zip(dataset["cell_id"], dataset["input_ids"], strict=True))
+    tokenize_cells(
+        TokenizeConfig(
+            source=SliceConfig(
+                inputs=(str(tmp_path / "in" / "cells.h5ad"),), filter=CellFilter(primary_only=False)
+            ),
+            out=tmp_path / "store",
+            token_dictionary=files["token_dictionary"][0],
+            gene_medians=files["gene_median_dictionary"][0],
+            gene_mapping=files["ensembl_mapping_dict"][0] if mapping else None,
+            max_len=max_len,
+            special_tokens=special,
+            obs_columns=(),
+            shuffle=False,
+        )
+    )
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    got: dict[str, list[int]] = {}
+    for shard in sorted((tmp_path / "store").rglob("*.arrow")):
+        table = ipc.open_stream(pa.OSFile(str(shard))).read_all()
+        got.update(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+    assert len(want) == X.shape[0]
+    assert {c: got[c] for c in want} == want
