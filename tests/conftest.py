@@ -21,6 +21,25 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ATLASPREP_CACHE", str(tmp_path_factory.getbasetemp() / "atlasprep-cache"))
 
 
+def demo_cells(census: Path, n_cells: int, batch_size: int = 128):  # type: ignore[no-untyped-def]
+    """The first ``n_cells`` primary cells of a demo store: (CSR counts, float32; var gene IDs)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from atlasprep.sources import CellFilter, open_census, resolve_filter
+
+    source = open_census(census_uri=str(census))
+    try:
+        positions = source.select(source.compile(resolve_filter(CellFilter())))[:n_cells]
+        X = sp.vstack(
+            [b.X for b in source.iter_batches(positions, var_positions=None, batch_size=batch_size)]
+        )
+        genes = list(source.var().index)
+    finally:
+        source.close()
+    return sp.csr_matrix(X, dtype=np.float32), genes
+
+
 def shared_file(relative: str) -> Path:
     path = SHARED_DATA / relative
     if not path.exists():

@@ -18,12 +18,13 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
-import scipy.sparse as sp
-from conftest import shared_file
+from conftest import demo_cells, shared_file
 
+from atlasprep.shard.store import read_manifest, read_shard
 from atlasprep.slice import SliceConfig
-from atlasprep.sources import CellFilter, open_census, resolve_filter
+from atlasprep.sources import CellFilter
 from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
 
 
@@ -63,14 +64,7 @@ def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, 
     from datasets import load_from_disk
 
     gf = _tokenizer_module()
-    source = open_census(census_uri=str(small_census))
-    try:
-        positions = source.select(source.compile(resolve_filter(CellFilter())))[:600]
-        X = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=600)])
-        genes = list(source.var().index)
-    finally:
-        source.close()
-    X = sp.csr_matrix(X, dtype=np.float32)
+    X, genes = demo_cells(small_census, 600)
     adata = ad.AnnData(X.toarray() if dense else X)
     adata.var_names = genes
     adata.var["ensembl_id"] = genes
@@ -116,12 +110,8 @@ def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, 
             shuffle=False,
         )
     )
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    got: dict[str, list[int]] = {}
-    for shard in sorted((tmp_path / "store").rglob("*.arrow")):
-        table = ipc.open_stream(pa.OSFile(str(shard))).read_all()
-        got.update(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+    store = tmp_path / "store"
+    table = pa.concat_tables(read_shard(store, s["path"]) for s in read_manifest(store)["shards"])
+    got = dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
     assert len(want) == X.shape[0]
     assert {c: got[c] for c in want} == want

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import shared_file
+from conftest import demo_cells, shared_file
 
-from atlasprep.sources import CellFilter, open_census, resolve_filter
 from atlasprep.tokenize import RankEncoder, load_json_dict
 
 
@@ -33,14 +32,7 @@ def _geneformer_reference(counts, gene_ids, token_dict, medians, n_counts, max_l
 
 @pytest.fixture(scope="module")
 def demo_counts(small_census):
-    source = open_census(census_uri=str(small_census))
-    try:
-        positions = source.select(source.compile(resolve_filter(CellFilter())))[:400]
-        X = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=128)])
-        genes = list(source.var().index)
-    finally:
-        source.close()
-    return sp.csr_matrix(X), genes
+    return demo_cells(small_census, 400)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import scipy.sparse as sp
-from conftest import shared_file
+from conftest import demo_cells, shared_file
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
@@ -498,14 +498,7 @@ def test_rank_reads_obs_n_counts_as_geneformer_does(small_census, tmp_path, dict
     in their own dtype; the manifest says so; a named column that is missing is exit 2."""
     import anndata as ad
 
-    source = open_census(census_uri=str(small_census))
-    try:
-        positions = source.select(source.compile(resolve_filter(CellFilter())))[:300]
-        X = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=300)])
-        genes = list(source.var().index)
-    finally:
-        source.close()
-    X = sp.csr_matrix(X, dtype=np.float32)
+    X, genes = demo_cells(small_census, 300)
     n_counts = np.asarray(X.sum(axis=1)).ravel().astype(np.float32)
     adata = ad.AnnData(X)
     adata.var_names = genes
@@ -529,12 +522,8 @@ def test_rank_reads_obs_n_counts_as_geneformer_does(small_census, tmp_path, dict
         genes, token_dictionary=load_json_dict(tokens), gene_medians=load_json_dict(medians)
     )
     want = encoder.encode(X, n_counts)
-    import pyarrow.ipc as ipc
-
-    got: dict[str, list[int]] = {}
-    for shard in sorted((tmp_path / "store").rglob("*.arrow")):
-        table = ipc.open_stream(pa.OSFile(str(shard))).read_all()
-        got.update(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+    _, table = _cells(tmp_path / "store")
+    got = dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
     assert [got[f"c{i}"] for i in range(X.shape[0])] == [want.cell(i).tolist() for i in range(X.shape[0])]
     r = CliRunner().invoke(
         app,
