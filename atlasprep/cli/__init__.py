@@ -6,6 +6,14 @@ value, calls one library function and renders the result; errors are translated 
 
 from __future__ import annotations
 
-from atlasprep.cli._app import app, main
+from typing import Any
+
+from atlasprep.cli._app import main, register_commands
 
 __all__ = ["app", "main"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the whole command line, every command registered
+        return register_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

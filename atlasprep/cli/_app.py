@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import gc
+import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from rich.markup import escape
 from atlasprep import __version__
 from atlasprep.errors import AtlasprepError
 
-__all__ = ["app", "command", "err_console", "main"]
+__all__ = ["app", "command", "err_console", "main", "register_commands"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,24 +84,45 @@ def command(name: str, *, group: typer.Typer | None = None, **kwargs: Any) -> Ca
     return decorate
 
 
-def _register() -> None:
-    # Imported for their side effect of adding commands to ``app``.
-    from atlasprep.cli import align as _align  # noqa: F401
-    from atlasprep.cli import harmonize as _harmonize  # noqa: F401
-    from atlasprep.cli import run as _run  # noqa: F401
-    from atlasprep.cli import slice as _slice  # noqa: F401
-    from atlasprep.cli import store as _store  # noqa: F401
-    from atlasprep.cli import terms as _terms  # noqa: F401
-    from atlasprep.cli import tokenize as _tokenize  # noqa: F401
+# Each command's module, imported for its side effect of adding the command to ``app``.
+_MODULES = {
+    "align": "align",
+    "harmonize": "harmonize",
+    "run": "run",
+    "slice": "slice",
+    "inspect": "store",
+    "validate": "store",
+    "terms": "terms",
+    "tokenize": "tokenize",
+}
+
+
+def register_commands(names: list[str] | None = None) -> typer.Typer:
+    """Add the named commands (all by default) to ``app`` and return it."""
+    for module in dict.fromkeys(_MODULES[n] for n in (names or _MODULES)):
+        importlib.import_module(f"atlasprep.cli.{module}")
+    return app
+
+
+def _invoked(argv: list[str]) -> list[str] | None:
+    """The command ``argv`` runs, when it names one after the root options; else None (all)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return [arg] if arg in _MODULES else None
+    return None
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Only the invoked command's module is imported (the others
+    pull in libraries it does not need, such as the Census client and the ontologies)."""
+    # Imported modules are there for good: the cyclic collector need not walk their objects,
+    # neither while they load nor again and again during a long run.
+    gc.disable()
+    register_commands(_invoked(sys.argv[1:]))
+    gc.freeze()
+    gc.enable()
     try:
         app()
     except KeyboardInterrupt:
         err_console.print("[bold red]Error:[/] interrupted; re-run the same command to finish the job.")
         sys.exit(130)
-
-
-_register()

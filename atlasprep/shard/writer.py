@@ -1,12 +1,13 @@
 """Shards of tokenized cells, shuffled across the whole corpus, with bounded memory.
 
 Every cell's place is fixed before any token is made: within its split, a seeded permutation
-gives it a slot. Tokenized batches arrive in source order and are spilled, sorted by (split,
-slot), one Arrow file per batch, with each row's size. Shards are runs of consecutive slots:
-``cells_per_shard`` of them, or as many as fit in ``bytes_per_shard`` (the cells' uncompressed
-Arrow bytes, so the cut depends on the data only, never on batching). Each shard is assembled
-from the matching row ranges of every spill (memory-mapped, so only that shard is in memory),
-written under a temporary name and renamed. The same inputs and seed give the same bytes.
+gives it a slot. Tokenized batches arrive in source order and are spilled as they come, one
+Arrow file per batch, with each row's (split, slot) key and size. Shards are runs of consecutive
+slots: ``cells_per_shard`` of them, or as many as fit in ``bytes_per_shard`` (the cells'
+uncompressed Arrow bytes, so the cut depends on the data only, never on batching). Each shard
+gathers its rows from every spill (memory-mapped, so only that shard is in memory; the token
+lists are copied once, straight into the shard's buffers), is written under a temporary name
+and renamed, while the next one is gathered. The same inputs and seed give the same bytes.
 
 Shards are Arrow IPC *stream* files, the format HuggingFace ``datasets`` reads with
 ``Dataset.from_file``; ``pyarrow.ipc.open_stream`` reads them too.
@@ -14,15 +15,18 @@ Shards are Arrow IPC *stream* files, the format HuggingFace ``datasets`` reads w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +46,6 @@ __all__ = [
     "write_zarr_shard",
 ]
 
-_SLOT = "__slot"
 ShardFormat = Literal["arrow", "zarr"]
 
 
@@ -171,22 +174,23 @@ class ShardWriter:
         self._spills.append((spill.path, spill.keys))
 
     def finish(self, token_column: str = "input_ids") -> list[ShardInfo]:
-        shards: list[ShardInfo] = []
         assert self._schema is not None, "no cells were added"
-        schema = self._schema.remove(self._schema.get_field_index(_SLOT))
+        jobs = []
         for code, split in enumerate(self._names):
             cuts = self.layout.boundaries(split, self._row_bytes[split])
             for shard, (first, stop) in enumerate(itertools.pairwise(cuts.tolist())):
-                low, high = _key(np.array(code), np.array(first)), _key(np.array(code), np.array(stop))
-                parts = []
-                for path, keys in self._spills:
-                    a, b = np.searchsorted(keys, low, "left"), np.searchsorted(keys, high, "left")
-                    if b > a:
-                        with pa.memory_map(str(path)) as source:
-                            parts.append(pa.ipc.open_file(source).read_all().slice(a, b - a))
-                table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-                table = table.take(pc.sort_indices(table[_SLOT])).drop_columns([_SLOT])
-                shards.append(self._write(split, shard, table.cast(schema), token_column))
+                jobs.append((split, shard, _key(np.array(code), np.array(first)), stop - first))
+        # A shard is assembled while the one before it is written and hashed (both release the GIL).
+        shards: list[ShardInfo] = []
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Future[ShardInfo] | None = None
+            for split, shard, low, n in jobs:
+                table = _assemble(self._spills, self._schema, int(low), n)
+                if pending is not None:
+                    shards.append(pending.result())
+                pending = pool.submit(self._write, split, shard, table, token_column)
+            if pending is not None:
+                shards.append(pending.result())
         shutil.rmtree(self.spill_dir.parent, ignore_errors=True)
         return shards
 
@@ -194,13 +198,19 @@ class ShardWriter:
         name = self.layout.shard_name(split, shard, "arrow" if self.fmt == "arrow" else "zarr")
         final = self.store / "shards" / name
         tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
-        if self.fmt == "arrow":
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table.combine_chunks())
+        if self.fmt == "arrow":  # serialized in memory, hashed there, written in one call
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            data = sink.getvalue()
+            digest = hashlib.sha256(memoryview(data)).hexdigest()
+            with open(tmp, "wb") as out:
+                out.write(memoryview(data))
+            del data
         else:
             shutil.rmtree(tmp, ignore_errors=True)
             write_zarr_shard(tmp, table, token_column)
-        digest = sha256_of(tmp)
+            digest = sha256_of(tmp)
         if final.exists():  # left by a crashed run: the same bytes are about to replace it
             shutil.rmtree(final) if final.is_dir() else final.unlink()
         os.replace(tmp, final)
@@ -257,8 +267,8 @@ def write_zarr_shard(path: Path, table: pa.Table, token_column: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Spill:
-    """One spilled batch: its file, the sorted (split, slot) key of each row, and (cutting by
-    size) each row's bytes by split."""
+    """One spilled batch: its file, the sorted (split, slot) key of each row, its schema and
+    (cutting by size) each row's bytes by split."""
 
     path: Path
     keys: np.ndarray
@@ -269,7 +279,8 @@ class Spill:
 def write_spill(
     path: Path, table: pa.Table, split_codes: np.ndarray, slots: np.ndarray, by_size: bool
 ) -> Spill:
-    """Write a batch's rows sorted by (split, slot): ``split_codes``/``slots`` are its cells'."""
+    """Write a batch's rows sorted by (split, slot): ``split_codes``/``slots`` are its cells'.
+    A shard then reads one contiguous run of rows from each spill."""
     sizes: list[tuple[int, np.ndarray, np.ndarray]] = []
     if by_size:
         row_bytes = row_nbytes(table).astype(np.int32)
@@ -277,12 +288,76 @@ def write_spill(
             mine = split_codes == code
             sizes.append((int(code), slots[mine], row_bytes[mine]))
     order = np.lexsort((slots, split_codes))  # by split, then slot
-    table = table.append_column(_SLOT, pa.array(slots)).take(pa.array(order))
+    table = table.combine_chunks()
+    rows = _take(table.schema, [(table, order, np.arange(len(order)))], len(order))
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    # (split, slot) of each sorted row as one sortable number
+        writer.write_table(rows)
     keys = _key(split_codes[order], slots[order])
     return Spill(path=path, keys=keys, schema=table.schema, sizes=tuple(sizes))
+
+
+def _assemble(spills: list[tuple[Path, np.ndarray]], schema: pa.Schema, low: int, n: int) -> pa.Table:
+    """The ``n`` cells with keys ``low, low + 1, …``, gathered in key order from the spills
+    (each a file and its sorted keys), which are memory-mapped only while that is done."""
+    picks = []  # (spill, its run of rows, their places in the shard)
+    for path, keys in spills:
+        a, b = np.searchsorted(keys, [low, low + n], "left")
+        if b > a:
+            picks.append((path, np.arange(a, b), keys[a:b] - low))
+    with contextlib.ExitStack() as mapped:
+        parts = [
+            (pa.ipc.open_file(mapped.enter_context(pa.memory_map(str(path)))).read_all(), rows, where)
+            for path, rows, where in picks
+        ]
+        return _take(schema, parts, n)
+
+
+def _take(schema: pa.Schema, parts: list[tuple[pa.Table, np.ndarray, np.ndarray]], n: int) -> pa.Table:
+    """A table of ``n`` rows: ``rows`` of each part's table put at ``where`` (together, every
+    place once). List columns are copied once, straight into the new buffers."""
+    parts = [(table.combine_chunks(), rows, where) for table, rows, where in parts]
+    columns = {
+        f.name: _gather_lists([(t[f.name].chunk(0), rows, where) for t, rows, where in parts], n, f.type)
+        for f in schema
+        if pa.types.is_list(f.type)
+    }
+    small = [f.name for f in schema if not pa.types.is_list(f.type)]
+    if small:
+        places = np.concatenate([where for _, _, where in parts])
+        picked = pa.concat_tables([t.select(small).take(rows) for t, rows, _ in parts])
+        flat = picked.take(np.argsort(places)).combine_chunks()
+        columns.update({name: flat[name] for name in small})
+    return pa.table([columns[f.name] for f in schema], schema=schema)
+
+
+def _gather_lists(
+    parts: list[tuple[pa.ListArray, np.ndarray, np.ndarray]], n: int, type_: pa.DataType
+) -> pa.Array:
+    """A list array of ``n`` rows: ``rows`` of each part's array put at ``where``."""
+    lengths = np.zeros(n, dtype=np.int64)
+    sources = []
+    for array, rows, where in parts:
+        offsets = array.offsets.to_numpy().astype(np.int64)
+        starts = offsets[rows]
+        lengths[where] = offsets[rows + 1] - starts
+        sources.append((array.values.to_numpy(zero_copy_only=False), starts, where))
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_offsets[1:])
+    dtype = type_.value_type.to_pandas_dtype()
+    values = np.empty(int(out_offsets[-1]), dtype=dtype)
+    for src, starts, where in sources:
+        _copy_rows(src, starts, lengths[where], values, out_offsets[where])
+    return pa.ListArray.from_arrays(
+        pa.array(out_offsets.astype(np.int32)), pa.array(values, type=type_.value_type), type=type_
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _copy_rows(src, starts, lengths, out, out_starts):  # type: ignore[no-untyped-def]  # pragma: no cover
+    for r in range(len(starts)):
+        a, b = starts[r], out_starts[r]
+        for j in range(lengths[r]):
+            out[b + j] = src[a + j]
 
 
 def _key(split_code: np.ndarray, slot: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from anndata import OldFormatWarning
 from anndata.io import read_elem, sparse_dataset
 
 from atlasprep.errors import InputFormatError, SourceError, UsageError
-from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks
+from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks, read_ahead
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 
 __all__ = ["AnnDataSource", "read_frame", "split_modality"]
@@ -159,6 +159,11 @@ class AnnDataSource:
     ) -> Iterator[CellBatch]:
         columns = list(obs_columns) if obs_columns is not None else list(self._obs.columns)
         self._check_columns(columns)
+        return read_ahead(self._batches(positions, var_positions, batch_size, columns))
+
+    def _batches(
+        self, positions: np.ndarray, var_positions: np.ndarray | None, batch_size: int, columns: list[str]
+    ) -> Iterator[CellBatch]:
         n_union = len(self._var)
         out_of_union = np.arange(n_union, dtype=np.int64)
         if var_positions is not None:
@@ -304,10 +309,19 @@ def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
 
 
 def _remap_columns(block: sp.csr_matrix, colmap: np.ndarray, n_out: int) -> sp.csr_matrix:
-    coo = block.tocoo()
-    cols = colmap[coo.col]
+    """``block``'s columns moved to ``colmap`` (-1: dropped), in CSR, without a COO round trip;
+    a block whose columns stay where they are is returned as it is."""
+    if n_out == block.shape[1] and np.array_equal(colmap, np.arange(n_out)):
+        return block
+    cols = colmap[block.indices]
     keep = cols >= 0
-    return sp.csr_matrix((coo.data[keep], (coo.row[keep], cols[keep])), shape=(block.shape[0], n_out))
+    kept = np.zeros(len(keep) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept[1:])
+    out = sp.csr_matrix((block.data[keep], cols[keep], kept[block.indptr]), shape=(block.shape[0], n_out))
+    kept_order = colmap[colmap >= 0]
+    if block.has_sorted_indices and not np.all(kept_order[1:] > kept_order[:-1]):
+        out.sort_indices()  # a permuted var: each row back in column order
+    return out
 
 
 def _unique_names(names: list[pd.Index], paths: list[Path]) -> np.ndarray:

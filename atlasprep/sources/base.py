@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,9 @@ import scipy.sparse as sp
 
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter
 
-__all__ = ["CellBatch", "CellSource", "ProgressCallback", "SourceInfo"]
+__all__ = ["CellBatch", "CellSource", "ProgressCallback", "SourceInfo", "read_ahead"]
+
+T = TypeVar("T")
 
 # (cells done, cells in total)
 ProgressCallback = Callable[[int, int], None]
@@ -122,3 +126,55 @@ def plan_chunks(positions: np.ndarray, batch_size: int, nnz: np.ndarray | None =
     group = np.floor(np.cumsum(weight) - weight * 0.5).astype(np.int64)
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     return np.split(positions, starts[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+_DONE = object()
+
+
+def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer, so
+    that reading the next batch (h5py and TileDB release the GIL) overlaps the work on this
+    one. Errors reach the consumer; stopping early stops the producer."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(_Failed(exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="atlasprep-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()

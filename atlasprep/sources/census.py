@@ -6,7 +6,6 @@ import logging
 import os
 from typing import Any
 
-import cellxgene_census
 import tiledbsoma as soma
 
 from atlasprep.errors import SourceError, UsageError
@@ -51,6 +50,8 @@ def open_census(
     ``"demo"``; ``census_uri`` a local path or URI. The dated build a floating version
     resolves to is logged and recorded in the source info.
     """
+    import cellxgene_census  # imported on use: it pulls in the whole S3 client stack
+
     if (census is None) == (census_uri is None):
         raise UsageError("name exactly one source: --census VERSION|demo or --census-uri PATH")
     config = dict(tiledb_config or {})
@@ -109,6 +110,8 @@ def census_summary(collection: soma.Collection) -> dict[str, str]:
 
 
 def _resolve_build(version: str) -> str:
+    import cellxgene_census
+
     try:
         description = cellxgene_census.get_census_version_description(version)
     except ValueError:

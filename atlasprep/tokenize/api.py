@@ -17,10 +17,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -320,6 +322,18 @@ def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> 
     spills: list[Spill] = []
     coverage = VocabCoverage.of_genes(job.column_tokens)
     total = job.first_cell + len(job.positions)
+    # Each batch's counts are checked and counted, and its rows spilled, in a second thread
+    # while the next batch is tokenized (one in flight: bounded memory).
+    writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-spill")
+    pending: Future[tuple[Spill, VocabCoverage]] | None = None
+
+    def collect() -> None:
+        nonlocal coverage
+        if pending is not None:
+            spill, counted = pending.result()
+            spills.append(spill)
+            coverage = coverage.merge(counted)
+
     try:
         done = 0
         for batch in source.iter_batches(
@@ -328,22 +342,33 @@ def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> 
             batch_size=config.source.batch_size,
             obs_columns=list(dict.fromkeys([*job.obs_columns, *config.context, *job.read_columns])),
         ):
-            _check_counts(batch.X, config)
-            coverage = coverage.add(batch.X, job.column_tokens)
             cells = slice(done, done + batch.n_cells)
             table = _batch_table(job, batch, job.first_cell + done, job.splits[cells])
             if paired:
                 table = _with_segments(job, table, paired, job.positions[cells])
+            collect()
             path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
-            spills.append(write_spill(path, table, job.split_codes[cells], job.slots[cells], job.by_size))
+            pending = writing.submit(_spill_batch, job, batch.X, table, path, cells)
             done += batch.n_cells
             if progress is not None:
                 progress(job.first_cell + done, total)
+        collect()
     finally:
+        writing.shutdown(wait=True)
         source.close()
         for other in paired.values():
             other.close()
     return EncodeResult(spills=spills, coverage=coverage)
+
+
+def _spill_batch(
+    job: EncodeJob, counts: Any, table: pa.Table, path: Path, cells: slice
+) -> tuple[Spill, VocabCoverage]:
+    """Check a batch's counts, count its vocabulary coverage and spill its rows."""
+    _check_counts(counts, job.config)
+    counted = VocabCoverage.of_genes(job.column_tokens).add(counts, job.column_tokens)
+    spill = write_spill(path, table, job.split_codes[cells], job.slots[cells], job.by_size)
+    return spill, counted
 
 
 def _with_segments(
@@ -603,12 +628,20 @@ def _check_counts(X: Any, config: TokenizeConfig) -> None:
     """rank and bin read raw counts; normalized input would silently change every token."""
     if config.scheme == "raw" or config.assume_normalized:
         return
-    data = X.data
-    if len(data) and not np.array_equal(data, np.round(data)):
+    if not _all_whole(X.data):
         raise InputFormatError(
             f"--scheme {config.scheme} needs raw integer counts, and X holds non-integer values "
             "(normalized data?); point at raw counts, or pass --assume-normalized"
         )
+
+
+@numba.njit(cache=True, nogil=True)
+def _all_whole(data):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Whether every value is a whole number (NaN is not)."""
+    for value in data:  # noqa: SIM110 (numba compiles no generator expressions)
+        if value != np.floor(value):
+            return False
+    return True
 
 
 _SCORING = {

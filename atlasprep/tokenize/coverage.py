@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -32,11 +33,10 @@ class VocabCoverage:
         return cls(n_genes=len(token_ids), n_genes_in_vocab=int((token_ids >= 0).sum()))
 
     def add(self, counts: sp.csr_matrix, token_ids: np.ndarray) -> VocabCoverage:
-        column_sums = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
-        inside = float(column_sums[token_ids >= 0].sum())
+        total, inside = _vocab_sums(counts.indices, counts.data, token_ids)
         return replace(
             self,
-            total_counts=self.total_counts + float(column_sums.sum()),
+            total_counts=self.total_counts + total,
             counts_in_vocab=self.counts_in_vocab + inside,
         )
 
@@ -72,3 +72,16 @@ class VocabCoverage:
             "genes_outside_vocab_fraction": round(1 - self.gene_match, 6),
             "counts_outside_vocab_fraction": round(1 - self.count_match, 6),
         }
+
+
+@numba.njit(cache=True, nogil=True)
+def _vocab_sums(indices, data, token_ids):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The sum of all stored counts and of those in vocabulary genes, in one pass."""
+    total = 0.0
+    inside = 0.0
+    for e in range(len(data)):
+        value = np.float64(data[e])
+        total += value
+        if token_ids[indices[e]] >= 0:
+            inside += value
+    return total, inside

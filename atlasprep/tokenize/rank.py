@@ -218,7 +218,18 @@ def _rank_rows(
     special = encoder.cls_id is not None and encoder.eos_id is not None
     keep = encoder.max_len - 2 if special else encoder.max_len  # gene tokens per cell
     # Each row's expressed vocabulary genes, in column order, form Geneformer's vector.
-    lengths = _expressed_lengths(X.indptr, X.indices, X.data, encoder.token_ids)
+    lengths = np.empty(X.shape[0], dtype=np.int64)
+    halves = np.linspace(0, X.shape[0], _THREADS + 1).astype(np.int64)
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        list(
+            pool.map(
+                lambda lo, hi: _expressed_lengths(
+                    X.indptr, X.indices, X.data, encoder.token_ids, lo, hi, lengths
+                ),
+                halves[:-1],
+                halves[1:],
+            )
+        )
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(np.minimum(lengths, keep) + (2 if special else 0), out=offsets[1:])
     out = np.empty(offsets[-1], dtype=np.int32)
@@ -248,16 +259,14 @@ def _rank_rows(
 
 
 @numba.njit(cache=True, nogil=True)
-def _expressed_lengths(indptr, indices, data, token_ids):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Per row: how many entries are nonzero and name a vocabulary gene."""
-    lengths = np.zeros(len(indptr) - 1, dtype=np.int64)
-    for row in range(len(indptr) - 1):
+def _expressed_lengths(indptr, indices, data, token_ids, lo, hi, lengths):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Per row in ``lo:hi``: how many entries are nonzero and name a vocabulary gene."""
+    for row in range(lo, hi):
         n = 0
         for e in range(indptr[row], indptr[row + 1]):
             if data[e] != 0 and token_ids[indices[e]] >= 0:
                 n += 1
         lengths[row] = n
-    return lengths
 
 
 @numba.njit(cache=True, nogil=True)
