@@ -1,21 +1,27 @@
 """Tokenizer throughput: atlasprep's batch kernels vs faithful per-cell numpy loops, same cells.
 
-    python benchmarks/bench_tokenize.py [--cells 100000] [--store DIR] [--dictionaries DIR] [--no-e2e]
+    python benchmarks/bench_tokenize.py [--cells 100000] [--store DIR] [--dictionaries DIR]
+                                        [--no-e2e] [--repeat 3]
 
 Reads the cells once (I/O excluded from the timings), then times, on the same CSR batches:
 rank (atlasprep RankEncoder vs Geneformer's algorithm as a per-cell loop with argsort) and bin
 (atlasprep bin_values vs scGPT's per-cell binning loop).
 
-End to end (h5ad in, shards out): `atlasprep tokenize --input cells.h5ad` in a subprocess, on
-the whole corpus and on a quarter of it, with each run's peak RSS, to show that memory does not
-grow with the corpus. Geneformer's own TranscriptomeTokenizer is timed on the same h5ad only
-when it is importable (it is not a dependency, and not installable from the package index).
+End to end (h5ad in, shards out): `atlasprep tokenize --input cells.h5ad` in a fresh process,
+on the whole corpus and on a quarter of it, with each run's peak RSS, to show that memory does not
+grow with the corpus. Geneformer's own TranscriptomeTokenizer runs on the same h5ad, also in a
+fresh process, when it is importable or ATLASPREP_GENEFORMER_SRC names its source directory (it
+is not a dependency, and not installable from the package index); the two outputs are then
+compared cell by cell.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +91,7 @@ def main() -> None:
         "--dictionaries", type=Path, default=HERE.parents[1] / "shared" / "data" / "geneformer"
     )
     parser.add_argument("--no-e2e", action="store_true", help="Skip the end-to-end runs.")
+    parser.add_argument("--repeat", type=int, default=3, help="End-to-end atlasprep runs per size (median).")
     opts = parser.parse_args()
 
     from atlasprep.demo import build_census
@@ -136,52 +143,206 @@ def main() -> None:
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB (cells held in memory)"
     )
     if not opts.no_e2e:
-        end_to_end(store, n_cells, opts.dictionaries)
+        end_to_end(store, n_cells, opts.dictionaries, opts.repeat)
 
 
-def end_to_end(store: Path, n_cells: int, dictionaries: Path) -> None:
-    """`atlasprep tokenize --input cells.h5ad` on the corpus and on a quarter of it."""
-    from atlasprep.slice.api import SliceConfig, slice_cells
-    from atlasprep.sources import CellFilter
+# Geneformer's TranscriptomeTokenizer on one h5ad, in a fresh process: ``geneformer`` when it
+# is importable, else tokenizer.py from the directory ATLASPREP_GENEFORMER_SRC names (a source
+# checkout's geneformer/; its package __init__ would import the whole model stack). Prints its
+# peak RSS in KB.
+_GENEFORMER = """
+import importlib, importlib.util, json, os, pickle, resource, sys, types
+from pathlib import Path
+h5ad_dir, out, dictionaries = sys.argv[1:4]
+src = os.environ.get("ATLASPREP_GENEFORMER_SRC")
+if src:
+    package = types.ModuleType("geneformer")
+    package.__path__ = [src]
+    for name in ("ENSEMBL_MAPPING_FILE", "GENE_MEDIAN_FILE", "TOKEN_DICTIONARY_FILE"):
+        setattr(package, name, None)
+    sys.modules["geneformer"] = package
+    spec = importlib.util.spec_from_file_location("geneformer.tokenizer", Path(src) / "tokenizer.py")
+    gf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gf)
+else:
+    gf = importlib.import_module("geneformer.tokenizer")
+files = {}
+for kind in ("token_dictionary", "gene_median_dictionary"):
+    files[kind] = Path(out) / f"{kind}.pkl"
+    with open(Path(dictionaries) / f"{kind}_gc104M.json") as handle:
+        pickle.dump(json.load(handle), files[kind].open("wb"))
+tokenizer = gf.TranscriptomeTokenizer(
+    {"cell_id": "cell_id"}, model_input_size=4096, special_token=True,
+    gene_median_file=files["gene_median_dictionary"], token_dictionary_file=files["token_dictionary"],
+)
+tokenizer.tokenize_data(h5ad_dir, out, "gf", file_format="h5ad")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
 
-    print("\nend to end: h5ad in, Arrow shards out (subprocess; includes start-up and I/O)")
-    for cells in (n_cells // 4, n_cells):
-        h5ad = HERE / "_work" / f"cells-{cells}.h5ad"
-        if not h5ad.exists():
-            slice_cells(
-                SliceConfig(
-                    census_uri=str(store),
-                    filter=CellFilter(primary_only=False),
-                    max_cells=cells,
-                    out=h5ad,
-                )
-            )
-        out = HERE / "_work" / f"tokens-{cells}"
-        command = [
-            sys.executable, "-m", "atlasprep", "--quiet", "tokenize",
-            "--input", str(h5ad), "--scheme", "rank",
-            "--token-dictionary", str(dictionaries / "token_dictionary_gc104M.json"),
-            "--gene-medians", str(dictionaries / "gene_median_dictionary_gc104M.json"),
-            "--out", str(out), "--overwrite", "--all-data",
-        ]  # fmt: skip
-        start = time.perf_counter()
-        peak_kb = int(
-            subprocess.run(
-                [sys.executable, "-c", _PEAK, *command], check=True, capture_output=True, text=True
-            ).stdout.split()[-1]
-        )
-        seconds = time.perf_counter() - start
-        print(
-            f"  atlasprep tokenize, {cells:>8,} cells: {cells / seconds:>8,.0f} cells/s, "
-            f"peak RSS {peak_kb / 1024:,.0f} MB"
-        )
+
+def geneformer_available() -> bool:
+    if os.environ.get("ATLASPREP_GENEFORMER_SRC"):
+        return True
     try:
         import geneformer  # noqa: F401
     except ImportError:
-        print(
-            "  Geneformer's TranscriptomeTokenizer: not importable here (not on the package index); "
-            "its published figure is about 1,600 cells/s end to end on 900-gene cells"
+        return False
+    return True
+
+
+def prepare_h5ad(store: Path, cells: int, genes: int | None = None) -> Path:
+    """``cells`` demo cells as one h5ad, with what Geneformer's tokenizer requires: obs
+    ``n_counts`` (float32 totals, which atlasprep reads too) and ``cell_id``, var ``ensembl_id``.
+    ``genes``: thin the counts (binomial downsampling, as of a shallower run) to about that many
+    expressed genes per cell."""
+    import anndata as ad
+
+    from atlasprep.slice.api import SliceConfig, slice_cells
+    from atlasprep.sources import CellFilter
+
+    folder = HERE / "_work" / (f"e2e-{cells}" if genes is None else f"e2e-{cells}-{genes}genes")
+    h5ad = folder / "cells.h5ad"
+    if h5ad.exists():
+        return h5ad
+    folder.mkdir(parents=True, exist_ok=True)
+    sliced = HERE / "_work" / f"cells-{cells}.h5ad"
+    if not sliced.exists():
+        slice_cells(
+            SliceConfig(
+                census_uri=str(store), filter=CellFilter(primary_only=False), max_cells=cells, out=sliced
+            )
         )
+    adata = ad.read_h5ad(sliced)
+    if genes is not None:
+        adata.X = thin(sp.csr_matrix(adata.X), genes)
+    adata.obs["n_counts"] = np.asarray(adata.X.sum(axis=1)).ravel().astype(np.float32)
+    adata.obs["cell_id"] = adata.obs_names.astype(str)
+    adata.var["ensembl_id"] = adata.var_names.astype(str)
+    adata.write_h5ad(h5ad)
+    return h5ad
+
+
+def thin(X: sp.csr_matrix, genes: int, seed: int = 0) -> sp.csr_matrix:
+    """Each count kept with probability p, p chosen (by bisection on 2,000 cells) so that cells
+    keep about ``genes`` expressed genes on average."""
+
+    def thinned(M: sp.csr_matrix, p: float) -> sp.csr_matrix:
+        out = M.copy()
+        out.data = np.random.default_rng(seed).binomial(out.data.astype(np.int64), p).astype(M.dtype)
+        out.eliminate_zeros()
+        return out
+
+    sample = X[: min(2_000, X.shape[0])]
+    low, high = 0.0, 1.0
+    for _ in range(20):
+        p = (low + high) / 2
+        low, high = (p, high) if thinned(sample, p).nnz / sample.shape[0] < genes else (low, p)
+    return thinned(X, (low + high) / 2)
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and stdout of ``command`` run in a fresh process."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, *command], check=True, capture_output=True, text=True, env=env
+    )
+    seconds = time.perf_counter() - start
+    return seconds, int(done.stdout.split()[-1]) / 1024, done.stdout
+
+
+def end_to_end(store: Path, n_cells: int, dictionaries: Path, repeat: int) -> None:
+    """`atlasprep tokenize --input cells.h5ad` on the corpus and on a quarter of it, and
+    Geneformer's TranscriptomeTokenizer on the whole corpus when it is at hand: on the demo
+    cells as they are and thinned to about 900 expressed genes (the cells of the issue's
+    Geneformer figure)."""
+    print("\nend to end: h5ad in, Arrow shards out (fresh processes: start-up and I/O included)")
+    gf = geneformer_available()
+    if not gf:
+        print(
+            "  Geneformer's TranscriptomeTokenizer: not importable here (not on the package index; "
+            "set ATLASPREP_GENEFORMER_SRC to a source checkout's geneformer/ directory)"
+        )
+    for genes in (None, 900):
+        walls = {}
+        for cells in (n_cells // 4, n_cells):
+            h5ad = prepare_h5ad(store, cells, genes)
+            if cells == n_cells // 4:
+                expressed = _mean_stored(h5ad)
+                print(
+                    f"  {'demo cells' if genes is None else 'thinned cells'}: "
+                    f"{expressed:,.0f} expressed genes per cell"
+                )
+            out = HERE / "_work" / f"tokens-{h5ad.parent.name}"
+            command = [
+                sys.executable, "-m", "atlasprep", "--quiet", "tokenize",
+                "--input", str(h5ad), "--scheme", "rank",
+                "--token-dictionary", str(dictionaries / "token_dictionary_gc104M.json"),
+                "--gene-medians", str(dictionaries / "gene_median_dictionary_gc104M.json"),
+                "--out", str(out), "--overwrite", "--all-data",
+            ]  # fmt: skip
+            runs = [run_measured(command)[:2] for _ in range(repeat)]
+            seconds = statistics.median(r[0] for r in runs)
+            walls[cells] = seconds
+            print(
+                f"    atlasprep tokenize, {cells:>8,} cells: {cells / seconds:>8,.0f} cells/s "
+                f"(median of {repeat}: {', '.join(f'{r[0]:.2f}' for r in runs)} s), "
+                f"peak RSS {max(r[1] for r in runs):,.0f} MB"
+            )
+        if not gf:
+            continue
+        h5ad = prepare_h5ad(store, n_cells, genes)
+        out = HERE / "_work" / f"geneformer-{h5ad.parent.name}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        seconds, peak, _ = run_measured(
+            [sys.executable, "-c", _GENEFORMER, str(h5ad.parent), str(out), str(dictionaries)]
+        )
+        print(
+            f"    Geneformer TranscriptomeTokenizer, {n_cells:>8,} cells: {n_cells / seconds:>8,.0f} cells/s "
+            f"({seconds:.1f} s), peak RSS {peak:,.0f} MB"
+        )
+        print(
+            f"    atlasprep: {seconds / walls[n_cells]:.1f}x Geneformer's tokenizer end to end "
+            "(target >= 10x)"
+        )
+        same, total = same_tokens(out / "gf.dataset", HERE / "_work" / f"tokens-{h5ad.parent.name}")
+        print(f"    identical input_ids: {same:,} of {total:,} cells")
+
+
+def _mean_stored(h5ad: Path) -> float:
+    import h5py
+
+    with h5py.File(h5ad, "r") as handle:
+        indptr = handle["X"]["indptr"]
+        return float(indptr[-1]) / (len(indptr) - 1)
+
+
+def same_tokens(dataset: Path, store: Path) -> tuple[int, int]:
+    """How many of Geneformer's cells have exactly atlasprep's input_ids (matched by cell id)."""
+    import pyarrow as pa
+    from datasets import load_from_disk
+
+    from atlasprep.shard.store import read_manifest, read_shard
+
+    theirs = load_from_disk(str(dataset)).data.table.select(["cell_id", "input_ids"])
+    ours = pa.concat_tables(read_shard(store, s["path"]) for s in read_manifest(store)["shards"])
+    ours = ours.select(["cell_id", "input_ids"])
+
+    def by_cell(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        order = np.argsort(table["cell_id"].to_numpy(zero_copy_only=False).astype(str), kind="stable")
+        lists = table["input_ids"].take(pa.array(order)).combine_chunks()
+        ids = np.asarray(table["cell_id"].to_numpy(zero_copy_only=False)).astype(str)[order]
+        return ids, lists.offsets.to_numpy(), lists.values.to_numpy().astype(np.int64)
+
+    a_ids, a_off, a_val = by_cell(theirs)
+    b_ids, b_off, b_val = by_cell(ours)
+    common = np.intersect1d(a_ids, b_ids)
+    ia, ib = np.searchsorted(a_ids, common), np.searchsorted(b_ids, common)
+    same = 0
+    for i, j in zip(ia.tolist(), ib.tolist(), strict=True):  # one comparison per cell, outside any timing
+        if np.array_equal(a_val[a_off[i] : a_off[i + 1]], b_val[b_off[j] : b_off[j + 1]]):
+            same += 1
+    return same, len(a_ids)
 
 
 if __name__ == "__main__":

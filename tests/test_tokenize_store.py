@@ -534,3 +534,63 @@ def test_rank_reads_obs_n_counts_as_geneformer_does(small_census, tmp_path, dict
     )  # fmt: skip
     assert r.exit_code == 2
     assert "--n-counts-column 'total'" in r.output
+
+
+@pytest.mark.parametrize("cut", ["cells", "bytes"])
+def test_empty_cells_are_counted_kept_or_dropped_and_the_rest_stored_once(
+    small_census, tmp_path, dictionaries, cut
+):
+    """Cells without a vocabulary gene (no counts at all, or only in a gene outside the
+    vocabulary) are counted; kept as <cls><eos> by default, left out with drop_empty (as
+    Geneformer leaves them out): every other cell is then stored exactly once, with the encoder's
+    tokens, in shards that validate, however the shards are cut."""
+    import dataclasses
+
+    import anndata as ad
+
+    from atlasprep.shard import validate_store
+
+    X, genes = demo_cells(small_census, 300)
+    X = sp.hstack([X, sp.csr_matrix((X.shape[0], 1), dtype=X.dtype)]).tocsr().tolil()
+    empty = [3, 7, 50, 51, 299]
+    for row in empty:
+        X[row, :] = 0
+    X[7, -1] = 5  # counts only in a gene the vocabulary does not have
+    X = sp.csr_matrix(X)
+    X.eliminate_zeros()
+    adata = ad.AnnData(X)
+    adata.var_names = [*genes, "ENSG99999999999"]
+    adata.obs_names = [f"c{i}" for i in range(X.shape[0])]
+    adata.obs["donor_id"] = [f"d{i % 7}" for i in range(X.shape[0])]
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    tokens, medians = dictionaries
+    size = {"shard_cells": 40} if cut == "cells" else {"shard_bytes": 20_000}
+    config = TokenizeConfig(
+        source=SliceConfig(inputs=(str(path),), batch_size=64),
+        out=tmp_path / "kept",
+        token_dictionary=tokens,
+        gene_medians=medians,
+        obs_columns=("donor_id",),
+        split_by="donor_id",
+        **size,
+    )
+    kept = tokenize_cells(config)
+    assert kept.manifest["empty_cells"] == {"n": len(empty), "dropped": False}
+    manifest, table = _cells(tmp_path / "kept")
+    ids = dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+    vocab = load_json_dict(tokens)
+    assert len(ids) == table.num_rows == 300
+    assert all(ids[f"c{row}"] == [vocab["<cls>"], vocab["<eos>"]] for row in empty)
+
+    dropped = tokenize_cells(dataclasses.replace(config, out=tmp_path / "dropped", drop_empty=True))
+    assert dropped.manifest["empty_cells"] == {"n": len(empty), "dropped": True}
+    manifest, table = _cells(tmp_path / "dropped")
+    names = table["cell_id"].to_pylist()
+    assert sorted(names) == sorted(f"c{i}" for i in range(300) if i not in empty)  # each once
+    assert manifest["n_cells"] == sum(manifest["splits"]["n_cells"].values()) == 295
+    assert [s["path"] for s in manifest["shards"]] == sorted(s["path"] for s in manifest["shards"])
+    assert {c: ids[c] for c in names} == dict(zip(names, table["input_ids"].to_pylist(), strict=True))
+    assert validate_store(tmp_path / "dropped") == []
+    again = tokenize_cells(dataclasses.replace(config, out=tmp_path / "again", drop_empty=True))
+    assert [s["sha256"] for s in again.manifest["shards"]] == [s["sha256"] for s in manifest["shards"]]

@@ -114,6 +114,12 @@ def tokenize_command(
     split: str = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions."),
     holdout: list[str] = typer.Option([], "--holdout", help="COLUMN=VALUE: that group to test."),
     batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", help="Cells per streamed batch."),
+    drop_empty: bool = typer.Option(
+        False,
+        "--drop-empty",
+        help="Leave out cells without a single vocabulary gene, as Geneformer's tokenizer does "
+        "(by default they are kept with special tokens only; either way the manifest counts them).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a complete store."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as one JSON document."),
 ) -> None:
@@ -171,6 +177,7 @@ def tokenize_command(
         gene_column=gene_column,
         n_counts_column=None if n_counts_column.lower() == "none" else n_counts_column,
         assume_normalized=assume_normalized,
+        drop_empty=drop_empty,
         context=tuple(c for c in context.split(",") if c),
         format=store_format,  # type: ignore[arg-type]
         obs_columns=tuple(c for c in obs_columns.split(",") if c),

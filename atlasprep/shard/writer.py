@@ -15,6 +15,7 @@ Shards are Arrow IPC *stream* files, the format HuggingFace ``datasets`` reads w
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 ShardFormat = Literal["arrow", "zarr"]
+_WRITERS = 2  # shards written at once
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,19 +180,24 @@ class ShardWriter:
         jobs = []
         for code, split in enumerate(self._names):
             cuts = self.layout.boundaries(split, self._row_bytes[split])
-            for shard, (first, stop) in enumerate(itertools.pairwise(cuts.tolist())):
-                jobs.append((split, shard, _key(np.array(code), np.array(first)), stop - first))
-        # A shard is assembled while the one before it is written and hashed (both release the GIL).
+            for first, stop in itertools.pairwise(cuts.tolist()):
+                jobs.append((split, _key(np.array(code), np.array(first)), stop - first))
+        # A shard is assembled while the two before it are written and hashed (copying,
+        # hashing and writing release the GIL); at most three shards are in memory. Slots whose
+        # cell was left out (an empty cell, dropped) are skipped; shards are numbered as written.
         shards: list[ShardInfo] = []
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending: Future[ShardInfo] | None = None
-            for split, shard, low, n in jobs:
+        numbers: collections.Counter[str] = collections.Counter()
+        with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="atlasprep-shard") as pool:
+            pending: collections.deque[Future[ShardInfo]] = collections.deque()
+            for split, low, n in jobs:
                 table = _assemble(self._spills, self._schema, int(low), n)
-                if pending is not None:
-                    shards.append(pending.result())
-                pending = pool.submit(self._write, split, shard, table, token_column)
-            if pending is not None:
-                shards.append(pending.result())
+                if table is None:
+                    continue
+                if len(pending) == _WRITERS:
+                    shards.append(pending.popleft().result())
+                pending.append(pool.submit(self._write, split, numbers[split], table, token_column))
+                numbers[split] += 1
+            shards.extend(future.result() for future in pending)
         shutil.rmtree(self.spill_dir.parent, ignore_errors=True)
         return shards
 
@@ -198,15 +205,11 @@ class ShardWriter:
         name = self.layout.shard_name(split, shard, "arrow" if self.fmt == "arrow" else "zarr")
         final = self.store / "shards" / name
         tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
-        if self.fmt == "arrow":  # serialized in memory, hashed there, written in one call
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
+        if self.fmt == "arrow":
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
-            data = sink.getvalue()
-            digest = hashlib.sha256(memoryview(data)).hexdigest()
-            with open(tmp, "wb") as out:
-                out.write(memoryview(data))
-            del data
+            with open(tmp, "rb") as written:  # read back from the page cache, a block at a time
+                digest = hashlib.file_digest(written, "sha256").hexdigest()
         else:
             shutil.rmtree(tmp, ignore_errors=True)
             write_zarr_shard(tmp, table, token_column)
@@ -289,21 +292,57 @@ def write_spill(
             sizes.append((int(code), slots[mine], row_bytes[mine]))
     order = np.lexsort((slots, split_codes))  # by split, then slot
     table = table.combine_chunks()
-    rows = _take(table.schema, [(table, order, np.arange(len(order)))], len(order))
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    compact = _compact_schema(table)
+    rows = _take(compact, [(table, order, np.arange(len(order)))], len(order))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, compact) as writer:
         writer.write_table(rows)
     keys = _key(split_codes[order], slots[order])
     return Spill(path=path, keys=keys, schema=table.schema, sizes=tuple(sizes))
 
 
-def _assemble(spills: list[tuple[Path, np.ndarray]], schema: pa.Schema, low: int, n: int) -> pa.Table:
-    """The ``n`` cells with keys ``low, low + 1, …``, gathered in key order from the spills
-    (each a file and its sorted keys), which are memory-mapped only while that is done."""
-    picks = []  # (spill, its run of rows, their places in the shard)
+def _compact_schema(table: pa.Table) -> pa.Schema:
+    """The table's schema, with integer lists whose values all fit stored as ``uint16`` (token
+    ids of vocabularies under 65,536): half the bytes to spill and read back. Shards get the
+    declared types again."""
+    fields = []
+    for field in table.schema:
+        type_ = field.type
+        if (
+            pa.types.is_list(type_)
+            and pa.types.is_integer(type_.value_type)
+            and type_.value_type.bit_width > 16
+        ):
+            values = (
+                table[field.name].chunk(0).values.to_numpy(zero_copy_only=False) if table.num_rows else None
+            )
+            if (
+                values is None
+                or len(values) == 0
+                or (values.min() >= 0 and values.max() <= np.iinfo(np.uint16).max)
+            ):
+                field = field.with_type(pa.list_(pa.uint16()))
+        fields.append(field)
+    return pa.schema(fields, metadata=table.schema.metadata)
+
+
+def _assemble(spills: list[tuple[Path, np.ndarray]], schema: pa.Schema, low: int, n: int) -> pa.Table | None:
+    """The cells with keys in ``low … low + n - 1``, gathered in key order from the spills
+    (each a file and its sorted keys), which are memory-mapped only while that is done; None
+    when no spill holds one."""
+    picks = []  # (spill, its run of rows, their keys' offsets from low)
     for path, keys in spills:
         a, b = np.searchsorted(keys, [low, low + n], "left")
         if b > a:
             picks.append((path, np.arange(a, b), keys[a:b] - low))
+    if not picks:
+        return None
+    found = np.concatenate([where for _, _, where in picks])
+    if len(found) < n:  # some keys were never spilled: close the gaps, keeping the order
+        place = np.empty(len(found), dtype=np.int64)
+        place[np.argsort(found, kind="stable")] = np.arange(len(found))
+        cuts = np.cumsum([len(where) for _, _, where in picks])[:-1]
+        picks = [(path, rows, at) for (path, rows, _), at in zip(picks, np.split(place, cuts), strict=True)]
+        n = len(found)
     with contextlib.ExitStack() as mapped:
         parts = [
             (pa.ipc.open_file(mapped.enter_context(pa.memory_map(str(path)))).read_all(), rows, where)

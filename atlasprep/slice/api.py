@@ -24,10 +24,8 @@ from atlasprep.sources import (
     ProgressCallback,
     SourceInfo,
     experiment_name,
-    open_census,
     resolve_filter,
     sample_positions,
-    tiledb_config_for_batches,
 )
 
 __all__ = ["DEFAULT_BATCH_SIZE", "SliceConfig", "SliceResult", "open_source", "slice_cells"]
@@ -93,6 +91,9 @@ def open_source(config: SliceConfig) -> CellSource:
         raise UsageError("name exactly one source: --census VERSION|demo, --census-uri PATH or --input FILE")
     if config.inputs:
         return AnnDataSource(config.inputs, layer=config.layer)
+    from atlasprep.sources.census import open_census
+    from atlasprep.sources.soma import tiledb_config_for_batches
+
     return open_census(
         census=config.census,
         census_uri=config.census_uri,

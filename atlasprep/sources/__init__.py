@@ -4,9 +4,10 @@ Every source yields bounded :class:`CellBatch` streams over a selection made by 
 :class:`CellFilter`, resolved once and compiled per source.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from atlasprep.sources.anndata import AnnDataSource
 from atlasprep.sources.base import CellBatch, CellSource, ProgressCallback, SourceInfo
-from atlasprep.sources.census import ORGANISMS, census_summary, experiment_name, open_census
 from atlasprep.sources.filters import (
     FILTER_COLUMNS,
     CellFilter,
@@ -16,8 +17,30 @@ from atlasprep.sources.filters import (
     resolve_filter,
     soma_quote,
 )
+from atlasprep.sources.organisms import ORGANISMS, experiment_name
 from atlasprep.sources.sampling import sample_positions
-from atlasprep.sources.soma import SomaSource, tiledb_config_for_batches
+
+if TYPE_CHECKING:
+    from atlasprep.sources.census import census_summary, open_census
+    from atlasprep.sources.soma import SomaSource, tiledb_config_for_batches
+
+# The SOMA sources load tiledbsoma (and the Census client): imported on first use, so that
+# reading AnnData files never pays for them.
+_LAZY = {
+    "SomaSource": "soma",
+    "tiledb_config_for_batches": "soma",
+    "census_summary": "census",
+    "open_census": "census",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"atlasprep.sources.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FILTER_COLUMNS",

@@ -10,30 +10,12 @@ import tiledbsoma as soma
 
 from atlasprep.errors import SourceError, UsageError
 from atlasprep.sources.base import SourceInfo
+from atlasprep.sources.organisms import ORGANISMS, experiment_name
 from atlasprep.sources.soma import SomaSource
 
 __all__ = ["ORGANISMS", "census_summary", "experiment_name", "open_census"]
 
 log = logging.getLogger("atlasprep.sources")
-
-# The organisms the Census carries, so that naming one never loads NCBITaxon (~16 s).
-# experiment name -> (label, NCBITaxon ID, common names)
-ORGANISMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "homo_sapiens": ("Homo sapiens", "NCBITaxon:9606", ("human",)),
-    "mus_musculus": ("Mus musculus", "NCBITaxon:10090", ("mouse",)),
-    "callithrix_jacchus": ("Callithrix jacchus", "NCBITaxon:9483", ("marmoset",)),
-    "macaca_mulatta": ("Macaca mulatta", "NCBITaxon:9544", ("rhesus macaque",)),
-    "pan_troglodytes": ("Pan troglodytes", "NCBITaxon:9598", ("chimpanzee",)),
-}
-
-
-def experiment_name(organism: str) -> str:
-    """``"Homo sapiens"``, ``"human"``, ``"NCBITaxon:9606"`` -> ``"homo_sapiens"``."""
-    key = organism.strip().lower().replace(" ", "_")
-    for name, (label, taxon, common) in ORGANISMS.items():
-        if key in (name, label.lower().replace(" ", "_"), taxon.lower(), *common):
-            return name
-    return key  # a store may carry an organism we do not list; the open checks it exists
 
 
 def open_census(

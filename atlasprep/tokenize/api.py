@@ -111,6 +111,9 @@ class TokenizeConfig:
     holdout: tuple[str, ...] = ()  # values of split_by sent to test
     format: ShardFormat = "arrow"
     overwrite: bool = False
+    # cells without a single vocabulary gene (empty droplets, a var of symbols): kept as their
+    # special tokens only, or left out of the store, as Geneformer's tokenizer leaves them out
+    drop_empty: bool = False
     # an aligned MuData (source inputs "file.h5mu:rna"): paired modalities as token segments
     # after the RNA tokens ("atac", "prot"), each within its budget, or stored whole as targets
     modalities: tuple[str, ...] = ()
@@ -207,7 +210,7 @@ def tokenize_cells(
         if progress is not None:
             progress(0, len(positions))
         if runner is None:  # in this process, with progress per batch
-            results = [run_encode_job(jobs[0], progress)]
+            results = [run_encode_job(jobs[0], progress, source=source)]
         else:
             results = runner.map(run_encode_job, jobs)
             if progress is not None:
@@ -218,11 +221,27 @@ def tokenize_cells(
             for spill in result.spills:
                 writer.register(spill)
         coverage.require(config.min_gene_match)
+        n_empty = sum(result.n_empty for result in results)
+        if n_empty == len(positions) and config.drop_empty:
+            raise InputFormatError(
+                "no cell has a single gene in the vocabulary; check that var holds the vocabulary's "
+                "gene IDs (or pass --gene-mapping / --gene-column)"
+            )
+        if n_empty:
+            log.warning(
+                "%d of %d cells have no gene in the vocabulary (empty droplets?): %s",
+                n_empty,
+                len(positions),
+                "left out, as Geneformer's tokenizer leaves them out"
+                if config.drop_empty
+                else "kept with no gene token; --drop-empty leaves them out, as Geneformer does",
+            )
         shards = writer.finish()
     finally:
         source.close()
     hvg_genes = None if hvg is None else [gene_ids[c] for c in hvg]
-    manifest = _manifest(config, source, vocab, coverage, plan, shards, len(positions), hvg_genes)
+    manifest = _manifest(config, source, vocab, coverage, plan, shards, hvg_genes)
+    manifest["empty_cells"] = {"n": n_empty, "dropped": config.drop_empty}
     if config.scheme == "rank":
         manifest["tokenizer"]["n_counts"] = (
             f"obs[{n_counts_column!r}]" if n_counts_column else "sum of the counts over all genes"
@@ -272,6 +291,7 @@ class EncodeJob:
 class EncodeResult:
     spills: list[Spill]
     coverage: VocabCoverage
+    n_empty: int = 0  # cells without a gene token (left out when the config drops them)
 
 
 def _encode_jobs(
@@ -314,10 +334,14 @@ def _encode_jobs(
     return jobs
 
 
-def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> EncodeResult:
-    """Tokenize one range of cells into spill files (opens and closes the source itself)."""
+def run_encode_job(
+    job: EncodeJob, progress: ProgressCallback | None = None, *, source: CellSource | None = None
+) -> EncodeResult:
+    """Tokenize one range of cells into spill files. The source is the one given (left open),
+    else the job opens and closes its own (on a worker)."""
     config = job.config
-    source = open_source(config.source)
+    owned = source is None
+    source = open_source(config.source) if source is None else source
     paired = {s.modality: AnnDataSource([s.spec]) for s in (*job.segments, *job.targets)}
     spills: list[Spill] = []
     coverage = VocabCoverage.of_genes(job.column_tokens)
@@ -325,15 +349,17 @@ def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> 
     # Each batch's counts are checked and counted, and its rows spilled, in a second thread
     # while the next batch is tokenized (one in flight: bounded memory).
     writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-spill")
-    pending: Future[tuple[Spill, VocabCoverage]] | None = None
+    pending: Future[tuple[Spill | None, VocabCoverage]] | None = None
 
     def collect() -> None:
         nonlocal coverage
         if pending is not None:
             spill, counted = pending.result()
-            spills.append(spill)
+            if spill is not None:
+                spills.append(spill)
             coverage = coverage.merge(counted)
 
+    n_empty = 0
     try:
         done = 0
         for batch in source.iter_batches(
@@ -343,32 +369,40 @@ def run_encode_job(job: EncodeJob, progress: ProgressCallback | None = None) -> 
             obs_columns=list(dict.fromkeys([*job.obs_columns, *config.context, *job.read_columns])),
         ):
             cells = slice(done, done + batch.n_cells)
-            table = _batch_table(job, batch, job.first_cell + done, job.splits[cells])
+            table, genes = _batch_table(job, batch, job.first_cell + done, job.splits[cells])
             if paired:
                 table = _with_segments(job, table, paired, job.positions[cells])
+            codes, slots = job.split_codes[cells], job.slots[cells]
+            empty = genes == 0
+            n_empty += int(empty.sum())
+            if config.drop_empty and empty.any():
+                table, codes, slots = table.filter(pa.array(~empty)), codes[~empty], slots[~empty]
             collect()
             path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
-            pending = writing.submit(_spill_batch, job, batch.X, table, path, cells)
+            pending = writing.submit(_spill_batch, job, batch.X, table, path, codes, slots)
             done += batch.n_cells
             if progress is not None:
                 progress(job.first_cell + done, total)
         collect()
     finally:
         writing.shutdown(wait=True)
-        source.close()
+        if owned:
+            source.close()
         for other in paired.values():
             other.close()
-    return EncodeResult(spills=spills, coverage=coverage)
+    return EncodeResult(spills=spills, coverage=coverage, n_empty=n_empty)
 
 
 def _spill_batch(
-    job: EncodeJob, counts: Any, table: pa.Table, path: Path, cells: slice
-) -> tuple[Spill, VocabCoverage]:
-    """Check a batch's counts, count its vocabulary coverage and spill its rows."""
+    job: EncodeJob, counts: Any, table: pa.Table, path: Path, codes: np.ndarray, slots: np.ndarray
+) -> tuple[Spill | None, VocabCoverage]:
+    """Check a batch's counts, count its vocabulary coverage and spill its rows (their splits
+    and slots given; no spill when every cell was left out)."""
     _check_counts(counts, job.config)
     counted = VocabCoverage.of_genes(job.column_tokens).add(counts, job.column_tokens)
-    spill = write_spill(path, table, job.split_codes[cells], job.slots[cells], job.by_size)
-    return spill, counted
+    if table.num_rows == 0:
+        return None, counted
+    return write_spill(path, table, codes, slots, job.by_size), counted
 
 
 def _with_segments(
@@ -417,12 +451,16 @@ def _with_segments(
     return table
 
 
-def _batch_table(job: EncodeJob, batch: Any, first_row: int, splits: np.ndarray) -> pa.Table:
-    """One batch of cells as shard rows: tokens, values, lengths, metadata, split."""
+def _batch_table(
+    job: EncodeJob, batch: Any, first_row: int, splits: np.ndarray
+) -> tuple[pa.Table, np.ndarray]:
+    """One batch of cells as shard rows (tokens, values, lengths, metadata, split), and each
+    cell's number of gene tokens."""
     config = job.config
     ids, offsets, values = job.encode(batch, first_row)
+    special = config.scheme == "rank" and config.special_tokens
+    genes = np.diff(offsets) - (2 if special else 0)
     if config.context:
-        special = config.scheme == "rank" and config.special_tokens
         ids, offsets, values = insert_context(
             ids,
             offsets,
@@ -441,9 +479,10 @@ def _batch_table(job: EncodeJob, batch: Any, first_row: int, splits: np.ndarray)
     for name in job.obs_columns:
         column = batch.obs[name]
         columns[name] = column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
-    return pa.table(
+    table = pa.table(
         {"cell_id": pa.array(batch.cell_ids.astype(str)), **columns, "split": pa.array(splits.astype(str))}
     )
+    return table, genes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -739,9 +778,12 @@ def _manifest(
     coverage: VocabCoverage,
     plan: Any,
     shards: list[ShardInfo],
-    n_cells: int,
     hvg_genes: list[str] | None,
 ) -> dict[str, Any]:
+    per_split = dict.fromkeys(plan.n_cells if plan else ("train",), 0)
+    for shard in shards:  # the cells stored: the selection, less any empty cells left out
+        per_split[shard.split] = per_split.get(shard.split, 0) + shard.n_cells
+    n_cells = sum(per_split.values())
     vocab_bytes = json.dumps(vocab.tokens, sort_keys=True, separators=(",", ":")).encode()
     _write_bytes_atomic(config.out / "vocab.json", vocab_bytes)
     if vocab.medians is not None:
@@ -786,7 +828,7 @@ def _manifest(
                 "n_cells": n_cells,
                 "splits": {
                     "column": config.split_by,
-                    "n_cells": dict(plan.n_cells) if plan else {"train": n_cells},
+                    "n_cells": per_split,
                     "groups": {s: plan.groups_in(s) for s in ("train", "val", "test")} if plan else {},
                 },
                 "shards": [s.to_json() for s in shards],

@@ -185,7 +185,8 @@ class Arithmetic:
 
     def scales(self, n_counts: np.ndarray) -> np.ndarray:
         """Per cell, the exact operand of the first step (``1 / n`` or ``n``), as float64."""
-        operand = np.divide(1, n_counts) if self.reciprocal else n_counts
+        with np.errstate(divide="ignore"):  # a cell without counts has no value to scale
+            operand = np.divide(1, n_counts) if self.reciprocal else n_counts
         return operand.astype(np.float32 if self.single else np.float64).astype(np.float64)
 
     def norms(self, medians: np.ndarray) -> np.ndarray:
