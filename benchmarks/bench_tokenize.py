@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
+BATCH = 8_192  # cells per CSR batch, as `atlasprep tokenize` streams them by default
 # run a command; print its peak RSS (KB): a fresh process per run, so runs do not mask each other
 _PEAK = (
     "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
@@ -104,7 +105,7 @@ def main() -> None:
         build_census(store, n_cells=max(opts.cells, 200_000), seed=0)
     source = open_census(census_uri=str(store))
     positions = source.select(source.compile(resolve_filter(CellFilter(primary_only=False))))[: opts.cells]
-    batches = [b.X for b in source.iter_batches(positions, var_positions=None, batch_size=4096)]
+    batches = [b.X for b in source.iter_batches(positions, var_positions=None, batch_size=BATCH)]
     genes = list(source.var().index)
     source.close()
     n_cells = sum(b.shape[0] for b in batches)

@@ -12,8 +12,8 @@ from atlasprep.cli._app import command
 from atlasprep.cli._progress import CellProgress
 from atlasprep.errors import UsageError
 from atlasprep.shard.sizes import parse_size
-from atlasprep.slice import DEFAULT_BATCH_SIZE, SliceConfig
-from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TokenizeConfig, tokenize_cells
+from atlasprep.slice import SliceConfig
+from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TOKENIZE_BATCH_SIZE, TokenizeConfig, tokenize_cells
 
 _D = TokenizeConfig(source=SliceConfig(), out=Path("."))
 
@@ -113,7 +113,9 @@ def tokenize_command(
     split_by: str | None = typer.Option(None, "--split-by", help="obs column whose groups split."),
     split: str = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions."),
     holdout: list[str] = typer.Option([], "--holdout", help="COLUMN=VALUE: that group to test."),
-    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", help="Cells per streamed batch."),
+    batch_size: int = typer.Option(
+        TOKENIZE_BATCH_SIZE, "--batch-size", help="Cells per streamed batch (fewer when cells are dense)."
+    ),
     drop_empty: bool = typer.Option(
         False,
         "--drop-empty",
