@@ -7,6 +7,7 @@ import warnings
 import anndata as ad
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import zarr
 from conftest import shared_file
 
@@ -107,3 +108,67 @@ def test_batches_keep_within_the_value_budget(tmp_path):
     assert min(b.n_cells for b in batches) < 100  # the dense cells came in smaller batches
     assert (sp.vstack([b.X for b in batches]) != X).nnz == 0
     assert [len(c) for c in plan_chunks(positions[:5], 2)] == [2, 2, 1]
+
+
+def test_permuted_var_and_a_selection_land_in_sorted_csr_columns(tmp_path):
+    """A second file whose var runs in another order, and a var selection: every value lands in
+    its union column, rows keep sorted column indices (the rank tokenizer reads them in order)."""
+    rng = np.random.default_rng(1)
+    a = ad.AnnData(sp.csr_matrix(rng.poisson(1, (6, 4)).astype(np.float32)))
+    a.var_names = ["ENSG1", "ENSG2", "ENSG3", "ENSG4"]
+    b = ad.AnnData(sp.csr_matrix(rng.poisson(1, (5, 3)).astype(np.float32)))
+    b.var_names = ["ENSG4", "ENSG5", "ENSG1"]
+    a.write_h5ad(tmp_path / "a.h5ad")
+    b.write_h5ad(tmp_path / "b.h5ad")
+    source = AnnDataSource([tmp_path / "a.h5ad", tmp_path / "b.h5ad"])
+    union = list(source.var().index)
+    assert union == ["ENSG1", "ENSG2", "ENSG3", "ENSG4", "ENSG5"]
+    want = np.zeros((11, 5), dtype=np.float32)
+    want[:6, :4] = a.X.toarray()
+    want[6:, [3, 4, 0]] = b.X.toarray()
+    for var_positions in (None, np.array([4, 0, 3])):
+        batches = list(
+            source.iter_batches(np.arange(11, dtype=np.int64), var_positions=var_positions, batch_size=100)
+        )
+        for batch in batches:
+            assert batch.X.has_sorted_indices
+        got = np.vstack([batch.X.toarray() for batch in batches])
+        assert np.array_equal(got, want if var_positions is None else want[:, var_positions])
+    source.close()
+
+
+def test_read_ahead_keeps_order_passes_errors_and_stops_with_the_consumer():
+    import threading
+
+    from atlasprep.sources.base import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("broken file")
+
+    stream = read_ahead(failing())
+    assert next(stream) == 1
+    with pytest.raises(ValueError, match="broken file"):
+        next(stream)
+
+    produced = []
+
+    def endless():
+        closed = False
+        try:
+            i = 0
+            while True:
+                produced.append(i)
+                yield i
+                i += 1
+        finally:
+            closed = True
+            produced.append(("closed", closed))
+
+    stream = read_ahead(endless(), depth=1)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # the consumer stops: the producer thread ends and closes its generator
+    assert ("closed", True) in produced
+    assert not any(t.name == "atlasprep-read-ahead" for t in threading.enumerate())
