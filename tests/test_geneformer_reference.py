@@ -128,3 +128,58 @@ def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, 
     assert len(want) == X.shape[0] - 2
     assert {c: got[c] for c in want} == want
     assert set(got) - set(want) == (set() if drop else {"c5", "c17"})
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_two_files_with_their_own_gene_orders_as_geneformer(small_census, tmp_path):
+    """Two files, the second with its var reversed: Geneformer tokenizes each with its own
+    var; atlasprep, joining them on one var, gives every cell the same input_ids."""
+    import anndata as ad
+    from datasets import load_from_disk
+
+    gf = _tokenizer_module()
+    X, genes = demo_cells(small_census, 400)
+    (tmp_path / "in").mkdir()
+    reverse = np.arange(len(genes))[::-1]
+    for name, rows, order in (("a", slice(0, 200), np.arange(len(genes))), ("b", slice(200, 400), reverse)):
+        part = X[rows][:, order].tocsr()
+        adata = ad.AnnData(part)
+        adata.var_names = [genes[i] for i in order]
+        adata.var["ensembl_id"] = list(adata.var_names)
+        adata.obs_names = [f"{name}{i}" for i in range(part.shape[0])]
+        adata.obs["n_counts"] = np.asarray(part.sum(axis=1)).ravel().astype(np.float32)
+        adata.obs["cell_id"] = list(adata.obs_names)
+        adata.write_h5ad(tmp_path / "in" / f"{name}.h5ad")
+    files = {}
+    for kind in ("token_dictionary", "gene_median_dictionary"):
+        path = shared_file(f"geneformer/{kind}_gc104M.json")
+        files[kind] = (path, tmp_path / f"{kind}.pkl")
+        with open(path) as handle:
+            pickle.dump(json.load(handle), files[kind][1].open("wb"))
+    tokenizer = gf.TranscriptomeTokenizer(
+        {"cell_id": "cell_id"},
+        model_input_size=4096,
+        special_token=True,
+        gene_median_file=files["gene_median_dictionary"][1],
+        token_dictionary_file=files["token_dictionary"][1],
+    )
+    tokenizer.tokenize_data(tmp_path / "in", tmp_path, "gf", file_format="h5ad")
+    dataset = load_from_disk(str(tmp_path / "gf.dataset"))
+    want = dict(zip(dataset["cell_id"], dataset["input_ids"], strict=True))
+    tokenize_cells(
+        TokenizeConfig(
+            source=SliceConfig(
+                inputs=(str(tmp_path / "in" / "a.h5ad"), str(tmp_path / "in" / "b.h5ad")),
+                filter=CellFilter(primary_only=False),
+            ),
+            out=tmp_path / "store",
+            token_dictionary=files["token_dictionary"][0],
+            gene_medians=files["gene_median_dictionary"][0],
+            obs_columns=(),
+        )
+    )
+    store = tmp_path / "store"
+    table = pa.concat_tables(read_shard(store, s["path"]) for s in read_manifest(store)["shards"])
+    got = dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+    assert len(want) == 400
+    assert got == want

@@ -594,3 +594,42 @@ def test_empty_cells_are_counted_kept_or_dropped_and_the_rest_stored_once(
     assert validate_store(tmp_path / "dropped") == []
     again = tokenize_cells(dataclasses.replace(config, out=tmp_path / "again", drop_empty=True))
     assert [s["sha256"] for s in again.manifest["shards"]] == [s["sha256"] for s in manifest["shards"]]
+
+
+def test_a_file_joined_with_others_keeps_its_own_gene_order(small_census, tmp_path, dictionaries):
+    """Geneformer tokenizes each file with its own var, so genes with tied values come out in
+    that file's order: a file's cells get the same tokens alone as joined with a file whose var
+    runs the other way (ties are common: most demo cells have some)."""
+    import anndata as ad
+
+    X, genes = demo_cells(small_census, 400)
+    first = ad.AnnData(X[:200])
+    first.var_names = genes
+    first.obs_names = [f"a{i}" for i in range(200)]
+    reverse = np.arange(len(genes))[::-1]
+    second = ad.AnnData(sp.csr_matrix(X[200:][:, reverse]))
+    second.var_names = [genes[i] for i in reverse]
+    second.obs_names = [f"b{i}" for i in range(200)]
+    first.write_h5ad(tmp_path / "a.h5ad")
+    second.write_h5ad(tmp_path / "b.h5ad")
+    tokens, medians = dictionaries
+
+    def tokenized(*paths):
+        out = tmp_path / "_".join(p.stem for p in paths)
+        tokenize_cells(
+            TokenizeConfig(
+                source=SliceConfig(inputs=tuple(str(p) for p in paths), batch_size=64),
+                out=out,
+                token_dictionary=tokens,
+                gene_medians=medians,
+                obs_columns=(),
+            )
+        )
+        _, table = _cells(out)
+        return dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+
+    joined = tokenized(tmp_path / "a.h5ad", tmp_path / "b.h5ad")
+    alone = tokenized(tmp_path / "b.h5ad")
+    assert len(joined) == 400
+    assert {c: joined[c] for c in alone} == alone
+    assert {c: ids for c, ids in joined.items() if c.startswith("a")} == tokenized(tmp_path / "a.h5ad")

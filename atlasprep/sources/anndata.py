@@ -171,12 +171,14 @@ class AnnDataSource:
             out_of_union[var_positions] = np.arange(len(var_positions))
         n_out = n_union if var_positions is None else len(var_positions)
         starts = np.array([f.offset for f in self._files])
+        file_columns = [out_of_union[f.colmap] for f in self._files]  # each file's, in X
+        in_order = [bool(np.all(np.diff(c[c >= 0]) > 0)) for c in file_columns]
         for planned in plan_chunks(positions, batch_size, self._stored_values(positions, starts)):
             which = np.searchsorted(starts, planned, side="right") - 1
             cuts = np.flatnonzero(np.diff(which)) + 1
             for chunk, k in zip(np.split(planned, cuts), which[np.r_[0, cuts]], strict=True):
                 f = self._files[k]  # a batch holds one file's cells, so it has one storage
-                X = _remap_columns(_read_rows(f, chunk - f.offset), out_of_union[f.colmap], n_out)
+                X = _remap_columns(_read_rows(f, chunk - f.offset), file_columns[k], n_out)
                 obs = pa.Table.from_pandas(self._obs.iloc[chunk][columns], preserve_index=False)
                 yield CellBatch(
                     cell_ids=self._cell_ids[chunk],
@@ -184,6 +186,7 @@ class AnnDataSource:
                     X=X.astype(np.float32, copy=False),
                     stored_dtype=np.dtype(f.X.dtype),
                     stored_dense=f.nnz is None,
+                    stored_columns=None if in_order[k] else file_columns[k],
                 )
 
     def _stored_values(self, positions: np.ndarray, starts: np.ndarray) -> np.ndarray:

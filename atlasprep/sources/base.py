@@ -64,6 +64,9 @@ class CellBatch:
     # how the source itself stores X (the rank tokenizer repeats Geneformer's arithmetic on it)
     stored_dtype: np.dtype[Any] = _FLOAT32
     stored_dense: bool = False
+    # the X column of each of the stored matrix's own columns, in its own order, when that order
+    # is not X's (a file joined to others' var); Geneformer ranks a file's genes in its order
+    stored_columns: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:

@@ -591,7 +591,13 @@ def _encoder(
 
         def encode_rank(batch: CellBatch, first_row: int) -> Encoded:
             n_counts = None if n_counts_column is None else _totals(batch.obs, n_counts_column)
-            ranked = encoder.encode(batch.X, n_counts, x_dtype=batch.stored_dtype, dense=batch.stored_dense)
+            ranked = encoder.encode(
+                batch.X,
+                n_counts,
+                x_dtype=batch.stored_dtype,
+                dense=batch.stored_dense,
+                stored_columns=batch.stored_columns,
+            )
             return ranked.input_ids, ranked.offsets, None
 
         return encode_rank
