@@ -633,3 +633,55 @@ def test_a_file_joined_with_others_keeps_its_own_gene_order(small_census, tmp_pa
     assert len(joined) == 400
     assert {c: joined[c] for c in alone} == alone
     assert {c: ids for c, ids in joined.items() if c.startswith("a")} == tokenized(tmp_path / "a.h5ad")
+
+
+def test_geneformer_conventions_the_input_follows_are_pointed_out(
+    small_census, tmp_path, dictionaries, caplog
+):
+    """Symbols in the var index with Ensembl IDs in var['ensembl_id'] (which Geneformer reads),
+    and an obs filter_pass column (Geneformer keeps only filter_pass == 1): each gets a warning
+    naming the option that does the same; with the options given, no warning."""
+    import logging
+
+    import anndata as ad
+
+    X, genes = demo_cells(small_census, 50)
+    adata = ad.AnnData(X)
+    adata.var_names = [f"SYMBOL{i}" for i in range(len(genes))]
+    adata.var["ensembl_id"] = genes
+    adata.obs_names = [f"c{i}" for i in range(X.shape[0])]
+    adata.obs["filter_pass"] = np.arange(X.shape[0]) % 2
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    tokens, medians = dictionaries
+    config = TokenizeConfig(
+        source=SliceConfig(inputs=(str(path),)),
+        out=tmp_path / "a",
+        token_dictionary=tokens,
+        gene_medians=medians,
+        obs_columns=(),
+    )
+    from atlasprep.errors import InputFormatError
+
+    with caplog.at_level(logging.WARNING, logger="atlasprep"), pytest.raises(InputFormatError):
+        tokenize_cells(config)  # no symbol is in the vocabulary: the hint comes before the error
+    assert "pass --gene-column ensembl_id" in caplog.text
+    caplog.clear()
+    import dataclasses
+
+    with caplog.at_level(logging.WARNING, logger="atlasprep"):
+        tokenize_cells(dataclasses.replace(config, out=tmp_path / "b", gene_column="ensembl_id"))
+    assert "pass --where 'filter_pass == 1'" in caplog.text
+    assert "--gene-column" not in caplog.text
+    caplog.clear()
+    followed = dataclasses.replace(
+        config,
+        out=tmp_path / "c",
+        gene_column="ensembl_id",
+        source=SliceConfig(inputs=(str(path),), filter=CellFilter(where="filter_pass == 1")),
+    )
+    with caplog.at_level(logging.WARNING, logger="atlasprep"):
+        result = tokenize_cells(followed)
+    assert "--gene-column" not in caplog.text
+    assert "filter_pass" not in caplog.text
+    assert result.manifest["n_cells"] == 25

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import numba
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
@@ -169,6 +170,7 @@ def tokenize_cells(
         obs_columns = _obs_columns(config, source)
         medians = _medians(config, source, positions, gene_ids)
         vocab = _vocab(config, gene_ids, medians)
+        _hint_geneformer_inputs(config, source, gene_ids, vocab)
         hvg = _hvg_columns(config, source, positions, vocab.column_tokens) if config.n_hvg else None
         n_counts_column = _n_counts_column(config, source)
         encode = _encoder(config, vocab, gene_ids, hvg, n_counts_column)
@@ -660,6 +662,42 @@ def _obs_columns(config: TokenizeConfig, source: CellSource) -> tuple[str, ...]:
         skipped = ", ".join(c for c in config.obs_columns if c not in kept)
         log.info("the source has no %s; those columns are left out of the shards", skipped)
     return kept
+
+
+def _hint_geneformer_inputs(
+    config: TokenizeConfig, source: CellSource, gene_ids: list[str], vocab: _Vocab
+) -> None:
+    """Say so when the input follows Geneformer's conventions in a way atlasprep does not read
+    by itself: gene IDs in a var column (Geneformer reads ``var["ensembl_id"]``) that names far
+    more vocabulary genes than the IDs in use, and an obs ``filter_pass`` column (Geneformer
+    tokenizes only the cells where it is 1)."""
+    if config.token_dictionary is not None and gene_ids:
+        var = source.var()
+        in_use = float(np.mean([g in vocab.tokens for g in gene_ids]))
+        for column in var.columns:
+            if column == config.gene_column or not (
+                pd.api.types.is_string_dtype(var[column])
+                or isinstance(var[column].dtype, pd.CategoricalDtype)
+            ):
+                continue
+            share = float(var[column].astype(str).isin(vocab.tokens.keys()).mean())
+            if share >= max(2 * in_use, 0.5):
+                log.warning(
+                    "var column %r names %.0f%% of its genes in the vocabulary, the IDs in use (%s) %.0f%%: "
+                    "pass --gene-column %s (Geneformer reads var['ensembl_id'])",
+                    column,
+                    100 * share,
+                    f"var[{config.gene_column!r}]" if config.gene_column else "the var index",
+                    100 * in_use,
+                    column,
+                )
+                break
+    where = config.source.filter.where or ""
+    if config.scheme == "rank" and "filter_pass" in source.obs_columns and "filter_pass" not in where:
+        log.warning(
+            "obs has Geneformer's filter_pass column: Geneformer tokenizes only the cells where it is 1; "
+            "pass --where 'filter_pass == 1' to do the same"
+        )
 
 
 def _gene_ids(source: CellSource, config: TokenizeConfig) -> list[str]:
