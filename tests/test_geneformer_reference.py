@@ -49,6 +49,42 @@ def _tokenizer_module():  # type: ignore[no-untyped-def]
     return module
 
 
+def _dictionaries(tmp_path: Path, version: str) -> dict[str, tuple[Path, Path]]:
+    """Geneformer's dictionaries: each JSON from ../shared and the pickle its tokenizer reads."""
+    files = {}
+    for kind in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict"):
+        path = shared_file(
+            f"geneformer/{kind}_{version}.json" + (".gz" if kind.startswith("ensembl") else "")
+        )
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt") as handle:
+            files[kind] = (path, tmp_path / f"{kind}.pkl")
+            pickle.dump(json.load(handle), files[kind][1].open("wb"))
+    return files
+
+
+def _geneformer_ids(gf, tmp_path: Path, files, *, max_len: int, special: bool, mapping: bool):  # type: ignore[no-untyped-def]
+    """Geneformer's input_ids by cell_id for the h5ad files in ``tmp_path / "in"``."""
+    from datasets import load_from_disk
+
+    tokenizer = gf.TranscriptomeTokenizer(
+        {"cell_id": "cell_id"},
+        model_input_size=max_len,
+        special_token=special,
+        gene_median_file=files["gene_median_dictionary"][1],
+        token_dictionary_file=files["token_dictionary"][1],
+        gene_mapping_file=files["ensembl_mapping_dict"][1] if mapping else None,
+    )
+    tokenizer.tokenize_data(tmp_path / "in", tmp_path, "gf", file_format="h5ad")
+    dataset = load_from_disk(str(tmp_path / "gf.dataset"))
+    return dict(zip(dataset["cell_id"], dataset["input_ids"], strict=True))
+
+
+def _store_ids(store: Path) -> dict[str, list[int]]:
+    table = pa.concat_tables(read_shard(store, s["path"]) for s in read_manifest(store)["shards"])
+    return dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+
+
 @pytest.mark.filterwarnings("ignore")  # Geneformer's own pandas/anndata deprecation warnings
 @pytest.mark.parametrize(
     ("version", "mapping", "dense", "n_dtype", "drop"),
@@ -65,7 +101,6 @@ def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, 
     divides their zeros by a zero total and ranks the NaNs, keeping every vocabulary gene in no
     meaningful order; atlasprep treats them as empty there too."""
     import anndata as ad
-    from datasets import load_from_disk
 
     gf = _tokenizer_module()
     X, genes = demo_cells(small_census, 600)
@@ -81,28 +116,10 @@ def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, 
     adata.obs["cell_id"] = list(adata.obs_names)
     (tmp_path / "in").mkdir()
     adata.write_h5ad(tmp_path / "in" / "cells.h5ad")
-    files = {}
-    for kind in ("token_dictionary", "gene_median_dictionary", "ensembl_mapping_dict"):
-        path = shared_file(
-            f"geneformer/{kind}_{version}.json" + (".gz" if kind.startswith("ensembl") else "")
-        )
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt") as handle:
-            files[kind] = (path, tmp_path / f"{kind}.pkl")
-            pickle.dump(json.load(handle), files[kind][1].open("wb"))
+    files = _dictionaries(tmp_path, version)
     special = version == "gc104M"
     max_len = 4096 if special else 2048
-    tokenizer = gf.TranscriptomeTokenizer(
-        {"cell_id": "cell_id"},
-        model_input_size=max_len,
-        special_token=special,
-        gene_median_file=files["gene_median_dictionary"][1],
-        token_dictionary_file=files["token_dictionary"][1],
-        gene_mapping_file=files["ensembl_mapping_dict"][1] if mapping else None,
-    )
-    tokenizer.tokenize_data(tmp_path / "in", tmp_path, "gf", file_format="h5ad")
-    dataset = load_from_disk(str(tmp_path / "gf.dataset"))
-    want = dict(zip(dataset["cell_id"], dataset["input_ids"], strict=True))
+    want = _geneformer_ids(gf, tmp_path, files, max_len=max_len, special=special, mapping=mapping)
     tokenize_cells(
         TokenizeConfig(
             source=SliceConfig(
@@ -119,9 +136,7 @@ def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, 
             drop_empty=drop,
         )
     )
-    store = tmp_path / "store"
-    table = pa.concat_tables(read_shard(store, s["path"]) for s in read_manifest(store)["shards"])
-    got = dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+    got = _store_ids(tmp_path / "store")
     if dense:
         assert len(want) == X.shape[0]
         want = {c: ids for c, ids in want.items() if c not in ("c5", "c17")}
@@ -135,7 +150,6 @@ def test_two_files_with_their_own_gene_orders_as_geneformer(small_census, tmp_pa
     """Two files, the second with its var reversed: Geneformer tokenizes each with its own
     var; atlasprep, joining them on one var, gives every cell the same input_ids."""
     import anndata as ad
-    from datasets import load_from_disk
 
     gf = _tokenizer_module()
     X, genes = demo_cells(small_census, 400)
@@ -150,22 +164,8 @@ def test_two_files_with_their_own_gene_orders_as_geneformer(small_census, tmp_pa
         adata.obs["n_counts"] = np.asarray(part.sum(axis=1)).ravel().astype(np.float32)
         adata.obs["cell_id"] = list(adata.obs_names)
         adata.write_h5ad(tmp_path / "in" / f"{name}.h5ad")
-    files = {}
-    for kind in ("token_dictionary", "gene_median_dictionary"):
-        path = shared_file(f"geneformer/{kind}_gc104M.json")
-        files[kind] = (path, tmp_path / f"{kind}.pkl")
-        with open(path) as handle:
-            pickle.dump(json.load(handle), files[kind][1].open("wb"))
-    tokenizer = gf.TranscriptomeTokenizer(
-        {"cell_id": "cell_id"},
-        model_input_size=4096,
-        special_token=True,
-        gene_median_file=files["gene_median_dictionary"][1],
-        token_dictionary_file=files["token_dictionary"][1],
-    )
-    tokenizer.tokenize_data(tmp_path / "in", tmp_path, "gf", file_format="h5ad")
-    dataset = load_from_disk(str(tmp_path / "gf.dataset"))
-    want = dict(zip(dataset["cell_id"], dataset["input_ids"], strict=True))
+    files = _dictionaries(tmp_path, "gc104M")
+    want = _geneformer_ids(gf, tmp_path, files, max_len=4096, special=True, mapping=False)
     tokenize_cells(
         TokenizeConfig(
             source=SliceConfig(
@@ -178,8 +178,6 @@ def test_two_files_with_their_own_gene_orders_as_geneformer(small_census, tmp_pa
             obs_columns=(),
         )
     )
-    store = tmp_path / "store"
-    table = pa.concat_tables(read_shard(store, s["path"]) for s in read_manifest(store)["shards"])
-    got = dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
+    got = _store_ids(tmp_path / "store")
     assert len(want) == 400
     assert got == want

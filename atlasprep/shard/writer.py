@@ -1,11 +1,11 @@
 """Shards of tokenized cells, shuffled across the whole corpus, with bounded memory.
 
 Every cell's place is fixed before any token is made: within its split, a seeded permutation
-gives it a slot. Tokenized batches arrive in source order and are spilled as they come, one
-Arrow file per batch, with each row's (split, slot) key and size. Shards are runs of consecutive
+gives it a slot. Tokenized batches arrive in source order and are spilled sorted by (split,
+slot), one Arrow file per batch, with each row's key and size. Shards are runs of consecutive
 slots: ``cells_per_shard`` of them, or as many as fit in ``bytes_per_shard`` (the cells'
 uncompressed Arrow bytes, so the cut depends on the data only, never on batching). Each shard
-gathers its rows from every spill (memory-mapped, so only that shard is in memory; the token
+gathers one run of rows from every spill (memory-mapped, so only that shard is in memory; the token
 lists are copied once, straight into the shard's buffers), is written under a temporary name
 and renamed, while the next one is gathered. The same inputs and seed give the same bytes.
 

@@ -673,7 +673,7 @@ def _hint_geneformer_inputs(
     tokenizes only the cells where it is 1)."""
     if config.token_dictionary is not None and gene_ids:
         var = source.var()
-        in_use = float(np.mean([g in vocab.tokens for g in gene_ids]))
+        in_use = float(np.mean(vocab.column_tokens >= 0))
         for column in var.columns:
             if column == config.gene_column or not (
                 pd.api.types.is_string_dtype(var[column])

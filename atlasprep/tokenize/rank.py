@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -182,9 +183,7 @@ class RankEncoder:
         present = own >= 0
         position = np.full(X.shape[1], -1, dtype=np.int64)
         position[own[present]] = np.flatnonzero(present)
-        moved = sp.csr_matrix(
-            (X.data.copy(), position[X.indices], X.indptr.copy()), shape=(X.shape[0], len(own))
-        )
+        moved = sp.csr_matrix((X.data.copy(), position[X.indices], X.indptr), shape=(X.shape[0], len(own)))
         moved.sort_indices()
         encoder = dataclasses.replace(
             self,
@@ -242,27 +241,7 @@ def _rank_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     special = encoder.cls_id is not None and encoder.eos_id is not None
     keep = encoder.max_len - 2 if special else encoder.max_len  # gene tokens per cell
-    # Each row's expressed vocabulary genes, in column order, form Geneformer's vector.
-    lengths = np.empty(X.shape[0], dtype=np.int64)
-    halves = np.linspace(0, X.shape[0], _THREADS + 1).astype(np.int64)
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        list(
-            pool.map(
-                lambda lo, hi: _expressed_lengths(
-                    X.indptr, X.indices, X.data, encoder.token_ids, lo, hi, lengths
-                ),
-                halves[:-1],
-                halves[1:],
-            )
-        )
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.minimum(lengths, keep) + (2 if special else 0), out=offsets[1:])
-    out = np.empty(offsets[-1], dtype=np.int32)
-    if special:  # <cls> first and <eos> last in every cell, genes or not
-        out[offsets[:-1]] = encoder.cls_id
-        out[offsets[1:] - 1] = encoder.eos_id
     first = 1 if special else 0
-    groups = list(length_groups(lengths))
     norms = arithmetic.norms(encoder.medians)
 
     def rank_groups(share: list[tuple[int, np.ndarray]]) -> None:
@@ -274,10 +253,25 @@ def _rank_rows(
             order = np.argsort(negated, axis=1)  # numpy's own sort, row by row: Geneformer's argsort(-v)
             _scatter(rows, order, tokens, offsets, out, min(k, keep), first)
 
-    # One sort call per distinct length. The kernels and numpy's sort release the GIL, so each
-    # thread takes every n-th group (they come shortest first, so the shares are even) and
-    # writes its own rows of ``out``.
+    # The kernels and numpy's sort release the GIL: both passes run on all threads.
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        # Each row's expressed vocabulary genes, in column order, form Geneformer's vector.
+        lengths = np.empty(X.shape[0], dtype=np.int64)
+        halves = np.linspace(0, X.shape[0], _THREADS + 1).astype(np.int64)
+        for future in [
+            pool.submit(_expressed_lengths, X.indptr, X.indices, X.data, encoder.token_ids, lo, hi, lengths)
+            for lo, hi in itertools.pairwise(halves)
+        ]:
+            future.result()
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(np.minimum(lengths, keep) + (2 if special else 0), out=offsets[1:])
+        out = np.empty(offsets[-1], dtype=np.int32)
+        if special:  # <cls> first and <eos> last in every cell, genes or not
+            out[offsets[:-1]] = encoder.cls_id
+            out[offsets[1:] - 1] = encoder.eos_id
+        # One sort call per distinct length; each thread takes every n-th group (they come
+        # shortest first, so the shares are even) and writes its own rows of ``out``.
+        groups = list(length_groups(lengths))
         for future in [pool.submit(rank_groups, groups[t::_THREADS]) for t in range(_THREADS)]:
             future.result()
     return out, offsets
