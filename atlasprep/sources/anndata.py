@@ -44,7 +44,8 @@ class _File:
     X: Any  # backed sparse dataset or dense array
     offset: int
     colmap: np.ndarray  # file column -> union var position
-    nnz: np.ndarray | None  # stored values per row (sparse X), None for dense
+    indptr: np.ndarray | None  # int64 row pointers (sparse X: 8 bytes a cell), None for dense
+    elem: Any  # the matrix's own group (sparse) or array (dense)
 
 
 class AnnDataSource:
@@ -91,7 +92,8 @@ class AnnDataSource:
                     X=X,
                     offset=offset,
                     colmap=colmap,
-                    nnz=_row_nnz(group[matrix]),
+                    indptr=_row_pointers(group[matrix]),
+                    elem=group[matrix],
                 )
             )
             names.append(obs.index.astype(str))
@@ -185,7 +187,7 @@ class AnnDataSource:
                     obs=obs,
                     X=X.astype(np.float32, copy=False),
                     stored_dtype=np.dtype(f.X.dtype),
-                    stored_dense=f.nnz is None,
+                    stored_dense=f.indptr is None,
                     stored_columns=None if in_order[k] else file_columns[k],
                 )
 
@@ -196,10 +198,11 @@ class AnnDataSource:
         for k in np.unique(which):
             f = self._files[k]
             mine = which == k
-            if f.nnz is None:
+            if f.indptr is None:
                 nnz[mine] = len(f.colmap)
             else:
-                nnz[mine] = f.nnz[positions[mine] - f.offset]
+                rows = positions[mine] - f.offset
+                nnz[mine] = f.indptr[rows + 1] - f.indptr[rows]
         return nnz
 
     def _check_columns(self, columns: Sequence[str]) -> None:
@@ -292,15 +295,23 @@ def _backed_matrix(elem: Any, path: Path, name: str) -> Any:
     raise InputFormatError(f"{path}: {name} has unsupported encoding {encoding!r}")
 
 
-def _row_nnz(elem: Any) -> np.ndarray | None:
-    """Stored values per row of a backed CSR matrix (its indptr: 8 bytes a cell), else None."""
+def _row_pointers(elem: Any) -> np.ndarray | None:
+    """A backed CSR matrix's indptr (8 bytes a cell), else None."""
     if hasattr(elem, "keys") and "indptr" in elem:
-        return np.diff(np.asarray(elem["indptr"][:], dtype=np.int64))
+        return np.asarray(elem["indptr"][:], dtype=np.int64)
     return None
 
 
 def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: one slice read
+    contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows)
+    if contiguous and f.indptr is not None:  # one slice of data and indices, read as stored
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        a, b = int(f.indptr[lo]), int(f.indptr[hi])
+        return sp.csr_matrix(
+            (f.elem["data"][a:b], f.elem["indices"][a:b], f.indptr[lo : hi + 1] - a),
+            shape=(hi - lo, f.X.shape[1]),
+        )
+    if contiguous:
         block = f.X[int(rows[0]) : int(rows[-1]) + 1]
     elif isinstance(f.X, h5py.Dataset):
         block = f.X[rows]

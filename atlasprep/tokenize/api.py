@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from atlasprep import __version__
+from atlasprep._jit import warm_up
 from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
 from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
 from atlasprep.shard.writer import ShardFormat, Spill, write_spill
@@ -155,6 +156,7 @@ def tokenize_cells(
     of the cells (each job opens the source itself); the store's bytes are the same either way."""
     started = time.perf_counter()
     _check_config(config)
+    warm_up()  # numba's one-off start-up, while the source opens
     _prepare_out(config)
     resolved = resolve_filter(config.source.filter, experiment_name(config.source.organism))
     source = open_source(config.source)

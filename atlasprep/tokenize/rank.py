@@ -281,10 +281,11 @@ def _rank_rows(
 def _expressed_lengths(indptr, indices, data, token_ids, lo, hi, lengths):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Per row in ``lo:hi``: how many entries are nonzero and name a vocabulary gene."""
     for row in range(lo, hi):
+        a, b = indptr[row], indptr[row + 1]
+        stored, columns = data[a:b], indices[a:b]
         n = 0
-        for e in range(indptr[row], indptr[row + 1]):
-            if data[e] != 0 and token_ids[indices[e]] >= 0:
-                n += 1
+        for e in range(b - a):  # branch-free: counted, not tested
+            n += (stored[e] != 0) & (token_ids[columns[e]] >= 0)
         lengths[row] = n
 
 
@@ -299,20 +300,24 @@ def _gather(rows, k, indptr, indices, data, scales, norms, token_ids, target_sum
         row = rows[r]
         scale = scales[row]
         scale32 = np.float32(scale)
+        out_values, out_tokens = values[r], tokens[r]
+        a, b = indptr[row], indptr[row + 1]
+        stored, columns = data[a:b], indices[a:b]
         j = 0
-        for e in range(indptr[row], indptr[row + 1]):
-            col = indices[e]
-            if data[e] == 0 or token_ids[col] < 0:
+        for e in range(b - a):
+            col = columns[e]
+            token = token_ids[col]
+            if stored[e] == 0 or token < 0:
                 continue
             if single:  # X / n_counts * 10_000 in float32, then the float64 medians
-                x32 = np.float32(data[e])
+                x32 = np.float32(stored[e])
                 step = (x32 * scale32 if reciprocal else x32 / scale32) * ts32
                 scaled = np.float64(step)
             else:
-                x = np.float64(data[e])
+                x = np.float64(stored[e])
                 scaled = (x * scale if reciprocal else x / scale) * target_sum
-            values[r, j] = -(scaled * norms[col] if reciprocal else scaled / norms[col])
-            tokens[r, j] = token_ids[col]
+            out_values[j] = -(scaled * norms[col] if reciprocal else scaled / norms[col])
+            out_tokens[j] = token
             j += 1
     return values, tokens
 
@@ -321,5 +326,6 @@ def _gather(rows, k, indptr, indices, data, scales, norms, token_ids, target_sum
 def _scatter(rows, order, tokens, offsets, out, width, first):  # type: ignore[no-untyped-def]  # pragma: no cover
     for r in range(len(rows)):
         base = offsets[rows[r]] + first
+        cell, ranked, row_tokens = out[base : base + width], order[r], tokens[r]
         for j in range(width):
-            out[base + j] = tokens[r, order[r, j]]
+            cell[j] = row_tokens[ranked[j]]
