@@ -172,3 +172,57 @@ def test_read_ahead_keeps_order_passes_errors_and_stops_with_the_consumer():
     stream.close()  # the consumer stops: the producer thread ends and closes its generator
     assert ("closed", True) in produced
     assert not any(t.name == "atlasprep-read-ahead" for t in threading.enumerate())
+
+
+def test_obs_columns_are_read_when_needed_and_join_as_whole_frames(tmp_path):
+    """obs is read a column at a time: a filter reads only the columns it names, and the columns
+    of several files join exactly as anndata's whole frames do under pd.concat(join="outer")."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    a_obs = pd.DataFrame(
+        {
+            "tissue": pd.Categorical(["lung", "liver", "lung", "blood"]),
+            "n_counts": np.array([5.0, 7.0, 1.0, 2.0], dtype=np.float32),
+            "is_primary_data": [True, False, True, True],
+            "only a": ["x", "y", "z", "w"],
+        },
+        index=["c0", "c1", "c2", "c3"],
+    )
+    b_obs = pd.DataFrame(
+        {
+            "tissue": pd.Categorical(["heart", "lung", "heart"]),
+            "n_counts": np.array([3.0, 4.0, 9.0], dtype=np.float32),
+            "is_primary_data": [True, True, False],
+            "donor_id": pd.array([1, None, 3], dtype="Int64"),
+        },
+        index=["d0", "d1", "d2"],
+    )
+    files = []
+    for name, obs in (("a", a_obs), ("b", b_obs)):
+        adata = ad.AnnData(sp.csr_matrix(rng.poisson(1, (len(obs), 2)).astype(np.float32)), obs=obs)
+        adata.write_h5ad(tmp_path / f"{name}.h5ad")
+        files.append(tmp_path / f"{name}.h5ad")
+    whole = pd.concat(
+        [ad.read_h5ad(f).obs.reset_index(drop=True) for f in files], ignore_index=True, join="outer"
+    )
+    source = AnnDataSource(files)
+    try:
+        assert source.obs_columns == tuple(whole.columns)
+        assert source.n_cells == 7
+        flt = CellFilter(primary_only=True, where="n_counts > 2 and `only a` != 'z'")
+        positions = source.select(source.compile(resolve_filter(flt)))
+        want = whole["is_primary_data"].to_numpy(bool) & whole.eval(
+            "n_counts > 2 and `only a` != 'z'", engine="python"
+        ).to_numpy(bool)
+        assert np.array_equal(positions, np.flatnonzero(want))
+        assert set(source._obs._read) == {"is_primary_data", "n_counts", "only a"}  # nothing else read
+        got = source.obs_values(np.arange(7), list(whole.columns))
+        pd.testing.assert_frame_equal(got, whole)
+        first, second = source.iter_batches(
+            np.array([1, 5]), var_positions=None, batch_size=10, obs_columns=["only a"]
+        )
+    finally:
+        source.close()
+    assert first.obs.column("only a").to_pylist() == ["y"]  # a batch holds one file's cells
+    assert second.obs.column("only a").to_pylist() == [None]  # outer join: b has no such column

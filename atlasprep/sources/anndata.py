@@ -1,5 +1,6 @@
 """Cells from AnnData files (h5ad, zarr, zipped zarr), read backed: X row blocks are read per
-batch; only obs (one row of metadata per cell) is held in memory to evaluate filters.
+batch; of obs, the cell names and the columns a run uses (to filter, or to store) are read, a
+column at a time when first needed, and held in memory.
 
 Several files form one source: var is the union of their feature IDs (first-seen order),
 cells keep their obs names (prefixed with the file's stem when two files share a name).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +50,61 @@ class _File:
     elem: Any  # the matrix's own group (sparse) or array (dense)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ObsFile:
+    """One file's obs, its columns read when asked for (a legacy, pre-0.7 structured array is
+    read whole)."""
+
+    elem: Any  # the obs group (None when read whole)
+    n_rows: int
+    columns: tuple[str, ...]
+    whole: pd.DataFrame | None = None
+
+    @classmethod
+    def open(cls, elem: Any) -> tuple[_ObsFile, pd.Index]:
+        """The file's obs and its index (the cell names: the caller keeps them as it needs)."""
+        attrs = getattr(elem, "attrs", {})
+        if not hasattr(elem, "keys") or attrs.get("encoding-type") != "dataframe":
+            frame = read_frame(elem)
+            return cls(elem=None, n_rows=len(frame), columns=tuple(frame.columns), whole=frame), frame.index
+        index = pd.Index(read_elem(elem[attrs["_index"]]))
+        columns = tuple(str(c) for c in attrs.get("column-order", ()))
+        return cls(elem=elem, n_rows=len(index), columns=columns), index
+
+    def read(self, columns: Sequence[str]) -> pd.DataFrame:
+        """These of its columns (those it has) as a frame with a RangeIndex, as anndata reads them."""
+        mine = [c for c in columns if c in self.columns]
+        rows = pd.RangeIndex(self.n_rows)
+        if self.whole is not None:
+            return self.whole[mine].set_axis(rows, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OldFormatWarning)
+            return pd.DataFrame({c: read_elem(self.elem[c]) for c in mine}, index=rows, columns=mine)
+
+
+class _Obs:
+    """obs over the files, one column at a time: a column is read from every file the first
+    time it is asked for and joined as ``pd.concat(join="outer")`` joins whole frames (a file
+    without it gives missing values)."""
+
+    def __init__(self, files: list[_ObsFile]) -> None:
+        self._files = files
+        self.columns = tuple(dict.fromkeys(c for f in files for c in f.columns))
+        self.n_rows = sum(f.n_rows for f in files)
+        self._read: dict[str, pd.Series] = {}
+
+    def frame(self, columns: Sequence[str]) -> pd.DataFrame:
+        """The named columns (all of them obs columns), one row per cell, with a RangeIndex."""
+        new = [c for c in dict.fromkeys(columns) if c not in self._read]
+        if new:
+            parts = [f.read(new) for f in self._files]
+            joined = pd.concat(parts, ignore_index=True, join="outer") if len(parts) > 1 else parts[0]
+            self._read.update({c: joined[c] for c in new})
+        return pd.DataFrame(
+            {c: self._read[c] for c in columns}, index=pd.RangeIndex(self.n_rows), columns=list(columns)
+        )
+
+
 class AnnDataSource:
     """A :class:`~atlasprep.sources.base.CellSource` over one or more AnnData files."""
 
@@ -57,7 +114,7 @@ class AnnDataSource:
         if not paths:
             raise SourceError("no --input file given")
         self._files: list[_File] = []
-        obs_parts: list[pd.DataFrame] = []
+        obs_parts: list[_ObsFile] = []
         var_parts: list[pd.DataFrame] = []
         offset = 0
         names: list[pd.Index] = []
@@ -69,7 +126,7 @@ class AnnDataSource:
             try:
                 matrix = _matrix_path(group, layer, path)
                 var = read_frame(group["raw/var" if matrix == "raw/X" else "var"])
-                obs = read_frame(group["obs"])
+                obs, obs_names = _ObsFile.open(group["obs"])
                 X = _backed_matrix(group[matrix], path, matrix)
             except KeyError as exc:
                 raise InputFormatError(f"{path}: not an AnnData store (missing {exc})") from None
@@ -96,16 +153,14 @@ class AnnDataSource:
                     elem=group[matrix],
                 )
             )
-            names.append(obs.index.astype(str))
-            obs_parts.append(obs.reset_index(drop=True))
+            names.append(obs_names.astype(str))
+            obs_parts.append(obs)
             var_parts.append(var)
-            offset += len(obs)
+            offset += obs.n_rows
             if matrix == "raw/X":
                 log.info("%s: reading raw counts from raw.X", path)
         self._cell_ids = _unique_names(names, [f.path for f in self._files])
-        self._obs = (
-            pd.concat(obs_parts, ignore_index=True, join="outer") if len(obs_parts) > 1 else obs_parts[0]
-        )
+        self._obs = _Obs(obs_parts)
         if len(var_parts) == 1:
             self._var = var_parts[0]
         else:
@@ -119,16 +174,16 @@ class AnnDataSource:
 
     @property
     def obs_columns(self) -> tuple[str, ...]:
-        return tuple(self._obs.columns)
+        return self._obs.columns
 
     @property
     def n_cells(self) -> int:
-        return len(self._obs)
+        return self._obs.n_rows
 
     def distinct_values(self, column: str) -> Sequence[str] | None:
         if column not in self._obs.columns:
             return None
-        return [str(v) for v in pd.unique(self._obs[column].dropna())]
+        return [str(v) for v in pd.unique(self._obs.frame([column])[column].dropna())]
 
     def compile(self, resolved: ResolvedFilter) -> CompiledFilter:
         missing = [c for c in resolved.values if c not in self._obs.columns]
@@ -142,11 +197,16 @@ class AnnDataSource:
         return compile_filter(resolved, self.distinct_values)
 
     def select(self, compiled: CompiledFilter) -> np.ndarray:
-        return np.flatnonzero(compiled.mask(self._obs)).astype(np.int64)
+        flt = compiled.resolved.filter
+        needed = [*compiled.columns, *(["is_primary_data"] if flt.primary_only else [])]
+        if flt.where:
+            needed += _named_columns(flt.where, self._obs.columns)
+        frame = self._obs.frame([c for c in dict.fromkeys(needed) if c in self._obs.columns])
+        return np.flatnonzero(compiled.mask(frame)).astype(np.int64)
 
     def obs_values(self, positions: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
         self._check_columns(columns)
-        return self._obs.iloc[positions][list(columns)].reset_index(drop=True)
+        return self._obs.frame(list(columns)).iloc[positions].reset_index(drop=True)
 
     def var(self) -> pd.DataFrame:
         return self._var
@@ -161,10 +221,11 @@ class AnnDataSource:
     ) -> Iterator[CellBatch]:
         columns = list(obs_columns) if obs_columns is not None else list(self._obs.columns)
         self._check_columns(columns)
-        return read_ahead(self._batches(positions, var_positions, batch_size, columns))
+        obs = self._obs.frame(columns)
+        return read_ahead(self._batches(positions, var_positions, batch_size, obs))
 
     def _batches(
-        self, positions: np.ndarray, var_positions: np.ndarray | None, batch_size: int, columns: list[str]
+        self, positions: np.ndarray, var_positions: np.ndarray | None, batch_size: int, obs: pd.DataFrame
     ) -> Iterator[CellBatch]:
         n_union = len(self._var)
         out_of_union = np.arange(n_union, dtype=np.int64)
@@ -181,10 +242,9 @@ class AnnDataSource:
             for chunk, k in zip(np.split(planned, cuts), which[np.r_[0, cuts]], strict=True):
                 f = self._files[k]  # a batch holds one file's cells, so it has one storage
                 X = _remap_columns(_read_rows(f, chunk - f.offset), file_columns[k], n_out)
-                obs = pa.Table.from_pandas(self._obs.iloc[chunk][columns], preserve_index=False)
                 yield CellBatch(
                     cell_ids=self._cell_ids[chunk],
-                    obs=obs,
+                    obs=pa.Table.from_pandas(obs.iloc[chunk], preserve_index=False),
                     X=X.astype(np.float32, copy=False),
                     stored_dtype=np.dtype(f.X.dtype),
                     stored_dense=f.indptr is None,
@@ -336,6 +396,12 @@ def _remap_columns(block: sp.csr_matrix, colmap: np.ndarray, n_out: int) -> sp.c
     if block.has_sorted_indices and not np.all(kept_order[1:] > kept_order[:-1]):
         out.sort_indices()  # a permuted var: each row back in column order
     return out
+
+
+def _named_columns(expression: str, columns: Sequence[str]) -> list[str]:
+    """The obs columns an ``eval`` expression may name: its identifiers and backquoted names."""
+    names = {a or b for a, b in re.findall(r"`([^`]*)`|([A-Za-z_][A-Za-z0-9_]*)", expression)}
+    return [c for c in columns if c in names]
 
 
 def _unique_names(names: list[pd.Index], paths: list[Path]) -> np.ndarray:
