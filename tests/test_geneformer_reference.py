@@ -15,6 +15,7 @@ import os
 import pickle
 import sys
 import types
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,56 @@ def test_two_files_with_their_own_gene_orders_as_geneformer(small_census, tmp_pa
             out=tmp_path / "store",
             token_dictionary=files["token_dictionary"][0],
             gene_medians=files["gene_median_dictionary"][0],
+            obs_columns=(),
+        )
+    )
+    got = _store_ids(tmp_path / "store")
+    assert len(want) == 400
+    assert got == want
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_gene_collapse_decided_per_file_as_geneformer(small_census, tmp_path):
+    """Geneformer maps and sums each file's genes on its own: a gene named twice in file b (its
+    Ensembl ID and a symbol) is summed and moved after b's other genes, while file a, naming it
+    once, keeps it in place, where it ties with other genes of the same median and count."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    gf = _tokenizer_module()
+    files = _dictionaries(tmp_path, "gc104M")
+    with gzip.open(files["ensembl_mapping_dict"][0], "rt") as handle:
+        mapping = json.load(handle)
+    medians = json.loads(files["gene_median_dictionary"][0].read_text())
+    X, genes = demo_cells(small_census, 400)
+    aliases = {v: k for k, v in mapping.items() if k != v}  # a symbol (or old ID) per gene
+    shared = Counter(medians[g] for g in genes if g in medians)
+    common = max(shared, key=shared.__getitem__)  # the median most of these genes share
+    tied = [i for i, g in enumerate(genes) if medians.get(g) == common and g in aliases]
+    gene = max(tied, key=lambda i: X[:, i].getnnz())  # the most often expressed of them
+    alias = aliases[genes[gene]]
+    (tmp_path / "in").mkdir()
+    extra = sp.csr_matrix(np.ones((200, 1), dtype=np.float32))
+    for name, rows, names in (("a", slice(0, 200), genes), ("b", slice(200, 400), [*genes, alias])):
+        part = X[rows] if name == "a" else sp.hstack([X[rows], extra], format="csr")
+        adata = ad.AnnData(part)
+        adata.var_names = names
+        adata.var["ensembl_id"] = names
+        adata.obs_names = [f"{name}{i}" for i in range(part.shape[0])]
+        adata.obs["n_counts"] = np.asarray(part.sum(axis=1)).ravel().astype(np.float32)
+        adata.obs["cell_id"] = list(adata.obs_names)
+        adata.write_h5ad(tmp_path / "in" / f"{name}.h5ad")
+    want = _geneformer_ids(gf, tmp_path, files, max_len=4096, special=True, mapping=True)
+    tokenize_cells(
+        TokenizeConfig(
+            source=SliceConfig(
+                inputs=(str(tmp_path / "in" / "a.h5ad"), str(tmp_path / "in" / "b.h5ad")),
+                filter=CellFilter(primary_only=False),
+            ),
+            out=tmp_path / "store",
+            token_dictionary=files["token_dictionary"][0],
+            gene_medians=files["gene_median_dictionary"][0],
+            gene_mapping=files["ensembl_mapping_dict"][0],
             obs_columns=(),
         )
     )

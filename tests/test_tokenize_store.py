@@ -596,10 +596,15 @@ def test_empty_cells_are_counted_kept_or_dropped_and_the_rest_stored_once(
     assert [s["sha256"] for s in again.manifest["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
 
-def test_a_file_joined_with_others_keeps_its_own_gene_order(small_census, tmp_path, dictionaries):
+@pytest.mark.parametrize("alias", [False, True])
+def test_a_file_joined_with_others_keeps_its_own_gene_order(small_census, tmp_path, dictionaries, alias):
     """Geneformer tokenizes each file with its own var, so genes with tied values come out in
     that file's order: a file's cells get the same tokens alone as joined with a file whose var
-    runs the other way (ties are common: most demo cells have some)."""
+    runs the other way (ties are common: most demo cells have some). With a gene mapping, a
+    gene named twice in the second file (ID and symbol) is summed and moved last there only."""
+    import gzip
+    import json
+
     import anndata as ad
 
     X, genes = demo_cells(small_census, 400)
@@ -607,8 +612,18 @@ def test_a_file_joined_with_others_keeps_its_own_gene_order(small_census, tmp_pa
     first.var_names = genes
     first.obs_names = [f"a{i}" for i in range(200)]
     reverse = np.arange(len(genes))[::-1]
-    second = ad.AnnData(sp.csr_matrix(X[200:][:, reverse]))
-    second.var_names = [genes[i] for i in reverse]
+    names = [genes[i] for i in reverse]
+    part = sp.csr_matrix(X[200:][:, reverse])
+    mapping = None
+    if alias:
+        mapping = shared_file("geneformer/ensembl_mapping_dict_gc104M.json.gz")
+        with gzip.open(mapping, "rt") as handle:
+            symbols = {v: k for k, v in json.load(handle).items() if k != v}
+        named = max((i for i, g in enumerate(genes) if g in symbols), key=lambda i: X[:, i].getnnz())
+        names.append(symbols[genes[named]])
+        part = sp.hstack([part, sp.csr_matrix(np.ones((200, 1), dtype=np.float32))], format="csr")
+    second = ad.AnnData(part)
+    second.var_names = names
     second.obs_names = [f"b{i}" for i in range(200)]
     first.write_h5ad(tmp_path / "a.h5ad")
     second.write_h5ad(tmp_path / "b.h5ad")
@@ -622,6 +637,7 @@ def test_a_file_joined_with_others_keeps_its_own_gene_order(small_census, tmp_pa
                 out=out,
                 token_dictionary=tokens,
                 gene_medians=medians,
+                gene_mapping=mapping,
                 obs_columns=(),
             )
         )

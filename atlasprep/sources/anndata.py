@@ -29,7 +29,7 @@ from anndata import OldFormatWarning
 from anndata.io import read_elem, sparse_dataset
 
 from atlasprep.errors import InputFormatError, SourceError, UsageError
-from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks, read_ahead
+from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks, read_ahead, remap_columns
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 
 __all__ = ["AnnDataSource", "read_frame", "split_modality"]
@@ -235,20 +235,20 @@ class AnnDataSource:
         n_out = n_union if var_positions is None else len(var_positions)
         starts = np.array([f.offset for f in self._files])
         file_columns = [out_of_union[f.colmap] for f in self._files]  # each file's, in X
-        in_order = [bool(np.all(np.diff(c[c >= 0]) > 0)) for c in file_columns]
+        as_is = [len(c) == n_out and np.array_equal(c, np.arange(n_out)) for c in file_columns]
         for planned in plan_chunks(positions, batch_size, self._stored_values(positions, starts)):
             which = np.searchsorted(starts, planned, side="right") - 1
             cuts = np.flatnonzero(np.diff(which)) + 1
             for chunk, k in zip(np.split(planned, cuts), which[np.r_[0, cuts]], strict=True):
                 f = self._files[k]  # a batch holds one file's cells, so it has one storage
-                X = _remap_columns(_read_rows(f, chunk - f.offset), file_columns[k], n_out)
+                X = remap_columns(_read_rows(f, chunk - f.offset), file_columns[k], n_out)
                 yield CellBatch(
                     cell_ids=self._cell_ids[chunk],
                     obs=pa.Table.from_pandas(obs.iloc[chunk], preserve_index=False),
                     X=X.astype(np.float32, copy=False),
                     stored_dtype=np.dtype(f.X.dtype),
                     stored_dense=f.indptr is None,
-                    stored_columns=None if in_order[k] else file_columns[k],
+                    stored_columns=None if as_is[k] else file_columns[k],
                 )
 
     def _stored_values(self, positions: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -380,22 +380,6 @@ def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
     else:
         block = f.X[rows]
     return sp.csr_matrix(block)
-
-
-def _remap_columns(block: sp.csr_matrix, colmap: np.ndarray, n_out: int) -> sp.csr_matrix:
-    """``block``'s columns moved to ``colmap`` (-1: dropped), in CSR, without a COO round trip;
-    a block whose columns stay where they are is returned as it is."""
-    if n_out == block.shape[1] and np.array_equal(colmap, np.arange(n_out)):
-        return block
-    cols = colmap[block.indices]
-    keep = cols >= 0
-    kept = np.zeros(len(keep) + 1, dtype=np.int64)
-    np.cumsum(keep, out=kept[1:])
-    out = sp.csr_matrix((block.data[keep], cols[keep], kept[block.indptr]), shape=(block.shape[0], n_out))
-    kept_order = colmap[colmap >= 0]
-    if block.has_sorted_indices and not np.all(kept_order[1:] > kept_order[:-1]):
-        out.sort_indices()  # a permuted var: each row back in column order
-    return out
 
 
 def _named_columns(expression: str, columns: Sequence[str]) -> list[str]:

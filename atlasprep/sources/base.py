@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter
 
-__all__ = ["CellBatch", "CellSource", "ProgressCallback", "SourceInfo", "read_ahead"]
+__all__ = ["CellBatch", "CellSource", "ProgressCallback", "SourceInfo", "read_ahead", "remap_columns"]
 
 T = TypeVar("T")
 
@@ -64,8 +64,9 @@ class CellBatch:
     # how the source itself stores X (the rank tokenizer repeats Geneformer's arithmetic on it)
     stored_dtype: np.dtype[Any] = _FLOAT32
     stored_dense: bool = False
-    # the X column of each of the stored matrix's own columns, in its own order, when that order
-    # is not X's (a file joined to others' var); Geneformer ranks a file's genes in its order
+    # the X column of each of the stored matrix's own columns, in its own order (-1: not in X),
+    # when those are not exactly X's columns (a file joined to others' var): Geneformer
+    # tokenizes each file with its own var
     stored_columns: np.ndarray | None = None
 
     @property
@@ -181,3 +182,19 @@ def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+def remap_columns(block: sp.csr_matrix, colmap: np.ndarray, n_out: int) -> sp.csr_matrix:
+    """``block``'s columns moved to ``colmap`` (-1: dropped), in CSR, without a COO round trip;
+    a block whose columns stay where they are is returned as it is."""
+    if n_out == block.shape[1] and np.array_equal(colmap, np.arange(n_out)):
+        return block
+    cols = colmap[block.indices]
+    keep = cols >= 0
+    kept = np.zeros(len(keep) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept[1:])
+    out = sp.csr_matrix((block.data[keep], cols[keep], kept[block.indptr]), shape=(block.shape[0], n_out))
+    kept_order = colmap[colmap >= 0]
+    if block.has_sorted_indices and not np.all(kept_order[1:] > kept_order[:-1]):
+        out.sort_indices()  # a permuted var: each row back in column order
+    return out

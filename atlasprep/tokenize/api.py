@@ -9,6 +9,7 @@ and ends with the same bytes as an uninterrupted run; a complete store is refuse
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -44,6 +45,7 @@ from atlasprep.sources import (
     sample_positions,
 )
 from atlasprep.sources.anndata import AnnDataSource, split_modality
+from atlasprep.sources.base import remap_columns
 from atlasprep.tokenize.binning import bin_values, cap_genes
 from atlasprep.tokenize.context import context_token, insert_context
 from atlasprep.tokenize.coverage import VocabCoverage
@@ -584,24 +586,35 @@ def _encoder(
         mapping = None
         if config.gene_mapping is not None:
             mapping = {str(k): str(v) for k, v in load_json_dict(config.gene_mapping).items()}
-        encoder = RankEncoder.from_dictionaries(
-            gene_ids,
+        ranking = functools.partial(
+            RankEncoder.from_dictionaries,
             token_dictionary=vocab.tokens,
             gene_medians=vocab.medians,
             gene_mapping=mapping,
             max_len=config.max_len,
             special_tokens=config.special_tokens,
         )
+        whole = ranking(gene_ids)
+        # A file joined to others on one var is ranked as Geneformer ranks it, alone: its own
+        # genes, in its own order, summed where two of its own IDs name one gene.
+        by_file: dict[bytes, tuple[np.ndarray, RankEncoder]] = {}
+
+        def own_encoder(stored: np.ndarray) -> tuple[np.ndarray, RankEncoder]:
+            key = stored.tobytes()
+            if key not in by_file:
+                own = stored[stored >= 0]
+                by_file[key] = (own, ranking([gene_ids[c] for c in own], require_genes=False))
+            return by_file[key]
 
         def encode_rank(batch: CellBatch, first_row: int) -> Encoded:
             n_counts = None if n_counts_column is None else _totals(batch.obs, n_counts_column)
-            ranked = encoder.encode(
-                batch.X,
-                n_counts,
-                x_dtype=batch.stored_dtype,
-                dense=batch.stored_dense,
-                stored_columns=batch.stored_columns,
-            )
+            X, encoder = batch.X, whole
+            if batch.stored_columns is not None:
+                own, encoder = own_encoder(np.asarray(batch.stored_columns, dtype=np.int64))
+                position = np.full(X.shape[1], -1, dtype=np.int64)
+                position[own] = np.arange(len(own))
+                X = remap_columns(X, position, len(own))
+            ranked = encoder.encode(X, n_counts, x_dtype=batch.stored_dtype, dense=batch.stored_dense)
             return ranked.input_ids, ranked.offsets, None
 
         return encode_rank

@@ -20,7 +20,6 @@ first two steps run in float32 when both X and ``n_counts`` are float32 (:class:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import os
@@ -83,6 +82,7 @@ class RankEncoder:
         gene_mapping: Mapping[str, str] | None = None,
         max_len: int = 4096,
         special_tokens: bool = True,
+        require_genes: bool = True,
     ) -> RankEncoder:
         """Match ``gene_ids`` (the input's var, in column order) to Geneformer's dictionaries.
 
@@ -92,6 +92,7 @@ class RankEncoder:
         input IDs map to one gene, every gene named more than once is summed into one column
         placed after the others (in order of first appearance); otherwise the columns keep their
         order, repeated IDs included. The column order decides how numpy orders tied values.
+        With ``require_genes`` (the default), no input gene in the vocabulary is an error.
         """
         source = gene_mapping if gene_mapping is not None else {g: g for g in token_dictionary}
         mapping = {k: v for k, v in source.items() if v in token_dictionary}
@@ -99,7 +100,7 @@ class RankEncoder:
         named = [g for g in ids if g in mapping]  # as Geneformer checks it: before upper-casing
         mapped = [mapping.get(g.upper()) for g in ids]
         usable = [(col, g) for col, g in enumerate(mapped) if g is not None and g in gene_medians]
-        if not usable:
+        if not usable and require_genes:
             raise InputFormatError(
                 "no input gene is in the token dictionary; check that var holds Ensembl IDs "
                 "(or pass a gene mapping)"
@@ -150,7 +151,6 @@ class RankEncoder:
         *,
         x_dtype: np.dtype[Any] | None = None,
         dense: bool = False,
-        stored_columns: np.ndarray | None = None,
     ) -> RankedCells:
         """Rank-encode the cells (rows) of ``counts``, whose columns are the input's var.
 
@@ -158,9 +158,6 @@ class RankEncoder:
         by default the row sums of ``counts``, as ``X.sum(axis=1)`` gives them. ``x_dtype`` (the
         input's own X dtype, by default ``counts.dtype``) and ``dense`` (whether the input stores
         X dense) decide Geneformer's arithmetic (:func:`geneformer_arithmetic`).
-        ``stored_columns``: the column of ``counts`` of each of the cells' file's own genes, in
-        that file's order, when it differs (files joined on one var): Geneformer tokenizes each
-        file with its own var, so genes are laid out, and ties ordered, as that file has them.
         """
         counts = sp.csr_matrix(counts)
         x_dtype = np.dtype(x_dtype if x_dtype is not None else counts.dtype)
@@ -170,27 +167,10 @@ class RankEncoder:
         n_counts = np.asarray(n_counts).ravel()
         arithmetic = geneformer_arithmetic(x_dtype, n_counts.dtype, dense=dense)
         X = counts if self.collapse is None else sp.csr_matrix(counts @ self.collapse)
-        encoder = self
-        if stored_columns is not None and self.collapse is None:
-            X, encoder = self._in_file_order(X, np.asarray(stored_columns, dtype=np.int64))
         if not X.has_canonical_format:  # sorted columns: each row in Geneformer's gene order
             X.sum_duplicates()
-        ids, offsets = _rank_rows(X, arithmetic.scales(n_counts), arithmetic, encoder)
+        ids, offsets = _rank_rows(X, arithmetic.scales(n_counts), arithmetic, self)
         return RankedCells(input_ids=ids, offsets=offsets)
-
-    def _in_file_order(self, X: sp.csr_matrix, own: np.ndarray) -> tuple[sp.csr_matrix, RankEncoder]:
-        """``X`` with its columns in the file's own order, and this encoder for those columns."""
-        present = own >= 0
-        position = np.full(X.shape[1], -1, dtype=np.int64)
-        position[own[present]] = np.flatnonzero(present)
-        moved = sp.csr_matrix((X.data.copy(), position[X.indices], X.indptr), shape=(X.shape[0], len(own)))
-        moved.sort_indices()
-        encoder = dataclasses.replace(
-            self,
-            token_ids=np.where(present, self.token_ids[own], -1).astype(np.int32),
-            medians=np.where(present, self.medians[own], np.nan),
-        )
-        return moved, encoder
 
 
 @dataclass(frozen=True, slots=True)
