@@ -139,6 +139,7 @@ def test_permuted_var_and_a_selection_land_in_sorted_csr_columns(tmp_path):
 
 def test_read_ahead_keeps_order_passes_errors_and_stops_with_the_consumer():
     import threading
+    import time
 
     from atlasprep.sources.base import read_ahead
 
@@ -169,6 +170,8 @@ def test_read_ahead_keeps_order_passes_errors_and_stops_with_the_consumer():
 
     stream = read_ahead(endless(), depth=1)
     assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    time.sleep(0.3)  # the producer has had time to run ahead as far as it may
+    assert len(produced) == 4  # the three taken and one more: one batch ahead, not two
     stream.close()  # the consumer stops: the producer thread ends and closes its generator
     assert ("closed", True) in produced
     assert not any(t.name == "atlasprep-read-ahead" for t in threading.enumerate())

@@ -143,29 +143,30 @@ _DONE = object()
 def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
     """``items``, produced by a background thread up to ``depth`` ahead of the consumer, so
     that reading the next batch (h5py and TileDB release the GIL) overlaps the work on this
-    one. Errors reach the consumer; stopping early stops the producer."""
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    one. An item counts from the moment its reading starts until the consumer takes it, so at
+    most ``depth`` items besides the consumer's are in memory. Errors reach the consumer;
+    stopping early stops the producer."""
+    handoff: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    slots = threading.Semaphore(depth)
     stop = threading.Event()
 
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def produce() -> None:
+        iterator = iter(items)
         try:
-            for item in items:
-                if not put(item):
+            while True:
+                while not slots.acquire(timeout=0.05):  # wait for the consumer to take one
+                    if stop.is_set():
+                        return
+                if stop.is_set():
                     return
-            put(_DONE)
+                item = next(iterator, _DONE)
+                handoff.put(item)
+                if item is _DONE:
+                    return
         except BaseException as exc:  # handed to the consumer, raised there
-            put(_Failed(exc))
+            handoff.put(_Failed(exc))
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(iterator, "close", None)
             if close is not None:
                 close()
 
@@ -174,6 +175,7 @@ def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
     try:
         while True:
             item = handoff.get()
+            slots.release()
             if item is _DONE:
                 return
             if isinstance(item, _Failed):
