@@ -60,3 +60,27 @@ def test_same_bytes_whatever_the_batching_and_other_bytes_for_another_seed(tmp_p
     assert [(i.path, i.sha256) for i in a] == [(i.path, i.sha256) for i in b]
     assert [i.sha256 for i in a] != [i.sha256 for i in c]
     assert not (tmp_path / "a" / ".work").exists()
+
+
+def test_a_shard_is_assembled_with_one_spill_open_at_a_time(tmp_path, monkeypatch):
+    """A corpus of thousands of spills must not hold them all open (memory-mapped) while a
+    shard is gathered from them: the file handles would run out (a soft limit of 1,024 is
+    common) and every spill's touched pages would stay mapped, growing RSS with the corpus."""
+    opened: list[pa.MemoryMappedFile] = []
+    most = 0
+    real = pa.memory_map
+
+    def counting(path, *args, **kwargs):
+        nonlocal most
+        most = max(most, 1 + sum(not m.closed for m in opened))
+        opened.append(real(path, *args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(pa, "memory_map", counting)
+    splits = np.array(["train"] * 90)
+    shards = _build(tmp_path, splits, batch=5, cells_per_shard=30)  # 18 spills, 3 shards
+    assert len(opened) >= 18 * 3  # each shard read every spill (cells shuffled across them)
+    assert most == 1
+    monkeypatch.setattr(pa, "memory_map", real)
+    ids = sorted(int(c) for info in shards for c in _read(tmp_path, info)["cell_id"].to_pylist())
+    assert ids == list(range(90))

@@ -197,7 +197,8 @@ def tokenize_cells(
             plan.check(labels, splits)
         else:
             plan = None
-            splits = np.full(len(positions), "train", dtype=object)
+            splits = np.empty(len(positions), dtype=object)
+            splits[:] = "train"  # one str shared by every cell (np.full makes one per cell)
         layout = ShardLayout.plan(
             splits.astype(str),
             cells_per_shard=None if config.shard_bytes else config.shard_cells,
@@ -357,18 +358,15 @@ def run_encode_job(
     spills: list[Spill] = []
     coverage = VocabCoverage.of_genes(job.column_tokens)
     total = job.first_cell + len(job.positions)
-    # Each batch's counts are checked and counted, and its rows spilled, in a second thread
-    # while the next batch is tokenized (one in flight: bounded memory).
+    # Each batch's rows are spilled in a second thread while the next batch is tokenized (one
+    # in flight; its counts are not held there, so at most two batches of counts are in
+    # memory: the one tokenized and the one read ahead).
     writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-spill")
-    pending: Future[tuple[Spill | None, VocabCoverage]] | None = None
+    pending: Future[Spill | None] | None = None
 
     def collect() -> None:
-        nonlocal coverage
-        if pending is not None:
-            spill, counted = pending.result()
-            if spill is not None:
-                spills.append(spill)
-            coverage = coverage.merge(counted)
+        if pending is not None and (spill := pending.result()) is not None:
+            spills.append(spill)
 
     n_empty = 0
     try:
@@ -380,6 +378,8 @@ def run_encode_job(
             obs_columns=list(dict.fromkeys([*job.obs_columns, *config.context, *job.read_columns])),
         ):
             cells = slice(done, done + batch.n_cells)
+            _check_counts(batch.X, config)
+            coverage = coverage.add(batch.X, job.column_tokens)
             table, genes = _batch_table(job, batch, job.first_cell + done, job.splits[cells])
             if paired:
                 table = _with_segments(job, table, paired, job.positions[cells])
@@ -390,7 +390,7 @@ def run_encode_job(
                 table, codes, slots = table.filter(pa.array(~empty)), codes[~empty], slots[~empty]
             collect()
             path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
-            pending = writing.submit(_spill_batch, job, batch.X, table, path, codes, slots)
+            pending = writing.submit(_spill_batch, job, table, path, codes, slots)
             done += batch.n_cells
             if progress is not None:
                 progress(job.first_cell + done, total)
@@ -405,15 +405,12 @@ def run_encode_job(
 
 
 def _spill_batch(
-    job: EncodeJob, counts: Any, table: pa.Table, path: Path, codes: np.ndarray, slots: np.ndarray
-) -> tuple[Spill | None, VocabCoverage]:
-    """Check a batch's counts, count its vocabulary coverage and spill its rows (their splits
-    and slots given; no spill when every cell was left out)."""
-    _check_counts(counts, job.config)
-    counted = VocabCoverage.of_genes(job.column_tokens).add(counts, job.column_tokens)
+    job: EncodeJob, table: pa.Table, path: Path, codes: np.ndarray, slots: np.ndarray
+) -> Spill | None:
+    """Spill a batch's rows (their splits and slots given; none when every cell was left out)."""
     if table.num_rows == 0:
-        return None, counted
-    return write_spill(path, table, codes, slots, job.by_size), counted
+        return None
+    return write_spill(path, table, codes, slots, job.by_size)
 
 
 def _with_segments(
