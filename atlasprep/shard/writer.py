@@ -16,13 +16,11 @@ Shards are Arrow IPC *stream* files, the format HuggingFace ``datasets`` reads w
 from __future__ import annotations
 
 import collections
-import contextlib
-import functools
 import hashlib
 import itertools
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,7 +292,7 @@ def write_spill(
     order = np.lexsort((slots, split_codes))  # by split, then slot
     table = table.combine_chunks()
     compact = _compact_schema(table)
-    rows = _take(compact, [(lambda: contextlib.nullcontext(table), order, np.arange(len(order)))], len(order))
+    rows = _take(compact, [(table, order, np.arange(len(order)))], len(order))
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, compact) as writer:
         writer.write_table(rows)
     keys = _key(split_codes[order], slots[order])
@@ -328,14 +326,14 @@ def _compact_schema(table: pa.Table) -> pa.Schema:
 
 def _assemble(spills: list[tuple[Path, np.ndarray]], schema: pa.Schema, low: int, n: int) -> pa.Table | None:
     """The cells with keys in ``low … low + n - 1``, gathered in key order from the spills
-    (each a file and its sorted keys); None when no spill holds one. One spill is open (memory-
-    mapped) at a time: a corpus of thousands of spills neither runs out of file handles nor
-    keeps every spill's touched pages mapped while a shard is assembled."""
+    (each a file and its sorted keys); None when no spill holds one. Each spill's run of rows is
+    copied out while it alone is open (memory-mapped): a corpus of thousands of spills neither
+    runs out of file handles nor keeps every spill's touched pages mapped."""
     picks = []  # (spill, its run of rows, their keys' offsets from low)
     for path, keys in spills:
         a, b = np.searchsorted(keys, [low, low + n], "left")
         if b > a:
-            picks.append((path, np.arange(a, b), keys[a:b] - low))
+            picks.append((path, int(a), keys[a:b] - low))
     if not picks:
         return None
     found = np.concatenate([where for _, _, where in picks])
@@ -343,66 +341,55 @@ def _assemble(spills: list[tuple[Path, np.ndarray]], schema: pa.Schema, low: int
         place = np.empty(len(found), dtype=np.int64)
         place[np.argsort(found, kind="stable")] = np.arange(len(found))
         cuts = np.cumsum([len(where) for _, _, where in picks])[:-1]
-        picks = [(path, rows, at) for (path, rows, _), at in zip(picks, np.split(place, cuts), strict=True)]
+        picks = [(path, first, at) for (path, first, _), at in zip(picks, np.split(place, cuts), strict=True)]
         n = len(found)
-    return _take(schema, [(functools.partial(_mapped, path), rows, where) for path, rows, where in picks], n)
+    parts = []
+    for path, first, where in picks:
+        with pa.memory_map(str(path)) as source:
+            run = pa.ipc.open_file(source).read_all().slice(first, len(where)).combine_chunks()
+            copied = pa.table([pa.concat_arrays([c.chunk(0)]) for c in run.columns], schema=run.schema)
+        parts.append((copied, np.arange(len(where)), where))
+    return _take(schema, parts, n)
 
 
-@contextlib.contextmanager
-def _mapped(path: Path) -> Iterator[pa.Table]:
-    """A spill file's table, memory-mapped while the block runs."""
-    with pa.memory_map(str(path)) as source:
-        yield pa.ipc.open_file(source).read_all()
-
-
-_Part = tuple[Callable[[], contextlib.AbstractContextManager[pa.Table]], np.ndarray, np.ndarray]
-
-
-def _take(schema: pa.Schema, parts: list[_Part], n: int) -> pa.Table:
+def _take(schema: pa.Schema, parts: list[tuple[pa.Table, np.ndarray, np.ndarray]], n: int) -> pa.Table:
     """A table of ``n`` rows: ``rows`` of each part's table put at ``where`` (together, every
-    place once). Each part is opened (``open()``) twice, one at a time: for its rows' list
-    lengths, then to copy the rows straight into the new buffers."""
-    lists = [f for f in schema if pa.types.is_list(f.type)]
-    small = [f.name for f in schema if not pa.types.is_list(f.type)]
-    lengths = {f.name: np.zeros(n, dtype=np.int64) for f in lists}
-    for open_, rows, where in parts:
-        with open_() as table:
-            whole = table.combine_chunks()  # no copy where a column is one chunk already
-            for f in lists:
-                offsets = whole[f.name].chunk(0).offsets.to_numpy()
-                lengths[f.name][where] = offsets[rows + 1] - offsets[rows]
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for f in lists:
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths[f.name], out=offsets[1:])
-        out[f.name] = (offsets, np.empty(int(offsets[-1]), dtype=f.type.value_type.to_pandas_dtype()))
-    picked = []
-    for open_, rows, where in parts:
-        with open_() as table:
-            whole = table.combine_chunks()
-            for f in lists:
-                array = whole[f.name].chunk(0)
-                offsets, values = out[f.name]
-                src = array.values.to_numpy(zero_copy_only=False)
-                starts = array.offsets.to_numpy().astype(np.int64)[rows]
-                _copy_rows(src, starts, lengths[f.name][where], values, offsets[where])
-                del array, src
-            if small:
-                picked.append(whole.select(small).take(rows))
-            del whole
+    place once). List columns are copied once, straight into the new buffers."""
+    parts = [(table.combine_chunks(), rows, where) for table, rows, where in parts]
     columns = {
-        f.name: pa.ListArray.from_arrays(
-            pa.array(out[f.name][0].astype(np.int32)),
-            pa.array(out[f.name][1], type=f.type.value_type),
-            type=f.type,
-        )
-        for f in lists
+        f.name: _gather_lists([(t[f.name].chunk(0), rows, where) for t, rows, where in parts], n, f.type)
+        for f in schema
+        if pa.types.is_list(f.type)
     }
+    small = [f.name for f in schema if not pa.types.is_list(f.type)]
     if small:
         places = np.concatenate([where for _, _, where in parts])
-        flat = pa.concat_tables(picked).take(np.argsort(places)).combine_chunks()
+        picked = pa.concat_tables([t.select(small).take(rows) for t, rows, _ in parts])
+        flat = picked.take(np.argsort(places)).combine_chunks()
         columns.update({name: flat[name] for name in small})
     return pa.table([columns[f.name] for f in schema], schema=schema)
+
+
+def _gather_lists(
+    parts: list[tuple[pa.ListArray, np.ndarray, np.ndarray]], n: int, type_: pa.DataType
+) -> pa.Array:
+    """A list array of ``n`` rows: ``rows`` of each part's array put at ``where``."""
+    lengths = np.zeros(n, dtype=np.int64)
+    sources = []
+    for array, rows, where in parts:
+        offsets = array.offsets.to_numpy().astype(np.int64)
+        starts = offsets[rows]
+        lengths[where] = offsets[rows + 1] - starts
+        sources.append((array.values.to_numpy(zero_copy_only=False), starts, where))
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_offsets[1:])
+    dtype = type_.value_type.to_pandas_dtype()
+    values = np.empty(int(out_offsets[-1]), dtype=dtype)
+    for src, starts, where in sources:
+        _copy_rows(src, starts, lengths[where], values, out_offsets[where])
+    return pa.ListArray.from_arrays(
+        pa.array(out_offsets.astype(np.int32)), pa.array(values, type=type_.value_type), type=type_
+    )
 
 
 @numba.njit(cache=True, nogil=True)
