@@ -84,3 +84,19 @@ def test_a_shard_is_assembled_with_one_spill_open_at_a_time(tmp_path, monkeypatc
     monkeypatch.setattr(pa, "memory_map", real)
     ids = sorted(int(c) for info in shards for c in _read(tmp_path, info)["cell_id"].to_pylist())
     assert ids == list(range(90))
+
+
+def test_splits_given_as_codes_lay_out_cells_as_their_names_do():
+    """Codes (a byte a cell, in any name order, unused names allowed) give the very layout, so
+    the very shards, that the split names give."""
+    splits = np.random.default_rng(1).choice(np.array(["train", "val", "test"]), size=200)
+    by_name = ShardLayout.plan(splits, cells_per_shard=7, seed=3)
+    names = ["val", "unused", "train", "test"]
+    codes = np.array([names.index(s) for s in splits])
+    by_code = ShardLayout.plan_codes(codes, names, cells_per_shard=7, seed=3)
+    assert by_name.names == by_code.names == ("test", "train", "val")
+    assert np.array_equal(by_name.codes, by_code.codes)
+    assert by_code.codes.itemsize == 1
+    assert np.array_equal(by_name.slots, by_code.slots)
+    assert dict(by_code.n_per_split) == {n: int((splits == n).sum()) for n in by_name.names}
+    assert np.array_equal(np.array(by_code.names)[by_code.codes], splits)

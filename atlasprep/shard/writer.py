@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +74,8 @@ class ShardInfo:
 class ShardLayout:
     """Where every cell goes: its split and its slot in that split's shuffled order."""
 
-    splits: np.ndarray  # split name per cell (source order)
+    names: tuple[str, ...]  # the splits that have cells, sorted
+    codes: np.ndarray  # per cell (source order): its split, as an index into ``names`` (1 byte)
     slots: np.ndarray  # int64 slot per cell within its split
     n_per_split: Mapping[str, int]
     cells_per_shard: int | None = None
@@ -90,24 +91,58 @@ class ShardLayout:
         seed: int,
         shuffle: bool = True,
     ) -> ShardLayout:
+        """The layout of cells given their split names (one per cell)."""
+        names, codes = np.unique(np.asarray(splits, dtype=str), return_inverse=True)
+        return cls.plan_codes(
+            codes,
+            [str(n) for n in names],
+            cells_per_shard=cells_per_shard,
+            bytes_per_shard=bytes_per_shard,
+            seed=seed,
+            shuffle=shuffle,
+        )
+
+    @classmethod
+    def plan_codes(
+        cls,
+        codes: np.ndarray,
+        names: Sequence[str],
+        *,
+        cells_per_shard: int | None = None,
+        bytes_per_shard: int | None = None,
+        seed: int,
+        shuffle: bool = True,
+    ) -> ShardLayout:
+        """The layout of cells given their splits as indices into ``names`` (in any order; names
+        without cells are dropped): a byte a cell, where names would take one string each."""
         if (cells_per_shard is None) == (bytes_per_shard is None):
             raise ValueError("give exactly one of cells_per_shard and bytes_per_shard")
         if (cells_per_shard or bytes_per_shard or 0) < 1:
             raise UsageError("shard size must be at least 1")
-        slots = np.empty(len(splits), dtype=np.int64)
-        counts: dict[str, int] = {}
-        for index, name in enumerate(sorted(set(splits.tolist()))):
-            members = np.flatnonzero(splits == name)
-            counts[name] = len(members)
+        codes = np.asarray(codes)
+        counts = np.bincount(codes, minlength=len(names)) if len(codes) else np.zeros(len(names), int)
+        present = sorted((str(names[i]), i) for i in range(len(names)) if counts[i])
+        if len(present) > 255:
+            raise UsageError(f"{len(present)} splits: at most 255 are supported")
+        renumber = np.zeros(len(names), dtype=np.uint8)
+        for index, (_, old) in enumerate(present):
+            renumber[old] = index
+        compact = renumber[codes]
+        slots = np.empty(len(compact), dtype=np.int64)
+        n_per_split: dict[str, int] = {}
+        for index, (name, old) in enumerate(present):
+            members = np.flatnonzero(compact == index)
+            n_per_split[name] = int(counts[old])
             if shuffle:
                 # one stream per split, so adding a split never reshuffles another
                 slots[members] = np.random.default_rng([seed, index]).permutation(len(members))
             else:
                 slots[members] = np.arange(len(members))
         return cls(
-            splits=splits,
+            names=tuple(name for name, _ in present),
+            codes=compact,
             slots=slots,
-            n_per_split=counts,
+            n_per_split=n_per_split,
             cells_per_shard=cells_per_shard,
             bytes_per_shard=bytes_per_shard,
         )
@@ -146,8 +181,7 @@ class ShardWriter:
         (store / "shards").mkdir(exist_ok=True)
         self._spills: list[tuple[Path, np.ndarray]] = []  # spill file, (split, slot) key per row
         self._schema: pa.Schema | None = None
-        self._names = sorted(layout.n_per_split)
-        self._split_codes = np.searchsorted(np.array(self._names), layout.splits)
+        self._names = list(layout.names)
         # each cell's size by slot, for cutting shards by size (4 bytes a cell; nothing otherwise)
         by_size = layout.bytes_per_shard is not None
         self._row_bytes = {
@@ -157,14 +191,14 @@ class ShardWriter:
     @property
     def split_codes(self) -> np.ndarray:
         """Each cell's split as an index into the sorted split names."""
-        return self._split_codes
+        return self.layout.codes
 
     def add(self, first_cell: int, table: pa.Table) -> None:
         """Rows of ``table`` are cells ``first_cell, first_cell + 1, …`` in source order."""
         cells = np.arange(first_cell, first_cell + table.num_rows)
         path = self.spill_dir / f"{len(self._spills):06d}.arrow"
         by_size = self.layout.bytes_per_shard is not None
-        self.register(write_spill(path, table, self._split_codes[cells], self.layout.slots[cells], by_size))
+        self.register(write_spill(path, table, self.layout.codes[cells], self.layout.slots[cells], by_size))
 
     def register(self, spill: Spill) -> None:
         """Take a spill written elsewhere (another process or machine sharing the store)."""

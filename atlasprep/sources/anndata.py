@@ -243,7 +243,7 @@ class AnnDataSource:
                 f = self._files[k]  # a batch holds one file's cells, so it has one storage
                 X = remap_columns(_read_rows(f, chunk - f.offset), file_columns[k], n_out)
                 yield CellBatch(
-                    cell_ids=self._cell_ids[chunk],
+                    cell_ids=self._cell_ids.take(chunk).to_numpy(zero_copy_only=False).astype(str),
                     obs=pa.Table.from_pandas(obs.iloc[chunk], preserve_index=False),
                     X=X.astype(np.float32, copy=False),
                     stored_dtype=np.dtype(f.X.dtype),
@@ -388,11 +388,13 @@ def _named_columns(expression: str, columns: Sequence[str]) -> list[str]:
     return [c for c in columns if c in names]
 
 
-def _unique_names(names: list[pd.Index], paths: list[Path]) -> np.ndarray:
+def _unique_names(names: list[pd.Index], paths: list[Path]) -> pa.Array:
+    """The cells' names, as Arrow strings (their bytes and 8 more a cell, where a numpy string
+    array would take 4 bytes a character of the longest name, every cell)."""
     flat = np.concatenate([n.to_numpy(dtype=object) for n in names]) if names else np.array([], dtype=object)
-    if pd.Index(flat).is_unique:
-        return flat.astype(str)
-    log.warning("obs names repeat across --input files; prefixing each with its file's stem")
-    return np.concatenate(
-        [np.char.add(f"{p.stem}:", idx.to_numpy(dtype=str)) for p, idx in zip(paths, names, strict=True)]
-    )
+    if not pd.Index(flat).is_unique:
+        log.warning("obs names repeat across --input files; prefixing each with its file's stem")
+        flat = np.concatenate(
+            [np.char.add(f"{p.stem}:", idx.to_numpy(dtype=str)) for p, idx in zip(paths, names, strict=True)]
+        )
+    return pa.array(flat, type=pa.large_string())

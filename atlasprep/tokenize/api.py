@@ -193,14 +193,16 @@ def tokenize_cells(
                 holdout=config.holdout,
                 seed=config.seed,
             )
-            splits = labels.astype("string").fillna("<NA>").map(plan.groups).to_numpy(dtype=object)
-            plan.check(labels, splits)
+            # each cell's split as a 1-byte code (a string per cell would cost 8 to 28 bytes)
+            splits = pd.Categorical(labels.astype("string").fillna("<NA>").map(plan.groups))
+            plan.check(labels, splits.codes)
+            codes, names = splits.codes, [str(c) for c in splits.categories]
         else:
             plan = None
-            splits = np.empty(len(positions), dtype=object)
-            splits[:] = "train"  # one str shared by every cell (np.full makes one per cell)
-        layout = ShardLayout.plan(
-            splits.astype(str),
+            codes, names = np.zeros(len(positions), dtype=np.uint8), ["train"]
+        layout = ShardLayout.plan_codes(
+            codes,
+            names,
             cells_per_shard=None if config.shard_bytes else config.shard_cells,
             bytes_per_shard=config.shard_bytes,
             seed=config.seed,
@@ -208,7 +210,7 @@ def tokenize_cells(
         )
         writer = ShardWriter(config.out, layout, fmt=config.format)
         special_ids = np.array([i for t, i in vocab.tokens.items() if t.startswith("<")], np.int32)
-        planned = _encode_jobs(config, runner, positions, splits, layout, writer, obs_columns, vocab, encode)
+        planned = _encode_jobs(config, runner, positions, layout, writer, obs_columns, vocab, encode)
         jobs = [
             dataclasses.replace(
                 job,
@@ -284,8 +286,8 @@ class EncodeJob:
     part: int
     first_cell: int  # this range's first cell, in the order of the selection
     positions: np.ndarray  # the cells' positions in the source
-    splits: np.ndarray  # their split names
-    split_codes: np.ndarray  # their splits as the writer numbers them
+    split_names: tuple[str, ...]  # the store's splits, sorted
+    split_codes: np.ndarray  # the cells' splits, as indices into split_names
     slots: np.ndarray  # their slots within their split
     by_size: bool
     obs_columns: tuple[str, ...]
@@ -310,7 +312,6 @@ def _encode_jobs(
     config: TokenizeConfig,
     runner: JobRunner | None,
     positions: np.ndarray,
-    splits: np.ndarray,
     layout: ShardLayout,
     writer: ShardWriter,
     obs_columns: tuple[str, ...],
@@ -332,8 +333,8 @@ def _encode_jobs(
                 part=part,
                 first_cell=first,
                 positions=positions[cells],
-                splits=splits[cells],
-                split_codes=writer.split_codes[cells],
+                split_names=layout.names,
+                split_codes=layout.codes[cells],
                 slots=layout.slots[cells],
                 by_size=layout.bytes_per_shard is not None,
                 obs_columns=obs_columns,
@@ -380,7 +381,7 @@ def run_encode_job(
             cells = slice(done, done + batch.n_cells)
             _check_counts(batch.X, config)
             coverage = coverage.add(batch.X, job.column_tokens)
-            table, genes = _batch_table(job, batch, job.first_cell + done, job.splits[cells])
+            table, genes = _batch_table(job, batch, job.first_cell + done, job.split_codes[cells])
             if paired:
                 table = _with_segments(job, table, paired, job.positions[cells])
             codes, slots = job.split_codes[cells], job.slots[cells]
@@ -460,7 +461,7 @@ def _with_segments(
 
 
 def _batch_table(
-    job: EncodeJob, batch: Any, first_row: int, splits: np.ndarray
+    job: EncodeJob, batch: Any, first_row: int, split_codes: np.ndarray
 ) -> tuple[pa.Table, np.ndarray]:
     """One batch of cells as shard rows (tokens, values, lengths, metadata, split), and each
     cell's number of gene tokens."""
@@ -488,7 +489,11 @@ def _batch_table(
         column = batch.obs[name]
         columns[name] = column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
     table = pa.table(
-        {"cell_id": pa.array(batch.cell_ids.astype(str)), **columns, "split": pa.array(splits.astype(str))}
+        {
+            "cell_id": pa.array(batch.cell_ids.astype(str)),
+            **columns,
+            "split": pa.array(np.array(job.split_names, dtype=str)[split_codes]),
+        }
     )
     return table, genes
 
