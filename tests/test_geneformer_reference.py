@@ -81,6 +81,39 @@ def _geneformer_ids(gf, tmp_path: Path, files, *, max_len: int, special: bool, m
     return dict(zip(dataset["cell_id"], dataset["input_ids"], strict=True))
 
 
+def _write_input(path: Path, prefix: str, X, genes: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """An h5ad with what Geneformer's tokenizer reads: var ``ensembl_id``, obs ``n_counts``
+    (float32 totals) and ``cell_id`` (the obs names, ``prefix`` and a number)."""
+    import anndata as ad
+
+    adata = ad.AnnData(X)
+    adata.var_names = genes
+    adata.var["ensembl_id"] = list(genes)
+    adata.obs_names = [f"{prefix}{i}" for i in range(X.shape[0])]
+    adata.obs["n_counts"] = np.asarray(X.sum(axis=1)).ravel().astype(np.float32)
+    adata.obs["cell_id"] = list(adata.obs_names)
+    adata.write_h5ad(path)
+
+
+def _tokenize_inputs(tmp_path: Path, files, names: tuple[str, ...], *, mapping: bool) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
+    """atlasprep's input_ids per cell for ``tmp_path/in/<name>.h5ad`` joined as one source, with
+    the V2 dictionaries (and the Ensembl mapping with ``mapping``)."""
+    tokenize_cells(
+        TokenizeConfig(
+            source=SliceConfig(
+                inputs=tuple(str(tmp_path / "in" / f"{n}.h5ad") for n in names),
+                filter=CellFilter(primary_only=False),
+            ),
+            out=tmp_path / "store",
+            token_dictionary=files["token_dictionary"][0],
+            gene_medians=files["gene_median_dictionary"][0],
+            gene_mapping=files["ensembl_mapping_dict"][0] if mapping else None,
+            obs_columns=(),
+        )
+    )
+    return _store_ids(tmp_path / "store")
+
+
 def _store_ids(store: Path) -> dict[str, list[int]]:
     table = pa.concat_tables(read_shard(store, s["path"]) for s in read_manifest(store)["shards"])
     return dict(zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True))
@@ -150,36 +183,18 @@ def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, 
 def test_two_files_with_their_own_gene_orders_as_geneformer(small_census, tmp_path):
     """Two files, the second with its var reversed: Geneformer tokenizes each with its own
     var; atlasprep, joining them on one var, gives every cell the same input_ids."""
-    import anndata as ad
 
     gf = _tokenizer_module()
     X, genes = demo_cells(small_census, 400)
     (tmp_path / "in").mkdir()
     reverse = np.arange(len(genes))[::-1]
     for name, rows, order in (("a", slice(0, 200), np.arange(len(genes))), ("b", slice(200, 400), reverse)):
-        part = X[rows][:, order].tocsr()
-        adata = ad.AnnData(part)
-        adata.var_names = [genes[i] for i in order]
-        adata.var["ensembl_id"] = list(adata.var_names)
-        adata.obs_names = [f"{name}{i}" for i in range(part.shape[0])]
-        adata.obs["n_counts"] = np.asarray(part.sum(axis=1)).ravel().astype(np.float32)
-        adata.obs["cell_id"] = list(adata.obs_names)
-        adata.write_h5ad(tmp_path / "in" / f"{name}.h5ad")
+        _write_input(
+            tmp_path / "in" / f"{name}.h5ad", name, X[rows][:, order].tocsr(), [genes[i] for i in order]
+        )
     files = _dictionaries(tmp_path, "gc104M")
     want = _geneformer_ids(gf, tmp_path, files, max_len=4096, special=True, mapping=False)
-    tokenize_cells(
-        TokenizeConfig(
-            source=SliceConfig(
-                inputs=(str(tmp_path / "in" / "a.h5ad"), str(tmp_path / "in" / "b.h5ad")),
-                filter=CellFilter(primary_only=False),
-            ),
-            out=tmp_path / "store",
-            token_dictionary=files["token_dictionary"][0],
-            gene_medians=files["gene_median_dictionary"][0],
-            obs_columns=(),
-        )
-    )
-    got = _store_ids(tmp_path / "store")
+    got = _tokenize_inputs(tmp_path, files, ("a", "b"), mapping=False)
     assert len(want) == 400
     assert got == want
 
@@ -189,7 +204,6 @@ def test_gene_collapse_decided_per_file_as_geneformer(small_census, tmp_path):
     """Geneformer maps and sums each file's genes on its own: a gene named twice in file b (its
     Ensembl ID and a symbol) is summed and moved after b's other genes, while file a, naming it
     once, keeps it in place, where it ties with other genes of the same median and count."""
-    import anndata as ad
     import scipy.sparse as sp
 
     gf = _tokenizer_module()
@@ -208,27 +222,8 @@ def test_gene_collapse_decided_per_file_as_geneformer(small_census, tmp_path):
     extra = sp.csr_matrix(np.ones((200, 1), dtype=np.float32))
     for name, rows, names in (("a", slice(0, 200), genes), ("b", slice(200, 400), [*genes, alias])):
         part = X[rows] if name == "a" else sp.hstack([X[rows], extra], format="csr")
-        adata = ad.AnnData(part)
-        adata.var_names = names
-        adata.var["ensembl_id"] = names
-        adata.obs_names = [f"{name}{i}" for i in range(part.shape[0])]
-        adata.obs["n_counts"] = np.asarray(part.sum(axis=1)).ravel().astype(np.float32)
-        adata.obs["cell_id"] = list(adata.obs_names)
-        adata.write_h5ad(tmp_path / "in" / f"{name}.h5ad")
+        _write_input(tmp_path / "in" / f"{name}.h5ad", name, part, names)
     want = _geneformer_ids(gf, tmp_path, files, max_len=4096, special=True, mapping=True)
-    tokenize_cells(
-        TokenizeConfig(
-            source=SliceConfig(
-                inputs=(str(tmp_path / "in" / "a.h5ad"), str(tmp_path / "in" / "b.h5ad")),
-                filter=CellFilter(primary_only=False),
-            ),
-            out=tmp_path / "store",
-            token_dictionary=files["token_dictionary"][0],
-            gene_medians=files["gene_median_dictionary"][0],
-            gene_mapping=files["ensembl_mapping_dict"][0],
-            obs_columns=(),
-        )
-    )
-    got = _store_ids(tmp_path / "store")
+    got = _tokenize_inputs(tmp_path, files, ("a", "b"), mapping=True)
     assert len(want) == 400
     assert got == want

@@ -188,11 +188,6 @@ class ShardWriter:
             name: np.zeros(n if by_size else 0, dtype=np.int32) for name, n in layout.n_per_split.items()
         }
 
-    @property
-    def split_codes(self) -> np.ndarray:
-        """Each cell's split as an index into the sorted split names."""
-        return self.layout.codes
-
     def add(self, first_cell: int, table: pa.Table) -> None:
         """Rows of ``table`` are cells ``first_cell, first_cell + 1, …`` in source order."""
         cells = np.arange(first_cell, first_cell + table.num_rows)

@@ -381,10 +381,10 @@ def run_encode_job(
             cells = slice(done, done + batch.n_cells)
             _check_counts(batch.X, config)
             coverage = coverage.add(batch.X, job.column_tokens)
-            table, genes = _batch_table(job, batch, job.first_cell + done, job.split_codes[cells])
+            codes, slots = job.split_codes[cells], job.slots[cells]
+            table, genes = _batch_table(job, batch, job.first_cell + done, codes)
             if paired:
                 table = _with_segments(job, table, paired, job.positions[cells])
-            codes, slots = job.split_codes[cells], job.slots[cells]
             empty = genes == 0
             n_empty += int(empty.sum())
             if config.drop_empty and empty.any():
