@@ -11,12 +11,15 @@ from __future__ import annotations
 __all__ = [
     "AmbiguousTermError",
     "AtlasprepError",
+    "CorruptStoreError",
     "EmptyResultError",
+    "ForeignOutputError",
     "IncompleteMappingError",
     "InputFormatError",
     "OutputExistsError",
     "SourceError",
     "UnknownTermError",
+    "UnsafePathError",
     "UsageError",
 ]
 
@@ -84,5 +87,23 @@ class EmptyResultError(AtlasprepError):
 
 class IncompleteMappingError(AtlasprepError):
     """`harmonize --strict`: values or genes stayed unmapped (the report lists them)."""
+
+    exit_code = 1
+
+
+class UnsafePathError(AtlasprepError, ValueError):
+    """A path read from a file (manifest, recipe) that is absolute or leads out of its root."""
+
+    exit_code = 2
+
+
+class ForeignOutputError(AtlasprepError, FileExistsError):
+    """An output location holding something atlasprep did not write: never written into or deleted."""
+
+    exit_code = 2
+
+
+class CorruptStoreError(AtlasprepError, ValueError):
+    """A token store that does not match its manifest (tampered, damaged, or mixed with other files)."""
 
     exit_code = 1

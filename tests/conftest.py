@@ -45,3 +45,17 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"../shared/data/{relative} is not here")
     return path
+
+
+def assert_clean_error(result, *, codes=(1, 2), contains: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """A CLI result (typer's CliRunner, ``catch_exceptions=True``) that failed as the shell
+    contract says: exit 1 or 2, no exception escaped (no traceback), and stderr holding exactly
+    one ``Error: …`` line (``contains`` in it when given). Returns that line."""
+    assert result.exit_code in codes, (result.exit_code, result.stdout, result.stderr)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.stderr
+    if contains is not None:
+        assert contains in lines[0], lines[0]
+    return lines[0]

@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from atlasprep import __version__
+from atlasprep._io import describe_os_error
 from atlasprep.errors import AtlasprepError
 
 __all__ = ["app", "command", "err_console", "main", "register_commands"]
@@ -75,13 +76,22 @@ def command(name: str, *, group: typer.Typer | None = None, **kwargs: Any) -> Ca
             try:
                 return func(*args, **kw)
             except AtlasprepError as exc:
-                err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+                _error(str(exc))
                 raise typer.Exit(exc.exit_code) from None
+            except OSError as exc:  # permission denied, disk full, a damaged file: the user's to fix
+                _error(describe_os_error(exc))
+                raise typer.Exit(1) from None
 
         (group or app).command(name, **kwargs)(wrapper)
         return func
 
     return decorate
+
+
+def _error(message: str) -> None:
+    """One ``Error: …`` line on stderr (a message's own line breaks folded)."""
+    line = " ".join(message.split())
+    err_console.print(f"[bold red]Error:[/] {escape(line)}", soft_wrap=True)
 
 
 # Each command's module, imported for its side effect of adding the command to ``app``.

@@ -1,0 +1,165 @@
+"""Writing and reading files safely: one temp-then-rename, one stale-temp sweep, one path check.
+
+* :func:`atomic_output` gives a temporary path beside the output (``<name>.tmp-<pid>``); the
+  output appears, by one rename, only when the block ends without error. On any error the
+  temporary file or directory is removed and the output is untouched.
+* :func:`write_bytes_atomic` / :func:`write_json_atomic` are that for a small file.
+* :func:`sweep_stale_temps` removes the temporary paths of crashed runs (their process gone).
+* :func:`inside` resolves a path read from a file (a manifest, a recipe) under its root, and
+  refuses absolute paths, ``..`` and symlinks that lead out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from atlasprep.errors import UnsafePathError
+
+__all__ = [
+    "atomic_output",
+    "describe_os_error",
+    "inside",
+    "pid_alive",
+    "remove_path",
+    "sweep_stale_temps",
+    "temp_path",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
+
+log = logging.getLogger("atlasprep.io")
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_path(path: Path, *, hidden: bool = False) -> Path:
+    """The temporary name this process writes ``path`` under (same directory, so a rename is atomic)."""
+    return path.with_name(f"{'.' if hidden else ''}{path.name}{TEMP_MARK}{os.getpid()}")
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a symlink (not what it points to) or a directory tree; nothing if absent."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _temp_pid(name: str) -> int | None:
+    tail = name.rsplit(TEMP_MARK, 1)[-1] if TEMP_MARK in name else name.rsplit("-", 1)[-1]
+    digits = tail.split(".")[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def sweep_stale_temps(out: Path, *, extra: tuple[str, ...] = ()) -> list[Path]:
+    """Remove ``<out>.tmp-<pid>`` / ``.<out>.tmp-<pid>`` (and ``extra`` glob patterns in the same
+    directory) left by crashed runs writing ``out``: those whose process is gone. Returns them."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for pattern in (f"{out.name}{TEMP_MARK}*", f".{out.name}{TEMP_MARK}*", *extra):
+        for stale in out.parent.glob(pattern):
+            pid = _temp_pid(stale.name)
+            if pid is not None and not pid_alive(pid):
+                log.info("removing %s left by an interrupted run", stale)
+                remove_path(stale)
+                removed.append(stale)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, hidden: bool = False, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to (a file or a directory); rename it
+    into place when the block succeeds, remove it when the block fails (whatever the error).
+
+    ``replace=False`` refuses (``FileExistsError``) an output that appeared meanwhile.
+    """
+    tmp = temp_path(path, hidden=hidden)
+    remove_path(tmp)
+    try:
+        yield tmp
+        if path.exists() or path.is_symlink():
+            if not replace:
+                raise FileExistsError(errno.EEXIST, "exists", str(path))
+            if path.is_dir() and not path.is_symlink():
+                # a directory cannot be replaced by a rename; out of the way first, then gone
+                old = temp_path(path.with_name(f"{path.name}.old"), hidden=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                remove_path(old)
+                return
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the first error is the one to report
+            remove_path(tmp)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_output(path, hidden=True) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: Path, value: Any, *, sort_keys: bool = True) -> None:
+    text = json.dumps(value, indent=2, sort_keys=sort_keys, default=str) + "\n"
+    write_bytes_atomic(path, text.encode())
+
+
+def inside(root: Path, relative: object, *, what: str) -> Path:
+    """``root / relative`` for a path read from a file, refused (:class:`UnsafePathError`) unless
+    it is a relative path string that stays inside ``root``: no absolute path, no ``..`` part,
+    no symlink on the way that leads out. ``what`` names where it was read (for the message)."""
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        raise UnsafePathError(f"{what}: {relative!r} is not a path")
+    posix = PurePosixPath(relative.replace("\\", "/"))
+    if posix.is_absolute() or relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":"):
+        raise UnsafePathError(f"{what}: {relative!r} is an absolute path; paths here must be relative")
+    if ".." in posix.parts:
+        raise UnsafePathError(f"{what}: {relative!r} leads out of {root} ('..')")
+    target = root.joinpath(*posix.parts)
+    real_root = root.resolve()
+    real = target.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise UnsafePathError(f"{what}: {relative!r} leads out of {root} (a symlink to {real})")
+    return target
+
+
+_OS_HINTS = {
+    errno.EACCES: "check the permissions, or choose another location",
+    errno.EPERM: "check the permissions, or choose another location",
+    errno.EROFS: "the file system is read-only; choose another location",
+    errno.ENOSPC: "the disk is full; free some space or choose another location, then re-run",
+    errno.EDQUOT: "the disk quota is exhausted; free some space or choose another location, then re-run",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; check the path",
+    errno.EISDIR: "it is a directory; give a file",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) and re-run",
+    errno.EIO: "the device reported an I/O error; check the disk",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an ``OSError``: the path, what went wrong and what to do."""
+    where = exc.filename if exc.filename is not None else None
+    what = exc.strerror or str(exc) or exc.__class__.__name__
+    hint = _OS_HINTS.get(exc.errno or -1, "")
+    text = f"{where}: {what}" if where else what
+    return f"{text}; {hint}" if hint else text
