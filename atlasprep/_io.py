@@ -72,7 +72,7 @@ def _temp_pid(name: str) -> int | None:
 def sweep_stale_temps(out: Path, *, extra: tuple[str, ...] = ()) -> list[Path]:
     """Remove ``<out>.tmp-<pid>`` / ``.<out>.tmp-<pid>`` (and ``extra`` glob patterns in the same
     directory) left by crashed runs writing ``out``: those whose process is gone. Returns them."""
-    removed = []
+    removed: list[Path] = []
     if not out.parent.is_dir():
         return removed
     for pattern in (f"{out.name}{TEMP_MARK}*", f".{out.name}{TEMP_MARK}*", *extra):

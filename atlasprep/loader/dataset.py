@@ -24,7 +24,6 @@ has yielded (:meth:`ShardDataset.state_dict`); behind DataLoader workers
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,9 @@ from atlasprep.loader._plan import (
     worker_cells,
 )
 from atlasprep.loader.collate import RaggedRows, ShardCollator, collate_parts, encode_labels, label_lookup
-from atlasprep.shard import read_manifest
+from atlasprep.shard import load_vocab, open_store
+from atlasprep.shard.manifest import shard_path
+from atlasprep.shard.store import Verify
 
 __all__ = ["ShardDataset", "ShardLoader"]
 
@@ -193,6 +194,10 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     ``DataLoader(ds, batch_size=None, num_workers=k)``, or :class:`atlasprep.loader.ShardLoader`.
     ``even="drop"|"pad"`` gives every rank the same number of cells (for DDP). ``rank`` and
     ``world_size`` default to ``torch.distributed``'s when it is initialized.
+
+    The store is checked before anything is read (it may come from anyone): the manifest's
+    structure and paths, each shard present at the size and cell count it says (``verify="sha256"``:
+    its bytes too), and ``vocab.json`` as hashed, naming ``<pad>``.
     """
 
     def __init__(
@@ -209,10 +214,14 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         rank: int | None = None,
         world_size: int | None = None,
         even: Even = None,
+        verify: Verify = "size",
     ) -> None:
         super().__init__()
         self.store = Path(path)
-        manifest = read_manifest(self.store)
+        if verify not in ("size", "sha256"):
+            raise UsageError(f"verify must be 'size' or 'sha256', not {verify!r}")
+        # a store may come from anyone: its manifest, shards and vocabulary are checked first
+        manifest = open_store(self.store, verify=verify)
         shards = [s for s in manifest["shards"] if s["split"] == split]
         if not shards:
             known = sorted({s["split"] for s in manifest["shards"]})
@@ -230,10 +239,10 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self.shard_sizes = [int(s["n_cells"]) for s in shards]
         self.tokenizer: dict[str, Any] = dict(manifest.get("tokenizer", {}))
         self.vocab_path = self.store / manifest["vocab"]["path"]
-        self.pad_id = _pad_id(self.vocab_path)
+        self.pad_id = int(load_vocab(self.store, manifest)["<pad>"])
         self._explicit = (rank, world_size) if rank is not None and world_size is not None else None
         self.rank, self.world_size = self._explicit or _distributed()
-        first = _open_shard(self.store / self.shard_paths[0]).columns()
+        first = _open_shard(shard_path(self.store, self.shard_paths[0])).columns()
         self.has_values = "values" in first
         absent = [c for c in self.columns if c not in first]
         if absent:
@@ -391,7 +400,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             if position + span.n_cells <= begin:
                 position += span.n_cells
                 continue
-            shard = _open_shard(self.store / self.shard_paths[span.shard])
+            shard = _open_shard(shard_path(self.store, self.shard_paths[span.shard]))
             offset = max(0, begin - position)
             for a in range(span.start + offset, span.stop, _PIECE_CELLS):
                 b = min(span.stop, a + _PIECE_CELLS)
@@ -468,7 +477,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         seen: dict[str, set[str]] = {c: set() for c in self.columns}
         if self.columns:
             for relative in self.shard_paths:
-                shard = _open_shard(self.store / relative)
+                shard = _open_shard(shard_path(self.store, relative))
                 for column in self.columns:
                     seen[column].update(str(v) for v in np.unique(shard.strings(column)))
         return {c: sorted(v) for c, v in seen.items()}
@@ -599,10 +608,3 @@ def _check_options(
         raise UsageError("give both rank and world_size, or neither")
     if rank is not None and world_size is not None and not 0 <= rank < world_size:
         raise UsageError(f"rank {rank} is not in 0..{world_size - 1}")
-
-
-def _pad_id(vocab_path: Path) -> int:
-    if not vocab_path.exists():
-        return 0
-    vocab = json.loads(vocab_path.read_text())
-    return int(vocab.get("<pad>", 0))

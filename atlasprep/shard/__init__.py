@@ -1,10 +1,11 @@
 """Token stores: shuffled, split, checksummed shards of tokenized cells."""
 
+from atlasprep.shard.manifest import StoreProblem, read_manifest
 from atlasprep.shard.store import (
-    StoreProblem,
     StoreSummary,
     inspect_store,
-    read_manifest,
+    load_vocab,
+    open_store,
     read_shard,
     validate_store,
 )
@@ -17,6 +18,8 @@ __all__ = [
     "StoreProblem",
     "StoreSummary",
     "inspect_store",
+    "load_vocab",
+    "open_store",
     "ragged",
     "read_manifest",
     "read_shard",

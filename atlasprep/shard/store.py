@@ -7,37 +7,56 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import zarr
 
-from atlasprep.errors import InputFormatError, SourceError
-from atlasprep.shard.writer import sha256_of
+from atlasprep._io import TEMP_MARK, inside
+from atlasprep.errors import CorruptStoreError, InputFormatError
+from atlasprep.shard.manifest import (
+    BUILD_MARKER,
+    Manifest,
+    ShardEntry,
+    StoreProblem,
+    manifest_problems,
+    read_manifest,
+    read_manifest_json,
+    shard_path,
+)
+from atlasprep.shard.writer import sha256_of, size_of
 
-__all__ = ["StoreProblem", "StoreSummary", "inspect_store", "read_manifest", "read_shard", "validate_store"]
+__all__ = [
+    "StoreProblem",
+    "StoreSummary",
+    "Verify",
+    "check_shards",
+    "inspect_store",
+    "load_vocab",
+    "open_store",
+    "read_manifest",
+    "read_shard",
+    "shard_n_cells",
+    "validate_store",
+]
 
-
-def read_manifest(store: Path) -> dict[str, Any]:
-    path = store / "manifest.json"
-    if not store.is_dir():
-        raise SourceError(f"{store}: no such directory")
-    if not path.exists():
-        raise InputFormatError(
-            f"{store} has no manifest.json: not a token store, or an unfinished one "
-            "(re-run the tokenize command)"
-        )
-    manifest: dict[str, Any] = json.loads(path.read_text())
-    if manifest.get("format") != "atlasprep-token-store":
-        raise InputFormatError(f"{path}: not an atlasprep token store manifest")
-    return manifest
+Verify = Literal["size", "sha256"]
+# what reading a damaged shard raises (pyarrow, zarr, numpy, json)
+_DAMAGED = (pa.ArrowException, OSError, KeyError, ValueError, TypeError)
 
 
 def read_shard(store: Path, relative: str) -> pa.Table:
-    """A shard as an Arrow table, from either store format."""
-    path = store / relative
+    """A shard as an Arrow table, from either store format (its path checked to stay inside)."""
+    path = shard_path(store, relative)
+    try:
+        return _read_shard(path)
+    except _DAMAGED as exc:
+        raise CorruptStoreError(f"{path}: cannot read the shard ({exc}); the store is damaged") from None
+
+
+def _read_shard(path: Path) -> pa.Table:
     if path.suffix != ".zarr":
         with pa.memory_map(str(path)) as source:
             return pa.ipc.open_stream(source).read_all()
@@ -53,6 +72,104 @@ def read_shard(store: Path, relative: str) -> pa.Table:
             pa.ListArray.from_arrays(offsets, pa.array(data)) if name in ragged else pa.array(data)
         )
     return pa.table(columns)
+
+
+def shard_n_cells(path: Path) -> int:
+    """A shard's cell count from its metadata (Arrow: the record batches' lengths, zero-copy;
+    Zarr: the offsets' shape), without reading its tokens."""
+    if path.suffix != ".zarr":
+        with pa.memory_map(str(path)) as source:
+            return sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+    offsets: Any = zarr.open_array(str(path / "offsets"), mode="r")
+    return int(offsets.shape[0]) - 1
+
+
+def check_shards(store: Path, shards: Sequence[ShardEntry], *, verify: Verify = "size") -> list[StoreProblem]:
+    """Each listed shard present, with the byte size and cell count the manifest says (cheap), and
+    with ``verify="sha256"`` the bytes it says too."""
+    problems = []
+    for entry in shards:
+        path = shard_path(store, entry["path"])
+        what = _shard_problem(path, entry, verify)
+        if what:
+            problems.append(StoreProblem(where=entry["path"], what=what))
+    return problems
+
+
+def _shard_problem(path: Path, entry: ShardEntry, verify: Verify) -> str | None:
+    if not path.exists():
+        return "missing"
+    if path.is_symlink():
+        return "a symlink; shards are files of the store"
+    try:
+        n_bytes = size_of(path)
+        if n_bytes != entry["n_bytes"]:
+            return f"{n_bytes} bytes, the manifest says {entry['n_bytes']} (the file changed or is damaged)"
+        if verify == "sha256" and sha256_of(path) != entry["sha256"]:
+            return "sha256 differs from the manifest (the file changed or is damaged)"
+        n = shard_n_cells(path)
+    except _DAMAGED as exc:
+        return f"cannot be read ({exc})"
+    if n != entry["n_cells"]:
+        return f"{n} cells, the manifest says {entry['n_cells']}"
+    return None
+
+
+def open_store(store: Path, *, verify: Verify = "size") -> Manifest:
+    """A complete store's manifest, checked (:func:`read_manifest`), with every listed shard
+    present at the size and cell count it says (and its sha256 with ``verify="sha256"``):
+    :class:`CorruptStoreError` naming the first shard that is not."""
+    manifest = read_manifest(store)
+    problems = check_shards(store, manifest["shards"], verify=verify)
+    if problems:
+        more = f" ({len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CorruptStoreError(
+            f"{store}: {problems[0]}{more}; the store was changed or damaged "
+            f"(`atlasprep validate {store}` lists every problem); rebuild it"
+        )
+    return manifest
+
+
+def load_vocab(store: Path, manifest: Manifest) -> dict[str, int]:
+    """``vocab.json``, checked: present, the bytes the manifest hashed, token -> non-negative id,
+    ids unique, ``<pad>`` among them (the loader pads with it)."""
+    path = inside(store, manifest["vocab"]["path"], what=f"{store}/manifest.json vocab")
+    if not path.is_file():
+        raise CorruptStoreError(f"{path}: missing; a token store needs its vocabulary (rebuild the store)")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest["vocab"]["sha256"]:
+        raise CorruptStoreError(f"{path}: sha256 differs from the manifest (the vocabulary was edited)")
+    try:
+        vocab = json.loads(data)
+    except ValueError as exc:
+        raise CorruptStoreError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(vocab, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in vocab.values()
+    ):
+        raise CorruptStoreError(f"{path}: not a vocabulary (token -> non-negative integer id)")
+    if len(set(vocab.values())) != len(vocab):
+        raise CorruptStoreError(f"{path}: two tokens share an id")
+    if "<pad>" not in vocab:
+        raise CorruptStoreError(f"{path}: no <pad> token; the loader pads batches with it")
+    return vocab
+
+
+def unlisted_files(store: Path, manifest: Manifest) -> list[StoreProblem]:
+    """Files in ``shards/`` the manifest does not list (stale shards of an earlier build, temp
+    files, strangers: readers of ``shards/`` would take them for cells), and a build's leftovers."""
+    listed = {entry["path"] for entry in manifest.get("shards", [])}
+    problems = []
+    shards = store / "shards"
+    if shards.is_dir():
+        for path in sorted(shards.iterdir()):
+            relative = f"shards/{path.name}"
+            if relative not in listed:
+                kind = "a temporary file of an interrupted build" if TEMP_MARK in path.name else "not listed"
+                problems.append(StoreProblem(where=relative, what=f"{kind} in the manifest"))
+    for name in (".work", BUILD_MARKER):
+        if (store / name).exists():
+            problems.append(StoreProblem(where=name, what="left by an unfinished build"))
+    return problems
 
 
 def stored_columns(store: Path) -> list[str]:
@@ -87,7 +204,7 @@ class StoreSummary:
 
 def inspect_store(store: Path, *, columns: Sequence[str] = (), top: int = 10) -> StoreSummary:
     """Cells and tokens per split, the length distribution and composition by obs columns."""
-    manifest = read_manifest(store)
+    manifest = open_store(store)
     splits: dict[str, dict[str, int]] = {}
     shards: list[dict[str, Any]] = []
     lengths: list[np.ndarray] = []
@@ -129,15 +246,6 @@ def _value_counts(column: pa.ChunkedArray) -> tuple[list[str], list[int]]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StoreProblem:
-    where: str
-    what: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.what}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class _Checks:
     problems: list[StoreProblem] = field(default_factory=list)
 
@@ -146,34 +254,27 @@ class _Checks:
 
 
 def validate_store(store: Path) -> list[StoreProblem]:
-    """Every shard against the manifest (sha256, cells, tokens), token ids within the vocabulary,
-    no group in two splits. An empty list means the store is sound."""
-    manifest = read_manifest(store)
+    """The manifest's structure (paths inside the store, each shard once, counts adding up), every
+    shard against it (sha256, cells, tokens), token ids within the vocabulary, no group in two
+    splits, and no file in ``shards/`` it does not list. An empty list means the store is sound."""
+    manifest = read_manifest_json(store)
     checks = _Checks()
-    vocab_path = store / manifest["vocab"]["path"]
-    if not vocab_path.exists():
-        checks.add("vocab.json", "missing")
-        max_id = None
-    else:
-        data = vocab_path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != manifest["vocab"]["sha256"]:
-            checks.add("vocab.json", "sha256 differs from the manifest")
-        max_id = max(json.loads(data).values(), default=-1)
+    checks.problems.extend(manifest_problems(store, manifest))
+    if checks.problems:  # a manifest that cannot be trusted is not followed any further
+        return checks.problems
+    max_id = None
+    try:
+        max_id = max(load_vocab(store, manifest).values(), default=-1)  # type: ignore[arg-type]
+    except CorruptStoreError as exc:
+        checks.add("vocab.json", str(exc).split(": ", 1)[-1])
     column = manifest["splits"].get("column")
     seen: dict[str, str] = {}
-    total = 0
     for shard in manifest["shards"]:
-        path = store / shard["path"]
-        if not path.exists():
-            checks.add(shard["path"], "missing")
-            continue
-        if sha256_of(path) != shard["sha256"]:
-            checks.add(shard["path"], "sha256 differs from the manifest (the file changed or is damaged)")
+        found = check_shards(store, [shard], verify="sha256")
+        if found:
+            checks.problems.extend(found)
             continue
         table = read_shard(store, shard["path"])
-        total += table.num_rows
-        if table.num_rows != shard["n_cells"]:
-            checks.add(shard["path"], f"{table.num_rows} cells, the manifest says {shard['n_cells']}")
         ids = pc.list_flatten(table["input_ids"])
         if len(ids) != shard["n_tokens"]:
             checks.add(shard["path"], f"{len(ids)} tokens, the manifest says {shard['n_tokens']}")
@@ -187,6 +288,5 @@ def validate_store(store: Path) -> list[StoreProblem]:
                     checks.add(
                         shard["path"], f"{column} {group!r} is in {seen[str(group)]} and {shard['split']}"
                     )
-    if total != manifest["n_cells"] and not checks.problems:
-        checks.add("manifest.json", f"{total} cells in the shards, the manifest says {manifest['n_cells']}")
+    checks.problems.extend(unlisted_files(store, manifest))  # type: ignore[arg-type]
     return checks.problems

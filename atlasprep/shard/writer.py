@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import itertools
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import zarr
 
+from atlasprep._io import atomic_output
 from atlasprep.errors import UsageError
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "Spill",
     "ragged",
     "sha256_of",
+    "size_of",
     "write_spill",
     "write_zarr_shard",
 ]
@@ -232,26 +233,22 @@ class ShardWriter:
     def _write(self, split: str, shard: int, table: pa.Table, token_column: str) -> ShardInfo:
         name = self.layout.shard_name(split, shard, "arrow" if self.fmt == "arrow" else "zarr")
         final = self.store / "shards" / name
-        tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
-        if self.fmt == "arrow":
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            with open(tmp, "rb") as written:  # read back from the page cache, a block at a time
-                digest = hashlib.file_digest(written, "sha256").hexdigest()
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-            write_zarr_shard(tmp, table, token_column)
-            digest = sha256_of(tmp)
-        if final.exists():  # left by a crashed run: the same bytes are about to replace it
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
-        os.replace(tmp, final)
+        with atomic_output(final, hidden=True) as tmp:  # a crashed run's shard is replaced
+            if self.fmt == "arrow":
+                with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+                    writer.write_table(table)
+                with open(tmp, "rb") as written:  # read back from the page cache, a block at a time
+                    digest = hashlib.file_digest(written, "sha256").hexdigest()
+            else:
+                write_zarr_shard(tmp, table, token_column)
+                digest = sha256_of(tmp)
         n_tokens = int(pc.sum(pc.list_value_length(table[token_column])).as_py() or 0)
         return ShardInfo(
             path=f"shards/{name}",
             split=split,
             n_cells=table.num_rows,
             n_tokens=n_tokens,
-            n_bytes=_size_of(final),
+            n_bytes=size_of(final),
             sha256=digest,
         )
 
@@ -268,7 +265,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _size_of(path: Path) -> int:
+def size_of(path: Path) -> int:
+    """A file's bytes, or the sum of a directory's files' bytes."""
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

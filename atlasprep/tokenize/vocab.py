@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from atlasprep.errors import InputFormatError, UsageError
 
-__all__ = ["load_json_dict"]
+__all__ = ["load_gene_mapping", "load_gene_medians", "load_json_dict", "load_token_dictionary"]
 
 
 def load_json_dict(path: str | Path) -> dict[str, Any]:
@@ -28,3 +30,53 @@ def load_json_dict(path: str | Path) -> dict[str, Any]:
             f"{path}: expected a JSON object (gene -> value), found {type(value).__name__}"
         )
     return value
+
+
+def _first_bad(path: Path, value: dict[str, Any], ok: Callable[[object], bool], want: str) -> None:
+    for key, item in value.items():
+        if not ok(item):
+            raise InputFormatError(
+                f"{path}: {key!r} maps to {item!r}; every value must be {want} ({len(value):,} entries)"
+            )
+
+
+def load_token_dictionary(path: str | Path) -> dict[str, int]:
+    """A token dictionary (token -> id, as Geneformer's): non-negative integer ids, each once,
+    ``<pad>`` among the tokens (loaders pad with it)."""
+    path = Path(path)
+    value = load_json_dict(path)
+    _first_bad(path, value, _is_id, "a non-negative integer token id")
+    tokens = {str(k): int(v) for k, v in value.items()}
+    if len(set(tokens.values())) != len(tokens):
+        raise InputFormatError(f"{path}: two tokens share an id; a token dictionary gives each token its own")
+    if "<pad>" not in tokens:
+        raise InputFormatError(
+            f"{path}: no '<pad>' token; add one (Geneformer's dictionaries have <pad> = 0)"
+        )
+    return tokens
+
+
+def load_gene_medians(path: str | Path) -> dict[str, float]:
+    """Per-gene normalization factors (gene -> nonzero median, as Geneformer's): positive, finite."""
+    path = Path(path)
+    value = load_json_dict(path)
+    _first_bad(path, value, _is_positive, "a positive finite number")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def load_gene_mapping(path: str | Path) -> dict[str, str]:
+    """A gene mapping (an ID or symbol -> Ensembl ID): text to text."""
+    path = Path(path)
+    value = load_json_dict(path)
+    _first_bad(path, value, lambda v: isinstance(v, str) and v != "", "a gene ID (text)")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_positive(value: object) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )

@@ -1,0 +1,233 @@
+"""A token store's manifest, read as a stranger wrote it.
+
+A store on disk may come from anyone (a CI artifact, another lab), so nothing in
+``manifest.json`` is trusted before it is checked: the format name and version, the type of
+every field, each shard path relative and inside ``shards/`` (symlinks resolved), each shard
+listed once, and the cell counts adding up. :func:`read_manifest` refuses a manifest with any
+problem; :func:`manifest_problems` lists them all (``atlasprep validate``).
+
+Which files are atlasprep's own is decided here too (:func:`own_entry`): a store directory is
+written into, resumed or cleared only when it carries atlasprep's marker — a manifest of this
+format (a complete store) or :data:`BUILD_MARKER` (a build atlasprep started) — and only the
+files whose names atlasprep gives are ever deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, TypedDict
+
+from atlasprep._io import TEMP_MARK, inside
+from atlasprep.errors import CorruptStoreError, InputFormatError, SourceError, UnsafePathError
+
+__all__ = [
+    "BUILD_MARKER",
+    "STORE_FORMAT",
+    "STORE_FORMAT_VERSION",
+    "Manifest",
+    "ShardEntry",
+    "StoreProblem",
+    "manifest_problems",
+    "own_entry",
+    "read_manifest",
+    "read_manifest_json",
+    "shard_path",
+]
+
+STORE_FORMAT = "atlasprep-token-store"
+STORE_FORMAT_VERSION = "0.1.0"
+# a build atlasprep started and has not finished (removed once the manifest is written)
+BUILD_MARKER = ".atlasprep-build.json"
+BUILD_FORMAT = "atlasprep-token-store-build"
+_TOP_FILES = frozenset({"manifest.json", "vocab.json", "gene_medians.parquet", BUILD_MARKER})
+_TOP_DIRS = frozenset({"shards", ".work"})
+SHARD_NAME = re.compile(r"^[A-Za-z0-9_]+-\d{5,}\.(arrow|zarr)$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ShardEntry(TypedDict):
+    path: str  # relative to the store: shards/<split>-<NNNNN>.<ext>
+    split: str
+    n_cells: int
+    n_tokens: int
+    n_bytes: int
+    sha256: str
+
+
+class VocabEntry(TypedDict):
+    path: str
+    size: int
+    sha256: str
+
+
+class Manifest(TypedDict, total=False):
+    format: str
+    format_version: str
+    atlasprep_version: str
+    n_cells: int
+    vocab: VocabEntry
+    splits: dict[str, Any]
+    shards: list[ShardEntry]
+    tokenizer: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreProblem:
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+def read_manifest_json(store: Path) -> dict[str, Any]:
+    """``manifest.json`` parsed, with its format name and version checked (nothing else)."""
+    if not store.is_dir():
+        raise SourceError(f"{store}: no such directory")
+    path = store / "manifest.json"
+    if not path.exists():
+        raise InputFormatError(
+            f"{store} has no manifest.json: not a token store, or an unfinished one "
+            "(re-run the tokenize command)"
+        )
+    inside(store, "manifest.json", what=f"{store}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptStoreError(f"{path}: not valid JSON ({exc}); the store is damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
+        raise InputFormatError(f"{path}: not an atlasprep token store manifest (no format {STORE_FORMAT!r})")
+    version = manifest.get("format_version")
+    major = STORE_FORMAT_VERSION.split(".")[0]
+    if not isinstance(version, str) or version.split(".")[0] != major:
+        raise CorruptStoreError(
+            f"{path}: store format version {version!r}; this atlasprep reads {major}.x "
+            "(update atlasprep, or rebuild the store with this version)"
+        )
+    return manifest
+
+
+def read_manifest(store: Path) -> Manifest:
+    """The manifest of a complete store, every field checked; :class:`CorruptStoreError` (or
+    :class:`UnsafePathError` for a path leading out) naming the first problem otherwise."""
+    manifest = read_manifest_json(store)
+    problems = manifest_problems(store, manifest)
+    if problems:
+        unsafe = [p for p in problems if p.what.startswith("unsafe path")]
+        first = (unsafe or problems)[0]
+        more = (
+            f" ({len(problems) - 1} more; `atlasprep validate {store}` lists them)"
+            if len(problems) > 1
+            else ""
+        )
+        error = UnsafePathError if unsafe else CorruptStoreError
+        raise error(f"{store}: {first}{more}; the store was changed or damaged, rebuild it")
+    return manifest  # type: ignore[return-value]  # checked field by field above
+
+
+def shard_path(store: Path, relative: str) -> Path:
+    """A shard's path from the manifest, inside the store's ``shards/`` (else UnsafePathError)."""
+    path = inside(store, relative, what=f"{store}/manifest.json shard")
+    parts = PurePosixPath(relative).parts
+    if len(parts) != 2 or parts[0] != "shards":
+        raise UnsafePathError(f"{store}/manifest.json: shard {relative!r} is not a file in shards/")
+    return path
+
+
+def manifest_problems(store: Path, manifest: Mapping[str, Any]) -> list[StoreProblem]:
+    """Everything wrong with a manifest's structure: types, paths, duplicates, totals."""
+    problems: list[StoreProblem] = []
+
+    def add(where: str, what: str) -> None:
+        problems.append(StoreProblem(where=where, what=what))
+
+    vocab = manifest.get("vocab")
+    if not isinstance(vocab, dict) or not isinstance(vocab.get("sha256"), str):
+        add("manifest.json", "no vocab entry (path, size, sha256)")
+    else:
+        try:
+            inside(store, vocab.get("path"), what="vocab")
+            if vocab.get("path") != "vocab.json":
+                add("manifest.json", f"vocab path {vocab.get('path')!r}: the vocabulary is vocab.json")
+        except UnsafePathError as exc:
+            add("manifest.json", f"unsafe path: {exc}")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        add("manifest.json", "no shards list")
+        return problems
+    seen: dict[str, int] = {}
+    per_split: dict[str, int] = {}
+    total = 0
+    for i, entry in enumerate(shards):
+        where = f"manifest.json shards[{i}]"
+        wrong = _entry_problem(entry)
+        if wrong:
+            add(where, wrong)
+            continue
+        try:
+            shard_path(store, entry["path"])
+        except UnsafePathError as exc:
+            add(where, f"unsafe path: {exc}")
+            continue
+        key = PurePosixPath(entry["path"]).as_posix()
+        if key in seen:
+            add(where, f"{entry['path']} is listed twice (also shards[{seen[key]}])")
+            continue
+        seen[key] = i
+        per_split[entry["split"]] = per_split.get(entry["split"], 0) + entry["n_cells"]
+        total += entry["n_cells"]
+    n_cells = manifest.get("n_cells")
+    if not _is_count(n_cells):
+        add("manifest.json", f"n_cells {n_cells!r} is not a count")
+    elif not problems and n_cells != total:
+        add("manifest.json", f"n_cells is {n_cells}, its shards hold {total}")
+    splits = manifest.get("splits")
+    declared = splits.get("n_cells") if isinstance(splits, dict) else None
+    if not isinstance(declared, dict):
+        add("manifest.json", "no splits.n_cells")
+    elif not problems:
+        for split in sorted(set(declared) | set(per_split)):
+            if declared.get(split, 0) != per_split.get(split, 0):
+                add(
+                    "manifest.json",
+                    f"splits.n_cells[{split!r}] is {declared.get(split)}, "
+                    f"its shards hold {per_split.get(split, 0)}",
+                )
+    return problems
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry_problem(entry: object) -> str | None:
+    if not isinstance(entry, dict):
+        return "not a shard entry"
+    for key in ("n_cells", "n_tokens", "n_bytes"):
+        if not _is_count(entry.get(key)):
+            return f"{key} {entry.get(key)!r} is not a count"
+    if not isinstance(entry.get("split"), str) or not entry["split"]:
+        return f"split {entry.get('split')!r} is not a split name"
+    if not isinstance(entry.get("sha256"), str) or not _SHA256.match(entry["sha256"]):
+        return f"sha256 {entry.get('sha256')!r} is not a sha256 digest"
+    if not isinstance(entry.get("path"), str):
+        return f"path {entry.get('path')!r} is not a path"
+    return None
+
+
+def own_entry(relative: PurePosixPath) -> bool:
+    """Whether a path in a store directory is one atlasprep names (and so may delete):
+    its top-level files and folders, shards named as it names them, and its temporaries."""
+    parts = relative.parts
+    name = parts[-1]
+    if TEMP_MARK in name:
+        return True
+    if len(parts) == 1:
+        return name in _TOP_FILES or name in _TOP_DIRS
+    if parts[0] == "shards" and len(parts) == 2:
+        return bool(SHARD_NAME.match(name))
+    return False
