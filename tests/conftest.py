@@ -53,7 +53,8 @@ def assert_clean_error(result, *, codes=(1, 2), contains: str | None = None) -> 
     one ``Error: …`` line (``contains`` in it when given). Returns that line."""
     assert result.exit_code in codes, (result.exit_code, result.stdout, result.stderr)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout, result.stdout
     lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1, result.stderr
     if contains is not None:

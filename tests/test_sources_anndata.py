@@ -1,16 +1,21 @@
-"""AnnData inputs: real CELLxGENE h5ads and a zipped legacy zarr from ../shared/data."""
+"""AnnData inputs: real CELLxGENE h5ads and a zipped legacy zarr from ../shared/data, and damaged ones."""
 
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import anndata as ad
+import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import zarr
-from conftest import shared_file
+from conftest import assert_clean_error, shared_file
+from typer.testing import CliRunner
 
+from atlasprep.cli import app
 from atlasprep.slice import SliceConfig, slice_cells
 from atlasprep.sources import AnnDataSource, CellFilter, resolve_filter
 
@@ -215,9 +220,13 @@ def test_obs_columns_are_read_when_needed_and_join_as_whole_frames(tmp_path):
         assert source.n_cells == 7
         flt = CellFilter(primary_only=True, where="n_counts > 2 and `only a` != 'z'")
         positions = source.select(source.compile(resolve_filter(flt)))
-        want = whole["is_primary_data"].to_numpy(bool) & whole.eval(
-            "n_counts > 2 and `only a` != 'z'", engine="python"
-        ).to_numpy(bool)
+        # a missing value matches no comparison (b's cells have no `only a`), as in a SOMA query
+        only_a = whole["only a"]
+        want = (
+            whole["is_primary_data"].to_numpy(bool)
+            & (whole["n_counts"] > 2).to_numpy(bool)
+            & (only_a.notna() & (only_a != "z")).to_numpy(bool)
+        )
         assert np.array_equal(positions, np.flatnonzero(want))
         assert set(source._obs._read) == {"is_primary_data", "n_counts", "only a"}  # nothing else read
         got = source.obs_values(np.arange(7), list(whole.columns))
@@ -229,3 +238,100 @@ def test_obs_columns_are_read_when_needed_and_join_as_whole_frames(tmp_path):
         source.close()
     assert first.obs.column("only a").to_pylist() == ["y"]  # a batch holds one file's cells
     assert second.obs.column("only a").to_pylist() == [None]  # outer join: b has no such column
+
+
+# --- damaged inputs: one line naming the file, no output -------------------------------------
+
+
+def _good(tmp_path, name="good.h5ad"):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(5)
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical(["B cell", "T cell"] * 100)}, index=[f"c{i}" for i in range(200)]
+    )
+    var = pd.DataFrame(index=[f"ENSG{i:011d}" for i in range(40)])
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(1, (200, 40)).astype(np.float32)), obs=obs, var=var)
+    path = tmp_path / name
+    if name.endswith(".zarr"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # anndata: zarr v2 is no longer the default
+            adata.write_zarr(path)
+    else:
+        adata.write_h5ad(path)
+    return path
+
+
+def _not_hdf5(tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "bad.h5ad").write_text("cell,gene,count\nc0,TP53,3\n")
+    return tmp_path / "bad.h5ad", "not an HDF5 file"
+
+
+def _empty_file(tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "bad.h5ad").write_bytes(b"")
+    return tmp_path / "bad.h5ad", "not an HDF5 file"
+
+
+def _truncated(tmp_path):  # type: ignore[no-untyped-def]
+    data = _good(tmp_path).read_bytes()
+    (tmp_path / "bad.h5ad").write_bytes(data[:4096])
+    return tmp_path / "bad.h5ad", "truncated: it ends at byte 4,096"
+
+
+def _without(element: str):  # type: ignore[no-untyped-def]
+    def build(tmp_path):  # type: ignore[no-untyped-def]
+        path = _good(tmp_path, "bad.h5ad")
+        with h5py.File(path, "a") as f:
+            del f[element]
+        return path, f"has no {element}" if "/" not in element else "without indptr"
+
+    return build
+
+
+def _zarr_without_x(tmp_path):  # type: ignore[no-untyped-def]
+    path = _good(tmp_path, "bad.zarr")
+    shutil.rmtree(path / "X")  # the consolidated metadata still lists it
+    return path, "has no X"
+
+
+def _empty_dir(tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "bad.zarr").mkdir()
+    return tmp_path / "bad.zarr", "not a zarr AnnData store"
+
+
+def _bad_zip(tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "bad.zarr.zip").write_bytes(b"PK\x03\x04 not really")
+    return tmp_path / "bad.zarr.zip", "not a zipped zarr AnnData store"
+
+
+def _unknown_encoding(tmp_path):  # type: ignore[no-untyped-def]
+    path = _good(tmp_path, "bad.h5ad")
+    with h5py.File(path, "a") as f:
+        f["var"].attrs["encoding-type"] = "mystery"
+    return path, "cannot read it as AnnData"
+
+
+DAMAGED = {
+    "not-hdf5": _not_hdf5,
+    "empty-file": _empty_file,
+    "truncated-4k": _truncated,
+    "no-obs": _without("obs"),
+    "no-var": _without("var"),
+    "no-X": _without("X"),
+    "no-indptr": _without("X/indptr"),
+    "zarr-no-X": _zarr_without_x,
+    "empty-dir": _empty_dir,
+    "bad-zip": _bad_zip,
+    "unknown-encoding": _unknown_encoding,
+}
+
+
+@pytest.mark.parametrize("command", ["slice", "tokenize"])
+@pytest.mark.parametrize("case", list(DAMAGED))
+def test_damaged_inputs_are_one_line_errors_and_write_nothing(case, command, tmp_path):
+    path, what = DAMAGED[case](tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = tmp_path / ("x.h5ad" if command == "slice" else "store")
+    result = CliRunner().invoke(app, [command, "--input", str(path), "--out", str(out)])
+    line = assert_clean_error(result, codes=(2,), contains=what)
+    assert str(path) in line
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -449,3 +449,19 @@ def test_store_commands_on_what_is_no_store(tmp_path, command, target):
     elif target == "a file":
         path.write_text("hello")
     assert_clean_error(runner.invoke(app, [command, str(path)]))
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_inspect_plot_that_cannot_be_written_leaves_nothing(built, tmp_path, monkeypatch, code):
+    import matplotlib.figure
+
+    def fail(self, target, *args, **kwargs):  # type: ignore[no-untyped-def]
+        Path(target).write_bytes(b"half a png")
+        raise OSError(code, os.strerror(code), str(target))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail)
+    png = tmp_path / "plots" / "store.png"
+    png.parent.mkdir()
+    r = runner.invoke(app, ["inspect", str(built), "--plot", str(png)])
+    assert_clean_error(r, codes=(1,), contains=os.strerror(code))
+    assert list(png.parent.iterdir()) == []

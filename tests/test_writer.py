@@ -9,8 +9,10 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from atlasprep.errors import OutputExistsError, UsageError
+import atlasprep.slice.writer as slice_writer
+from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
 from atlasprep.slice import AnnDataWriter
+from atlasprep.slice.writer import os_error_at, require_free_space
 
 
 def _batches(n_cells: int, n_genes: int, batch: int, seed: int = 0):
@@ -89,3 +91,51 @@ def test_empty_slice_is_a_valid_anndata(tmp_path):
     AnnDataWriter(out, var=var).finish({"atlasprep": {"n_cells": 0}})
     adata = ad.read_h5ad(out)
     assert adata.shape == (0, 2)
+
+
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_negative_or_nan_rows_are_refused_and_abort_leaves_nothing(tmp_path, suffix):
+    var = pd.DataFrame(index=["ENSG00000000003", "ENSG00000000005"])
+    writer = AnnDataWriter(tmp_path / f"x{suffix}", var=var, counts="raw.X of in.h5ad")
+    good = sp.csr_matrix(np.array([[1, 0], [2, 3]], dtype=np.float32))
+    writer.append(np.array(["a", "b"]), pa.table({"n": [1, 2]}), good)
+    bad = sp.csr_matrix(np.array([[-1, np.nan]], dtype=np.float32))
+    with pytest.raises(InputFormatError, match=r"raw\.X of in\.h5ad holds 1 negative and 1 non-finite"):
+        writer.append(np.array(["c"]), pa.table({"n": [3]}), bad)
+    writer.abort()
+    assert os.listdir(tmp_path) == []
+    # float64 values beyond float32 become inf when stored: refused as well
+    huge = sp.csr_matrix(np.array([[1e39, 1.0]]))
+    writer = AnnDataWriter(tmp_path / f"y{suffix}", var=var)
+    with pytest.raises(InputFormatError, match=r"X \(stored as float32\) holds 1 non-finite"):
+        writer.append(np.array(["d"]), pa.table({}), huge)
+    writer.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_os_errors_name_the_output_and_a_full_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    out = tmp_path / "x.h5ad"
+    h5py_style = OSError(
+        28, "Unable to synchronously write (file write failed: errno = 28, error message = ...)"
+    )
+    named = os_error_at(h5py_style, out)
+    assert (named.errno, named.strerror, named.filename) == (28, "No space left on device", str(out))
+    arrow_style = OSError("Failed to open local file 'x.arrow.tmp-1'. Detail: [errno 13] Permission denied")
+    assert os_error_at(arrow_style, out).errno == 13
+    assert os_error_at(RuntimeError("Can't decrement id ref count (errno = 28)"), out).errno == 28
+    assert os_error_at(RuntimeError("a bug"), out) is None
+    ours = OSError(28, "No space left on device (about 9 MiB needed)", str(tmp_path / "x.h5ad.tmp-1"))
+    assert os_error_at(ours, out).strerror == ours.strerror
+
+    class Usage:
+        free = 2**20
+
+    monkeypatch.setattr(slice_writer.shutil, "disk_usage", lambda _path: Usage)
+    with pytest.raises(OSError, match="No space left on device") as info:
+        require_free_space(out, 10)
+    assert info.value.errno == 28
+    writer = AnnDataWriter(out, var=pd.DataFrame(index=["ENSG00000000003"]))
+    with pytest.raises(OSError, match="MiB free"):
+        writer.append(np.array(["a"]), pa.table({}), sp.csr_matrix(np.ones((1, 1), dtype=np.float32)))
+    writer.abort()
+    assert os.listdir(tmp_path) == []

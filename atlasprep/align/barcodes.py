@@ -44,6 +44,7 @@ import mudata as md  # type: ignore[import-untyped, unused-ignore]
 import numpy as np
 import pandas as pd
 
+from atlasprep.align._output import stored_bytes, write_output
 from atlasprep.align.modalities import FLAGS, LoadedModality, Modality, load_modalities
 from atlasprep.errors import (
     AtlasprepError,
@@ -53,7 +54,6 @@ from atlasprep.errors import (
     SourceError,
     UsageError,
 )
-from atlasprep.slice.writer import sweep_stale_temps
 
 __all__ = [
     "MIN_CORE_LENGTH",
@@ -510,10 +510,4 @@ def _build_mudata(
 
 
 def _write_h5mu(mdata: Any, out: Path) -> None:
-    sweep_stale_temps(out)  # a crashed run's leftover
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    try:
-        md.write_h5mu(tmp, mdata)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_output(out, lambda tmp: md.write_h5mu(tmp, mdata), n_bytes=stored_bytes(mdata))

@@ -40,7 +40,6 @@ of the same organ — else from the section's own µm coordinates (as mm) with z
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from atlasprep.align._output import stored_bytes, write_output
 from atlasprep.align.organ import (
     Crosswalk,
     ReferenceOrgan,
@@ -62,7 +62,7 @@ from atlasprep.align.organ import (
 )
 from atlasprep.align.rui import Registration, iri_fragment, read_registration
 from atlasprep.errors import InputFormatError, OutputExistsError, SourceError, UsageError
-from atlasprep.slice.writer import format_of, remove_path, sweep_stale_temps
+from atlasprep.slice.writer import format_of
 
 __all__ = [
     "ALL_TERMS_COLUMN",
@@ -494,21 +494,14 @@ def register_section(
 
 
 def _write(adata: ad.AnnData, out: Path) -> None:
-    sweep_stale_temps(out)  # a crashed run's leftover
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    remove_path(tmp)
-    try:
+    def write(tmp: Path) -> None:
         if format_of(out) == "zarr":
             with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False):  # as slice writes
                 adata.write_zarr(tmp)
         else:
             adata.write_h5ad(tmp)
-        if out.is_dir():  # a zarr store; a file is replaced atomically by os.replace
-            remove_path(out)
-        os.replace(tmp, out)
-    except BaseException:
-        remove_path(tmp)
-        raise
+
+    write_output(out, write, n_bytes=stored_bytes(adata))
 
 
 def ccf_command_impl(

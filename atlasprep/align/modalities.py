@@ -14,12 +14,18 @@ What each kind of file gives for the requested modality (``rna``, ``atac`` or ``
   or as DataFrame columns); otherwise X.
 
 Whenever ``var["feature_types"]`` mixes types, only the requested type is kept.
+
+Each modality's features must then look like what its flag says (:func:`feature_kind`): peaks for
+``--atac``, genes for ``--rna``, antibodies for ``--protein``. A swap (``--rna f.h5mu:atac``) is
+refused; features that look like nothing in particular (``g0``, ``feature_1``) pass.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,15 +43,18 @@ from anndata.io import read_elem
 
 from atlasprep.align.tenx import FeatureType, is_10x_dir, is_10x_tar, read_10x, select_feature_type
 from atlasprep.errors import InputFormatError, SourceError
+from atlasprep.reference.genes import GENE_ANNOTATIONS, gene_table
 
 __all__ = [
     "FEATURE_TYPES",
     "FLAGS",
     "H5MU_NAMES",
+    "FeatureKind",
     "InputKind",
     "LoadedModality",
     "Modality",
     "ModalityInput",
+    "feature_kind",
     "load_modalities",
     "load_modality",
     "parse_input",
@@ -69,6 +78,22 @@ H5MU_NAMES: dict[Modality, tuple[str, ...]] = {
 }
 PROTEIN_OBSM = "protein_expression"
 PROTEIN_NAMES = "protein_names"
+
+FeatureKind = Literal["peaks", "genes", "antibodies"]
+_KIND: dict[Modality, FeatureKind] = {"rna": "genes", "atac": "peaks", "prot": "antibodies"}
+_KIND_OF_TYPE: dict[str, FeatureKind] = {v: _KIND[k] for k, v in FEATURE_TYPES.items()}
+_KIND_WORDS: dict[FeatureKind, str] = {
+    "peaks": "ATAC peaks",
+    "genes": "RNA genes",
+    "antibodies": "antibodies (protein)",
+}
+_FLAG_OF_KIND: dict[FeatureKind, str] = {_KIND[m]: flag for m, flag in FLAGS.items()}
+# names: chr1:100-200, chr1-100-200, chr1_100_200, GL000194.1:100-200
+_PEAK_NAME = re.compile(r"^[A-Za-z0-9_.]+[:_-]\d+[-_:]\d+$")
+_ENSEMBL_GENE = re.compile(r"^ENS[A-Z]*G\d{6,}(?:\.\d+)?$")
+_ANTIBODY_NAME = re.compile(r"totalseq|^adt[_-]|[_-]adt$", re.IGNORECASE)
+_NAME_SAMPLE = 2_000  # names looked at, spread over the features
+_PANEL_MAX = 1_000  # more features than any antibody panel: a majority of gene symbols is RNA
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +182,8 @@ def load_modalities(specs: Mapping[Modality, str | os.PathLike[str]]) -> dict[Mo
             adata, source = _load_anndata(inp)
         if adata.n_obs == 0:
             raise InputFormatError(f"{inp.flag} {source}: no cells")
+        if inp.kind != "10x":  # a 10x matrix was split by its own feature types
+            _check_feature_kind(adata, modality, f"{inp.flag} {source}")
         loaded[modality] = LoadedModality(input=inp, adata=adata, source=source)
         log.info("%s: %d cells × %d features from %s", modality, adata.n_obs, adata.n_vars, source)
     return loaded
@@ -266,3 +293,57 @@ def _only_feature_type(adata: ad.AnnData, modality: Modality, source: str) -> ad
     if types.nunique() > 1 and (types == wanted).any():
         return select_feature_type(adata, wanted, where=source)
     return adata
+
+
+def feature_kind(
+    var: pd.DataFrame, names: pd.Index, *, symbols: bool = False
+) -> tuple[FeatureKind | None, str]:
+    """What a modality's features look like, with the evidence, by a majority of up to 2,000
+    features spread over them: ``var["feature_types"]`` when present, else the names (genomic
+    intervals are peaks, Ensembl gene IDs genes, TotalSeq/ADT names antibodies; with ``symbols``,
+    GENCODE gene symbols are genes too). None when nothing stands out."""
+    n = len(names)
+    if n == 0:
+        return None, ""
+    take = np.unique(np.linspace(0, n - 1, min(n, _NAME_SAMPLE)).astype(np.int64))
+    if "feature_types" in var.columns:
+        types = var["feature_types"].iloc[take].astype(str).value_counts()
+        kind = _KIND_OF_TYPE.get(str(types.index[0]))
+        if kind is not None and types.iloc[0] * 2 > len(take):
+            return kind, f"var['feature_types'] is {types.index[0]!r}"
+    sample = pd.Series(names[take].astype(str))
+    tests: list[tuple[FeatureKind, Any, str]] = [
+        ("peaks", _PEAK_NAME, "genomic intervals"),
+        ("genes", _ENSEMBL_GENE, "Ensembl gene IDs"),
+        ("antibodies", _ANTIBODY_NAME, "antibody names"),
+    ]
+    for kind, pattern, what in tests:
+        hits = sample.str.contains(pattern)
+        if hits.sum() * 2 > len(sample):
+            return kind, f"{what} such as {', '.join(sample[hits].head(2))}"
+    if symbols:
+        hits = sample.str.upper().isin(_gene_symbols())
+        if hits.sum() * 2 > len(sample):
+            return "genes", f"gene symbols such as {', '.join(sample[hits].head(2))}"
+    return None, ""
+
+
+@functools.cache
+def _gene_symbols() -> pd.Index:
+    """Upper-cased GENCODE symbols of every organism atlasprep ships."""
+    names = [gene_table(o).genes["feature_name"].str.upper() for o in GENE_ANNOTATIONS]
+    return pd.Index(pd.concat(names).unique())
+
+
+def _check_feature_kind(adata: ad.AnnData, modality: Modality, where: str) -> None:
+    """Refuse a modality whose features look like another one's (``--rna`` given peaks)."""
+    expected = _KIND[modality]
+    # symbols only tell genes from peaks, or from a panel far larger than any antibody panel
+    symbols = modality == "atac" or (modality == "prot" and adata.n_vars > _PANEL_MAX)
+    kind, evidence = feature_kind(adata.var, adata.var_names, symbols=symbols)
+    if kind is None or kind == expected:
+        return
+    raise InputFormatError(
+        f"{where}: its {adata.n_vars:,} features look like {_KIND_WORDS[kind]} ({evidence}), not "
+        f"{_KIND_WORDS[expected]}; were the inputs swapped? Pass it as {_FLAG_OF_KIND[kind]}"
+    )

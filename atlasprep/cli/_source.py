@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from atlasprep.errors import UsageError
 from atlasprep.sources import CellFilter
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "Tissue",
     "TissueGeneral",
     "Where",
+    "as_flags",
     "cell_filter",
 ]
 
@@ -111,7 +117,14 @@ AllData = Annotated[
 ]
 Where = Annotated[
     str | None,
-    typer.Option("--where", help="A raw SOMA value filter, ANDed to the rest.", rich_help_panel=FILTERS),
+    typer.Option(
+        "--where",
+        help=(
+            "A filter on obs columns (SOMA value-filter grammar: comparisons, in, not in, and/or/not, "
+            "parentheses), ANDed to the rest; parsed, never evaluated."
+        ),
+        rich_help_panel=FILTERS,
+    ),
 ]
 MaxCells = Annotated[
     int | None,
@@ -148,3 +161,35 @@ def cell_filter(
         primary_only=not all_data,
         where=where,
     )
+
+
+# config fields whose flag is not "--" + the field with dashes
+_FLAGS = {
+    "shard_bytes": "--shard-size",
+    "segment_max_len": "--max-len",
+    "genes_file": "--genes",
+    "inputs": "--input",
+    "layer": "--counts-layer",
+    "shuffle": "--no-shuffle",
+    "format": "--format",
+}
+# a refusal names its field first: ``shard_cells = 0: …`` (quoted text after it is left alone)
+_FIELD = re.compile(r"^([a-z][a-z0-9_]*) = ")
+
+
+@contextmanager
+def as_flags(*configs: type) -> Iterator[None]:
+    """A config's refusal (``shard_cells = 0: must be at least 1``) in the command line's words
+    (``--shard-cells 0: must be at least 1``): the library names its fields, the CLI its flags."""
+    names = {f.name for config in configs for f in dataclasses.fields(config)}
+    try:
+        yield
+    except UsageError as exc:
+
+        def flag(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in names:
+                return match.group(0)
+            return f"{_FLAGS.get(name, '--' + name.replace('_', '-'))} "
+
+        raise UsageError(_FIELD.sub(flag, str(exc))) from None

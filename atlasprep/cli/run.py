@@ -47,11 +47,13 @@ def run_command(
         raise UsageError(f"--executor {executor!r}: choose local or dask")
     if executor == "local" and (scheduler or workers):
         raise UsageError("--scheduler and --workers need --executor dask")
+    # every check of a run before anything is opened or written (the runner starts nothing
+    # yet): a dry run makes them all too
+    runner = DaskRunner(scheduler=scheduler, workers=workers) if executor == "dask" else None
     plan = plan_recipe(load_recipe(recipe, tuple(overrides), out))
     if dry_run:
         _show_plan(plan, as_json)
         return
-    runner = DaskRunner(scheduler=scheduler, workers=workers) if executor == "dask" else None
     bars: list[CellProgress] = []
 
     def progress(stage: str) -> ProgressCallback:

@@ -102,36 +102,37 @@ def slice_command(
         False, "--json", help="Print one JSON document on stdout.", rich_help_panel=_OUTPUT
     ),
 ) -> None:
-    config = SliceConfig(
-        census=census,
-        census_uri=census_uri,
-        inputs=tuple(str(p) for p in inputs or ()),
-        organism=organism,
-        filter=opt.cell_filter(
-            cell_type=cell_type,
-            tissue=tissue,
-            tissue_general=tissue_general,
-            assay=assay,
-            disease=disease,
-            sex=sex,
-            development_stage=development_stage,
-            dataset_id=dataset_id,
-            donor_id=donor_id,
-            exact=exact,
-            all_data=all_data,
-            where=where,
-        ),
-        max_cells=max_cells,
-        per_group=_per_group(per_group),
-        seed=seed,
-        genes_file=genes,
-        out=out,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        by=tuple(by),
-        allow_empty=allow_empty,
-        overwrite=overwrite,
-    )
+    with opt.as_flags(SliceConfig):  # the config checks the values; the message names the flag
+        config = SliceConfig(
+            census=census,
+            census_uri=census_uri,
+            inputs=tuple(str(p) for p in inputs or ()),
+            organism=organism,
+            filter=opt.cell_filter(
+                cell_type=cell_type,
+                tissue=tissue,
+                tissue_general=tissue_general,
+                assay=assay,
+                disease=disease,
+                sex=sex,
+                development_stage=development_stage,
+                dataset_id=dataset_id,
+                donor_id=donor_id,
+                exact=exact,
+                all_data=all_data,
+                where=where,
+            ),
+            max_cells=max_cells,
+            per_group=_per_group(per_group),
+            seed=seed,
+            genes_file=genes,
+            out=out,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            by=tuple(by),
+            allow_empty=allow_empty,
+            overwrite=overwrite,
+        )
     if census == "demo":
         from atlasprep._cache import cache_dir
         from atlasprep.demo import DEMO_N_CELLS, DEMO_VERSION

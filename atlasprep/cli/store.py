@@ -36,11 +36,11 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     plot: Path | None = typer.Option(None, "--plot", help="Also draw the summary into this PNG file."),
 ) -> None:
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot}: give a .png file name")
     columns = by or [c for c in DEFAULT_COMPOSITION if c in stored_columns(store)]
     summary = inspect_store(store, columns=columns)
     if plot is not None:
-        if plot.suffix.lower() != ".png":
-            raise UsageError(f"--plot {plot}: give a .png file name")
         plot_summary(summary, plot, title=str(store))
         err_console.print(f"plot written to {plot}")
     if as_json:

@@ -125,10 +125,6 @@ def tokenize_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a complete store."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as one JSON document."),
 ) -> None:
-    if store_format not in ("arrow", "zarr"):
-        raise UsageError(f"--format {store_format!r}: choose arrow or zarr")
-    if scheme not in ("rank", "bin", "raw"):
-        raise UsageError(f"--scheme {scheme!r}: choose rank, bin or raw")
     held: list[str] = []
     for item in holdout:
         column, sep, value = item.partition("=")
@@ -137,61 +133,63 @@ def tokenize_command(
         split_by = split_by or column
         held.append(value)
     budgets, segment_names, input_specs = _multimodal(max_len, modalities, targets, inputs)
-    source = SliceConfig(
-        census=census,
-        census_uri=census_uri,
-        inputs=input_specs,
-        organism=organism,
-        layer=counts_layer,
-        filter=opt.cell_filter(
-            cell_type=cell_type,
-            tissue=tissue,
-            tissue_general=tissue_general,
-            assay=assay,
-            disease=disease,
-            sex=sex,
-            development_stage=development_stage,
-            dataset_id=dataset_id,
-            donor_id=donor_id,
-            exact=exact,
-            all_data=all_data,
-            where=where,
-        ),
-        max_cells=max_cells,
-        seed=seed,
-        batch_size=batch_size,
-    )
-    config = TokenizeConfig(
-        source=source,
-        out=out,
-        scheme=scheme,  # type: ignore[arg-type]
-        max_len=budgets.pop("rna"),
-        segment_max_len=tuple(budgets.items()),
-        modalities=segment_names,
-        targets=tuple(t for t in targets.split(",") if t),
-        n_bins=n_bins,
-        n_hvg=n_hvg,
-        token_dictionary=token_dictionary,
-        gene_medians=gene_medians,
-        gene_mapping=gene_mapping,
-        special_tokens=special_tokens,
-        min_gene_match=min_gene_match,
-        gene_column=gene_column,
-        n_counts_column=None if n_counts_column.lower() == "none" else n_counts_column,
-        assume_normalized=assume_normalized,
-        drop_empty=drop_empty,
-        context=tuple(c for c in context.split(",") if c),
-        format=store_format,  # type: ignore[arg-type]
-        obs_columns=tuple(c for c in obs_columns.split(",") if c),
-        shard_cells=shard_cells or _D.shard_cells,
-        shard_bytes=_shard_bytes(shard_size, shard_cells),
-        shuffle=not no_shuffle,
-        seed=seed,
-        split_by=split_by,
-        split=_fractions(split),
-        holdout=tuple(held),
-        overwrite=overwrite,
-    )
+    # the values go to the configs as given: they check them (and the message names the flag)
+    with opt.as_flags(SliceConfig, TokenizeConfig):
+        source = SliceConfig(
+            census=census,
+            census_uri=census_uri,
+            inputs=input_specs,
+            organism=organism,
+            layer=counts_layer,
+            filter=opt.cell_filter(
+                cell_type=cell_type,
+                tissue=tissue,
+                tissue_general=tissue_general,
+                assay=assay,
+                disease=disease,
+                sex=sex,
+                development_stage=development_stage,
+                dataset_id=dataset_id,
+                donor_id=donor_id,
+                exact=exact,
+                all_data=all_data,
+                where=where,
+            ),
+            max_cells=max_cells,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        config = TokenizeConfig(
+            source=source,
+            out=out,
+            scheme=scheme,  # type: ignore[arg-type]
+            max_len=budgets.pop("rna"),
+            segment_max_len=tuple(budgets.items()),
+            modalities=segment_names,
+            targets=_names(targets),
+            n_bins=n_bins,
+            n_hvg=n_hvg,
+            token_dictionary=token_dictionary,
+            gene_medians=gene_medians,
+            gene_mapping=gene_mapping,
+            special_tokens=special_tokens,
+            min_gene_match=min_gene_match,
+            gene_column=gene_column,
+            n_counts_column=None if n_counts_column.lower() == "none" else n_counts_column,
+            assume_normalized=assume_normalized,
+            drop_empty=drop_empty,
+            context=_names(context),
+            format=store_format,  # type: ignore[arg-type]
+            obs_columns=_names(obs_columns),
+            shard_cells=_D.shard_cells if shard_cells is None else shard_cells,
+            shard_bytes=None if shard_size is None else parse_size(shard_size),
+            shuffle=not no_shuffle,
+            seed=seed,
+            split_by=split_by,
+            split=_fractions(split),
+            holdout=tuple(held),
+            overwrite=overwrite,
+        )
     with CellProgress("tokenize") as progress:
         result = tokenize_cells(config, progress=progress)
     coverage = result.manifest["coverage"]
@@ -208,6 +206,11 @@ def tokenize_command(
             f"{result.manifest['n_cells']} cells -> {len(result.manifest['shards'])} shards in {out} "
             f"({', '.join(f'{k} {v}' for k, v in splits.items())}; {result.seconds:.1f} s)"
         )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``a,b`` as names; an empty name (``a,,b``) goes to the config, which refuses it."""
+    return tuple(name.strip() for name in text.split(",")) if text.strip() else ()
 
 
 def _multimodal(
@@ -237,12 +240,3 @@ def _multimodal(
         raise UsageError(f"--max-len names {', '.join(sorted(unknown))}, not in --modalities")
     rna = specs[0] if ":" in specs[0] else f"{specs[0]}:rna"
     return budgets, names[1:], (rna,)
-
-
-def _shard_bytes(size: str | None, shard_cells: int | None) -> int | None:
-    """``--shard-size 256MB`` in bytes; not together with ``--shard-cells``."""
-    if size is None:
-        return None
-    if shard_cells is not None:
-        raise UsageError("give --shard-cells or --shard-size, not both")
-    return parse_size(size)

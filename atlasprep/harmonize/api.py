@@ -9,12 +9,12 @@ report, with its cell or gene counts.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from atlasprep import __version__
-from atlasprep.errors import IncompleteMappingError, InputFormatError, UsageError
+from atlasprep._io import atomic_output, write_json_atomic
+from atlasprep.errors import IncompleteMappingError, InputFormatError, OutputExistsError, UsageError
 from atlasprep.harmonize.genes import GeneMapping, map_genes
 from atlasprep.harmonize.labels import (
     ORGANISM_TERMS,
@@ -37,9 +38,10 @@ from atlasprep.harmonize.labels import (
     value_counts,
 )
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions, term_label, tissue_general
-from atlasprep.slice.writer import AnnDataWriter
+from atlasprep.slice.writer import AnnDataWriter, format_of
 from atlasprep.sources import ProgressCallback
 from atlasprep.sources.anndata import AnnDataSource
+from atlasprep.sources.counts import check_counts, counts_where
 
 __all__ = ["PLAIN_FIELDS", "HarmonizeConfig", "HarmonizeReport", "harmonize"]
 
@@ -165,19 +167,27 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
                 + (f" (listed in {config.report})" if config.report else " (--report FILE lists them)")
                 + "; add them to a --mapping table, or drop --strict"
             )
-        raw_counts = _stream(config, source, _new_obs(obs, columns), genes, report, progress)
+        return _stream(config, source, _new_obs(obs, columns), genes, report, progress, started=started)
     finally:
         source.close()
-    report = replace(report, raw_counts=raw_counts, seconds=time.perf_counter() - started)
-    _write_report(config, report)
-    return report
 
 
 def _write_report(config: HarmonizeConfig, report: HarmonizeReport) -> None:
     if config.report is not None:
-        tmp = config.report.with_name(f".{config.report.name}.tmp-{os.getpid()}")
+        write_json_atomic(config.report, report.to_json(), sort_keys=False)
+
+
+@contextlib.contextmanager
+def _report_output(config: HarmonizeConfig, report: HarmonizeReport) -> Iterator[None]:
+    """Write the report under a temporary name for the block (that renames the output into place),
+    then rename it too: a report that cannot be written leaves no output, and no report is left by
+    an output that failed."""
+    if config.report is None:
+        yield
+        return
+    with atomic_output(config.report, hidden=True) as tmp:
         tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        tmp.replace(config.report)
+        yield
 
 
 def _check(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str]]:
@@ -197,7 +207,39 @@ def _check(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str]]:
         sets[field] = value
     if not config.input.exists():
         raise UsageError(f"{config.input}: no such file")
+    _check_outputs(config)
     return maps, sets
+
+
+def _check_outputs(config: HarmonizeConfig) -> None:
+    """The output and the report, refused before any work: each names a file whose directory
+    exists, neither is the input or the other, and the output is new unless ``overwrite``."""
+    if config.batch_size < 1:
+        raise UsageError(f"batch_size = {config.batch_size}: must be at least 1")
+    out = config.out
+    format_of(out)
+    if out.exists() and not config.overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    if _same_file(out, config.input):
+        raise UsageError(f"--out {out} is the input; write the harmonized file elsewhere")
+    report = config.report
+    if report is None:
+        return
+    if report.is_dir():
+        raise UsageError(
+            f"--report {report}: is a directory; give a file name, e.g. {report / 'report.json'}"
+        )
+    if not report.parent.is_dir():
+        raise UsageError(f"--report {report}: directory {report.parent} does not exist")
+    for other, what in ((out, "--out"), (config.input, "the input")):
+        if _same_file(report, other):
+            raise UsageError(f"--report {report} is {what}; give the report its own file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
 
 
 def _known(field: str, allowed: tuple[str, ...], option: str) -> None:
@@ -309,11 +351,16 @@ def _stream(
     genes: GeneMapping,
     report: HarmonizeReport,
     progress: ProgressCallback | None,
-) -> dict[str, Any]:
-    """X through the gene mapping into the output, batch by batch; returns the counts check."""
+    *,
+    started: float,
+) -> HarmonizeReport:
+    """X through the gene mapping into the output, batch by batch, then the report beside it;
+    returns the report with the counts check. Negative or non-finite counts are refused."""
     n = source.n_cells
-    writer = AnnDataWriter(config.out, var=genes.var, overwrite=config.overwrite)
-    non_integer = negative = 0
+    where = counts_where(source.info)
+    # the input's counts are checked here, before the gene sums: the writer need not again
+    writer = AnnDataWriter(config.out, var=genes.var, overwrite=config.overwrite, counts=None)
+    non_integer = 0
     try:
         positions = np.arange(n, dtype=np.int64)
         done = 0
@@ -321,10 +368,8 @@ def _stream(
             positions, var_positions=None, batch_size=config.batch_size, obs_columns=[]
         )
         for batch in batches:
+            non_integer += check_counts(batch.X, where=where).n_fractional
             X = sp.csr_matrix(batch.X @ genes.collapse, dtype=np.float32)
-            data = batch.X.data
-            non_integer += int(np.count_nonzero(data != np.round(data)))
-            negative += int(np.count_nonzero(data < 0))
             rows = obs.iloc[done : done + batch.n_cells]
             writer.append(batch.cell_ids, _arrow(rows), X)
             done += batch.n_cells
@@ -333,24 +378,26 @@ def _stream(
         counts = {
             "matrix": source.info.extra["matrices"][0],
             "integer": non_integer == 0,
-            "non_negative": negative == 0,
+            "non_negative": True,  # anything else was refused
             "non_integer_values": non_integer,
-            "negative_values": negative,
+            "negative_values": 0,
         }
         summary = replace(report, raw_counts=counts).to_json()
         for field in summary["fields"].values():  # the per-value lists stay in --report
             field.pop("mapped")
             field.pop("unmapped")
-        writer.finish(
-            {
-                "organism_ontology_term_id": ORGANISM_TERMS[genes.organism],
-                "atlasprep": {"harmonize": json.loads(json.dumps(summary))},
-            }
-        )
+        report = replace(report, raw_counts=counts, seconds=time.perf_counter() - started)
+        with _report_output(config, report):
+            writer.finish(
+                {
+                    "organism_ontology_term_id": ORGANISM_TERMS[genes.organism],
+                    "atlasprep": {"harmonize": json.loads(json.dumps(summary))},
+                }
+            )
     except BaseException:
         writer.abort()
         raise
-    return counts
+    return report
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:

@@ -7,12 +7,17 @@ command line can, and nothing it cannot::
     [source]      # where cells come from: census | census_uri | inputs, organism, max_cells, …
     [filter]      # which cells: cell_type, tissue, tissue_general, assay, disease, …, all_data
     [harmonize]   # optional: map = {column = "field"}, set = {field = "value"}, mapping, …
-    [slice]       # optional: out = "cells.h5ad" (an AnnData slice next to the store)
+    [slice]       # optional: out = "cells.h5ad" (an AnnData slice next to the store), max_cells, …
     [tokenize]    # optional: scheme, max_len, context, split_by, split, format, shard_size, …
 
 Every key is checked: an unknown one is an error naming the file, the table and the key, with
-the closest valid key. Relative paths are relative to the recipe file. ``--set table.key=value``
-overrides one value (parsed as a TOML value, else taken as a string).
+the closest valid key. The files a recipe reads (inputs, census_uri, dictionaries, mappings)
+are relative to the recipe file, or absolute (a local Census copy). What it writes stays inside
+the run's output directory: an output it names (``[slice] out``) is relative to that directory,
+and an absolute path, a ``..`` or a symlink leading out of it is refused. The values are checked
+when :func:`atlasprep.run.plan_recipe` builds the stages' configs, before anything runs or is
+opened. ``--set table.key=value`` overrides one value (parsed as a TOML value, else taken as a
+string).
 """
 
 from __future__ import annotations
@@ -56,7 +61,14 @@ _TABLES: dict[str, tuple[type, frozenset[str], frozenset[str]]] = {
         frozenset({"input", "out", "overwrite", "report", "maps", "sets", "batch_size"}),
         frozenset({"map", "set"}),
     ),
-    "slice": (SliceConfig, frozenset(), frozenset({"out"})),
+    "slice": (  # the slice stage's own sampling and output; the cells come from [source], [filter]
+        SliceConfig,
+        frozenset(
+            {"census", "census_uri", "inputs", "organism", "layer", "filter", "genes_file", "out"}
+            | {"dry_run", "by", "overwrite"}
+        ),
+        frozenset({"out"}),
+    ),
     "tokenize": (
         TokenizeConfig,
         frozenset({"source", "out", "overwrite", "shard_bytes"}),
@@ -114,6 +126,9 @@ def load_recipe(path: Path, overrides: tuple[str, ...] = (), out: Path | None = 
     if "tokenize" not in tables and "slice" not in tables and "harmonize" not in tables:
         raise RecipeError(f"{path}: a recipe needs at least one of [harmonize], [slice], [tokenize]")
     name = str(data.get("name") or path.stem)
+    if any(sep in name for sep in ("/", "\\", "\x00")) or name in (".", ".."):
+        # the default output directory is out/<name>, beside the recipe: a name is no path
+        raise RecipeError(f"{path}: name = {name!r}: a name, not a path (no '/', '\\' or '..')")
     base = Path(str(data.get("out") or f"out/{name}"))
     return Recipe(
         path=path,
@@ -192,8 +207,14 @@ def _extra_value(path: Path, table: str, key: str, value: Any) -> Any:
         return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
     if key in ("all_data",):
         return _coerce(path, table, key, value, bool)
-    if key == "out" or key == "genes":
+    if key == "genes":
         return _coerce(path, table, key, value, Path)
+    if key == "out":  # an output: relative to the run's directory (the pipeline checks it stays inside)
+        if not isinstance(value, str) or not value:
+            raise RecipeError(
+                f"{path}: [{table}] {key} must be a path string, relative to the output directory"
+            )
+        return value
     return _coerce(path, table, key, value, str)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from atlasprep._io import atomic_output
 from atlasprep.shard.store import StoreSummary
 
 __all__ = ["plot_summary"]
@@ -61,11 +62,11 @@ def plot_summary(summary: StoreSummary, path: Path, *, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_output(Path(path), hidden=True) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    finally:
+        plt.close(fig)
 
 
 def _short(value: str, width: int = 40) -> str:

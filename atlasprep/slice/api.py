@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import numbers
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,7 @@ import pandas as pd
 from atlasprep import __version__
 from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
-from atlasprep.slice.writer import AnnDataWriter, format_of
+from atlasprep.slice.writer import AnnDataWriter, StoreFormat
 from atlasprep.sources import (
     AnnDataSource,
     CellFilter,
@@ -27,12 +29,58 @@ from atlasprep.sources import (
     resolve_filter,
     sample_positions,
 )
+from atlasprep.sources.counts import counts_where
 
 __all__ = ["DEFAULT_BATCH_SIZE", "SliceConfig", "SliceResult", "open_source", "slice_cells"]
 
 log = logging.getLogger("atlasprep.slice")
 
 DEFAULT_BATCH_SIZE = 4_096
+MAX_SEED = 2**64 - 1  # seeds reach numpy's generators and the bin kernel's uint64 mixing
+
+
+# Checks of config values, shared by the configs of every stage. A message names the field, its
+# value and the valid range: "shard_cells = 0: must be at least 1"; the CLI and the recipe
+# loader turn the field into their own name for it (--shard-cells, [tokenize] shard_cells).
+
+
+def invalid(name: str, value: object, rule: str) -> UsageError:
+    """The error for a config field ``name`` holding ``value``, which breaks ``rule``."""
+    return UsageError(f"{name} = {value!r}: {rule}")
+
+
+def check_int(name: str, value: object, *, at_least: int, at_most: int | None = None) -> None:
+    """``value`` is a whole number (not a bool) in ``at_least`` … ``at_most``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise invalid(name, value, "must be a whole number")
+    if int(value) < at_least:
+        raise invalid(name, value, f"must be at least {at_least}")
+    if at_most is not None and int(value) > at_most:
+        raise invalid(name, value, f"must be at most {at_most}")
+
+
+def check_fraction(name: str, value: object) -> None:
+    """``value`` is a finite number in 0 … 1."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= float(value) <= 1:
+        raise invalid(name, value, "must be a number between 0 and 1")  # NaN too
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
+    options = tuple(choices)
+    if value not in options:
+        raise invalid(name, value, f"choose one of {', '.join(map(repr, options))}")
+
+
+def check_names(name: str, values: object) -> None:
+    """``values`` is a tuple of non-empty names (obs columns, modalities)."""
+    if not isinstance(values, tuple) or not all(isinstance(v, str) and v.strip() for v in values):
+        raise invalid(name, values, "each name must be a non-empty string")
+
+
+def check_name(name: str, value: object) -> None:
+    """``value`` is None or a non-empty name."""
+    if value is not None and not (isinstance(value, str) and value.strip()):
+        raise invalid(name, value, "must be a non-empty name (or left out)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +103,36 @@ class SliceConfig:
     by: tuple[str, ...] = ()
     allow_empty: bool = False
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        """Every value checked here, once, before any work: the CLI, recipes and the Python API
+        refuse the same values with the same message."""
+        named = [
+            f"{k} = {v!r}"
+            for k, v in (("census", self.census), ("census_uri", self.census_uri), ("inputs", self.inputs))
+            if v
+        ]
+        if len(named) > 1:
+            raise UsageError(f"{' and '.join(named)}: name exactly one source")
+        check_name("census", self.census)
+        check_name("census_uri", self.census_uri)
+        check_names("inputs", self.inputs)
+        check_name("layer", self.layer)
+        if not isinstance(self.organism, str) or not self.organism.strip():
+            raise invalid("organism", self.organism, "name an organism, e.g. 'Homo sapiens'")
+        check_int("batch_size", self.batch_size, at_least=1)
+        if self.max_cells is not None:
+            check_int("max_cells", self.max_cells, at_least=1)
+        if self.per_group is not None:
+            column, count = self.per_group
+            if not (isinstance(column, str) and column.strip()):
+                raise invalid("per_group", self.per_group, "name an obs column, e.g. ('cell_type', 500)")
+            if not isinstance(count, numbers.Integral) or isinstance(count, bool) or int(count) < 1:
+                raise invalid("per_group", self.per_group, "the cells per group must be at least 1")
+        check_int("seed", self.seed, at_least=0, at_most=MAX_SEED)
+        check_names("by", self.by)
+        if self.out is not None and self.out.suffix.lstrip(".") not in get_args(StoreFormat):
+            raise invalid("out", str(self.out), "the name must end in .h5ad or .zarr")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,7 +243,10 @@ def _write(
     """Stream the cells into the store; on any failure nothing is left behind."""
     assert config.out is not None
     writer = AnnDataWriter(
-        config.out, var=var.drop(columns=["soma_joinid"], errors="ignore"), overwrite=config.overwrite
+        config.out,
+        var=var.drop(columns=["soma_joinid"], errors="ignore"),
+        overwrite=config.overwrite,
+        counts=counts_where(source.info),
     )
     try:
         done = 0
@@ -186,16 +267,11 @@ def _write(
 
 
 def _check(config: SliceConfig) -> None:
-    if config.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    if config.max_cells is not None and config.max_cells < 1:
-        raise UsageError("--max-cells must be at least 1")
-    if config.per_group is not None and config.per_group[1] < 1:
-        raise UsageError("--per-group COLUMN=N needs N >= 1")
+    """What depends on the file system, checked when the slice starts (values were checked when
+    the config was made)."""
     if not config.dry_run:
         if config.out is None:
             raise UsageError("--out PATH.h5ad|PATH.zarr is required (or pass --dry-run)")
-        format_of(config.out)
         if config.out.exists() and not config.overwrite:
             raise OutputExistsError(f"{config.out} exists; pass --overwrite to replace it")
 

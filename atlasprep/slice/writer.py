@@ -3,14 +3,29 @@
 X rows are appended to an on-disk CSR as batches arrive; obs rows are spilled to an Arrow
 IPC file beside the output and written column by column at the end, so peak memory is one
 batch plus one obs column, never the slice. Everything goes to ``<out>.tmp-<pid>`` first and
-is renamed into place only when complete.
+is renamed into place only when complete; a failure (a bad batch, permission denied, a full
+disk) leaves neither the output nor a temporary file.
+
+A full disk must never reach HDF5 while it writes. When a dataset's close fails to flush its
+chunk cache (ENOSPC), HDF5 frees the dataset but keeps its ID; the next close of the file, or
+HDF5's own clean-up at interpreter exit, closes that ID again: a segmentation fault (seen with
+h5py 3.16 / HDF5 2.0.0, reproduced by slicing onto a 3 MiB tmpfs). h5py only prints a warning
+when such a close fails while an object is garbage-collected, so the data would also be lost
+without an error. So before each h5ad write the free space is compared with what the write
+needs (the values are stored uncompressed: their bytes, plus chunk and metadata slack), and a
+batch that would not fit is refused with ENOSPC before HDF5 sees it; on abort the temporary
+file is truncated before HDF5 closes it, so that its last flush finds room. A disk that another
+process fills during one batch's write can still reach HDF5 (turning off the chunk cache or
+writing through Python file objects would avoid that, but changes the bytes of every h5ad).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -24,14 +39,20 @@ import scipy.sparse as sp
 import zarr
 from anndata.io import sparse_dataset, write_elem
 
-from atlasprep.errors import OutputExistsError, UsageError
+from atlasprep._io import remove_path, sweep_stale_temps, temp_path
+from atlasprep.errors import AtlasprepError, OutputExistsError, UsageError
+from atlasprep.sources.counts import check_counts
 
-__all__ = ["AnnDataWriter", "StoreFormat", "format_of", "remove_path", "sweep_stale_temps"]
+__all__ = ["AnnDataWriter", "StoreFormat", "format_of", "os_error_at", "require_free_space"]
 
 log = logging.getLogger("atlasprep.slice")
 
 StoreFormat = Literal["h5ad", "zarr"]
 _ID_COLUMN = "_index"
+# room an h5ad write needs beyond its values' bytes: partial chunks (2**16 values) of
+# data/indices/indptr, HDF5 metadata, the obs spill's framing
+_SLACK_BYTES = 8 * 2**20
+_ERRNO_IN_TEXT = re.compile(r"errno\s*=?\s*\[?(\d+)", re.IGNORECASE)
 
 
 def format_of(path: Path) -> StoreFormat:
@@ -42,61 +63,120 @@ def format_of(path: Path) -> StoreFormat:
     raise UsageError(f"--out {path}: the name must end in .h5ad or .zarr")
 
 
-def remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def os_error_at(exc: BaseException, path: Path) -> OSError | None:
+    """An OS failure inside a writing library (h5py, pyarrow, zarr) as a plain ``OSError`` naming
+    ``path``, the output the user asked for, not the temporary name written (h5py and pyarrow
+    put the errno inside a long message and name no file). None when ``exc`` is no ``OSError``
+    and its message holds no errno (a bug, to surface as it is)."""
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    if not code:
+        found = _ERRNO_IN_TEXT.search(str(exc))
+        code = int(found.group(1)) if found else None
+    if not code:
+        return exc if isinstance(exc, OSError) else None
+    # a builtin error's (or our own) strerror is plain; a library's is its whole message
+    plain = exc.strerror if isinstance(exc, OSError) and exc.filename is not None else None
+    return OSError(code, plain or os.strerror(code), str(path))
 
 
-def _pid_alive(pid: int) -> bool:
+def require_free_space(path: Path, n_bytes: int) -> None:
+    """Refuse (``OSError`` ENOSPC naming ``path``) a write of about ``n_bytes`` into ``path``'s
+    directory that the free space there would not hold, before any of it is written."""
+    need = int(n_bytes * 1.25) + _SLACK_BYTES
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return  # no answer from the file system: the write itself will tell
+    if free < need:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device (about {_mib(need)} needed, {_mib(free)} free)",
+            str(path),
+        )
+
+
+def _mib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:,.1f} MiB"
+
+
+def _open_store(path: Path, store_format: StoreFormat) -> Any:
+    if store_format == "h5ad":
+        return h5py.File(path, "w")
+    return zarr.open_group(path, mode="w", zarr_format=3)
 
 
 class AnnDataWriter:
-    """Append :class:`~atlasprep.sources.base.CellBatch` rows; :meth:`finish` makes the store."""
+    """Append :class:`~atlasprep.sources.base.CellBatch` rows; :meth:`finish` makes the store.
 
-    def __init__(self, out: Path, *, var: pd.DataFrame, overwrite: bool = False) -> None:
+    ``counts`` names the matrix the rows come from ("raw.X of a.h5ad"): each batch is refused
+    when it holds negative or non-finite values. None: the caller checked them.
+    """
+
+    def __init__(
+        self, out: Path, *, var: pd.DataFrame, overwrite: bool = False, counts: str | None = "X"
+    ) -> None:
         self.out = out
         self.format = format_of(out)
         if out.exists() and not overwrite:
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-        if not out.parent.exists():
+        if not out.parent.is_dir():
             raise UsageError(f"--out {out}: directory {out.parent} does not exist")
-        self._sweep_stale_temps()
-        self._tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        self._counts = counts
+        self._tmp = temp_path(out)
         self._spill_path = out.with_name(f"{out.name}.obs-{os.getpid()}.arrow")
-        remove_path(self._tmp)
         self._var = var
         self._n_obs = 0
         self._x_started = False
         self._spill: pa.ipc.RecordBatchFileWriter | None = None
         self._spill_schema: pa.Schema | None = None
-        if self.format == "h5ad":
-            self._root: Any = h5py.File(self._tmp, "w")
-        else:
-            self._root = zarr.open_group(self._tmp, mode="w", zarr_format=3)
-        self._root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+        self._root: Any = None
+        self._opened = False
+        with self._writing():
+            self._sweep_stale_temps()
+            remove_path(self._tmp)
+            self._root = _open_store(self._tmp, self.format)
+            self._root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+        self._opened = True
+
+    @contextlib.contextmanager
+    def _writing(self) -> Any:
+        """An OS failure of a write as one ``OSError`` naming the output; on any failure in the
+        constructor the writer cleans up itself (later, the caller calls :meth:`abort`)."""
+        try:
+            yield
+        except BaseException as exc:
+            if not self._opened:
+                self.abort()
+            if isinstance(exc, AtlasprepError) or not isinstance(exc, OSError | RuntimeError):
+                raise
+            error = os_error_at(exc, self.out)
+            if error is None or error is exc:
+                raise
+            raise error from None
 
     # -- rows -----------------------------------------------------------------------------
     def append(self, cell_ids: np.ndarray, obs: pa.Table, X: sp.csr_matrix) -> None:
         if X.shape[1] != len(self._var):
             raise ValueError(f"batch has {X.shape[1]} columns, var has {len(self._var)}")
-        X = sp.csr_matrix(X, dtype=np.float32)
-        with ad.settings.override(auto_shard_zarr_v3=False):
-            if not self._x_started:
-                kwargs = {"chunks": (2**16,)} if self.format == "h5ad" else {}
-                write_elem(self._root, "X", X, dataset_kwargs=kwargs)
-                self._x_started = True
-            elif X.shape[0]:
-                sparse_dataset(self._root["X"]).append(X)
-        self._spill_rows(cell_ids, obs)
+        if self._counts is not None:
+            check_counts(X, where=self._counts)
+        stored = X.dtype
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+            X = sp.csr_matrix(X, dtype=np.float32)
+        if self._counts is not None and stored != np.float32:
+            check_counts(X, where=f"{self._counts} (stored as float32)")
+        with self._writing():
+            if self.format == "h5ad":
+                rows = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+                require_free_space(self.out, rows + obs.nbytes + int(cell_ids.nbytes))
+            with ad.settings.override(auto_shard_zarr_v3=False):
+                if not self._x_started:
+                    kwargs = {"chunks": (2**16,)} if self.format == "h5ad" else {}
+                    write_elem(self._root, "X", X, dataset_kwargs=kwargs)
+                    self._x_started = True
+                elif X.shape[0]:
+                    sparse_dataset(self._root["X"]).append(X)
+            self._spill_rows(cell_ids, obs)
         self._n_obs += X.shape[0]
 
     def _spill_rows(self, cell_ids: np.ndarray, obs: pa.Table) -> None:
@@ -123,23 +203,36 @@ class AnnDataWriter:
             self.append(
                 np.array([], dtype=str), pa.table({}), sp.csr_matrix((0, len(self._var)), dtype=np.float32)
             )
-        if self._spill is not None:
-            self._spill.close()
-        self._write_obs()
-        var = self._var.copy()
-        var.index = var.index.astype(str)
-        with ad.settings.override(auto_shard_zarr_v3=False):
-            write_elem(self._root, "var", var)
-            write_elem(self._root, "uns", uns)
-            for key in ("obsm", "varm", "obsp", "varp", "layers"):
-                write_elem(self._root, key, {})
-        self._close_root()
-        remove_path(self._spill_path)
-        if self.out.exists():
-            remove_path(self.out)
-        os.replace(self._tmp, self.out)
+        with self._writing():
+            if self._spill is not None:
+                self._spill.close()
+            if self.format == "h5ad":
+                spilled = self._spill_path.stat().st_size if self._spill is not None else 0
+                require_free_space(self.out, spilled + int(self._var.memory_usage(deep=True).sum()))
+            self._write_obs()
+            var = self._var.copy()
+            var.index = var.index.astype(str)
+            with ad.settings.override(auto_shard_zarr_v3=False):
+                write_elem(self._root, "var", var)
+                write_elem(self._root, "uns", uns)
+                for key in ("obsm", "varm", "obsp", "varp", "layers"):
+                    write_elem(self._root, key, {})
+            self._close_root()
+            remove_path(self._spill_path)
+            self._commit()
         log.info("wrote %s (%d cells x %d genes)", self.out, self._n_obs, len(self._var))
         return self.out
+
+    def _commit(self) -> None:
+        """Rename the finished store into place: a file by one rename; a directory (zarr)
+        replaces an old one moved out of the way first, then removed."""
+        if self.out.is_dir() and not self.out.is_symlink():
+            old = temp_path(self.out.with_name(f"{self.out.name}.old"), hidden=True)
+            os.replace(self.out, old)
+            os.replace(self._tmp, self.out)
+            remove_path(old)
+            return
+        os.replace(self._tmp, self.out)
 
     def _write_obs(self) -> None:
         group = self._root.create_group("obs")
@@ -174,14 +267,21 @@ class AnnDataWriter:
                     write_elem(group, name, _to_anndata_column(name, column))
 
     def abort(self) -> None:
-        """Drop everything written so far (the output path is untouched)."""
+        """Drop everything written so far (the output path is untouched). Never raises: the
+        error that made the caller abort is the one to report."""
         if self._spill is not None:
-            # already failing; the cleanup must not hide the first error
             with contextlib.suppress(Exception):
                 self._spill.close()
-        self._close_root()
-        remove_path(self._spill_path)
-        remove_path(self._tmp)
+        if isinstance(self._root, h5py.File) and self._root.id.valid:
+            # the file is dropped anyway: its bytes go first, so that HDF5's flush on close
+            # finds room even on a full disk
+            with contextlib.suppress(OSError):
+                os.truncate(self._tmp, 0)
+        with contextlib.suppress(Exception):
+            self._close_root()
+        for path in (self._spill_path, self._tmp):
+            with contextlib.suppress(OSError):
+                remove_path(path)
 
     def _close_root(self) -> None:
         if isinstance(self._root, h5py.File) and self._root.id.valid:
@@ -189,17 +289,6 @@ class AnnDataWriter:
 
     def _sweep_stale_temps(self) -> None:
         sweep_stale_temps(self.out, extra=(f"{self.out.name}.obs-*.arrow",))
-
-
-def sweep_stale_temps(out: Path, *, extra: tuple[str, ...] = ()) -> None:
-    """Remove ``<out>.tmp-<pid>`` (and ``extra`` patterns) left by crashed runs writing ``out``:
-    those whose process is gone."""
-    for pattern in (f"{out.name}.tmp-*", *extra):
-        for stale in out.parent.glob(pattern):
-            pid = stale.name.rsplit("-", 1)[-1].split(".")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                log.info("removing %s left by an interrupted run", stale)
-                remove_path(stale)
 
 
 def _to_anndata_column(name: str, column: pa.ChunkedArray) -> Any:

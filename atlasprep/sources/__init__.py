@@ -19,6 +19,7 @@ from atlasprep.sources.filters import (
 )
 from atlasprep.sources.organisms import ORGANISMS, experiment_name
 from atlasprep.sources.sampling import sample_positions
+from atlasprep.sources.where import parse_where
 
 if TYPE_CHECKING:
     from atlasprep.sources.census import census_summary, open_census
@@ -58,6 +59,7 @@ __all__ = [
     "compile_filter",
     "experiment_name",
     "open_census",
+    "parse_where",
     "resolve_filter",
     "sample_positions",
     "soma_quote",

@@ -10,10 +10,12 @@ raw matrix and raw var are used.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +30,10 @@ import zarr
 from anndata import OldFormatWarning
 from anndata.io import read_elem, sparse_dataset
 
-from atlasprep.errors import InputFormatError, SourceError, UsageError
+from atlasprep.errors import AtlasprepError, InputFormatError, SourceError, UsageError
 from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks, read_ahead, remap_columns
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
+from atlasprep.sources.where import check_columns, columns_of
 
 __all__ = ["AnnDataSource", "read_frame", "split_modality"]
 
@@ -122,24 +125,24 @@ class AnnDataSource:
         for raw_path in paths:
             path, modality = split_modality(str(raw_path))
             handle, store = _open_group(path)
-            group = _modality_group(handle, path, modality)
             try:
+                group = _modality_group(handle, path, modality)
                 matrix = _matrix_path(group, layer, path)
-                var = read_frame(group["raw/var" if matrix == "raw/X" else "var"])
-                obs, obs_names = _ObsFile.open(group["obs"])
-                X = _backed_matrix(group[matrix], path, matrix)
-            except KeyError as exc:
-                raise InputFormatError(f"{path}: not an AnnData store (missing {exc})") from None
-            var.index = var.index.astype(str)
-            if len(paths) == 1:  # nothing to join: keep var as it is, duplicates included
-                colmap = np.arange(len(var), dtype=np.int64)
-            elif not var.index.is_unique:
-                raise InputFormatError(
-                    f"{path}: var index has duplicate feature IDs, so it cannot be joined with the other "
-                    "--input files; harmonize it first (atlasprep harmonize maps symbols to Ensembl IDs)"
-                )
-            else:
-                colmap = np.array([union.setdefault(f, len(union)) for f in var.index], dtype=np.int64)
+                var, obs, obs_names, X, indptr = _read_parts(group, matrix, path)
+                var.index = var.index.astype(str)
+                if len(paths) == 1:  # nothing to join: keep var as it is, duplicates included
+                    colmap = np.arange(len(var), dtype=np.int64)
+                elif not var.index.is_unique:
+                    raise InputFormatError(
+                        f"{path}: var index has duplicate feature IDs, so it cannot be joined with the other "
+                        "--input files; harmonize it first (atlasprep harmonize maps symbols to Ensembl IDs)"
+                    )
+                else:
+                    colmap = np.array([union.setdefault(f, len(union)) for f in var.index], dtype=np.int64)
+            except BaseException:
+                _close(handle, store)
+                self.close()
+                raise
             self._files.append(
                 _File(
                     path=path,
@@ -149,7 +152,7 @@ class AnnDataSource:
                     X=X,
                     offset=offset,
                     colmap=colmap,
-                    indptr=_row_pointers(group[matrix]),
+                    indptr=indptr,
                     elem=group[matrix],
                 )
             )
@@ -186,6 +189,9 @@ class AnnDataSource:
         return [str(v) for v in pd.unique(self._obs.frame([column])[column].dropna())]
 
     def compile(self, resolved: ResolvedFilter) -> CompiledFilter:
+        where = resolved.filter.where_expr
+        if where is not None:  # before any obs column is read
+            check_columns(where, self._obs.columns, source=self.info.uri)
         missing = [c for c in resolved.values if c not in self._obs.columns]
         if missing:
             raise InputFormatError(
@@ -199,10 +205,11 @@ class AnnDataSource:
     def select(self, compiled: CompiledFilter) -> np.ndarray:
         flt = compiled.resolved.filter
         needed = [*compiled.columns, *(["is_primary_data"] if flt.primary_only else [])]
-        if flt.where:
-            needed += _named_columns(flt.where, self._obs.columns)
+        where = flt.where_expr
+        if where is not None:
+            needed += columns_of(where)
         frame = self._obs.frame([c for c in dict.fromkeys(needed) if c in self._obs.columns])
-        return np.flatnonzero(compiled.mask(frame)).astype(np.int64)
+        return np.flatnonzero(compiled.mask(frame, source=self.info.uri)).astype(np.int64)
 
     def obs_values(self, positions: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
         self._check_columns(columns)
@@ -272,10 +279,7 @@ class AnnDataSource:
 
     def close(self) -> None:
         for f in self._files:
-            if isinstance(f.handle, h5py.File):
-                f.handle.close()
-            if f.store is not None:
-                f.store.close()
+            _close(f.handle, f.store)
 
 
 def split_modality(spec: str) -> tuple[Path, str | None]:
@@ -300,17 +304,77 @@ def _modality_group(handle: Any, path: Path, modality: str | None) -> Any:
 
 
 def _open_group(path: Path) -> tuple[Any, Any]:
+    """The file's root group and the store to close with it (a zip's); a file that is not
+    HDF5 or zarr, or is damaged, is an :class:`InputFormatError` saying which and why."""
     if not path.exists():
         raise SourceError(f"--input {path}: no such file or directory")
-    try:
-        if path.suffix in (".h5ad", ".h5mu") or h5py.is_hdf5(path):
-            return h5py.File(path, "r"), None
-        if path.suffix == ".zip":
+    if not os.access(path, os.R_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    # zarr is opened without its consolidated metadata, which still lists an X whose directory
+    # is gone, and zarr reads missing chunks as zeros: a store of empty cells, silently.
+    if path.is_dir():
+        try:
+            return zarr.open_group(path, mode="r", use_consolidated=False), None
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputFormatError(f"--input {path}: not a zarr AnnData store ({_reason(exc)})") from None
+    if path.suffix == ".zip":
+        try:  # (a ZipStore that failed to open cannot be closed; one that opened is, when collected)
             store = zarr.storage.ZipStore(path, mode="r")
-            return zarr.open_group(store, mode="r"), store
-        return zarr.open_group(path, mode="r"), None
-    except Exception as exc:
-        raise SourceError(f"--input {path}: cannot open as h5ad or zarr AnnData ({exc})") from None
+            return zarr.open_group(store, mode="r", use_consolidated=False), store
+        except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+            raise InputFormatError(
+                f"--input {path}: not a zipped zarr AnnData store; is it damaged? ({_reason(exc)})"
+            ) from None
+    if not h5py.is_hdf5(path):
+        raise InputFormatError(
+            f"--input {path}: not an HDF5 file, so not an h5ad; is it damaged or in another format? "
+            "(a zarr store is a directory or a .zip)"
+        )
+    try:
+        return h5py.File(path, "r"), None
+    except OSError as exc:
+        sizes = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(exc))
+        if sizes:
+            raise InputFormatError(
+                f"--input {path}: truncated: it ends at byte {int(sizes[1]):,} of {int(sizes[2]):,}; "
+                "copy or download it again"
+            ) from None
+        raise InputFormatError(f"--input {path}: cannot open it as HDF5 ({_reason(exc)})") from None
+
+
+def _read_parts(group: Any, matrix: str, path: Path) -> tuple[pd.DataFrame, _ObsFile, pd.Index, Any, Any]:
+    """var, obs, the cell names, the backed matrix and its row pointers; a file without them,
+    or one they cannot be read from, is an :class:`InputFormatError` naming it."""
+    var_name = "raw/var" if matrix == "raw/X" else "var"
+    missing = [name for name in ("obs", var_name, matrix) if name not in group]
+    if missing:
+        found = ", ".join(sorted(group.keys())) or "nothing"
+        raise InputFormatError(
+            f"{path}: not an AnnData file: it has no {' and no '.join(missing)} (it has: {found})"
+        )
+    try:
+        var = read_frame(group[var_name])
+        obs, obs_names = _ObsFile.open(group["obs"])
+        X = _backed_matrix(group[matrix], path, matrix)
+        return var, obs, obs_names, X, _row_pointers(group[matrix])
+    except AtlasprepError:
+        raise
+    except Exception as exc:  # h5py, zarr, anndata on damaged data: their errors share no base class
+        raise InputFormatError(
+            f"{path}: cannot read it as AnnData; is it damaged? ({_reason(exc)})"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _close(handle: Any, store: Any) -> None:
+    if isinstance(handle, h5py.File):
+        handle.close()
+    if store is not None:
+        store.close()
 
 
 def _matrix_path(handle: Any, layer: str | None, path: Path) -> str:
@@ -349,6 +413,11 @@ def _backed_matrix(elem: Any, path: Path, name: str) -> Any:
     if encoding in ("csr_matrix", "csc_matrix"):
         if encoding == "csc_matrix":
             raise InputFormatError(f"{path}: {name} is CSC; rows cannot be streamed. Rewrite it as CSR")
+        missing = [part for part in ("data", "indices", "indptr") if part not in elem]
+        if missing:
+            raise InputFormatError(
+                f"{path}: {name} is a sparse matrix without {', '.join(missing)}; is it damaged?"
+            )
         return sparse_dataset(elem)
     if encoding == "array" or not hasattr(elem, "keys"):
         return elem
@@ -380,12 +449,6 @@ def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
     else:
         block = f.X[rows]
     return sp.csr_matrix(block)
-
-
-def _named_columns(expression: str, columns: Sequence[str]) -> list[str]:
-    """The obs columns an ``eval`` expression may name: its identifiers and backquoted names."""
-    names = {a or b for a, b in re.findall(r"`([^`]*)`|([A-Za-z_][A-Za-z0-9_]*)", expression)}
-    return [c for c in columns if c in names]
 
 
 def _unique_names(names: list[pd.Index], paths: list[Path]) -> pa.Array:

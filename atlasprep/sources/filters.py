@@ -13,8 +13,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from atlasprep.errors import UsageError
 from atlasprep.ontology import FIELD_ONTOLOGIES, FieldName, ResolvedTerm, expand_terms, resolve_term
+from atlasprep.sources.where import Expr, parse_where, soma_quote, to_value_filter, where_mask
 
 __all__ = [
     "FILTER_COLUMNS",
@@ -62,7 +62,10 @@ class CellFilter:
 
     Values within a field are ORed; fields are ANDed. A term matches itself and all its
     descendants unless ``exact``. ``primary_only`` keeps ``is_primary_data == True``.
-    ``where`` is a raw SOMA value filter ANDed to the rest.
+    ``where`` is a filter in the SOMA value-filter grammar (comparisons of obs columns with
+    values, ``in``, ``and``/``or``/``not``; see :mod:`atlasprep.sources.where`) ANDed to the
+    rest. It is parsed here, so a filter outside the grammar is refused before any source opens;
+    nothing in it is ever evaluated.
     """
 
     cell_type: tuple[str, ...] = ()
@@ -78,6 +81,15 @@ class CellFilter:
     exact: bool = False
     primary_only: bool = True
     where: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.where is not None:
+            parse_where(self.where)  # refuse it now; the tree is cached for the sources
+
+    @property
+    def where_expr(self) -> Expr | None:
+        """``where`` parsed (``None`` without one)."""
+        return parse_where(self.where) if self.where is not None else None
 
     def given(self) -> dict[str, tuple[str, ...]]:
         """The non-empty fields, in declaration order."""
@@ -127,33 +139,27 @@ class CompiledFilter:
                 clauses.append(f"{column} in [{', '.join(soma_quote(v) for v in values)}]")
         if self.resolved.filter.primary_only:
             clauses.append("is_primary_data == True")
-        if self.resolved.filter.where:
-            clauses.append(f"({self.resolved.filter.where})")
+        where = self.resolved.filter.where_expr
+        if where is not None:
+            clauses.append(f"({to_value_filter(where)})")
         return " and ".join(clauses) if clauses else None
 
-    def mask(self, obs: pd.DataFrame) -> np.ndarray:
-        """Boolean mask over an AnnData obs table (same semantics as :meth:`value_filter`)."""
+    def mask(self, obs: pd.DataFrame, *, source: str = "obs") -> np.ndarray:
+        """Boolean mask over an AnnData obs table (same semantics as :meth:`value_filter`);
+        ``source`` names the table in errors."""
         keep = np.ones(len(obs), dtype=bool)
         for column, values in self.columns.items():
             keep &= np.asarray(obs[column].isin(values), dtype=bool)
         flt = self.resolved.filter
         if flt.primary_only and "is_primary_data" in obs.columns:
             keep &= obs["is_primary_data"].to_numpy(dtype=bool)
-        if flt.where:
-            try:
-                hit = obs.eval(flt.where, engine="python")
-            except Exception as exc:
-                raise UsageError(f"--where {flt.where!r} cannot be evaluated on this obs: {exc}") from None
-            keep &= np.asarray(hit, dtype=bool)
+        where = flt.where_expr
+        if where is not None:
+            keep &= where_mask(where, obs, source=source)
         return keep
 
     def to_json(self) -> dict[str, Any]:
         return {"value_filter": self.value_filter(), "columns": {k: list(v) for k, v in self.columns.items()}}
-
-
-def soma_quote(value: str) -> str:
-    """Quote a string for a SOMA value filter (Python literal syntax, so any text round-trips)."""
-    return repr(str(value))
 
 
 def resolve_filter(flt: CellFilter, organism: str | None = None) -> ResolvedFilter:

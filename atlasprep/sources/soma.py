@@ -20,10 +20,11 @@ import pandas as pd
 import pyarrow as pa
 import tiledbsoma as soma
 
-from atlasprep.errors import InputFormatError, SourceError
+from atlasprep.errors import InputFormatError, SourceError, UsageError
 from atlasprep.sources._csr import RowMap, tables_to_csr
 from atlasprep.sources.base import NNZ_PER_CELL, CellBatch, SourceInfo, plan_chunks
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
+from atlasprep.sources.where import arrow_column_type, check_columns, check_types, columns_of
 
 __all__ = ["SomaSource", "tiledb_config_for_batches"]
 
@@ -102,6 +103,12 @@ class SomaSource:
         return [str(v) for v in values.to_pylist() if v is not None]
 
     def compile(self, resolved: ResolvedFilter) -> CompiledFilter:
+        where = resolved.filter.where_expr
+        if where is not None:  # checked against the schema: tiledbsoma's own errors are pybind's
+            check_columns(where, self._obs_columns, source=self.info.uri)
+            schema = self._exp.obs.schema
+            types = {c: arrow_column_type(schema.field(c).type) for c in columns_of(where)}
+            check_types(where, types, source=self.info.uri)
         missing = [c for c in resolved.values if c not in self._obs_columns]
         if missing:
             raise InputFormatError(
@@ -114,8 +121,11 @@ class SomaSource:
         value_filter = compiled.value_filter()
         try:
             table = self._exp.obs.read(column_names=["soma_joinid"], value_filter=value_filter).concat()
-        except (soma.SOMAError, ValueError, SyntaxError) as exc:
-            raise InputFormatError(f"the filter {value_filter!r} was rejected by tiledbsoma: {exc}") from None
+        except (soma.SOMAError, ValueError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(
+                f"{self.info.uri}: tiledbsoma refused the filter {value_filter!r}: {reason}"
+            ) from None
         ids = table["soma_joinid"].to_numpy()
         return np.sort(ids).astype(np.int64, copy=False)
 

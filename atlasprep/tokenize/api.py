@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,9 +28,12 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from atlasprep import __version__
+from atlasprep._io import write_bytes_atomic, write_json_atomic
 from atlasprep._jit import warm_up
-from atlasprep.errors import InputFormatError, OutputExistsError, UsageError
+from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.shard import ShardInfo, ShardLayout, ShardWriter, ragged
+from atlasprep.shard.directory import ClaimedStore, plan_claim
+from atlasprep.shard.manifest import STORE_FORMAT, STORE_FORMAT_VERSION
 from atlasprep.shard.writer import ShardFormat, Spill, write_spill
 from atlasprep.slice.api import SliceConfig, open_source
 from atlasprep.sources import (
@@ -46,6 +46,7 @@ from atlasprep.sources import (
 )
 from atlasprep.sources.anndata import AnnDataSource, split_modality
 from atlasprep.sources.base import remap_columns
+from atlasprep.sources.counts import check_counts
 from atlasprep.tokenize.binning import bin_values, cap_genes
 from atlasprep.tokenize.context import context_token, insert_context
 from atlasprep.tokenize.coverage import VocabCoverage
@@ -55,7 +56,7 @@ from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
 from atlasprep.tokenize.segments import KINDS, Segment, atac_idf, encode_segment, segment_vector, splice
 from atlasprep.tokenize.splits import assign_splits
-from atlasprep.tokenize.vocab import load_json_dict
+from atlasprep.tokenize.vocab import load_gene_mapping, load_gene_medians, load_token_dictionary
 
 __all__ = [
     "DEFAULT_OBS_COLUMNS",
@@ -82,7 +83,6 @@ DEFAULT_OBS_COLUMNS: tuple[str, ...] = (
     "tissue_ontology_term_id",
     "assay_ontology_term_id",
 )
-STORE_FORMAT_VERSION = "0.1.0"
 # Cells per batch for `atlasprep tokenize` (slice streams 4,096): twice as many cells share a
 # length, so the rank kernel makes fewer sort calls, and a shard gathers from half as many spills;
 # a batch of dense cells still closes at the value budget (batch size × 2,000 stored values).
@@ -129,6 +129,93 @@ class TokenizeConfig:
     segment_max_len: tuple[tuple[str, int], ...] = ()
     targets: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        """Every value checked here, once, before any work (the source's in :class:`SliceConfig`):
+        the CLI, recipes and the Python API refuse the same values with the same message."""
+        from typing import get_args
+
+        from atlasprep.slice.api import (
+            check_choice,
+            check_fraction,
+            check_int,
+            check_name,
+            check_names,
+            invalid,
+        )
+
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        if not isinstance(self.source, SliceConfig):
+            raise invalid("source", self.source, "must be a SliceConfig (where the cells come from)")
+        check_choice("scheme", self.scheme, get_args(Scheme))
+        check_choice("format", self.format, get_args(ShardFormat))
+        # room for a gene token (rank with special tokens: between <cls> and <eos>); lengths are int32
+        least = 3 if self.scheme == "rank" and self.special_tokens else 1
+        check_int("max_len", self.max_len, at_least=least, at_most=2**31 - 1)
+        # scGPT's binning: bin 0 holds zeros, and the edges of bins 1… need two quantiles at least
+        check_int("n_bins", self.n_bins, at_least=3)
+        if self.n_hvg is not None:
+            check_int("n_hvg", self.n_hvg, at_least=1)
+            if self.scheme != "bin":
+                raise invalid(
+                    "n_hvg",
+                    self.n_hvg,
+                    f"selects genes for scheme = 'bin' (scGPT); drop it for scheme = {self.scheme!r}",
+                )
+        check_fraction("min_gene_match", self.min_gene_match)
+        check_int("shard_cells", self.shard_cells, at_least=1)
+        if self.shard_bytes is not None:
+            check_int("shard_bytes", self.shard_bytes, at_least=1)
+            if self.shard_cells != defaults["shard_cells"]:
+                raise UsageError(
+                    f"shard_bytes = {self.shard_bytes!r} and shard_cells = {self.shard_cells!r}: "
+                    "cut shards by cells or by bytes, not both"
+                )
+        check_int("seed", self.seed, at_least=0, at_most=2**64 - 1)
+        split = self.split
+        if (
+            not isinstance(split, tuple)
+            or len(split) != 3
+            or not all(
+                isinstance(f, int | float) and not isinstance(f, bool) and math.isfinite(f) and f >= 0
+                for f in split
+            )
+            or abs(math.fsum(split) - 1) > 1e-9
+        ):
+            raise invalid(
+                "split", split, "must be three fractions (train, val, test), each at least 0, that sum to 1"
+            )
+        for name in ("split_by", "gene_column", "n_counts_column"):
+            check_name(name, getattr(self, name))
+        check_names("holdout", self.holdout)
+        if self.split_by is None and split != defaults["split"]:
+            raise invalid(
+                "split", split, "fractions of a column's groups: name it, e.g. split_by = 'donor_id'"
+            )
+        if self.split_by is None and self.holdout:
+            raise invalid(
+                "holdout",
+                self.holdout,
+                "groups of a column sent to test: name it, e.g. split_by = 'donor_id'",
+            )
+        check_names("obs_columns", self.obs_columns)
+        check_names("context", self.context)
+        for name in ("modalities", "targets"):
+            check_names(name, getattr(self, name))
+            for modality in getattr(self, name):
+                check_choice(name, modality, tuple(KINDS))
+        for pair in self.segment_max_len:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] in self.modalities):
+                raise invalid(
+                    "segment_max_len",
+                    self.segment_max_len,
+                    f"each budget is (modality, tokens) for a modality of modalities = {self.modalities!r}",
+                )
+            check_int("segment_max_len", pair[1], at_least=1, at_most=2**31 - 1)
+        for name in ("token_dictionary", "gene_medians", "gene_mapping"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise invalid(name, str(path), "no such file")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenizeResult:
@@ -157,11 +244,14 @@ def tokenize_cells(
     """Tokenize the selected cells into a store. ``runner`` spreads the encode pass over ranges
     of the cells (each job opens the source itself); the store's bytes are the same either way."""
     started = time.perf_counter()
-    _check_config(config)
     warm_up()  # numba's one-off start-up, while the source opens
-    _prepare_out(config)
+    # whether --out may be written is settled before any work; it is changed only when the
+    # shards are about to be written, and a failed build removes what it wrote
+    claim = plan_claim(config.out, _spec(config), overwrite=config.overwrite)
+    given = _Dictionaries.load(config)  # the files a user gave, read and checked before any cell
     resolved = resolve_filter(config.source.filter, experiment_name(config.source.organism))
     source = open_source(config.source)
+    store: ClaimedStore | None = None
     try:
         positions = source.select(source.compile(resolved))
         if config.source.max_cells is not None:
@@ -172,12 +262,12 @@ def tokenize_cells(
             raise UsageError("no cells match the filters; nothing to tokenize")
         gene_ids = _gene_ids(source, config)
         obs_columns = _obs_columns(config, source)
-        medians = _medians(config, source, positions, gene_ids)
-        vocab = _vocab(config, gene_ids, medians)
+        medians = _medians(config, source, positions, gene_ids, given.medians)
+        vocab = _vocab(config, gene_ids, medians, given.tokens)
         _hint_geneformer_inputs(config, source, gene_ids, vocab)
         hvg = _hvg_columns(config, source, positions, vocab.column_tokens) if config.n_hvg else None
         n_counts_column = _n_counts_column(config, source)
-        encode = _encoder(config, vocab, gene_ids, hvg, n_counts_column)
+        encode = _encoder(config, vocab, gene_ids, hvg, n_counts_column, given.mapping)
         if config.context:  # the values present, sorted, extend the vocabulary after the genes
             present = source.obs_values(positions, list(config.context))
             for column in config.context:
@@ -208,6 +298,7 @@ def tokenize_cells(
             seed=config.seed,
             shuffle=config.shuffle,
         )
+        store = claim.claim()
         writer = ShardWriter(config.out, layout, fmt=config.format)
         special_ids = np.array([i for t, i in vocab.tokens.items() if t.startswith("<")], np.int32)
         planned = _encode_jobs(config, runner, positions, layout, writer, obs_columns, vocab, encode)
@@ -236,10 +327,11 @@ def tokenize_cells(
                 writer.register(spill)
         coverage.require(config.min_gene_match)
         n_empty = sum(result.n_empty for result in results)
-        if n_empty == len(positions) and config.drop_empty:
+        if n_empty == len(positions):  # a store of special tokens only would train nothing
             raise InputFormatError(
-                "no cell has a single gene in the vocabulary; check that var holds the vocabulary's "
-                "gene IDs (or pass --gene-mapping / --gene-column)"
+                f"none of the {n_empty:,} cells has a counted gene in the vocabulary (cells without "
+                "counts, or a var whose IDs are not the vocabulary's); check that var holds the "
+                "vocabulary's gene IDs (or pass --gene-mapping / --gene-column)"
             )
         if n_empty:
             log.warning(
@@ -251,29 +343,34 @@ def tokenize_cells(
                 else "kept with no gene token; --drop-empty leaves them out, as Geneformer does",
             )
         shards = writer.finish()
+        hvg_genes = None if hvg is None else [gene_ids[c] for c in hvg]
+        manifest = _manifest(config, source, vocab, coverage, plan, shards, hvg_genes)
+        manifest["empty_cells"] = {"n": n_empty, "dropped": config.drop_empty}
+        if config.scheme == "rank":
+            manifest["tokenizer"]["n_counts"] = (
+                f"obs[{n_counts_column!r}]" if n_counts_column else "sum of the counts over all genes"
+            )
+        if segments or targets:
+            manifest["tokenizer"]["segments"] = {
+                s.modality: {
+                    "budget": s.budget,
+                    "separator": f"<sep:{s.modality}>",
+                    "n_features": len(s.tokens),
+                    "scoring": _SCORING[s.modality],
+                }
+                for s in segments
+            }
+            manifest["tokenizer"]["targets"] = {
+                t.modality: {"scoring": _SCORING[t.modality], "features": list(t.features)} for t in targets
+            }
+        write_json_atomic(config.out / "manifest.json", manifest)  # last: the store is complete
+        store.finish()
+    except BaseException:
+        if store is not None:
+            store.abandon()
+        raise
     finally:
         source.close()
-    hvg_genes = None if hvg is None else [gene_ids[c] for c in hvg]
-    manifest = _manifest(config, source, vocab, coverage, plan, shards, hvg_genes)
-    manifest["empty_cells"] = {"n": n_empty, "dropped": config.drop_empty}
-    if config.scheme == "rank":
-        manifest["tokenizer"]["n_counts"] = (
-            f"obs[{n_counts_column!r}]" if n_counts_column else "sum of the counts over all genes"
-        )
-    if segments or targets:
-        manifest["tokenizer"]["segments"] = {
-            s.modality: {
-                "budget": s.budget,
-                "separator": f"<sep:{s.modality}>",
-                "n_features": len(s.tokens),
-                "scoring": _SCORING[s.modality],
-            }
-            for s in segments
-        }
-        manifest["tokenizer"]["targets"] = {
-            t.modality: {"scoring": _SCORING[t.modality], "features": list(t.features)} for t in targets
-        }
-    _write_json_atomic(config.out / "manifest.json", manifest)
     return TokenizeResult(out=config.out, manifest=manifest, seconds=time.perf_counter() - started)
 
 
@@ -506,14 +603,36 @@ class _Vocab:
     medians: dict[str, float] | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Dictionaries:
+    """The token dictionary, gene medians and gene mapping a build was given (None where not)."""
+
+    tokens: dict[str, int] | None = None
+    medians: dict[str, float] | None = None
+    mapping: dict[str, str] | None = None
+
+    @classmethod
+    def load(cls, config: TokenizeConfig) -> _Dictionaries:
+        tokens, medians, mapping = config.token_dictionary, config.gene_medians, config.gene_mapping
+        return cls(
+            tokens=None if tokens is None else load_token_dictionary(tokens),
+            medians=None if medians is None or config.scheme != "rank" else load_gene_medians(medians),
+            mapping=None if mapping is None else load_gene_mapping(mapping),
+        )
+
+
 def _medians(
-    config: TokenizeConfig, source: CellSource, positions: np.ndarray, gene_ids: list[str]
+    config: TokenizeConfig,
+    source: CellSource,
+    positions: np.ndarray,
+    gene_ids: list[str],
+    given: dict[str, float] | None,
 ) -> dict[str, float] | None:
     """The rank scheme's normalization factors: given, or sketched in a first pass over the cells."""
     if config.scheme != "rank":
         return None
     if config.gene_medians is not None:
-        return {str(k): float(v) for k, v in load_json_dict(config.gene_medians).items()}
+        return given
     log.info("computing gene medians from the corpus (first pass over %d cells)", len(positions))
     sketch = MedianSketch(n_genes=len(gene_ids))
     for X in _count_batches(config, source, positions):
@@ -522,9 +641,15 @@ def _medians(
     return {g: float(v) for g, v in zip(gene_ids, values, strict=True) if np.isfinite(v)}
 
 
-def _vocab(config: TokenizeConfig, gene_ids: list[str], medians: dict[str, float] | None) -> _Vocab:
+def _vocab(
+    config: TokenizeConfig,
+    gene_ids: list[str],
+    medians: dict[str, float] | None,
+    given: dict[str, int] | None,
+) -> _Vocab:
     if config.token_dictionary is not None:
-        tokens = {str(k): int(v) for k, v in load_json_dict(config.token_dictionary).items()}
+        assert given is not None
+        tokens = dict(given)  # the context and paired-modality tokens are added to this copy
         origin = str(config.token_dictionary)
     else:
         tokens = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
@@ -580,14 +705,12 @@ def _encoder(
     gene_ids: list[str],
     hvg: np.ndarray | None,
     n_counts_column: str | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> Callable[[CellBatch, int], Encoded]:
     """``encode(batch, first_row)``: a batch's tokens; ``first_row`` is its first cell's place."""
     column_tokens = vocab.column_tokens
     if config.scheme == "rank":
         assert vocab.medians is not None
-        mapping = None
-        if config.gene_mapping is not None:
-            mapping = {str(k): str(v) for k, v in load_json_dict(config.gene_mapping).items()}
         ranking = functools.partial(
             RankEncoder.from_dictionaries,
             token_dictionary=vocab.tokens,
@@ -730,23 +853,24 @@ def _gene_ids(source: CellSource, config: TokenizeConfig) -> list[str]:
 
 
 def _check_counts(X: Any, config: TokenizeConfig) -> None:
-    """rank and bin read raw counts; normalized input would silently change every token."""
-    if config.scheme == "raw" or config.assume_normalized:
-        return
-    if not _all_whole(X.data):
-        raise InputFormatError(
-            f"--scheme {config.scheme} needs raw integer counts, and X holds non-integer values "
-            "(normalized data?); point at raw counts, or pass --assume-normalized"
-        )
+    """Counts are counts: negative or non-finite values are refused by every scheme (raw would
+    store NaN). rank and bin read raw counts, so non-integer values are refused too unless
+    ``assume_normalized``: normalized input would silently change every token."""
 
-
-@numba.njit(cache=True, nogil=True)
-def _all_whole(data):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Whether every value is a whole number (NaN is not)."""
-    for value in data:  # noqa: SIM110 (numba compiles no generator expressions)
-        if value != np.floor(value):
-            return False
-    return True
+    source = config.source
+    if source.inputs:
+        names = {None: "the count matrix", "X": "X", "raw": "raw.X"}
+        matrix = names.get(source.layer, f"layers[{source.layer!r}]")
+        where = f"{matrix} of {', '.join(source.inputs)}"
+    else:
+        where = f"X[{source.layer or 'raw'!r}] of the Census {source.census or source.census_uri}"
+    check_counts(
+        X,
+        where=where,
+        integer=config.scheme != "raw" and not config.assume_normalized,
+        hint=f"--scheme {config.scheme} needs raw integer counts (normalized data?); point at raw counts, "
+        "or pass --assume-normalized",
+    )
 
 
 _SCORING = {
@@ -815,26 +939,16 @@ def _features(
         other.close()
 
 
-def _check_config(config: TokenizeConfig) -> None:
-    if config.n_hvg is not None and config.scheme != "bin":
-        raise UsageError("--n-hvg selects genes for --scheme bin (scGPT); drop it for rank and raw")
-    if config.n_hvg is not None and config.n_hvg < 1:
-        raise UsageError("--n-hvg must be at least 1")
-    if config.max_len < (3 if config.scheme == "rank" and config.special_tokens else 1):
-        raise UsageError("--max-len is too small to hold a gene token")
-
-
-def _prepare_out(config: TokenizeConfig) -> None:
-    out = config.out
-    if (out / "manifest.json").exists():
-        if not config.overwrite:
-            raise OutputExistsError(f"{out} is a complete token store; pass --overwrite to replace it")
-        shutil.rmtree(out)
-    elif out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
-    elif out.exists():
-        log.warning("%s holds an unfinished store; finishing it", out)
-    out.mkdir(parents=True, exist_ok=True)
+def _spec(config: TokenizeConfig) -> dict[str, Any]:
+    """The configuration a store records (and a resumed build must match): where the store
+    lives is no part of what it holds."""
+    spec = dataclasses.asdict(config)
+    for where in ("out", "overwrite"):
+        spec.pop(where)
+    spec["source"] = {
+        k: v for k, v in spec["source"].items() if k not in ("out", "dry_run", "by", "overwrite")
+    }
+    return spec
 
 
 def _manifest(
@@ -851,23 +965,18 @@ def _manifest(
         per_split[shard.split] = per_split.get(shard.split, 0) + shard.n_cells
     n_cells = sum(per_split.values())
     vocab_bytes = json.dumps(vocab.tokens, sort_keys=True, separators=(",", ":")).encode()
-    _write_bytes_atomic(config.out / "vocab.json", vocab_bytes)
+    write_bytes_atomic(config.out / "vocab.json", vocab_bytes)
     if vocab.medians is not None:
         used = sorted(g for g in vocab.medians if g in vocab.tokens)
         table = pa.table({"gene_id": used, "median": [vocab.medians[g] for g in used]})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
-        _write_bytes_atomic(config.out / "gene_medians.parquet", sink.getvalue().to_pybytes())
-    spec = dataclasses.asdict(config)
-    for where in ("out", "overwrite"):  # where a store lives is no part of what it holds
-        spec.pop(where)
-    spec["source"] = {
-        k: v for k, v in spec["source"].items() if k not in ("out", "dry_run", "by", "overwrite")
-    }
+        write_bytes_atomic(config.out / "gene_medians.parquet", sink.getvalue().to_pybytes())
+    spec = _spec(config)
     return json.loads(
         json.dumps(
             {
-                "format": "atlasprep-token-store",
+                "format": STORE_FORMAT,
                 "format_version": STORE_FORMAT_VERSION,
                 "atlasprep_version": __version__,
                 "gene_medians": _medians_record(config, vocab),
@@ -912,13 +1021,3 @@ def _medians_record(config: TokenizeConfig, vocab: _Vocab) -> dict[str, str] | N
     else:
         origin = f"sketched from the corpus (within ±{MedianSketch(n_genes=0).relative_error:.2%})"
     return {"path": "gene_medians.parquet", "source": origin}
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(path: Path, value: dict[str, Any]) -> None:
-    _write_bytes_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())

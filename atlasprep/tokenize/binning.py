@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from atlasprep.errors import UsageError
+from atlasprep.sources.counts import check_counts
 from atlasprep.tokenize._groups import length_groups
 
 __all__ = ["bin_values", "cap_genes"]
@@ -41,10 +42,13 @@ _WIDTH_STEP = 64  # cells padded to a multiple of this many values share one sor
 
 
 def bin_values(counts: sp.csr_matrix, n_bins: int = 51) -> sp.csr_matrix:
-    """Per-cell quantile bins of the nonzero values: same sparsity, ``data`` in 1…n_bins-1."""
+    """Per-cell quantile bins of the nonzero values: same sparsity, ``data`` in 1…n_bins-1.
+    Negative or non-finite values are refused (:class:`InputFormatError`): a NaN has no place
+    in a cell's order, and a negative count would sort below the zeros of bin 0."""
     if n_bins < 3:
         raise UsageError("--n-bins must be at least 3 (bin 0 holds zeros)")
     X = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+    check_counts(X, where="the counts to bin")
     X.sum_duplicates()
     X.eliminate_zeros()
     lengths = np.diff(X.indptr)

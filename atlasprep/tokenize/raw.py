@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from atlasprep.sources.counts import check_counts
 from atlasprep.tokenize._groups import length_groups
 
 __all__ = ["RawCells", "raw_encode"]
@@ -28,9 +29,12 @@ def raw_encode(
 
     ``token_ids`` gives each column's token (-1: not in the vocabulary). The cell total is
     over all columns. Equal values keep column order (a stable sort), so the output is
-    deterministic.
+    deterministic. Negative or non-finite counts are refused (:class:`InputFormatError`): with
+    non-negative, finite counts every value is log1p of a share in (0, 1] of the cell's positive
+    total, so no value stored is ever NaN or infinite.
     """
     X = sp.csr_matrix(counts)
+    check_counts(X, where="the counts to encode")
     X.sum_duplicates()
     totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     keep = (token_ids[X.indices] >= 0) & (X.data != 0)

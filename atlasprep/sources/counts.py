@@ -1,0 +1,137 @@
+"""Counts are counts: the one check that a count matrix holds non-negative, finite values.
+
+``slice``, ``harmonize`` and ``tokenize`` run it on every batch they read, so it is one pass of a
+compiled loop over the stored values (a CSR ``data`` buffer), counting what it finds: negative
+values, non-finite ones (NaN, ±inf) and, where whole numbers are asked for, fractional ones.
+A refusal says how many values of which matrix broke the rule and where the raw counts usually
+are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from atlasprep.errors import InputFormatError
+from atlasprep.sources.base import SourceInfo
+
+__all__ = ["CountTally", "check_counts", "count_bad_values", "counts_where", "tally_counts"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CountTally:
+    """How many stored values break each rule (a value counts once: NaN is non-finite only)."""
+
+    n_values: int
+    n_negative: int  # finite and below 0
+    n_nonfinite: int  # NaN, +inf or -inf
+    n_fractional: int  # finite, not a whole number (negative ones included)
+
+    @property
+    def bad(self) -> bool:
+        """Negative or non-finite values: no count matrix holds them."""
+        return bool(self.n_negative or self.n_nonfinite)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tally_floats(data):  # type: ignore[no-untyped-def]  # pragma: no cover
+    n_negative = n_nonfinite = n_fractional = 0
+    for value in data:
+        if value - value != 0:  # NaN or ±inf (inf - inf is NaN): the one test for both
+            n_nonfinite += 1
+        else:
+            if value < 0:
+                n_negative += 1
+            if value != np.floor(value):
+                n_fractional += 1
+    return n_negative, n_nonfinite, n_fractional
+
+
+def tally_counts(data: Any) -> CountTally:
+    """Count the negative, non-finite and fractional values of ``data`` (any numeric array; for a
+    sparse matrix pass its ``.data``)."""
+    values = np.asarray(data).ravel()
+    kind = values.dtype.kind
+    if kind == "f":
+        if values.dtype.itemsize < 4:  # float16: numba has no kernel for it
+            values = values.astype(np.float32)
+        n_negative, n_nonfinite, n_fractional = _tally_floats(values)
+    elif kind == "i":
+        n_negative, n_nonfinite, n_fractional = int(np.count_nonzero(values < 0)), 0, 0
+    elif kind in "ub":
+        n_negative = n_nonfinite = n_fractional = 0
+    else:
+        raise InputFormatError(f"counts stored as {values.dtype}: expected numbers")
+    return CountTally(
+        n_values=int(values.size),
+        n_negative=int(n_negative),
+        n_nonfinite=int(n_nonfinite),
+        n_fractional=int(n_fractional),
+    )
+
+
+def count_bad_values(data: Any) -> tuple[int, int]:
+    """(negative, non-finite) values in ``data``."""
+    tally = tally_counts(data)
+    return tally.n_negative, tally.n_nonfinite
+
+
+def check_counts(X: Any, *, where: str, integer: bool = False, hint: str | None = None) -> CountTally:
+    """Refuse (:class:`InputFormatError`) a batch of counts (a sparse matrix or an array) holding
+    negative or non-finite values, and, with ``integer``, fractional ones. ``where`` names the
+    matrix ("raw.X of a.h5ad"); ``hint`` replaces the advice on fractional values. Returns the tally."""
+    data = X.data if hasattr(X, "indptr") or hasattr(X, "nnz") else X
+    tally = tally_counts(data)
+    if tally.bad:
+        found = " and ".join(
+            f"{n:,} {what}"
+            for n, what in (
+                (tally.n_negative, "negative"),
+                (tally.n_nonfinite, "non-finite (NaN or infinite)"),
+            )
+            if n
+        )
+        raise InputFormatError(
+            f"{where} holds {found} {_values(tally.n_negative + tally.n_nonfinite)} (in a batch of "
+            f"{_rows(X)}); raw counts are non-negative and finite — point at raw counts (raw.X or a "
+            "counts layer)"
+        )
+    if integer and tally.n_fractional:
+        raise InputFormatError(
+            f"{where} holds {tally.n_fractional:,} non-integer {_values(tally.n_fractional)} (in a "
+            f"batch of {_rows(X)}); "
+            + (hint or "raw counts are whole numbers — point at raw counts (raw.X or a counts layer)")
+        )
+    return tally
+
+
+def _values(n: int) -> str:
+    return "value" if n == 1 else "values"
+
+
+def _rows(X: Any) -> str:
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) == 2:
+        return f"{shape[0]:,} cells"
+    return f"{np.size(X):,} values"
+
+
+def counts_where(info: SourceInfo) -> str:
+    """The count matrix a source reads, for messages: "raw.X of a.h5ad", "X of the Census at …"."""
+    files = info.extra.get("files")
+    matrices = info.extra.get("matrices")
+    if info.kind == "anndata" and files and matrices and len(files) == len(matrices):
+        return " or ".join(f"{_matrix_name(m)} of {f}" for f, m in zip(files, matrices, strict=True))
+    return f"X of {info.uri}"
+
+
+def _matrix_name(path: str) -> str:
+    """The AnnData attribute a matrix path names: raw/X -> raw.X, layers/counts -> layers['counts']."""
+    if path == "raw/X":
+        return "raw.X"
+    if path.startswith("layers/"):
+        return f"layers[{path.removeprefix('layers/')!r}]"
+    return path
