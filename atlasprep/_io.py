@@ -21,10 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from atlasprep.errors import UnsafePathError
+from atlasprep.errors import ForeignOutputError, OutputExistsError, UnsafePathError
 
 __all__ = [
     "atomic_output",
+    "check_output",
     "describe_os_error",
     "inside",
     "pid_alive",
@@ -163,3 +164,34 @@ def describe_os_error(exc: OSError) -> str:
     hint = _OS_HINTS.get(exc.errno or -1, "")
     text = f"{where}: {what}" if where else what
     return f"{text}; {hint}" if hint else text
+
+
+_ANNDATA_ENCODINGS = frozenset({"anndata", "MuData"})
+
+
+def check_output(path: Path, *, overwrite: bool, flag: str = "--out") -> None:
+    """Refuse to replace ``path`` unless ``overwrite``; and even then refuse a directory that is
+    not an AnnData/MuData Zarr store (``--out x.zarr`` naming someone's folder of other files
+    deletes nothing). A file is replaced by one rename, as ``cp`` replaces it."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    if path.is_dir() and not path.is_symlink() and _zarr_encoding(path) not in _ANNDATA_ENCODINGS:
+        raise ForeignOutputError(
+            f"{flag} {path} is a directory that is not an AnnData Zarr store; atlasprep replaces "
+            "only a store it could have written: move it away or choose another output"
+        )
+
+
+def _zarr_encoding(path: Path) -> str | None:
+    for name, get in (("zarr.json", lambda d: d.get("attributes", {})), (".zattrs", lambda d: d)):
+        meta = path / name
+        if meta.is_file():
+            try:
+                attrs = get(json.loads(meta.read_text(encoding="utf-8")))
+                value = attrs.get("encoding-type") if isinstance(attrs, dict) else None
+            except (OSError, ValueError, AttributeError):
+                return None
+            return value if isinstance(value, str) else None
+    return None

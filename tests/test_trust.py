@@ -465,3 +465,24 @@ def test_inspect_plot_that_cannot_be_written_leaves_nothing(built, tmp_path, mon
     r = runner.invoke(app, ["inspect", str(built), "--plot", str(png)])
     assert_clean_error(r, codes=(1,), contains=os.strerror(code))
     assert list(png.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["cells.zarr", "cells.h5ad"])
+def test_slice_overwrite_never_deletes_a_foreign_directory(small_census, tmp_path, name):
+    out = tmp_path / name
+    out.mkdir()
+    (out / "experiment.csv").write_text("mine")
+    before = _files(out)
+    args = ["slice", "--census-uri", str(small_census), "--max-cells", "50", "--out", str(out)]
+    assert_clean_error(runner.invoke(app, [*args, "--overwrite"]), codes=(2,), contains=str(out))
+    assert _files(out) == before
+    assert not list(tmp_path.glob(f"{name}.*"))  # no temp or spill left beside it
+
+
+def test_slice_overwrite_replaces_its_own_zarr_store(small_census, tmp_path):
+    out = tmp_path / "cells.zarr"
+    args = ["slice", "--census-uri", str(small_census), "--max-cells", "50", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, [*args, "--overwrite", "--seed", "3"])
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.zarr"]

@@ -320,28 +320,48 @@ def test_align_ccf_os_errors_leave_nothing(tmp_path, monkeypatch, code, fmt):
 # -- OS errors: a real read-only directory ----------------------------------------------------------
 
 
-@pytest.mark.skipif(AS_ROOT, reason="root writes into a read-only directory (simulated above)")
-@pytest.mark.parametrize("command", ["slice-h5ad", "slice-zarr", "harmonize", "align-barcodes", "align-ccf"])
-def test_read_only_output_directory(tmp_path, command):
+@pytest.fixture
+def locked(tmp_path):  # type: ignore[no-untyped-def]
+    """A directory nothing can be written into: mode 0o500, or (root writes through modes) a
+    read-only tmpfs mounted there (skipped where this process may not mount)."""
+    path = tmp_path / "locked"
+    path.mkdir()
+    if not AS_ROOT:
+        path.chmod(0o500)
+        try:
+            yield path
+        finally:
+            path.chmod(0o700)
+        return
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64m", "tmpfs", str(path)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"root writes through modes, and no read-only tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+@pytest.mark.parametrize(
+    "command", ["slice-h5ad", "slice-zarr", "harmonize", "align-barcodes", "align-ccf", "tokenize"]
+)
+def test_read_only_output_directory(tmp_path, locked, command):
     src = _h5ad(tmp_path / "in.h5ad", symbols=command == "harmonize")
     rna = _modality(tmp_path / "rna.h5ad", GENES)
     atac = _modality(tmp_path / "atac.h5ad", ["chr1:100-200", "chr1:300-400"])
     section = _section(tmp_path / "section.h5ad")
-    locked = tmp_path / "locked"
-    locked.mkdir()
     args = {
         "slice-h5ad": ["slice", "--input", src, "--out", locked / "o.h5ad"],
         "slice-zarr": ["slice", "--input", src, "--out", locked / "o.zarr"],
         "harmonize": ["harmonize", src, "--out", locked / "o.h5ad"],
         "align-barcodes": ["align", "barcodes", "--rna", rna, "--atac", atac, "--out", locked / "o.h5mu"],
         "align-ccf": ["align", "ccf", "--spatial", section, "--neighbors", "2", "--out", locked / "o.h5ad"],
+        "tokenize": ["tokenize", "--input", src, "--scheme", "raw", "--out", locked / "store"],
     }[command]
-    locked.chmod(0o500)
-    try:
-        line, result = _run(args)
-    finally:
-        locked.chmod(0o700)
-    assert "Permission denied" in line
+    line, result = _run(args)
+    assert "Permission denied" in line or "Read-only file system" in line
     assert result.exit_code == 1  # type: ignore[attr-defined]
     assert list(locked.iterdir()) == []
 

@@ -44,13 +44,13 @@ import mudata as md  # type: ignore[import-untyped, unused-ignore]
 import numpy as np
 import pandas as pd
 
+from atlasprep._io import check_output
 from atlasprep.align._output import stored_bytes, write_output
 from atlasprep.align.modalities import FLAGS, LoadedModality, Modality, load_modalities
 from atlasprep.errors import (
     AtlasprepError,
     EmptyResultError,
     InputFormatError,
-    OutputExistsError,
     SourceError,
     UsageError,
 )
@@ -430,8 +430,7 @@ def _check_arguments(
         raise UsageError(f"--out {out}: the name must end in .h5mu")
     if out.is_dir():
         raise UsageError(f"--out {out}: is a directory")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_output(out, overwrite=overwrite)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
 

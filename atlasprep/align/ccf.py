@@ -52,6 +52,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from atlasprep._io import check_output
 from atlasprep.align._output import stored_bytes, write_output
 from atlasprep.align.organ import (
     Crosswalk,
@@ -61,7 +62,7 @@ from atlasprep.align.organ import (
     read_crosswalk,
 )
 from atlasprep.align.rui import Registration, iri_fragment, read_registration
-from atlasprep.errors import InputFormatError, OutputExistsError, SourceError, UsageError
+from atlasprep.errors import InputFormatError, SourceError, UsageError
 from atlasprep.slice.writer import format_of
 
 __all__ = [
@@ -522,8 +523,7 @@ def ccf_command_impl(
     """Read a section, place it (when a registration is given), write ``out`` atomically."""
     out = Path(out)
     format_of(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_output(out, overwrite=overwrite)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
     placing = (registration, reference_organ, crosswalk)

@@ -25,8 +25,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from atlasprep import __version__
-from atlasprep._io import atomic_output, write_json_atomic
-from atlasprep.errors import IncompleteMappingError, InputFormatError, OutputExistsError, UsageError
+from atlasprep._io import atomic_output, check_output, write_json_atomic
+from atlasprep.errors import IncompleteMappingError, InputFormatError, UsageError
 from atlasprep.harmonize.genes import GeneMapping, map_genes
 from atlasprep.harmonize.labels import (
     ORGANISM_TERMS,
@@ -218,8 +218,7 @@ def _check_outputs(config: HarmonizeConfig) -> None:
         raise UsageError(f"batch_size = {config.batch_size}: must be at least 1")
     out = config.out
     format_of(out)
-    if out.exists() and not config.overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_output(out, overwrite=config.overwrite)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
     if _same_file(out, config.input):

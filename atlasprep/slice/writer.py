@@ -39,8 +39,8 @@ import scipy.sparse as sp
 import zarr
 from anndata.io import sparse_dataset, write_elem
 
-from atlasprep._io import remove_path, sweep_stale_temps, temp_path
-from atlasprep.errors import AtlasprepError, OutputExistsError, UsageError
+from atlasprep._io import check_output, remove_path, sweep_stale_temps, temp_path
+from atlasprep.errors import AtlasprepError, UsageError
 from atlasprep.sources.counts import check_counts
 
 __all__ = ["AnnDataWriter", "StoreFormat", "format_of", "os_error_at", "require_free_space"]
@@ -117,8 +117,7 @@ class AnnDataWriter:
     ) -> None:
         self.out = out
         self.format = format_of(out)
-        if out.exists() and not overwrite:
-            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+        check_output(out, overwrite=overwrite)
         if not out.parent.is_dir():
             raise UsageError(f"--out {out}: directory {out.parent} does not exist")
         self._counts = counts
