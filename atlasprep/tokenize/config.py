@@ -1,0 +1,181 @@
+"""What `tokenize` is asked (:class:`TokenizeConfig`, every value checked once) and what it answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from atlasprep.errors import UsageError
+from atlasprep.shard.writer import ShardFormat
+from atlasprep.slice.api import SliceConfig
+from atlasprep.tokenize.segments import KINDS
+
+log = logging.getLogger("atlasprep.tokenize")
+
+
+Scheme = Literal["rank", "bin", "raw"]
+
+
+Encoded = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, offsets, values
+
+
+SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<mask>", "<cls>", "<eos>")
+
+
+DEFAULT_OBS_COLUMNS: tuple[str, ...] = (
+    "dataset_id",
+    "donor_id",
+    "cell_type_ontology_term_id",
+    "tissue_ontology_term_id",
+    "assay_ontology_term_id",
+)
+
+
+# Cells per batch for `atlasprep tokenize` (slice streams 4,096): twice as many cells share a
+# length, so the rank kernel makes fewer sort calls, and a shard gathers from half as many spills;
+# a batch of dense cells still closes at the value budget (batch size × 2,000 stored values).
+TOKENIZE_BATCH_SIZE = 8_192
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenizeConfig:
+    """Everything `atlasprep tokenize` is asked; defaults live here and the CLI reads them."""
+
+    source: SliceConfig  # where cells come from: census/census_uri/inputs, filter, sampling
+    out: Path
+    scheme: Scheme = "rank"
+    max_len: int = 4096
+    n_bins: int = 51
+    n_hvg: int | None = None  # bin: keep the N most variable genes (Seurat v3, streamed)
+    token_dictionary: Path | None = None
+    gene_medians: Path | None = None
+    gene_mapping: Path | None = None
+    special_tokens: bool = True
+    gene_column: str | None = None  # var column with Ensembl IDs (default: the var index)
+    # rank: each cell's total, as Geneformer reads obs["n_counts"] (in its own dtype) when the
+    # input has this column; else (or with None) the sum of the cell's counts over all genes
+    n_counts_column: str | None = "n_counts"
+    assume_normalized: bool = False  # accept non-integer X for rank/bin
+    min_gene_match: float = 0.0
+    obs_columns: tuple[str, ...] = DEFAULT_OBS_COLUMNS
+    context: tuple[str, ...] = ()  # obs columns whose value becomes one token after <cls>
+    shard_cells: int = 10_000
+    shard_bytes: int | None = None  # instead of shard_cells: cut shards at this many bytes
+    shuffle: bool = True
+    seed: int = 0
+    split_by: str | None = None
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    holdout: tuple[str, ...] = ()  # values of split_by sent to test
+    format: ShardFormat = "arrow"
+    overwrite: bool = False
+    # cells without a single vocabulary gene (empty droplets, a var of symbols): kept as their
+    # special tokens only, or left out of the store, as Geneformer's tokenizer leaves them out
+    drop_empty: bool = False
+    # an aligned MuData (source inputs "file.h5mu:rna"): paired modalities as token segments
+    # after the RNA tokens ("atac", "prot"), each within its budget, or stored whole as targets
+    modalities: tuple[str, ...] = ()
+    segment_max_len: tuple[tuple[str, int], ...] = ()
+    targets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Every value checked here, once, before any work (the source's in :class:`SliceConfig`):
+        the CLI, recipes and the Python API refuse the same values with the same message."""
+        from typing import get_args
+
+        from atlasprep.slice.api import (
+            check_choice,
+            check_fraction,
+            check_int,
+            check_name,
+            check_names,
+            invalid,
+        )
+
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        if not isinstance(self.source, SliceConfig):
+            raise invalid("source", self.source, "must be a SliceConfig (where the cells come from)")
+        check_choice("scheme", self.scheme, get_args(Scheme))
+        check_choice("format", self.format, get_args(ShardFormat))
+        # room for a gene token (rank with special tokens: between <cls> and <eos>); lengths are int32
+        least = 3 if self.scheme == "rank" and self.special_tokens else 1
+        check_int("max_len", self.max_len, at_least=least, at_most=2**31 - 1)
+        # scGPT's binning: bin 0 holds zeros, and the edges of bins 1… need two quantiles at least
+        check_int("n_bins", self.n_bins, at_least=3)
+        if self.n_hvg is not None:
+            check_int("n_hvg", self.n_hvg, at_least=1)
+            if self.scheme != "bin":
+                raise invalid(
+                    "n_hvg",
+                    self.n_hvg,
+                    f"selects genes for scheme = 'bin' (scGPT); drop it for scheme = {self.scheme!r}",
+                )
+        check_fraction("min_gene_match", self.min_gene_match)
+        check_int("shard_cells", self.shard_cells, at_least=1)
+        if self.shard_bytes is not None:
+            check_int("shard_bytes", self.shard_bytes, at_least=1)
+            if self.shard_cells != defaults["shard_cells"]:
+                raise UsageError(
+                    f"shard_bytes = {self.shard_bytes!r} and shard_cells = {self.shard_cells!r}: "
+                    "cut shards by cells or by bytes, not both"
+                )
+        check_int("seed", self.seed, at_least=0, at_most=2**64 - 1)
+        split = self.split
+        if (
+            not isinstance(split, tuple)
+            or len(split) != 3
+            or not all(
+                isinstance(f, int | float) and not isinstance(f, bool) and math.isfinite(f) and f >= 0
+                for f in split
+            )
+            or abs(math.fsum(split) - 1) > 1e-9
+        ):
+            raise invalid(
+                "split", split, "must be three fractions (train, val, test), each at least 0, that sum to 1"
+            )
+        for name in ("split_by", "gene_column", "n_counts_column"):
+            check_name(name, getattr(self, name))
+        check_names("holdout", self.holdout)
+        if self.split_by is None and split != defaults["split"]:
+            raise invalid(
+                "split", split, "fractions of a column's groups: name it, e.g. split_by = 'donor_id'"
+            )
+        if self.split_by is None and self.holdout:
+            raise invalid(
+                "holdout",
+                self.holdout,
+                "groups of a column sent to test: name it, e.g. split_by = 'donor_id'",
+            )
+        check_names("obs_columns", self.obs_columns)
+        check_names("context", self.context)
+        for name in ("modalities", "targets"):
+            check_names(name, getattr(self, name))
+            for modality in getattr(self, name):
+                check_choice(name, modality, tuple(KINDS))
+        for pair in self.segment_max_len:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] in self.modalities):
+                raise invalid(
+                    "segment_max_len",
+                    self.segment_max_len,
+                    f"each budget is (modality, tokens) for a modality of modalities = {self.modalities!r}",
+                )
+            check_int("segment_max_len", pair[1], at_least=1, at_most=2**31 - 1)
+        for name in ("token_dictionary", "gene_medians", "gene_mapping"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise invalid(name, str(path), "no such file")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenizeResult:
+    out: Path
+    manifest: dict[str, Any]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"out": str(self.out), "seconds": round(self.seconds, 3), **self.manifest}

@@ -1,0 +1,299 @@
+"""The corpus passes before any token: genes, vocabulary, gene medians, highly variable genes,
+context values and paired-modality features, fitted once over the selected cells."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from atlasprep.errors import UsageError
+from atlasprep.sources import (
+    CellSource,
+)
+from atlasprep.sources.anndata import AnnDataSource, split_modality
+from atlasprep.tokenize.config import DEFAULT_OBS_COLUMNS, SPECIAL_TOKENS, TokenizeConfig
+from atlasprep.tokenize.context import context_token
+from atlasprep.tokenize.encode import check_batch_counts
+from atlasprep.tokenize.hvg import GeneMoments
+from atlasprep.tokenize.medians import MedianSketch
+from atlasprep.tokenize.segments import KINDS, Segment, atac_idf
+from atlasprep.tokenize.vocab import load_gene_mapping, load_gene_medians, load_token_dictionary
+
+log = logging.getLogger("atlasprep.tokenize")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vocab:
+    tokens: dict[str, int]  # token -> id (special tokens first)
+    column_tokens: np.ndarray  # per input column: its gene's id, -1 if not in the vocabulary
+    source: str
+    medians: dict[str, float] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dictionaries:
+    """The token dictionary, gene medians and gene mapping a build was given (None where not)."""
+
+    tokens: dict[str, int] | None = None
+    medians: dict[str, float] | None = None
+    mapping: dict[str, str] | None = None
+
+    @classmethod
+    def load(cls, config: TokenizeConfig) -> Dictionaries:
+        tokens, medians, mapping = config.token_dictionary, config.gene_medians, config.gene_mapping
+        return cls(
+            tokens=None if tokens is None else load_token_dictionary(tokens),
+            medians=None if medians is None or config.scheme != "rank" else load_gene_medians(medians),
+            mapping=None if mapping is None else load_gene_mapping(mapping),
+        )
+
+
+def fit_medians(
+    config: TokenizeConfig,
+    source: CellSource,
+    positions: np.ndarray,
+    gene_ids: list[str],
+    given: dict[str, float] | None,
+) -> dict[str, float] | None:
+    """The rank scheme's normalization factors: given, or sketched in a first pass over the cells."""
+    if config.scheme != "rank":
+        return None
+    if config.gene_medians is not None:
+        return given
+    log.info("computing gene medians from the corpus (first pass over %d cells)", len(positions))
+    sketch = MedianSketch(n_genes=len(gene_ids))
+    for X in count_batches(config, source, positions):
+        sketch.add(X)
+    values, _ = sketch.medians()
+    return {g: float(v) for g, v in zip(gene_ids, values, strict=True) if np.isfinite(v)}
+
+
+def build_vocab(
+    config: TokenizeConfig,
+    gene_ids: list[str],
+    medians: dict[str, float] | None,
+    given: dict[str, int] | None,
+) -> Vocab:
+    if config.token_dictionary is not None:
+        assert given is not None
+        tokens = dict(given)  # the context and paired-modality tokens are added to this copy
+        origin = str(config.token_dictionary)
+    else:
+        tokens = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+        for g in dict.fromkeys(gene_ids):
+            tokens.setdefault(g, len(tokens))
+        origin = "corpus genes"
+    column_tokens = np.array([tokens.get(g, -1) for g in gene_ids], dtype=np.int32)
+    return Vocab(tokens=tokens, column_tokens=column_tokens, source=origin, medians=medians)
+
+
+def fit_hvg(
+    config: TokenizeConfig, source: CellSource, positions: np.ndarray, column_tokens: np.ndarray
+) -> np.ndarray:
+    """The ``n_hvg`` most variable vocabulary genes (their input columns), in two passes."""
+    in_vocab = np.flatnonzero(column_tokens >= 0)
+    if config.n_hvg is not None and config.n_hvg > len(in_vocab):
+        raise UsageError(f"--n-hvg {config.n_hvg} is more than the {len(in_vocab)} genes in the vocabulary")
+    log.info("selecting %s highly variable genes (two passes over %d cells)", config.n_hvg, len(positions))
+    first = GeneMoments(n_genes=len(in_vocab))
+    for X in count_batches(config, source, positions):
+        first.add(sp.csr_matrix(X)[:, in_vocab])
+    second = first.clipped()
+    for X in count_batches(config, source, positions):
+        second.add(sp.csr_matrix(X)[:, in_vocab])
+    return in_vocab[second.top(config.n_hvg or 0)]
+
+
+def count_batches(config: TokenizeConfig, source: CellSource, positions: np.ndarray) -> Iterator[Any]:
+    """The cells' counts, batch by batch, checked (a pass before the tokens)."""
+    for batch in source.iter_batches(
+        positions, var_positions=None, batch_size=config.source.batch_size, obs_columns=[]
+    ):
+        check_batch_counts(batch.X, config)
+        yield batch.X
+
+
+def n_counts_column_of(config: TokenizeConfig, source: CellSource) -> str | None:
+    """The obs column holding the cells' totals for ``rank``, if it is to be read."""
+    name = config.n_counts_column
+    if config.scheme != "rank" or name is None:
+        return None
+    if name in source.obs_columns:
+        log.info("cell totals from obs[%r], as Geneformer reads obs['n_counts']", name)
+        return name
+    if name != "n_counts":  # asked for by name, not the default
+        raise UsageError(f"--n-counts-column {name!r} is not an obs column of the input")
+    return None
+
+
+def stored_obs_columns(config: TokenizeConfig, source: CellSource) -> tuple[str, ...]:
+    """The metadata columns to keep: the defaults the source has, or exactly those asked for."""
+    if config.obs_columns != DEFAULT_OBS_COLUMNS:
+        return config.obs_columns  # a missing one is an error when the first batch is read
+    kept = tuple(c for c in config.obs_columns if c in source.obs_columns)
+    if len(kept) < len(config.obs_columns):
+        skipped = ", ".join(c for c in config.obs_columns if c not in kept)
+        log.info("the source has no %s; those columns are left out of the shards", skipped)
+    return kept
+
+
+def hint_geneformer_inputs(
+    config: TokenizeConfig, source: CellSource, gene_ids: list[str], vocab: Vocab
+) -> None:
+    """Say so when the input follows Geneformer's conventions in a way atlasprep does not read
+    by itself: gene IDs in a var column (Geneformer reads ``var["ensembl_id"]``) that names far
+    more vocabulary genes than the IDs in use, and an obs ``filter_pass`` column (Geneformer
+    tokenizes only the cells where it is 1)."""
+    if config.token_dictionary is not None and gene_ids:
+        var = source.var()
+        in_use = float(np.mean(vocab.column_tokens >= 0))
+        for column in var.columns:
+            if column == config.gene_column or not (
+                pd.api.types.is_string_dtype(var[column])
+                or isinstance(var[column].dtype, pd.CategoricalDtype)
+            ):
+                continue
+            share = float(var[column].astype(str).isin(vocab.tokens.keys()).mean())
+            if share >= max(2 * in_use, 0.5):
+                log.warning(
+                    "var column %r names %.0f%% of its genes in the vocabulary, the IDs in use (%s) %.0f%%: "
+                    "pass --gene-column %s (Geneformer reads var['ensembl_id'])",
+                    column,
+                    100 * share,
+                    f"var[{config.gene_column!r}]" if config.gene_column else "the var index",
+                    100 * in_use,
+                    column,
+                )
+                break
+    where = config.source.filter.where or ""
+    if config.scheme == "rank" and "filter_pass" in source.obs_columns and "filter_pass" not in where:
+        log.warning(
+            "obs has Geneformer's filter_pass column: Geneformer tokenizes only the cells where it is 1; "
+            "pass --where 'filter_pass == 1' to do the same"
+        )
+
+
+def gene_ids_of(source: CellSource, config: TokenizeConfig) -> list[str]:
+    var = source.var()
+    if config.gene_column is None:
+        return [str(g) for g in var.index]
+    if config.gene_column not in var.columns:
+        raise UsageError(
+            f"--gene-column {config.gene_column!r} is not a var column "
+            f"(var has: {', '.join(map(str, var.columns))})"
+        )
+    return [str(g) for g in var[config.gene_column]]
+
+
+def fit_paired(
+    config: TokenizeConfig, positions: np.ndarray, vocab: Vocab
+) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
+    """Segments and targets of the paired modalities; their tokens extend the vocabulary."""
+    if not config.modalities and not config.targets:
+        return (), ()
+    path, main = split_modality(config.source.inputs[0]) if len(config.source.inputs) == 1 else (None, None)
+    if path is None or main is None:
+        raise UsageError("--modalities/--targets need one aligned MuData input (atlasprep align barcodes)")
+    budgets = dict(config.segment_max_len)
+    next_id = max(vocab.tokens.values()) + 1
+    found: dict[str, list[Segment]] = {"segments": [], "targets": []}
+    for kind, names in (("segments", config.modalities), ("targets", config.targets)):
+        for modality in names:
+            if modality not in KINDS or modality == main:
+                raise UsageError(f"{modality!r}: pair the RNA with atac or prot")
+            spec = f"{path}:{modality}"
+            features, idf = paired_features(spec, modality, positions, config.source.batch_size)
+            sep_id = -1
+            tokens = np.zeros(0, dtype=np.int32)
+            if kind == "segments":
+                for token in (f"<sep:{modality}>", *(f"{KINDS[modality][0]}:{f}" for f in features)):
+                    if token not in vocab.tokens:
+                        vocab.tokens[token] = next_id
+                        next_id += 1
+                sep_id = vocab.tokens[f"<sep:{modality}>"]
+                tokens = np.array([vocab.tokens[f"{KINDS[modality][0]}:{f}"] for f in features], np.int32)
+            found[kind].append(
+                Segment(
+                    modality=modality,
+                    spec=spec,
+                    budget=budgets.get(modality, 256),
+                    sep_id=sep_id,
+                    tokens=tokens,
+                    idf=idf,
+                    features=tuple(features),
+                )
+            )
+    return tuple(found["segments"]), tuple(found["targets"])
+
+
+def paired_features(
+    spec: str, modality: str, positions: np.ndarray, batch_size: int
+) -> tuple[list[str], np.ndarray | None]:
+    """A paired modality's features and, for ATAC, the corpus IDF (a first pass)."""
+    other = AnnDataSource([spec])
+    try:
+        features = [str(f) for f in other.var().index]
+        if modality != "atac":
+            return features, None
+        with_peak = np.zeros(len(features), dtype=np.int64)
+        for batch in other.iter_batches(positions, var_positions=None, batch_size=batch_size, obs_columns=[]):
+            X = sp.csr_matrix(batch.X)
+            X.eliminate_zeros()
+            with_peak += np.bincount(X.indices, minlength=len(features))
+        return features, atac_idf(with_peak, len(positions))
+    finally:
+        other.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fitted:
+    """Everything the corpus passes found, fixed before the first token is made."""
+
+    gene_ids: list[str]  # the source's genes, in its var order
+    vocab: Vocab  # its tokens final: genes, then context values, then paired features
+    hvg: np.ndarray | None  # bin with n_hvg: the columns kept
+    n_counts_column: str | None
+    mapping: dict[str, str] | None  # gene IDs or symbols -> the vocabulary's (rank)
+    obs_columns: tuple[str, ...]  # stored beside the tokens
+    segments: tuple[Segment, ...]
+    targets: tuple[Segment, ...]
+
+    @property
+    def hvg_genes(self) -> list[str] | None:
+        return None if self.hvg is None else [self.gene_ids[c] for c in self.hvg]
+
+    @property
+    def special_ids(self) -> np.ndarray:
+        return np.array([i for t, i in self.vocab.tokens.items() if t.startswith("<")], np.int32)
+
+
+def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given: Dictionaries) -> Fitted:
+    """The passes over the selected cells: medians (rank), the vocabulary and its context and
+    paired-modality tokens (in that order: ids follow it), HVG (bin with n_hvg)."""
+    gene_ids = gene_ids_of(source, config)
+    medians = fit_medians(config, source, positions, gene_ids, given.medians)
+    vocab = build_vocab(config, gene_ids, medians, given.tokens)
+    hint_geneformer_inputs(config, source, gene_ids, vocab)
+    hvg = fit_hvg(config, source, positions, vocab.column_tokens) if config.n_hvg else None
+    if config.context:  # the values present, sorted, extend the vocabulary after the genes
+        present = source.obs_values(positions, list(config.context))
+        for column in config.context:
+            for value in sorted(present[column].astype("string").fillna("<NA>").unique()):
+                vocab.tokens.setdefault(context_token(column, str(value)), max(vocab.tokens.values()) + 1)
+    segments, targets = fit_paired(config, positions, vocab)
+    return Fitted(
+        gene_ids=gene_ids,
+        vocab=vocab,
+        hvg=hvg,
+        n_counts_column=n_counts_column_of(config, source),
+        mapping=given.mapping,
+        obs_columns=stored_obs_columns(config, source),
+        segments=segments,
+        targets=targets,
+    )

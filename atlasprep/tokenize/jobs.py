@@ -1,0 +1,270 @@
+"""The encode pass as jobs: ranges of the selected cells tokenized into spill files, in this
+process or on workers that see the same store directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from atlasprep.errors import InputFormatError
+from atlasprep.shard import ShardLayout, ShardWriter, ragged
+from atlasprep.shard.writer import Spill, write_spill
+from atlasprep.slice.api import open_source
+from atlasprep.sources import (
+    CellBatch,
+    CellSource,
+    ProgressCallback,
+)
+from atlasprep.sources.anndata import AnnDataSource
+from atlasprep.tokenize.config import Encoded, TokenizeConfig
+from atlasprep.tokenize.context import insert_context
+from atlasprep.tokenize.coverage import VocabCoverage
+from atlasprep.tokenize.encode import check_batch_counts, context_ids
+from atlasprep.tokenize.fit import Fitted
+from atlasprep.tokenize.segments import Segment, encode_segment, segment_vector, splice
+
+log = logging.getLogger("atlasprep.tokenize")
+
+
+class JobRunner(Protocol):
+    """Runs encode jobs somewhere (a Dask cluster: :class:`atlasprep.run.DaskRunner`)."""
+
+    @property
+    def n_partitions(self) -> int: ...
+
+    def map(
+        self, fn: Callable[[EncodeJob], EncodeResult], jobs: Sequence[EncodeJob]
+    ) -> list[EncodeResult]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncodeJob:
+    """One contiguous range of the selected cells, tokenized into spill files: in this process
+    or on a worker that sees the same store directory."""
+
+    config: TokenizeConfig
+    part: int
+    first_cell: int  # this range's first cell, in the order of the selection
+    positions: np.ndarray  # the cells' positions in the source
+    split_names: tuple[str, ...]  # the store's splits, sorted
+    split_codes: np.ndarray  # the cells' splits, as indices into split_names
+    slots: np.ndarray  # their slots within their split
+    by_size: bool
+    obs_columns: tuple[str, ...]
+    tokens: dict[str, int]
+    column_tokens: np.ndarray
+    encode: Callable[[CellBatch, int], Encoded]
+    spill_dir: Path
+    segments: tuple[Segment, ...] = ()
+    targets: tuple[Segment, ...] = ()  # budget unused: the whole vector is stored
+    special_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    read_columns: tuple[str, ...] = ()  # obs columns the tokenizer reads but does not store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncodeResult:
+    spills: list[Spill]
+    coverage: VocabCoverage
+    n_empty: int = 0  # cells without a gene token (left out when the config drops them)
+
+
+def plan_jobs(
+    config: TokenizeConfig,
+    runner: JobRunner | None,
+    positions: np.ndarray,
+    layout: ShardLayout,
+    writer: ShardWriter,
+    fitted: Fitted,
+    encode: Callable[[CellBatch, int], Encoded],
+) -> list[EncodeJob]:
+    """The encode pass cut into ranges of whole batches: one range here, ``n_partitions`` on a runner."""
+    n = len(positions)
+    batch = config.source.batch_size
+    n_batches = math.ceil(n / batch)
+    parts = 1 if runner is None else max(1, min(runner.n_partitions, n_batches))
+    per_part = math.ceil(n_batches / parts) * batch  # whole batches per part
+    jobs = []
+    for part, first in enumerate(range(0, n, per_part)):
+        cells = slice(first, min(n, first + per_part))
+        jobs.append(
+            EncodeJob(
+                config=config,
+                part=part,
+                first_cell=first,
+                positions=positions[cells],
+                split_names=layout.names,
+                split_codes=layout.codes[cells],
+                slots=layout.slots[cells],
+                by_size=layout.bytes_per_shard is not None,
+                obs_columns=fitted.obs_columns,
+                tokens=fitted.vocab.tokens,
+                column_tokens=fitted.vocab.column_tokens,
+                encode=encode,
+                spill_dir=writer.spill_dir,
+                segments=fitted.segments,
+                targets=fitted.targets,
+                special_ids=fitted.special_ids,
+                read_columns=(fitted.n_counts_column,) if fitted.n_counts_column else (),
+            )
+        )
+    return jobs
+
+
+def run_encode_job(
+    job: EncodeJob, progress: ProgressCallback | None = None, *, source: CellSource | None = None
+) -> EncodeResult:
+    """Tokenize one range of cells into spill files. The source is the one given (left open),
+    else the job opens and closes its own (on a worker)."""
+    config = job.config
+    owned = source is None
+    source = open_source(config.source) if source is None else source
+    paired = {s.modality: AnnDataSource([s.spec]) for s in (*job.segments, *job.targets)}
+    spills: list[Spill] = []
+    coverage = VocabCoverage.of_genes(job.column_tokens)
+    total = job.first_cell + len(job.positions)
+    # Each batch's rows are spilled in a second thread while the next batch is tokenized (one
+    # in flight; its counts are not held there, so at most two batches of counts are in
+    # memory: the one tokenized and the one read ahead).
+    writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-spill")
+    pending: Future[Spill | None] | None = None
+
+    def collect() -> None:
+        if pending is not None and (spill := pending.result()) is not None:
+            spills.append(spill)
+
+    n_empty = 0
+    try:
+        done = 0
+        for batch in source.iter_batches(
+            job.positions,
+            var_positions=None,
+            batch_size=config.source.batch_size,
+            obs_columns=list(dict.fromkeys([*job.obs_columns, *config.context, *job.read_columns])),
+        ):
+            cells = slice(done, done + batch.n_cells)
+            check_batch_counts(batch.X, config)
+            coverage = coverage.add(batch.X, job.column_tokens)
+            codes, slots = job.split_codes[cells], job.slots[cells]
+            table, genes = _batch_table(job, batch, job.first_cell + done, codes)
+            if paired:
+                table = _with_segments(job, table, paired, job.positions[cells])
+            empty = genes == 0
+            n_empty += int(empty.sum())
+            if config.drop_empty and empty.any():
+                table, codes, slots = table.filter(pa.array(~empty)), codes[~empty], slots[~empty]
+            collect()
+            path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
+            pending = writing.submit(_spill_batch, job, table, path, codes, slots)
+            done += batch.n_cells
+            if progress is not None:
+                progress(job.first_cell + done, total)
+        collect()
+    finally:
+        writing.shutdown(wait=True)
+        if owned:
+            source.close()
+        for other in paired.values():
+            other.close()
+    return EncodeResult(spills=spills, coverage=coverage, n_empty=n_empty)
+
+
+def _spill_batch(
+    job: EncodeJob, table: pa.Table, path: Path, codes: np.ndarray, slots: np.ndarray
+) -> Spill | None:
+    """Spill a batch's rows (their splits and slots given; none when every cell was left out)."""
+    if table.num_rows == 0:
+        return None
+    return write_spill(path, table, codes, slots, job.by_size)
+
+
+def _with_segments(
+    job: EncodeJob, table: pa.Table, paired: dict[str, AnnDataSource], positions: np.ndarray
+) -> pa.Table:
+    """Add the paired modalities' segments (and target columns) to a batch's rows."""
+    whole = len(positions) + 1
+    rows = {
+        m: next(src.iter_batches(positions, var_positions=None, batch_size=whole, obs_columns=[]))
+        for m, src in paired.items()
+    }
+    for m, batch in rows.items():
+        if not np.array_equal(batch.cell_ids, table["cell_id"].to_numpy(zero_copy_only=False)):
+            raise InputFormatError(
+                f"{job.config.source.inputs[0]}: modality {m!r} lists other cells than the RNA; "
+                "align it with atlasprep align barcodes --how inner"
+            )
+    lists = table["input_ids"].combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    ids = lists.flatten().to_numpy()
+    if "values" in table.column_names:
+        values = table["values"].combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    else:
+        values = np.zeros(len(ids), dtype=np.float32)
+    parts = [(s.sep_id, s.token_type, *encode_segment(s, rows[s.modality].X)) for s in job.segments]
+    special = job.config.scheme == "rank" and job.config.special_tokens
+    ids, offsets, values, types = splice((ids, offsets, values), parts, keep_tail=1 if special else 0)
+    types[np.isin(ids, job.special_ids)] = 0
+    columns = {
+        "input_ids": ragged(ids, offsets, pa.int32()),
+        "length": pa.array(np.diff(offsets).astype(np.int32)),
+        "values": ragged(values, offsets, pa.float32()),
+        "token_type": ragged(types, offsets, pa.int8()),
+    }
+    for target in job.targets:
+        vector = segment_vector(target.modality, rows[target.modality].X, target.idf).astype(np.float32)
+        n, width = vector.shape
+        columns[f"target_{target.modality}"] = ragged(
+            vector.ravel(), np.arange(n + 1, dtype=np.int64) * width, pa.float32()
+        )
+    for name, column in columns.items():
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, column)
+        else:
+            table = table.add_column(table.column_names.index("split"), name, column)
+    return table
+
+
+def _batch_table(
+    job: EncodeJob, batch: Any, first_row: int, split_codes: np.ndarray
+) -> tuple[pa.Table, np.ndarray]:
+    """One batch of cells as shard rows (tokens, values, lengths, metadata, split), and each
+    cell's number of gene tokens."""
+    config = job.config
+    ids, offsets, values = job.encode(batch, first_row)
+    special = config.scheme == "rank" and config.special_tokens
+    genes = np.diff(offsets) - (2 if special else 0)
+    if config.context:
+        ids, offsets, values = insert_context(
+            ids,
+            offsets,
+            context_ids(batch.obs, config.context, job.tokens),
+            at=1 if special else 0,
+            max_len=config.max_len,
+            keep_tail=1 if special else 0,
+            values=values,
+        )
+    columns = {
+        "input_ids": ragged(ids, offsets, pa.int32()),
+        "length": pa.array(np.diff(offsets).astype(np.int32)),
+    }
+    if values is not None:
+        columns["values"] = ragged(values, offsets, pa.from_numpy_dtype(values.dtype))
+    for name in job.obs_columns:
+        column = batch.obs[name]
+        columns[name] = column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+    table = pa.table(
+        {
+            "cell_id": pa.array(batch.cell_ids.astype(str)),
+            **columns,
+            "split": pa.array(np.array(job.split_names, dtype=str)[split_codes]),
+        }
+    )
+    return table, genes
