@@ -43,7 +43,16 @@ STORE_FORMAT_VERSION = "0.1.0"
 # a build atlasprep started and has not finished (removed once the manifest is written)
 BUILD_MARKER = ".atlasprep-build.json"
 BUILD_FORMAT = "atlasprep-token-store-build"
-_TOP_FILES = frozenset({"manifest.json", "vocab.json", "gene_medians.parquet", BUILD_MARKER})
+_TOP_FILES = frozenset(
+    {
+        "manifest.json",
+        "vocab.json",
+        "gene_medians.parquet",
+        "tokenizer.json",
+        "gene_mapping.json",
+        BUILD_MARKER,
+    }
+)
 _TOP_DIRS = frozenset({"shards", ".work"})
 SHARD_NAME = re.compile(r"^[A-Za-z0-9_]+-\d{5,}\.(arrow|zarr)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -64,6 +73,11 @@ class VocabEntry(TypedDict):
     sha256: str
 
 
+class FileEntry(TypedDict):
+    path: str
+    sha256: str
+
+
 class Manifest(TypedDict, total=False):
     format: str
     format_version: str
@@ -73,6 +87,7 @@ class Manifest(TypedDict, total=False):
     splits: dict[str, Any]
     shards: list[ShardEntry]
     tokenizer: dict[str, Any]
+    tokenizer_file: FileEntry  # tokenizer.json (stores built before it was saved have none)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

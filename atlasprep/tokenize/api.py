@@ -50,7 +50,6 @@ from atlasprep.tokenize.config import (
     TokenizeConfig,
     TokenizeResult,
 )
-from atlasprep.tokenize.encode import make_encoder
 from atlasprep.tokenize.fit import Dictionaries, Fitted, fit
 from atlasprep.tokenize.jobs import EncodeJob, EncodeResult, JobRunner, plan_jobs, run_encode_job
 from atlasprep.tokenize.record import build_manifest, build_spec
@@ -79,7 +78,7 @@ def tokenize_cells(
         plan, layout = _layout(config, source, positions)
         store = claim.claim()
         writer = ShardWriter(config.out, layout, fmt=config.format)
-        jobs = plan_jobs(config, runner, positions, layout, writer, fitted, make_encoder(config, fitted))
+        jobs = plan_jobs(config, runner, positions, layout, writer, fitted)
         results = _run_jobs(jobs, runner, source, len(positions), progress)
         coverage, n_empty = _collect(config, fitted, results, writer, len(positions))
         manifest = build_manifest(config, source, fitted, coverage, plan, writer.finish(), n_empty)

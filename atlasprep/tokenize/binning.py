@@ -46,7 +46,7 @@ def bin_values(counts: sp.csr_matrix, n_bins: int = 51) -> sp.csr_matrix:
     Negative or non-finite values are refused (:class:`InputFormatError`): a NaN has no place
     in a cell's order, and a negative count would sort below the zeros of bin 0."""
     if n_bins < 3:
-        raise UsageError("--n-bins must be at least 3 (bin 0 holds zeros)")
+        raise UsageError(f"n_bins = {n_bins}: must be at least 3 (bin 0 holds zeros)")
     X = sp.csr_matrix(counts, dtype=np.float64, copy=True)
     check_counts(X, where="the counts to bin")
     X.sum_duplicates()
@@ -125,7 +125,7 @@ def cap_genes(binned: sp.csr_matrix, max_len: int, *, seed: int, first_row: int)
     stay in column order."""
     lengths = np.diff(binned.indptr)
     if max_len < 1:
-        raise UsageError("--max-len must be at least 1")
+        raise UsageError(f"max_len = {max_len}: must be at least 1")
     if (lengths <= max_len).all():
         return binned
     keep = _sample_mask(binned.indptr, binned.indices, max_len, np.uint64(seed), first_row)

@@ -59,10 +59,10 @@ class VocabCoverage:
     def require(self, min_gene_match: float) -> None:
         if self.gene_match < min_gene_match:
             raise LowGeneMatchError(
-                f"only {self.gene_match:.1%} of the input genes ({self.n_genes_in_vocab} of {self.n_genes}) "
-                f"are in the vocabulary, below --min-gene-match {min_gene_match:.0%}; are var IDs symbols "
-                "where the vocabulary has Ensembl IDs? Map them first "
-                "(atlasprep harmonize, or --gene-mapping)"
+                f"min_gene_match = {min_gene_match:.0%}: only {self.gene_match:.1%} of the input genes "
+                f"({self.n_genes_in_vocab} of {self.n_genes}) are in the vocabulary; are var IDs symbols "
+                "where the vocabulary has Ensembl IDs? Map them first (atlasprep harmonize), "
+                "or set gene_mapping"
             )
 
     def to_json(self) -> dict[str, float | int]:

@@ -23,6 +23,7 @@ from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.hvg import GeneMoments
 from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.segments import KINDS, Segment, atac_idf
+from atlasprep.tokenize.tokenizer import Tokenizer
 from atlasprep.tokenize.vocab import load_gene_mapping, load_gene_medians, load_token_dictionary
 
 log = logging.getLogger("atlasprep.tokenize")
@@ -263,6 +264,7 @@ class Fitted:
     obs_columns: tuple[str, ...]  # stored beside the tokens
     segments: tuple[Segment, ...]
     targets: tuple[Segment, ...]
+    tokenizer: Tokenizer
 
     @property
     def hvg_genes(self) -> list[str] | None:
@@ -287,12 +289,27 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
             for value in sorted(present[column].astype("string").fillna("<NA>").unique()):
                 vocab.tokens.setdefault(context_token(column, str(value)), max(vocab.tokens.values()) + 1)
     segments, targets = fit_paired(config, positions, vocab)
+    n_counts_column = n_counts_column_of(config, source)
+    tokenizer = Tokenizer(
+        scheme=config.scheme,
+        tokens=vocab.tokens,
+        max_len=config.max_len,
+        n_bins=config.n_bins,
+        special_tokens=config.special_tokens,
+        seed=config.seed,
+        medians=vocab.medians,
+        gene_mapping=given.mapping if config.scheme == "rank" else None,
+        hvg_genes=None if hvg is None else tuple(gene_ids[c] for c in hvg),
+        n_counts_column=n_counts_column if config.scheme == "rank" else None,
+        context=config.context,
+    )
     return Fitted(
         gene_ids=gene_ids,
         vocab=vocab,
         hvg=hvg,
-        n_counts_column=n_counts_column_of(config, source),
+        n_counts_column=n_counts_column,
         mapping=given.mapping,
+        tokenizer=tokenizer,
         obs_columns=stored_obs_columns(config, source),
         segments=segments,
         targets=targets,

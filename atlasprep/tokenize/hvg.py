@@ -58,11 +58,11 @@ class GeneMoments:
         from skmisc.loess import loess
 
         if self.n_cells < 2:
-            raise UsageError("--n-hvg needs at least 2 cells")
+            raise UsageError("n_hvg needs at least 2 cells")
         mean, var = self.mean_var()
         not_const = var > 0
         if not_const.sum() < 3:
-            raise UsageError("--n-hvg needs at least 3 genes that vary across the cells")
+            raise UsageError("n_hvg needs at least 3 genes that vary across the cells")
         fitted = np.zeros(self.n_genes, dtype=np.float64)
         model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
         model.fit()
@@ -100,7 +100,7 @@ class ClippedMoments:
     def top(self, n_top: int) -> np.ndarray:
         """Columns of the ``n_top`` genes with the largest standardized variance, ascending."""
         if n_top < 1:
-            raise UsageError("--n-hvg must be at least 1")
+            raise UsageError(f"n_hvg = {n_top}: must be at least 1")
         ranks = np.argsort(np.argsort(-self.standardized_variances()))
         return np.flatnonzero(ranks < n_top)
 

@@ -25,12 +25,12 @@ from atlasprep.sources import (
     ProgressCallback,
 )
 from atlasprep.sources.anndata import AnnDataSource
-from atlasprep.tokenize.config import Encoded, TokenizeConfig
-from atlasprep.tokenize.context import insert_context
+from atlasprep.tokenize.config import TokenizeConfig
 from atlasprep.tokenize.coverage import VocabCoverage
-from atlasprep.tokenize.encode import check_batch_counts, context_ids
+from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.fit import Fitted
 from atlasprep.tokenize.segments import Segment, encode_segment, segment_vector, splice
+from atlasprep.tokenize.tokenizer import TokenizedBatch
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -62,7 +62,7 @@ class EncodeJob:
     obs_columns: tuple[str, ...]
     tokens: dict[str, int]
     column_tokens: np.ndarray
-    encode: Callable[[CellBatch, int], Encoded]
+    encode: Callable[[CellBatch, int], TokenizedBatch]
     spill_dir: Path
     segments: tuple[Segment, ...] = ()
     targets: tuple[Segment, ...] = ()  # budget unused: the whole vector is stored
@@ -84,7 +84,6 @@ def plan_jobs(
     layout: ShardLayout,
     writer: ShardWriter,
     fitted: Fitted,
-    encode: Callable[[CellBatch, int], Encoded],
 ) -> list[EncodeJob]:
     """The encode pass cut into ranges of whole batches: one range here, ``n_partitions`` on a runner."""
     n = len(positions)
@@ -92,6 +91,7 @@ def plan_jobs(
     n_batches = math.ceil(n / batch)
     parts = 1 if runner is None else max(1, min(runner.n_partitions, n_batches))
     per_part = math.ceil(n_batches / parts) * batch  # whole batches per part
+    encode = fitted.tokenizer.encoder(fitted.gene_ids, hvg_columns=fitted.hvg)
     jobs = []
     for part, first in enumerate(range(0, n, per_part)):
         cells = slice(first, min(n, first + per_part))
@@ -237,20 +237,8 @@ def _batch_table(
 ) -> tuple[pa.Table, np.ndarray]:
     """One batch of cells as shard rows (tokens, values, lengths, metadata, split), and each
     cell's number of gene tokens."""
-    config = job.config
-    ids, offsets, values = job.encode(batch, first_row)
-    special = config.scheme == "rank" and config.special_tokens
-    genes = np.diff(offsets) - (2 if special else 0)
-    if config.context:
-        ids, offsets, values = insert_context(
-            ids,
-            offsets,
-            context_ids(batch.obs, config.context, job.tokens),
-            at=1 if special else 0,
-            max_len=config.max_len,
-            keep_tail=1 if special else 0,
-            values=values,
-        )
+    encoded = job.encode(batch, first_row)
+    ids, offsets, values = encoded.input_ids, encoded.offsets, encoded.values
     columns = {
         "input_ids": ragged(ids, offsets, pa.int32()),
         "length": pa.array(np.diff(offsets).astype(np.int32)),
@@ -267,4 +255,4 @@ def _batch_table(
             "split": pa.array(np.array(job.split_names, dtype=str)[split_codes]),
         }
     )
-    return table, genes
+    return table, encoded.n_genes

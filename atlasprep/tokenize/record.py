@@ -8,11 +8,7 @@ import json
 import logging
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from atlasprep import __version__
-from atlasprep._io import write_bytes_atomic
 from atlasprep.shard import ShardInfo
 from atlasprep.shard.manifest import STORE_FORMAT, STORE_FORMAT_VERSION
 from atlasprep.sources import (
@@ -24,6 +20,7 @@ from atlasprep.tokenize.encode import SCORING
 from atlasprep.tokenize.fit import Fitted, Vocab
 from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.splits import SplitPlan
+from atlasprep.tokenize.tokenizer import TOKENIZER_FILE
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -51,7 +48,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The store's manifest (its vocabulary files written first): what it holds and how it
     was built."""
-    manifest = _manifest(config, source, fitted.vocab, coverage, plan, shards, fitted.hvg_genes)
+    manifest = _manifest(config, source, fitted, coverage, plan, shards)
     manifest["empty_cells"] = {"n": n_empty, "dropped": config.drop_empty}
     tokenizer = manifest["tokenizer"]
     if config.scheme == "rank":
@@ -76,24 +73,18 @@ def build_manifest(
 def _manifest(
     config: TokenizeConfig,
     source: CellSource,
-    vocab: Vocab,
+    fitted: Fitted,
     coverage: VocabCoverage,
     plan: SplitPlan | None,
     shards: list[ShardInfo],
-    hvg_genes: list[str] | None,
 ) -> dict[str, Any]:
+    vocab, tokenizer, hvg_genes = fitted.vocab, fitted.tokenizer, fitted.hvg_genes
     per_split = dict.fromkeys(plan.n_cells if plan else ("train",), 0)
     for shard in shards:  # the cells stored: the selection, less any empty cells left out
         per_split[shard.split] = per_split.get(shard.split, 0) + shard.n_cells
     n_cells = sum(per_split.values())
-    vocab_bytes = json.dumps(vocab.tokens, sort_keys=True, separators=(",", ":")).encode()
-    write_bytes_atomic(config.out / "vocab.json", vocab_bytes)
-    if vocab.medians is not None:
-        used = sorted(g for g in vocab.medians if g in vocab.tokens)
-        table = pa.table({"gene_id": used, "median": [vocab.medians[g] for g in used]})
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        write_bytes_atomic(config.out / "gene_medians.parquet", sink.getvalue().to_pybytes())
+    vocab_bytes = tokenizer.save_files(config.out)
+    tokenizer_bytes = (config.out / TOKENIZER_FILE).read_bytes()
     spec = build_spec(config)
     return json.loads(
         json.dumps(
@@ -127,6 +118,10 @@ def _manifest(
                     "column": config.split_by,
                     "n_cells": per_split,
                     "groups": {s: plan.groups_in(s) for s in ("train", "val", "test")} if plan else {},
+                },
+                "tokenizer_file": {
+                    "path": TOKENIZER_FILE,
+                    "sha256": hashlib.sha256(tokenizer_bytes).hexdigest(),
                 },
                 "shards": [s.to_json() for s in shards],
             },

@@ -57,11 +57,11 @@ def assign_splits(
     split whose share of cells is furthest below its fraction.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise UsageError(f"--split {','.join(map(str, fractions))}: give three fractions that sum to 1")
+        raise UsageError(f"split = {tuple(fractions)}: give three fractions that sum to 1")
     counts = labels.astype("string").fillna("<NA>").value_counts()
     unknown = sorted(set(holdout) - set(counts.index))
     if unknown:
-        raise UsageError(f"--holdout {column}={unknown[0]}: no cell has that {column}")
+        raise UsageError(f"holdout {column}={unknown[0]}: no cell has that {column}")
     total = int(counts.sum())
     plan: dict[str, str] = dict.fromkeys(holdout, "test")
     cells = dict.fromkeys(SPLIT_NAMES, 0)

@@ -1,0 +1,330 @@
+"""The tokenizer as a value: everything that turns a cell into tokens, fitted once, saved with
+every store, loaded for inference.
+
+A :class:`Tokenizer` holds the scheme and its parameters, the vocabulary, the rank scheme's gene
+medians and gene mapping, the bin scheme's highly variable genes, the context columns (their
+value tokens are in the vocabulary) and the paired modalities' segments. It knows nothing of
+where cells come from: :meth:`Tokenizer.encoder` binds it to a source's genes (its var, in
+column order), and the encoder turns a :class:`~atlasprep.sources.CellBatch` into tokens — the
+same tokens whether the batch is on its way into a store, into training, or is new data.
+
+A store holds it as ``tokenizer.json`` beside the ``vocab.json`` and ``gene_medians.parquet``
+it names (and ``gene_mapping.json`` where a mapping was given); :meth:`Tokenizer.from_store`
+reads them back, checked as everything read from a store is.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from atlasprep._io import inside, write_bytes_atomic
+from atlasprep.errors import CorruptStoreError, InputFormatError
+from atlasprep.sources import CellBatch
+from atlasprep.sources.base import remap_columns
+from atlasprep.tokenize.binning import bin_values, cap_genes
+from atlasprep.tokenize.config import Encoded, Scheme
+from atlasprep.tokenize.context import context_token, insert_context
+from atlasprep.tokenize.rank import RankEncoder
+from atlasprep.tokenize.raw import raw_encode
+
+__all__ = ["TOKENIZER_FILE", "TokenizedBatch", "Tokenizer"]
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FORMAT = "atlasprep-tokenizer"
+TOKENIZER_FORMAT_VERSION = "0.1.0"
+_MEDIANS_FILE = "gene_medians.parquet"
+_MAPPING_FILE = "gene_mapping.json"
+
+
+class TokenizerRecord(TypedDict):
+    format: str
+    format_version: str
+    scheme: str
+    max_len: int
+    n_bins: int
+    special_tokens: bool
+    seed: int
+    n_counts_column: str | None
+    context: list[str]
+    hvg_genes: list[str] | None
+    vocab: str
+    gene_medians: str | None
+    gene_mapping: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenizedBatch:
+    """A batch's cells as tokens: flat ``input_ids`` (and ``values``) cut by ``offsets``, and
+    each cell's number of gene tokens (0: a cell with no vocabulary gene)."""
+
+    input_ids: np.ndarray  # int32
+    offsets: np.ndarray  # int64, n_cells + 1
+    values: np.ndarray | None
+    n_genes: np.ndarray  # int64 per cell
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tokenizer:
+    """Everything that turns a cell into tokens (see the module's docstring)."""
+
+    scheme: Scheme
+    tokens: Mapping[str, int]  # the vocabulary: special tokens, genes, context values, features
+    max_len: int
+    n_bins: int = 51
+    special_tokens: bool = True
+    seed: int = 0  # bin: which genes a cell longer than max_len keeps (a fixed, hashed sample)
+    medians: Mapping[str, float] | None = None  # rank: each vocabulary gene's nonzero median
+    gene_mapping: Mapping[str, str] | None = None  # rank: input IDs or symbols -> vocabulary genes
+    hvg_genes: tuple[str, ...] | None = None  # bin: the genes binned (all vocabulary genes if None)
+    n_counts_column: str | None = None  # rank: obs column of each cell's total, else the sum
+    context: tuple[str, ...] = ()  # obs columns whose value becomes one token after <cls>
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    @property
+    def framed(self) -> bool:
+        """Whether cells are framed by ``<cls>`` … ``<eos>`` (rank with special tokens)."""
+        return self.scheme == "rank" and self.special_tokens
+
+    def column_tokens(self, gene_ids: Sequence[str]) -> np.ndarray:
+        """Each input column's gene token (-1: not in the vocabulary)."""
+        return np.array([self.tokens.get(str(g), -1) for g in gene_ids], dtype=np.int32)
+
+    def encoder(
+        self, gene_ids: Sequence[str], *, hvg_columns: np.ndarray | None = None
+    ) -> Callable[[CellBatch, int], TokenizedBatch]:
+        """``encode(batch, first_row)`` for a source whose var is ``gene_ids`` (column order);
+        ``first_row`` is the batch's first cell's place in the corpus (bin's fixed sample)."""
+        genes = [str(g) for g in gene_ids]
+        base = self._gene_encoder(genes, hvg_columns)
+        context = self.context
+
+        def encode(batch: CellBatch, first_row: int = 0) -> TokenizedBatch:
+            ids, offsets, values = base(batch, first_row)
+            n_genes = np.diff(offsets) - (2 if self.framed else 0)
+            if context:
+                ids, offsets, values = insert_context(
+                    ids,
+                    offsets,
+                    self.context_ids(batch.obs),
+                    at=1 if self.framed else 0,
+                    max_len=self.max_len,
+                    keep_tail=1 if self.framed else 0,
+                    values=values,
+                )
+            return TokenizedBatch(input_ids=ids, offsets=offsets, values=values, n_genes=n_genes)
+
+        return encode
+
+    def context_ids(self, obs: pa.Table) -> np.ndarray:
+        """(cells × context columns) token ids of a batch's context values."""
+        out = np.empty((obs.num_rows, len(self.context)), dtype=np.int32)
+        for j, column in enumerate(self.context):
+            values = obs[column].to_pandas().astype("string").fillna("<NA>")
+            try:
+                lookup = {v: self.tokens[context_token(column, v)] for v in values.unique()}
+            except KeyError as missing:
+                raise InputFormatError(
+                    f"obs[{column!r}] holds {missing.args[0]!r}, a value this tokenizer has no token for "
+                    "(it knows the values of the corpus it was fitted on)"
+                ) from None
+            out[:, j] = values.map(lookup).to_numpy(dtype=np.int32)
+        return out
+
+    def _gene_encoder(
+        self, gene_ids: list[str], hvg_columns: np.ndarray | None
+    ) -> Callable[[CellBatch, int], Encoded]:
+        if self.scheme == "rank":
+            return self._rank_encoder(gene_ids)
+        column_tokens = self.column_tokens(gene_ids)
+        if self.scheme == "raw":
+
+            def encode_raw(batch: CellBatch, first_row: int) -> Encoded:
+                cells = raw_encode(batch.X, column_tokens, max_len=self.max_len)
+                return cells.input_ids, cells.offsets, cells.values
+
+            return encode_raw
+        # bins over the vocabulary genes (or the most variable of them), as scGPT
+        columns = self._bin_columns(gene_ids, column_tokens) if hvg_columns is None else hvg_columns
+        tokens = column_tokens[columns]
+
+        def encode_bin(batch: CellBatch, first_row: int) -> Encoded:
+            binned = bin_values(sp.csr_matrix(batch.X)[:, columns], self.n_bins)
+            binned = cap_genes(binned, self.max_len, seed=self.seed, first_row=first_row)
+            ids = tokens[binned.indices]
+            offsets = binned.indptr.astype(np.int64)
+            return ids.astype(np.int32), offsets, binned.data.astype(np.int32)
+
+        return encode_bin
+
+    def _bin_columns(self, gene_ids: list[str], column_tokens: np.ndarray) -> np.ndarray:
+        if self.hvg_genes is None:
+            return np.flatnonzero(column_tokens >= 0)
+        first: dict[str, int] = {}
+        for column, gene in enumerate(gene_ids):
+            first.setdefault(gene, column)
+        absent = [g for g in self.hvg_genes if g not in first]
+        if absent:
+            raise InputFormatError(
+                f"{len(absent)} of the tokenizer's {len(self.hvg_genes)} highly variable genes are not "
+                f"in this input's var (e.g. {', '.join(absent[:3])})"
+            )
+        return np.array([first[g] for g in self.hvg_genes], dtype=np.int64)
+
+    def _rank_encoder(self, gene_ids: list[str]) -> Callable[[CellBatch, int], Encoded]:
+        assert self.medians is not None, "the rank scheme needs gene medians"
+        ranking = functools.partial(
+            RankEncoder.from_dictionaries,
+            token_dictionary=self.tokens,
+            gene_medians=self.medians,
+            gene_mapping=self.gene_mapping,
+            max_len=self.max_len,
+            special_tokens=self.special_tokens,
+        )
+        whole = ranking(gene_ids)
+        # A file joined to others on one var is ranked as Geneformer ranks it, alone: its own
+        # genes, in its own order, summed where two of its own IDs name one gene.
+        by_file: dict[bytes, tuple[np.ndarray, RankEncoder]] = {}
+
+        def own_encoder(stored: np.ndarray) -> tuple[np.ndarray, RankEncoder]:
+            key = stored.tobytes()
+            if key not in by_file:
+                own = stored[stored >= 0]
+                by_file[key] = (own, ranking([gene_ids[c] for c in own], require_genes=False))
+            return by_file[key]
+
+        column = self.n_counts_column
+
+        def encode_rank(batch: CellBatch, first_row: int) -> Encoded:
+            n_counts = None if column is None else cell_totals(batch.obs, column)
+            X, encoder = batch.X, whole
+            if batch.stored_columns is not None:
+                own, encoder = own_encoder(np.asarray(batch.stored_columns, dtype=np.int64))
+                position = np.full(X.shape[1], -1, dtype=np.int64)
+                position[own] = np.arange(len(own))
+                X = remap_columns(X, position, len(own))
+            ranked = encoder.encode(X, n_counts, x_dtype=batch.stored_dtype, dense=batch.stored_dense)
+            return ranked.input_ids, ranked.offsets, None
+
+        return encode_rank
+
+    # -- saving and loading ---------------------------------------------------------------------
+
+    def record(self) -> TokenizerRecord:
+        """``tokenizer.json``: the parameters, and the files of the store that hold the rest."""
+        return {
+            "format": TOKENIZER_FORMAT,
+            "format_version": TOKENIZER_FORMAT_VERSION,
+            "scheme": self.scheme,
+            "max_len": self.max_len,
+            "n_bins": self.n_bins,
+            "special_tokens": self.special_tokens,
+            "seed": self.seed,
+            "n_counts_column": self.n_counts_column,
+            "context": list(self.context),
+            "hvg_genes": None if self.hvg_genes is None else list(self.hvg_genes),
+            "vocab": "vocab.json",
+            "gene_medians": _MEDIANS_FILE if self.medians is not None else None,
+            "gene_mapping": _MAPPING_FILE if self.gene_mapping is not None else None,
+        }
+
+    def save_files(self, directory: Path) -> bytes:
+        """Write the vocabulary (the bytes are returned, for the manifest's hash), the medians,
+        the gene mapping and ``tokenizer.json`` into a store directory."""
+        vocab_bytes = json.dumps(dict(self.tokens), sort_keys=True, separators=(",", ":")).encode()
+        write_bytes_atomic(directory / "vocab.json", vocab_bytes)
+        if self.medians is not None:
+            used = sorted(g for g in self.medians if g in self.tokens)
+            table = pa.table({"gene_id": used, "median": [self.medians[g] for g in used]})
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            write_bytes_atomic(directory / _MEDIANS_FILE, sink.getvalue().to_pybytes())
+        if self.gene_mapping is not None:
+            mapping = {k: v for k, v in self.gene_mapping.items() if v in self.tokens}
+            write_bytes_atomic(directory / _MAPPING_FILE, _json_bytes(mapping))
+        write_bytes_atomic(directory / TOKENIZER_FILE, _json_bytes(self.record()))
+        return vocab_bytes
+
+    @classmethod
+    def from_store(cls, store: str | Path) -> Tokenizer:
+        """The tokenizer a store was built with (its files checked against the manifest)."""
+        from atlasprep.shard.store import load_vocab, open_store
+
+        store = Path(store)
+        manifest = open_store(store)
+        path = inside(store, TOKENIZER_FILE, what=str(store))
+        if not path.is_file():
+            raise CorruptStoreError(f"{path}: missing; the store was built before tokenizers were saved")
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise CorruptStoreError(f"{path}: not valid JSON ({exc})") from None
+        declared = manifest.get("tokenizer_file")
+        if (
+            isinstance(declared, dict)
+            and declared.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest()
+        ):
+            raise CorruptStoreError(f"{path}: sha256 differs from the manifest (the tokenizer was edited)")
+        if not isinstance(record, dict) or record.get("format") != TOKENIZER_FORMAT:
+            raise CorruptStoreError(f"{path}: not an atlasprep tokenizer")
+        return cls._from_record(store, record, load_vocab(store, manifest))
+
+    @classmethod
+    def _from_record(cls, store: Path, record: dict[str, Any], tokens: dict[str, int]) -> Tokenizer:
+        medians = mapping = None
+        if record.get("gene_medians"):
+            table = pq.read_table(inside(store, record["gene_medians"], what="tokenizer.json gene_medians"))
+            medians = dict(zip(table["gene_id"].to_pylist(), table["median"].to_pylist(), strict=True))
+        if record.get("gene_mapping"):
+            target = inside(store, record["gene_mapping"], what="tokenizer.json gene_mapping")
+            mapping = json.loads(target.read_text(encoding="utf-8"))
+        hvg = record.get("hvg_genes")
+        try:
+            return cls(
+                scheme=record["scheme"],
+                tokens=tokens,
+                max_len=int(record["max_len"]),
+                n_bins=int(record["n_bins"]),
+                special_tokens=bool(record["special_tokens"]),
+                seed=int(record["seed"]),
+                medians=medians,
+                gene_mapping=mapping,
+                hvg_genes=None if hvg is None else tuple(str(g) for g in hvg),
+                n_counts_column=record.get("n_counts_column"),
+                context=tuple(record.get("context", ())),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptStoreError(f"{store}/{TOKENIZER_FILE}: incomplete ({exc!r})") from None
+
+
+def cell_totals(obs: pa.Table, column: str) -> np.ndarray:
+    """A batch's cell totals from an obs column, in the column's own dtype."""
+    values = obs[column]
+    if values.null_count or not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise InputFormatError(
+            f"obs[{column!r}] must hold each cell's total counts as numbers (it has {values.type}, "
+            f"{values.null_count} missing); fix it, or pass --n-counts-column none to use the sum "
+            "of the counts"
+        )
+    totals = values.to_numpy()
+    if (totals < 0).any() or not np.isfinite(totals).all():
+        raise InputFormatError(
+            f"obs[{column!r}] has a negative or infinite total; fix it, or pass --n-counts-column none "
+            "to use the sum of the counts"
+        )
+    return totals
+
+
+def _json_bytes(value: object) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()

@@ -1,0 +1,116 @@
+"""The tokenizer as a value: saved with the store, loaded back, and giving the store's tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from atlasprep.errors import CorruptStoreError
+from atlasprep.shard import read_manifest, read_shard
+from atlasprep.slice.api import SliceConfig
+from atlasprep.sources import CellFilter, open_census, resolve_filter, sample_positions
+from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
+from atlasprep.tokenize.tokenizer import Tokenizer
+
+BUILDS = {
+    # scheme options: rank with context tokens; bin with HVG and a max_len that caps cells (the
+    # fixed sample of genes depends on each cell's place); raw with a short max_len
+    "rank": {"scheme": "rank", "context": ("tissue_general", "assay"), "max_len": 96},
+    "bin": {"scheme": "bin", "n_hvg": 300, "max_len": 24, "n_bins": 11, "seed": 5},
+    "raw": {"scheme": "raw", "max_len": 40, "split_by": "donor_id"},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDS))
+def built(request, small_census, tmp_path_factory) -> tuple[Path, TokenizeConfig]:
+    config = TokenizeConfig(
+        source=SliceConfig(census_uri=str(small_census), max_cells=400, seed=2, batch_size=128),
+        out=tmp_path_factory.mktemp("tok") / request.param,
+        shard_cells=150,
+        **BUILDS[request.param],
+    )
+    tokenize_cells(config)
+    return config.out, config
+
+
+def _store_cells(store: Path) -> dict[str, tuple[list[int], list | None]]:
+    cells = {}
+    for shard in read_manifest(store)["shards"]:
+        table = read_shard(store, shard["path"])
+        values = table["values"].to_pylist() if "values" in table.column_names else None
+        for i, (cell, ids) in enumerate(
+            zip(table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), strict=True)
+        ):
+            cells[str(cell)] = (ids, None if values is None else values[i])
+    return cells
+
+
+def test_the_stores_tokenizer_gives_the_stores_tokens(built):
+    store, config = built
+    tokenizer = Tokenizer.from_store(store)
+    assert tokenizer.scheme == config.scheme
+    assert tokenizer.max_len == config.max_len
+    stored = _store_cells(store)
+    source = open_census(census_uri=config.source.census_uri)
+    try:
+        positions = source.select(source.compile(resolve_filter(CellFilter())))
+        positions = sample_positions(positions, max_cells=400, seed=2)
+        encode = tokenizer.encoder([str(g) for g in source.var().index])
+        columns = [*tokenizer.context, *([tokenizer.n_counts_column] if tokenizer.n_counts_column else [])]
+        seen, first = 0, 0
+        for batch in source.iter_batches(positions, var_positions=None, batch_size=97, obs_columns=columns):
+            tokens = encode(batch, first)
+            for i, cell in enumerate(batch.cell_ids.astype(str)):
+                a, b = tokens.offsets[i], tokens.offsets[i + 1]
+                ids, values = stored[cell]
+                assert tokens.input_ids[a:b].tolist() == ids, cell
+                if values is not None:
+                    assert tokens.values is not None
+                    np.testing.assert_array_equal(
+                        tokens.values[a:b], np.asarray(values, dtype=tokens.values.dtype)
+                    )
+                seen += 1
+            first += batch.n_cells
+    finally:
+        source.close()
+    assert seen == len(stored) == 400
+
+
+def test_a_saved_tokenizer_round_trips(built):
+    store, _ = built
+    tokenizer = Tokenizer.from_store(store)
+    again = Tokenizer.from_store(store)
+    assert again == tokenizer
+    record = json.loads((store / "tokenizer.json").read_text())
+    assert record["format"] == "atlasprep-tokenizer"
+    assert record["vocab"] == "vocab.json"
+
+
+def test_an_edited_tokenizer_file_is_refused(built, tmp_path):
+    import shutil
+
+    store, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    record = json.loads((copy / "tokenizer.json").read_text())
+    record["max_len"] = 5
+    (copy / "tokenizer.json").write_text(json.dumps(record))
+    with pytest.raises(CorruptStoreError, match="tokenizer"):
+        Tokenizer.from_store(copy)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(CorruptStoreError, match="missing"):
+        Tokenizer.from_store(copy)
+
+
+def test_context_values_unknown_to_the_tokenizer_are_refused(built):
+    store, _ = built
+    tokenizer = Tokenizer.from_store(store)
+    if not tokenizer.context:
+        pytest.skip("no context tokens in this build")
+    obs = pa.table({c: ["a value no corpus had"] for c in tokenizer.context})
+    with pytest.raises(Exception, match="no token for"):
+        tokenizer.context_ids(obs)
