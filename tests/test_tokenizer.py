@@ -90,6 +90,11 @@ def test_a_saved_tokenizer_round_trips(built):
     assert record["vocab"] == "vocab.json"
 
 
+def test_fitting_without_a_store_gives_the_stores_tokenizer(built):
+    store, config = built
+    assert Tokenizer.fit(config) == Tokenizer.from_store(store)
+
+
 def test_an_edited_tokenizer_file_is_refused(built, tmp_path):
     import shutil
 

@@ -40,6 +40,8 @@ __all__ = [
     "JobRunner",
     "TokenizeConfig",
     "TokenizeResult",
+    "Tokenizer",
+    "fit_tokenizer",
     "run_encode_job",
     "tokenize_cells",
 ]
@@ -53,6 +55,7 @@ from atlasprep.tokenize.config import (
 from atlasprep.tokenize.fit import Dictionaries, Fitted, fit
 from atlasprep.tokenize.jobs import EncodeJob, EncodeResult, JobRunner, plan_jobs, run_encode_job
 from atlasprep.tokenize.record import build_manifest, build_spec
+from atlasprep.tokenize.tokenizer import Tokenizer
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -91,6 +94,17 @@ def tokenize_cells(
     finally:
         source.close()
     return TokenizeResult(out=config.out, manifest=manifest, seconds=time.perf_counter() - started)
+
+
+def fit_tokenizer(config: TokenizeConfig) -> Tokenizer:
+    """The tokenizer a build of ``config`` would fit, fitted on the same cells; no store."""
+    given = Dictionaries.load(config)
+    resolved = resolve_filter(config.source.filter, experiment_name(config.source.organism))
+    source = open_source(config.source)
+    try:
+        return fit(config, source, _select(config, source, resolved), given).tokenizer
+    finally:
+        source.close()
 
 
 def _select(config: TokenizeConfig, source: CellSource, resolved: ResolvedFilter) -> np.ndarray:

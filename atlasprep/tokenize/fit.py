@@ -290,6 +290,10 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
                 vocab.tokens.setdefault(context_token(column, str(value)), max(vocab.tokens.values()) + 1)
     segments, targets = fit_paired(config, positions, vocab)
     n_counts_column = n_counts_column_of(config, source)
+    tokens = vocab.tokens
+    # only what touches the vocabulary is kept: the encoders read nothing else
+    medians = None if vocab.medians is None else {g: m for g, m in vocab.medians.items() if g in tokens}
+    mapping = None if given.mapping is None else {k: v for k, v in given.mapping.items() if v in tokens}
     tokenizer = Tokenizer(
         scheme=config.scheme,
         tokens=vocab.tokens,
@@ -297,8 +301,8 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
         n_bins=config.n_bins,
         special_tokens=config.special_tokens,
         seed=config.seed,
-        medians=vocab.medians,
-        gene_mapping=given.mapping if config.scheme == "rank" else None,
+        medians=medians,
+        gene_mapping=mapping if config.scheme == "rank" else None,
         hvg_genes=None if hvg is None else tuple(gene_ids[c] for c in hvg),
         n_counts_column=n_counts_column if config.scheme == "rank" else None,
         context=config.context,

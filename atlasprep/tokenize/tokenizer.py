@@ -33,7 +33,7 @@ from atlasprep.errors import CorruptStoreError, InputFormatError
 from atlasprep.sources import CellBatch
 from atlasprep.sources.base import remap_columns
 from atlasprep.tokenize.binning import bin_values, cap_genes
-from atlasprep.tokenize.config import Encoded, Scheme
+from atlasprep.tokenize.config import Encoded, Scheme, TokenizeConfig
 from atlasprep.tokenize.context import context_token, insert_context
 from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
@@ -219,7 +219,15 @@ class Tokenizer:
 
         return encode_rank
 
-    # -- saving and loading ---------------------------------------------------------------------
+    # -- fitting, saving and loading ------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, config: TokenizeConfig) -> Tokenizer:
+        """Make the corpus passes a build of ``config`` makes (medians, HVG, context values) on
+        the cells it selects, and return the tokenizer, without writing a store."""
+        from atlasprep.tokenize.api import fit_tokenizer
+
+        return fit_tokenizer(config)
 
     def record(self) -> TokenizerRecord:
         """``tokenizer.json``: the parameters, and the files of the store that hold the rest."""
