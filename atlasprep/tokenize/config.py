@@ -7,13 +7,21 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from atlasprep.errors import UsageError
 from atlasprep.shard.writer import ShardFormat
-from atlasprep.slice.api import SliceConfig
+from atlasprep.slice.api import (
+    SliceConfig,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_name,
+    check_names,
+    invalid,
+)
 from atlasprep.tokenize.segments import KINDS
 
 log = logging.getLogger("atlasprep.tokenize")
@@ -84,91 +92,95 @@ class TokenizeConfig:
     targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        """Every value checked here, once, before any work (the source's in :class:`SliceConfig`):
+        """Every value checked here, once, before any work (the source's in its own config):
         the CLI, recipes and the Python API refuse the same values with the same message."""
-        from typing import get_args
-
-        from atlasprep.slice.api import (
-            check_choice,
-            check_fraction,
-            check_int,
-            check_name,
-            check_names,
-            invalid,
-        )
-
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         if not isinstance(self.source, SliceConfig):
             raise invalid("source", self.source, "must be a SliceConfig (where the cells come from)")
-        check_choice("scheme", self.scheme, get_args(Scheme))
-        check_choice("format", self.format, get_args(ShardFormat))
-        # room for a gene token (rank with special tokens: between <cls> and <eos>); lengths are int32
-        least = 3 if self.scheme == "rank" and self.special_tokens else 1
-        check_int("max_len", self.max_len, at_least=least, at_most=2**31 - 1)
-        # scGPT's binning: bin 0 holds zeros, and the edges of bins 1… need two quantiles at least
-        check_int("n_bins", self.n_bins, at_least=3)
-        if self.n_hvg is not None:
-            check_int("n_hvg", self.n_hvg, at_least=1)
-            if self.scheme != "bin":
-                raise invalid(
-                    "n_hvg",
-                    self.n_hvg,
-                    f"selects genes for scheme = 'bin' (scGPT); drop it for scheme = {self.scheme!r}",
-                )
-        check_fraction("min_gene_match", self.min_gene_match)
-        check_int("shard_cells", self.shard_cells, at_least=1)
-        if self.shard_bytes is not None:
-            check_int("shard_bytes", self.shard_bytes, at_least=1)
-            if self.shard_cells != defaults["shard_cells"]:
-                raise UsageError(
-                    f"shard_bytes = {self.shard_bytes!r} and shard_cells = {self.shard_cells!r}: "
-                    "cut shards by cells or by bytes, not both"
-                )
-        check_int("seed", self.seed, at_least=0, at_most=2**64 - 1)
-        split = self.split
-        if (
-            not isinstance(split, tuple)
-            or len(split) != 3
-            or not all(
-                isinstance(f, int | float) and not isinstance(f, bool) and math.isfinite(f) and f >= 0
-                for f in split
-            )
-            or abs(math.fsum(split) - 1) > 1e-9
-        ):
-            raise invalid(
-                "split", split, "must be three fractions (train, val, test), each at least 0, that sum to 1"
-            )
-        for name in ("split_by", "gene_column", "n_counts_column"):
-            check_name(name, getattr(self, name))
-        check_names("holdout", self.holdout)
-        if self.split_by is None and split != defaults["split"]:
-            raise invalid(
-                "split", split, "fractions of a column's groups: name it, e.g. split_by = 'donor_id'"
-            )
-        if self.split_by is None and self.holdout:
-            raise invalid(
-                "holdout",
-                self.holdout,
-                "groups of a column sent to test: name it, e.g. split_by = 'donor_id'",
-            )
-        check_names("obs_columns", self.obs_columns)
-        check_names("context", self.context)
-        for name in ("modalities", "targets"):
-            check_names(name, getattr(self, name))
-            for modality in getattr(self, name):
-                check_choice(name, modality, tuple(KINDS))
-        for pair in self.segment_max_len:
-            if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] in self.modalities):
-                raise invalid(
-                    "segment_max_len",
-                    self.segment_max_len,
-                    f"each budget is (modality, tokens) for a modality of modalities = {self.modalities!r}",
-                )
-            check_int("segment_max_len", pair[1], at_least=1, at_most=2**31 - 1)
+        _check_encoding(self)
+        _check_shards(self)
+        _check_splits(self)
+        _check_paired(self)
         for name in ("token_dictionary", "gene_medians", "gene_mapping"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise invalid(name, str(path), "no such file")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TokenizeConfig)}
+
+
+def _check_encoding(config: TokenizeConfig) -> None:
+    check_choice("scheme", config.scheme, get_args(Scheme))
+    # room for a gene token (rank with special tokens: between <cls> and <eos>); lengths are int32
+    least = 3 if config.scheme == "rank" and config.special_tokens else 1
+    check_int("max_len", config.max_len, at_least=least, at_most=2**31 - 1)
+    # scGPT's binning: bin 0 holds zeros, and the edges of bins 1… need two quantiles at least
+    check_int("n_bins", config.n_bins, at_least=3)
+    if config.n_hvg is not None:
+        check_int("n_hvg", config.n_hvg, at_least=1)
+        if config.scheme != "bin":
+            raise invalid(
+                "n_hvg",
+                config.n_hvg,
+                f"selects genes for scheme = 'bin' (scGPT); drop it for scheme = {config.scheme!r}",
+            )
+    check_fraction("min_gene_match", config.min_gene_match)
+    for name in ("gene_column", "n_counts_column"):
+        check_name(name, getattr(config, name))
+    check_names("obs_columns", config.obs_columns)
+    check_names("context", config.context)
+
+
+def _check_shards(config: TokenizeConfig) -> None:
+    check_choice("format", config.format, get_args(ShardFormat))
+    check_int("shard_cells", config.shard_cells, at_least=1)
+    if config.shard_bytes is not None:
+        check_int("shard_bytes", config.shard_bytes, at_least=1)
+        if config.shard_cells != _DEFAULTS["shard_cells"]:
+            raise UsageError(
+                f"shard_bytes = {config.shard_bytes!r} and shard_cells = {config.shard_cells!r}: "
+                "cut shards by cells or by bytes, not both"
+            )
+    check_int("seed", config.seed, at_least=0, at_most=2**64 - 1)
+
+
+def _check_splits(config: TokenizeConfig) -> None:
+    split = config.split
+    if (
+        not isinstance(split, tuple)
+        or len(split) != 3
+        or not all(
+            isinstance(f, int | float) and not isinstance(f, bool) and math.isfinite(f) and f >= 0
+            for f in split
+        )
+        or abs(math.fsum(split) - 1) > 1e-9
+    ):
+        raise invalid(
+            "split", split, "must be three fractions (train, val, test), each at least 0, that sum to 1"
+        )
+    check_name("split_by", config.split_by)
+    check_names("holdout", config.holdout)
+    if config.split_by is None and split != _DEFAULTS["split"]:
+        raise invalid("split", split, "fractions of a column's groups: name it, e.g. split_by = 'donor_id'")
+    if config.split_by is None and config.holdout:
+        raise invalid(
+            "holdout", config.holdout, "groups of a column sent to test: name it, e.g. split_by = 'donor_id'"
+        )
+
+
+def _check_paired(config: TokenizeConfig) -> None:
+    for name in ("modalities", "targets"):
+        check_names(name, getattr(config, name))
+        for modality in getattr(config, name):
+            check_choice(name, modality, tuple(KINDS))
+    for pair in config.segment_max_len:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] in config.modalities):
+            raise invalid(
+                "segment_max_len",
+                config.segment_max_len,
+                f"each budget is (modality, tokens) for a modality of modalities = {config.modalities!r}",
+            )
+        check_int("segment_max_len", pair[1], at_least=1, at_most=2**31 - 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
