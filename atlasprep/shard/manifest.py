@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
+from atlasprep import __version__
 from atlasprep._io import TEMP_MARK, inside
 from atlasprep.errors import CorruptStoreError, InputFormatError, SourceError, UnsafePathError
 
@@ -30,7 +31,9 @@ __all__ = [
     "STORE_FORMAT_VERSION",
     "Manifest",
     "ShardEntry",
+    "SplitsEntry",
     "StoreProblem",
+    "compose_manifest",
     "manifest_problems",
     "own_entry",
     "read_manifest",
@@ -78,13 +81,19 @@ class FileEntry(TypedDict):
     sha256: str
 
 
+class SplitsEntry(TypedDict):
+    column: str | None  # the obs column whose groups the splits take whole (None: one split)
+    n_cells: dict[str, int]
+    groups: dict[str, list[str]]
+
+
 class Manifest(TypedDict, total=False):
     format: str
     format_version: str
     atlasprep_version: str
     n_cells: int
     vocab: VocabEntry
-    splits: dict[str, Any]
+    splits: SplitsEntry
     shards: list[ShardEntry]
     tokenizer: dict[str, Any]
     tokenizer_file: FileEntry  # tokenizer.json (stores built before it was saved have none)
@@ -97,6 +106,40 @@ class StoreProblem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.what}"
+
+
+def compose_manifest(
+    *,
+    tokenizer: dict[str, Any],
+    tokenizer_file: FileEntry,
+    vocab: VocabEntry,
+    gene_medians: dict[str, str] | None,
+    splits: SplitsEntry,
+    shards: list[ShardEntry],
+    provenance: dict[str, Any],
+) -> Manifest:
+    """A complete store's manifest, from its parts; the counts are added up here, from the
+    shards (splits without cells keep their 0). ``provenance``: coverage, source, recipe,
+    empty_cells — what the build records of itself. Values become plain JSON (``str`` for the
+    rest, such as paths)."""
+    per_split = dict.fromkeys(splits["n_cells"], 0)
+    for shard in shards:
+        per_split[shard["split"]] = per_split.get(shard["split"], 0) + shard["n_cells"]
+    manifest = {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "atlasprep_version": __version__,
+        "gene_medians": gene_medians,
+        "tokenizer": tokenizer,
+        "tokenizer_file": tokenizer_file,
+        "vocab": vocab,
+        "n_cells": sum(per_split.values()),
+        "splits": {**splits, "n_cells": per_split},
+        "shards": shards,
+        **provenance,
+    }
+    composed: Manifest = json.loads(json.dumps(manifest, default=str))
+    return composed
 
 
 def read_manifest_json(store: Path) -> dict[str, Any]:

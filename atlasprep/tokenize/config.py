@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from atlasprep.errors import UsageError
+from atlasprep.shard.manifest import Manifest
 from atlasprep.shard.writer import ShardFormat
 from atlasprep.slice.api import (
     SliceConfig,
@@ -186,7 +187,7 @@ def _check_paired(config: TokenizeConfig) -> None:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenizeResult:
     out: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
