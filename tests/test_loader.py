@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info  # noqa: E402
 
 from atlasprep.errors import InputFormatError, UsageError  # noqa: E402
-from atlasprep.loader import ShardCollator, ShardDataset, ShardLoader, _plan, dataset  # noqa: E402
+from atlasprep.loader import ShardCollator, ShardDataset, ShardLoader, _plan, _window, dataset  # noqa: E402
 from atlasprep.shard import read_manifest, read_shard  # noqa: E402
 from atlasprep.slice.api import SliceConfig  # noqa: E402
 from atlasprep.sources import CellFilter  # noqa: E402
@@ -334,13 +334,13 @@ def test_collator_needs_label_maps_for_its_columns():
 def test_memory_holds_the_shuffle_buffer_not_the_shard(stores, monkeypatch):
     monkeypatch.setattr(dataset, "_PIECE_CELLS", 16)
     held = []
-    original = dataset._Window.ensure
+    original = _window.Window.ensure
 
     def ensure(self, last):
         original(self, last)
         held.append(sum(p.n for p in self._pieces))
 
-    monkeypatch.setattr(dataset._Window, "ensure", ensure)
+    monkeypatch.setattr(_window.Window, "ensure", ensure)
     ds = ShardDataset(stores["arrow"], buffer_size=64, batch_size=8)
     assert len(_ids(ds)) == ds.num_cells
     assert max(held) <= 64 + 2 * 8 + 2 * 16

@@ -6,12 +6,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from atlasprep.shard import ShardLayout, ShardWriter, ragged
+from atlasprep.shard import FORMATS, ShardLayout, ShardWriter, ragged, read_shard
 
 
-def _build(store, splits, *, batch, cells_per_shard=7, seed=3, shuffle=True):
+def _build(store, splits, *, batch, cells_per_shard=7, seed=3, shuffle=True, fmt="arrow"):
     layout = ShardLayout.plan(splits, cells_per_shard=cells_per_shard, seed=seed, shuffle=shuffle)
-    writer = ShardWriter(store, layout)
+    writer = ShardWriter(store, layout, fmt=fmt)
     n = len(splits)
     for start in range(0, n, batch):
         cells = np.arange(start, min(start + batch, n))
@@ -26,15 +26,16 @@ def _build(store, splits, *, batch, cells_per_shard=7, seed=3, shuffle=True):
 
 
 def _read(store, info):
-    with pa.memory_map(str(store / info.path)) as source:
-        return pa.ipc.open_stream(source).read_all()
+    return read_shard(store, info.path)
 
 
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_every_cell_once_in_its_split(tmp_path, shuffle):
+def test_every_cell_once_in_its_split(tmp_path, shuffle, fmt):
     rng = np.random.default_rng(0)
     splits = rng.choice(np.array(["train", "val", "test"]), size=100, p=[0.7, 0.2, 0.1])
-    shards = _build(tmp_path, splits, batch=13, shuffle=shuffle)
+    shards = _build(tmp_path, splits, batch=13, shuffle=shuffle, fmt=fmt)
+    assert all(info.path.endswith(FORMATS[fmt].suffix) for info in shards)
     seen = []
     for info in shards:
         table = _read(tmp_path, info)
@@ -50,13 +51,14 @@ def test_every_cell_once_in_its_split(tmp_path, shuffle):
     assert (train == sorted(train)) != shuffle  # shuffled across the whole split, or source order
 
 
-def test_same_bytes_whatever_the_batching_and_other_bytes_for_another_seed(tmp_path):
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_same_bytes_whatever_the_batching_and_other_bytes_for_another_seed(tmp_path, fmt):
     splits = np.array(["train"] * 60 + ["test"] * 15)
     for name in "abc":
         (tmp_path / name).mkdir()
-    a = _build(tmp_path / "a", splits, batch=9)
-    b = _build(tmp_path / "b", splits, batch=40)
-    c = _build(tmp_path / "c", splits, batch=9, seed=4)
+    a = _build(tmp_path / "a", splits, batch=9, fmt=fmt)
+    b = _build(tmp_path / "b", splits, batch=40, fmt=fmt)
+    c = _build(tmp_path / "c", splits, batch=9, seed=4, fmt=fmt)
     assert [(i.path, i.sha256) for i in a] == [(i.path, i.sha256) for i in b]
     assert [i.sha256 for i in a] != [i.sha256 for i in c]
     assert not (tmp_path / "a" / ".work").exists()

@@ -119,3 +119,53 @@ def test_context_values_unknown_to_the_tokenizer_are_refused(built):
     obs = pa.table({c: ["a value no corpus had"] for c in tokenizer.context})
     with pytest.raises(Exception, match="no token for"):
         tokenizer.context_ids(obs)
+
+
+def test_paired_segments_and_targets_come_back_from_the_store(tmp_path):
+    from conftest import shared_file
+
+    from atlasprep.align.barcodes import align_barcodes
+    from atlasprep.sources.anndata import AnnDataSource
+
+    src = shared_file("multiome/test_rna_atac.h5mu")
+    mo = tmp_path / "mo.h5mu"
+    align_barcodes(f"{src}:rna", atac=f"{src}:atac", out=mo)
+    config = TokenizeConfig(
+        source=SliceConfig(inputs=(f"{mo}:rna",), filter=CellFilter(primary_only=False)),
+        out=tmp_path / "store",
+        scheme="bin",
+        max_len=20,
+        n_bins=7,
+        modalities=("atac",),
+        segment_max_len=(("atac", 9),),
+        shard_cells=300,
+    )
+    tokenize_cells(config)
+    tokenizer = Tokenizer.from_store(config.out)
+    assert [(p.modality, p.role, p.budget) for p in tokenizer.paired] == [("atac", "segment", 9)]
+    stored = {}
+    for shard in read_manifest(config.out)["shards"]:
+        table = read_shard(config.out, shard["path"])
+        for row in table.select(["cell_id", "input_ids", "values", "token_type"]).to_pylist():
+            stored[row["cell_id"]] = row
+    rna, atac = AnnDataSource([f"{mo}:rna"]), AnnDataSource([f"{mo}:atac"])
+    try:
+        positions = np.arange(rna.n_cells)
+        encode = tokenizer.encoder([str(g) for g in rna.var().index])
+        first = 0
+        for batch, paired in zip(
+            rna.iter_batches(positions, var_positions=None, batch_size=128, obs_columns=[]),
+            atac.iter_batches(positions, var_positions=None, batch_size=128, obs_columns=[]),
+            strict=True,
+        ):
+            out = tokenizer.encode_paired(encode(batch, first), {"atac": paired.X})
+            for i, cell in enumerate(batch.cell_ids.astype(str)):
+                a, b = out.offsets[i], out.offsets[i + 1]
+                assert out.input_ids[a:b].tolist() == stored[cell]["input_ids"]
+                assert out.token_type[a:b].tolist() == stored[cell]["token_type"]
+                np.testing.assert_array_equal(out.values[a:b], np.float32(stored[cell]["values"]))
+            first += batch.n_cells
+    finally:
+        rna.close()
+        atac.close()
+    assert first == len(stored)

@@ -316,10 +316,10 @@ def test_out_that_is_a_file_is_refused(small_census, tmp_path):
 @pytest.mark.parametrize(
     ("where", "code"),
     [
-        ("atlasprep.shard.writer.write_zarr_shard", errno.ENOSPC),
+        ("atlasprep.shard.zarr.write_zarr_shard", errno.ENOSPC),
         ("atlasprep.tokenize.jobs.write_spill", errno.EACCES),
         ("atlasprep.tokenize.api.write_json_atomic", errno.ENOSPC),
-        ("atlasprep.tokenize.record.write_bytes_atomic", errno.EROFS),
+        ("atlasprep.tokenize.tokenizer.write_bytes_atomic", errno.EROFS),
     ],
 )
 @pytest.mark.parametrize("existing", [False, True])

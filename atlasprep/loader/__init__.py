@@ -3,7 +3,8 @@
 ``ShardDataset`` streams one split of a store written by ``atlasprep tokenize`` (Arrow or Zarr
 shards); ``ShardLoader`` wraps it in a ``DataLoader`` with a resumable state; ``ShardCollator``
 pads single cells into batches. Planning (who reads which cells, in which order) is plain
-numpy in :mod:`atlasprep.loader._plan`; see :mod:`atlasprep.loader.dataset` for the reading.
+numpy in :mod:`atlasprep.loader._plan`; see :mod:`atlasprep.loader.dataset` for the reading and
+:mod:`atlasprep.loader.dataloader` for ``ShardLoader``.
 
     from atlasprep.loader import ShardDataset, ShardLoader
 
@@ -25,6 +26,7 @@ except ImportError as error:  # pragma: no cover - exercised only without torch
     raise ImportError("atlasprep.loader needs torch: pip install 'atlasprep[torch]'") from error
 
 from atlasprep.loader.collate import ShardCollator
-from atlasprep.loader.dataset import ShardDataset, ShardLoader
+from atlasprep.loader.dataloader import ShardLoader
+from atlasprep.loader.dataset import ShardDataset
 
 __all__ = ["ShardCollator", "ShardDataset", "ShardLoader"]

@@ -5,13 +5,15 @@ of a rank) owns one contiguous range of the epoch's shard sequence and a shuffle
 positions, fixed by ``(seed, epoch, consumer)``. This module only reads what the plan says:
 
 * **Pieces.** The consumer's shard spans are read in pieces of at most ``_PIECE_CELLS`` cells,
-  one shard open at a time: an Arrow shard is memory-mapped and a piece is a zero-copy slice
-  (the flat token buffer and its offsets are numpy views of the file); a Zarr shard reads the
-  piece's slice of ``offsets`` and then the flat arrays between the first and last offset.
-* **Window.** Pieces are held while some cell in them is still to be sent. The emission order
-  moves each cell at most ``buffer_size`` places, so a piece is dropped as soon as the smallest
-  position still to come is past its end (a suffix minimum of the order, computed once); memory
-  is ``buffer_size`` cells plus one piece, whatever the shard size.
+  one shard open at a time, through its format's reader (:mod:`atlasprep.shard.format`): an
+  Arrow shard is memory-mapped and a piece is a zero-copy slice (the flat token buffer and its
+  offsets are numpy views of the file); a Zarr shard reads the piece's slice of ``offsets`` and
+  then the flat arrays between the first and last offset.
+* **Window** (:mod:`atlasprep.loader._window`). Pieces are held while some cell in them is
+  still to be sent. The emission order moves each cell at most ``buffer_size`` places, so a
+  piece is dropped as soon as the smallest position still to come is past its end (a suffix
+  minimum of the order, computed once); memory is ``buffer_size`` cells plus one piece, whatever
+  the shard size.
 * **Gather.** A batch is a set of positions; ``searchsorted`` over the pieces' first positions
   says which piece holds each, and :func:`atlasprep.loader.collate.collate_parts` pads them
   straight from the pieces' flat buffers — no per-cell Python on the batched path.
@@ -25,16 +27,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch.distributed as dist
-import zarr
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.loader._plan import (
@@ -44,139 +42,22 @@ from atlasprep.loader._plan import (
     Span,
     consumer_range,
     emission_order,
-    resume_point,
     shard_order,
     spans_of,
     worker_cells,
 )
+from atlasprep.loader._window import Piece, Window
 from atlasprep.loader.collate import RaggedRows, ShardCollator, collate_parts, encode_labels, label_lookup
 from atlasprep.shard import load_vocab, open_store
+from atlasprep.shard.format import ShardReader, format_for
 from atlasprep.shard.manifest import shard_path
 from atlasprep.shard.store import Verify
 
-__all__ = ["ShardDataset", "ShardLoader"]
+__all__ = ["ShardDataset"]
 
 _PIECE_CELLS = 1024  # cells per read; with the shuffle buffer this bounds memory
 _CELL_BLOCK = 256  # cells gathered at once when yielding single cells
 _STATE_FORMAT = "atlasprep-loader-state"
-_NA = "<NA>"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Piece:
-    """Cells ``first .. first + n - 1`` of a consumer's sequence, as views of their shard."""
-
-    first: int
-    n: int
-    ids: np.ndarray  # flat tokens (may be the whole shard's buffer)
-    offsets: np.ndarray  # n + 1 positions into ``ids``
-    values: np.ndarray | None
-    cell_ids: np.ndarray  # object array of str
-    meta: dict[str, np.ndarray]  # column -> str (single cells) or int64 labels (batches)
-
-
-class _ArrowShard:
-    """An Arrow IPC stream shard, memory-mapped: reads are zero-copy slices."""
-
-    def __init__(self, path: Path) -> None:
-        self.table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
-        self.n_cells = self.table.num_rows
-
-    def columns(self) -> list[str]:
-        return list(self.table.column_names)
-
-    def strings(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        column = self.table.column(name).slice(start, None if stop is None else stop - start)
-        if column.null_count:
-            column = pc.fill_null(column.cast(pa.string()), _NA)
-        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
-
-    def ragged(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        chunked = self.table.column(name).slice(start, stop - start)
-        array = chunked.chunk(0) if chunked.num_chunks == 1 else pa.concat_arrays(chunked.chunks)
-        return array.values.to_numpy(), array.offsets.to_numpy().astype(np.int64)
-
-
-class _ZarrShard:
-    """A Zarr v3 group shard.
-
-    Per-cell arrays (``offsets``, strings) are small and stored as one chunk: they are read whole,
-    once. A ragged read takes the flat elements between the piece's first and last offset,
-    widened to whole chunks (zarr decodes whole chunks anyway), and keeps the last chunk, so the
-    next piece, which starts inside it, does not decode it again.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.group: Any = cast(Any, zarr.open_group(str(path), mode="r"))  # zarr types members as a union
-        self.n_cells = int(self.group["offsets"].shape[0]) - 1
-        self._cells: dict[str, np.ndarray] = {}
-        self._tail: dict[str, tuple[int, np.ndarray]] = {}  # flat array -> (start, its last chunk read)
-
-    def columns(self) -> list[str]:
-        return list(self.group.attrs["columns"])
-
-    def _column(self, name: str) -> np.ndarray:
-        if name not in self._cells:
-            self._cells[name] = np.asarray(self.group[name][:])
-        return self._cells[name]
-
-    def strings(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return np.asarray(self._column(name)[start:stop], dtype=object)
-
-    def ragged(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        offsets = self._column("offsets")[start : stop + 1].astype(np.int64)
-        data, first = self._flat(name, int(offsets[0]), int(offsets[-1]))
-        return data, offsets - first
-
-    def _flat(self, name: str, a: int, b: int) -> tuple[np.ndarray, int]:
-        """Elements ``[low, high) ⊇ [a, b)`` of a flat array, in whole chunks, and ``low``."""
-        array = self.group[name]
-        if b <= a:
-            return np.zeros(0, dtype=array.dtype), a
-        size = int(array.chunks[0])
-        low, high = a // size * size, min(int(array.shape[0]), -(-b // size) * size)
-        tail = self._tail.get(name)
-        if tail is not None and tail[0] == low:
-            kept = tail[1]
-            data = kept if high <= low + len(kept) else np.concatenate([kept, array[low + len(kept) : high]])
-        else:
-            data = np.asarray(array[low:high])
-        last = (high - 1) // size * size
-        self._tail[name] = (last, data[last - low :])
-        return data, low
-
-
-def _open_shard(path: Path) -> _ArrowShard | _ZarrShard:
-    return _ZarrShard(path) if path.suffix == ".zarr" else _ArrowShard(path)
-
-
-class _Window:
-    """The pieces still needed, in sequence order, loaded on demand."""
-
-    def __init__(self, pieces: Iterator[_Piece], *, begin: int) -> None:
-        self._source = pieces
-        self._pieces: list[_Piece] = []
-        self._loaded = begin  # positions below this are loaded (or never needed)
-
-    def ensure(self, last: int) -> None:
-        while self._loaded <= last:
-            piece = next(self._source)
-            self._pieces.append(piece)
-            self._loaded = piece.first + piece.n
-
-    def release(self, below: int) -> None:
-        self._pieces = [p for p in self._pieces if p.first + p.n > below]
-
-    def locate(self, positions: np.ndarray) -> list[tuple[_Piece, np.ndarray, np.ndarray]]:
-        """For each piece holding some of ``positions``: (piece, rows in ``positions``, rows in piece)."""
-        firsts = np.array([p.first for p in self._pieces], dtype=np.int64)
-        which = np.searchsorted(firsts, positions, side="right") - 1
-        found = []
-        for k in np.unique(which):  # once per piece, not per cell
-            rows = np.flatnonzero(which == k)
-            piece = self._pieces[int(k)]
-            found.append((piece, rows, positions[rows] - piece.first))
-        return found
 
 
 def _distributed() -> tuple[int, int]:
@@ -242,7 +123,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self.pad_id = int(load_vocab(self.store, manifest)["<pad>"])
         self._explicit = (rank, world_size) if rank is not None and world_size is not None else None
         self.rank, self.world_size = self._explicit or _distributed()
-        first = _open_shard(shard_path(self.store, self.shard_paths[0])).columns()
+        first = self._open(self.shard_paths[0]).columns()
         self.has_values = "values" in first
         absent = [c for c in self.columns if c not in first]
         if absent:
@@ -379,7 +260,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             return
         still_needed = np.minimum.accumulate(order[::-1])[::-1]  # smallest position yet to be sent
         begin = int(still_needed[0])
-        window = _Window(self._pieces(spans, begin=begin), begin=begin)
+        window = Window(self._pieces(spans, begin=begin), begin=begin)
         step = self.batch_size or _CELL_BLOCK
         for first in range(0, len(order), step):
             positions = order[first : first + step]
@@ -393,14 +274,14 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
                 yield self._batch(found, len(positions))
             window.release(int(still_needed[end]) if end < len(order) else stop - start)
 
-    def _pieces(self, spans: list[Span], *, begin: int) -> Iterator[_Piece]:
+    def _pieces(self, spans: list[Span], *, begin: int) -> Iterator[Piece]:
         """The consumer's cells from ``begin`` on, piece by piece, one shard open at a time."""
         position = 0
         for span in spans:
             if position + span.n_cells <= begin:
                 position += span.n_cells
                 continue
-            shard = _open_shard(shard_path(self.store, self.shard_paths[span.shard]))
+            shard = self._open(self.shard_paths[span.shard])
             offset = max(0, begin - position)
             for a in range(span.start + offset, span.stop, _PIECE_CELLS):
                 b = min(span.stop, a + _PIECE_CELLS)
@@ -408,13 +289,13 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             position += span.n_cells
             del shard
 
-    def _read(self, shard: _ArrowShard | _ZarrShard, a: int, b: int, *, first: int) -> _Piece:
+    def _read(self, shard: ShardReader, a: int, b: int, *, first: int) -> Piece:
         ids, offsets = shard.ragged("input_ids", a, b)
         values = shard.ragged("values", a, b)[0] if self.has_values else None
         meta = {c: shard.strings(c, a, b) for c in self.columns}
         if self.batch_size is not None:  # labels once per piece, not per batch
             meta = {c: encode_labels(v, self._lookup[c], c) for c, v in meta.items()}
-        return _Piece(
+        return Piece(
             first=first,
             n=b - a,
             ids=ids,
@@ -424,7 +305,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             meta=meta,
         )
 
-    def _batch(self, found: list[tuple[_Piece, np.ndarray, np.ndarray]], n_rows: int) -> dict[str, Any]:
+    def _batch(self, found: list[tuple[Piece, np.ndarray, np.ndarray]], n_rows: int) -> dict[str, Any]:
         parts = []
         labels = {c: np.zeros(n_rows, dtype=np.int64) for c in self.columns}
         cell_ids = np.empty(n_rows, dtype=object)
@@ -451,7 +332,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             cell_ids=cell_ids.tolist(),
         )
 
-    def _cells(self, found: list[tuple[_Piece, np.ndarray, np.ndarray]], n: int) -> Iterator[dict[str, Any]]:
+    def _cells(self, found: list[tuple[Piece, np.ndarray, np.ndarray]], n: int) -> Iterator[dict[str, Any]]:
         """Single cells, in emission order (the slow path: one dict per cell by nature)."""
         piece_of = np.empty(n, dtype=np.int64)
         row_of = np.empty(n, dtype=np.int64)
@@ -472,117 +353,19 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             self._consumed += 1
             yield cell
 
+    def _open(self, relative: str) -> ShardReader:
+        path = shard_path(self.store, relative)
+        return format_for(path).open(path)
+
     def _label_maps(self) -> dict[str, list[str]]:
         """Sorted distinct values of each requested column over the whole split (one scan)."""
         seen: dict[str, set[str]] = {c: set() for c in self.columns}
         if self.columns:
             for relative in self.shard_paths:
-                shard = _open_shard(shard_path(self.store, relative))
+                shard = self._open(relative)
                 for column in self.columns:
                     seen[column].update(str(v) for v in np.unique(shard.strings(column)))
         return {c: sorted(v) for c, v in seen.items()}
-
-
-class ShardLoader:
-    """Batches of a :class:`ShardDataset` through a ``DataLoader`` (workers optional), resumable.
-
-    The DataLoader runs the dataset in batched mode (``batch_size=None`` for the DataLoader,
-    ``persistent_workers=False``, ``in_order=True``). :meth:`state_dict` records the epoch and
-    the batches delivered; a DataLoader takes batches from its workers round-robin, skipping
-    exhausted ones, so that count fixes how many cells each worker had sent and which worker
-    is next (:func:`atlasprep.loader._plan.resume_point`). After :meth:`load_state_dict` each
-    worker skips its sent cells and the workers are rotated, so the resumed loader delivers
-    exactly the batches the uninterrupted one still had to, in the same order.
-    """
-
-    _RESERVED = frozenset(
-        {"batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn", "persistent_workers", "in_order"}
-    )
-
-    def __init__(
-        self,
-        dataset: ShardDataset,
-        *,
-        batch_size: int,
-        num_workers: int = 0,
-        pad_to: int | None = None,
-        **dataloader_kwargs: Any,
-    ) -> None:
-        reserved = sorted(self._RESERVED & dataloader_kwargs.keys())
-        if reserved:
-            raise UsageError(f"ShardLoader sets {', '.join(reserved)} itself")
-        if num_workers < 0:
-            raise UsageError(f"num_workers must be non-negative, not {num_workers}")
-        self.dataset = dataset.batched(batch_size, pad_to=pad_to)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self._kwargs = dataloader_kwargs
-        self._delivered = 0  # batches of this epoch delivered, counting those before a resume
-        self._start = 0  # batches to skip at the next iteration (from load_state_dict)
-
-    @property
-    def epoch(self) -> int:
-        return self.dataset.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-        self._delivered = self._start = 0
-
-    def __len__(self) -> int:
-        """Batches per epoch on this rank."""
-        return self.dataset.num_batches(self.batch_size, self.num_workers)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        start, self._start = self._start, 0
-        if start:
-            sizes = self.dataset.worker_num_cells(self.num_workers)
-            self.dataset._resume_at(resume_point(sizes, batch_size=self.batch_size, delivered=start))
-        loader = DataLoader(
-            self.dataset,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=False,
-            in_order=True,
-            collate_fn=_as_is,
-            **self._kwargs,
-        )
-        batches = iter(loader)  # workers start here, each with its copy of the resume point
-        self.dataset._resume_at(None)
-        self._delivered = start
-        return self._count(batches)
-
-    def _count(self, batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for batch in batches:
-            self._delivered += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            **self.dataset._fingerprint(),
-            "epoch": self.epoch,
-            "batches": self._start or self._delivered,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The next iteration delivers exactly the batches the saved run had still to deliver."""
-        self.dataset._check_fingerprint(state)
-        for key in ("batch_size", "num_workers"):
-            if state.get(key) != getattr(self, key):
-                raise UsageError(
-                    f"the state was saved with {key}={state.get(key)}, this loader has {getattr(self, key)}"
-                )
-        self.set_epoch(int(state["epoch"]))
-        batches = int(state["batches"])
-        if not 0 <= batches <= len(self):
-            raise UsageError(f"the state says {batches} batches were delivered; an epoch has {len(self)}")
-        self._start = batches
-
-
-def _as_is(batch: Any) -> Any:
-    """The batch as the dataset made it (the default would re-convert every tensor)."""
-    return batch
 
 
 def _check_options(

@@ -1,5 +1,8 @@
 """Token stores: shuffled, split, checksummed shards of tokenized cells."""
 
+# the format registry first: its implementations import it back (atlasprep.shard.format)
+from atlasprep.shard.format import FORMATS, ShardFormat, ShardFormatName, ShardReader, format_for, ragged
+from atlasprep.shard.layout import ShardLayout
 from atlasprep.shard.manifest import StoreProblem, read_manifest
 from atlasprep.shard.store import (
     StoreSummary,
@@ -9,14 +12,19 @@ from atlasprep.shard.store import (
     read_shard,
     validate_store,
 )
-from atlasprep.shard.writer import ShardInfo, ShardLayout, ShardWriter, ragged
+from atlasprep.shard.writer import ShardInfo, ShardWriter
 
 __all__ = [
+    "FORMATS",
+    "ShardFormat",
+    "ShardFormatName",
     "ShardInfo",
     "ShardLayout",
+    "ShardReader",
     "ShardWriter",
     "StoreProblem",
     "StoreSummary",
+    "format_for",
     "inspect_store",
     "load_vocab",
     "open_store",

@@ -97,6 +97,13 @@ class Manifest(TypedDict, total=False):
     shards: list[ShardEntry]
     tokenizer: dict[str, Any]
     tokenizer_file: FileEntry  # tokenizer.json (stores built before it was saved have none)
+    gene_medians: dict[str, str] | None  # rank: the medians' file and where they came from
+    # provenance: the vocabulary's coverage of the corpus, the source as resolved, the build's
+    # configuration, and the cells without a gene token
+    coverage: dict[str, Any]
+    source: dict[str, Any]
+    recipe: dict[str, Any]
+    empty_cells: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

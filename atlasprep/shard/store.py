@@ -12,10 +12,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import zarr
 
 from atlasprep._io import TEMP_MARK, inside
 from atlasprep.errors import CorruptStoreError, InputFormatError
+from atlasprep.shard.format import format_for, sha256_of, size_of
 from atlasprep.shard.manifest import (
     BUILD_MARKER,
     Manifest,
@@ -26,7 +26,6 @@ from atlasprep.shard.manifest import (
     read_manifest_json,
     shard_path,
 )
-from atlasprep.shard.writer import sha256_of, size_of
 
 __all__ = [
     "StoreProblem",
@@ -48,40 +47,17 @@ _DAMAGED = (pa.ArrowException, OSError, KeyError, ValueError, TypeError)
 
 
 def read_shard(store: Path, relative: str) -> pa.Table:
-    """A shard as an Arrow table, from either store format (its path checked to stay inside)."""
+    """A shard as an Arrow table, whatever its format (its path checked to stay inside)."""
     path = shard_path(store, relative)
     try:
-        return _read_shard(path)
+        return format_for(path).open(path).read_table()
     except _DAMAGED as exc:
         raise CorruptStoreError(f"{path}: cannot read the shard ({exc}); the store is damaged") from None
 
 
-def _read_shard(path: Path) -> pa.Table:
-    if path.suffix != ".zarr":
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_stream(source).read_all()
-    group: Any = zarr.open_group(str(path), mode="r")  # zarr types every member as a union
-    offsets = pa.array(group["offsets"][:].astype(np.int32))
-    ragged = set(group.attrs["ragged"])
-    columns = {}
-    for name in group.attrs["columns"]:
-        data = group[name][:]
-        if data.dtype.kind in ("T", "U", "O"):
-            data = data.astype(object)
-        columns[name] = (
-            pa.ListArray.from_arrays(offsets, pa.array(data)) if name in ragged else pa.array(data)
-        )
-    return pa.table(columns)
-
-
 def shard_n_cells(path: Path) -> int:
-    """A shard's cell count from its metadata (Arrow: the record batches' lengths, zero-copy;
-    Zarr: the offsets' shape), without reading its tokens."""
-    if path.suffix != ".zarr":
-        with pa.memory_map(str(path)) as source:
-            return sum(batch.num_rows for batch in pa.ipc.open_stream(source))
-    offsets: Any = zarr.open_array(str(path / "offsets"), mode="r")
-    return int(offsets.shape[0]) - 1
+    """A shard's cell count from its metadata, without reading its tokens."""
+    return format_for(path).open(path).n_cells
 
 
 def check_shards(store: Path, shards: Sequence[ShardEntry], *, verify: Verify = "size") -> list[StoreProblem]:

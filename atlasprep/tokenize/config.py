@@ -12,8 +12,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from atlasprep.errors import UsageError
+from atlasprep.shard.format import ShardFormatName
 from atlasprep.shard.manifest import Manifest
-from atlasprep.shard.writer import ShardFormat
 from atlasprep.slice.api import (
     SliceConfig,
     check_choice,
@@ -81,7 +81,7 @@ class TokenizeConfig:
     split_by: str | None = None
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     holdout: tuple[str, ...] = ()  # values of split_by sent to test
-    format: ShardFormat = "arrow"
+    format: ShardFormatName = "arrow"
     overwrite: bool = False
     # cells without a single vocabulary gene (empty droplets, a var of symbols): kept as their
     # special tokens only, or left out of the store, as Geneformer's tokenizer leaves them out
@@ -133,7 +133,7 @@ def _check_encoding(config: TokenizeConfig) -> None:
 
 
 def _check_shards(config: TokenizeConfig) -> None:
-    check_choice("format", config.format, get_args(ShardFormat))
+    check_choice("format", config.format, get_args(ShardFormatName))
     check_int("shard_cells", config.shard_cells, at_least=1)
     if config.shard_bytes is not None:
         check_int("shard_bytes", config.shard_bytes, at_least=1)

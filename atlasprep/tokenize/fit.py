@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.hvg import GeneMoments
 from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.segments import KINDS, Segment, atac_idf
-from atlasprep.tokenize.tokenizer import Tokenizer
+from atlasprep.tokenize.tokenizer import PairedModality, Tokenizer
 from atlasprep.tokenize.vocab import load_gene_mapping, load_gene_medians, load_token_dictionary
 
 log = logging.getLogger("atlasprep.tokenize")
@@ -270,10 +270,6 @@ class Fitted:
     def hvg_genes(self) -> list[str] | None:
         return None if self.hvg is None else [self.gene_ids[c] for c in self.hvg]
 
-    @property
-    def special_ids(self) -> np.ndarray:
-        return np.array([i for t, i in self.vocab.tokens.items() if t.startswith("<")], np.int32)
-
 
 def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given: Dictionaries) -> Fitted:
     """The passes over the selected cells: medians (rank), the vocabulary and its context and
@@ -306,6 +302,8 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
         hvg_genes=None if hvg is None else tuple(gene_ids[c] for c in hvg),
         n_counts_column=n_counts_column if config.scheme == "rank" else None,
         context=config.context,
+        paired=tuple(_paired_modality(s, "segment") for s in segments)
+        + tuple(_paired_modality(t, "target") for t in targets),
     )
     return Fitted(
         gene_ids=gene_ids,
@@ -317,4 +315,11 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
         obs_columns=stored_obs_columns(config, source),
         segments=segments,
         targets=targets,
+    )
+
+
+def _paired_modality(segment: Segment, role: Literal["segment", "target"]) -> PairedModality:
+    idf = None if segment.idf is None else tuple(float(v) for v in segment.idf)
+    return PairedModality(
+        modality=segment.modality, role=role, budget=segment.budget, features=segment.features, idf=idf
     )

@@ -3,7 +3,6 @@ process or on workers that see the same store directory."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -29,8 +28,8 @@ from atlasprep.tokenize.config import TokenizeConfig
 from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.fit import Fitted
-from atlasprep.tokenize.segments import Segment, encode_segment, segment_vector, splice
-from atlasprep.tokenize.tokenizer import TokenizedBatch
+from atlasprep.tokenize.segments import Segment
+from atlasprep.tokenize.tokenizer import TokenizedBatch, Tokenizer
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -60,13 +59,12 @@ class EncodeJob:
     slots: np.ndarray  # their slots within their split
     by_size: bool
     obs_columns: tuple[str, ...]
-    tokens: dict[str, int]
     column_tokens: np.ndarray
     encode: Callable[[CellBatch, int], TokenizedBatch]
+    tokenizer: Tokenizer
     spill_dir: Path
     segments: tuple[Segment, ...] = ()
     targets: tuple[Segment, ...] = ()  # budget unused: the whole vector is stored
-    special_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     read_columns: tuple[str, ...] = ()  # obs columns the tokenizer reads but does not store
 
 
@@ -106,13 +104,12 @@ def plan_jobs(
                 slots=layout.slots[cells],
                 by_size=layout.bytes_per_shard is not None,
                 obs_columns=fitted.obs_columns,
-                tokens=fitted.vocab.tokens,
                 column_tokens=fitted.vocab.column_tokens,
                 encode=encode,
                 spill_dir=writer.spill_dir,
                 segments=fitted.segments,
                 targets=fitted.targets,
-                special_ids=fitted.special_ids,
+                tokenizer=fitted.tokenizer,
                 read_columns=(fitted.n_counts_column,) if fitted.n_counts_column else (),
             )
         )
@@ -202,26 +199,26 @@ def _with_segments(
                 "align it with atlasprep align barcodes --how inner"
             )
     lists = table["input_ids"].combine_chunks()
-    offsets = lists.offsets.to_numpy().astype(np.int64)
-    ids = lists.flatten().to_numpy()
+    values = None
     if "values" in table.column_names:
-        values = table["values"].combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    else:
-        values = np.zeros(len(ids), dtype=np.float32)
-    parts = [(s.sep_id, s.token_type, *encode_segment(s, rows[s.modality].X)) for s in job.segments]
-    special = job.config.scheme == "rank" and job.config.special_tokens
-    ids, offsets, values, types = splice((ids, offsets, values), parts, keep_tail=1 if special else 0)
-    types[np.isin(ids, job.special_ids)] = 0
+        values = table["values"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    cells = TokenizedBatch(
+        input_ids=lists.flatten().to_numpy(),
+        offsets=lists.offsets.to_numpy().astype(np.int64),
+        values=values,
+        n_genes=np.zeros(0, dtype=np.int64),  # not read by encode_paired
+    )
+    spliced = job.tokenizer.encode_paired(cells, {m: batch.X for m, batch in rows.items()})
+    ids, offsets = spliced.input_ids, spliced.offsets
     columns = {
         "input_ids": ragged(ids, offsets, pa.int32()),
         "length": pa.array(np.diff(offsets).astype(np.int32)),
-        "values": ragged(values, offsets, pa.float32()),
-        "token_type": ragged(types, offsets, pa.int8()),
+        "values": ragged(spliced.values, offsets, pa.float32()),
+        "token_type": ragged(spliced.token_type, offsets, pa.int8()),
     }
-    for target in job.targets:
-        vector = segment_vector(target.modality, rows[target.modality].X, target.idf).astype(np.float32)
+    for modality, vector in spliced.targets.items():
         n, width = vector.shape
-        columns[f"target_{target.modality}"] = ragged(
+        columns[f"target_{modality}"] = ragged(
             vector.ravel(), np.arange(n + 1, dtype=np.int64) * width, pa.float32()
         )
     for name, column in columns.items():

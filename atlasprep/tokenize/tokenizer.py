@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -37,8 +37,9 @@ from atlasprep.tokenize.config import Encoded, Scheme, TokenizeConfig
 from atlasprep.tokenize.context import context_token, insert_context
 from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
+from atlasprep.tokenize.segments import KINDS, Segment, encode_segment, segment_vector, splice
 
-__all__ = ["TOKENIZER_FILE", "TokenizedBatch", "Tokenizer"]
+__all__ = ["TOKENIZER_FILE", "PairedBatch", "PairedModality", "TokenizedBatch", "Tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_FORMAT = "atlasprep-tokenizer"
@@ -58,9 +59,34 @@ class TokenizerRecord(TypedDict):
     n_counts_column: str | None
     context: list[str]
     hvg_genes: list[str] | None
+    paired: list[dict[str, Any]]
     vocab: str
     gene_medians: str | None
     gene_mapping: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairedModality:
+    """A modality paired with the RNA (an aligned MuData's ``atac`` or ``prot``): a segment of
+    tokens after the RNA, within its budget, or a target stored whole (its features' vector)."""
+
+    modality: str  # "atac" | "prot"
+    role: Literal["segment", "target"]
+    budget: int  # segment tokens at most (separator not counted)
+    features: tuple[str, ...]  # var names, in var order
+    idf: tuple[float, ...] | None = None  # ATAC: the corpus IDF per peak
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairedBatch:
+    """A batch's tokens with its paired segments spliced in: a ``token_type`` per token, and
+    each target modality's vector per cell (flat, ``width`` values a cell)."""
+
+    input_ids: np.ndarray
+    offsets: np.ndarray
+    values: np.ndarray  # float32
+    token_type: np.ndarray  # int8: 0 special or context, 1 RNA, 2 ATAC, 3 protein
+    targets: dict[str, np.ndarray]  # modality -> (cells × features) float32
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +115,7 @@ class Tokenizer:
     hvg_genes: tuple[str, ...] | None = None  # bin: the genes binned (all vocabulary genes if None)
     n_counts_column: str | None = None  # rank: obs column of each cell's total, else the sum
     context: tuple[str, ...] = ()  # obs columns whose value becomes one token after <cls>
+    paired: tuple[PairedModality, ...] = ()  # segments and targets of an aligned MuData
 
     # -- encoding -------------------------------------------------------------------------------
 
@@ -141,6 +168,43 @@ class Tokenizer:
                 ) from None
             out[:, j] = values.map(lookup).to_numpy(dtype=np.int32)
         return out
+
+    def segment(self, paired: PairedModality, spec: str = "") -> Segment:
+        """A paired modality as the segment kernels take it (its tokens from the vocabulary);
+        ``spec`` names where a build reads its rows (``file.h5mu:atac``)."""
+        prefix = KINDS[paired.modality][0]
+        is_segment = paired.role == "segment"
+        return Segment(
+            modality=paired.modality,
+            spec=spec,
+            budget=paired.budget,
+            sep_id=self.tokens[f"<sep:{paired.modality}>"] if is_segment else -1,
+            tokens=np.array(
+                [self.tokens[f"{prefix}:{f}"] for f in paired.features] if is_segment else [], np.int32
+            ),
+            idf=None if paired.idf is None else np.asarray(paired.idf, dtype=np.float64),
+            features=paired.features,
+        )
+
+    def encode_paired(self, cells: TokenizedBatch, X: Mapping[str, sp.csr_matrix]) -> PairedBatch:
+        """Splice each paired segment after the RNA tokens of the same cells (``X``: each paired
+        modality's counts, rows aligned with the batch's), and compute the target vectors."""
+        values = cells.values
+        flat = np.zeros(len(cells.input_ids), np.float32) if values is None else values.astype(np.float32)
+        segments = [self.segment(p) for p in self.paired if p.role == "segment"]
+        parts = [(s.sep_id, s.token_type, *encode_segment(s, X[s.modality])) for s in segments]
+        keep_tail = 1 if self.framed else 0
+        ids, offsets, spliced, types = splice(
+            (cells.input_ids, cells.offsets, flat), parts, keep_tail=keep_tail
+        )
+        special = np.array([i for t, i in self.tokens.items() if t.startswith("<")], np.int32)
+        types[np.isin(ids, special)] = 0
+        targets = {
+            p.modality: segment_vector(p.modality, X[p.modality], self.segment(p).idf).astype(np.float32)
+            for p in self.paired
+            if p.role == "target"
+        }
+        return PairedBatch(input_ids=ids, offsets=offsets, values=spliced, token_type=types, targets=targets)
 
     def _gene_encoder(
         self, gene_ids: list[str], hvg_columns: np.ndarray | None
@@ -242,6 +306,16 @@ class Tokenizer:
             "n_counts_column": self.n_counts_column,
             "context": list(self.context),
             "hvg_genes": None if self.hvg_genes is None else list(self.hvg_genes),
+            "paired": [
+                {
+                    "modality": p.modality,
+                    "role": p.role,
+                    "budget": p.budget,
+                    "features": list(p.features),
+                    "idf": None if p.idf is None else list(p.idf),
+                }
+                for p in self.paired
+            ],
             "vocab": "vocab.json",
             "gene_medians": _MEDIANS_FILE if self.medians is not None else None,
             "gene_mapping": _MAPPING_FILE if self.gene_mapping is not None else None,
@@ -311,6 +385,16 @@ class Tokenizer:
                 hvg_genes=None if hvg is None else tuple(str(g) for g in hvg),
                 n_counts_column=record.get("n_counts_column"),
                 context=tuple(record.get("context", ())),
+                paired=tuple(
+                    PairedModality(
+                        modality=str(p["modality"]),
+                        role=p["role"],
+                        budget=int(p["budget"]),
+                        features=tuple(str(f) for f in p["features"]),
+                        idf=None if p.get("idf") is None else tuple(float(v) for v in p["idf"]),
+                    )
+                    for p in record.get("paired", ())
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptStoreError(f"{store}/{TOKENIZER_FILE}: incomplete ({exc!r})") from None

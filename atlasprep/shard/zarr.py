@@ -1,0 +1,149 @@
+"""Zarr shards: one Zarr v3 group a shard, with one ``offsets`` array (``n_cells + 1``, shared by
+every ragged column), one flat array per ragged column and one array per per-cell column.
+
+The group's attributes say what it is (``encoding-type``, ``encoding-version``), its ``n_cells``,
+its ``columns`` in order and which are ``ragged``; a string column with nulls also gets a
+boolean ``<column>.null`` array, listed in the ``nulls`` attribute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import numpy as np
+import pyarrow as pa
+import zarr
+
+from atlasprep.shard.format import NA, ragged
+
+__all__ = ["ZarrFormat", "ZarrReader", "write_zarr_shard"]
+
+_CHUNK = 1 << 20  # elements per chunk
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZarrFormat:
+    name: Literal["zarr"] = "zarr"
+    suffix: str = ".zarr"
+
+    def write(self, path: Path, table: pa.Table, token_column: str) -> None:
+        write_zarr_shard(path, table, token_column)
+
+    def open(self, path: Path) -> ZarrReader:
+        return ZarrReader(path)
+
+
+def write_zarr_shard(path: Path, table: pa.Table, token_column: str) -> None:
+    """One Zarr v3 group: flat ragged arrays plus ``offsets``, and one array per column. Every list
+    column has the lengths of ``token_column``: they share its offsets."""
+    group: Any = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs.update(
+        {"encoding-type": "atlasprep-token-shard", "encoding-version": "0.1.0", "n_cells": table.num_rows}
+    )
+    group.attrs["ragged"] = [n for n in table.column_names if pa.types.is_list(table.schema.field(n).type)]
+    group.attrs["columns"] = list(table.column_names)
+    offsets = _offsets(table[token_column])
+    group.create_array("offsets", data=offsets, chunks=(min(len(offsets), _CHUNK),))
+    nulls = []
+    for name in table.column_names:
+        column = table[name].combine_chunks()
+        if pa.types.is_dictionary(column.type):  # categorical: stored as its values
+            column = column.cast(column.type.value_type)
+        if pa.types.is_list(column.type):
+            if not np.array_equal(_offsets(column), offsets):
+                raise ValueError(f"{path}: list column {name!r} has other lengths than {token_column!r}")
+            data = column.flatten().to_numpy(zero_copy_only=False)
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            data = np.array(column.fill_null("").to_pylist(), dtype=np.dtypes.StringDType())
+            if column.null_count:
+                nulls.append(name)
+                null = column.is_null().to_numpy(zero_copy_only=False)
+                group.create_array(f"{name}.null", data=null, chunks=(max(1, min(len(null), _CHUNK)),))
+        else:
+            data = column.to_numpy(zero_copy_only=False)
+        group.create_array(name, data=data, chunks=(max(1, min(len(data), _CHUNK)),))
+    if nulls:
+        group.attrs["nulls"] = nulls
+
+
+def _offsets(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A list column's offsets from 0 (a slice's start elsewhere)."""
+    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    return offsets - offsets[0]
+
+
+class ZarrReader:
+    """A Zarr v3 group shard.
+
+    Per-cell arrays (``offsets``, strings) are small and stored as one chunk: they are read whole,
+    once. A ragged read takes the flat elements between the range's first and last offset,
+    widened to whole chunks (zarr decodes whole chunks anyway), and keeps the last chunk, so the
+    next range, which starts inside it, does not decode it again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.group: Any = cast(Any, zarr.open_group(str(path), mode="r"))  # zarr types members as a union
+        self._cells: dict[str, np.ndarray] = {}
+        self._tail: dict[str, tuple[int, np.ndarray]] = {}  # flat array -> (start, its last chunk read)
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.group["offsets"].shape[0]) - 1  # the offsets' shape: metadata only
+
+    def columns(self) -> list[str]:
+        return list(self.group.attrs["columns"])
+
+    def _column(self, name: str) -> np.ndarray:
+        if name not in self._cells:
+            self._cells[name] = np.asarray(self.group[name][:])
+        return self._cells[name]
+
+    def _nulls(self, name: str) -> np.ndarray | None:
+        return self._column(f"{name}.null") if name in self.group.attrs.get("nulls", ()) else None
+
+    def strings(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        values = np.asarray(self._column(name)[start:stop], dtype=object)
+        null = self._nulls(name)
+        if null is not None:
+            values[null[start:stop]] = NA
+        return values
+
+    def ragged(self, name: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        offsets = self._column("offsets")[start : stop + 1].astype(np.int64)
+        data, first = self._flat(name, int(offsets[0]), int(offsets[-1]))
+        return data, offsets - first
+
+    def _flat(self, name: str, a: int, b: int) -> tuple[np.ndarray, int]:
+        """Elements ``[low, high) ⊇ [a, b)`` of a flat array, in whole chunks, and ``low``."""
+        array = self.group[name]
+        if b <= a:
+            return np.zeros(0, dtype=array.dtype), a
+        size = int(array.chunks[0])
+        low, high = a // size * size, min(int(array.shape[0]), -(-b // size) * size)
+        tail = self._tail.get(name)
+        if tail is not None and tail[0] == low:
+            kept = tail[1]
+            data = kept if high <= low + len(kept) else np.concatenate([kept, array[low + len(kept) : high]])
+        else:
+            data = np.asarray(array[low:high])
+        last = (high - 1) // size * size
+        self._tail[name] = (last, data[last - low :])
+        return data, low
+
+    def read_table(self) -> pa.Table:
+        offsets = self.group["offsets"][:]
+        is_ragged = set(self.group.attrs["ragged"])
+        columns = {}
+        for name in self.columns():
+            data = self.group[name][:]
+            if name in is_ragged:
+                columns[name] = ragged(data, offsets, pa.from_numpy_dtype(data.dtype))
+                continue
+            if data.dtype.kind in ("T", "U", "O"):
+                columns[name] = pa.array(data.astype(object), pa.string(), mask=self._nulls(name))
+            else:
+                columns[name] = pa.array(data)
+        return pa.table(columns)
