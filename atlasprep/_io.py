@@ -2,7 +2,8 @@
 
 * :func:`atomic_output` gives a temporary path beside the output (``<name>.tmp-<pid>``); the
   output appears, by one rename, only when the block ends without error. On any error the
-  temporary file or directory is removed and the output is untouched.
+  temporary file or directory is removed and the output is untouched. :class:`TempOutput` is
+  the same for a writer whose work spans several calls (the slice writer).
 * :func:`write_bytes_atomic` / :func:`write_json_atomic` are that for a small file.
 * :func:`sweep_stale_temps` removes the temporary paths of crashed runs (their process gone).
 * :func:`inside` resolves a path read from a file (a manifest, a recipe) under its root, and
@@ -18,12 +19,14 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from atlasprep.errors import ForeignOutputError, OutputExistsError, UnsafePathError
 
 __all__ = [
+    "TempOutput",
     "atomic_output",
     "check_output",
     "describe_os_error",
@@ -41,9 +44,11 @@ log = logging.getLogger("atlasprep.io")
 TEMP_MARK = ".tmp-"
 
 
-def temp_path(path: Path, *, hidden: bool = False) -> Path:
-    """The temporary name this process writes ``path`` under (same directory, so a rename is atomic)."""
-    return path.with_name(f"{'.' if hidden else ''}{path.name}{TEMP_MARK}{os.getpid()}")
+def temp_path(path: Path, *, hidden: bool = False, suffix: str = "") -> Path:
+    """The temporary name this process writes ``path`` under (same directory, so a rename is
+    atomic): ``<name>.tmp-<pid>``, ``.``-prefixed when ``hidden``; ``suffix`` names a second
+    temporary file of the same output (``<name>.tmp-<pid>.obs.arrow``), swept with it."""
+    return path.with_name(f"{'.' if hidden else ''}{path.name}{TEMP_MARK}{os.getpid()}{suffix}")
 
 
 def remove_path(path: Path) -> None:
@@ -65,18 +70,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def _temp_pid(name: str) -> int | None:
-    tail = name.rsplit(TEMP_MARK, 1)[-1] if TEMP_MARK in name else name.rsplit("-", 1)[-1]
-    digits = tail.split(".")[0]
+    digits = name.rsplit(TEMP_MARK, 1)[-1].split(".")[0]
     return int(digits) if digits.isdigit() else None
 
 
-def sweep_stale_temps(out: Path, *, extra: tuple[str, ...] = ()) -> list[Path]:
-    """Remove ``<out>.tmp-<pid>`` / ``.<out>.tmp-<pid>`` (and ``extra`` glob patterns in the same
-    directory) left by crashed runs writing ``out``: those whose process is gone. Returns them."""
+def sweep_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary paths (:func:`temp_path`, any suffix, hidden or not) left by crashed
+    runs writing ``out``: those whose process is gone. Returns them."""
     removed: list[Path] = []
     if not out.parent.is_dir():
         return removed
-    for pattern in (f"{out.name}{TEMP_MARK}*", f".{out.name}{TEMP_MARK}*", *extra):
+    for pattern in (f"{out.name}{TEMP_MARK}*", f".{out.name}{TEMP_MARK}*"):
         for stale in out.parent.glob(pattern):
             pid = _temp_pid(stale.name)
             if pid is not None and not pid_alive(pid):
@@ -86,6 +90,44 @@ def sweep_stale_temps(out: Path, *, extra: tuple[str, ...] = ()) -> list[Path]:
     return removed
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TempOutput:
+    """An output being written under its temporary name: :meth:`commit` renames it into place,
+    :meth:`discard` removes it. For a writer whose work spans calls (open, append, finish);
+    a block of code uses :func:`atomic_output`."""
+
+    path: Path
+    tmp: Path
+
+    @classmethod
+    def begin(cls, path: Path, *, hidden: bool = False) -> TempOutput:
+        tmp = temp_path(path, hidden=hidden)
+        remove_path(tmp)  # an earlier process with our pid crashed here (pids repeat in containers)
+        return cls(path=path, tmp=tmp)
+
+    def commit(self, *, replace: bool = True) -> None:
+        """Rename the finished temporary path to ``path``: a file by one rename; a directory
+        replaces an old one moved out of the way first, then removed. ``replace=False`` refuses
+        (``FileExistsError``) an output that appeared meanwhile."""
+        path = self.path
+        if path.exists() or path.is_symlink():
+            if not replace:
+                raise FileExistsError(errno.EEXIST, "exists", str(path))
+            if path.is_dir() and not path.is_symlink():  # a directory cannot be replaced by a rename
+                old = temp_path(path.with_name(f"{path.name}.old"), hidden=True)
+                os.replace(path, old)
+                os.replace(self.tmp, path)
+                remove_path(old)
+                return
+        os.replace(self.tmp, path)
+
+    def discard(self) -> None:
+        """Remove the temporary path; never raises ``OSError`` (the error that made the caller
+        give up is the one to report)."""
+        with contextlib.suppress(OSError):
+            remove_path(self.tmp)
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, *, hidden: bool = False, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to (a file or a directory); rename it
@@ -93,24 +135,12 @@ def atomic_output(path: Path, *, hidden: bool = False, replace: bool = True) -> 
 
     ``replace=False`` refuses (``FileExistsError``) an output that appeared meanwhile.
     """
-    tmp = temp_path(path, hidden=hidden)
-    remove_path(tmp)
+    output = TempOutput.begin(path, hidden=hidden)
     try:
-        yield tmp
-        if path.exists() or path.is_symlink():
-            if not replace:
-                raise FileExistsError(errno.EEXIST, "exists", str(path))
-            if path.is_dir() and not path.is_symlink():
-                # a directory cannot be replaced by a rename; out of the way first, then gone
-                old = temp_path(path.with_name(f"{path.name}.old"), hidden=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                remove_path(old)
-                return
-        os.replace(tmp, path)
+        yield output.tmp
+        output.commit(replace=replace)
     except BaseException:
-        with contextlib.suppress(OSError):  # the first error is the one to report
-            remove_path(tmp)
+        output.discard()
         raise
 
 
@@ -169,17 +199,18 @@ def describe_os_error(exc: OSError) -> str:
 _ANNDATA_ENCODINGS = frozenset({"anndata", "MuData"})
 
 
-def check_output(path: Path, *, overwrite: bool, flag: str = "--out") -> None:
+def check_output(path: Path, *, overwrite: bool, field: str = "out") -> None:
     """Refuse to replace ``path`` unless ``overwrite``; and even then refuse a directory that is
-    not an AnnData/MuData Zarr store (``--out x.zarr`` naming someone's folder of other files
-    deletes nothing). A file is replaced by one rename, as ``cp`` replaces it."""
+    not an AnnData/MuData Zarr store (``out = x.zarr`` naming someone's folder of other files
+    deletes nothing). A file is replaced by one rename, as ``cp`` replaces it. ``field`` names
+    the argument ``path`` came from (the CLI shows its flag)."""
     if not (path.exists() or path.is_symlink()):
         return
     if not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{field} {path} exists; set overwrite to replace it")
     if path.is_dir() and not path.is_symlink() and _zarr_encoding(path) not in _ANNDATA_ENCODINGS:
         raise ForeignOutputError(
-            f"{flag} {path} is a directory that is not an AnnData Zarr store; atlasprep replaces "
+            f"{field} {path} is a directory that is not an AnnData Zarr store; atlasprep replaces "
             "only a store it could have written: move it away or choose another output"
         )
 

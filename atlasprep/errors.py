@@ -4,6 +4,11 @@ Every leaf also inherits the builtin a caller would already catch (``KeyError`` 
 unknown term, ``FileExistsError`` for an output that exists …), so library users need not
 learn our names. The CLI turns any :class:`AtlasprepError` into a one-line ``Error: …``;
 ``exit_code`` says whether it was the user's input (2) or the work that failed (1).
+
+A message names config fields and function arguments, never command-line flags: it starts
+with the field (``pixel_size_um = 0: must be > 0``, ``out x.h5ad exists; …``) and hints with
+``set <field>`` (``set overwrite to replace it``). The CLI turns those into its flags
+(``--pixel-size 0: …``, ``pass --overwrite …``), the recipe loader into ``[table] key``.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ class InputFormatError(AtlasprepError, ValueError):
 
 
 class OutputExistsError(AtlasprepError, FileExistsError):
-    """The output exists; pass --overwrite to replace it."""
+    """The output exists; set ``overwrite`` to replace it."""
 
     exit_code = 2
 
@@ -86,7 +91,7 @@ class EmptyResultError(AtlasprepError):
 
 
 class IncompleteMappingError(AtlasprepError):
-    """`harmonize --strict`: values or genes stayed unmapped (the report lists them)."""
+    """``HarmonizeConfig.strict``: values or genes stayed unmapped (the report lists them)."""
 
     exit_code = 1
 

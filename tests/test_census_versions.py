@@ -57,5 +57,5 @@ def test_unknown_version_and_no_network(monkeypatch):
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(cellxgene_census, "get_census_version_description", offline)
-    with pytest.raises(SourceError, match="--census-uri"):
+    with pytest.raises(SourceError, match="set census_uri"):
         open_census(census="stable")

@@ -166,7 +166,7 @@ def test_ambiguous_names_are_refused_with_every_candidate():
 
 
 def test_a_name_in_two_ontologies_asks_for_one():
-    with pytest.raises(AmbiguousTermError, match="--ontology") as info:
+    with pytest.raises(AmbiguousTermError, match="set ontologies") as info:
         resolve_term("extravillous trophoblast")
     assert set(info.value.candidates) == {"CL:0008036", "UBERON:0000426"}
     assert resolve_term("extravillous trophoblast", ["CL"]).term_id == "CL:0008036"

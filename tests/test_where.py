@@ -138,7 +138,7 @@ def test_anything_else_is_one_line_naming_token_and_position(text, token, positi
     with pytest.raises(UsageError) as info:
         parse_where(text)
     message = str(info.value)
-    assert message.startswith("--where: ")
+    assert message.startswith("where: ")
     assert token in message
     assert f"at position {position} " in message
     assert "\n" not in message
@@ -427,7 +427,7 @@ def test_the_first_payload_is_live_under_pandas_eval(tmp_path):
 
 @pytest.mark.parametrize("template", INJECTIONS)
 def test_injections_are_refused_by_the_python_api(template, tmp_path):
-    with pytest.raises(UsageError, match=r"^--where: "):
+    with pytest.raises(UsageError, match=r"^where: "):
         CellFilter(where=_payload(template, tmp_path))
     assert not (tmp_path / "PWNED").exists()
 

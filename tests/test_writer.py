@@ -65,7 +65,7 @@ def test_batches_round_trip_through_anndata(tmp_path, suffix):
 def test_refuses_existing_output_and_bad_suffix(tmp_path):
     var = pd.DataFrame(index=["ENSG00000000003"])
     (tmp_path / "x.h5ad").write_bytes(b"")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"^out .*x\.h5ad exists; set overwrite to replace it"):
         AnnDataWriter(tmp_path / "x.h5ad", var=var)
     with pytest.raises(UsageError, match=r"\.h5ad or \.zarr"):
         AnnDataWriter(tmp_path / "x.csv", var=var)
@@ -77,9 +77,16 @@ def test_abort_leaves_nothing_and_stale_temps_are_swept(tmp_path):
     # a leftover of a crashed run whose process is gone
     dead = tmp_path / "x.zarr.tmp-999999999"
     dead.mkdir()
+    dead_spill = tmp_path / "x.zarr.tmp-999999999.obs.arrow"  # its obs spill: one naming, one sweep
+    dead_spill.write_bytes(b"half")
     writer = AnnDataWriter(out, var=var)
     assert not dead.exists()
+    assert not dead_spill.exists()
     writer.append(np.array(["a"]), pa.table({"n": [1]}), sp.csr_matrix(np.ones((1, 1), dtype=np.float32)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"x.zarr.tmp-{os.getpid()}",
+        f"x.zarr.tmp-{os.getpid()}.obs.arrow",
+    ]
     writer.abort()
     assert not out.exists()
     assert os.listdir(tmp_path) == []

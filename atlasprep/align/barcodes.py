@@ -6,7 +6,7 @@ Seurat's merge and ArchR prepend or append the sample (``s1_AAAC…``, ``s1#AAAC
 ``AAAC…_1``), some tools write lower case. A naive join on obs names then matches nothing, or
 too little. So every barcode is first reduced to a join key:
 
-1. ``--barcode-map FILE`` wins: a TSV of two columns, no header — a barcode as it appears in
+1. ``barcode_map`` (a file) wins: a TSV of two columns, no header — a barcode as it appears in
    one of the inputs, then the shared barcode it stands for. Mapped barcodes are used verbatim.
 2. Otherwise the key is the barcode's nucleotide core, upper-cased. The core length is
    detected per input as the most common length of each barcode's longest A/C/G/T run (16 for
@@ -18,7 +18,7 @@ too little. So every barcode is first reduced to a join key:
 
 Two raw barcodes of one input that end up with the same key are an error naming examples: in
 an aggr matrix ``-1`` and ``-2`` are different cells, and two samples may share a barcode
-sequence. Give such cells their shared barcodes with ``--barcode-map`` (or align one sample at a
+sequence. Give such cells their shared barcodes with ``barcode_map`` (or align one sample at a
 time). When an input's barcodes carry several GEM wells without colliding, the join still drops
 the well; this is logged, since cells of different wells could then meet.
 
@@ -46,7 +46,7 @@ import pandas as pd
 
 from atlasprep._io import check_output
 from atlasprep.align._output import stored_bytes, write_output
-from atlasprep.align.modalities import FLAGS, LoadedModality, Modality, load_modalities
+from atlasprep.align.modalities import FIELDS, LoadedModality, Modality, load_modalities
 from atlasprep.errors import (
     AtlasprepError,
     EmptyResultError,
@@ -82,7 +82,7 @@ _LENGTH_SAMPLE = 20_000  # barcodes looked at to detect the core length (every o
 
 
 class BarcodeMatchError(AtlasprepError):
-    """Fewer barcodes matched across modalities than ``--min-match`` asks for."""
+    """Fewer barcodes matched across modalities than ``min_match`` asks for."""
 
     exit_code = 1
 
@@ -101,38 +101,38 @@ class NormalizedBarcodes:
     raw: pd.Index
     keys: pd.Index
     core_length: int | None  # None: no nucleotide core, names were only upper-cased
-    n_mapped: int  # keys taken from --barcode-map
+    n_mapped: int  # keys taken from barcode_map
     gem_wells: tuple[str, ...]  # distinct GEM-well numbers seen after the core
 
 
 def read_barcode_map(path: Path) -> pd.Series:
-    """``--barcode-map``: barcode (as in an input) → shared barcode, as a Series indexed by the first."""
+    """``barcode_map``: barcode (as in an input) → shared barcode, as a Series indexed by the first."""
     if not path.is_file():
-        raise SourceError(f"--barcode-map {path}: no such file")
+        raise SourceError(f"barcode_map {path}: no such file")
     try:
         frame = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        raise InputFormatError(f"--barcode-map {path}: the file is empty") from None
+        raise InputFormatError(f"barcode_map {path}: the file is empty") from None
     except pd.errors.ParserError as exc:
         reason = str(exc).strip().splitlines()[-1]
-        raise InputFormatError(f"--barcode-map {path}: not a two-column TSV ({reason})") from None
+        raise InputFormatError(f"barcode_map {path}: not a two-column TSV ({reason})") from None
     if frame.shape[1] != 2:
         raise InputFormatError(
-            f"--barcode-map {path}: expected 2 tab-separated columns (barcode, shared barcode), "
+            f"barcode_map {path}: expected 2 tab-separated columns (barcode, shared barcode), "
             f"found {frame.shape[1]}"
         )
     source, target = frame[0].str.strip(), frame[1].str.strip()
     blank = (source == "") | (target == "")
     if blank.any():
         raise InputFormatError(
-            f"--barcode-map {path}: line {int(np.argmax(blank.to_numpy())) + 1} has an empty field"
+            f"barcode_map {path}: line {int(np.argmax(blank.to_numpy())) + 1} has an empty field"
         )
     pairs = pd.DataFrame({"source": source, "target": target}).drop_duplicates()
     conflicting = pairs["source"].duplicated(keep=False)
     if conflicting.any():
         example = pairs.loc[conflicting, "source"].iloc[0]
         targets = ", ".join(pairs.loc[pairs["source"] == example, "target"].head(_EXAMPLES))
-        raise InputFormatError(f"--barcode-map {path}: {example} is mapped to several barcodes ({targets})")
+        raise InputFormatError(f"barcode_map {path}: {example} is mapped to several barcodes ({targets})")
     return pd.Series(pairs["target"].to_numpy(), index=pd.Index(pairs["source"].to_numpy()), name="shared")
 
 
@@ -158,7 +158,7 @@ def normalize_barcodes(
     label: str = "barcodes",
 ) -> NormalizedBarcodes:
     """The join key of each barcode (rules in the module docstring); ``label`` names the input in
-    errors (``--rna``)."""
+    errors (``rna``)."""
     raw = pd.Index(barcodes, dtype=object).astype(str)
     if not raw.is_unique:
         repeated = ", ".join(raw[raw.duplicated()].unique()[:_EXAMPLES])
@@ -181,7 +181,7 @@ def normalize_barcodes(
     _check_collisions(series, keys, mapped, length, label)
     if len(gem_wells) > 1:
         log.warning(
-            "%s: barcodes carry GEM wells %s; the join ignores the well (pass --barcode-map if the "
+            "%s: barcodes carry GEM wells %s; the join ignores the well (set barcode_map if the "
             "other inputs number wells differently)",
             label,
             ", ".join(f"-{w}" for w in gem_wells),
@@ -209,7 +209,7 @@ def _nucleotide_cores(upper: pd.Series, length: int, label: str) -> tuple[pd.Ser
         what = "no" if (n_cores[bad] == 0).all() else "no or several"
         raise InputFormatError(
             f"{label}: {int(bad.sum())} of {len(upper)} barcodes have {what} {length}-nt core "
-            f"(e.g. {examples}); give them their shared barcode with --barcode-map"
+            f"(e.g. {examples}); give them their shared barcode with barcode_map"
         )
     parts = upper.str.extract(pattern + r"(?:-(\d+)(?![0-9]))?")
     return parts[0], parts[1]
@@ -235,18 +235,18 @@ def _check_collisions(
     head = f"{label}: {int(collided.sum())} barcodes collapse onto {n_keys} join keys ({examples})"
     if mapped[collided].any():
         raise InputFormatError(
-            f"{head}; --barcode-map sends them onto a join key another barcode of this input has"
+            f"{head}; barcode_map sends them onto a join key another barcode of this input has"
         )
     # what is left of each barcode once its well is dropped: equal stems mean only the well differs
     frame["stem"] = _without_well(frame["raw"].str.upper(), length)
     if frame.groupby("key")["stem"].nunique().eq(1).all():
         raise InputFormatError(
             f"{head}: they differ only by GEM well, and in an aggr matrix -1 and -2 are different cells; "
-            "give each its shared barcode with --barcode-map"
+            "give each its shared barcode with barcode_map"
         )
     raise InputFormatError(
         f"{head}: they differ by sample prefix or suffix; align one sample at a time, "
-        "or give each its shared barcode with --barcode-map"
+        "or give each its shared barcode with barcode_map"
     )
 
 
@@ -350,7 +350,7 @@ def align_barcodes(
         specs["prot"] = protein
     loaded = load_modalities(specs)
     normalized = {
-        m: normalize_barcodes(lm.adata.obs_names, barcode_map=mapping, label=f"{FLAGS[m]} {lm.source}")
+        m: normalize_barcodes(lm.adata.obs_names, barcode_map=mapping, label=f"{FIELDS[m]} {lm.source}")
         for m, lm in loaded.items()
     }
     renamed = _disambiguate_features(loaded)
@@ -421,18 +421,18 @@ def _check_arguments(
     overwrite: bool,
 ) -> None:
     if how not in ("inner", "outer"):
-        raise UsageError(f"--how {how}: choose inner or outer")
+        raise UsageError(f"how = {how!r}: choose inner or outer")
     if not 0.0 <= min_match <= 1.0:
-        raise UsageError(f"--min-match {min_match}: give a fraction between 0 and 1")
+        raise UsageError(f"min_match = {min_match}: give a fraction between 0 and 1")
     if atac is None and protein is None:
-        raise UsageError("nothing to align: give --atac or --protein besides --rna")
+        raise UsageError("nothing to align: set atac or protein besides rna")
     if out.suffix != ".h5mu":
-        raise UsageError(f"--out {out}: the name must end in .h5mu")
+        raise UsageError(f"out {out}: the name must end in .h5mu")
     if out.is_dir():
-        raise UsageError(f"--out {out}: is a directory")
+        raise UsageError(f"out {out}: is a directory")
     check_output(out, overwrite=overwrite)
     if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+        raise UsageError(f"out {out}: directory {out.parent} does not exist")
 
 
 def _check_matches(
@@ -445,17 +445,17 @@ def _check_matches(
     low = [m for m in matches if m.match_fraction < min_match]
     if low:
         detail = "; ".join(
-            f"{FLAGS[m.modality]} ({m.modality}) {m.match_fraction:.1%}: {m.n_matched} of {m.n_barcodes}"
+            f"{FIELDS[m.modality]} ({m.modality}) {m.match_fraction:.1%}: {m.n_matched} of {m.n_barcodes}"
             for m in low
         )
         raise BarcodeMatchError(
-            f"matched fraction below --min-match {min_match:g}: {detail}; check that the inputs come from "
-            "the same cells, or pass --barcode-map",
+            f"min_match = {min_match:g}: the matched fraction is below it: {detail}; check that the inputs "
+            "come from the same cells, or set barcode_map",
             matches=matches,
         )
     if matches[0].n_matched == 0:
         examples = "; ".join(f"{m} {', '.join(n.keys[:2])}" for m, n in normalized.items())
-        message = f"no barcode is shared by all modalities (join keys: {examples}); pass --barcode-map"
+        message = f"no barcode is shared by all modalities (join keys: {examples}); set barcode_map"
         if how == "inner":
             raise EmptyResultError(message)
         log.warning("%s", message)

@@ -173,7 +173,7 @@ def section_to_block(
     if np.any(extent > face * (1 + 1e-9)):
         raise InputFormatError(
             f"the section spans {extent[0]:.3g} × {extent[1]:.3g} mm at {pixel_size_um:g} µm per pixel, "
-            f"but the block face is {face[0]:g} × {face[1]:g} mm; check --pixel-size (µm per pixel of "
+            f"but the block face is {face[0]:g} × {face[1]:g} mm; check pixel_size_um (µm per pixel of "
             "obsm['spatial'])"
         )
     z = np.full((len(xy), 1), section_z_mm - dimensions_mm[2] / 2.0)
@@ -208,14 +208,14 @@ def structures_at(points_mm: np.ndarray, organ: ReferenceOrgan) -> list[list[str
 def spatial_bins(points_mm: np.ndarray, bin_size_mm: float) -> np.ndarray:
     """Stable int64 3-D bin ids: each axis' ``floor(coordinate / bin_size_mm)`` packed in 21 bits."""
     if not bin_size_mm > 0:
-        raise UsageError(f"--bin-size must be > 0 mm, got {bin_size_mm}")
+        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be > 0 mm")
     points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
     if not np.isfinite(points).all():
-        raise InputFormatError("spatial bins: some coordinates are NaN or infinite")
+        raise InputFormatError("some coordinates to bin are NaN or infinite")
     index = np.floor(points / bin_size_mm)
     if np.any(np.abs(index) >= _BIN_OFFSET):
         raise UsageError(
-            f"--bin-size {bin_size_mm} mm gives more than 2**20 bins along an axis; use larger bins"
+            f"bin_size_mm = {bin_size_mm}: gives more than 2**20 bins along an axis; use larger bins"
         )
     shifted = index.astype(np.int64) + _BIN_OFFSET
     return (shifted[:, 0] << (2 * _BIN_BITS)) | (shifted[:, 1] << _BIN_BITS) | shifted[:, 2]
@@ -245,7 +245,7 @@ def spatial_neighbors(points: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matr
     n = len(coords)
     if not 1 <= n_neighbors < n:
         raise UsageError(
-            f"--neighbors must be between 1 and the number of cells - 1 ({n - 1}), got {n_neighbors}"
+            f"neighbors = {n_neighbors}: must be between 1 and the number of cells - 1 ({n - 1})"
         )
     distance, index = cKDTree(coords).query(coords, k=n_neighbors + 1)
     is_self = index == np.arange(n)[:, None]
@@ -301,10 +301,10 @@ def read_spatial(path: Path | str) -> ad.AnnData:
     becomes ``obsm["spatial"]``)."""
     path = Path(path)
     if not path.exists():
-        raise SourceError(f"spatial input {path} does not exist")
+        raise SourceError(f"spatial {path} does not exist")
     suffix = path.suffix.lower()
     if suffix not in {".h5ad", ".zarr", ".loom"}:
-        raise UsageError(f"--spatial {path}: expected an .h5ad, .zarr or .loom file")
+        raise UsageError(f"spatial {path}: expected an .h5ad, .zarr or .loom file")
     try:
         if suffix == ".loom":
             return _read_loom(path)
@@ -341,7 +341,7 @@ def _organ_iri(registration: Registration, organ: ReferenceOrgan, crosswalk: Cro
     if target != entry.organ:
         raise UsageError(
             f"registration {registration.id or registration.source} targets {registration.target}, but "
-            f"--reference-organ {organ.path.name} is {entry.organ} (node {organ.organ_node}); pass the "
+            f"reference_organ {organ.path.name} is {entry.organ} (node {organ.organ_node}); pass the "
             f"reference organ GLB of {target}, or a registration placed in {entry.organ}"
         )
     return entry.organ
@@ -436,16 +436,16 @@ def register_section(
 ) -> ad.AnnData:
     """Place a section (see the module docstring); returns a new AnnData (a given one is copied)."""
     if not pixel_size_um > 0:
-        raise UsageError(f"--pixel-size must be > 0 (µm per pixel), got {pixel_size_um}")
+        raise UsageError(f"pixel_size_um = {pixel_size_um}: must be > 0 (µm per pixel)")
     if neighbors is not None and neighbors < 1:
-        raise UsageError(f"--neighbors must be at least 1, got {neighbors}")
+        raise UsageError(f"neighbors = {neighbors}: must be at least 1")
     if bin_size_mm is not None and not bin_size_mm > 0:
-        raise UsageError(f"--bin-size must be > 0 mm, got {bin_size_mm}")
+        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be > 0 mm")
     placing: tuple[Registration, ReferenceOrgan, Crosswalk] | None = None
     organ_iri = ""
     if registration is not None:
         if organ is None or crosswalk is None:
-            raise UsageError("--registration needs --reference-organ and --crosswalk")
+            raise UsageError("registration needs organ and crosswalk")
         placing = (registration, organ, crosswalk)
         organ_iri = _organ_iri(registration, organ, crosswalk)  # before reading a large section
     result = read_spatial(adata) if isinstance(adata, Path | str) else adata.copy()
@@ -456,7 +456,7 @@ def register_section(
         z = depth / 2.0 if section_z_mm is None else float(section_z_mm)
         if not 0.0 <= z <= depth:
             raise UsageError(
-                f"--section-z {z:g} mm lies outside the block: give the depth from its first face, "
+                f"section_z_mm = {z:g}: lies outside the block: give the depth from its first face, "
                 f"0–{depth:g}"
             )
         local = section_to_block(
@@ -525,16 +525,13 @@ def ccf_command_impl(
     format_of(out)
     check_output(out, overwrite=overwrite)
     if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+        raise UsageError(f"out {out}: directory {out.parent} does not exist")
     placing = (registration, reference_organ, crosswalk)
     if any(x is not None for x in placing) and not all(x is not None for x in placing):
-        raise UsageError(
-            "--registration, --reference-organ and --crosswalk go together: give all three or none"
-        )
+        raise UsageError("registration, reference_organ and crosswalk go together: give all three or none")
     if registration is None and neighbors is None and bin_size_mm is None:
         raise UsageError(
-            "nothing to do: give --registration (with --reference-organ, --crosswalk), --neighbors "
-            "or --bin-size"
+            "nothing to do: set registration (with reference_organ, crosswalk), neighbors or bin_size_mm"
         )
     reg = organ = table = None
     if registration is not None and reference_organ is not None and crosswalk is not None:

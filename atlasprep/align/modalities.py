@@ -5,7 +5,7 @@ What each kind of file gives for the requested modality (``rna``, ``atac`` or ``
 
 * 10x output (``filtered_feature_bc_matrix`` directory, a ``.tar.gz`` of one, or a ``.h5``):
   the features of the modality's type — "Gene Expression", "Peaks", "Antibody Capture".
-  One file may serve several modalities (``--rna m.tar.gz --protein m.tar.gz``); it is read
+  One file may serve several modalities (``rna=m.tar.gz, protein=m.tar.gz``); it is read
   once.
 * ``.h5mu``: the modality named after the colon, else the first of ``rna``/``gex``,
   ``atac``/``peaks``, ``prot``/``protein``/``adt`` that the file has.
@@ -15,8 +15,8 @@ What each kind of file gives for the requested modality (``rna``, ``atac`` or ``
 
 Whenever ``var["feature_types"]`` mixes types, only the requested type is kept.
 
-Each modality's features must then look like what its flag says (:func:`feature_kind`): peaks for
-``--atac``, genes for ``--rna``, antibodies for ``--protein``. A swap (``--rna f.h5mu:atac``) is
+Each modality's features must then look like what its argument says (:func:`feature_kind`): peaks for
+``atac``, genes for ``rna``, antibodies for ``protein``. A swap (``rna="f.h5mu:atac"``) is
 refused; features that look like nothing in particular (``g0``, ``feature_1``) pass.
 """
 
@@ -47,7 +47,7 @@ from atlasprep.reference.genes import GENE_ANNOTATIONS, gene_table
 
 __all__ = [
     "FEATURE_TYPES",
-    "FLAGS",
+    "FIELDS",
     "H5MU_NAMES",
     "FeatureKind",
     "InputKind",
@@ -65,7 +65,8 @@ log = logging.getLogger("atlasprep.align")
 Modality = Literal["rna", "atac", "prot"]
 InputKind = Literal["10x", "h5mu", "h5ad", "zarr"]
 
-FLAGS: dict[Modality, str] = {"rna": "--rna", "atac": "--atac", "prot": "--protein"}
+# the argument (and config field) that names each modality's input; errors start with it
+FIELDS: dict[Modality, str] = {"rna": "rna", "atac": "atac", "prot": "protein"}
 FEATURE_TYPES: dict[Modality, FeatureType] = {
     "rna": "Gene Expression",
     "atac": "Peaks",
@@ -87,7 +88,7 @@ _KIND_WORDS: dict[FeatureKind, str] = {
     "genes": "RNA genes",
     "antibodies": "antibodies (protein)",
 }
-_FLAG_OF_KIND: dict[FeatureKind, str] = {_KIND[m]: flag for m, flag in FLAGS.items()}
+_FIELD_OF_KIND: dict[FeatureKind, str] = {_KIND[m]: field for m, field in FIELDS.items()}
 # names: chr1:100-200, chr1-100-200, chr1_100_200, GL000194.1:100-200
 _PEAK_NAME = re.compile(r"^[A-Za-z0-9_.]+[:_-]\d+[-_:]\d+$")
 _ENSEMBL_GENE = re.compile(r"^ENS[A-Z]*G\d{6,}(?:\.\d+)?$")
@@ -106,8 +107,8 @@ class ModalityInput:
     h5mu_modality: str | None = None  # the ``:NAME`` suffix, for h5mu only
 
     @property
-    def flag(self) -> str:
-        return FLAGS[self.modality]
+    def field(self) -> str:
+        return FIELDS[self.modality]
 
     def describe(self) -> str:
         return f"{self.path}:{self.h5mu_modality}" if self.h5mu_modality else str(self.path)
@@ -123,25 +124,25 @@ class LoadedModality:
 
 
 def parse_input(spec: str | os.PathLike[str], modality: Modality) -> ModalityInput:
-    """Split ``path[:name]`` and tell the kind of file; errors name the flag."""
+    """Split ``path[:name]`` and tell the kind of file; errors name the argument."""
     text = os.fspath(spec)
-    flag = FLAGS[modality]
+    field = FIELDS[modality]
     name: str | None = None
     head, sep, tail = text.rpartition(":")
     if sep and not Path(text).exists() and (head.endswith(".h5mu") or Path(head).exists()):
         text, name = head, tail
         if not name:
-            raise InputFormatError(f"{flag} {spec}: empty modality name after ':'")
+            raise InputFormatError(f"{field} {spec}: empty modality name after ':'")
     path = Path(text)
     if not path.exists():
-        raise SourceError(f"{flag} {path}: no such file or directory")
-    kind = _kind_of(path, flag)
+        raise SourceError(f"{field} {path}: no such file or directory")
+    kind = _kind_of(path, field)
     if name is not None and kind != "h5mu":
-        raise InputFormatError(f"{flag} {spec}: ':{name}' picks a modality of an .h5mu file only")
+        raise InputFormatError(f"{field} {spec}: ':{name}' picks a modality of an .h5mu file only")
     return ModalityInput(modality=modality, path=path, kind=kind, h5mu_modality=name)
 
 
-def _kind_of(path: Path, flag: str) -> InputKind:
+def _kind_of(path: Path, field: str) -> InputKind:
     if path.suffix == ".h5mu":
         return "h5mu"
     if path.suffix == ".h5ad":
@@ -153,7 +154,7 @@ def _kind_of(path: Path, flag: str) -> InputKind:
     if path.is_dir() and (is_10x_dir(path) or is_10x_dir(path / "filtered_feature_bc_matrix")):
         return "10x"
     raise InputFormatError(
-        f"{flag} {path}: unknown input; give an .h5ad, .zarr, .h5mu[:modality], a 10x .h5, "
+        f"{field} {path}: unknown input; give an .h5ad, .zarr, .h5mu[:modality], a 10x .h5, "
         "a filtered_feature_bc_matrix directory or a .tar.gz of one"
     )
 
@@ -173,7 +174,7 @@ def load_modalities(specs: Mapping[Modality, str | os.PathLike[str]]) -> dict[Mo
             if key not in tenx_cache:
                 tenx_cache[key] = read_10x(inp.path)
             adata = select_feature_type(
-                tenx_cache[key], FEATURE_TYPES[modality], where=f"{inp.flag} {inp.path}"
+                tenx_cache[key], FEATURE_TYPES[modality], where=f"{inp.field} {inp.path}"
             )
             source = f"{inp.path} [{FEATURE_TYPES[modality]}]"
         elif inp.kind == "h5mu":
@@ -181,9 +182,9 @@ def load_modalities(specs: Mapping[Modality, str | os.PathLike[str]]) -> dict[Mo
         else:
             adata, source = _load_anndata(inp)
         if adata.n_obs == 0:
-            raise InputFormatError(f"{inp.flag} {source}: no cells")
+            raise InputFormatError(f"{inp.field} {source}: no cells")
         if inp.kind != "10x":  # a 10x matrix was split by its own feature types
-            _check_feature_kind(adata, modality, f"{inp.flag} {source}")
+            _check_feature_kind(adata, modality, f"{inp.field} {source}")
         loaded[modality] = LoadedModality(input=inp, adata=adata, source=source)
         log.info("%s: %d cells × %d features from %s", modality, adata.n_obs, adata.n_vars, source)
     return loaded
@@ -194,20 +195,21 @@ def _load_h5mu(inp: ModalityInput) -> tuple[ad.AnnData, str]:
         with h5py.File(inp.path, "r") as handle:
             present = list(handle["mod"].keys()) if "mod" in handle else []
     except OSError as exc:
-        raise SourceError(f"{inp.flag} {inp.path}: cannot open as HDF5 ({exc})") from None
+        raise SourceError(f"{inp.field} {inp.path}: cannot open as HDF5 ({exc})") from None
     if not present:
-        raise InputFormatError(f"{inp.flag} {inp.path}: no modalities under /mod; is it a MuData file?")
+        raise InputFormatError(f"{inp.field} {inp.path}: no modalities under /mod; is it a MuData file?")
     if inp.h5mu_modality is not None:
         name = inp.h5mu_modality
         if name not in present:
             raise InputFormatError(
-                f"{inp.flag} {inp.describe()}: no modality {name!r} in the file (it has {', '.join(present)})"
+                f"{inp.field} {inp.describe()}: no modality {name!r} in the file "
+                f"(it has {', '.join(present)})"
             )
     else:
         found = [n for n in H5MU_NAMES[inp.modality] if n in present]
         if not found:
             raise InputFormatError(
-                f"{inp.flag} {inp.path}: no modality called {' or '.join(H5MU_NAMES[inp.modality])} "
+                f"{inp.field} {inp.path}: no modality called {' or '.join(H5MU_NAMES[inp.modality])} "
                 f"(it has {', '.join(present)}); name one as {inp.path}:NAME"
             )
         name = found[0]
@@ -238,7 +240,7 @@ def _load_anndata(inp: ModalityInput) -> tuple[ad.AnnData, str]:
             else:
                 adata = ad.read_zarr(inp.path)
         except (OSError, KeyError) as exc:
-            raise SourceError(f"{inp.flag} {inp.path}: cannot read as AnnData ({exc})") from None
+            raise SourceError(f"{inp.field} {inp.path}: cannot read as AnnData ({exc})") from None
     return _only_feature_type(adata, inp.modality, str(inp.path)), str(inp.path)
 
 
@@ -250,7 +252,7 @@ def _obsm_protein(inp: ModalityInput) -> ad.AnnData | None:
     try:
         handle = h5py.File(inp.path, "r")
     except OSError as exc:
-        raise SourceError(f"{inp.flag} {inp.path}: cannot open as HDF5 ({exc})") from None
+        raise SourceError(f"{inp.field} {inp.path}: cannot open as HDF5 ({exc})") from None
     with handle, warnings.catch_warnings():
         warnings.simplefilter("ignore", OldFormatWarning)
         if "obsm" not in handle or PROTEIN_OBSM not in handle["obsm"]:
@@ -266,13 +268,13 @@ def _obsm_protein(inp: ModalityInput) -> ad.AnnData | None:
     matrix = np.asarray(values)
     if names is None:
         raise InputFormatError(
-            f"{inp.flag} {inp.path}: obsm[{PROTEIN_OBSM!r}] has no protein names; "
+            f"{inp.field} {inp.path}: obsm[{PROTEIN_OBSM!r}] has no protein names; "
             f"store them in uns[{PROTEIN_NAMES!r}]"
         )
     var_names = pd.Index(np.asarray(names).astype(str))
     if matrix.ndim != 2 or matrix.shape != (len(obs_names), len(var_names)):
         raise InputFormatError(
-            f"{inp.flag} {inp.path}: obsm[{PROTEIN_OBSM!r}] is {matrix.shape}, but there are "
+            f"{inp.field} {inp.path}: obsm[{PROTEIN_OBSM!r}] is {matrix.shape}, but there are "
             f"{len(obs_names)} cells and {len(var_names)} names in uns[{PROTEIN_NAMES!r}]"
         )
     return ad.AnnData(
@@ -336,7 +338,7 @@ def _gene_symbols() -> pd.Index:
 
 
 def _check_feature_kind(adata: ad.AnnData, modality: Modality, where: str) -> None:
-    """Refuse a modality whose features look like another one's (``--rna`` given peaks)."""
+    """Refuse a modality whose features look like another one's (``rna`` given peaks)."""
     expected = _KIND[modality]
     # symbols only tell genes from peaks, or from a panel far larger than any antibody panel
     symbols = modality == "atac" or (modality == "prot" and adata.n_vars > _PANEL_MAX)
@@ -345,5 +347,6 @@ def _check_feature_kind(adata: ad.AnnData, modality: Modality, where: str) -> No
         return
     raise InputFormatError(
         f"{where}: its {adata.n_vars:,} features look like {_KIND_WORDS[kind]} ({evidence}), not "
-        f"{_KIND_WORDS[expected]}; were the inputs swapped? Pass it as {_FLAG_OF_KIND[kind]}"
+        f"{_KIND_WORDS[expected]}; were the inputs swapped? set {_FIELD_OF_KIND[kind]} = "
+        f"{where.partition(' ')[2]} instead"
     )

@@ -6,20 +6,23 @@ import functools
 import gc
 import importlib
 import logging
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.models import OptionInfo
+from typer.utils import get_params_from_function
 
 from atlasprep import __version__
 from atlasprep._io import describe_os_error
 from atlasprep.errors import AtlasprepError
 
-__all__ = ["app", "command", "err_console", "main", "register_commands"]
+__all__ = ["app", "command", "err_console", "field_flags", "in_flags", "main", "register_commands"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,17 +69,25 @@ def _root(
     logging.getLogger("atlasprep").setLevel(level)
 
 
-def command(name: str, *, group: typer.Typer | None = None, **kwargs: Any) -> Callable[[F], F]:
+def command(
+    name: str, *, group: typer.Typer | None = None, fields: Mapping[str, str] | None = None, **kwargs: Any
+) -> Callable[[F], F]:
     """Register a command (on ``group``, else the root) whose library errors become
-    ``Error: …`` and the error's exit code."""
+    ``Error: …`` and the error's exit code, in the command line's words: the library names its
+    config fields (``pixel_size_um = 0: …``, ``set overwrite to replace it``), the message names
+    the command's flags (``--pixel-size 0: …``, ``pass --overwrite to replace it``). A field is
+    a parameter of the command by name, or ``fields`` maps it to one (``{"pixel_size_um":
+    "pixel_size"}``) or straight to a flag (``{"shard_bytes": "--shard-size"}``)."""
 
     def decorate(func: F) -> F:
+        flags = field_flags(func, fields or {})
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kw: Any) -> Any:
             try:
                 return func(*args, **kw)
             except AtlasprepError as exc:
-                _error(str(exc))
+                _error(in_flags(str(exc), flags))
                 raise typer.Exit(exc.exit_code) from None
             except OSError as exc:  # permission denied, disk full, a damaged file: the user's to fix
                 _error(describe_os_error(exc))
@@ -86,6 +97,58 @@ def command(name: str, *, group: typer.Typer | None = None, **kwargs: Any) -> Ca
         return func
 
     return decorate
+
+
+def field_flags(func: Callable[..., Any], fields: Mapping[str, str]) -> dict[str, str]:
+    """Field -> flag for a command: each option parameter's name -> the long flag a user types
+    (``--no-shuffle`` for an option that is on by default), plus ``fields``' own names."""
+    flags: dict[str, str] = {}
+    for name, param in get_params_from_function(func).items():
+        info = param.default
+        if not isinstance(info, OptionInfo):
+            continue  # an argument has no flag to name
+        decls = [d for d in info.param_decls or () if d.startswith("--")]
+        flag = decls[0] if decls else "--" + name.replace("_", "-")
+        on_off = flag.split("/")
+        flags[name] = on_off[1].strip() if len(on_off) > 1 and info.default is True else on_off[0].strip()
+    for field, target in fields.items():
+        default = "--" + target.replace("_", "-")
+        flags[field] = target if target.startswith("-") else flags.get(target, default)
+    return flags
+
+
+# A field named in a message: a whole word, not part of a path, a quoted value or a [table] key.
+_WORD = r"(?<![\w/.\-'\"\[`=])({})(?![\w/\-'\"\]`=]|\.\w)"
+
+
+def in_flags(message: str, flags: Mapping[str, str]) -> str:
+    """``message`` with the config fields it names as flags, where a library message names
+    them: the fields that lead it (``bin_size_mm = 0: …`` -> ``--bin-size 0: …``, ``where: …``,
+    ``registration, reference_organ and crosswalk go together: …``) and every field of a
+    ``set …`` or ``check …`` hint, up to the clause's end (``set overwrite to replace it`` ->
+    ``pass --overwrite to replace it``). Elsewhere a word is left alone: a message also names
+    obs columns (``donor_id``) that share a name with a filter's field."""
+    if not flags:
+        return message
+    alts = "|".join(map(re.escape, sorted(flags, key=len, reverse=True)))
+    any_field = re.compile(_WORD.format(alts))
+
+    def named(text: str) -> str:
+        return re.sub(r"(--[\w-]+) = ", r"\1 ", any_field.sub(lambda m: flags[m.group(1)], text))
+
+    lead = re.match(rf"(?:{alts})(?:(?:, | and | or )(?:{alts}))*(?= = |:| |$)", message)
+    if lead:
+        rest = message[lead.end() :]
+        message = named(message[: lead.end()]) + (" " + rest[3:] if rest.startswith(" = ") else rest)
+
+    def hint(match: re.Match[str]) -> str:
+        verb, said = match.group(1), named(match.group(2))
+        if said == match.group(2):
+            return match.group(0)
+        return ("pass " if verb == "set" else "check ") + said
+
+    # the verb as a word, not a flag's tail (``--set``), up to the clause's end or the next verb
+    return re.sub(r"(?<![\w-])(set|check) ((?:(?!(?<![\w-])(?:set|check) )[^;])*)", hint, message)
 
 
 def _error(message: str) -> None:

@@ -92,6 +92,7 @@ def barcodes_command(
 @command(
     "ccf",
     group=align_app,
+    fields={"pixel_size_um": "pixel_size", "section_z_mm": "section_z", "bin_size_mm": "bin_size"},
     help=(
         "Register a spatial section into the HRA Common Coordinate Framework: cell coordinates "
         "(obsm['spatial'] in pixels × --pixel-size µm, at --section-z mm in the tissue block) are carried "

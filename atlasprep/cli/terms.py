@@ -39,6 +39,7 @@ from atlasprep.ontology import (
         '  atlasprep terms "Peyer\'s patch" --ontology UBERON\n\n'
         "  atlasprep terms cl:0000624 --json"
     ),
+    fields={"ontologies": "ontology"},
 )
 def terms_command(
     query: str = typer.Argument(..., help="A label, synonym, everyday name or term ID (CL:0000738)."),

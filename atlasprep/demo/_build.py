@@ -7,7 +7,6 @@ import errno
 import fcntl
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from atlasprep._cache import cache_dir
+from atlasprep._io import TempOutput, sweep_stale_temps
 from atlasprep.demo._catalog import catalog, gene_universe
 from atlasprep.demo._expression import TILE, CountsGenerator, expression_model
 from atlasprep.demo._info import info_tables, var_table
@@ -58,26 +58,24 @@ def build_census(
     if path.exists():
         raise OutputExistsError(f"{path} exists; remove it or choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():  # a crashed build of an earlier process with our pid (pids repeat in containers)
-        shutil.rmtree(tmp)
     started = time.perf_counter()
+    output = TempOutput.begin(path)
     try:
         _build(
-            tmp,
+            output.tmp,
             n_cells=n_cells,
             seed=seed,
             tile_rows_per_batch=max(1, -(-batch_size // TILE)),
             progress=progress,
         )
         try:
-            os.rename(tmp, path)
+            output.commit(replace=False)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise OutputExistsError(f"{path} appeared while the demo atlas was being built") from None
             raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        output.discard()
         raise
     log.info(
         "built the demo atlas (%d cells, seed %d) at %s in %.1f s",
@@ -157,9 +155,7 @@ def demo_census_uri(*, progress: Progress | None = None) -> Path:
         try:
             if path.is_dir():
                 return path  # another process built it while we waited
-            for stale in cache.glob(f"{path.name}.tmp-*"):
-                log.info("removing %s, left by an interrupted build", stale)
-                shutil.rmtree(stale, ignore_errors=True)
+            sweep_stale_temps(path)
             log.info(
                 "building the demo atlas (%d cells) at %s; this happens once per version", DEMO_N_CELLS, path
             )

@@ -59,7 +59,7 @@ class HarmonizeConfig:
     maps: tuple[tuple[str, str], ...] = ()  # (source column, field)
     sets: tuple[tuple[str, str], ...] = ()  # (field, constant value)
     mapping: Path | None = None  # TSV column, value, term_id: wins over automatic matching
-    organism: str | None = None  # else --set organism=…, else guessed from the genes
+    organism: str | None = None  # else sets organism=…, else guessed from the genes
     gene_column: str | None = None  # var column holding the gene names (default: var index)
     counts_layer: str | None = None  # X, raw or a layers key (default: raw.X, else X)
     report: Path | None = None
@@ -142,7 +142,7 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
         if len(genes.var) == 0:
             raise InputFormatError(
                 f"{config.input}: no gene maps to a {genes.annotation} Ensembl ID "
-                "(is --gene-column the column of symbols or IDs? is the organism right?)"
+                "; check gene_column (symbols or IDs?) and organism"
             )
         report = HarmonizeReport(
             input=str(config.input),
@@ -163,9 +163,9 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
         if config.strict and report.n_unmapped:
             _write_report(config, report)
             raise IncompleteMappingError(
-                f"--strict: {report.n_unmapped} values or genes stayed unmapped"
-                + (f" (listed in {config.report})" if config.report else " (--report FILE lists them)")
-                + "; add them to a --mapping table, or drop --strict"
+                f"strict: {report.n_unmapped} values or genes stayed unmapped"
+                + (f" (listed in {config.report})" if config.report else "; set report to list them")
+                + "; add them to a mapping table, or turn strict off"
             )
         return _stream(config, source, _new_obs(obs, columns), genes, report, progress, started=started)
     finally:
@@ -195,15 +195,15 @@ def _check(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str]]:
     allowed = (*TERM_FIELDS, *PLAIN_FIELDS, _ORGANISM_FIELD)
     maps: dict[str, str] = {}
     for column, field in config.maps:
-        _known(field, allowed, "--map")
+        _known(field, allowed, "maps")
         if field in maps:
-            raise UsageError(f"--map: {field} is mapped twice ({maps[field]} and {column})")
+            raise UsageError(f"maps: {field} is mapped twice ({maps[field]} and {column})")
         maps[field] = column
     sets: dict[str, str] = {}
     for field, value in config.sets:
-        _known(field, allowed, "--set")
+        _known(field, allowed, "sets")
         if field in maps:
-            raise UsageError(f"{field} is given by --map {maps[field]}={field} and by --set")
+            raise UsageError(f"sets: {field} is also mapped from column {maps[field]} (maps); give it once")
         sets[field] = value
     if not config.input.exists():
         raise UsageError(f"{config.input}: no such file")
@@ -220,21 +220,19 @@ def _check_outputs(config: HarmonizeConfig) -> None:
     format_of(out)
     check_output(out, overwrite=config.overwrite)
     if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+        raise UsageError(f"out {out}: directory {out.parent} does not exist")
     if _same_file(out, config.input):
-        raise UsageError(f"--out {out} is the input; write the harmonized file elsewhere")
+        raise UsageError(f"out {out} is the input; write the harmonized file elsewhere")
     report = config.report
     if report is None:
         return
     if report.is_dir():
-        raise UsageError(
-            f"--report {report}: is a directory; give a file name, e.g. {report / 'report.json'}"
-        )
+        raise UsageError(f"report {report}: is a directory; give a file name, e.g. {report / 'report.json'}")
     if not report.parent.is_dir():
-        raise UsageError(f"--report {report}: directory {report.parent} does not exist")
-    for other, what in ((out, "--out"), (config.input, "the input")):
+        raise UsageError(f"report {report}: directory {report.parent} does not exist")
+    for other, what in ((out, "out"), (config.input, "the input")):
         if _same_file(report, other):
-            raise UsageError(f"--report {report} is {what}; give the report its own file")
+            raise UsageError(f"report {report} is {what}; give the report its own file")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -252,7 +250,7 @@ def _gene_names(var: pd.DataFrame, column: str | None) -> list[str]:
     if column is None:
         return [str(g) for g in var.index]
     if column not in var.columns:
-        raise UsageError(f"--gene-column {column!r} is not a var column (var has: {', '.join(var.columns)})")
+        raise UsageError(f"gene_column = {column!r}: not a var column (var has: {', '.join(var.columns)})")
     return [str(g) for g in var[column]]
 
 
@@ -282,7 +280,7 @@ def _map_obs(
     n = len(obs)
     for field, column in maps.items():
         if column not in obs.columns:
-            raise UsageError(f"--map {column}={field}: obs has no column {column!r}")
+            raise UsageError(f"maps {column}={field}: obs has no column {column!r}")
     for field in (*TERM_FIELDS, *PLAIN_FIELDS):
         if field in maps:
             values = obs[maps[field]].astype("string").fillna("")
@@ -382,7 +380,7 @@ def _stream(
             "negative_values": 0,
         }
         summary = replace(report, raw_counts=counts).to_json()
-        for field in summary["fields"].values():  # the per-value lists stay in --report
+        for field in summary["fields"].values():  # the per-value lists stay in the report file
             field.pop("mapped")
             field.pop("unmapped")
         report = replace(report, raw_counts=counts, seconds=time.perf_counter() - started)

@@ -117,12 +117,11 @@ def load_mapping_table(path: Path) -> dict[tuple[str, str], str]:
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError) as exc:
-        raise InputFormatError(f"--mapping {path}: cannot read it as TSV ({exc})") from None
+        raise InputFormatError(f"mapping {path}: cannot read it as TSV ({exc})") from None
     missing = {"column", "value", "term_id"} - set(table.columns)
     if missing:
         raise InputFormatError(
-            f"--mapping {path}: needs the columns column, value, term_id "
-            f"(missing {', '.join(sorted(missing))})"
+            f"mapping {path}: needs the columns column, value, term_id (missing {', '.join(sorted(missing))})"
         )
     return {(r.column, r.value): r.term_id.strip() for r in table.itertuples(index=False)}
 
@@ -153,7 +152,7 @@ def _map_one(
         if fallback is None:
             return LabelMapping(
                 value=value, term_id=None, label=None, how=None, n_cells=n_cells,
-                reason=f"{field} has no 'unknown' in the CELLxGENE schema; map it with --mapping",
+                reason=f"{field} has no 'unknown' in the CELLxGENE schema; map it with a mapping table",
             )  # fmt: skip
         return LabelMapping(value=value, term_id=fallback, label=fallback, how="unknown", n_cells=n_cells)
     try:

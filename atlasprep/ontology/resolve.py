@@ -123,7 +123,7 @@ def resolve_term(query: str, ontologies: Sequence[str] | None = None) -> Resolve
             shown = _named((term_label(t), t) for t in hits)
             several = len({_ontology_of(t) for t in hits}) > 1
             hint = (
-                "name one ontology (--ontology) or give the term ID"
+                "set ontologies to narrow it, or give the term ID"
                 if several
                 else "give the term ID of the one you mean"
             )

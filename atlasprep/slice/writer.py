@@ -39,7 +39,7 @@ import scipy.sparse as sp
 import zarr
 from anndata.io import sparse_dataset, write_elem
 
-from atlasprep._io import check_output, remove_path, sweep_stale_temps, temp_path
+from atlasprep._io import TempOutput, check_output, remove_path, sweep_stale_temps, temp_path
 from atlasprep.errors import AtlasprepError, UsageError
 from atlasprep.sources.counts import check_counts
 
@@ -60,7 +60,7 @@ def format_of(path: Path) -> StoreFormat:
         return "h5ad"
     if path.suffix == ".zarr":
         return "zarr"
-    raise UsageError(f"--out {path}: the name must end in .h5ad or .zarr")
+    raise UsageError(f"out {path}: the name must end in .h5ad or .zarr")
 
 
 def os_error_at(exc: BaseException, path: Path) -> OSError | None:
@@ -119,10 +119,10 @@ class AnnDataWriter:
         self.format = format_of(out)
         check_output(out, overwrite=overwrite)
         if not out.parent.is_dir():
-            raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+            raise UsageError(f"out {out}: directory {out.parent} does not exist")
         self._counts = counts
-        self._tmp = temp_path(out)
-        self._spill_path = out.with_name(f"{out.name}.obs-{os.getpid()}.arrow")
+        self._output: TempOutput | None = None
+        self._spill_path = temp_path(out, suffix=".obs.arrow")  # swept with the store's temp
         self._var = var
         self._n_obs = 0
         self._x_started = False
@@ -131,9 +131,9 @@ class AnnDataWriter:
         self._root: Any = None
         self._opened = False
         with self._writing():
-            self._sweep_stale_temps()
-            remove_path(self._tmp)
-            self._root = _open_store(self._tmp, self.format)
+            sweep_stale_temps(out)
+            self._output = TempOutput.begin(out)
+            self._root = _open_store(self._output.tmp, self.format)
             self._root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
         self._opened = True
 
@@ -218,20 +218,10 @@ class AnnDataWriter:
                     write_elem(self._root, key, {})
             self._close_root()
             remove_path(self._spill_path)
-            self._commit()
+            assert self._output is not None
+            self._output.commit()
         log.info("wrote %s (%d cells x %d genes)", self.out, self._n_obs, len(self._var))
         return self.out
-
-    def _commit(self) -> None:
-        """Rename the finished store into place: a file by one rename; a directory (zarr)
-        replaces an old one moved out of the way first, then removed."""
-        if self.out.is_dir() and not self.out.is_symlink():
-            old = temp_path(self.out.with_name(f"{self.out.name}.old"), hidden=True)
-            os.replace(self.out, old)
-            os.replace(self._tmp, self.out)
-            remove_path(old)
-            return
-        os.replace(self._tmp, self.out)
 
     def _write_obs(self) -> None:
         group = self._root.create_group("obs")
@@ -271,23 +261,21 @@ class AnnDataWriter:
         if self._spill is not None:
             with contextlib.suppress(Exception):
                 self._spill.close()
-        if isinstance(self._root, h5py.File) and self._root.id.valid:
+        if isinstance(self._root, h5py.File) and self._root.id.valid and self._output is not None:
             # the file is dropped anyway: its bytes go first, so that HDF5's flush on close
             # finds room even on a full disk
             with contextlib.suppress(OSError):
-                os.truncate(self._tmp, 0)
+                os.truncate(self._output.tmp, 0)
         with contextlib.suppress(Exception):
             self._close_root()
-        for path in (self._spill_path, self._tmp):
-            with contextlib.suppress(OSError):
-                remove_path(path)
+        with contextlib.suppress(OSError):
+            remove_path(self._spill_path)
+        if self._output is not None:
+            self._output.discard()
 
     def _close_root(self) -> None:
         if isinstance(self._root, h5py.File) and self._root.id.valid:
             self._root.close()
-
-    def _sweep_stale_temps(self) -> None:
-        sweep_stale_temps(self.out, extra=(f"{self.out.name}.obs-*.arrow",))
 
 
 def _to_anndata_column(name: str, column: pa.ChunkedArray) -> Any:

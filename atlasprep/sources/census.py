@@ -35,14 +35,14 @@ def open_census(
     import cellxgene_census  # imported on use: it pulls in the whole S3 client stack
 
     if (census is None) == (census_uri is None):
-        raise UsageError("name exactly one source: --census VERSION|demo or --census-uri PATH")
+        raise UsageError("name exactly one source: set census (a version or 'demo') or census_uri (a path)")
     config = dict(tiledb_config or {})
     version: str | None = None
     build: str | None = None
     if census_uri is not None:
         uri, kind = str(census_uri), "soma"
         if "://" not in uri and not os.path.isdir(uri):
-            raise SourceError(f"--census-uri {uri}: no such directory")
+            raise SourceError(f"census_uri {uri}: no such directory")
         collection = _open(lambda: cellxgene_census.open_soma(uri=uri, tiledb_config=config), uri)
     elif census == "demo":
         from atlasprep.demo import demo_census_uri
@@ -66,7 +66,7 @@ def open_census(
     if exp_name not in data:
         found = ", ".join(sorted(data.keys())) or "none"
         collection.close()
-        raise UsageError(f"--organism {organism!r}: {uri} has no experiment {exp_name!r} (it has: {found})")
+        raise UsageError(f"organism = {organism!r}: {uri} has no experiment {exp_name!r} (it has: {found})")
     summary = census_summary(collection)
     info = SourceInfo(
         kind=kind,
@@ -98,12 +98,12 @@ def _resolve_build(version: str) -> str:
         description = cellxgene_census.get_census_version_description(version)
     except ValueError:
         raise UsageError(
-            f"--census {version!r} is not a Census version; use 'stable', 'latest' or a dated build"
+            f"census = {version!r}: not a Census version; use 'stable', 'latest' or a dated build"
         ) from None
     except Exception as exc:  # no network, proxy, DNS …
         raise SourceError(
             f"cannot reach the CELLxGENE Census release directory ({exc.__class__.__name__}: {exc}); "
-            "use --census-uri PATH for a local copy, or --census demo"
+            "set census_uri to a local copy, or census = 'demo'"
         ) from None
     build = str(description.get("release_build", version))
     if build != version:

@@ -37,14 +37,14 @@ def check_columns(expr: Expr, available: Sequence[str], *, source: str) -> None:
         close = difflib.get_close_matches(column, list(available), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         listed = ", ".join(available[:40]) + (f" … ({len(available)} in all)" if len(available) > 40 else "")
-        raise UsageError(f"--where: {source} has no obs column {column!r}; {hint}its columns: {listed}")
+        raise UsageError(f"where: {source} has no obs column {column!r}; {hint}its columns: {listed}")
 
 
 def check_types(expr: Expr, types: Mapping[str, ColumnType], *, source: str) -> None:
     """Refuse comparisons a column's values cannot take (a string with a number …)."""
     for leaf in _leaves(expr):
         t = types[leaf.column]
-        where = f"--where: obs column {leaf.column!r} of {source}"
+        where = f"where: obs column {leaf.column!r} of {source}"
         if t.kind is None:
             raise UsageError(f"{where} holds {t.described}, which a filter cannot compare")
         if isinstance(leaf, Compare) and t.enumeration and leaf.op not in ("==", "!="):

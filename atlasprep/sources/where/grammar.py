@@ -77,7 +77,7 @@ def _fail(source: str, pos: int, what: str, hint: str = _HINT) -> UsageError:
     shown = source if len(source) <= 60 else source[:59] + "…"
     shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate prints
     return UsageError(
-        f"--where: {what} at position {pos + 1} in {json.dumps(shown, ensure_ascii=False)}; {hint}"
+        f"where: {what} at position {pos + 1} in {json.dumps(shown, ensure_ascii=False)}; {hint}"
     )
 
 
@@ -192,7 +192,7 @@ class _Parser:
 
     def parse(self) -> Expr:
         if self.peek().kind == "end":
-            raise UsageError(f"--where: the filter is empty; {_HINT}")
+            raise UsageError(f"where: the filter is empty; {_HINT}")
         expr = self.or_expr()
         if self.peek().kind != "end":
             raise _unexpected(self.source, self.peek())
