@@ -140,7 +140,7 @@ def test_refuses_normalized_x_and_unknown_gene_column(tmp_path):
     config = TokenizeConfig(
         source=SliceConfig(inputs=(str(path),)), out=tmp_path / "s", scheme="bin", obs_columns=()
     )
-    with pytest.raises(InputFormatError, match="--assume-normalized"):
+    with pytest.raises(InputFormatError, match="assume_normalized"):
         tokenize_cells(config)
     import dataclasses
 
@@ -681,13 +681,13 @@ def test_geneformer_conventions_the_input_follows_are_pointed_out(
 
     with caplog.at_level(logging.WARNING, logger="atlasprep"), pytest.raises(InputFormatError):
         tokenize_cells(config)  # no symbol is in the vocabulary: the hint comes before the error
-    assert "pass --gene-column ensembl_id" in caplog.text
+    assert "set gene_column = ensembl_id, --gene-column" in caplog.text
     caplog.clear()
     import dataclasses
 
     with caplog.at_level(logging.WARNING, logger="atlasprep"):
         tokenize_cells(dataclasses.replace(config, out=tmp_path / "b", gene_column="ensembl_id"))
-    assert "pass --where 'filter_pass == 1'" in caplog.text
+    assert "set where = 'filter_pass == 1' (--where)" in caplog.text
     assert "--gene-column" not in caplog.text
     caplog.clear()
     followed = dataclasses.replace(

@@ -146,7 +146,7 @@ def plan_claim(out: Path, spec: dict[str, Any], *, overwrite: bool) -> StoreClai
                 f"{' …' if len(strangers) > 3 else ''}); move them out, or choose another out directory"
             )
     if kind == "complete" and not overwrite:
-        raise OutputExistsError(f"{out} is a complete token store; pass --overwrite to replace it")
+        raise OutputExistsError(f"out {out} is a complete token store; set overwrite to replace it")
     return StoreClaim(path=out, kind=kind, digest=config_digest(spec), overwrite=overwrite)
 
 

@@ -12,7 +12,7 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "M
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
 
 
-def parse_size(text: str, *, option: str = "--shard-size") -> int:
+def parse_size(text: str, *, option: str = "shard_size") -> int:
     """Bytes in ``text`` (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
     match = _SIZE.fullmatch(text)
     unit = match.group(2).upper() if match else ""

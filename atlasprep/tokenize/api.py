@@ -176,7 +176,7 @@ def _collect(
         raise InputFormatError(
             f"none of the {n_empty:,} cells has a counted gene in the vocabulary (cells without "
             "counts, or a var whose IDs are not the vocabulary's); check that var holds the "
-            "vocabulary's gene IDs (or pass --gene-mapping / --gene-column)"
+            "vocabulary's gene IDs (or set gene_mapping / gene_column)"
         )
     if n_empty:
         log.warning(
@@ -185,6 +185,6 @@ def _collect(
             n_cells,
             "left out, as Geneformer's tokenizer leaves them out"
             if config.drop_empty
-            else "kept with no gene token; --drop-empty leaves them out, as Geneformer does",
+            else "kept with no gene token; set drop_empty to leave them out, as Geneformer does",
         )
     return coverage, n_empty

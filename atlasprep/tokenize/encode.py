@@ -27,8 +27,8 @@ def check_batch_counts(X: Any, config: TokenizeConfig) -> None:
         X,
         where=where,
         integer=config.scheme != "raw" and not config.assume_normalized,
-        hint=f"--scheme {config.scheme} needs raw integer counts (normalized data?); point at raw counts, "
-        "or pass --assume-normalized",
+        hint=f"scheme = {config.scheme!r} needs raw integer counts (normalized data?); point at raw "
+        "counts, or set assume_normalized",
     )
 
 

@@ -100,7 +100,7 @@ def fit_hvg(
     """The ``n_hvg`` most variable vocabulary genes (their input columns), in two passes."""
     in_vocab = np.flatnonzero(column_tokens >= 0)
     if config.n_hvg is not None and config.n_hvg > len(in_vocab):
-        raise UsageError(f"--n-hvg {config.n_hvg} is more than the {len(in_vocab)} genes in the vocabulary")
+        raise UsageError(f"n_hvg = {config.n_hvg}: more than the {len(in_vocab)} genes in the vocabulary")
     log.info("selecting %s highly variable genes (two passes over %d cells)", config.n_hvg, len(positions))
     first = GeneMoments(n_genes=len(in_vocab))
     for X in count_batches(config, source, positions):
@@ -129,7 +129,7 @@ def n_counts_column_of(config: TokenizeConfig, source: CellSource) -> str | None
         log.info("cell totals from obs[%r], as Geneformer reads obs['n_counts']", name)
         return name
     if name != "n_counts":  # asked for by name, not the default
-        raise UsageError(f"--n-counts-column {name!r} is not an obs column of the input")
+        raise UsageError(f"n_counts_column = {name!r}: not an obs column of the input")
     return None
 
 
@@ -164,7 +164,8 @@ def hint_geneformer_inputs(
             if share >= max(2 * in_use, 0.5):
                 log.warning(
                     "var column %r names %.0f%% of its genes in the vocabulary, the IDs in use (%s) %.0f%%: "
-                    "pass --gene-column %s (Geneformer reads var['ensembl_id'])",
+                    "set gene_column = %s, --gene-column on the command line "
+                    "(Geneformer reads var['ensembl_id'])",
                     column,
                     100 * share,
                     f"var[{config.gene_column!r}]" if config.gene_column else "the var index",
@@ -176,7 +177,7 @@ def hint_geneformer_inputs(
     if config.scheme == "rank" and "filter_pass" in source.obs_columns and "filter_pass" not in where:
         log.warning(
             "obs has Geneformer's filter_pass column: Geneformer tokenizes only the cells where it is 1; "
-            "pass --where 'filter_pass == 1' to do the same"
+            "set where = 'filter_pass == 1' (--where) to do the same"
         )
 
 
@@ -186,7 +187,7 @@ def gene_ids_of(source: CellSource, config: TokenizeConfig) -> list[str]:
         return [str(g) for g in var.index]
     if config.gene_column not in var.columns:
         raise UsageError(
-            f"--gene-column {config.gene_column!r} is not a var column "
+            f"gene_column = {config.gene_column!r}: not a var column "
             f"(var has: {', '.join(map(str, var.columns))})"
         )
     return [str(g) for g in var[config.gene_column]]
@@ -200,7 +201,7 @@ def fit_paired(
         return (), ()
     path, main = split_modality(config.source.inputs[0]) if len(config.source.inputs) == 1 else (None, None)
     if path is None or main is None:
-        raise UsageError("--modalities/--targets need one aligned MuData input (atlasprep align barcodes)")
+        raise UsageError("modalities and targets need one aligned MuData input (atlasprep align barcodes)")
     budgets = dict(config.segment_max_len)
     next_id = max(vocab.tokens.values()) + 1
     found: dict[str, list[Segment]] = {"segments": [], "targets": []}

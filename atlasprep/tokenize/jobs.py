@@ -196,7 +196,7 @@ def _with_segments(
         if not np.array_equal(batch.cell_ids, table["cell_id"].to_numpy(zero_copy_only=False)):
             raise InputFormatError(
                 f"{job.config.source.inputs[0]}: modality {m!r} lists other cells than the RNA; "
-                "align it with atlasprep align barcodes --how inner"
+                "align the modalities by barcode with how = 'inner' (atlasprep align barcodes)"
             )
     lists = table["input_ids"].combine_chunks()
     values = None

@@ -406,13 +406,13 @@ def cell_totals(obs: pa.Table, column: str) -> np.ndarray:
     if values.null_count or not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
         raise InputFormatError(
             f"obs[{column!r}] must hold each cell's total counts as numbers (it has {values.type}, "
-            f"{values.null_count} missing); fix it, or pass --n-counts-column none to use the sum "
+            f"{values.null_count} missing); fix it, or set n_counts_column = none to use the sum "
             "of the counts"
         )
     totals = values.to_numpy()
     if (totals < 0).any() or not np.isfinite(totals).all():
         raise InputFormatError(
-            f"obs[{column!r}] has a negative or infinite total; fix it, or pass --n-counts-column none "
+            f"obs[{column!r}] has a negative or infinite total; fix it, or set n_counts_column = none "
             "to use the sum of the counts"
         )
     return totals
