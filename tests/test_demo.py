@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import tiledbsoma as soma
 
 import atlasprep.demo
-from atlasprep.demo import DEMO_VERSION, _expression, _spec, build_census, demo_census_uri
+from atlasprep.demo import DEMO_VERSION, _datasets, _expression, build_census, demo_census_uri
 from atlasprep.demo import _build as demo_build
 from atlasprep.demo._catalog import catalog
 from atlasprep.demo._expression import CountsGenerator, expression_model
@@ -478,7 +478,7 @@ def test_census_info_agrees_with_obs(small_census, obs):
 
 def test_year_stage_terms():
     parser = get_parser()
-    for years, term in _spec._Y.items():
+    for years, term in _datasets._Y.items():
         assert parser.get_term_label(term) == f"{years}-year-old stage"
 
 

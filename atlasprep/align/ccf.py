@@ -46,23 +46,27 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
-import h5py
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from scipy.spatial import cKDTree
 
 from atlasprep._io import check_output
-from atlasprep.align._output import stored_bytes, write_output
-from atlasprep.align.organ import (
-    Crosswalk,
-    ReferenceOrgan,
-    contains_points,
-    load_reference_organ,
-    read_crosswalk,
+from atlasprep.align._ccf_geometry import (
+    apply_matrix,
+    block_center,
+    block_corners,
+    containment,
+    placement_matrix,
+    section_to_block,
+    spatial_bin_labels,
+    spatial_bins,
+    spatial_neighbors,
+    specific_first,
+    structures_at,
 )
+from atlasprep.align._ccf_io import SPATIAL_KEY, read_spatial, write_section
+from atlasprep.align.organ import Crosswalk, ReferenceOrgan, load_reference_organ, read_crosswalk
 from atlasprep.align.rui import Registration, iri_fragment, read_registration
-from atlasprep.errors import InputFormatError, SourceError, UsageError
+from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.slice.writer import format_of
 
 __all__ = [
@@ -90,17 +94,12 @@ __all__ = [
 log = logging.getLogger("atlasprep.align")
 
 DEFAULT_PIXEL_SIZE_UM = 1.0
-SPATIAL_KEY = "spatial"
 CCF_KEY = "ccf"
 TERM_COLUMN = "anatomical_structure_ontology_term_id"
 LABEL_COLUMN = "anatomical_structure"
 ALL_TERMS_COLUMN = "ccf_structure_ontology_term_ids"
 BIN_COLUMN = "spatial_bin"
 UNKNOWN = "unknown"
-
-_BIN_BITS = 21  # per axis: bin indices in [-2**20, 2**20)
-_BIN_OFFSET = 1 << (_BIN_BITS - 1)
-_BIN_MASK = (1 << _BIN_BITS) - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,201 +116,7 @@ class CcfSummary:
     n_neighbors: int = 0
 
 
-# -- geometry -------------------------------------------------------------------------------
-
-
-def _rotation(axis: str, degrees: float) -> np.ndarray:
-    t = np.radians(degrees)
-    c, s = np.cos(t), np.sin(t)
-    if axis == "X":
-        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    if axis == "Y":
-        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def placement_matrix(registration: Registration) -> np.ndarray:
-    """4 × 4 matrix from block-local mm (origin at the block centre) to the organ frame (mm)."""
-    p = registration.placement
-    angles = dict(zip("XYZ", p.rotation_deg, strict=True))
-    rotation = np.eye(3)
-    for axis in p.rotation_order:  # "XYZ" → Rx·Ry·Rz, math.gl's rotateXYZ
-        rotation = rotation @ _rotation(axis, angles[axis])
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation @ np.diag(p.scaling)
-    matrix[:3, 3] = p.translation_mm
-    return matrix
-
-
-def block_center(registration: Registration) -> np.ndarray:
-    """The block's centre in the organ frame (mm): its translation."""
-    return placement_matrix(registration)[:3, 3].copy()
-
-
-def block_corners(registration: Registration) -> np.ndarray:
-    """The block's 8 corners in the organ frame (mm)."""
-    half = np.asarray(registration.dimensions_mm) / 2.0
-    signs = np.array(np.meshgrid([-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], indexing="ij")).reshape(3, -1).T
-    return _apply(placement_matrix(registration), signs * half)
-
-
-def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
-
-
-def section_to_block(
-    spatial_px: np.ndarray,
-    *,
-    pixel_size_um: float,
-    section_z_mm: float,
-    dimensions_mm: tuple[float, float, float],
-) -> np.ndarray:
-    """Section pixels (n × 2) → block-local mm (n × 3), the section centred on the block face."""
-    xy = np.asarray(spatial_px, dtype=np.float64)[:, :2] * (pixel_size_um / 1000.0)
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    extent, face = hi - lo, np.asarray(dimensions_mm[:2])
-    if np.any(extent > face * (1 + 1e-9)):
-        raise InputFormatError(
-            f"the section spans {extent[0]:.3g} × {extent[1]:.3g} mm at {pixel_size_um:g} µm per pixel, "
-            f"but the block face is {face[0]:g} × {face[1]:g} mm; check pixel_size_um (µm per pixel of "
-            "obsm['spatial'])"
-        )
-    z = np.full((len(xy), 1), section_z_mm - dimensions_mm[2] / 2.0)
-    return np.hstack([xy - (lo + hi) / 2.0, z])
-
-
-def containment(points_mm: np.ndarray, organ: ReferenceOrgan) -> np.ndarray:
-    """Boolean n × m: point i lies inside ``organ.structures[j]`` (organ frame, mm)."""
-    points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
-    inside = np.zeros((len(points), len(organ.structures)), dtype=bool)
-    for j, structure in enumerate(organ.structures):  # one mesh at a time, all points at once
-        inside[:, j] = contains_points(structure, points)
-    return inside
-
-
-def _specific_first(organ: ReferenceOrgan) -> np.ndarray:
-    volumes = np.array([s.volume_mm3 for s in organ.structures])
-    return np.argsort(volumes, kind="stable")
-
-
-def structures_at(points_mm: np.ndarray, organ: ReferenceOrgan) -> list[list[str]]:
-    """The mesh nodes containing each point, most specific (smallest volume) first."""
-    order = _specific_first(organ)
-    inside = containment(points_mm, organ)[:, order]
-    names = np.array([organ.structures[j].node for j in order], dtype=object)
-    return [names[row].tolist() for row in inside]  # building the output; the tests ran vectorised
-
-
-# -- bins and neighbours --------------------------------------------------------------------
-
-
-def spatial_bins(points_mm: np.ndarray, bin_size_mm: float) -> np.ndarray:
-    """Stable int64 3-D bin ids: each axis' ``floor(coordinate / bin_size_mm)`` packed in 21 bits."""
-    if not bin_size_mm > 0:
-        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be > 0 mm")
-    points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
-    if not np.isfinite(points).all():
-        raise InputFormatError("some coordinates to bin are NaN or infinite")
-    index = np.floor(points / bin_size_mm)
-    if np.any(np.abs(index) >= _BIN_OFFSET):
-        raise UsageError(
-            f"bin_size_mm = {bin_size_mm}: gives more than 2**20 bins along an axis; use larger bins"
-        )
-    shifted = index.astype(np.int64) + _BIN_OFFSET
-    return (shifted[:, 0] << (2 * _BIN_BITS)) | (shifted[:, 1] << _BIN_BITS) | shifted[:, 2]
-
-
-def _bin_indices(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ids = np.asarray(ids, dtype=np.int64)
-    return (
-        ((ids >> (2 * _BIN_BITS)) & _BIN_MASK) - _BIN_OFFSET,
-        ((ids >> _BIN_BITS) & _BIN_MASK) - _BIN_OFFSET,
-        (ids & _BIN_MASK) - _BIN_OFFSET,
-    )
-
-
-def spatial_bin_labels(ids: np.ndarray) -> pd.Categorical:
-    """Bin ids as labels ``x12_y3_z7`` (a categorical; one label per distinct bin is built)."""
-    unique, codes = np.unique(np.asarray(ids, dtype=np.int64), return_inverse=True)
-    ix, iy, iz = (a.astype(str) for a in _bin_indices(unique))
-    labels = np.char.add(np.char.add(np.char.add(np.char.add(np.char.add("x", ix), "_y"), iy), "_z"), iz)
-    return pd.Categorical.from_codes(codes.reshape(-1), categories=pd.Index(labels.astype(object)))
-
-
-def spatial_neighbors(points: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """kNN graph: (connectivities, distances), CSR n × n. Distances hold each point's
-    ``n_neighbors`` nearest others; connectivities are their symmetric 0/1 union."""
-    coords = np.asarray(points, dtype=np.float64)
-    n = len(coords)
-    if not 1 <= n_neighbors < n:
-        raise UsageError(
-            f"neighbors = {n_neighbors}: must be between 1 and the number of cells - 1 ({n - 1})"
-        )
-    distance, index = cKDTree(coords).query(coords, k=n_neighbors + 1)
-    is_self = index == np.arange(n)[:, None]
-    # with duplicate coordinates a cell may not come first among its own neighbours: drop the farthest
-    is_self[~is_self.any(axis=1), -1] = True
-    keep = ~is_self
-    columns = index[keep].reshape(n, n_neighbors)
-    indptr = np.arange(0, n * n_neighbors + 1, n_neighbors)
-    distances = sp.csr_matrix((distance[keep], columns.ravel(), indptr), shape=(n, n))
-    distances.sort_indices()
-    adjacency = sp.csr_matrix(
-        (np.ones(n * n_neighbors, dtype=np.float32), columns.ravel(), indptr), shape=(n, n)
-    )
-    connectivities = sp.csr_matrix(adjacency.maximum(adjacency.T), dtype=np.float32)
-    connectivities.sort_indices()
-    return connectivities, distances
-
-
 # -- the section ----------------------------------------------------------------------------
-
-
-def _read_loom(path: Path) -> ad.AnnData:
-    """A loom file (rows = genes) as AnnData, with h5py: anndata's reader needs loompy."""
-    with h5py.File(path, "r") as f:
-        if "matrix" not in f:
-            raise InputFormatError(f"{path} has no /matrix; is it a loom file?")
-        matrix = f["matrix"]
-        n_genes, n_cells = matrix.shape
-        blocks = [sp.csr_matrix(matrix[:, i : i + 4096].T, dtype=np.float32) for i in range(0, n_cells, 4096)]
-        X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_genes), dtype=np.float32)
-        obs: dict[str, np.ndarray] = {}
-        obsm: dict[str, np.ndarray] = {}
-        for name, dataset in f.get("col_attrs", {}).items():
-            values = _decode(dataset[()])
-            if values.ndim == 2 and values.shape[1] > 1:
-                obsm[SPATIAL_KEY if "spatial" in name.lower() else name] = values.astype(np.float64)
-            else:
-                obs[name] = values.reshape(n_cells)
-        genes = {name: _decode(d[()]).reshape(n_genes) for name, d in f.get("row_attrs", {}).items()}
-    names = obs.pop("CellID", obs.pop("obs_names", np.arange(n_cells).astype(str)))
-    var_names = genes.pop("Gene", genes.pop("var_names", np.arange(n_genes).astype(str)))
-    obs_frame = pd.DataFrame(obs, index=ad.utils.make_index_unique(pd.Index(np.asarray(names).astype(str))))
-    var = pd.DataFrame(genes, index=ad.utils.make_index_unique(pd.Index(np.asarray(var_names).astype(str))))
-    return ad.AnnData(X=X, obs=obs_frame, var=var, obsm=obsm)
-
-
-def _decode(values: np.ndarray) -> np.ndarray:
-    return values.astype(str).astype(object) if values.dtype.kind == "S" else values
-
-
-def read_spatial(path: Path | str) -> ad.AnnData:
-    """Read a section: ``.h5ad``, ``.zarr`` or ``.loom`` (a 2-D ``*spatial*`` column attribute
-    becomes ``obsm["spatial"]``)."""
-    path = Path(path)
-    if not path.exists():
-        raise SourceError(f"spatial {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in {".h5ad", ".zarr", ".loom"}:
-        raise UsageError(f"spatial {path}: expected an .h5ad, .zarr or .loom file")
-    try:
-        if suffix == ".loom":
-            return _read_loom(path)
-        return ad.read_zarr(path) if suffix == ".zarr" else ad.read_h5ad(path)
-    except (OSError, KeyError, ValueError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise SourceError(f"cannot read {path}: {reason}") from None
 
 
 def _section_xy(adata: ad.AnnData, key: str) -> np.ndarray:
@@ -348,7 +153,7 @@ def _organ_iri(registration: Registration, organ: ReferenceOrgan, crosswalk: Cro
 
 
 def _structure_columns(points: np.ndarray, organ: ReferenceOrgan, crosswalk: Crosswalk) -> dict[str, Any]:
-    order = _specific_first(organ)
+    order = specific_first(organ)
     entries = [crosswalk.get(organ.structures[j].node) for j in order]
     unmapped = [
         organ.structures[j].node for j, e in zip(order, entries, strict=True) if not e or not e.ontology_id
@@ -422,6 +227,60 @@ def _placement_uns(
     return uns
 
 
+def _check_options(pixel_size_um: float, neighbors: int | None, bin_size_mm: float | None) -> None:
+    if not pixel_size_um > 0:
+        raise UsageError(f"pixel_size_um = {pixel_size_um}: must be > 0 (µm per pixel)")
+    if neighbors is not None and neighbors < 1:
+        raise UsageError(f"neighbors = {neighbors}: must be at least 1")
+    if bin_size_mm is not None and not bin_size_mm > 0:
+        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be > 0 mm")
+
+
+def _place(
+    result: ad.AnnData,
+    xy: np.ndarray,
+    placing: tuple[Registration, ReferenceOrgan, Crosswalk],
+    organ_iri: str,
+    *,
+    pixel_size_um: float,
+    section_z_mm: float | None,
+) -> np.ndarray:
+    """Place the section in the organ: ``obsm["ccf"]``, the structure columns, ``uns["ccf"]``;
+    returns the placed points (organ frame, mm)."""
+    block, reference, table = placing
+    depth = block.dimensions_mm[2]
+    z = depth / 2.0 if section_z_mm is None else float(section_z_mm)
+    if not 0.0 <= z <= depth:
+        raise UsageError(
+            f"section_z_mm = {z:g}: lies outside the block: give the depth from its first face, 0–{depth:g}"
+        )
+    local = section_to_block(
+        xy, pixel_size_um=pixel_size_um, section_z_mm=z, dimensions_mm=block.dimensions_mm
+    )
+    placed = apply_matrix(placement_matrix(block), local)
+    result.obsm[CCF_KEY] = placed
+    for column, values in _structure_columns(placed, reference, table).items():
+        result.obs[column] = values
+    result.uns[CCF_KEY] = _placement_uns(block, reference, table, organ_iri, z, pixel_size_um)
+    return placed
+
+
+def _add_neighbors(result: ad.AnnData, points_um: np.ndarray, neighbors: int) -> None:
+    connectivities, distances = spatial_neighbors(points_um, neighbors)
+    result.obsp["spatial_connectivities"] = connectivities
+    result.obsp["spatial_distances"] = distances
+    result.uns["spatial_neighbors"] = {
+        "connectivities_key": "spatial_connectivities",
+        "distances_key": "spatial_distances",
+        "params": {"n_neighbors": neighbors, "coord_type": "generic", "units": "micrometer"},
+    }
+
+
+def _add_bins(result: ad.AnnData, points_mm: np.ndarray, bin_size_mm: float, frame: str) -> None:
+    result.obs[BIN_COLUMN] = spatial_bin_labels(spatial_bins(points_mm, bin_size_mm))
+    result.uns["spatial_bins"] = {"bin_size_mm": bin_size_mm, "frame": frame, "column": BIN_COLUMN}
+
+
 def register_section(
     adata: ad.AnnData | Path | str,
     registration: Registration | None = None,
@@ -435,12 +294,7 @@ def register_section(
     spatial_key: str = SPATIAL_KEY,
 ) -> ad.AnnData:
     """Place a section (see the module docstring); returns a new AnnData (a given one is copied)."""
-    if not pixel_size_um > 0:
-        raise UsageError(f"pixel_size_um = {pixel_size_um}: must be > 0 (µm per pixel)")
-    if neighbors is not None and neighbors < 1:
-        raise UsageError(f"neighbors = {neighbors}: must be at least 1")
-    if bin_size_mm is not None and not bin_size_mm > 0:
-        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be > 0 mm")
+    _check_options(pixel_size_um, neighbors, bin_size_mm)
     placing: tuple[Registration, ReferenceOrgan, Crosswalk] | None = None
     organ_iri = ""
     if registration is not None:
@@ -451,58 +305,22 @@ def register_section(
     result = read_spatial(adata) if isinstance(adata, Path | str) else adata.copy()
     xy = _section_xy(result, spatial_key)
     if placing is not None:
-        block, reference, table = placing
-        depth = block.dimensions_mm[2]
-        z = depth / 2.0 if section_z_mm is None else float(section_z_mm)
-        if not 0.0 <= z <= depth:
-            raise UsageError(
-                f"section_z_mm = {z:g}: lies outside the block: give the depth from its first face, "
-                f"0–{depth:g}"
-            )
-        local = section_to_block(
-            xy, pixel_size_um=pixel_size_um, section_z_mm=z, dimensions_mm=block.dimensions_mm
+        placed = _place(
+            result, xy, placing, organ_iri, pixel_size_um=pixel_size_um, section_z_mm=section_z_mm
         )
-        placed = _apply(placement_matrix(block), local)
-        result.obsm[CCF_KEY] = placed
-        for column, values in _structure_columns(placed, reference, table).items():
-            result.obs[column] = values
-        result.uns[CCF_KEY] = _placement_uns(block, reference, table, organ_iri, z, pixel_size_um)
         bin_points, bin_frame = placed, "ccf"
     else:
         z = 0.0 if section_z_mm is None else float(section_z_mm)
         bin_points = np.column_stack([xy * (pixel_size_um / 1000.0), np.full(len(xy), z)])
         bin_frame = "section"
     if neighbors is not None:
-        connectivities, distances = spatial_neighbors(xy * pixel_size_um, int(neighbors))
-        result.obsp["spatial_connectivities"] = connectivities
-        result.obsp["spatial_distances"] = distances
-        result.uns["spatial_neighbors"] = {
-            "connectivities_key": "spatial_connectivities",
-            "distances_key": "spatial_distances",
-            "params": {"n_neighbors": int(neighbors), "coord_type": "generic", "units": "micrometer"},
-        }
+        _add_neighbors(result, xy * pixel_size_um, int(neighbors))
     if bin_size_mm is not None:
-        result.obs[BIN_COLUMN] = spatial_bin_labels(spatial_bins(bin_points, float(bin_size_mm)))
-        result.uns["spatial_bins"] = {
-            "bin_size_mm": float(bin_size_mm),
-            "frame": bin_frame,
-            "column": BIN_COLUMN,
-        }
+        _add_bins(result, bin_points, float(bin_size_mm), bin_frame)
     return result
 
 
 # -- file in, file out ----------------------------------------------------------------------
-
-
-def _write(adata: ad.AnnData, out: Path) -> None:
-    def write(tmp: Path) -> None:
-        if format_of(out) == "zarr":
-            with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False):  # as slice writes
-                adata.write_zarr(tmp)
-        else:
-            adata.write_h5ad(tmp)
-
-    write_output(out, write, n_bytes=stored_bytes(adata))
 
 
 def ccf_command_impl(
@@ -548,7 +366,7 @@ def ccf_command_impl(
         neighbors=neighbors,
         bin_size_mm=bin_size_mm,
     )
-    _write(adata, out)
+    write_section(adata, out)
     counts: dict[str, int] | None = None
     n_inside = 0
     if reg is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from atlasprep.demo import _spec as spec
+from atlasprep.demo._datasets import ATLAS, DATASETS
 from atlasprep.ontology import get_parser, tissue_general
 from atlasprep.reference import gene_table
 
@@ -86,24 +87,16 @@ def demo_uuid(*parts: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, "/".join(parts)))
 
 
-@functools.cache
-def catalog() -> Catalog:
-    parser = get_parser()
-    datasets = spec.DATASETS
-    donors = tuple(d for ds in datasets for d in ds.donors)
-    donor_dataset = np.array([i for i, ds in enumerate(datasets) for _ in ds.donors], dtype=np.int32)
-    tissues = tuple(dict.fromkeys(t for d in donors for t, _ in d.tissues))
-    cell_types = tuple(spec.CELL_TYPES)
-    general = tissue_general(tissues)
-
-    def label(term: str) -> str:
-        if term in ("unknown", "cell", "nucleus", "tissue"):
-            return term
-        return " || ".join(parser.get_term_label(t) for t in term.split(" || "))
-
-    keys = [ds.key for ds in datasets] + [spec.ATLAS.key]
-    collections = [ds.collection for ds in datasets] + [spec.ATLAS.collection]
-    dataset_ids = tuple(demo_uuid("dataset", k) for k in keys)
+def _obs_columns(
+    dataset_ids: tuple[str, ...],
+    donors: tuple[spec.DonorSpec, ...],
+    owner: list[spec.DatasetSpec],
+    tissues: tuple[str, ...],
+    cell_types: tuple[str, ...],
+    general: Mapping[str, str],
+    label: Callable[[str], str],
+) -> dict[str, ObsColumn]:
+    """The obs columns, each a sorted vocabulary and one code per dataset, donor, tissue or cell type."""
     columns: dict[str, ObsColumn] = {}
 
     def add(name: str, key: str, values: list[str]) -> None:
@@ -120,7 +113,6 @@ def catalog() -> Catalog:
         "self_reported_ethnicity_ontology_term_id": lambda d, ds: d.ethnicity,
         "sex_ontology_term_id": lambda d, ds: d.sex,
     }
-    owner = [datasets[i] for i in donor_dataset]
     for name, get in donor_values.items():
         ids = [get(d, ds) for d, ds in zip(donors, owner, strict=True)]
         add(name, "donor", ids)
@@ -135,6 +127,29 @@ def catalog() -> Catalog:
     add("cell_type_ontology_term_id", "cell_type", list(cell_types))
     add("cell_type", "cell_type", [label(t) for t in cell_types])
     assert set(columns) == {"dataset_id", *_BY_DONOR, *_BY_TISSUE, *_BY_CELL_TYPE}
+    return columns
+
+
+@functools.cache
+def catalog() -> Catalog:
+    parser = get_parser()
+    datasets = DATASETS
+    donors = tuple(d for ds in datasets for d in ds.donors)
+    donor_dataset = np.array([i for i, ds in enumerate(datasets) for _ in ds.donors], dtype=np.int32)
+    tissues = tuple(dict.fromkeys(t for d in donors for t, _ in d.tissues))
+    cell_types = tuple(spec.CELL_TYPES)
+    general = tissue_general(tissues)
+
+    def label(term: str) -> str:
+        if term in ("unknown", "cell", "nucleus", "tissue"):
+            return term
+        return " || ".join(parser.get_term_label(t) for t in term.split(" || "))
+
+    keys = [ds.key for ds in datasets] + [ATLAS.key]
+    collections = [ds.collection for ds in datasets] + [ATLAS.collection]
+    dataset_ids = tuple(demo_uuid("dataset", k) for k in keys)
+    owner = [datasets[i] for i in donor_dataset]
+    columns = _obs_columns(dataset_ids, donors, owner, tissues, cell_types, general, label)
 
     labels = {t: label(t) for c in columns.values() if c.name.endswith("_term_id") for t in c.vocabulary}
     return Catalog(

@@ -28,6 +28,7 @@ import pandas as pd
 
 from atlasprep.demo import _spec as spec
 from atlasprep.demo._catalog import Catalog, catalog, gene_universe
+from atlasprep.demo._datasets import ATLAS
 from atlasprep.demo._plan import CellPlan
 from atlasprep.demo._schema import X_TILE_EXTENT
 
@@ -184,7 +185,7 @@ def _dataset_effects(
             new[genes.named] = False  # keep every marker measurable in every dataset
             measured[d, new] = False
     keys = [ds.key for ds in cat.datasets]
-    measured[n_ds] = measured[[keys.index(s.dataset) for s in spec.ATLAS.sources]].any(axis=0)
+    measured[n_ds] = measured[[keys.index(s.dataset) for s in ATLAS.sources]].any(axis=0)
     return mult, measured
 
 

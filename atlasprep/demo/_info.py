@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from atlasprep.demo import _spec as spec
 from atlasprep.demo._catalog import Catalog
-from atlasprep.demo._plan import CellPlan
+from atlasprep.demo._datasets import ATLAS, COLLECTIONS
+from atlasprep.demo._plan import CellPlan, RowCodes
 from atlasprep.demo._schema import (
     CENSUS_SCHEMA_VERSION,
     DATASET_SCHEMA_VERSION,
@@ -62,6 +63,30 @@ def info_tables(
     cat: Catalog, plan: CellPlan, cells_per_dataset: npt.NDArray[np.int64]
 ) -> dict[str, pa.Table]:
     everything = plan.rows(0, plan.n_cells)
+    organisms = {
+        "soma_joinid": [0],
+        "organism_ontology_term_id": ["NCBITaxon:9606"],
+        "organism_label": ["Homo sapiens"],
+        "organism": [ORGANISM],
+    }
+    return {
+        "summary": _summary(plan, everything),
+        "datasets": _datasets(cat, cells_per_dataset),
+        "summary_cell_counts": _summary_cell_counts(
+            cat,
+            everything.is_primary,
+            {
+                "dataset": everything.dataset,
+                "donor": everything.donor,
+                "tissue": everything.tissue,
+                "cell_type": everything.cell_type,
+            },
+        ),
+        "organisms": table(ORGANISMS_FIELDS, organisms),
+    }
+
+
+def _summary(plan: CellPlan, everything: RowCodes) -> pa.Table:
     n_unique = int(everything.is_primary.sum())
     summary = [
         ("census_schema_version", CENSUS_SCHEMA_VERSION),
@@ -73,10 +98,19 @@ def info_tables(
         ("atlasprep_demo_version", spec.DEMO_VERSION),
         ("atlasprep_demo_seed", str(plan.seed)),
     ]
-    collections = [spec.COLLECTIONS[ds.collection] for ds in cat.datasets] + [
-        spec.COLLECTIONS[spec.ATLAS.collection]
-    ]
-    titles = [*(ds.title for ds in cat.datasets), spec.ATLAS.title]
+    return table(
+        SUMMARY_FIELDS,
+        {
+            "soma_joinid": np.arange(len(summary), dtype=np.int64),
+            "label": [k for k, _ in summary],
+            "value": [v for _, v in summary],
+        },
+    )
+
+
+def _datasets(cat: Catalog, cells_per_dataset: npt.NDArray[np.int64]) -> pa.Table:
+    collections = [COLLECTIONS[ds.collection] for ds in cat.datasets] + [COLLECTIONS[ATLAS.collection]]
+    titles = [*(ds.title for ds in cat.datasets), ATLAS.title]
     n = len(titles)
     datasets = {
         "soma_joinid": np.arange(n, dtype=np.int64),
@@ -95,34 +129,7 @@ def info_tables(
         "dataset_h5ad_path": [f"{d}.h5ad" for d in cat.dataset_ids],
         "dataset_total_cell_count": cells_per_dataset,
     }
-    organisms = {
-        "soma_joinid": [0],
-        "organism_ontology_term_id": ["NCBITaxon:9606"],
-        "organism_label": ["Homo sapiens"],
-        "organism": [ORGANISM],
-    }
-    return {
-        "summary": table(
-            SUMMARY_FIELDS,
-            {
-                "soma_joinid": np.arange(len(summary), dtype=np.int64),
-                "label": [k for k, _ in summary],
-                "value": [v for _, v in summary],
-            },
-        ),
-        "datasets": table(DATASETS_FIELDS, datasets),
-        "summary_cell_counts": _summary_cell_counts(
-            cat,
-            everything.is_primary,
-            {
-                "dataset": everything.dataset,
-                "donor": everything.donor,
-                "tissue": everything.tissue,
-                "cell_type": everything.cell_type,
-            },
-        ),
-        "organisms": table(ORGANISMS_FIELDS, organisms),
-    }
+    return table(DATASETS_FIELDS, datasets)
 
 
 def _summary_cell_counts(

@@ -9,14 +9,15 @@ counts are made batch by batch from them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from atlasprep.demo import _spec as spec
 from atlasprep.demo._catalog import Catalog
+from atlasprep.demo._datasets import ATLAS
 from atlasprep.errors import UsageError
 
 __all__ = ["MIN_CELLS", "CellPlan", "RowCodes", "largest_remainder", "observation_joinids", "plan_cells"]
@@ -84,7 +85,7 @@ def largest_remainder(total: int, weights: npt.ArrayLike) -> _I64:
 def plan_cells(cat: Catalog, n_cells: int, seed: int) -> CellPlan:
     if n_cells < MIN_CELLS:
         raise UsageError(f"the demo atlas needs at least {MIN_CELLS} cells (asked for {n_cells})")
-    atlas = spec.ATLAS
+    atlas = ATLAS
     weights = np.array([ds.weight for ds in cat.datasets])
     keys = [ds.key for ds in cat.datasets]
     source_weight = sum(weights[keys.index(k)] for k in {s.dataset for s in atlas.sources})
@@ -92,7 +93,28 @@ def plan_cells(cat: Catalog, n_cells: int, seed: int) -> CellPlan:
     n_primary = round(n_cells / (1 + dup_share))
 
     ds_cells = largest_remainder(n_primary, weights)
-    columns: dict[str, list[npt.NDArray[np.int16]]] = {
+    columns, donor_runs = _primary_cells(cat, ds_cells, seed)
+    duplicates = _duplicates(n_cells - n_primary, donor_runs)
+    cat_arrays = {k: np.concatenate(v) for k, v in columns.items()}
+    return CellPlan(
+        n_cells=n_cells,
+        n_primary=n_primary,
+        seed=seed,
+        dataset=cat_arrays["dataset"],
+        donor=cat_arrays["donor"],
+        tissue=cat_arrays["tissue"],
+        cell_type=cat_arrays["cell_type"],
+        duplicate_of=np.concatenate(duplicates),
+        atlas_index=cat.atlas_index,
+    )
+
+
+def _primary_cells(
+    cat: Catalog, ds_cells: _I64, seed: int
+) -> tuple[dict[str, list[_I16]], dict[tuple[str, str], tuple[int, int]]]:
+    """Each primary cell's codes (runs per dataset, donor and tissue; cell types drawn), and where
+    each donor's run starts: (dataset, donor_id) -> (start, length)."""
+    columns: dict[str, list[_I16]] = {
         "dataset": [],
         "donor": [],
         "tissue": [],
@@ -120,29 +142,20 @@ def plan_cells(cat: Catalog, n_cells: int, seed: int) -> CellPlan:
                 columns["cell_type"].append(types[rng.choice(len(types), size=n, p=p)])
                 position += n
         donor_base += len(ds.donors)
+    return columns, donor_runs
 
-    n_dup = n_cells - n_primary
-    per_source = largest_remainder(n_dup, [s.share for s in atlas.sources])
+
+def _duplicates(n_dup: int, donor_runs: Mapping[tuple[str, str], tuple[int, int]]) -> list[_I64]:
+    """The primary cells the integrated atlas re-contains, per source donor."""
+    per_source = largest_remainder(n_dup, [s.share for s in ATLAS.sources])
     runs = []
-    for source, n in zip(atlas.sources, per_source, strict=True):
+    for source, n in zip(ATLAS.sources, per_source, strict=True):
         start, length = donor_runs[(source.dataset, source.donor_id)]
         if n > length:  # cannot happen at MIN_CELLS or more with the shipped spec
             raise UsageError(f"the demo spec cannot place {n} atlas cells on donor {source.donor_id}")
         runs.append((start, int(n)))
     # in primary order, so that duplicates keep the order of their originals (see _expression)
-    duplicates = [np.arange(start, start + n, dtype=np.int64) for start, n in sorted(runs)]
-    cat_arrays = {k: np.concatenate(v) for k, v in columns.items()}
-    return CellPlan(
-        n_cells=n_cells,
-        n_primary=n_primary,
-        seed=seed,
-        dataset=cat_arrays["dataset"],
-        donor=cat_arrays["donor"],
-        tissue=cat_arrays["tissue"],
-        cell_type=cat_arrays["cell_type"],
-        duplicate_of=np.concatenate(duplicates),
-        atlas_index=cat.atlas_index,
-    )
+    return [np.arange(start, start + n, dtype=np.int64) for start, n in sorted(runs)]
 
 
 # 85 printable characters without quotes, backslash or space, as in Census observation_joinids

@@ -10,13 +10,11 @@ report, with its cell or gene counts.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +23,9 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from atlasprep import __version__
-from atlasprep._io import atomic_output, check_output, write_json_atomic
+from atlasprep._io import atomic_output, write_json_atomic
 from atlasprep.errors import IncompleteMappingError, InputFormatError, UsageError
+from atlasprep.harmonize.config import ORGANISM_FIELD, PLAIN_FIELDS, HarmonizeConfig, check_config
 from atlasprep.harmonize.genes import GeneMapping, map_genes
 from atlasprep.harmonize.labels import (
     ORGANISM_TERMS,
@@ -38,7 +37,7 @@ from atlasprep.harmonize.labels import (
     value_counts,
 )
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions, term_label, tissue_general
-from atlasprep.slice.writer import AnnDataWriter, format_of
+from atlasprep.slice.writer import AnnDataWriter
 from atlasprep.sources import ProgressCallback
 from atlasprep.sources.anndata import AnnDataSource
 from atlasprep.sources.counts import check_counts, counts_where
@@ -46,26 +45,6 @@ from atlasprep.sources.counts import check_counts, counts_where
 __all__ = ["PLAIN_FIELDS", "HarmonizeConfig", "HarmonizeReport", "harmonize"]
 
 log = logging.getLogger("atlasprep.harmonize")
-
-# fields copied as they are (free text or schema literals), beside the term fields
-PLAIN_FIELDS: tuple[str, ...] = ("donor_id", "tissue_type", "suspension_type", "is_primary_data")
-_ORGANISM_FIELD = "organism"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HarmonizeConfig:
-    input: Path
-    out: Path
-    maps: tuple[tuple[str, str], ...] = ()  # (source column, field)
-    sets: tuple[tuple[str, str], ...] = ()  # (field, constant value)
-    mapping: Path | None = None  # TSV column, value, term_id: wins over automatic matching
-    organism: str | None = None  # else sets organism=…, else guessed from the genes
-    gene_column: str | None = None  # var column holding the gene names (default: var index)
-    counts_layer: str | None = None  # X, raw or a layers key (default: raw.X, else X)
-    report: Path | None = None
-    strict: bool = False
-    batch_size: int = 4096
-    overwrite: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,7 +108,7 @@ class HarmonizeReport:
 
 def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None) -> HarmonizeReport:
     started = time.perf_counter()
-    maps, sets = _check(config)
+    maps, sets = check_config(config)
     source = AnnDataSource([config.input], layer=config.counts_layer)
     try:
         obs = source.obs_values(np.arange(source.n_cells), list(source.obs_columns))
@@ -190,62 +169,6 @@ def _report_output(config: HarmonizeConfig, report: HarmonizeReport) -> Iterator
         yield
 
 
-def _check(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str]]:
-    """(field -> source column, field -> constant), refusing unknown or doubled fields."""
-    allowed = (*TERM_FIELDS, *PLAIN_FIELDS, _ORGANISM_FIELD)
-    maps: dict[str, str] = {}
-    for column, field in config.maps:
-        _known(field, allowed, "maps")
-        if field in maps:
-            raise UsageError(f"maps: {field} is mapped twice ({maps[field]} and {column})")
-        maps[field] = column
-    sets: dict[str, str] = {}
-    for field, value in config.sets:
-        _known(field, allowed, "sets")
-        if field in maps:
-            raise UsageError(f"sets: {field} is also mapped from column {maps[field]} (maps); give it once")
-        sets[field] = value
-    if not config.input.exists():
-        raise UsageError(f"{config.input}: no such file")
-    _check_outputs(config)
-    return maps, sets
-
-
-def _check_outputs(config: HarmonizeConfig) -> None:
-    """The output and the report, refused before any work: each names a file whose directory
-    exists, neither is the input or the other, and the output is new unless ``overwrite``."""
-    if config.batch_size < 1:
-        raise UsageError(f"batch_size = {config.batch_size}: must be at least 1")
-    out = config.out
-    format_of(out)
-    check_output(out, overwrite=config.overwrite)
-    if not out.parent.is_dir():
-        raise UsageError(f"out {out}: directory {out.parent} does not exist")
-    if _same_file(out, config.input):
-        raise UsageError(f"out {out} is the input; write the harmonized file elsewhere")
-    report = config.report
-    if report is None:
-        return
-    if report.is_dir():
-        raise UsageError(f"report {report}: is a directory; give a file name, e.g. {report / 'report.json'}")
-    if not report.parent.is_dir():
-        raise UsageError(f"report {report}: directory {report.parent} does not exist")
-    for other, what in ((out, "out"), (config.input, "the input")):
-        if _same_file(report, other):
-            raise UsageError(f"report {report} is {what}; give the report its own file")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
-
-
-def _known(field: str, allowed: tuple[str, ...], option: str) -> None:
-    if field not in allowed:
-        close = difflib.get_close_matches(field, allowed, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise UsageError(f"{option}: unknown field {field!r}{hint}; fields: {', '.join(allowed)}")
-
-
 def _gene_names(var: pd.DataFrame, column: str | None) -> list[str]:
     if column is None:
         return [str(g) for g in var.index]
@@ -255,7 +178,7 @@ def _gene_names(var: pd.DataFrame, column: str | None) -> list[str]:
 
 
 def _organism(config: HarmonizeConfig, sets: Mapping[str, str], names: list[str]) -> str:
-    given = config.organism or sets.get(_ORGANISM_FIELD)
+    given = config.organism or sets.get(ORGANISM_FIELD)
     if given:
         return organism_key(given)
     mouse = sum(n.startswith("ENSMUSG") for n in names)

@@ -58,15 +58,7 @@ def open_census(
             lambda: cellxgene_census.open_soma(census_version=build, tiledb_config=config), uri
         )
     exp_name = experiment_name(organism)
-    try:
-        data = collection["census_data"]
-    except (KeyError, soma.DoesNotExistError):
-        collection.close()
-        raise SourceError(f"{uri}: not a Census-layout store (no census_data collection)") from None
-    if exp_name not in data:
-        found = ", ".join(sorted(data.keys())) or "none"
-        collection.close()
-        raise UsageError(f"organism = {organism!r}: {uri} has no experiment {exp_name!r} (it has: {found})")
+    data = _census_data(collection, uri, organism, exp_name)
     summary = census_summary(collection)
     info = SourceInfo(
         kind=kind,
@@ -80,6 +72,20 @@ def open_census(
         else {},
     )
     return SomaSource(data[exp_name], info=info, owner=collection, X_name=X_name)
+
+
+def _census_data(collection: soma.Collection, uri: str, organism: str, exp_name: str) -> soma.Collection:
+    """``census_data``, holding the organism's experiment; the collection is closed on an error."""
+    try:
+        data = collection["census_data"]
+    except (KeyError, soma.DoesNotExistError):
+        collection.close()
+        raise SourceError(f"{uri}: not a Census-layout store (no census_data collection)") from None
+    if exp_name not in data:
+        found = ", ".join(sorted(data.keys())) or "none"
+        collection.close()
+        raise UsageError(f"organism = {organism!r}: {uri} has no experiment {exp_name!r} (it has: {found})")
+    return data
 
 
 def census_summary(collection: soma.Collection) -> dict[str, str]:

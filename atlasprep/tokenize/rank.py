@@ -121,15 +121,7 @@ class RankEncoder:
                 (np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(gene_ids), len(order))
             )
             genes = list(order)
-        cls_id = eos_id = None
-        if special_tokens:
-            missing = [t for t in ("<cls>", "<eos>") if t not in token_dictionary]
-            if missing:
-                raise InputFormatError(
-                    f"special tokens {', '.join(missing)} are not in the token dictionary "
-                    "(V1 dictionaries have none: tokenize without special tokens)"
-                )
-            cls_id, eos_id = int(token_dictionary["<cls>"]), int(token_dictionary["<eos>"])
+        cls_id, eos_id = _special_ids(token_dictionary) if special_tokens else (None, None)
         return cls(
             collapse=collapse,
             token_ids=np.array([-1 if g is None else token_dictionary[g] for g in genes], dtype=np.int32),
@@ -205,6 +197,17 @@ def geneformer_arithmetic(x_dtype: np.dtype[Any], n_dtype: np.dtype[Any], *, den
     x, n = np.ones(1, dtype=x_dtype), np.ones(1, dtype=n_dtype)
     scaled = (x * np.divide(1, n) if reciprocal else x / n) * 10_000
     return Arithmetic(reciprocal=reciprocal, single=scaled.dtype == np.float32)
+
+
+def _special_ids(token_dictionary: Mapping[str, int]) -> tuple[int, int]:
+    """The ``<cls>`` and ``<eos>`` token IDs (V2 dictionaries; V1 has none)."""
+    missing = [t for t in ("<cls>", "<eos>") if t not in token_dictionary]
+    if missing:
+        raise InputFormatError(
+            f"special tokens {', '.join(missing)} are not in the token dictionary "
+            "(V1 dictionaries have none: tokenize without special tokens)"
+        )
+    return int(token_dictionary["<cls>"]), int(token_dictionary["<eos>"])
 
 
 @functools.cache
