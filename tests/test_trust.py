@@ -319,7 +319,7 @@ def test_out_that_is_a_file_is_refused(small_census, tmp_path):
         ("atlasprep.shard.zarr.write_zarr_shard", errno.ENOSPC),
         ("atlasprep.tokenize.jobs.write_spill", errno.EACCES),
         ("atlasprep.tokenize.api.write_json_atomic", errno.ENOSPC),
-        ("atlasprep.tokenize.tokenizer.write_bytes_atomic", errno.EROFS),
+        ("atlasprep.tokenize.tokenizer_files.write_bytes_atomic", errno.EROFS),
     ],
 )
 @pytest.mark.parametrize("existing", [False, True])

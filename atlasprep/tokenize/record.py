@@ -18,7 +18,7 @@ from atlasprep.tokenize.encode import SCORING
 from atlasprep.tokenize.fit import Fitted, Vocab
 from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.splits import SplitPlan
-from atlasprep.tokenize.tokenizer import TOKENIZER_FILE
+from atlasprep.tokenize.tokenizer_files import TOKENIZER_FILE
 
 log = logging.getLogger("atlasprep.tokenize")
 

@@ -1,0 +1,152 @@
+"""A tokenizer's files in a store: ``tokenizer.json`` (its parameters, the paired modalities'
+features and statistics, and the names of the files that hold the rest), ``vocab.json``,
+``gene_medians.parquet`` and ``gene_mapping.json``; written with the store, read back checked
+against the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, TypedDict
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from atlasprep._io import inside, write_bytes_atomic
+from atlasprep.errors import CorruptStoreError
+from atlasprep.tokenize.tokenizer import PairedModality, Tokenizer
+
+__all__ = ["TOKENIZER_FILE", "TokenizerRecord", "load_tokenizer", "save_tokenizer", "tokenizer_record"]
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FORMAT = "atlasprep-tokenizer"
+TOKENIZER_FORMAT_VERSION = "0.1.0"
+_MEDIANS_FILE = "gene_medians.parquet"
+_MAPPING_FILE = "gene_mapping.json"
+
+
+class TokenizerRecord(TypedDict):
+    format: str
+    format_version: str
+    scheme: str
+    max_len: int
+    n_bins: int
+    special_tokens: bool
+    seed: int
+    n_counts_column: str | None
+    context: list[str]
+    hvg_genes: list[str] | None
+    paired: list[dict[str, Any]]
+    vocab: str
+    gene_medians: str | None
+    gene_mapping: str | None
+
+
+def tokenizer_record(self: Tokenizer) -> TokenizerRecord:
+    """``tokenizer.json``: the parameters, and the files of the store that hold the rest."""
+    return {
+        "format": TOKENIZER_FORMAT,
+        "format_version": TOKENIZER_FORMAT_VERSION,
+        "scheme": self.scheme,
+        "max_len": self.max_len,
+        "n_bins": self.n_bins,
+        "special_tokens": self.special_tokens,
+        "seed": self.seed,
+        "n_counts_column": self.n_counts_column,
+        "context": list(self.context),
+        "hvg_genes": None if self.hvg_genes is None else list(self.hvg_genes),
+        "paired": [
+            {
+                "modality": p.modality,
+                "role": p.role,
+                "budget": p.budget,
+                "features": list(p.features),
+                "idf": None if p.idf is None else list(p.idf),
+            }
+            for p in self.paired
+        ],
+        "vocab": "vocab.json",
+        "gene_medians": _MEDIANS_FILE if self.medians is not None else None,
+        "gene_mapping": _MAPPING_FILE if self.gene_mapping is not None else None,
+    }
+
+
+def save_tokenizer(self: Tokenizer, directory: Path) -> bytes:
+    """Write the vocabulary (the bytes are returned, for the manifest's hash), the medians,
+    the gene mapping and ``tokenizer.json`` into a store directory."""
+    vocab_bytes = json.dumps(dict(self.tokens), sort_keys=True, separators=(",", ":")).encode()
+    write_bytes_atomic(directory / "vocab.json", vocab_bytes)
+    if self.medians is not None:
+        used = sorted(g for g in self.medians if g in self.tokens)
+        table = pa.table({"gene_id": used, "median": [self.medians[g] for g in used]})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        write_bytes_atomic(directory / _MEDIANS_FILE, sink.getvalue().to_pybytes())
+    if self.gene_mapping is not None:
+        mapping = {k: v for k, v in self.gene_mapping.items() if v in self.tokens}
+        write_bytes_atomic(directory / _MAPPING_FILE, _json_bytes(mapping))
+    write_bytes_atomic(directory / TOKENIZER_FILE, _json_bytes(tokenizer_record(self)))
+    return vocab_bytes
+
+
+def load_tokenizer(store: str | Path) -> Tokenizer:
+    """The tokenizer a store was built with (its files checked against the manifest)."""
+    from atlasprep.shard.store import load_vocab, open_store
+
+    store = Path(store)
+    manifest = open_store(store)
+    path = inside(store, TOKENIZER_FILE, what=str(store))
+    if not path.is_file():
+        raise CorruptStoreError(f"{path}: missing; the store was built before tokenizers were saved")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CorruptStoreError(f"{path}: not valid JSON ({exc})") from None
+    declared = manifest.get("tokenizer_file")
+    if isinstance(declared, dict) and declared.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+        raise CorruptStoreError(f"{path}: sha256 differs from the manifest (the tokenizer was edited)")
+    if not isinstance(record, dict) or record.get("format") != TOKENIZER_FORMAT:
+        raise CorruptStoreError(f"{path}: not an atlasprep tokenizer")
+    return _from_record(store, record, load_vocab(store, manifest))
+
+
+def _from_record(store: Path, record: dict[str, Any], tokens: dict[str, int]) -> Tokenizer:
+    medians = mapping = None
+    if record.get("gene_medians"):
+        table = pq.read_table(inside(store, record["gene_medians"], what="tokenizer.json gene_medians"))
+        medians = dict(zip(table["gene_id"].to_pylist(), table["median"].to_pylist(), strict=True))
+    if record.get("gene_mapping"):
+        target = inside(store, record["gene_mapping"], what="tokenizer.json gene_mapping")
+        mapping = json.loads(target.read_text(encoding="utf-8"))
+    hvg = record.get("hvg_genes")
+    try:
+        return Tokenizer(
+            scheme=record["scheme"],
+            tokens=tokens,
+            max_len=int(record["max_len"]),
+            n_bins=int(record["n_bins"]),
+            special_tokens=bool(record["special_tokens"]),
+            seed=int(record["seed"]),
+            medians=medians,
+            gene_mapping=mapping,
+            hvg_genes=None if hvg is None else tuple(str(g) for g in hvg),
+            n_counts_column=record.get("n_counts_column"),
+            context=tuple(record.get("context", ())),
+            paired=tuple(
+                PairedModality(
+                    modality=str(p["modality"]),
+                    role=p["role"],
+                    budget=int(p["budget"]),
+                    features=tuple(str(f) for f in p["features"]),
+                    idf=None if p.get("idf") is None else tuple(float(v) for v in p["idf"]),
+                )
+                for p in record.get("paired", ())
+            ),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptStoreError(f"{store}/{TOKENIZER_FILE}: incomplete ({exc!r})") from None
+
+
+def _json_bytes(value: object) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
