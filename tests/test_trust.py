@@ -486,3 +486,28 @@ def test_slice_overwrite_replaces_its_own_zarr_store(small_census, tmp_path):
     r = runner.invoke(app, [*args, "--overwrite", "--seed", "3"])
     assert r.exit_code == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.zarr"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["tokenize", "--census", "demo", "--shard-cells", "many"], "Invalid value for '--shard-cells'"),
+        (["tokenize", "--no-such-option"], "No such option"),
+        (["validate"], "Missing argument"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_the_parsers_own_refusals_are_one_line_from_the_shell(tmp_path, args, words):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "atlasprep", *args], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    assert words in lines[0], lines[0]
+    assert "--help" in lines[0]
+    assert list(tmp_path.iterdir()) == []

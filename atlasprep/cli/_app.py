@@ -195,7 +195,24 @@ def main() -> None:
     gc.freeze()
     gc.enable()
     try:
-        app()
+        code = app(standalone_mode=False)
     except KeyboardInterrupt:
-        err_console.print("[bold red]Error:[/] interrupted; re-run the same command to finish the job.")
+        _error("interrupted; re-run the same command to finish the job.")
         sys.exit(130)
+    except typer.Abort:
+        _error("aborted.")
+        sys.exit(1)
+    except Exception as exc:
+        # The parser's own refusals (a bad value for a typed option, an unknown option, a
+        # missing argument) as the shell contract says: one line, exit 2; they carry their
+        # message and exit code (typer raises click's exceptions, which it does not export).
+        message, exit_code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+        if not callable(message) or not isinstance(exit_code, int):
+            raise
+        text = message()
+        if text:  # (none when the help was asked for by giving no arguments: it is printed)
+            command = _invoked(sys.argv[1:])
+            where = f"atlasprep {command[0]}" if command else "atlasprep"
+            _error(f"{text} (see {where} --help)")
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
