@@ -351,22 +351,28 @@ def test_a_usage_error_found_late_leaves_no_output_directory(small_census, tmp_p
     assert not out.exists()
 
 
-def test_a_rerun_after_a_crash_with_another_shard_size_leaves_no_stale_shard(
-    small_census, tmp_path, monkeypatch
-):
-    out = tmp_path / "s"
+def _killed_at(target: str, config: TokenizeConfig, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A build killed where ``target`` runs: nothing cleaned up after it, as after kill -9."""
     from atlasprep.shard import directory
-
-    # a crash just before the manifest (as kill -9 would leave it: shards, spills and the marker)
-    monkeypatch.setattr(directory.ClaimedStore, "abandon", lambda self: None)
 
     def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr("atlasprep.tokenize.api.write_json_atomic", crash)
+        patch.setattr(directory.ClaimedStore, "abandon", lambda self: None)
+        patch.setattr(target, crash)
         with pytest.raises(KeyboardInterrupt):
-            tokenize_cells(_config(small_census, out, shard_cells=25))
+            tokenize_cells(config)
+
+
+def test_a_rerun_after_a_crash_with_another_shard_size_leaves_no_stale_shard(
+    small_census, tmp_path, monkeypatch
+):
+    out = tmp_path / "s"
+    # a crash just before the manifest (as kill -9 would leave it: shards and the marker)
+    _killed_at(
+        "atlasprep.tokenize.api.write_json_atomic", _config(small_census, out, shard_cells=25), monkeypatch
+    )
     assert (out / BUILD_MARKER).exists()
     assert len(list((out / "shards").iterdir())) > 6
     (out / "shards" / ".train-00003.arrow.tmp-999999999").write_bytes(b"half")
@@ -383,17 +389,7 @@ def test_a_rerun_after_a_crash_with_another_shard_size_leaves_no_stale_shard(
 
 def test_a_killed_build_of_the_same_configuration_is_resumed(small_census, tmp_path, monkeypatch, caplog):
     out = tmp_path / "s"
-    from atlasprep.shard import directory
-
-    monkeypatch.setattr(directory.ClaimedStore, "abandon", lambda self: None)
-
-    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr("atlasprep.shard.writer.ShardWriter.finish", crash)
-        with pytest.raises(KeyboardInterrupt):
-            tokenize_cells(_config(small_census, out))
+    _killed_at("atlasprep.shard.writer.ShardWriter.finish", _config(small_census, out), monkeypatch)
     assert (out / ".work").exists()
     with caplog.at_level("WARNING", logger="atlasprep"):
         tokenize_cells(_config(small_census, out))
