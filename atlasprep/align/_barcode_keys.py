@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,14 @@ from atlasprep.errors import InputFormatError, SourceError
 
 log = logging.getLogger("atlasprep.align")
 
-JoinHow = Literal["inner", "outer"]
+
+class JoinHow(StrEnum):
+    """Which cells a join keeps: those in every modality, or all (each marked present or not)."""
+
+    inner = "inner"
+    outer = "outer"
+
+
 MIN_CORE_LENGTH = 8  # shorter A/C/G/T runs are letters of sample names, not a cell barcode
 _RUN = "[ACGT]+"
 _TRAILING_NUMBER = r"-(\d+)$"

@@ -147,7 +147,7 @@ class AlignReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "out": str(self.out),
-            "how": self.how,
+            "how": str(self.how),
             "n_obs": self.n_obs,
             "n_shared": self.n_shared,
             "barcode_map": str(self.barcode_map) if self.barcode_map else None,
@@ -162,7 +162,7 @@ def align_barcodes(
     atac: str | os.PathLike[str] | None = None,
     protein: str | os.PathLike[str] | None = None,
     out: Path,
-    how: JoinHow = "inner",
+    how: JoinHow | str = JoinHow.inner,
     barcode_map: Path | None = None,
     min_match: float = 0.0,
     overwrite: bool = False,
@@ -171,6 +171,7 @@ def align_barcodes(
     started = time.perf_counter()
     out = Path(out)
     _check_arguments(atac=atac, protein=protein, out=out, how=how, min_match=min_match, overwrite=overwrite)
+    how = JoinHow(how)
     mapping = read_barcode_map(Path(barcode_map)) if barcode_map is not None else None
     specs: dict[Modality, str | os.PathLike[str]] = {"rna": rna}
     if atac is not None:
@@ -184,7 +185,7 @@ def align_barcodes(
     }
     renamed = _disambiguate_features(loaded)
     keys = [n.keys for n in normalized.values()]
-    shared = join_keys(keys, "inner")
+    shared = join_keys(keys, JoinHow.inner)
     matches = _matches(loaded, normalized, shared, renamed)
     _check_matches(matches, normalized, min_match=min_match, how=how)
     cells = join_keys(keys, how)
@@ -218,7 +219,7 @@ def _provenance(
 ) -> dict[str, Any]:
     """``uns["atlasprep_align"]``: the join, its threshold and each modality's match."""
     provenance: dict[str, Any] = {
-        "how": how,
+        "how": how.value,
         "min_match": float(min_match),
         "modalities": {m.modality: {k: v for k, v in m.to_json().items() if v is not None} for m in matches},
     }

@@ -170,6 +170,9 @@ _MODULES = {
 }
 
 
+_GROUPS = frozenset({"align"})  # commands with subcommands
+
+
 def register_commands(names: list[str] | None = None) -> typer.Typer:
     """Add the named commands (all by default) to ``app`` and return it."""
     for module in dict.fromkeys(_MODULES[n] for n in (names or _MODULES)):
@@ -183,6 +186,14 @@ def _invoked(argv: list[str]) -> list[str] | None:
         if not arg.startswith("-"):
             return [arg] if arg in _MODULES else None
     return None
+
+
+def _command_words(argv: list[str]) -> list[str]:
+    """The command (and a group's subcommand, ``align barcodes``) that ``argv`` names."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    if not words or words[0] not in _MODULES:
+        return []
+    return words if words[0] in _GROUPS else words[:1]
 
 
 def main() -> None:
@@ -211,8 +222,7 @@ def main() -> None:
             raise
         text = message()
         if text:  # (none when the help was asked for by giving no arguments: it is printed)
-            command = _invoked(sys.argv[1:])
-            where = f"atlasprep {command[0]}" if command else "atlasprep"
+            where = " ".join(["atlasprep", *_command_words(sys.argv[1:])])
             _error(f"{text} (see {where} --help)")
         sys.exit(exit_code)
     sys.exit(code if isinstance(code, int) else 0)

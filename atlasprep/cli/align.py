@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from atlasprep.align._barcode_keys import JoinHow
 from atlasprep.cli._app import app, command
 
 align_app = typer.Typer(
@@ -46,7 +47,9 @@ def barcodes_command(
     out: Path = typer.Option(..., "--out", "-o", help="The MuData output (.h5mu)."),
     atac: str | None = typer.Option(None, "--atac", help="The ATAC input (peaks)."),
     protein: str | None = typer.Option(None, "--protein", help="The protein input (antibody capture)."),
-    how: str = typer.Option("inner", "--how", help="inner (cells in every modality) | outer (all, marked)."),
+    how: JoinHow = typer.Option(
+        JoinHow.inner, "--how", help="inner (cells in every modality) or outer (all, marked)."
+    ),
     barcode_map: Path | None = typer.Option(
         None, "--barcode-map", help="TSV: barcode in a modality -> shared barcode (wins over normalization)."
     ),
@@ -57,8 +60,6 @@ def barcodes_command(
     from atlasprep.align.barcodes import align_barcodes
     from atlasprep.errors import UsageError
 
-    if how not in ("inner", "outer"):
-        raise UsageError(f"--how {how!r}: choose inner or outer")
     if atac is None and protein is None:
         raise UsageError("give --atac or --protein (or both) to join with --rna")
     report = align_barcodes(
@@ -66,7 +67,7 @@ def barcodes_command(
         atac=atac,
         protein=protein,
         out=out,
-        how=how,  # type: ignore[arg-type]
+        how=how,
         barcode_map=barcode_map,
         min_match=min_match,
         overwrite=overwrite,

@@ -12,6 +12,7 @@ from rich.table import Table
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._render import counts_table
 from atlasprep.errors import UsageError
+from atlasprep.harmonize import Profile
 from atlasprep.harmonize.validate import validate_anndata
 from atlasprep.shard import inspect_store, validate_store
 from atlasprep.shard.plot import plot_summary
@@ -79,7 +80,9 @@ def inspect_command(
 )
 def validate_command(
     path: Path = typer.Argument(..., help="A token store directory, or an .h5ad/.zarr slice."),
-    profile: str = typer.Option("cellxgene", "--profile", help="Slices: cellxgene | hca (adds HCA Tier 1)."),
+    profile: Profile = typer.Option(
+        Profile.cellxgene, "--profile", help="Slices: cellxgene, or hca (adds HCA Tier 1)."
+    ),
     asctb: Path | None = typer.Option(None, "--asctb", help="Slices: an ASCT+B table (CSV) to check with."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
@@ -94,9 +97,7 @@ def validate_command(
                 typer.echo(problem)
         _verdict(path, len(problems), 0, as_json=as_json)
         return
-    if profile not in ("cellxgene", "hca"):
-        raise UsageError(f"--profile {profile!r}: choose cellxgene or hca")
-    report = validate_anndata(path, profile=profile, asctb=asctb)  # type: ignore[arg-type]
+    report = validate_anndata(path, profile=profile, asctb=asctb)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:

@@ -6,13 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-Profile = Literal["cellxgene", "hca"]
+
+class Profile(StrEnum):
+    """The rules a slice is validated against: the CELLxGENE schema, plus HCA Tier 1 with hca."""
+
+    cellxgene = "cellxgene"
+    hca = "hca"
+
 
 N_EXAMPLES = 3
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import get_args
 
 from atlasprep.errors import AtlasprepError, InputFormatError, UsageError
 from atlasprep.harmonize._hca import HCA_OBS, HCA_UNS, check_hca
@@ -62,7 +61,7 @@ _CHUNK_VALUES = 1 << 21
 
 
 def validate_anndata(
-    path: Path, *, profile: Profile = "cellxgene", asctb: Path | None = None
+    path: Path, *, profile: Profile | str = Profile.cellxgene, asctb: Path | None = None
 ) -> ValidationReport:
     """Check an AnnData file against CELLxGENE schema 7.1.0 (and HCA Tier 1 for ``profile="hca"``).
 
@@ -70,8 +69,9 @@ def validate_anndata(
     Bad input (no such file, not AnnData) raises :class:`~atlasprep.errors.AtlasprepError`; what the
     file gets wrong is in the report, never raised.
     """
-    if profile not in get_args(Profile):
-        raise UsageError(f"profile {profile!r}: choose {' or '.join(get_args(Profile))}")
+    if profile not in list(Profile):
+        raise UsageError(f"profile {profile!r}: choose {' or '.join(Profile)}")
+    profile = Profile(profile)
     path = Path(path)
     table = None
     references: dict[str, str] = {}
