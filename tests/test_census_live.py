@@ -6,7 +6,7 @@ import cellxgene_census
 import pytest
 
 from atlasprep.slice import SliceConfig, slice_cells
-from atlasprep.sources import CellFilter, open_census
+from atlasprep.sources import CellFilter, SourceSpec, open_census
 
 pytestmark = pytest.mark.census
 
@@ -23,7 +23,9 @@ def test_stable_resolves_to_a_dated_build_and_is_recorded():
 
 def test_small_live_slice_equals_get_anndata(tmp_path):
     flt = CellFilter(tissue=("UBERON:0001225",), cell_type=("podocyte",), exact=True)
-    result = slice_cells(SliceConfig(census="stable", filter=flt, max_cells=200, seed=0, dry_run=True))
+    result = slice_cells(
+        SliceConfig(source=SourceSpec(census="stable", filter=flt, max_cells=200, seed=0), dry_run=True)
+    )
     assert result.n_matched > 0
     value_filter = result.compiled.value_filter()
     with cellxgene_census.open_soma(census_version=result.source.census_build) as census:

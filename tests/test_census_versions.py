@@ -9,7 +9,7 @@ import pytest
 
 from atlasprep.errors import SourceError, UsageError
 from atlasprep.slice import SliceConfig, slice_cells
-from atlasprep.sources import CellFilter, open_census
+from atlasprep.sources import CellFilter, SourceSpec, open_census
 
 
 @pytest.fixture
@@ -34,7 +34,10 @@ def fake_release_directory(monkeypatch, small_census):
 def test_stable_is_pinned_logged_and_recorded(fake_release_directory, caplog, tmp_path):
     with caplog.at_level(logging.WARNING, logger="atlasprep"):
         result = slice_cells(
-            SliceConfig(census="stable", filter=CellFilter(tissue_general=("lung",)), out=tmp_path / "l.h5ad")
+            SliceConfig(
+                source=SourceSpec(census="stable", filter=CellFilter(tissue_general=("lung",))),
+                out=tmp_path / "l.h5ad",
+            )
         )
     assert "pass --census 2025-11-08 to pin it" in caplog.text
     assert result.source.census_version == "stable"

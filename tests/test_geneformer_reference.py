@@ -24,8 +24,7 @@ import pytest
 from conftest import demo_cells, shared_file
 
 from atlasprep.shard.store import read_manifest, read_shard
-from atlasprep.slice import SliceConfig
-from atlasprep.sources import CellFilter
+from atlasprep.sources import CellFilter, SourceSpec
 from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
 
 
@@ -100,7 +99,7 @@ def _tokenize_inputs(tmp_path: Path, files, names: tuple[str, ...], *, mapping: 
     the V2 dictionaries (and the Ensembl mapping with ``mapping``)."""
     tokenize_cells(
         TokenizeConfig(
-            source=SliceConfig(
+            source=SourceSpec(
                 inputs=tuple(str(tmp_path / "in" / f"{n}.h5ad") for n in names),
                 filter=CellFilter(primary_only=False),
             ),
@@ -156,7 +155,7 @@ def test_same_input_ids_as_geneformer(small_census, tmp_path, version, mapping, 
     want = _geneformer_ids(gf, tmp_path, files, max_len=max_len, special=special, mapping=mapping)
     tokenize_cells(
         TokenizeConfig(
-            source=SliceConfig(
+            source=SourceSpec(
                 inputs=(str(tmp_path / "in" / "cells.h5ad"),), filter=CellFilter(primary_only=False)
             ),
             out=tmp_path / "store",

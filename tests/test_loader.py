@@ -18,8 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info  # noq
 from atlasprep.errors import InputFormatError, UsageError  # noqa: E402
 from atlasprep.loader import ShardCollator, ShardDataset, ShardLoader, _plan, _window, dataset  # noqa: E402
 from atlasprep.shard import read_manifest, read_shard  # noqa: E402
-from atlasprep.slice.api import SliceConfig  # noqa: E402
-from atlasprep.sources import CellFilter  # noqa: E402
+from atlasprep.sources import CellFilter, SourceSpec  # noqa: E402
 from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +32,7 @@ def stores(small_census, tmp_path_factory) -> dict[str, Path]:
     made = {}
     for name, scheme, fmt in [("arrow", "bin", "arrow"), ("zarr", "bin", "zarr"), ("rank", "rank", "arrow")]:
         config = TokenizeConfig(
-            source=SliceConfig(census_uri=str(small_census), filter=CellFilter(primary_only=False)),
+            source=SourceSpec(census_uri=str(small_census), filter=CellFilter(primary_only=False)),
             out=base / name,
             scheme=scheme,
             max_len=256,

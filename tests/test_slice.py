@@ -12,7 +12,7 @@ from cellxgene_ontology_guide.ontology_parser import OntologyParser
 from atlasprep.errors import EmptyResultError, InputFormatError, UnknownTermError
 from atlasprep.ontology import SCHEMA_VERSION
 from atlasprep.slice import SliceConfig, slice_cells
-from atlasprep.sources import CellFilter, open_census, resolve_filter
+from atlasprep.sources import CellFilter, SourceSpec, open_census, read_gene_list, resolve_filter
 
 
 def _hand_expanded(term_id: str) -> list[str]:
@@ -44,10 +44,12 @@ def test_slice_equals_get_anndata_with_hand_expanded_terms(small_census, tmp_pat
     out = tmp_path / "lung_immune.h5ad"
     result = slice_cells(
         SliceConfig(
-            census_uri=str(small_census),
-            filter=CellFilter(tissue=("lung",), cell_type=("immune cell",)),
+            source=SourceSpec(
+                census_uri=str(small_census),
+                filter=CellFilter(tissue=("lung",), cell_type=("immune cell",)),
+                batch_size=97,
+            ),
             out=out,
-            batch_size=97,  # many batches, uneven last one
         )
     )
     tissues = _hand_expanded("UBERON:0002048")
@@ -72,8 +74,10 @@ def test_all_data_and_apostrophe_labels(small_census, tmp_path):
     out = tmp_path / "ad.zarr"
     slice_cells(
         SliceConfig(
-            census_uri=str(small_census),
-            filter=CellFilter(disease=("Alzheimer's disease",), primary_only=False),
+            source=SourceSpec(
+                census_uri=str(small_census),
+                filter=CellFilter(disease=("Alzheimer's disease",), primary_only=False),
+            ),
             out=out,
         )
     )
@@ -84,9 +88,12 @@ def test_all_data_and_apostrophe_labels(small_census, tmp_path):
 
 
 def test_non_primary_duplicates_only_with_all_data(small_census):
-    primary = slice_cells(SliceConfig(census_uri=str(small_census), dry_run=True))
+    primary = slice_cells(SliceConfig(source=SourceSpec(census_uri=str(small_census)), dry_run=True))
     everything = slice_cells(
-        SliceConfig(census_uri=str(small_census), filter=CellFilter(primary_only=False), dry_run=True)
+        SliceConfig(
+            source=SourceSpec(census_uri=str(small_census), filter=CellFilter(primary_only=False)),
+            dry_run=True,
+        )
     )
     assert 0 < primary.n_cells < everything.n_cells
 
@@ -94,13 +101,14 @@ def test_non_primary_duplicates_only_with_all_data(small_census):
 def test_exact_matches_the_term_only(small_census):
     expanded = slice_cells(
         SliceConfig(
-            census_uri=str(small_census), filter=CellFilter(tissue=("lung",)), dry_run=True, by=("tissue",)
+            source=SourceSpec(census_uri=str(small_census), filter=CellFilter(tissue=("lung",))),
+            dry_run=True,
+            by=("tissue",),
         )
     )
     exact = slice_cells(
         SliceConfig(
-            census_uri=str(small_census),
-            filter=CellFilter(tissue=("lung",), exact=True),
+            source=SourceSpec(census_uri=str(small_census), filter=CellFilter(tissue=("lung",), exact=True)),
             dry_run=True,
             by=("tissue",),
         )
@@ -111,21 +119,26 @@ def test_exact_matches_the_term_only(small_census):
 
 
 def test_where_is_anded_and_sampling_is_seeded(small_census, tmp_path):
-    base = SliceConfig(census_uri=str(small_census), filter=CellFilter(where="nnz > 200"), dry_run=True)
+    base = SliceConfig(
+        source=SourceSpec(census_uri=str(small_census), filter=CellFilter(where="nnz > 200")), dry_run=True
+    )
     all_cells = slice_cells(base)
     a = slice_cells(
         SliceConfig(
-            census_uri=str(small_census), filter=base.filter, max_cells=50, seed=1, out=tmp_path / "a.h5ad"
+            source=SourceSpec(census_uri=str(small_census), filter=base.source.filter, max_cells=50, seed=1),
+            out=tmp_path / "a.h5ad",
         )
     )
     b = slice_cells(
         SliceConfig(
-            census_uri=str(small_census), filter=base.filter, max_cells=50, seed=1, out=tmp_path / "b.h5ad"
+            source=SourceSpec(census_uri=str(small_census), filter=base.source.filter, max_cells=50, seed=1),
+            out=tmp_path / "b.h5ad",
         )
     )
     c = slice_cells(
         SliceConfig(
-            census_uri=str(small_census), filter=base.filter, max_cells=50, seed=2, out=tmp_path / "c.h5ad"
+            source=SourceSpec(census_uri=str(small_census), filter=base.source.filter, max_cells=50, seed=2),
+            out=tmp_path / "c.h5ad",
         )
     )
     assert all_cells.n_cells > 50
@@ -137,8 +150,7 @@ def test_where_is_anded_and_sampling_is_seeded(small_census, tmp_path):
 def test_per_group_is_balanced(small_census):
     result = slice_cells(
         SliceConfig(
-            census_uri=str(small_census),
-            per_group=("tissue_general", 40),
+            source=SourceSpec(census_uri=str(small_census), per_group=("tissue_general", 40)),
             dry_run=True,
             by=("tissue_general",),
         )
@@ -154,7 +166,12 @@ def test_genes_file_restricts_var(small_census, tmp_path):
     genes = tmp_path / "genes.txt"
     genes.write_text("# a comment\n" + "\n".join(wanted) + "\n")
     out = tmp_path / "g.h5ad"
-    slice_cells(SliceConfig(census_uri=str(small_census), genes_file=genes, max_cells=30, out=out))
+    slice_cells(
+        SliceConfig(
+            source=SourceSpec(census_uri=str(small_census), genes=read_gene_list(genes), max_cells=30),
+            out=out,
+        )
+    )
     adata = ad.read_h5ad(out)
     assert sorted(adata.var_names) == sorted(wanted[:3])
     full = _reference(small_census, "is_primary_data == True")
@@ -167,10 +184,18 @@ def test_genes_file_restricts_var(small_census, tmp_path):
 
 def test_anndata_input_matches_the_mask(small_census, tmp_path):
     whole = tmp_path / "whole.h5ad"
-    slice_cells(SliceConfig(census_uri=str(small_census), filter=CellFilter(primary_only=False), out=whole))
+    slice_cells(
+        SliceConfig(
+            source=SourceSpec(census_uri=str(small_census), filter=CellFilter(primary_only=False)), out=whole
+        )
+    )
     src = ad.read_h5ad(whole)
     out = tmp_path / "blood.zarr"
-    slice_cells(SliceConfig(inputs=(str(whole),), filter=CellFilter(tissue_general=("blood",)), out=out))
+    slice_cells(
+        SliceConfig(
+            source=SourceSpec(inputs=(str(whole),), filter=CellFilter(tissue_general=("blood",))), out=out
+        )
+    )
     got = ad.read_zarr(out)
     mask = (src.obs["tissue_general"] == "blood") & src.obs["is_primary_data"]
     assert list(got.obs_names) == list(src.obs_names[mask])
@@ -181,23 +206,33 @@ def test_unknown_term_suggests_and_missing_column_is_explained(small_census, tmp
     with pytest.raises(UnknownTermError) as info:
         slice_cells(
             SliceConfig(
-                census_uri=str(small_census), filter=CellFilter(cell_type=("leukocytes x",)), dry_run=True
+                source=SourceSpec(
+                    census_uri=str(small_census), filter=CellFilter(cell_type=("leukocytes x",))
+                ),
+                dry_run=True,
             )
         )
     assert "leukocyte" in str(info.value)
-    with pytest.raises(EmptyResultError, match="--allow-empty"):
+    with pytest.raises(EmptyResultError, match="set allow_empty"):
         slice_cells(
-            SliceConfig(census_uri=str(small_census), filter=CellFilter(donor_id=("nobody",)), dry_run=True)
+            SliceConfig(
+                source=SourceSpec(census_uri=str(small_census), filter=CellFilter(donor_id=("nobody",))),
+                dry_run=True,
+            )
         )
     plain = tmp_path / "plain.h5ad"
     ad.AnnData(np.ones((2, 2), dtype=np.float32)).write_h5ad(plain)
     with pytest.raises(InputFormatError, match="harmonize"):
-        slice_cells(SliceConfig(inputs=(str(plain),), filter=CellFilter(tissue=("lung",)), dry_run=True))
+        slice_cells(
+            SliceConfig(
+                source=SourceSpec(inputs=(str(plain),), filter=CellFilter(tissue=("lung",))), dry_run=True
+            )
+        )
 
 
 def test_a_crash_mid_write_leaves_nothing_and_a_rerun_finishes(small_census, tmp_path):
     out = tmp_path / "crash.h5ad"
-    config = SliceConfig(census_uri=str(small_census), out=out, batch_size=64)
+    config = SliceConfig(source=SourceSpec(census_uri=str(small_census), batch_size=64), out=out)
 
     def crash(done: int, total: int) -> None:
         if done >= 128:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from atlasprep.cli import app
 from atlasprep.slice import SliceConfig, slice_cells
-from atlasprep.sources import AnnDataSource, CellFilter, resolve_filter
+from atlasprep.sources import AnnDataSource, CellFilter, SourceSpec, resolve_filter
 
 
 def test_cellxgene_h5ad_uses_raw_counts_and_ontology_filters(tmp_path):
@@ -37,7 +37,11 @@ def test_cellxgene_h5ad_uses_raw_counts_and_ontology_filters(tmp_path):
     assert [i for b in batches for i in b.cell_ids] == list(original.obs_names[positions])
 
     out = tmp_path / "lv.h5ad"
-    slice_cells(SliceConfig(inputs=(str(path),), filter=CellFilter(tissue=("UBERON:0002084",)), out=out))
+    slice_cells(
+        SliceConfig(
+            source=SourceSpec(inputs=(str(path),), filter=CellFilter(tissue=("UBERON:0002084",))), out=out
+        )
+    )
     assert ad.read_h5ad(out).n_obs == len(positions)
 
 

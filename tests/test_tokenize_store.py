@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from atlasprep.cli import app
 from atlasprep.errors import OutputExistsError
-from atlasprep.slice import SliceConfig
-from atlasprep.sources import CellFilter, open_census, resolve_filter
+from atlasprep.sources import CellFilter, SourceSpec, open_census, resolve_filter
 from atlasprep.tokenize import RankEncoder, load_json_dict
 from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
 
@@ -39,7 +38,7 @@ def dictionaries():
 def _config(small_census, out, dictionaries, **kw):
     tokens, medians = dictionaries
     return TokenizeConfig(
-        source=SliceConfig(census_uri=str(small_census), batch_size=200),
+        source=SourceSpec(census_uri=str(small_census), batch_size=200),
         out=out,
         token_dictionary=tokens,
         gene_medians=medians,
@@ -138,7 +137,7 @@ def test_refuses_normalized_x_and_unknown_gene_column(tmp_path):
     path = tmp_path / "norm.h5ad"
     adata.write_h5ad(path)
     config = TokenizeConfig(
-        source=SliceConfig(inputs=(str(path),)), out=tmp_path / "s", scheme="bin", obs_columns=()
+        source=SourceSpec(inputs=(str(path),)), out=tmp_path / "s", scheme="bin", obs_columns=()
     )
     with pytest.raises(InputFormatError, match="assume_normalized"):
         tokenize_cells(config)
@@ -159,7 +158,7 @@ def test_rank_without_medians_sketches_them_from_the_corpus(small_census, tmp_pa
 
     out = tmp_path / "sketched"
     result = tokenize_cells(
-        TokenizeConfig(source=SliceConfig(census_uri=str(small_census)), out=out, max_len=32, obs_columns=())
+        TokenizeConfig(source=SourceSpec(census_uri=str(small_census)), out=out, max_len=32, obs_columns=())
     )
     medians = pq.read_table(out / "gene_medians.parquet").to_pandas().set_index("gene_id")["median"]
     assert "sketched" in result.manifest["gene_medians"]["source"]
@@ -231,7 +230,7 @@ def test_inspect_and_validate_catch_damage(small_census, tmp_path):
     out = tmp_path / "s"
     tokenize_cells(
         TokenizeConfig(
-            source=SliceConfig(census_uri=str(small_census)),
+            source=SourceSpec(census_uri=str(small_census)),
             out=out,
             scheme="raw",
             max_len=16,
@@ -274,7 +273,7 @@ def test_shards_open_with_huggingface_datasets(small_census, tmp_path):
     out = tmp_path / "hf"
     tokenize_cells(
         TokenizeConfig(
-            source=SliceConfig(census_uri=str(small_census)), out=out, scheme="raw", max_len=8, obs_columns=()
+            source=SourceSpec(census_uri=str(small_census)), out=out, scheme="raw", max_len=8, obs_columns=()
         )
     )
     manifest, table = _cells(out)
@@ -366,26 +365,26 @@ def test_counts_layer_names_the_raw_counts(tmp_path):
     path = tmp_path / "layers.h5ad"
     adata.write_h5ad(path)
     base = TokenizeConfig(
-        source=SliceConfig(inputs=(str(path),)), out=tmp_path / "a", scheme="bin", obs_columns=()
+        source=SourceSpec(inputs=(str(path),)), out=tmp_path / "a", scheme="bin", obs_columns=()
     )
     with pytest.raises(InputFormatError, match="non-integer"):
         tokenize_cells(base)
     import dataclasses
 
     ok = tokenize_cells(
-        dataclasses.replace(base, out=tmp_path / "b", source=SliceConfig(inputs=(str(path),), layer="counts"))
+        dataclasses.replace(base, out=tmp_path / "b", source=SourceSpec(inputs=(str(path),), layer="counts"))
     )
     assert ok.manifest["n_cells"] == 2
     with pytest.raises(InputFormatError, match="no layer"):
         tokenize_cells(
-            dataclasses.replace(base, out=tmp_path / "c", source=SliceConfig(inputs=(str(path),), layer="x"))
+            dataclasses.replace(base, out=tmp_path / "c", source=SourceSpec(inputs=(str(path),), layer="x"))
         )
 
 
 def test_bin_caps_cells_at_max_len_with_a_seeded_sample_whatever_the_batching(small_census, tmp_path):
     def build(out, batch_size, seed=0):
         config = TokenizeConfig(
-            source=SliceConfig(census_uri=str(small_census), batch_size=batch_size),
+            source=SourceSpec(census_uri=str(small_census), batch_size=batch_size),
             out=out,
             scheme="bin",
             max_len=100,
@@ -412,7 +411,7 @@ def test_n_hvg_keeps_the_most_variable_genes(small_census, tmp_path):
 
     out = tmp_path / "hvg"
     config = TokenizeConfig(
-        source=SliceConfig(census_uri=str(small_census), batch_size=300),
+        source=SourceSpec(census_uri=str(small_census), batch_size=300),
         out=out,
         scheme="bin",
         n_hvg=200,
@@ -509,7 +508,7 @@ def test_rank_reads_obs_n_counts_as_geneformer_does(small_census, tmp_path, dict
     tokens, medians = dictionaries
     result = tokenize_cells(
         TokenizeConfig(
-            source=SliceConfig(inputs=(str(path),)),
+            source=SourceSpec(inputs=(str(path),)),
             out=tmp_path / "store",
             token_dictionary=tokens,
             gene_medians=medians,
@@ -567,7 +566,7 @@ def test_empty_cells_are_counted_kept_or_dropped_and_the_rest_stored_once(
     tokens, medians = dictionaries
     size = {"shard_cells": 40} if cut == "cells" else {"shard_bytes": 20_000}
     config = TokenizeConfig(
-        source=SliceConfig(inputs=(str(path),), batch_size=64),
+        source=SourceSpec(inputs=(str(path),), batch_size=64),
         out=tmp_path / "kept",
         token_dictionary=tokens,
         gene_medians=medians,
@@ -633,7 +632,7 @@ def test_a_file_joined_with_others_keeps_its_own_gene_order(small_census, tmp_pa
         out = tmp_path / "_".join(p.stem for p in paths)
         tokenize_cells(
             TokenizeConfig(
-                source=SliceConfig(inputs=tuple(str(p) for p in paths), batch_size=64),
+                source=SourceSpec(inputs=tuple(str(p) for p in paths), batch_size=64),
                 out=out,
                 token_dictionary=tokens,
                 gene_medians=medians,
@@ -671,7 +670,7 @@ def test_geneformer_conventions_the_input_follows_are_pointed_out(
     adata.write_h5ad(path)
     tokens, medians = dictionaries
     config = TokenizeConfig(
-        source=SliceConfig(inputs=(str(path),)),
+        source=SourceSpec(inputs=(str(path),)),
         out=tmp_path / "a",
         token_dictionary=tokens,
         gene_medians=medians,
@@ -694,7 +693,7 @@ def test_geneformer_conventions_the_input_follows_are_pointed_out(
         config,
         out=tmp_path / "c",
         gene_column="ensembl_id",
-        source=SliceConfig(inputs=(str(path),), filter=CellFilter(where="filter_pass == 1")),
+        source=SourceSpec(inputs=(str(path),), filter=CellFilter(where="filter_pass == 1")),
     )
     with caplog.at_level(logging.WARNING, logger="atlasprep"):
         result = tokenize_cells(followed)

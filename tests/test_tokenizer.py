@@ -11,8 +11,7 @@ import pytest
 
 from atlasprep.errors import CorruptStoreError
 from atlasprep.shard import read_manifest, read_shard
-from atlasprep.slice.api import SliceConfig
-from atlasprep.sources import CellFilter, open_census, resolve_filter, sample_positions
+from atlasprep.sources import CellFilter, SourceSpec, open_census, resolve_filter, sample_positions
 from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
 from atlasprep.tokenize.tokenizer import Tokenizer
 
@@ -28,7 +27,7 @@ BUILDS = {
 @pytest.fixture(scope="module", params=sorted(BUILDS))
 def built(request, small_census, tmp_path_factory) -> tuple[Path, TokenizeConfig]:
     config = TokenizeConfig(
-        source=SliceConfig(census_uri=str(small_census), max_cells=400, seed=2, batch_size=128),
+        source=SourceSpec(census_uri=str(small_census), max_cells=400, seed=2, batch_size=128),
         out=tmp_path_factory.mktemp("tok") / request.param,
         shard_cells=150,
         **BUILDS[request.param],
@@ -131,7 +130,7 @@ def test_paired_segments_and_targets_come_back_from_the_store(tmp_path):
     mo = tmp_path / "mo.h5mu"
     align_barcodes(f"{src}:rna", atac=f"{src}:atac", out=mo)
     config = TokenizeConfig(
-        source=SliceConfig(inputs=(f"{mo}:rna",), filter=CellFilter(primary_only=False)),
+        source=SourceSpec(inputs=(f"{mo}:rna",), filter=CellFilter(primary_only=False)),
         out=tmp_path / "store",
         scheme="bin",
         max_len=20,

@@ -17,7 +17,7 @@ from atlasprep.cli import app
 from atlasprep.errors import CorruptStoreError, ForeignOutputError, OutputExistsError, UnsafePathError
 from atlasprep.shard import inspect_store, open_store, validate_store
 from atlasprep.shard.manifest import BUILD_MARKER
-from atlasprep.slice.api import SliceConfig
+from atlasprep.sources import SourceSpec
 from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
 
 torch = pytest.importorskip("torch")
@@ -29,7 +29,7 @@ runner = CliRunner()
 def _config(census: Path, out: Path, **kw) -> TokenizeConfig:  # type: ignore[no-untyped-def]
     options = {"shard_cells": 60, "split_by": "donor_id", "max_len": 64, **kw}
     return TokenizeConfig(
-        source=SliceConfig(census_uri=str(census), max_cells=300, seed=1), out=out, **options
+        source=SourceSpec(census_uri=str(census), max_cells=300, seed=1), out=out, **options
     )
 
 

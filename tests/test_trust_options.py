@@ -7,6 +7,7 @@ files it reads must exist; a recipe's ``[filter] where`` runs no code."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from atlasprep.cli import app
 from atlasprep.errors import UsageError
 from atlasprep.run import load_recipe, plan_recipe
 from atlasprep.slice import SliceConfig
+from atlasprep.sources import SourceSpec
 from atlasprep.tokenize.api import TokenizeConfig
 
 
@@ -34,11 +36,12 @@ class Bad:
     flag: str  # the CLI names it so
     sets: tuple[str, ...] | None  # --set items on the base recipe
     key: str  # the recipe names it so
-    api: dict[str, Any] | None  # TokenizeConfig keywords ("source" keywords for SliceConfig)
+    api: dict[str, Any] | None  # TokenizeConfig keywords ("source": SourceSpec or SliceConfig keywords)
     field: str  # the Python API names it so
     command: str = "tokenize"
 
 
+SOURCE_FIELDS = {f.name for f in dataclasses.fields(SourceSpec)}
 AT_LEAST_1 = "must be at least 1"
 SPLIT = "three fractions"
 BAD = [
@@ -171,9 +174,9 @@ def test_the_base_recipe_and_the_defaults_are_valid(recipe, tmp_path):
     r = CliRunner().invoke(app, ["run", str(recipe), "--dry-run", "--set", "slice.out='s.h5ad'"])
     assert r.exit_code == 0, r.stderr
     assert not (tmp_path / "out").exists()
-    SliceConfig()
-    TokenizeConfig(source=SliceConfig(), out=Path("x"))
-    TokenizeConfig(source=SliceConfig(), out=Path("x"), shard_bytes=1, split_by="d", split=(1.0, 0.0, 0.0))
+    SliceConfig(source=SourceSpec())
+    TokenizeConfig(source=SourceSpec(), out=Path("x"))
+    TokenizeConfig(source=SourceSpec(), out=Path("x"), shard_bytes=1, split_by="d", split=(1.0, 0.0, 0.0))
 
 
 @pytest.mark.parametrize("bad", [b for b in BAD if b.cli is not None], ids=lambda b: b.id)
@@ -205,8 +208,16 @@ def test_a_recipe_refuses_the_same_values_in_a_run_and_a_dry_run(bad, dry_run, r
 def test_the_python_api_refuses_the_same_values(bad, tmp_path):
     kwargs = dict(bad.api or {})
     source = kwargs.pop("source", {})
+    spec = {k: v for k, v in source.items() if k in SOURCE_FIELDS}
+    sliced = {k: v for k, v in source.items() if k not in SOURCE_FIELDS}
+
+    def build() -> object:
+        if sliced:
+            return SliceConfig(source=SourceSpec(census="demo", **spec), **sliced)
+        return TokenizeConfig(source=SourceSpec(census="demo", **spec), out=tmp_path / "store", **kwargs)
+
     with pytest.raises(UsageError, match=re.escape(bad.rule)) as caught:
-        TokenizeConfig(source=SliceConfig(census="demo", **source), out=tmp_path / "store", **kwargs)
+        build()
     assert str(caught.value).startswith(bad.field)
     assert "\n" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
@@ -328,7 +339,7 @@ def cells_h5ad(tmp_path_factory, small_census):
     from atlasprep.slice import slice_cells
 
     out = tmp_path_factory.mktemp("cells") / "cells.h5ad"
-    slice_cells(SliceConfig(census_uri=str(small_census), max_cells=50, out=out))
+    slice_cells(SliceConfig(source=SourceSpec(census_uri=str(small_census), max_cells=50), out=out))
     return out
 
 

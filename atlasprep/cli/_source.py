@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from atlasprep.errors import UsageError
-from atlasprep.sources import CellFilter
+from atlasprep.sources import FILTER_COLUMNS, CellFilter, SourceSpec, read_gene_list
 
 __all__ = [
     "AllData",
@@ -25,19 +25,22 @@ __all__ = [
     "Disease",
     "DonorId",
     "Exact",
+    "Genes",
     "Inputs",
     "MaxCells",
     "Organism",
+    "PerGroup",
     "Sex",
     "Tissue",
     "TissueGeneral",
     "Where",
     "as_flags",
-    "cell_filter",
+    "source_spec",
 ]
 
 SOURCE = "Source (name exactly one)"
 FILTERS = "Filters (repeatable; label, synonym or ID; a term matches its descendants)"
+SAMPLING = "Sampling"
 
 Census = Annotated[
     str | None,
@@ -128,46 +131,67 @@ Where = Annotated[
 ]
 MaxCells = Annotated[
     int | None,
-    typer.Option("--max-cells", help="Keep at most N cells (uniform, seeded).", rich_help_panel="Sampling"),
+    typer.Option("--max-cells", help="Keep at most N cells (uniform, seeded).", rich_help_panel=SAMPLING),
+]
+PerGroup = Annotated[
+    str | None,
+    typer.Option(
+        "--per-group",
+        metavar="COLUMN=N",
+        help="Keep up to N cells of each value of COLUMN (balanced; before --max-cells).",
+        rich_help_panel=SAMPLING,
+    ),
+]
+Genes = Annotated[
+    Path | None,
+    typer.Option(
+        "--genes", help="File of Ensembl IDs (one per line): keep those genes only.", rich_help_panel=SAMPLING
+    ),
 ]
 
 
-def cell_filter(
-    *,
-    cell_type: list[str] | None,
-    tissue: list[str] | None,
-    tissue_general: list[str] | None,
-    assay: list[str] | None,
-    disease: list[str] | None,
-    sex: list[str] | None,
-    development_stage: list[str] | None,
-    dataset_id: list[str] | None,
-    donor_id: list[str] | None,
-    exact: bool,
-    all_data: bool,
-    where: str | None,
-) -> CellFilter:
-    return CellFilter(
-        cell_type=tuple(cell_type or ()),
-        tissue=tuple(tissue or ()),
-        tissue_general=tuple(tissue_general or ()),
-        assay=tuple(assay or ()),
-        disease=tuple(disease or ()),
-        sex=tuple(sex or ()),
-        development_stage=tuple(development_stage or ()),
-        dataset_id=tuple(dataset_id or ()),
-        donor_id=tuple(donor_id or ()),
-        exact=exact,
-        primary_only=not all_data,
-        where=where,
+def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
+    """The :class:`SourceSpec` of a command's source, filter and sampling options, built in one
+    place for every command that reads cells. ``options`` is the command's ``locals()`` (typer
+    needs each option as a parameter of its own); ``given`` overrides what a command parses
+    itself (tokenize's input specs). Call it inside :func:`as_flags`."""
+    values = {**options, **given}
+    if not (values.get("census") or values.get("census_uri") or values.get("inputs")):
+        raise UsageError("name exactly one source: --census VERSION|demo, --census-uri PATH or --input FILE")
+    genes: Path | None = values.get("genes")
+    return SourceSpec(
+        census=values.get("census"),
+        census_uri=values.get("census_uri"),
+        inputs=tuple(str(p) for p in values.get("inputs") or ()),
+        organism=values["organism"],
+        layer=values.get("counts_layer"),
+        filter=CellFilter(
+            **{name: tuple(values.get(name) or ()) for name in FILTER_COLUMNS if name in values},
+            exact=bool(values.get("exact")),
+            primary_only=not values.get("all_data"),
+            where=values.get("where"),
+        ),
+        per_group=_per_group(values.get("per_group")),
+        max_cells=values.get("max_cells"),
+        genes=None if genes is None else read_gene_list(genes),
+        seed=values["seed"],
+        batch_size=values["batch_size"],
     )
+
+
+def _per_group(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    column, sep, n = value.partition("=")
+    if not sep or not column or not n.strip().isdigit():
+        raise UsageError(f"--per-group {value!r}: expected COLUMN=N, e.g. --per-group cell_type=500")
+    return column.strip(), int(n)
 
 
 # config fields whose flag is not "--" + the field with dashes
 _FLAGS = {
     "shard_bytes": "--shard-size",
     "segment_max_len": "--max-len",
-    "genes_file": "--genes",
     "inputs": "--input",
     "layer": "--counts-layer",
     "shuffle": "--no-shuffle",

@@ -15,7 +15,8 @@ from atlasprep.cli._app import command, err_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.errors import UsageError
 from atlasprep.run import DaskRunner, load_recipe, plan_recipe, run_recipe
-from atlasprep.run.pipeline import Plan, count_cells
+from atlasprep.run.pipeline import count_cells
+from atlasprep.run.plan import Plan
 from atlasprep.sources import ProgressCallback
 
 

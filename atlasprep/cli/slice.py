@@ -14,21 +14,11 @@ from atlasprep.cli import _source as opt
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._render import counts_table
-from atlasprep.errors import UsageError
-from atlasprep.slice import DEFAULT_BATCH_SIZE, SliceConfig, SliceResult, slice_cells
+from atlasprep.slice import SliceConfig, SliceResult, slice_cells
+from atlasprep.sources import SourceSpec
 
 _D = SliceConfig()
-_SAMPLING = "Sampling"
 _OUTPUT = "Output"
-
-
-def _per_group(value: str | None) -> tuple[str, int] | None:
-    if value is None:
-        return None
-    column, sep, n = value.partition("=")
-    if not sep or not column or not n.strip().isdigit():
-        raise UsageError(f"--per-group {value!r}: expected COLUMN=N, e.g. --per-group cell_type=500")
-    return column.strip(), int(n)
 
 
 @command(
@@ -49,7 +39,7 @@ def slice_command(
     census: opt.Census = None,
     census_uri: opt.CensusUri = None,
     inputs: opt.Inputs = None,
-    organism: opt.Organism = _D.organism,
+    organism: opt.Organism = _D.source.organism,
     cell_type: opt.CellType = None,
     tissue: opt.Tissue = None,
     tissue_general: opt.TissueGeneral = None,
@@ -63,22 +53,14 @@ def slice_command(
     all_data: opt.AllData = False,
     where: opt.Where = None,
     max_cells: opt.MaxCells = None,
-    per_group: str | None = typer.Option(
-        None,
-        "--per-group",
-        metavar="COLUMN=N",
-        help="Keep up to N cells of each value of COLUMN (balanced).",
-        rich_help_panel=_SAMPLING,
-    ),
-    seed: int = typer.Option(_D.seed, help="Seed for sampling.", rich_help_panel=_SAMPLING),
-    genes: Path | None = typer.Option(
-        None, "--genes", help="File of Ensembl IDs (one per line) to keep in var.", rich_help_panel=_OUTPUT
-    ),
+    per_group: opt.PerGroup = None,
+    seed: int = typer.Option(_D.source.seed, help="Seed for sampling.", rich_help_panel=opt.SAMPLING),
+    genes: opt.Genes = None,
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Output PATH.h5ad or PATH.zarr.", rich_help_panel=_OUTPUT
     ),
     batch_size: int = typer.Option(
-        DEFAULT_BATCH_SIZE,
+        _D.source.batch_size,
         "--batch-size",
         help="Cells per streamed batch; bounds memory.",
         rich_help_panel=_OUTPUT,
@@ -102,32 +84,10 @@ def slice_command(
         False, "--json", help="Print one JSON document on stdout.", rich_help_panel=_OUTPUT
     ),
 ) -> None:
-    with opt.as_flags(SliceConfig):  # the config checks the values; the message names the flag
+    with opt.as_flags(SourceSpec, SliceConfig):  # the configs check the values; the message names the flag
         config = SliceConfig(
-            census=census,
-            census_uri=census_uri,
-            inputs=tuple(str(p) for p in inputs or ()),
-            organism=organism,
-            filter=opt.cell_filter(
-                cell_type=cell_type,
-                tissue=tissue,
-                tissue_general=tissue_general,
-                assay=assay,
-                disease=disease,
-                sex=sex,
-                development_stage=development_stage,
-                dataset_id=dataset_id,
-                donor_id=donor_id,
-                exact=exact,
-                all_data=all_data,
-                where=where,
-            ),
-            max_cells=max_cells,
-            per_group=_per_group(per_group),
-            seed=seed,
-            genes_file=genes,
+            source=opt.source_spec(locals()),
             out=out,
-            batch_size=batch_size,
             dry_run=dry_run,
             by=tuple(by),
             allow_empty=allow_empty,

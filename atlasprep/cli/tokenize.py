@@ -12,10 +12,11 @@ from atlasprep.cli._app import command
 from atlasprep.cli._progress import CellProgress
 from atlasprep.errors import UsageError
 from atlasprep.shard.sizes import parse_size
-from atlasprep.slice import SliceConfig
+from atlasprep.sources import SourceSpec
+from atlasprep.sources.anndata import split_modality
 from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TOKENIZE_BATCH_SIZE, TokenizeConfig, tokenize_cells
 
-_D = TokenizeConfig(source=SliceConfig(), out=Path("."))
+_D = TokenizeConfig(source=SourceSpec(), out=Path("."))
 
 
 def _fractions(value: str) -> tuple[float, float, float]:
@@ -49,7 +50,7 @@ def tokenize_command(
     census: opt.Census = None,
     census_uri: opt.CensusUri = None,
     inputs: opt.Inputs = None,
-    organism: opt.Organism = "Homo sapiens",
+    organism: opt.Organism = _D.source.organism,
     cell_type: opt.CellType = None,
     tissue: opt.Tissue = None,
     tissue_general: opt.TissueGeneral = None,
@@ -63,6 +64,8 @@ def tokenize_command(
     all_data: opt.AllData = False,
     where: opt.Where = None,
     max_cells: opt.MaxCells = None,
+    per_group: opt.PerGroup = None,
+    genes: opt.Genes = None,
     scheme: str = typer.Option(_D.scheme, "--scheme", help="rank | bin | raw."),
     max_len: str = typer.Option(
         str(_D.max_len),
@@ -134,31 +137,8 @@ def tokenize_command(
         held.append(value)
     budgets, segment_names, input_specs = _multimodal(max_len, modalities, targets, inputs)
     # the values go to the configs as given: they check them (and the message names the flag)
-    with opt.as_flags(SliceConfig, TokenizeConfig):
-        source = SliceConfig(
-            census=census,
-            census_uri=census_uri,
-            inputs=input_specs,
-            organism=organism,
-            layer=counts_layer,
-            filter=opt.cell_filter(
-                cell_type=cell_type,
-                tissue=tissue,
-                tissue_general=tissue_general,
-                assay=assay,
-                disease=disease,
-                sex=sex,
-                development_stage=development_stage,
-                dataset_id=dataset_id,
-                donor_id=donor_id,
-                exact=exact,
-                all_data=all_data,
-                where=where,
-            ),
-            max_cells=max_cells,
-            seed=seed,
-            batch_size=batch_size,
-        )
+    with opt.as_flags(SourceSpec, TokenizeConfig):
+        source = opt.source_spec(locals(), inputs=input_specs)
         config = TokenizeConfig(
             source=source,
             out=out,
@@ -231,12 +211,12 @@ def _multimodal(
         return budgets, (), specs
     if names and names[0] != "rna":
         raise UsageError(f"--modalities {modalities!r}: the RNA comes first (rna,atac or rna,prot)")
-    if len(specs) != 1 or not specs[0].split(":")[0].endswith(".h5mu"):
+    path, modality = split_modality(specs[0]) if len(specs) == 1 else (None, None)
+    if path is None or path.suffix != ".h5mu":
         raise UsageError("--modalities/--targets need one aligned MuData --input (atlasprep align barcodes)")
     if "rna" not in budgets:
         budgets["rna"] = _D.max_len
     unknown = set(budgets) - {"rna", *names}
     if unknown:
         raise UsageError(f"--max-len names {', '.join(sorted(unknown))}, not in --modalities")
-    rna = specs[0] if ":" in specs[0] else f"{specs[0]}:rna"
-    return budgets, names[1:], (rna,)
+    return budgets, names[1:], (specs[0] if modality else f"{specs[0]}:rna",)

@@ -4,11 +4,16 @@ A recipe's tables are the stages' configs, key for key, so a recipe can say what
 command line can, and nothing it cannot::
 
     name = "demo"
-    [source]      # where cells come from: census | census_uri | inputs, organism, max_cells, …
+    [source]      # where cells come from: census | census_uri | inputs, organism, per_group,
+                  # max_cells, seed, genes (a gene-list file or a list of IDs), batch_size
     [filter]      # which cells: cell_type, tissue, tissue_general, assay, disease, …, all_data
     [harmonize]   # optional: map = {column = "field"}, set = {field = "value"}, mapping, …
     [slice]       # optional: out = "cells.h5ad" (an AnnData slice next to the store), max_cells, …
     [tokenize]    # optional: scheme, max_len, context, split_by, split, format, shard_size, …
+
+``[source]`` and ``[filter]`` are one :class:`~atlasprep.sources.SourceSpec`. A ``[slice]``
+applies it (its own sampling keys, if any, replace the source's); a ``[tokenize]`` after a
+``[slice]`` reads the slice, so the token store holds exactly the slice's cells and genes.
 
 Every key is checked: an unknown one is an error naming the file, the table and the key, with
 the closest valid key. The files a recipe reads (inputs, census_uri, dictionaries, mappings)
@@ -38,7 +43,7 @@ from typing import Any
 from atlasprep.errors import UsageError
 from atlasprep.harmonize.api import HarmonizeConfig
 from atlasprep.slice.api import SliceConfig
-from atlasprep.sources import CellFilter
+from atlasprep.sources import CellFilter, SourceSpec
 from atlasprep.tokenize.api import TokenizeConfig
 
 __all__ = ["Recipe", "RecipeError", "load_recipe"]
@@ -48,29 +53,23 @@ class RecipeError(UsageError):
     """A recipe that cannot be loaded (exit 2)."""
 
 
-# table -> (config class, keys the pipeline sets itself, recipe-only keys)
-_TABLES: dict[str, tuple[type, frozenset[str], frozenset[str]]] = {
-    "source": (
-        SliceConfig,
-        frozenset({"filter", "out", "dry_run", "by", "allow_empty", "overwrite", "genes_file"}),
-        frozenset({"genes"}),
-    ),
-    "filter": (CellFilter, frozenset({"primary_only"}), frozenset({"all_data"})),
+# table -> (config classes, keys the pipeline sets itself, recipe-only keys)
+_TABLES: dict[str, tuple[tuple[type, ...], frozenset[str], frozenset[str]]] = {
+    "source": ((SourceSpec,), frozenset({"filter", "genes"}), frozenset({"genes"})),
+    "filter": ((CellFilter,), frozenset({"primary_only"}), frozenset({"all_data"})),
     "harmonize": (
-        HarmonizeConfig,
+        (HarmonizeConfig,),
         frozenset({"input", "out", "overwrite", "report", "maps", "sets", "batch_size"}),
         frozenset({"map", "set"}),
     ),
-    "slice": (  # the slice stage's own sampling and output; the cells come from [source], [filter]
-        SliceConfig,
-        frozenset(
-            {"census", "census_uri", "inputs", "organism", "layer", "filter", "genes_file", "out"}
-            | {"dry_run", "by", "overwrite"}
-        ),
+    "slice": (  # the slice's output, and its own sampling; the cells come from [source], [filter]
+        (SliceConfig, SourceSpec),
+        frozenset({"source", "out", "dry_run", "by", "overwrite"})
+        | frozenset({"census", "census_uri", "inputs", "organism", "layer", "filter", "genes"}),
         frozenset({"out"}),
     ),
     "tokenize": (
-        TokenizeConfig,
+        (TokenizeConfig,),
         frozenset({"source", "out", "overwrite", "shard_bytes"}),
         frozenset({"shard_size"}),
     ),
@@ -158,9 +157,10 @@ def _override(path: Path, data: dict[str, Any], item: str) -> None:
 
 def _checked(path: Path, table: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Each key known to the table's config, each value of its type; paths made absolute."""
-    cls, pipeline_keys, extra = _TABLES[table]
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in fields(cls) if f.name not in pipeline_keys] + sorted(extra)
+    classes, pipeline_keys, extra = _TABLES[table]
+    hints = {k: v for cls in reversed(classes) for k, v in typing.get_type_hints(cls).items()}
+    names = dict.fromkeys(f.name for cls in classes for f in fields(cls))
+    allowed = [name for name in names if name not in pipeline_keys] + sorted(extra)
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in allowed:
@@ -207,8 +207,8 @@ def _extra_value(path: Path, table: str, key: str, value: Any) -> Any:
         return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
     if key in ("all_data",):
         return _coerce(path, table, key, value, bool)
-    if key == "genes":
-        return _coerce(path, table, key, value, Path)
+    if key == "genes":  # a gene-list file, or the IDs themselves
+        return _coerce(path, table, key, value, tuple[str, ...] if isinstance(value, list) else Path)
     if key == "out":  # an output: relative to the run's directory (the pipeline checks it stays inside)
         if not isinstance(value, str) or not value:
             raise RecipeError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
@@ -115,6 +115,17 @@ class StoreProblem:
         return f"{self.where}: {self.what}"
 
 
+def _read_v0(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Format 0.x, as this version writes it (0.1.0: stores before tokenizer.json have no
+    ``tokenizer_file``, which readers treat as optional)."""
+    return manifest
+
+
+# the readers of each major format version: a manifest is read by its own version's reader,
+# which returns it in the current shape (a new major version adds a reader, and an upgrade)
+_READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"0": _read_v0}
+
+
 def compose_manifest(
     *,
     tokenizer: dict[str, Any],
@@ -167,13 +178,14 @@ def read_manifest_json(store: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
         raise InputFormatError(f"{path}: not an atlasprep token store manifest (no format {STORE_FORMAT!r})")
     version = manifest.get("format_version")
-    major = STORE_FORMAT_VERSION.split(".")[0]
-    if not isinstance(version, str) or version.split(".")[0] != major:
+    read = _READERS.get(version.split(".")[0]) if isinstance(version, str) else None
+    if read is None:
+        readable = ", ".join(f"{major}.x" for major in _READERS)
         raise CorruptStoreError(
-            f"{path}: store format version {version!r}; this atlasprep reads {major}.x "
+            f"{path}: store format version {version!r}; this atlasprep reads {readable} "
             "(update atlasprep, or rebuild the store with this version)"
         )
-    return manifest
+    return read(manifest)
 
 
 def read_manifest(store: Path) -> Manifest:

@@ -1,6 +1,8 @@
 """Sources of cells: the Census, Census-layout SOMA stores, the demo atlas, AnnData files.
 
-Every source yields bounded :class:`CellBatch` streams over a selection made by a
+A :class:`SourceSpec` names where cells come from and which (filter, sampling, genes);
+:func:`open_source` opens it and :func:`select` turns it into cell and var positions. Every
+source yields bounded :class:`CellBatch` streams over a selection made by a
 :class:`CellFilter`, resolved once and compiled per source.
 """
 
@@ -19,6 +21,17 @@ from atlasprep.sources.filters import (
 )
 from atlasprep.sources.organisms import ORGANISMS, experiment_name
 from atlasprep.sources.sampling import sample_positions
+from atlasprep.sources.spec import (
+    DEFAULT_BATCH_SIZE,
+    Selection,
+    SourceSpec,
+    gene_positions,
+    only_genes,
+    open_source,
+    read_gene_list,
+    resolve,
+    select,
+)
 from atlasprep.sources.where import parse_where
 
 if TYPE_CHECKING:
@@ -44,6 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "FILTER_COLUMNS",
     "ORGANISMS",
     "AnnDataSource",
@@ -53,15 +67,23 @@ __all__ = [
     "CompiledFilter",
     "ProgressCallback",
     "ResolvedFilter",
+    "Selection",
     "SomaSource",
     "SourceInfo",
+    "SourceSpec",
     "census_summary",
     "compile_filter",
     "experiment_name",
+    "gene_positions",
+    "only_genes",
     "open_census",
+    "open_source",
     "parse_where",
+    "read_gene_list",
+    "resolve",
     "resolve_filter",
     "sample_positions",
+    "select",
     "soma_quote",
     "tiledb_config_for_batches",
 ]

@@ -19,14 +19,14 @@ from atlasprep._jit import warm_up
 from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.shard import ShardLayout, ShardWriter
 from atlasprep.shard.directory import ClaimedStore, plan_claim
-from atlasprep.slice.api import open_source
 from atlasprep.sources import (
     CellSource,
     ProgressCallback,
     ResolvedFilter,
-    experiment_name,
-    resolve_filter,
-    sample_positions,
+    only_genes,
+    open_source,
+    resolve,
+    select,
 )
 from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.splits import SplitPlan, assign_splits
@@ -72,11 +72,11 @@ def tokenize_cells(
     # shards are about to be written, and a failed build removes what it wrote
     claim = plan_claim(config.out, build_spec(config), overwrite=config.overwrite)
     given = Dictionaries.load(config)  # the files a user gave, read and checked before any cell
-    resolved = resolve_filter(config.source.filter, experiment_name(config.source.organism))
+    resolved = resolve(config.source)  # a bad term fails before the source opens
     source = open_source(config.source)
     store: ClaimedStore | None = None
     try:
-        positions = _select(config, source, resolved)
+        source, positions = _select(config, source, resolved)
         fitted = fit(config, source, positions, given)
         plan, layout = _layout(config, source, positions)
         store = claim.claim()
@@ -99,22 +99,25 @@ def tokenize_cells(
 def fit_tokenizer(config: TokenizeConfig) -> Tokenizer:
     """The tokenizer a build of ``config`` would fit, fitted on the same cells; no store."""
     given = Dictionaries.load(config)
-    resolved = resolve_filter(config.source.filter, experiment_name(config.source.organism))
+    resolved = resolve(config.source)  # a bad term fails before the source opens
     source = open_source(config.source)
     try:
-        return fit(config, source, _select(config, source, resolved), given).tokenizer
+        source, positions = _select(config, source, resolved)
+        return fit(config, source, positions, given).tokenizer
     finally:
         source.close()
 
 
-def _select(config: TokenizeConfig, source: CellSource, resolved: ResolvedFilter) -> np.ndarray:
-    """The positions of the cells to tokenize, in source order."""
-    positions = source.select(source.compile(resolved))
-    if config.source.max_cells is not None:
-        positions = sample_positions(positions, max_cells=config.source.max_cells, seed=config.source.seed)
-    if len(positions) == 0:
+def _select(
+    config: TokenizeConfig, source: CellSource, resolved: ResolvedFilter
+) -> tuple[CellSource, np.ndarray]:
+    """The source as tokenize reads it (its var: the spec's genes) and the positions of the cells
+    to tokenize, in source order: the spec's selection (filter, per_group, max_cells, genes), as
+    slice makes it."""
+    selection = select(config.source, source, resolved=resolved)
+    if selection.n_cells == 0:
         raise UsageError("no cells match the filters; nothing to tokenize")
-    return positions
+    return only_genes(source, selection.var_positions), selection.positions
 
 
 def _layout(

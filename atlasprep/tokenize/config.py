@@ -11,11 +11,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from atlasprep.errors import UsageError
-from atlasprep.shard.format import ShardFormatName
-from atlasprep.shard.manifest import Manifest
-from atlasprep.slice.api import (
-    SliceConfig,
+from atlasprep._checks import (
     check_choice,
     check_fraction,
     check_int,
@@ -23,6 +19,10 @@ from atlasprep.slice.api import (
     check_names,
     invalid,
 )
+from atlasprep.errors import UsageError
+from atlasprep.shard.format import ShardFormatName
+from atlasprep.shard.manifest import Manifest
+from atlasprep.sources import SourceSpec
 from atlasprep.tokenize.segments import KINDS
 
 log = logging.getLogger("atlasprep.tokenize")
@@ -56,7 +56,7 @@ TOKENIZE_BATCH_SIZE = 8_192
 class TokenizeConfig:
     """Everything `atlasprep tokenize` is asked; defaults live here and the CLI reads them."""
 
-    source: SliceConfig  # where cells come from: census/census_uri/inputs, filter, sampling
+    source: SourceSpec  # where cells come from and which: filter, sampling, genes
     out: Path
     scheme: Scheme = "rank"
     max_len: int = 4096
@@ -95,8 +95,8 @@ class TokenizeConfig:
     def __post_init__(self) -> None:
         """Every value checked here, once, before any work (the source's in its own config):
         the CLI, recipes and the Python API refuse the same values with the same message."""
-        if not isinstance(self.source, SliceConfig):
-            raise invalid("source", self.source, "must be a SliceConfig (where the cells come from)")
+        if not isinstance(self.source, SourceSpec):
+            raise invalid("source", self.source, "must be a SourceSpec (where the cells come from)")
         _check_encoding(self)
         _check_shards(self)
         _check_splits(self)

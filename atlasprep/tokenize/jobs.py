@@ -17,11 +17,13 @@ import pyarrow as pa
 from atlasprep.errors import InputFormatError
 from atlasprep.shard import ShardLayout, ShardWriter, ragged
 from atlasprep.shard.writer import Spill, write_spill
-from atlasprep.slice.api import open_source
 from atlasprep.sources import (
     CellBatch,
     CellSource,
     ProgressCallback,
+    gene_positions,
+    only_genes,
+    open_source,
 )
 from atlasprep.sources.anndata import AnnDataSource
 from atlasprep.tokenize.config import TokenizeConfig
@@ -123,7 +125,9 @@ def run_encode_job(
     else the job opens and closes its own (on a worker)."""
     config = job.config
     owned = source is None
-    source = open_source(config.source) if source is None else source
+    if source is None:  # on a worker: the same source, showing the same genes
+        opened = open_source(config.source)
+        source = only_genes(opened, gene_positions(config.source, opened))
     paired = {s.modality: AnnDataSource([s.spec]) for s in (*job.segments, *job.targets)}
     spills: list[Spill] = []
     coverage = VocabCoverage.of_genes(job.column_tokens)

@@ -29,9 +29,6 @@ def build_spec(config: TokenizeConfig) -> dict[str, Any]:
     spec = dataclasses.asdict(config)
     for where in ("out", "overwrite"):
         spec.pop(where)
-    spec["source"] = {
-        k: v for k, v in spec["source"].items() if k not in ("out", "dry_run", "by", "overwrite")
-    }
     return spec
 
 

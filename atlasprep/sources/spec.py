@@ -1,0 +1,279 @@
+"""Where cells come from and which: one :class:`SourceSpec`, opened by :func:`open_source` and
+narrowed by :func:`select`, the same for every stage that reads cells (slice, tokenize, run).
+
+A spec names one source (the Census, a Census-layout SOMA store, the demo atlas, or AnnData
+files), a :class:`CellFilter`, the sampling (``per_group`` balanced, then ``max_cells``, with
+``seed``) and the genes to keep. :func:`select` is the one place those become cell positions and
+var positions; a stage that reads cells takes both, so a slice and a token store made from one
+spec hold the same cells and genes.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from atlasprep._checks import MAX_SEED, check_int, check_name, check_names, invalid
+from atlasprep.errors import UsageError
+from atlasprep.sources.anndata import AnnDataSource, split_modality
+from atlasprep.sources.base import CellBatch, CellSource
+from atlasprep.sources.filters import CellFilter, CompiledFilter, ResolvedFilter, resolve_filter
+from atlasprep.sources.organisms import experiment_name
+from atlasprep.sources.sampling import sample_positions
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "Selection",
+    "SourceSpec",
+    "gene_positions",
+    "only_genes",
+    "open_source",
+    "read_gene_list",
+    "resolve",
+    "select",
+]
+
+log = logging.getLogger("atlasprep.sources")
+
+DEFAULT_BATCH_SIZE = 4_096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSpec:
+    """Where cells come from (exactly one of ``census``, ``census_uri``, ``inputs``) and which:
+    ``filter``, then ``per_group`` (up to N cells of each value of an obs column), then
+    ``max_cells``, drawn with ``seed``; ``genes`` keeps those var features (Ensembl IDs, a
+    version suffix ignored; None keeps every gene). Every value is checked here, once: the CLI,
+    recipes and the Python API refuse the same values with the same message."""
+
+    census: str | None = None  # "stable", "2025-11-08", "demo"
+    census_uri: str | None = None
+    inputs: tuple[str, ...] = ()  # AnnData files; "file.h5mu:rna" picks a MuData modality
+    organism: str = "Homo sapiens"
+    layer: str | None = None  # the counts matrix: SOMA X layer (default raw), AnnData X/raw/layers key
+    filter: CellFilter = field(default_factory=CellFilter)
+    per_group: tuple[str, int] | None = None  # (obs column, cells per group)
+    max_cells: int | None = None
+    genes: tuple[str, ...] | None = None  # feature IDs to keep, in any order (read_gene_list)
+    seed: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE  # cells per read batch
+
+    def __post_init__(self) -> None:
+        named = [
+            f"{k} = {v!r}"
+            for k, v in (("census", self.census), ("census_uri", self.census_uri), ("inputs", self.inputs))
+            if v
+        ]
+        if len(named) > 1:
+            raise UsageError(f"{' and '.join(named)}: name exactly one source")
+        check_name("census", self.census)
+        check_name("census_uri", self.census_uri)
+        check_names("inputs", self.inputs)
+        check_name("layer", self.layer)
+        if not isinstance(self.organism, str) or not self.organism.strip():
+            raise invalid("organism", self.organism, "name an organism, e.g. 'Homo sapiens'")
+        if not isinstance(self.filter, CellFilter):
+            raise invalid("filter", self.filter, "must be a CellFilter")
+        check_int("batch_size", self.batch_size, at_least=1)
+        if self.max_cells is not None:
+            check_int("max_cells", self.max_cells, at_least=1)
+        if self.per_group is not None:
+            _check_per_group(self.per_group)
+        if self.genes is not None:
+            if not isinstance(self.genes, tuple) or not all(
+                isinstance(g, str) and g.strip() for g in self.genes
+            ):
+                raise UsageError(f"genes = {_shortened(self.genes)}: each gene ID must be a non-empty string")
+            if not self.genes:
+                raise invalid(
+                    "genes", self.genes, "name at least one gene ID (or leave genes out: every gene)"
+                )
+        check_int("seed", self.seed, at_least=0, at_most=MAX_SEED)
+
+    @property
+    def is_named(self) -> bool:
+        """Whether the spec names a source at all (a default spec names none)."""
+        return bool(self.census or self.census_uri or self.inputs)
+
+    @property
+    def samples(self) -> bool:
+        """Whether :func:`select` draws cells (per_group or max_cells), not only filters them."""
+        return self.per_group is not None or self.max_cells is not None
+
+    def local_files(self) -> tuple[Path, ...]:
+        """The local files and directories the spec reads (``file.h5mu:rna`` reads file.h5mu)."""
+        files = [split_modality(p)[0] for p in self.inputs]
+        if self.census_uri and "://" not in self.census_uri:
+            files.append(Path(self.census_uri))
+        return tuple(files)
+
+
+def _check_per_group(value: object) -> None:
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise invalid("per_group", value, "expected (obs column, cells per group), e.g. ('cell_type', 500)")
+    column, count = value
+    if not (isinstance(column, str) and column.strip()):
+        raise invalid("per_group", value, "name an obs column, e.g. ('cell_type', 500)")
+    if not isinstance(count, numbers.Integral) or isinstance(count, bool) or int(count) < 1:
+        raise invalid("per_group", value, "the cells per group must be at least 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selection:
+    """The cells and genes a spec selects from an opened source."""
+
+    compiled: CompiledFilter
+    n_matched: int  # cells that pass the filter, before sampling
+    positions: np.ndarray  # sorted int64 cell positions in the source
+    var_positions: np.ndarray | None  # sorted int64 var positions; None: every gene
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.positions)
+
+
+def read_gene_list(path: Path) -> tuple[str, ...]:
+    """The feature IDs of a gene-list file: one per line; blank lines and ``#`` comments skipped."""
+    if not Path(path).is_file():
+        raise invalid("genes", str(path), "no such file")
+    lines = (line.strip() for line in Path(path).read_text().splitlines())
+    wanted = tuple(line for line in lines if line and not line.startswith("#"))
+    if not wanted:
+        raise invalid("genes", str(path), "no gene IDs in the file (one Ensembl ID per line)")
+    return wanted
+
+
+def open_source(spec: SourceSpec) -> CellSource:
+    """The source a spec names: the Census/SOMA/demo, or AnnData ``inputs``."""
+    if not spec.is_named:
+        raise UsageError("census, census_uri, inputs: none given; name exactly one source")
+    if spec.inputs:
+        return AnnDataSource(spec.inputs, layer=spec.layer)
+    from atlasprep.sources.census import open_census
+    from atlasprep.sources.soma import tiledb_config_for_batches
+
+    return open_census(
+        census=spec.census,
+        census_uri=spec.census_uri,
+        organism=spec.organism,
+        tiledb_config=tiledb_config_for_batches(spec.batch_size),
+        X_name=spec.layer or "raw",
+    )
+
+
+def resolve(spec: SourceSpec) -> ResolvedFilter:
+    """The spec's filter resolved through the ontologies (offline): a bad term fails here,
+    before any source opens."""
+    return resolve_filter(spec.filter, experiment_name(spec.organism))
+
+
+def select(spec: SourceSpec, source: CellSource, *, resolved: ResolvedFilter | None = None) -> Selection:
+    """The cells of ``source`` that pass the spec's filter, sampled (per_group, then max_cells,
+    seeded), and the var positions of its genes: the one selection every stage reads."""
+    compiled = source.compile(resolve(spec) if resolved is None else resolved)
+    matched = source.select(compiled)
+    return Selection(
+        compiled=compiled,
+        n_matched=len(matched),
+        positions=_sample(spec, source, matched),
+        var_positions=gene_positions(spec, source),
+    )
+
+
+def _sample(spec: SourceSpec, source: CellSource, matched: np.ndarray) -> np.ndarray:
+    if not spec.samples:
+        return matched
+    groups = None
+    per_group = None
+    if spec.per_group is not None:
+        column, per_group = spec.per_group
+        groups = source.obs_values(matched, [column])[column].to_numpy()
+    return sample_positions(
+        matched, max_cells=spec.max_cells, groups=groups, per_group=per_group, seed=spec.seed
+    )
+
+
+def gene_positions(spec: SourceSpec, source: CellSource) -> np.ndarray | None:
+    """Sorted var positions of the spec's genes (None: every gene). A version suffix is
+    dropped (ENSG….12 is ENSG…); IDs missing from var are skipped with a warning, none found
+    is an error."""
+    if spec.genes is None:
+        return None
+    feature_ids = source.var().index
+    wanted = [g.split(".")[0] if g.startswith("ENS") else g for g in spec.genes]
+    positions = feature_ids.get_indexer(list(dict.fromkeys(wanted)))
+    missing = int((positions < 0).sum())
+    if missing == len(positions):
+        example = feature_ids[0] if len(feature_ids) else "ENSG00000141510"
+        raise UsageError(
+            f"genes = {_shortened(spec.genes)}: none of its {len(positions)} IDs is in this source's var "
+            f"(expected IDs such as {example})"
+        )
+    if missing:
+        log.warning(
+            "genes: %d of %d IDs are not in this source's var and are skipped", missing, len(positions)
+        )
+    return np.sort(positions[positions >= 0]).astype(np.int64)
+
+
+def only_genes(source: CellSource, var_positions: np.ndarray | None) -> CellSource:
+    """``source`` showing only the var columns at ``var_positions`` (all of them for None): a
+    stage that reads through it (tokenize) sees the selected genes as the source's var."""
+    return source if var_positions is None else _GeneView(source, var_positions)
+
+
+class _GeneView:
+    """A :class:`CellSource` whose var is some of another source's var columns."""
+
+    def __init__(self, source: CellSource, var_positions: np.ndarray) -> None:
+        self._source = source
+        self._var_positions = np.asarray(var_positions, dtype=np.int64)
+        self.info = source.info
+
+    @property
+    def obs_columns(self) -> tuple[str, ...]:
+        return self._source.obs_columns
+
+    def distinct_values(self, column: str) -> Sequence[str] | None:
+        return self._source.distinct_values(column)
+
+    def compile(self, resolved: ResolvedFilter) -> CompiledFilter:
+        return self._source.compile(resolved)
+
+    def select(self, compiled: CompiledFilter) -> np.ndarray:
+        return self._source.select(compiled)
+
+    def obs_values(self, positions: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+        return self._source.obs_values(positions, columns)
+
+    def var(self) -> pd.DataFrame:
+        return self._source.var().iloc[self._var_positions]
+
+    def iter_batches(
+        self,
+        positions: np.ndarray,
+        *,
+        var_positions: np.ndarray | None,
+        batch_size: int,
+        obs_columns: Sequence[str] | None = None,
+    ) -> Iterator[CellBatch]:
+        inner = self._var_positions if var_positions is None else self._var_positions[var_positions]
+        return self._source.iter_batches(
+            positions, var_positions=inner, batch_size=batch_size, obs_columns=obs_columns
+        )
+
+    def close(self) -> None:
+        self._source.close()
+
+
+def _shortened(genes: object) -> str:
+    """A gene list as a message shows it: the first IDs, and how many (a list may hold 20,000)."""
+    if isinstance(genes, tuple) and len(genes) > 3:
+        return f"({', '.join(map(repr, genes[:3]))}, … {len(genes)} IDs)"
+    return repr(genes)
