@@ -262,8 +262,7 @@ def census_for(cells: int, work: Path) -> Path:
 
 
 def token_store(census: Path, cells: int, fmt: str, max_len: int, work: Path) -> Path:
-    from atlasprep.slice.api import SliceConfig
-    from atlasprep.sources import CellFilter
+    from atlasprep.sources import CellFilter, SourceSpec
     from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
 
     dictionary, medians = (
@@ -278,7 +277,7 @@ def token_store(census: Path, cells: int, fmt: str, max_len: int, work: Path) ->
     started = time.perf_counter()
     tokenize_cells(
         TokenizeConfig(
-            source=SliceConfig(
+            source=SourceSpec(
                 census_uri=str(census), filter=CellFilter(primary_only=False, where=f"soma_joinid < {cells}")
             ),
             out=out,

@@ -28,11 +28,11 @@ METHODS = {
 import json, sys, time
 from pathlib import Path
 from atlasprep.slice import SliceConfig, slice_cells
-from atlasprep.sources import CellFilter
+from atlasprep.sources import CellFilter, SourceSpec
 store, tissues, out, batch = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 t = time.perf_counter()
-r = slice_cells(SliceConfig(census_uri=store, filter=CellFilter(tissue_general=tuple(tissues)), out=out,
-                            batch_size=batch, overwrite=True))
+spec = SourceSpec(census_uri=store, filter=CellFilter(tissue_general=tuple(tissues)), batch_size=batch)
+r = slice_cells(SliceConfig(source=spec, out=out, overwrite=True))
 print(json.dumps({"n_cells": r.n_cells, "seconds": time.perf_counter() - t}))
 """,
     "cellxgene_census.get_anndata": """

@@ -210,7 +210,7 @@ def prepare_h5ad(store: Path, cells: int, genes: int | None = None) -> Path:
     import anndata as ad
 
     from atlasprep.slice.api import SliceConfig, slice_cells
-    from atlasprep.sources import CellFilter
+    from atlasprep.sources import CellFilter, SourceSpec
 
     folder = HERE / "_work" / (f"e2e-{cells}" if genes is None else f"e2e-{cells}-{genes}genes")
     h5ad = folder / "cells.h5ad"
@@ -221,7 +221,10 @@ def prepare_h5ad(store: Path, cells: int, genes: int | None = None) -> Path:
     if not sliced.exists():
         slice_cells(
             SliceConfig(
-                census_uri=str(store), filter=CellFilter(primary_only=False), max_cells=cells, out=sliced
+                source=SourceSpec(
+                    census_uri=str(store), filter=CellFilter(primary_only=False), max_cells=cells
+                ),
+                out=sliced,
             )
         )
     adata = ad.read_h5ad(sliced)

@@ -234,7 +234,6 @@ def test_messages_in_flags(message: str, expected: str) -> None:
 PENDING = {
     "run/dask.py",
     "run/recipe.py",
-    "slice/api.py",
     "sources/anndata.py",
 }
 # where a message is put together before it is raised

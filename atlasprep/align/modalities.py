@@ -44,6 +44,7 @@ from anndata.io import read_elem
 from atlasprep.align.tenx import FeatureType, is_10x_dir, is_10x_tar, read_10x, select_feature_type
 from atlasprep.errors import InputFormatError, SourceError
 from atlasprep.reference.genes import GENE_ANNOTATIONS, gene_table
+from atlasprep.sources.anndata import split_modality
 
 __all__ = [
     "FEATURE_TYPES",
@@ -125,15 +126,10 @@ class LoadedModality:
 
 def parse_input(spec: str | os.PathLike[str], modality: Modality) -> ModalityInput:
     """Split ``path[:name]`` and tell the kind of file; errors name the argument."""
-    text = os.fspath(spec)
     field = FIELDS[modality]
-    name: str | None = None
-    head, sep, tail = text.rpartition(":")
-    if sep and not Path(text).exists() and (head.endswith(".h5mu") or Path(head).exists()):
-        text, name = head, tail
-        if not name:
-            raise InputFormatError(f"{field} {spec}: empty modality name after ':'")
-    path = Path(text)
+    path, name = split_modality(spec)
+    if name == "":
+        raise InputFormatError(f"{field} {spec}: empty modality name after ':'")
     if not path.exists():
         raise SourceError(f"{field} {path}: no such file or directory")
     kind = _kind_of(path, field)
