@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +12,7 @@ from atlasprep.errors import UsageError
 from atlasprep.sources import FILTER_COLUMNS, CellFilter, SourceSpec, read_gene_list
 
 __all__ = [
+    "SOURCE_FIELDS",
     "AllData",
     "Assay",
     "CellType",
@@ -34,7 +32,6 @@ __all__ = [
     "Tissue",
     "TissueGeneral",
     "Where",
-    "as_flags",
     "source_spec",
 ]
 
@@ -154,7 +151,7 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
     """The :class:`SourceSpec` of a command's source, filter and sampling options, built in one
     place for every command that reads cells. ``options`` is the command's ``locals()`` (typer
     needs each option as a parameter of its own); ``given`` overrides what a command parses
-    itself (tokenize's input specs). Call it inside :func:`as_flags`."""
+    itself (tokenize's input specs)."""
     values = {**options, **given}
     if not (values.get("census") or values.get("census_uri") or values.get("inputs")):
         raise UsageError("name exactly one source: --census VERSION|demo, --census-uri PATH or --input FILE")
@@ -189,31 +186,14 @@ def _per_group(value: str | None) -> tuple[str, int] | None:
 
 
 # config fields whose flag is not "--" + the field with dashes
-_FLAGS = {
-    "shard_bytes": "--shard-size",
-    "segment_max_len": "--max-len",
+# config fields whose flag is not their name (the rest map by name: max_cells -> --max-cells);
+# commands pass this to ``command(fields=...)``, which turns a refusal's fields into flags
+SOURCE_FIELDS = {
     "inputs": "--input",
     "layer": "--counts-layer",
+    "primary_only": "--all-data",
+    "shard_bytes": "--shard-size",
+    "segment_max_len": "--max-len",
     "shuffle": "--no-shuffle",
     "format": "--format",
 }
-# a refusal names its field first: ``shard_cells = 0: …`` (quoted text after it is left alone)
-_FIELD = re.compile(r"^([a-z][a-z0-9_]*) = ")
-
-
-@contextmanager
-def as_flags(*configs: type) -> Iterator[None]:
-    """A config's refusal (``shard_cells = 0: must be at least 1``) in the command line's words
-    (``--shard-cells 0: must be at least 1``): the library names its fields, the CLI its flags."""
-    names = {f.name for config in configs for f in dataclasses.fields(config)}
-    try:
-        yield
-    except UsageError as exc:
-
-        def flag(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in names:
-                return match.group(0)
-            return f"{_FLAGS.get(name, '--' + name.replace('_', '-'))} "
-
-        raise UsageError(_FIELD.sub(flag, str(exc))) from None

@@ -15,7 +15,6 @@ from atlasprep.cli._app import command, err_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._render import counts_table
 from atlasprep.slice import SliceConfig, SliceResult, slice_cells
-from atlasprep.sources import SourceSpec
 
 _D = SliceConfig()
 _OUTPUT = "Output"
@@ -23,6 +22,7 @@ _OUTPUT = "Output"
 
 @command(
     "slice",
+    fields=opt.SOURCE_FIELDS,
     help=(
         "Select cells from the Census, a local Census-layout SOMA store, the demo atlas or AnnData "
         "files by ontology terms, and stream them into an .h5ad or .zarr AnnData store "
@@ -84,15 +84,14 @@ def slice_command(
         False, "--json", help="Print one JSON document on stdout.", rich_help_panel=_OUTPUT
     ),
 ) -> None:
-    with opt.as_flags(SourceSpec, SliceConfig):  # the configs check the values; the message names the flag
-        config = SliceConfig(
-            source=opt.source_spec(locals()),
-            out=out,
-            dry_run=dry_run,
-            by=tuple(by),
-            allow_empty=allow_empty,
-            overwrite=overwrite,
-        )
+    config = SliceConfig(
+        source=opt.source_spec(locals()),
+        out=out,
+        dry_run=dry_run,
+        by=tuple(by),
+        allow_empty=allow_empty,
+        overwrite=overwrite,
+    )
     if census == "demo":
         from atlasprep._cache import cache_dir
         from atlasprep.demo import DEMO_N_CELLS, DEMO_VERSION

@@ -31,6 +31,7 @@ def _fractions(value: str) -> tuple[float, float, float]:
 
 @command(
     "tokenize",
+    fields=opt.SOURCE_FIELDS,
     help=(
         "Tokenize cells (Geneformer rank value encoding, scGPT value bins, or raw log1p values) from the "
         "Census, a SOMA store, the demo atlas or AnnData files (a slice) into a token store: Arrow shards "
@@ -137,39 +138,38 @@ def tokenize_command(
         held.append(value)
     budgets, segment_names, input_specs = _multimodal(max_len, modalities, targets, inputs)
     # the values go to the configs as given: they check them (and the message names the flag)
-    with opt.as_flags(SourceSpec, TokenizeConfig):
-        source = opt.source_spec(locals(), inputs=input_specs)
-        config = TokenizeConfig(
-            source=source,
-            out=out,
-            scheme=scheme,  # type: ignore[arg-type]
-            max_len=budgets.pop("rna"),
-            segment_max_len=tuple(budgets.items()),
-            modalities=segment_names,
-            targets=_names(targets),
-            n_bins=n_bins,
-            n_hvg=n_hvg,
-            token_dictionary=token_dictionary,
-            gene_medians=gene_medians,
-            gene_mapping=gene_mapping,
-            special_tokens=special_tokens,
-            min_gene_match=min_gene_match,
-            gene_column=gene_column,
-            n_counts_column=None if n_counts_column.lower() == "none" else n_counts_column,
-            assume_normalized=assume_normalized,
-            drop_empty=drop_empty,
-            context=_names(context),
-            format=store_format,  # type: ignore[arg-type]
-            obs_columns=_names(obs_columns),
-            shard_cells=_D.shard_cells if shard_cells is None else shard_cells,
-            shard_bytes=None if shard_size is None else parse_size(shard_size),
-            shuffle=not no_shuffle,
-            seed=seed,
-            split_by=split_by,
-            split=_fractions(split),
-            holdout=tuple(held),
-            overwrite=overwrite,
-        )
+    source = opt.source_spec(locals(), inputs=input_specs)
+    config = TokenizeConfig(
+        source=source,
+        out=out,
+        scheme=scheme,  # type: ignore[arg-type]
+        max_len=budgets.pop("rna"),
+        segment_max_len=tuple(budgets.items()),
+        modalities=segment_names,
+        targets=_names(targets),
+        n_bins=n_bins,
+        n_hvg=n_hvg,
+        token_dictionary=token_dictionary,
+        gene_medians=gene_medians,
+        gene_mapping=gene_mapping,
+        special_tokens=special_tokens,
+        min_gene_match=min_gene_match,
+        gene_column=gene_column,
+        n_counts_column=None if n_counts_column.lower() == "none" else n_counts_column,
+        assume_normalized=assume_normalized,
+        drop_empty=drop_empty,
+        context=_names(context),
+        format=store_format,  # type: ignore[arg-type]
+        obs_columns=_names(obs_columns),
+        shard_cells=_D.shard_cells if shard_cells is None else shard_cells,
+        shard_bytes=None if shard_size is None else parse_size(shard_size),
+        shuffle=not no_shuffle,
+        seed=seed,
+        split_by=split_by,
+        split=_fractions(split),
+        holdout=tuple(held),
+        overwrite=overwrite,
+    )
     with CellProgress("tokenize") as progress:
         result = tokenize_cells(config, progress=progress)
     coverage = result.manifest["coverage"]
