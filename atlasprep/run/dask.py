@@ -32,9 +32,9 @@ class DaskRunner:
         self, *, scheduler: str | None = None, workers: int | None = None, partitions_per_worker: int = 2
     ) -> None:
         if (scheduler is None) == (workers is None):
-            raise UsageError("--executor dask needs --scheduler ADDRESS or --workers N (one of them)")
+            raise UsageError("executor = 'dask' needs scheduler or workers (one of them)")
         if workers is not None and workers < 1:
-            raise UsageError("--workers must be at least 1")
+            raise UsageError(f"workers = {workers}: must be at least 1")
         self.scheduler = scheduler
         self.workers = workers
         self.partitions_per_worker = partitions_per_worker
@@ -45,14 +45,14 @@ class DaskRunner:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
-            raise UsageError("--executor dask needs dask: pip install 'atlasprep[dask]'") from None
+            raise UsageError("executor = 'dask' needs dask: pip install 'atlasprep[dask]'") from None
         if not log.isEnabledFor(logging.DEBUG):  # the cluster's own chatter only with -vv
             logging.getLogger("distributed").setLevel(logging.WARNING)
         if self.scheduler is not None:
             try:
                 self._client = Client(self.scheduler, timeout="30s")
             except OSError as exc:
-                raise UsageError(f"--scheduler {self.scheduler}: cannot connect ({exc})") from None
+                raise UsageError(f"scheduler {self.scheduler}: cannot connect ({exc})") from None
         else:
             self._cluster = LocalCluster(
                 n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None

@@ -1,0 +1,248 @@
+"""Opening AnnData files safely: a ``FILE:modality`` spec, an h5ad, zarr or zipped zarr checked as
+it is opened (a damaged or truncated file is one line naming it), obs read a column at a time,
+CSR rows read straight from the file."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import zarr
+from anndata import OldFormatWarning
+from anndata.io import read_elem, sparse_dataset
+
+from atlasprep.errors import AtlasprepError, InputFormatError, SourceError, UsageError
+
+log = logging.getLogger("atlasprep.sources")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _File:
+    path: Path
+    handle: Any  # h5py.File | zarr.Group (+ a ZipStore to close)
+    store: Any
+    matrix: str  # "X" or "raw/X"
+    X: Any  # backed sparse dataset or dense array
+    offset: int
+    colmap: np.ndarray  # file column -> union var position
+    indptr: np.ndarray | None  # int64 row pointers (sparse X: 8 bytes a cell), None for dense
+    elem: Any  # the matrix's own group (sparse) or array (dense)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ObsFile:
+    """One file's obs, its columns read when asked for (a legacy, pre-0.7 structured array is
+    read whole)."""
+
+    elem: Any  # the obs group (None when read whole)
+    n_rows: int
+    columns: tuple[str, ...]
+    whole: pd.DataFrame | None = None
+
+    @classmethod
+    def open(cls, elem: Any) -> tuple[_ObsFile, pd.Index]:
+        """The file's obs and its index (the cell names: the caller keeps them as it needs)."""
+        attrs = getattr(elem, "attrs", {})
+        if not hasattr(elem, "keys") or attrs.get("encoding-type") != "dataframe":
+            frame = read_frame(elem)
+            return cls(elem=None, n_rows=len(frame), columns=tuple(frame.columns), whole=frame), frame.index
+        index = pd.Index(read_elem(elem[attrs["_index"]]))
+        columns = tuple(str(c) for c in attrs.get("column-order", ()))
+        return cls(elem=elem, n_rows=len(index), columns=columns), index
+
+    def read(self, columns: Sequence[str]) -> pd.DataFrame:
+        """These of its columns (those it has) as a frame with a RangeIndex, as anndata reads them."""
+        mine = [c for c in columns if c in self.columns]
+        rows = pd.RangeIndex(self.n_rows)
+        if self.whole is not None:
+            return self.whole[mine].set_axis(rows, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OldFormatWarning)
+            return pd.DataFrame({c: read_elem(self.elem[c]) for c in mine}, index=rows, columns=mine)
+
+
+def split_modality(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``file.h5mu:rna`` → (file.h5mu, "rna"); any other path → (path, None). The one parser of
+    ``FILE:modality``: a path that exists is never split, and ``:name`` after another existing
+    file is split too (``a.h5ad:rna`` → (a.h5ad, "rna")), so its reader can refuse it by name;
+    an empty name comes back as ``""``."""
+    text = os.fspath(spec)
+    head, sep, tail = text.rpartition(":")
+    if not sep or "/" in tail or Path(text).exists():
+        return Path(text), None
+    if head.endswith(".h5mu") or Path(head).exists():
+        return Path(head), tail
+    return Path(text), None
+
+
+def _modality_group(handle: Any, path: Path, modality: str | None) -> Any:
+    """The AnnData group to read: the file's root, or one modality of a MuData file."""
+    if modality is None:
+        if path.suffix == ".h5mu":
+            names = ", ".join(f"{path}:{m}" for m in handle["mod"]) if "mod" in handle else ""
+            raise UsageError(f"inputs {path} is a MuData file: name one modality ({names})")
+        return handle
+    if "mod" not in handle or modality not in handle["mod"]:
+        found = ", ".join(handle["mod"]) if "mod" in handle else "none"
+        raise InputFormatError(f"{path} has no modality {modality!r} (it has: {found})")
+    return handle["mod"][modality]
+
+
+def _open_group(path: Path) -> tuple[Any, Any]:
+    """The file's root group and the store to close with it (a zip's); a file that is not
+    HDF5 or zarr, or is damaged, is an :class:`InputFormatError` saying which and why."""
+    if not path.exists():
+        raise SourceError(f"inputs {path}: no such file or directory")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    # zarr is opened without its consolidated metadata, which still lists an X whose directory
+    # is gone, and zarr reads missing chunks as zeros: a store of empty cells, silently.
+    if path.is_dir():
+        try:
+            return zarr.open_group(path, mode="r", use_consolidated=False), None
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputFormatError(f"inputs {path}: not a zarr AnnData store ({_reason(exc)})") from None
+    if path.suffix == ".zip":
+        try:  # (a ZipStore that failed to open cannot be closed; one that opened is, when collected)
+            store = zarr.storage.ZipStore(path, mode="r")
+            return zarr.open_group(store, mode="r", use_consolidated=False), store
+        except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+            raise InputFormatError(
+                f"inputs {path}: not a zipped zarr AnnData store; is it damaged? ({_reason(exc)})"
+            ) from None
+    if not h5py.is_hdf5(path):
+        raise InputFormatError(
+            f"inputs {path}: not an HDF5 file, so not an h5ad; is it damaged or in another format? "
+            "(a zarr store is a directory or a .zip)"
+        )
+    try:
+        return h5py.File(path, "r"), None
+    except OSError as exc:
+        sizes = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(exc))
+        if sizes:
+            raise InputFormatError(
+                f"inputs {path}: truncated: it ends at byte {int(sizes[1]):,} of {int(sizes[2]):,}; "
+                "copy or download it again"
+            ) from None
+        raise InputFormatError(f"inputs {path}: cannot open it as HDF5 ({_reason(exc)})") from None
+
+
+def _read_parts(group: Any, matrix: str, path: Path) -> tuple[pd.DataFrame, _ObsFile, pd.Index, Any, Any]:
+    """var, obs, the cell names, the backed matrix and its row pointers; a file without them,
+    or one they cannot be read from, is an :class:`InputFormatError` naming it."""
+    var_name = "raw/var" if matrix == "raw/X" else "var"
+    missing = [name for name in ("obs", var_name, matrix) if name not in group]
+    if missing:
+        found = ", ".join(sorted(group.keys())) or "nothing"
+        raise InputFormatError(
+            f"{path}: not an AnnData file: it has no {' and no '.join(missing)} (it has: {found})"
+        )
+    try:
+        var = read_frame(group[var_name])
+        obs, obs_names = _ObsFile.open(group["obs"])
+        X = _backed_matrix(group[matrix], path, matrix)
+        return var, obs, obs_names, X, _row_pointers(group[matrix])
+    except AtlasprepError:
+        raise
+    except Exception as exc:  # h5py, zarr, anndata on damaged data: their errors share no base class
+        raise InputFormatError(
+            f"{path}: cannot read it as AnnData; is it damaged? ({_reason(exc)})"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _close(handle: Any, store: Any) -> None:
+    if isinstance(handle, h5py.File):
+        handle.close()
+    if store is not None:
+        store.close()
+
+
+def _matrix_path(handle: Any, layer: str | None, path: Path) -> str:
+    if layer is None:
+        return "raw/X" if "raw" in handle and "X" in handle["raw"] else "X"
+    if layer == "X":
+        return "X"
+    if layer == "raw":
+        if "raw" not in handle:
+            raise InputFormatError(f"layer = 'raw': {path} has no raw")
+        return "raw/X"
+    if "layers" not in handle or layer not in handle["layers"]:
+        found = ", ".join(handle["layers"].keys()) if "layers" in handle else "none"
+        raise InputFormatError(f"{path}: no layer {layer!r} (layers: {found}; or use X / raw)")
+    return f"layers/{layer}"
+
+
+def read_frame(elem: Any) -> pd.DataFrame:
+    """obs/var as a DataFrame, also from the legacy (pre-0.7) structured-array encoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OldFormatWarning)
+        frame = read_elem(elem)
+    if isinstance(frame, pd.DataFrame):
+        return frame
+    records = pd.DataFrame.from_records(np.asarray(frame))
+    for column in records.columns:
+        if records[column].dtype == object and len(records) and isinstance(records[column].iloc[0], bytes):
+            records[column] = records[column].str.decode("utf-8")
+    index = "index" if "index" in records.columns else records.columns[0]
+    log.info("legacy AnnData encoding: read %s as a structured array", elem.name)
+    return records.set_index(index)
+
+
+def _backed_matrix(elem: Any, path: Path, name: str) -> Any:
+    encoding = elem.attrs.get("encoding-type", "array" if not hasattr(elem, "keys") else "")
+    if encoding in ("csr_matrix", "csc_matrix"):
+        if encoding == "csc_matrix":
+            raise InputFormatError(f"{path}: {name} is CSC; rows cannot be streamed. Rewrite it as CSR")
+        missing = [part for part in ("data", "indices", "indptr") if part not in elem]
+        if missing:
+            raise InputFormatError(
+                f"{path}: {name} is a sparse matrix without {', '.join(missing)}; is it damaged?"
+            )
+        return sparse_dataset(elem)
+    if encoding == "array" or not hasattr(elem, "keys"):
+        return elem
+    raise InputFormatError(f"{path}: {name} has unsupported encoding {encoding!r}")
+
+
+def _row_pointers(elem: Any) -> np.ndarray | None:
+    """A backed CSR matrix's indptr (8 bytes a cell), else None."""
+    if hasattr(elem, "keys") and "indptr" in elem:
+        return np.asarray(elem["indptr"][:], dtype=np.int64)
+    return None
+
+
+def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
+    contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows)
+    if contiguous and f.indptr is not None:  # one slice of data and indices, read as stored
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        a, b = int(f.indptr[lo]), int(f.indptr[hi])
+        return sp.csr_matrix(
+            (f.elem["data"][a:b], f.elem["indices"][a:b], f.indptr[lo : hi + 1] - a),
+            shape=(hi - lo, f.X.shape[1]),
+        )
+    if contiguous:
+        block = f.X[int(rows[0]) : int(rows[-1]) + 1]
+    elif isinstance(f.X, h5py.Dataset):
+        block = f.X[rows]
+    elif isinstance(f.X, zarr.Array):
+        block = f.X.oindex[rows]
+    else:
+        block = f.X[rows]
+    return sp.csr_matrix(block)
