@@ -118,7 +118,8 @@ BAD = [
         "[tokenize] holdout = ('d1',)", {"holdout": ("d1",)}, "holdout = ('d1',)"),
     Bad("split_by empty", "non-empty", ("--split-by", ""), "--split-by ''", ("tokenize.split_by=''",),
         "[tokenize] split_by = ''", {"split_by": ""}, "split_by = ''"),
-    Bad("scheme", "choose one of", ("--scheme", "foo"), "--scheme 'foo'", ("tokenize.scheme='foo'",),
+    # the CLI's --scheme is a choice typer checks (tests/test_trust.py: the parser's refusals)
+    Bad("scheme", "choose one of", None, "--scheme 'foo'", ("tokenize.scheme='foo'",),
         "[tokenize] scheme = 'foo'", {"scheme": "foo"}, "scheme = 'foo'"),
     Bad("format", "choose one of", ("--format", "parquet"), "--format 'parquet'", ("tokenize.format='parquet'",),
         "[tokenize] format = 'parquet'", {"format": "parquet"}, "format = 'parquet'"),

@@ -15,6 +15,7 @@ from atlasprep.shard.sizes import parse_size
 from atlasprep.sources import SourceSpec
 from atlasprep.sources.anndata import split_modality
 from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TOKENIZE_BATCH_SIZE, TokenizeConfig, tokenize_cells
+from atlasprep.tokenize.config import Scheme
 
 _D = TokenizeConfig(source=SourceSpec(), out=Path("."))
 
@@ -67,7 +68,9 @@ def tokenize_command(
     max_cells: opt.MaxCells = None,
     per_group: opt.PerGroup = None,
     genes: opt.Genes = None,
-    scheme: str = typer.Option(_D.scheme, "--scheme", help="rank | bin | raw."),
+    scheme: Scheme = typer.Option(
+        Scheme(_D.scheme), "--scheme", help="rank (Geneformer), bin (scGPT) or raw (log1p values)."
+    ),
     max_len: str = typer.Option(
         str(_D.max_len),
         "--max-len",
@@ -142,7 +145,7 @@ def tokenize_command(
     config = TokenizeConfig(
         source=source,
         out=out,
-        scheme=scheme,  # type: ignore[arg-type]
+        scheme=scheme,
         max_len=budgets.pop("rna"),
         segment_max_len=tuple(budgets.items()),
         modalities=segment_names,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import importlib
 import inspect
 import os
@@ -249,6 +250,11 @@ def _coerce(path: Path, table: str, key: str, value: Any, hint: Any) -> Any:
             choices = ", ".join(map(repr, args))
             raise RecipeError(f"{path}: [{table}] {key} = {value!r}: choose one of {choices}")
         return value
+    if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
+        if value not in list(hint):
+            choices = ", ".join(repr(str(c)) for c in hint)
+            raise RecipeError(f"{path}: [{table}] {key} = {value!r}: choose one of {choices}")
+        return hint(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise RecipeError(f"{path}: [{table}] {key} must be true or false")

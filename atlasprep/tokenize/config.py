@@ -6,8 +6,9 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 
@@ -28,7 +29,13 @@ from atlasprep.tokenize.segments import KINDS
 log = logging.getLogger("atlasprep.tokenize")
 
 
-Scheme = Literal["rank", "bin", "raw"]
+class Scheme(StrEnum):
+    """How a cell becomes tokens: Geneformer's rank value encoding, scGPT's value bins, or raw
+    log1p-normalized values."""
+
+    rank = "rank"
+    bin = "bin"
+    raw = "raw"
 
 
 Encoded = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, offsets, values
@@ -58,7 +65,7 @@ class TokenizeConfig:
 
     source: SourceSpec  # where cells come from and which: filter, sampling, genes
     out: Path
-    scheme: Scheme = "rank"
+    scheme: Scheme = Scheme.rank  # a plain "rank" is taken too
     max_len: int = 4096
     n_bins: int = 51
     n_hvg: int | None = None  # bin: keep the N most variable genes (Seurat v3, streamed)
@@ -111,7 +118,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TokenizeConfig)}
 
 
 def _check_encoding(config: TokenizeConfig) -> None:
-    check_choice("scheme", config.scheme, get_args(Scheme))
+    check_choice("scheme", config.scheme, tuple(Scheme))
+    object.__setattr__(config, "scheme", Scheme(config.scheme))  # "rank" given, Scheme.rank kept
     # room for a gene token (rank with special tokens: between <cls> and <eos>); lengths are int32
     least = 3 if config.scheme == "rank" and config.special_tokens else 1
     check_int("max_len", config.max_len, at_least=least, at_most=2**31 - 1)
