@@ -21,8 +21,8 @@ from atlasprep.align.ccf import (
     TERM_COLUMN,
     block_center,
     block_corners,
-    ccf_command_impl,
     placement_matrix,
+    register_file,
     register_section,
     spatial_bin_labels,
     spatial_bins,
@@ -210,7 +210,7 @@ def test_section_in_the_septum_block_file_in_file_out(tmp_path: Path, organ: Ref
     section = tmp_path / "section.h5ad"
     _grid_section(section)  # 400 spots 10 px apart: 11.4 mm across at 60 µm per pixel
     out = tmp_path / "placed.h5ad"
-    summary = ccf_command_impl(
+    summary = register_file(
         section,
         out,
         registration=shared_file(f"{REGISTRATIONS}/female-septum.json"),
@@ -248,7 +248,7 @@ def test_section_in_the_septum_block_file_in_file_out(tmp_path: Path, organ: Ref
     assert placed.obs[BIN_COLUMN].str.match(r"^x-?\d+_y-?\d+_z-?\d+$").all()
     assert summary.n_bins == placed.obs[BIN_COLUMN].nunique() > 1
     with pytest.raises(OutputExistsError, match="set overwrite"):
-        ccf_command_impl(section, out, bin_size_mm=1.0)
+        register_file(section, out, bin_size_mm=1.0)
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_registration_for_another_model_is_refused(tmp_path: Path, block: str, t
     section = tmp_path / "section.h5ad"
     _grid_section(section)
     with pytest.raises(UsageError) as info:
-        ccf_command_impl(
+        register_file(
             section,
             tmp_path / "out.h5ad",
             registration=shared_file(f"{REGISTRATIONS}/{block}.json"),
@@ -287,7 +287,7 @@ def test_registration_for_another_model_is_refused(tmp_path: Path, block: str, t
 def test_starmap_neighbours_and_bins_on_its_own_coordinates(tmp_path: Path) -> None:
     loom = shared_file("spatial/starmap/mpfc-starmap.loom")
     out = tmp_path / "starmap.h5ad"
-    summary = ccf_command_impl(loom, out, neighbors=6, bin_size_mm=0.5, section_z_mm=0.25)
+    summary = register_file(loom, out, neighbors=6, bin_size_mm=0.5, section_z_mm=0.25)
     placed = ad.read_h5ad(out)
     assert placed.shape == (3704, 158)
     assert CCF_KEY not in placed.obsm
@@ -369,9 +369,9 @@ def test_bad_files(tmp_path: Path) -> None:
     section = tmp_path / "s.h5ad"
     _grid_section(section)
     with pytest.raises(UsageError, match="go together"):
-        ccf_command_impl(section, tmp_path / "o.h5ad", registration=no_placement)
+        register_file(section, tmp_path / "o.h5ad", registration=no_placement)
     with pytest.raises(UsageError, match="nothing to do"):
-        ccf_command_impl(section, tmp_path / "o.h5ad")
+        register_file(section, tmp_path / "o.h5ad")
 
 
 def test_cli_align_ccf_on_starmap_and_a_wrong_target(tmp_path):

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from typer.testing import CliRunner
 
 from atlasprep.align.barcodes import align_barcodes
-from atlasprep.align.ccf import ccf_command_impl, spatial_bins, spatial_neighbors
+from atlasprep.align.ccf import register_file, spatial_bins, spatial_neighbors
 from atlasprep.cli import register_commands
 from atlasprep.cli._app import field_flags, in_flags
 from atlasprep.errors import AtlasprepError
@@ -53,7 +53,7 @@ def _existing(tmp: Path, name: str) -> Path:
 
 
 def _ccf(tmp: Path, **kwargs: object) -> object:
-    return ccf_command_impl(tmp / "s.h5ad", tmp / "o.h5ad", **kwargs)  # type: ignore[arg-type]
+    return register_file(tmp / "s.h5ad", tmp / "o.h5ad", **kwargs)  # type: ignore[arg-type]
 
 
 def _ccf_cli(*args: str) -> Callable[[Path], list[str]]:
@@ -99,7 +99,7 @@ CASES = [
     Case(id="ccf out exists", call=lambda t: _ccf(t, neighbors=2),
          field="exists; set overwrite to replace it", cli=_ccf_cli("--neighbors", "2"),
          flag="exists; pass --overwrite to replace it", exists="o.h5ad"),
-    Case(id="ccf out suffix", call=lambda t: ccf_command_impl(t / "s.h5ad", t / "o.txt", neighbors=2),
+    Case(id="ccf out suffix", call=lambda t: register_file(t / "s.h5ad", t / "o.txt", neighbors=2),
          field="out ", cli=lambda t: ["align", "ccf", "--spatial", "s.h5ad", "--out", str(t / "o.txt")],
          flag="--out "),
     Case(id="bins", call=lambda t: spatial_bins(np.zeros((2, 3)), 0.0),

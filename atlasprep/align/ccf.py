@@ -79,10 +79,10 @@ __all__ = [
     "CcfSummary",
     "block_center",
     "block_corners",
-    "ccf_command_impl",
     "containment",
     "placement_matrix",
     "read_spatial",
+    "register_file",
     "register_section",
     "section_to_block",
     "spatial_bin_labels",
@@ -104,7 +104,7 @@ UNKNOWN = "unknown"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CcfSummary:
-    """What :func:`ccf_command_impl` wrote, for the CLI to render."""
+    """What :func:`register_file` wrote, for the CLI to render."""
 
     out: Path
     n_obs: int
@@ -323,7 +323,7 @@ def register_section(
 # -- file in, file out ----------------------------------------------------------------------
 
 
-def ccf_command_impl(
+def register_file(
     spatial: Path | str,
     out: Path | str,
     *,

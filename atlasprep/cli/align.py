@@ -127,9 +127,9 @@ def ccf_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON."),
 ) -> None:
-    from atlasprep.align.ccf import ccf_command_impl
+    from atlasprep.align.ccf import register_file
 
-    summary = ccf_command_impl(
+    summary = register_file(
         spatial,
         out,
         registration=registration,

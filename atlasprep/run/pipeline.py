@@ -15,17 +15,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from atlasprep._io import write_json_atomic
 from atlasprep.errors import UsageError
-from atlasprep.harmonize.api import harmonize
-from atlasprep.run.plan import AlignStep, Plan, StagePlan, pins, stage_source
-from atlasprep.slice.api import slice_cells
+from atlasprep.run.plan import Plan, StagePlan, pins, stage_source
 from atlasprep.sources import ProgressCallback, open_source, resolve, select
-from atlasprep.tokenize.api import JobRunner, TokenizeConfig, tokenize_cells
+from atlasprep.tokenize.api import JobRunner
 
 __all__ = ["count_cells", "run_recipe"]
 
@@ -58,7 +55,7 @@ def run_recipe(
         if announce:
             announce(f"{stage.name}: running → {stage.output}")
         callback = progress(stage.name) if progress else None
-        result = _run_stage(stage, runner, callback)
+        result = stage.stage.run(runner, callback)
         results[stage.name] = result
         write_json_atomic(stamp, {"fingerprint": stage.fingerprint, "result": result})
     resolved = {
@@ -70,43 +67,6 @@ def run_recipe(
     }
     write_json_atomic(out / "recipe.resolved.json", resolved)
     return resolved
-
-
-def _run_stage(
-    stage: StagePlan, runner: JobRunner | None, progress: ProgressCallback | None
-) -> dict[str, Any]:
-    if stage.name == "harmonize":
-        stage.output.parent.mkdir(parents=True, exist_ok=True)
-        report = harmonize(stage.config, progress=progress)
-        return {"n_cells": report.n_cells, "unmapped": report.n_unmapped}
-    if stage.name.startswith("align."):
-        stage.output.parent.mkdir(parents=True, exist_ok=True)
-        step: AlignStep = stage.config
-        if step.function == "ccf":
-            from atlasprep.align.ccf import ccf_command_impl
-
-            summary = ccf_command_impl(**step.kwargs)
-            return {"n_cells": summary.n_obs, "cells_in_structures": summary.n_in_structures}
-        from atlasprep.align.barcodes import align_barcodes
-
-        aligned = align_barcodes(**step.kwargs)
-        return {"n_cells": aligned.n_obs, "match": aligned.to_json()}
-    if stage.name == "slice":
-        stage.output.parent.mkdir(parents=True, exist_ok=True)
-        sliced = slice_cells(stage.config, progress=progress)
-        return {"n_cells": sliced.n_cells, **_census_version(sliced.source.to_json())}
-    if stage.name == "tokenize":
-        config: TokenizeConfig = stage.config
-        if (config.out / "manifest.json").exists():
-            config = replace(config, overwrite=True)  # done under another recipe: redo it
-        result = tokenize_cells(config, progress=progress, runner=runner)
-        manifest = result.manifest
-        return {
-            "n_cells": manifest["n_cells"],
-            "n_shards": len(manifest["shards"]),
-            **_census_version(manifest["source"]),
-        }
-    raise AssertionError(stage.name)
 
 
 def count_cells(stage: StagePlan) -> int | None:
@@ -132,9 +92,3 @@ def _done(stage: StagePlan, stamp: Path) -> bool:
     if stage.name == "tokenize" and not (stage.output / "manifest.json").exists():
         return False
     return bool(json.loads(stamp.read_text()).get("fingerprint") == stage.fingerprint)
-
-
-def _census_version(info: dict[str, Any]) -> dict[str, Any]:
-    """The dated Census build a source resolved to (SourceInfo.to_json), where it has one."""
-    build = info.get("census_build")
-    return {"census_version": build} if build else {}

@@ -24,13 +24,14 @@ from atlasprep.harmonize.api import HarmonizeConfig
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 from atlasprep.reference.genes import GENE_ANNOTATIONS
 from atlasprep.run.recipe import Recipe, RecipeError
+from atlasprep.run.stages import BarcodesStage, CcfStage, HarmonizeStage, SliceStage, Stage, TokenizeStage
 from atlasprep.shard.sizes import parse_size
 from atlasprep.slice.api import SliceConfig
 from atlasprep.sources import CellFilter, SourceSpec, read_gene_list, resolve
 from atlasprep.sources.anndata import split_modality
 from atlasprep.tokenize.api import TokenizeConfig
 
-__all__ = ["AlignStep", "Plan", "StagePlan", "pins", "plan_recipe", "stage_source"]
+__all__ = ["Plan", "StagePlan", "pins", "plan_recipe", "stage_source"]
 
 _LIVE = ("stable", "latest")
 _PATH_KEYS = (
@@ -53,9 +54,13 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StagePlan:
     name: str
-    config: Any  # the library config the stage runs
+    stage: Stage  # what runs, with the library config it runs with
     output: Path
     inputs: tuple[Path, ...] = ()  # local files it reads
+
+    @property
+    def config(self) -> Any:  # each stage's own config type
+        return self.stage.config
 
     @property
     def fingerprint(self) -> str:
@@ -68,14 +73,6 @@ class StagePlan:
             "inputs": [{"path": str(p), "present": p.exists()} for p in self.inputs],
             "config": _jsonable(self.config),
         }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AlignStep:
-    """An align stage: which function of :mod:`atlasprep.align` and its keyword arguments."""
-
-    function: str  # "barcodes" | "ccf"
-    kwargs: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,7 +154,9 @@ def _harmonize_stage(recipe: Recipe, source: SourceSpec) -> StagePlan:
             **h,
         ),
     )
-    return StagePlan(name="harmonize", config=config, output=config.out, inputs=(config.input,))
+    return StagePlan(
+        name="harmonize", stage=HarmonizeStage(config=config), output=config.out, inputs=(config.input,)
+    )
 
 
 def _ccf_stage(recipe: Recipe, source: SourceSpec, stages: list[StagePlan]) -> StagePlan:
@@ -168,8 +167,8 @@ def _ccf_stage(recipe: Recipe, source: SourceSpec, stages: list[StagePlan]) -> S
         ccf["spatial"] = Path(source.inputs[0])
     _require_all(recipe, "align.ccf", ccf, stages)
     registered = recipe.out / "registered.h5ad"
-    step = AlignStep(function="ccf", kwargs={**ccf, "out": registered, "overwrite": True})
-    return StagePlan(name="align.ccf", config=step, output=registered, inputs=_paths(ccf))
+    step = CcfStage(config={**ccf, "out": registered, "overwrite": True})
+    return StagePlan(name="align.ccf", stage=step, output=registered, inputs=_paths(ccf))
 
 
 def _barcodes_stage(recipe: Recipe, stages: list[StagePlan]) -> StagePlan:
@@ -179,8 +178,8 @@ def _barcodes_stage(recipe: Recipe, stages: list[StagePlan]) -> StagePlan:
     }
     _require_all(recipe, "align.barcodes", barcodes, stages)
     aligned = recipe.out / "aligned.h5mu"
-    step = AlignStep(function="barcodes", kwargs={**barcodes, "out": aligned, "overwrite": True})
-    return StagePlan(name="align.barcodes", config=step, output=aligned, inputs=_paths(barcodes))
+    step = BarcodesStage(config={**barcodes, "out": aligned, "overwrite": True})
+    return StagePlan(name="align.barcodes", stage=step, output=aligned, inputs=_paths(barcodes))
 
 
 def _slice_stage(recipe: Recipe, source: SourceSpec, stages: list[StagePlan]) -> StagePlan:
@@ -200,7 +199,9 @@ def _slice_stage(recipe: Recipe, source: SourceSpec, stages: list[StagePlan]) ->
         "[slice]",
         lambda: SliceConfig(source=replace(source, **sampling), out=target, overwrite=True, **s),
     )
-    return StagePlan(name="slice", config=config, output=target, inputs=source.local_files())
+    return StagePlan(
+        name="slice", stage=SliceStage(config=config), output=target, inputs=source.local_files()
+    )
 
 
 def _read_back(written: Path, source: SourceSpec) -> SourceSpec:
@@ -227,7 +228,9 @@ def _tokenize_stage(recipe: Recipe, source: SourceSpec, *, sliced: bool) -> Stag
         "[tokenize]",
         lambda: TokenizeConfig(source=source, out=recipe.out / "tokens", shard_bytes=shard_bytes, **t),
     )
-    return StagePlan(name="tokenize", config=config, output=config.out, inputs=source.local_files())
+    return StagePlan(
+        name="tokenize", stage=TokenizeStage(config=config), output=config.out, inputs=source.local_files()
+    )
 
 
 def pins(stages: tuple[StagePlan, ...], results: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -79,7 +79,7 @@ _TABLES: dict[str, tuple[tuple[type, ...], frozenset[str], frozenset[str]]] = {
 # (function, keys the pipeline sets, required keys the pipeline can fill from [source] inputs)
 _ALIGN: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {
     "barcodes": ("atlasprep.align.barcodes:align_barcodes", frozenset({"out", "overwrite"}), frozenset()),
-    "ccf": ("atlasprep.align.ccf:ccf_command_impl", frozenset({"out", "overwrite"}), frozenset({"spatial"})),
+    "ccf": ("atlasprep.align.ccf:register_file", frozenset({"out", "overwrite"}), frozenset({"spatial"})),
 }
 _TOP = ("name", "description", "out", "align", *_TABLES)
 
