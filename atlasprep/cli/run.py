@@ -15,6 +15,7 @@ from atlasprep.cli._app import command, err_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.errors import UsageError
 from atlasprep.run import DaskRunner, load_recipe, plan_recipe, run_recipe
+from atlasprep.run.dask import Executor
 from atlasprep.run.pipeline import count_cells
 from atlasprep.run.plan import Plan
 from atlasprep.sources import ProgressCallback
@@ -39,13 +40,13 @@ def run_command(
     overrides: list[str] = typer.Option([], "--set", help="TABLE.KEY=VALUE, e.g. tokenize.max_len=1024."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory [default: the recipe's]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the recipe and show the plan; run nothing."),
-    executor: str = typer.Option("local", "--executor", help="local | dask (tokenize's encode pass)."),
+    executor: Executor = typer.Option(
+        Executor.local, "--executor", help="local, or dask (tokenize's encode pass on a Dask cluster)."
+    ),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address (a cluster)."),
     workers: int | None = typer.Option(None, "--workers", help="Dask: start a LocalCluster of N workers."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan or the resolved recipe as JSON."),
 ) -> None:
-    if executor not in ("local", "dask"):
-        raise UsageError(f"--executor {executor!r}: choose local or dask")
     if executor == "local" and (scheduler or workers):
         raise UsageError("--scheduler and --workers need --executor dask")
     # every check of a run before anything is opened or written (the runner starts nothing
