@@ -118,10 +118,10 @@ BAD = [
         "[tokenize] holdout = ('d1',)", {"holdout": ("d1",)}, "holdout = ('d1',)"),
     Bad("split_by empty", "non-empty", ("--split-by", ""), "--split-by ''", ("tokenize.split_by=''",),
         "[tokenize] split_by = ''", {"split_by": ""}, "split_by = ''"),
-    # the CLI's --scheme is a choice typer checks (tests/test_trust.py: the parser's refusals)
+    # the CLI's --scheme and --format are choices typer checks (test_trust.py: the parser's refusals)
     Bad("scheme", "choose one of", None, "--scheme 'foo'", ("tokenize.scheme='foo'",),
         "[tokenize] scheme = 'foo'", {"scheme": "foo"}, "scheme = 'foo'"),
-    Bad("format", "choose one of", ("--format", "parquet"), "--format 'parquet'", ("tokenize.format='parquet'",),
+    Bad("format", "choose one of", None, "--format 'parquet'", ("tokenize.format='parquet'",),
         "[tokenize] format = 'parquet'", {"format": "parquet"}, "format = 'parquet'"),
     Bad("segment budget 0", AT_LEAST_1, ("--input", "x.h5mu", "--modalities", "rna,atac", "--max-len", "rna=8,atac=0"),
         "--max-len 0", ("tokenize.modalities=['atac']", "tokenize.segment_max_len=[['atac', 0]]"),

@@ -11,6 +11,7 @@ from atlasprep.cli import _source as opt
 from atlasprep.cli._app import command
 from atlasprep.cli._progress import CellProgress
 from atlasprep.errors import UsageError
+from atlasprep.shard.format import ShardFormatName
 from atlasprep.shard.sizes import parse_size
 from atlasprep.sources import SourceSpec
 from atlasprep.sources.anndata import split_modality
@@ -108,7 +109,9 @@ def tokenize_command(
     context: str = typer.Option(
         "", "--context", help="obs columns, e.g. tissue_general,assay: a token each."
     ),
-    store_format: str = typer.Option(_D.format, "--format", help="arrow (IPC streams) | zarr (v3 groups)."),
+    store_format: ShardFormatName = typer.Option(
+        ShardFormatName(_D.format), "--format", help="arrow (IPC streams) or zarr (v3 groups)."
+    ),
     shard_cells: int | None = typer.Option(
         None, "--shard-cells", help=f"Cells per shard [default: {_D.shard_cells}]."
     ),
@@ -162,7 +165,7 @@ def tokenize_command(
         assume_normalized=assume_normalized,
         drop_empty=drop_empty,
         context=_names(context),
-        format=store_format,  # type: ignore[arg-type]
+        format=store_format,
         obs_columns=_names(obs_columns),
         shard_cells=_D.shard_cells if shard_cells is None else shard_cells,
         shard_bytes=None if shard_size is None else parse_size(shard_size),

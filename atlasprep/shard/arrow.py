@@ -7,20 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from atlasprep.shard.format import NA
+from atlasprep.shard.format import NA, ShardFormatName
 
 __all__ = ["ArrowFormat", "ArrowReader"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArrowFormat:
-    name: Literal["arrow"] = "arrow"
+    name: ShardFormatName = ShardFormatName.arrow
     suffix: str = ".arrow"
 
     def write(self, path: Path, table: pa.Table, token_column: str) -> None:

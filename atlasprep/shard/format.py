@@ -12,8 +12,9 @@ groups); ``tests/test_shard_formats.py`` is the conformance suite that both run.
 from __future__ import annotations
 
 import hashlib
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,14 @@ __all__ = [
     "size_of",
 ]
 
-ShardFormatName = Literal["arrow", "zarr"]
+
+class ShardFormatName(StrEnum):
+    """The shard formats a store can use (what configs and manifests name)."""
+
+    arrow = "arrow"
+    zarr = "zarr"
+
+
 NA = "<NA>"  # what :meth:`ShardReader.strings` gives for a null
 
 
@@ -89,16 +97,19 @@ def _formats() -> dict[ShardFormatName, ShardFormat]:
     from atlasprep.shard.arrow import ArrowFormat
     from atlasprep.shard.zarr import ZarrFormat
 
-    formats: dict[ShardFormatName, ShardFormat] = {"arrow": ArrowFormat(), "zarr": ZarrFormat()}
-    assert sorted(formats) == sorted(get_args(ShardFormatName))
+    formats: dict[ShardFormatName, ShardFormat] = {
+        ShardFormatName.arrow: ArrowFormat(),
+        ShardFormatName.zarr: ZarrFormat(),
+    }
+    assert sorted(formats) == sorted(ShardFormatName)
     return formats
 
 
-def format_named(name: ShardFormatName) -> ShardFormat:
+def format_named(name: ShardFormatName | str) -> ShardFormat:
     """The format a config names (``"arrow"``, ``"zarr"``)."""
-    if name not in FORMATS:
+    if name not in list(ShardFormatName):
         raise InputFormatError(f"unknown shard format {name!r} (known: {', '.join(FORMATS)})")
-    return FORMATS[name]
+    return FORMATS[ShardFormatName(name)]
 
 
 def format_for(path: Path) -> ShardFormat:

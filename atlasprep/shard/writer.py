@@ -67,7 +67,11 @@ class ShardWriter:
     """Collect tokenized batches (``add``) and assemble the shards (``finish``)."""
 
     def __init__(
-        self, store: Path, layout: ShardLayout, *, fmt: ShardFormatName | formats.ShardFormat = "arrow"
+        self,
+        store: Path,
+        layout: ShardLayout,
+        *,
+        fmt: ShardFormatName | str | formats.ShardFormat = ShardFormatName.arrow,
     ) -> None:
         self.store = store
         self.layout = layout

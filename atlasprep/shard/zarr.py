@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 import zarr
 
-from atlasprep.shard.format import NA, ragged
+from atlasprep.shard.format import NA, ShardFormatName, ragged
 
 __all__ = ["ZarrFormat", "ZarrReader", "write_zarr_shard"]
 
@@ -25,7 +25,7 @@ _CHUNK = 1 << 20  # elements per chunk
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ZarrFormat:
-    name: Literal["zarr"] = "zarr"
+    name: ShardFormatName = ShardFormatName.zarr
     suffix: str = ".zarr"
 
     def write(self, path: Path, table: pa.Table, token_column: str) -> None:

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class TokenizeConfig:
     split_by: str | None = None
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     holdout: tuple[str, ...] = ()  # values of split_by sent to test
-    format: ShardFormatName = "arrow"
+    format: ShardFormatName = ShardFormatName.arrow  # a plain "arrow" is taken too
     overwrite: bool = False
     # cells without a single vocabulary gene (empty droplets, a var of symbols): kept as their
     # special tokens only, or left out of the store, as Geneformer's tokenizer leaves them out
@@ -141,7 +141,8 @@ def _check_encoding(config: TokenizeConfig) -> None:
 
 
 def _check_shards(config: TokenizeConfig) -> None:
-    check_choice("format", config.format, get_args(ShardFormatName))
+    check_choice("format", config.format, tuple(ShardFormatName))
+    object.__setattr__(config, "format", ShardFormatName(config.format))
     check_int("shard_cells", config.shard_cells, at_least=1)
     if config.shard_bytes is not None:
         check_int("shard_bytes", config.shard_bytes, at_least=1)
