@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +19,37 @@ from atlasprep.slice import SliceConfig, SliceResult, slice_cells
 
 _D = SliceConfig()
 _OUTPUT = "Output"
+
+
+_Out = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Output PATH.h5ad or PATH.zarr.", rich_help_panel=_OUTPUT),
+]
+_BatchSize = Annotated[
+    int,
+    typer.Option("--batch-size", help="Cells per streamed batch; bounds memory.", rich_help_panel=_OUTPUT),
+]
+_Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output.", rich_help_panel=_OUTPUT)
+]
+_AllowEmpty = Annotated[
+    bool,
+    typer.Option("--allow-empty", help="Succeed (and write) when nothing matches.", rich_help_panel=_OUTPUT),
+]
+_DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Count the cells; write nothing.", rich_help_panel=_OUTPUT)
+]
+_By = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--by",
+        help="With --dry-run (or --json): break counts down by this obs column.",
+        rich_help_panel=_OUTPUT,
+    ),
+]
+_Json = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout.", rich_help_panel=_OUTPUT)
+]
 
 
 @command(
@@ -56,48 +88,24 @@ def slice_command(
     per_group: opt.PerGroup = None,
     seed: int = typer.Option(_D.source.seed, help="Seed for sampling.", rich_help_panel=opt.SAMPLING),
     genes: opt.Genes = None,
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Output PATH.h5ad or PATH.zarr.", rich_help_panel=_OUTPUT
-    ),
-    batch_size: int = typer.Option(
-        _D.source.batch_size,
-        "--batch-size",
-        help="Cells per streamed batch; bounds memory.",
-        rich_help_panel=_OUTPUT,
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace an existing output.", rich_help_panel=_OUTPUT
-    ),
-    allow_empty: bool = typer.Option(
-        False, "--allow-empty", help="Succeed (and write) when nothing matches.", rich_help_panel=_OUTPUT
-    ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Count the cells; write nothing.", rich_help_panel=_OUTPUT
-    ),
-    by: list[str] = typer.Option(
-        [],
-        "--by",
-        help="With --dry-run (or --json): break counts down by this obs column.",
-        rich_help_panel=_OUTPUT,
-    ),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON document on stdout.", rich_help_panel=_OUTPUT
-    ),
+    out: _Out = None,
+    batch_size: _BatchSize = _D.source.batch_size,
+    overwrite: _Overwrite = False,
+    allow_empty: _AllowEmpty = False,
+    dry_run: _DryRun = False,
+    by: _By = None,
+    as_json: _Json = False,
 ) -> None:
     config = SliceConfig(
         source=opt.source_spec(locals()),
         out=out,
         dry_run=dry_run,
-        by=tuple(by),
+        by=tuple(by or ()),
         allow_empty=allow_empty,
         overwrite=overwrite,
     )
     if census == "demo":
-        from atlasprep._cache import cache_dir
-        from atlasprep.demo import DEMO_N_CELLS, DEMO_VERSION
-
-        if not (cache_dir() / f"demo-census-{DEMO_VERSION}").exists():
-            err_console.print(f"building the demo atlas ({DEMO_N_CELLS:,} cells) once; later runs reuse it")
+        _announce_demo_build()
     with CellProgress("slice") as progress:
         result = slice_cells(config, progress=progress)
     _report_resolution(result)
@@ -105,6 +113,14 @@ def slice_command(
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         _render(result)
+
+
+def _announce_demo_build() -> None:
+    from atlasprep._cache import cache_dir
+    from atlasprep.demo import DEMO_N_CELLS, DEMO_VERSION
+
+    if not (cache_dir() / f"demo-census-{DEMO_VERSION}").exists():
+        err_console.print(f"building the demo atlas ({DEMO_N_CELLS:,} cells) once; later runs reuse it")
 
 
 def _report_resolution(result: SliceResult) -> None:
