@@ -1,0 +1,205 @@
+"""`atlasprep tokenize`'s options (one ``Annotated`` alias each, so the command lists them one per
+line) and the parsing of the text ones into a :class:`TokenizeConfig` (the config checks the values)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from atlasprep.cli import _source as opt
+from atlasprep.errors import UsageError
+from atlasprep.shard.format import ShardFormatName
+from atlasprep.shard.sizes import parse_size
+from atlasprep.sources import SourceSpec
+from atlasprep.sources.anndata import split_modality
+from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TOKENIZE_BATCH_SIZE, TokenizeConfig
+from atlasprep.tokenize.config import Scheme
+
+__all__ = ["DEFAULTS", "tokenize_config"]
+
+DEFAULTS = TokenizeConfig(source=SourceSpec(), out=Path("."))
+_D = DEFAULTS
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="The token store directory.")]
+SchemeOption = Annotated[
+    Scheme, typer.Option("--scheme", help="rank (Geneformer), bin (scGPT) or raw (log1p values).")
+]
+MaxLen = Annotated[
+    str,
+    typer.Option(
+        "--max-len",
+        help="Tokens per cell at most (incl. special); with --modalities a budget each: rna=1536,atac=512.",
+    ),
+]
+Modalities = Annotated[
+    str,
+    typer.Option(
+        "--modalities", help="An aligned .h5mu: rna,atac or rna,prot (one token segment per modality)."
+    ),
+]
+Targets = Annotated[str, typer.Option("--targets", help="An aligned .h5mu: modalities as target columns.")]
+NBins = Annotated[int, typer.Option("--n-bins", help="Bins for --scheme bin.")]
+NHvg = Annotated[
+    int | None,
+    typer.Option("--n-hvg", help="bin: keep the N most variable genes (Seurat v3, two streaming passes)."),
+]
+TokenDictionary = Annotated[Path | None, typer.Option("--token-dictionary", help="JSON gene -> id.")]
+GeneMedians = Annotated[Path | None, typer.Option("--gene-medians", help="JSON gene -> median (rank).")]
+GeneMapping = Annotated[Path | None, typer.Option("--gene-mapping", help="JSON id/symbol -> Ensembl ID.")]
+SpecialTokens = Annotated[
+    bool, typer.Option("--special-tokens/--no-special-tokens", help="<cls> first, <eos> last (rank).")
+]
+GeneColumn = Annotated[str | None, typer.Option("--gene-column", help="var column with Ensembl IDs.")]
+NCountsColumn = Annotated[
+    str,
+    typer.Option(
+        "--n-counts-column",
+        help="rank: obs column with each cell's total (read as Geneformer reads obs['n_counts']) "
+        "when the input has it; none: always the sum of the counts over all genes.",
+    ),
+]
+AssumeNormalized = Annotated[bool, typer.Option("--assume-normalized", help="Accept non-integer X.")]
+CountsLayer = Annotated[
+    str | None,
+    typer.Option(
+        "--counts-layer", help="The raw counts: a layers key, raw or X (AnnData); an X layer (SOMA)."
+    ),
+]
+MinGeneMatch = Annotated[float, typer.Option("--min-gene-match", help="Fail below this share.")]
+ObsColumns = Annotated[str, typer.Option("--obs-columns", help="Metadata to keep.")]
+Context = Annotated[
+    str, typer.Option("--context", help="obs columns, e.g. tissue_general,assay: a token each.")
+]
+StoreFormat = Annotated[
+    ShardFormatName, typer.Option("--format", help="arrow (IPC streams) or zarr (v3 groups).")
+]
+ShardCells = Annotated[
+    int | None, typer.Option("--shard-cells", help=f"Cells per shard [default: {_D.shard_cells}].")
+]
+ShardSize = Annotated[
+    str | None,
+    typer.Option("--shard-size", help="Cut shards by size instead, e.g. 256MB (uncompressed Arrow bytes)."),
+]
+NoShuffle = Annotated[bool, typer.Option("--no-shuffle", help="Keep source order.")]
+Seed = Annotated[int, typer.Option("--seed", help="Shuffle, split and sampling seed.")]
+SplitBy = Annotated[str | None, typer.Option("--split-by", help="obs column whose groups split.")]
+Split = Annotated[str, typer.Option("--split", help="train,val,test fractions.")]
+Holdout = Annotated[list[str] | None, typer.Option("--holdout", help="COLUMN=VALUE: that group to test.")]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", help="Cells per streamed batch (fewer when cells are dense).")
+]
+DropEmpty = Annotated[
+    bool,
+    typer.Option(
+        "--drop-empty",
+        help="Leave out cells without a single vocabulary gene, as Geneformer's tokenizer does "
+        "(by default they are kept with special tokens only; either way the manifest counts them).",
+    ),
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a complete store.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the manifest as one JSON document.")]
+
+DEFAULT_MAX_LEN = str(_D.max_len)
+DEFAULT_N_COUNTS_COLUMN = _D.n_counts_column or "none"
+DEFAULT_OBS = ",".join(DEFAULT_OBS_COLUMNS)
+DEFAULT_BATCH_SIZE = TOKENIZE_BATCH_SIZE
+
+
+def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
+    """The config of the command's options (``locals()``): text options parsed here, every
+    value checked by the configs (whose messages the command turns into flags)."""
+    split_by, held = _holdouts(values["holdout"] or [], values["split_by"])
+    budgets, segment_names, input_specs = _multimodal(
+        values["max_len"], values["modalities"], values["targets"], values["inputs"]
+    )
+    counts = values["n_counts_column"]
+    return TokenizeConfig(
+        source=opt.source_spec(values, inputs=input_specs),
+        out=values["out"],
+        scheme=values["scheme"],
+        max_len=budgets.pop("rna"),
+        segment_max_len=tuple(budgets.items()),
+        modalities=segment_names,
+        targets=_names(values["targets"]),
+        n_bins=values["n_bins"],
+        n_hvg=values["n_hvg"],
+        token_dictionary=values["token_dictionary"],
+        gene_medians=values["gene_medians"],
+        gene_mapping=values["gene_mapping"],
+        special_tokens=values["special_tokens"],
+        min_gene_match=values["min_gene_match"],
+        gene_column=values["gene_column"],
+        n_counts_column=None if counts.lower() == "none" else counts,
+        assume_normalized=values["assume_normalized"],
+        drop_empty=values["drop_empty"],
+        context=_names(values["context"]),
+        format=values["store_format"],
+        obs_columns=_names(values["obs_columns"]),
+        shard_cells=_D.shard_cells if values["shard_cells"] is None else values["shard_cells"],
+        shard_bytes=None if values["shard_size"] is None else parse_size(values["shard_size"]),
+        shuffle=not values["no_shuffle"],
+        seed=values["seed"],
+        split_by=split_by,
+        split=_fractions(values["split"]),
+        holdout=held,
+        overwrite=values["overwrite"],
+    )
+
+
+def _holdouts(items: list[str], split_by: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """``--holdout COLUMN=VALUE`` (repeatable): the split column and the values sent to test."""
+    held: list[str] = []
+    for item in items:
+        column, sep, value = item.partition("=")
+        if not sep or (split_by and column != split_by):
+            raise UsageError(f"--holdout {item!r}: expected {split_by or 'COLUMN'}=VALUE matching --split-by")
+        split_by = split_by or column
+        held.append(value)
+    return split_by, tuple(held)
+
+
+def _fractions(value: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise UsageError(f"--split {value!r}: expected three fractions, e.g. 0.8,0.1,0.1")
+    return parts[0], parts[1], parts[2]
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``a,b`` as names; an empty name (``a,,b``) goes to the config, which refuses it."""
+    return tuple(name.strip() for name in text.split(",")) if text.strip() else ()
+
+
+def _multimodal(
+    max_len: str, modalities: str, targets: str, inputs: list[Path] | None
+) -> tuple[dict[str, int], tuple[str, ...], tuple[str, ...]]:
+    """(budget per modality, paired modalities, input specs) from --max-len/--modalities/--targets."""
+    budgets: dict[str, int] = {}
+    for part in max_len.split(","):
+        name, sep, value = part.rpartition("=")
+        if not value.strip().isdigit() or (sep and not name.strip()):
+            raise UsageError(f"--max-len {max_len!r}: expected a number, or rna=1536,atac=512")
+        budgets[name.strip() if sep else "rna"] = int(value)
+    names = tuple(m for m in modalities.split(",") if m)
+    specs = tuple(str(p) for p in inputs or ())
+    if not names and not targets:
+        if set(budgets) != {"rna"}:
+            raise UsageError("per-modality --max-len budgets need --modalities")
+        return budgets, (), specs
+    if names and names[0] != "rna":
+        raise UsageError(f"--modalities {modalities!r}: the RNA comes first (rna,atac or rna,prot)")
+    path, modality = split_modality(specs[0]) if len(specs) == 1 else (None, None)
+    if path is None or path.suffix != ".h5mu":
+        raise UsageError("--modalities/--targets need one aligned MuData --input (atlasprep align barcodes)")
+    if "rna" not in budgets:
+        budgets["rna"] = _D.max_len
+    unknown = set(budgets) - {"rna", *names}
+    if unknown:
+        raise UsageError(f"--max-len names {', '.join(sorted(unknown))}, not in --modalities")
+    return budgets, names[1:], (specs[0] if modality else f"{specs[0]}:rna",)
