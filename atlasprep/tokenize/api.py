@@ -8,8 +8,10 @@ and ends with the same bytes as an uninterrupted run; a complete store is refuse
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,6 @@ from atlasprep.shard.directory import ClaimedStore, plan_claim
 from atlasprep.sources import (
     CellSource,
     ProgressCallback,
-    ResolvedFilter,
     only_genes,
     open_source,
     resolve,
@@ -72,52 +73,47 @@ def tokenize_cells(
     # shards are about to be written, and a failed build removes what it wrote
     claim = plan_claim(config.out, build_spec(config), overwrite=config.overwrite)
     given = Dictionaries.load(config)  # the files a user gave, read and checked before any cell
-    resolved = resolve(config.source)  # a bad term fails before the source opens
-    source = open_source(config.source)
     store: ClaimedStore | None = None
     try:
-        source, positions = _select(config, source, resolved)
-        fitted = fit(config, source, positions, given)
-        plan, layout = _layout(config, source, positions)
-        store = claim.claim()
-        writer = ShardWriter(config.out, layout, fmt=config.format)
-        jobs = plan_jobs(config, runner, positions, layout, writer, fitted)
-        results = _run_jobs(jobs, runner, source, len(positions), progress)
-        coverage, n_empty = _collect(config, fitted, results, writer, len(positions))
-        manifest = build_manifest(config, source, fitted, coverage, plan, writer.finish(), n_empty)
+        with _selected(config) as (source, positions):
+            fitted = fit(config, source, positions, given)
+            plan, layout = _layout(config, source, positions)
+            store = claim.claim()
+            writer = ShardWriter(config.out, layout, fmt=config.format)
+            jobs = plan_jobs(config, runner, positions, layout, writer, fitted)
+            results = _run_jobs(jobs, runner, source, len(positions), progress)
+            coverage, n_empty = _collect(config, fitted, results, writer, len(positions))
+            manifest = build_manifest(config, source, fitted, coverage, plan, writer.finish(), n_empty)
         write_json_atomic(config.out / "manifest.json", manifest)  # last: the store is complete
         store.finish()
     except BaseException:
         if store is not None:
             store.abandon()
         raise
-    finally:
-        source.close()
     return TokenizeResult(out=config.out, manifest=manifest, seconds=time.perf_counter() - started)
 
 
 def fit_tokenizer(config: TokenizeConfig) -> Tokenizer:
     """The tokenizer a build of ``config`` would fit, fitted on the same cells; no store."""
     given = Dictionaries.load(config)
+    with _selected(config) as (source, positions):
+        return fit(config, source, positions, given).tokenizer
+
+
+@contextlib.contextmanager
+def _selected(config: TokenizeConfig) -> Iterator[tuple[CellSource, np.ndarray]]:
+    """The source as tokenize reads it (its var: the spec's genes), open, and the positions of
+    the cells to tokenize, in source order: the spec's selection (filter, per_group, max_cells,
+    genes), as slice makes it."""
     resolved = resolve(config.source)  # a bad term fails before the source opens
     source = open_source(config.source)
     try:
-        source, positions = _select(config, source, resolved)
-        return fit(config, source, positions, given).tokenizer
+        selection = select(config.source, source, resolved=resolved)
+        if selection.n_cells == 0:
+            raise UsageError("no cells match the filters; nothing to tokenize")
+        yield only_genes(source, selection.var_positions), selection.positions
     finally:
         source.close()
-
-
-def _select(
-    config: TokenizeConfig, source: CellSource, resolved: ResolvedFilter
-) -> tuple[CellSource, np.ndarray]:
-    """The source as tokenize reads it (its var: the spec's genes) and the positions of the cells
-    to tokenize, in source order: the spec's selection (filter, per_group, max_cells, genes), as
-    slice makes it."""
-    selection = select(config.source, source, resolved=resolved)
-    if selection.n_cells == 0:
-        raise UsageError("no cells match the filters; nothing to tokenize")
-    return only_genes(source, selection.var_positions), selection.positions
 
 
 def _layout(

@@ -259,17 +259,11 @@ class Fitted:
 
     gene_ids: list[str]  # the source's genes, in its var order
     vocab: Vocab  # its tokens final: genes, then context values, then paired features
-    hvg: np.ndarray | None  # bin with n_hvg: the columns kept
-    n_counts_column: str | None
-    mapping: dict[str, str] | None  # gene IDs or symbols -> the vocabulary's (rank)
+    hvg: np.ndarray | None  # bin with n_hvg: the columns kept (the tokenizer names their genes)
     obs_columns: tuple[str, ...]  # stored beside the tokens
     segments: tuple[Segment, ...]
     targets: tuple[Segment, ...]
-    tokenizer: Tokenizer
-
-    @property
-    def hvg_genes(self) -> list[str] | None:
-        return None if self.hvg is None else [self.gene_ids[c] for c in self.hvg]
+    tokenizer: Tokenizer  # everything that turns a cell into tokens
 
 
 def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given: Dictionaries) -> Fitted:
@@ -301,7 +295,7 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
         medians=medians,
         gene_mapping=mapping if config.scheme == "rank" else None,
         hvg_genes=None if hvg is None else tuple(gene_ids[c] for c in hvg),
-        n_counts_column=n_counts_column if config.scheme == "rank" else None,
+        n_counts_column=n_counts_column,  # None unless rank reads it
         context=config.context,
         paired=tuple(_paired_modality(s, "segment") for s in segments)
         + tuple(_paired_modality(t, "target") for t in targets),
@@ -310,8 +304,6 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
         gene_ids=gene_ids,
         vocab=vocab,
         hvg=hvg,
-        n_counts_column=n_counts_column,
-        mapping=given.mapping,
         tokenizer=tokenizer,
         obs_columns=stored_obs_columns(config, source),
         segments=segments,

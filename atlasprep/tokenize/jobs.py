@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 
 from atlasprep.errors import InputFormatError
 from atlasprep.shard import ShardLayout, ShardWriter, ragged
@@ -31,7 +32,7 @@ from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.fit import Fitted
 from atlasprep.tokenize.segments import Segment
-from atlasprep.tokenize.tokenizer import TokenizedBatch, Tokenizer
+from atlasprep.tokenize.tokenizer import PairedBatch, TokenizedBatch, Tokenizer
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -112,7 +113,7 @@ def plan_jobs(
                 segments=fitted.segments,
                 targets=fitted.targets,
                 tokenizer=fitted.tokenizer,
-                read_columns=(fitted.n_counts_column,) if fitted.n_counts_column else (),
+                read_columns=(column,) if (column := fitted.tokenizer.n_counts_column) else (),
             )
         )
     return jobs
@@ -129,6 +130,7 @@ def run_encode_job(
         opened = open_source(config.source)
         source = only_genes(opened, gene_positions(config.source, opened))
     paired = {s.modality: AnnDataSource([s.spec]) for s in (*job.segments, *job.targets)}
+    splice_paired = job.tokenizer.paired_encoder() if paired else None
     spills: list[Spill] = []
     coverage = VocabCoverage.of_genes(job.column_tokens)
     total = job.first_cell + len(job.positions)
@@ -156,8 +158,8 @@ def run_encode_job(
             coverage = coverage.add(batch.X, job.column_tokens)
             codes, slots = job.split_codes[cells], job.slots[cells]
             table, genes = _batch_table(job, batch, job.first_cell + done, codes)
-            if paired:
-                table = _with_segments(job, table, paired, job.positions[cells])
+            if splice_paired is not None:
+                table = _with_segments(job, table, paired, job.positions[cells], splice_paired)
             empty = genes == 0
             n_empty += int(empty.sum())
             if config.drop_empty and empty.any():
@@ -188,7 +190,11 @@ def _spill_batch(
 
 
 def _with_segments(
-    job: EncodeJob, table: pa.Table, paired: dict[str, AnnDataSource], positions: np.ndarray
+    job: EncodeJob,
+    table: pa.Table,
+    paired: dict[str, AnnDataSource],
+    positions: np.ndarray,
+    splice_paired: Callable[[TokenizedBatch, Mapping[str, sp.csr_matrix]], PairedBatch],
 ) -> pa.Table:
     """Add the paired modalities' segments (and target columns) to a batch's rows."""
     whole = len(positions) + 1
@@ -212,7 +218,7 @@ def _with_segments(
         values=values,
         n_genes=np.zeros(0, dtype=np.int64),  # not read by encode_paired
     )
-    spliced = job.tokenizer.encode_paired(cells, {m: batch.X for m, batch in rows.items()})
+    spliced = splice_paired(cells, {m: batch.X for m, batch in rows.items()})
     ids, offsets = spliced.input_ids, spliced.offsets
     columns = {
         "input_ids": ragged(ids, offsets, pa.int32()),

@@ -67,7 +67,7 @@ def build_manifest(
 
 def tokenizer_record(config: TokenizeConfig, fitted: Fitted) -> dict[str, Any]:
     """The manifest's account of the tokenizer (for people: tokenizer.json is for loading)."""
-    hvg = fitted.hvg_genes
+    hvg = None if fitted.tokenizer.hvg_genes is None else list(fitted.tokenizer.hvg_genes)
     record: dict[str, Any] = {
         "scheme": config.scheme,
         "max_len": config.max_len,
@@ -79,7 +79,7 @@ def tokenizer_record(config: TokenizeConfig, fitted: Fitted) -> dict[str, Any]:
         "shard_format": config.format,
     }
     if config.scheme == "rank":
-        column = fitted.n_counts_column
+        column = fitted.tokenizer.n_counts_column
         record["n_counts"] = f"obs[{column!r}]" if column else "sum of the counts over all genes"
     if fitted.segments or fitted.targets:
         record["segments"] = {

@@ -164,23 +164,34 @@ class Tokenizer:
 
     def encode_paired(self, cells: TokenizedBatch, X: Mapping[str, sp.csr_matrix]) -> PairedBatch:
         """Splice each paired segment after the RNA tokens of the same cells (``X``: each paired
-        modality's counts, rows aligned with the batch's), and compute the target vectors."""
-        values = cells.values
-        flat = np.zeros(len(cells.input_ids), np.float32) if values is None else values.astype(np.float32)
+        modality's counts, rows aligned with the batch's), and compute the target vectors. For
+        many batches, bind once with :meth:`paired_encoder`."""
+        return self.paired_encoder()(cells, X)
+
+    def paired_encoder(self) -> Callable[[TokenizedBatch, Mapping[str, sp.csr_matrix]], PairedBatch]:
+        """:meth:`encode_paired` with the segments' tokens and the special ids looked up once."""
         segments = [self.segment(p) for p in self.paired if p.role == "segment"]
-        parts = [(s.sep_id, s.token_type, *encode_segment(s, X[s.modality])) for s in segments]
-        keep_tail = 1 if self.framed else 0
-        ids, offsets, spliced, types = splice(
-            (cells.input_ids, cells.offsets, flat), parts, keep_tail=keep_tail
-        )
+        targets = [self.segment(p) for p in self.paired if p.role == "target"]
         special = np.array([i for t, i in self.tokens.items() if t.startswith("<")], np.int32)
-        types[np.isin(ids, special)] = 0
-        targets = {
-            p.modality: segment_vector(p.modality, X[p.modality], self.segment(p).idf).astype(np.float32)
-            for p in self.paired
-            if p.role == "target"
-        }
-        return PairedBatch(input_ids=ids, offsets=offsets, values=spliced, token_type=types, targets=targets)
+        keep_tail = 1 if self.framed else 0
+
+        def encode(cells: TokenizedBatch, X: Mapping[str, sp.csr_matrix]) -> PairedBatch:
+            values = cells.values
+            flat = np.zeros(len(cells.input_ids), np.float32) if values is None else values.astype(np.float32)
+            parts = [(s.sep_id, s.token_type, *encode_segment(s, X[s.modality])) for s in segments]
+            ids, offsets, spliced, types = splice(
+                (cells.input_ids, cells.offsets, flat), parts, keep_tail=keep_tail
+            )
+            types[np.isin(ids, special)] = 0
+            vectors = {
+                t.modality: segment_vector(t.modality, X[t.modality], t.idf).astype(np.float32)
+                for t in targets
+            }
+            return PairedBatch(
+                input_ids=ids, offsets=offsets, values=spliced, token_type=types, targets=vectors
+            )
+
+        return encode
 
     def _gene_encoder(
         self, gene_ids: list[str], hvg_columns: np.ndarray | None

@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atlasprep._io import inside, write_bytes_atomic
+from atlasprep._io import inside, write_bytes_atomic, write_json_atomic
 from atlasprep.errors import CorruptStoreError
 from atlasprep.tokenize.tokenizer import PairedModality, Tokenizer
 
@@ -85,8 +85,8 @@ def save_tokenizer(self: Tokenizer, directory: Path) -> bytes:
         write_bytes_atomic(directory / _MEDIANS_FILE, sink.getvalue().to_pybytes())
     if self.gene_mapping is not None:
         mapping = {k: v for k, v in self.gene_mapping.items() if v in self.tokens}
-        write_bytes_atomic(directory / _MAPPING_FILE, _json_bytes(mapping))
-    write_bytes_atomic(directory / TOKENIZER_FILE, _json_bytes(tokenizer_record(self)))
+        write_json_atomic(directory / _MAPPING_FILE, mapping)
+    write_json_atomic(directory / TOKENIZER_FILE, tokenizer_record(self))
     return vocab_bytes
 
 
@@ -146,7 +146,3 @@ def _from_record(store: Path, record: dict[str, Any], tokens: dict[str, int]) ->
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptStoreError(f"{store}/{TOKENIZER_FILE}: incomplete ({exc!r})") from None
-
-
-def _json_bytes(value: object) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
