@@ -26,7 +26,7 @@ from atlasprep.cli._app import field_flags, in_flags
 from atlasprep.errors import AtlasprepError
 from atlasprep.harmonize import HarmonizeConfig, harmonize
 from atlasprep.ontology import resolve_term
-from atlasprep.sources import CellFilter
+from atlasprep.sources import CellFilter, SourceSpec
 from atlasprep.sources.census import open_census
 from atlasprep.tokenize.binning import bin_values, cap_genes
 from atlasprep.tokenize.hvg import ClippedMoments
@@ -72,8 +72,11 @@ def _barcodes_cli(*args: str) -> Callable[[Path], list[str]]:
     ]
 
 
-def _harmonize(tmp: Path, **kwargs: object) -> object:
-    config = HarmonizeConfig(input=_existing(tmp, "in.h5ad"), out=tmp / "o.h5ad", **kwargs)  # type: ignore[arg-type]
+def _harmonize(tmp: Path, *, batch_size: int | None = None, **kwargs: object) -> object:
+    source: SourceSpec | Path = _existing(tmp, "in.h5ad")
+    if batch_size is not None:
+        source = SourceSpec(inputs=(str(source),), batch_size=batch_size)
+    config = HarmonizeConfig(source=source, out=tmp / "o.h5ad", **kwargs)  # type: ignore[arg-type]
     return harmonize(config)
 
 

@@ -250,7 +250,7 @@ def test_library_call_records_versions_and_counts(tmp_path):
         obs=pd.DataFrame(index=["a"]),
         var=pd.DataFrame(index=["ENSG00000177455", "ENSG00000129226"]),
     ).write_h5ad(src)
-    report = harmonize(HarmonizeConfig(input=src, out=tmp_path / "o.zarr"))
+    report = harmonize(HarmonizeConfig(source=src, out=tmp_path / "o.zarr"))
     assert report.raw_counts["integer"] is False
     assert report.raw_counts["non_integer_values"] == 1
     assert report.versions["cellxgene_schema"] == "7.1.0"

@@ -60,6 +60,7 @@ from atlasprep.errors import (
     EmptyResultError,
     UsageError,
 )
+from atlasprep.sources.spec import SourceSpec, whole_file
 
 __all__ = [
     "MIN_CORE_LENGTH",
@@ -157,18 +158,24 @@ class AlignReport:
 
 
 def align_barcodes(
-    rna: str | os.PathLike[str],
+    rna: SourceSpec | str | os.PathLike[str],
     *,
-    atac: str | os.PathLike[str] | None = None,
-    protein: str | os.PathLike[str] | None = None,
+    atac: SourceSpec | str | os.PathLike[str] | None = None,
+    protein: SourceSpec | str | os.PathLike[str] | None = None,
     out: Path,
     how: JoinHow | str = JoinHow.inner,
     barcode_map: Path | None = None,
     min_match: float = 0.0,
     overwrite: bool = False,
 ) -> AlignReport:
-    """Join RNA with ATAC and/or protein on normalized barcodes and write ``out`` (.h5mu)."""
+    """Join RNA with ATAC and/or protein on normalized barcodes and write ``out`` (.h5mu).
+
+    Each modality is a path (``file.h5mu:rna`` picks a MuData modality) or a :class:`SourceSpec`
+    naming one file and no selection: modalities are joined whole, cells are selected after."""
     started = time.perf_counter()
+    rna = whole_file(rna, "align barcodes")
+    atac = None if atac is None else whole_file(atac, "align barcodes")
+    protein = None if protein is None else whole_file(protein, "align barcodes")
     out = Path(out)
     _check_arguments(atac=atac, protein=protein, out=out, how=how, min_match=min_match, overwrite=overwrite)
     how = JoinHow(how)

@@ -68,6 +68,7 @@ from atlasprep.align.organ import Crosswalk, ReferenceOrgan, load_reference_orga
 from atlasprep.align.rui import Registration, iri_fragment, read_registration
 from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.slice.writer import format_of
+from atlasprep.sources.spec import SourceSpec, whole_file
 
 __all__ = [
     "ALL_TERMS_COLUMN",
@@ -324,7 +325,7 @@ def register_section(
 
 
 def register_file(
-    spatial: Path | str,
+    spatial: SourceSpec | Path | str,
     out: Path | str,
     *,
     registration: Path | str | None = None,
@@ -338,7 +339,10 @@ def register_file(
     bin_size_mm: float | None = None,
     overwrite: bool = False,
 ) -> CcfSummary:
-    """Read a section, place it (when a registration is given), write ``out`` atomically."""
+    """Read a section (a path, or a :class:`SourceSpec` naming one file and no selection: a
+    section is registered whole), place it (when a registration is given), write ``out``
+    atomically."""
+    spatial = whole_file(spatial, "align ccf")
     out = Path(out)
     format_of(out)
     check_output(out, overwrite=overwrite)

@@ -32,6 +32,7 @@ __all__ = [
     "Tissue",
     "TissueGeneral",
     "Where",
+    "per_group",
     "source_spec",
 ]
 
@@ -168,7 +169,7 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
             primary_only=not values.get("all_data"),
             where=values.get("where"),
         ),
-        per_group=_per_group(values.get("per_group")),
+        per_group=per_group(values.get("per_group")),
         max_cells=values.get("max_cells"),
         genes=None if genes is None else read_gene_list(genes),
         seed=values["seed"],
@@ -176,7 +177,7 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
     )
 
 
-def _per_group(value: str | None) -> tuple[str, int] | None:
+def per_group(value: str | None) -> tuple[str, int] | None:
     if value is None:
         return None
     column, sep, n = value.partition("=")

@@ -11,8 +11,11 @@ from rich.table import Table
 
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._progress import CellProgress
+from atlasprep.cli._source import SOURCE_FIELDS, MaxCells, PerGroup, Where
+from atlasprep.cli._source import per_group as parse_per_group
 from atlasprep.errors import UsageError
 from atlasprep.harmonize.api import HarmonizeConfig, HarmonizeReport, harmonize
+from atlasprep.sources import CellFilter, SourceSpec
 
 
 def _pairs(items: list[str], option: str, shape: str) -> tuple[tuple[str, str], ...]:
@@ -37,8 +40,11 @@ def _pairs(items: list[str], option: str, shape: str) -> tuple[tuple[str, str], 
         "  atlasprep harmonize wu2020.h5ad --out wu2020.cxg.h5ad --map cluster_orig=cell_type "
         "--map patient=donor_id --set organism='Homo sapiens' --mapping labels.tsv --report report.json\n\n"
         "  atlasprep harmonize pbmc.h5ad --out pbmc.cxg.h5ad --map celltype=cell_type --set tissue=blood "
-        "--strict"
+        "--strict\n\n"
+        "  atlasprep harmonize atlas.h5ad --out lung.cxg.h5ad --where \"organ == 'lung'\" --max-cells 20000 "
+        "--map annotation=cell_type"
     ),
+    fields=SOURCE_FIELDS,
 )
 def harmonize_command(
     input: Path = typer.Argument(..., help="An AnnData file (.h5ad or .zarr)."),
@@ -57,22 +63,36 @@ def harmonize_command(
     strict: bool = typer.Option(
         False, "--strict", help="Exit 1, writing nothing, if anything stays unmapped."
     ),
+    where: Where = None,
+    per_group: PerGroup = None,
+    max_cells: MaxCells = None,
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of --per-group and --max-cells.", rich_help_panel="Sampling"
+    ),
     batch_size: int = typer.Option(4096, "--batch-size", help="Cells per streamed batch."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
+    source = SourceSpec(
+        inputs=(str(input),),
+        layer=counts_layer,
+        # the input's own columns: its labels are not terms yet; every cell unless narrowed
+        filter=CellFilter(where=where, primary_only=False),
+        per_group=parse_per_group(per_group),
+        max_cells=max_cells,
+        seed=seed,
+        batch_size=batch_size,
+    )
     config = HarmonizeConfig(
-        input=input,
+        source=source,
         out=out,
         maps=_pairs(maps, "--map", "SOURCE_COLUMN=FIELD"),
         sets=_pairs(sets, "--set", "FIELD=VALUE"),
         mapping=mapping,
         organism=organism,
         gene_column=gene_column,
-        counts_layer=counts_layer,
         report=report,
         strict=strict,
-        batch_size=batch_size,
         overwrite=overwrite,
     )
     with CellProgress("harmonize") as progress:

@@ -41,6 +41,7 @@ from atlasprep.slice.writer import AnnDataWriter
 from atlasprep.sources import ProgressCallback
 from atlasprep.sources.anndata import AnnDataSource
 from atlasprep.sources.counts import check_counts, counts_where
+from atlasprep.sources.spec import open_source, select
 
 __all__ = ["PLAIN_FIELDS", "HarmonizeConfig", "HarmonizeReport", "harmonize"]
 
@@ -109,9 +110,11 @@ class HarmonizeReport:
 def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None) -> HarmonizeReport:
     started = time.perf_counter()
     maps, sets = check_config(config)
-    source = AnnDataSource([config.input], layer=config.counts_layer)
+    source = open_source(config.source)
+    assert isinstance(source, AnnDataSource)  # one_input: the config names one AnnData file
     try:
-        obs = source.obs_values(np.arange(source.n_cells), list(source.obs_columns))
+        positions = select(config.source, source).positions
+        obs = source.obs_values(positions, list(source.obs_columns))
         var = source.var()
         names = _gene_names(var, config.gene_column)
         organism = _organism(config, sets, names)
@@ -146,7 +149,9 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
                 + (f" (listed in {config.report})" if config.report else "; set report to list them")
                 + "; add them to a mapping table, or turn strict off"
             )
-        return _stream(config, source, _new_obs(obs, columns), genes, report, progress, started=started)
+        return _stream(
+            config, source, positions, _new_obs(obs, columns), genes, report, progress, started=started
+        )
     finally:
         source.close()
 
@@ -267,6 +272,7 @@ def _new_obs(obs: pd.DataFrame, columns: Mapping[str, pd.Series]) -> pd.DataFram
 def _stream(
     config: HarmonizeConfig,
     source: AnnDataSource,
+    positions: np.ndarray,
     obs: pd.DataFrame,
     genes: GeneMapping,
     report: HarmonizeReport,
@@ -274,18 +280,18 @@ def _stream(
     *,
     started: float,
 ) -> HarmonizeReport:
-    """X through the gene mapping into the output, batch by batch, then the report beside it;
-    returns the report with the counts check. Negative or non-finite counts are refused."""
-    n = source.n_cells
+    """X of the cells at ``positions`` through the gene mapping into the output, batch by batch,
+    then the report beside it; returns the report with the counts check. Negative or non-finite
+    counts are refused."""
+    n = len(positions)
     where = counts_where(source.info)
     # the input's counts are checked here, before the gene sums: the writer need not again
     writer = AnnDataWriter(config.out, var=genes.var, overwrite=config.overwrite, counts=None)
     non_integer = 0
     try:
-        positions = np.arange(n, dtype=np.int64)
         done = 0
         batches = source.iter_batches(
-            positions, var_positions=None, batch_size=config.batch_size, obs_columns=[]
+            positions, var_positions=None, batch_size=config.source.batch_size, obs_columns=[]
         )
         for batch in batches:
             non_integer += check_counts(batch.X, where=where).n_fractional

@@ -1,5 +1,13 @@
 """`harmonize`'s configuration, and its checks before any work: the fields it may map or set,
-the input, the output and the report."""
+the source, the output and the report.
+
+The cells come from a :class:`~atlasprep.sources.SourceSpec` naming one AnnData file. Of its
+fields harmonize honours ``layer`` (the counts), ``batch_size``, ``where`` and ``primary_only``
+(on the input's own obs columns) and the sampling (``per_group``, ``max_cells``, ``seed``); it
+refuses the Census (already in CELLxGENE terms), several files, ontology-term filters (the input's
+labels are not terms yet: filter by term after harmonizing) and ``genes`` (harmonize maps every
+gene; a gene list names Ensembl IDs, which exist only after it). A plain path is the whole file.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ from atlasprep._io import check_output
 from atlasprep.errors import UsageError
 from atlasprep.harmonize.labels import TERM_FIELDS
 from atlasprep.slice.writer import format_of
+from atlasprep.sources.filters import FILTER_COLUMNS, CellFilter
+from atlasprep.sources.spec import SourceSpec, one_input, refuse_fields
 
 __all__ = ["ORGANISM_FIELD", "PLAIN_FIELDS", "HarmonizeConfig", "check_config"]
 
@@ -21,18 +31,45 @@ ORGANISM_FIELD = "organism"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HarmonizeConfig:
-    input: Path
+    """What harmonize reads (``source``: a :class:`SourceSpec` of one AnnData file, or its path:
+    every cell), maps and writes."""
+
+    source: SourceSpec
     out: Path
     maps: tuple[tuple[str, str], ...] = ()  # (source column, field)
     sets: tuple[tuple[str, str], ...] = ()  # (field, constant value)
     mapping: Path | None = None  # TSV column, value, term_id: wins over automatic matching
     organism: str | None = None  # else sets organism=…, else guessed from the genes
     gene_column: str | None = None  # var column holding the gene names (default: var index)
-    counts_layer: str | None = None  # X, raw or a layers key (default: raw.X, else X)
     report: Path | None = None
     strict: bool = False
-    batch_size: int = 4096
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, str | Path):  # a path: the whole file, every cell
+            whole = SourceSpec(inputs=(str(self.source),), filter=CellFilter(primary_only=False))
+            object.__setattr__(self, "source", whole)
+        if not isinstance(self.source, SourceSpec):
+            raise UsageError(
+                f"source = {self.source!r}: expected a SourceSpec or the path of an AnnData file"
+            )
+        one_input(self.source, "harmonize")
+        refuse_fields(
+            self.source,
+            tuple(FILTER_COLUMNS),
+            "harmonize reads labels before they are ontology terms; filter by term after it "
+            "(slice or tokenize), or on the input's own columns with where",
+        )
+        refuse_fields(
+            self.source,
+            ("genes",),
+            "harmonize maps every gene; keep a gene list's Ensembl IDs after it (slice or tokenize)",
+        )
+
+    @property
+    def input(self) -> Path:
+        """The AnnData file harmonize reads."""
+        return Path(self.source.inputs[0])
 
 
 def check_config(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str]]:
@@ -59,8 +96,6 @@ def check_config(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str
 def _check_outputs(config: HarmonizeConfig) -> None:
     """The output and the report, refused before any work: each names a file whose directory
     exists, neither is the input or the other, and the output is new unless ``overwrite``."""
-    if config.batch_size < 1:
-        raise UsageError(f"batch_size = {config.batch_size}: must be at least 1")
     out = config.out
     format_of(out)
     check_output(out, overwrite=config.overwrite)

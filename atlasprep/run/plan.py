@@ -133,23 +133,28 @@ def _reads(source: SourceSpec, written: Path | str) -> SourceSpec:
 
 
 def _harmonize_stage(recipe: Recipe, source: SourceSpec) -> StagePlan:
+    """harmonize reads [source]'s one file whole; [filter] and the sampling apply to what it
+    writes (the labels are ontology terms only after it)."""
     if len(source.inputs) != 1:
         raise RecipeError(f"{recipe.path}: [harmonize] needs exactly one file in [source] inputs")
     h = recipe.table("harmonize")
-    if source.layer is not None:  # harmonize reads the counts [source] names (the stages after it, its X)
-        h.setdefault("counts_layer", source.layer)
     if h.get("mapping") is not None:
         _require(recipe, "[harmonize] mapping", h["mapping"])
+    whole = SourceSpec(
+        inputs=source.inputs,
+        layer=h.pop("counts_layer", source.layer),  # the stages after it read its X
+        filter=CellFilter(primary_only=False),
+        batch_size=source.batch_size,
+    )
     config = _built(
         recipe,
         "[harmonize]",
         lambda: HarmonizeConfig(
-            input=Path(source.inputs[0]),
+            source=whole,
             out=recipe.out / "harmonized.h5ad",
             maps=tuple((column, field) for column, field in h.pop("map", {}).items()),
             sets=tuple((field, value) for field, value in h.pop("set", {}).items()),
             report=recipe.out / "harmonize.report.json",
-            batch_size=source.batch_size,
             overwrite=True,
             **h,
         ),
@@ -260,7 +265,7 @@ def pins(stages: tuple[StagePlan, ...], results: dict[str, Any] | None = None) -
 def stage_source(stage: StagePlan) -> SourceSpec | None:
     """The cells a stage reads, where it reads them through a :class:`SourceSpec`."""
     config = stage.config
-    return config.source if isinstance(config, TokenizeConfig | SliceConfig) else None
+    return config.source if isinstance(config, TokenizeConfig | SliceConfig | HarmonizeConfig) else None
 
 
 def _source(recipe: Recipe) -> SourceSpec:

@@ -60,8 +60,8 @@ _TABLES: dict[str, tuple[tuple[type, ...], frozenset[str], frozenset[str]]] = {
     "filter": ((CellFilter,), frozenset({"primary_only"}), frozenset({"all_data"})),
     "harmonize": (
         (HarmonizeConfig,),
-        frozenset({"input", "out", "overwrite", "report", "maps", "sets", "batch_size"}),
-        frozenset({"map", "set"}),
+        frozenset({"source", "out", "overwrite", "report", "maps", "sets"}),
+        frozenset({"map", "set", "counts_layer"}),
     ),
     "slice": (  # the slice's output, and its own sampling; the cells come from [source], [filter]
         (SliceConfig, SourceSpec),

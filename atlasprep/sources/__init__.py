@@ -23,14 +23,18 @@ from atlasprep.sources.organisms import ORGANISMS, experiment_name
 from atlasprep.sources.sampling import sample_positions
 from atlasprep.sources.spec import (
     DEFAULT_BATCH_SIZE,
+    SELECTING_FIELDS,
     Selection,
     SourceSpec,
     gene_positions,
+    one_input,
     only_genes,
     open_source,
     read_gene_list,
+    refuse_fields,
     resolve,
     select,
+    whole_file,
 )
 from atlasprep.sources.where import parse_where
 
@@ -60,6 +64,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "FILTER_COLUMNS",
     "ORGANISMS",
+    "SELECTING_FIELDS",
     "AnnDataSource",
     "CellBatch",
     "CellFilter",
@@ -75,15 +80,18 @@ __all__ = [
     "compile_filter",
     "experiment_name",
     "gene_positions",
+    "one_input",
     "only_genes",
     "open_census",
     "open_source",
     "parse_where",
     "read_gene_list",
+    "refuse_fields",
     "resolve",
     "resolve_filter",
     "sample_positions",
     "select",
     "soma_quote",
     "tiledb_config_for_batches",
+    "whole_file",
 ]

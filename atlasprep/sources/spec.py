@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,25 +24,38 @@ from atlasprep._checks import MAX_SEED, check_int, check_name, check_names, inva
 from atlasprep.errors import UsageError
 from atlasprep.sources.anndata import AnnDataSource, split_modality
 from atlasprep.sources.base import CellBatch, CellSource
-from atlasprep.sources.filters import CellFilter, CompiledFilter, ResolvedFilter, resolve_filter
+from atlasprep.sources.filters import (
+    FILTER_COLUMNS,
+    CellFilter,
+    CompiledFilter,
+    ResolvedFilter,
+    resolve_filter,
+)
 from atlasprep.sources.organisms import experiment_name
 from atlasprep.sources.sampling import sample_positions
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "SELECTING_FIELDS",
     "Selection",
     "SourceSpec",
     "gene_positions",
+    "one_input",
     "only_genes",
     "open_source",
     "read_gene_list",
+    "refuse_fields",
     "resolve",
     "select",
+    "whole_file",
 ]
 
 log = logging.getLogger("atlasprep.sources")
 
 DEFAULT_BATCH_SIZE = 4_096
+# the spec's fields that narrow the cells or genes it reads (filter fields are spec.filter's)
+SELECTING_FIELDS: tuple[str, ...] = (*FILTER_COLUMNS, "where", "per_group", "max_cells", "genes")
+_FILTER_FIELDS = frozenset(("where", *FILTER_COLUMNS))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,6 +284,38 @@ class _GeneView:
 
     def close(self) -> None:
         self._source.close()
+
+
+def refuse_fields(spec: SourceSpec, fields: Sequence[str], why: str) -> None:
+    """Refuse the first of ``fields`` that ``spec`` sets (source, filter or sampling fields a
+    stage cannot honour), naming the field: ``max_cells = 5: {why}``. Filter fields (``tissue``,
+    ``where`` …) are those of ``spec.filter``."""
+    for name in fields:
+        value = getattr(spec.filter if name in _FILTER_FIELDS else spec, name)
+        if value is not None and value != ():
+            shown = _shortened(value) if name == "genes" else repr(value)
+            raise UsageError(f"{name} = {shown}: {why}")
+
+
+def whole_file(spec: SourceSpec | str | os.PathLike[str], stage: str) -> str:
+    """The one AnnData file a stage that reads a file whole (``align``) takes: a path as given,
+    or a spec naming one file in ``inputs`` and nothing that selects cells or genes (such a stage
+    keeps every cell; select them in a later slice or tokenize). ``file.h5mu:rna`` stays as it is."""
+    if not isinstance(spec, SourceSpec):
+        return os.fspath(spec)
+    one_input(spec, stage)
+    why = f"{stage} keeps every cell and gene of its input; select them in slice or tokenize"
+    refuse_fields(spec, (*SELECTING_FIELDS, "layer"), why)
+    return spec.inputs[0]
+
+
+def one_input(spec: SourceSpec, stage: str) -> str:
+    """The spec's one AnnData file, for a stage that reads one file: the Census and several
+    files are refused, naming the field."""
+    refuse_fields(spec, ("census", "census_uri"), f"{stage} reads one AnnData file (inputs)")
+    if len(spec.inputs) != 1:
+        raise invalid("inputs", spec.inputs, f"{stage} reads exactly one AnnData file")
+    return spec.inputs[0]
 
 
 def _shortened(genes: object) -> str:
