@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from atlasprep.errors import ForeignOutputError, OutputExistsError, UnsafePathError
+from atlasprep.errors import ForeignOutputError, OutputExistsError, UnsafePathError, UsageError
 
 __all__ = [
     "TempOutput",
@@ -213,6 +213,13 @@ def check_output(path: Path, *, overwrite: bool, field: str = "out") -> None:
             f"{field} {path} is a directory that is not an AnnData Zarr store; atlasprep replaces "
             "only a store it could have written: move it away or choose another output"
         )
+
+
+def check_new_output(path: Path, *, overwrite: bool, field: str = "out") -> None:
+    """:func:`check_output`, and the directory that will hold ``path`` exists."""
+    check_output(path, overwrite=overwrite, field=field)
+    if not path.parent.is_dir():
+        raise UsageError(f"{field} {path}: directory {path.parent} does not exist")
 
 
 def _zarr_encoding(path: Path) -> str | None:

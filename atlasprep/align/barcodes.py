@@ -43,7 +43,7 @@ from typing import Any
 import mudata as md  # type: ignore[import-untyped, unused-ignore]
 import pandas as pd
 
-from atlasprep._io import check_output
+from atlasprep._io import check_new_output
 from atlasprep.align._barcode_keys import (
     MIN_CORE_LENGTH,
     JoinHow,
@@ -173,18 +173,11 @@ def align_barcodes(
     Each modality is a path (``file.h5mu:rna`` picks a MuData modality) or a :class:`SourceSpec`
     naming one file and no selection: modalities are joined whole, cells are selected after."""
     started = time.perf_counter()
-    rna = whole_file(rna, "align barcodes")
-    atac = None if atac is None else whole_file(atac, "align barcodes")
-    protein = None if protein is None else whole_file(protein, "align barcodes")
+    specs = _modality_files(rna, atac, protein)
     out = Path(out)
     _check_arguments(atac=atac, protein=protein, out=out, how=how, min_match=min_match, overwrite=overwrite)
     how = JoinHow(how)
     mapping = read_barcode_map(Path(barcode_map)) if barcode_map is not None else None
-    specs: dict[Modality, str | os.PathLike[str]] = {"rna": rna}
-    if atac is not None:
-        specs["atac"] = atac
-    if protein is not None:
-        specs["prot"] = protein
     loaded = load_modalities(specs)
     normalized = {
         m: normalize_barcodes(lm.adata.obs_names, barcode_map=mapping, label=f"{FIELDS[m]} {lm.source}")
@@ -219,6 +212,20 @@ def align_barcodes(
         ", ".join(f"{m.modality} {m.n_matched}/{m.n_barcodes} matched" for m in matches),
     )
     return report
+
+
+def _modality_files(
+    rna: SourceSpec | str | os.PathLike[str],
+    atac: SourceSpec | str | os.PathLike[str] | None,
+    protein: SourceSpec | str | os.PathLike[str] | None,
+) -> dict[Modality, str | os.PathLike[str]]:
+    """Each given modality's file (a spec must name one file whole)."""
+    given: dict[Modality, SourceSpec | str | os.PathLike[str] | None] = {
+        "rna": rna,
+        "atac": atac,
+        "prot": protein,
+    }
+    return {m: whole_file(f, "align barcodes") for m, f in given.items() if f is not None}
 
 
 def _provenance(
@@ -275,9 +282,7 @@ def _check_arguments(
         raise UsageError(f"out {out}: the name must end in .h5mu")
     if out.is_dir():
         raise UsageError(f"out {out}: is a directory")
-    check_output(out, overwrite=overwrite)
-    if not out.parent.is_dir():
-        raise UsageError(f"out {out}: directory {out.parent} does not exist")
+    check_new_output(out, overwrite=overwrite)
 
 
 def _check_matches(

@@ -49,7 +49,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from atlasprep._io import check_output
+from atlasprep._io import check_new_output
 from atlasprep.align._ccf_geometry import (
     apply_matrix,
     block_center,
@@ -339,15 +339,12 @@ def register_file(
     bin_size_mm: float | None = None,
     overwrite: bool = False,
 ) -> CcfSummary:
-    """Read a section (a path, or a :class:`SourceSpec` naming one file and no selection: a
-    section is registered whole), place it (when a registration is given), write ``out``
-    atomically."""
+    """Read a section (a path, or a :class:`SourceSpec` of one file, registered whole), place
+    it (when a registration is given), write ``out`` atomically."""
     spatial = whole_file(spatial, "align ccf")
     out = Path(out)
     format_of(out)
-    check_output(out, overwrite=overwrite)
-    if not out.parent.is_dir():
-        raise UsageError(f"out {out}: directory {out.parent} does not exist")
+    check_new_output(out, overwrite=overwrite)
     placing = (registration, reference_organ, crosswalk)
     if any(x is not None for x in placing) and not all(x is not None for x in placing):
         raise UsageError("registration, reference_organ and crosswalk go together: give all three or none")

@@ -15,7 +15,7 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from atlasprep._io import check_output
+from atlasprep._io import check_new_output
 from atlasprep.errors import UsageError
 from atlasprep.harmonize.labels import TERM_FIELDS
 from atlasprep.slice.writer import format_of
@@ -98,9 +98,7 @@ def _check_outputs(config: HarmonizeConfig) -> None:
     exists, neither is the input or the other, and the output is new unless ``overwrite``."""
     out = config.out
     format_of(out)
-    check_output(out, overwrite=config.overwrite)
-    if not out.parent.is_dir():
-        raise UsageError(f"out {out}: directory {out.parent} does not exist")
+    check_new_output(out, overwrite=config.overwrite)
     if _same_file(out, config.input):
         raise UsageError(f"out {out} is the input; write the harmonized file elsewhere")
     report = config.report

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 import zarr
 from anndata.io import sparse_dataset, write_elem
 
-from atlasprep._io import TempOutput, check_output, remove_path, sweep_stale_temps, temp_path
+from atlasprep._io import TempOutput, check_new_output, remove_path, sweep_stale_temps, temp_path
 from atlasprep.errors import AtlasprepError, UsageError
 from atlasprep.sources.counts import check_counts
 
@@ -117,9 +117,7 @@ class AnnDataWriter:
     ) -> None:
         self.out = out
         self.format = format_of(out)
-        check_output(out, overwrite=overwrite)
-        if not out.parent.is_dir():
-            raise UsageError(f"out {out}: directory {out.parent} does not exist")
+        check_new_output(out, overwrite=overwrite)
         self._counts = counts
         self._output: TempOutput | None = None
         self._spill_path = temp_path(out, suffix=".obs.arrow")  # swept with the store's temp
