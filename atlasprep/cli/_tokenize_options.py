@@ -46,6 +46,17 @@ NHvg = Annotated[
     int | None,
     typer.Option("--n-hvg", help="bin: keep the N most variable genes (Seurat v3, two streaming passes)."),
 ]
+TokenizerOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tokenizer",
+        help=(
+            "A saved tokenizer (a token store, a `tokenizer export` folder or its tokenizer.json): "
+            "tokenize new data exactly as that corpus was (same vocabulary, medians, bins, context "
+            "tokens); no refit. Unseen context values become the column's <unk> token."
+        ),
+    ),
+]
 TokenDictionary = Annotated[Path | None, typer.Option("--token-dictionary", help="JSON gene -> id.")]
 GeneMedians = Annotated[Path | None, typer.Option("--gene-medians", help="JSON gene -> median (rank).")]
 GeneMapping = Annotated[Path | None, typer.Option("--gene-mapping", help="JSON id/symbol -> Ensembl ID.")]
@@ -146,6 +157,7 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
         split=_fractions(values["split"]),
         holdout=held,
         overwrite=values["overwrite"],
+        tokenizer=values["tokenizer"],
     )
 
 

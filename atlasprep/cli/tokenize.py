@@ -59,6 +59,7 @@ def tokenize_command(
     targets: o.Targets = "",
     n_bins: o.NBins = _D.n_bins,
     n_hvg: o.NHvg = None,
+    tokenizer: o.TokenizerOption = None,
     token_dictionary: o.TokenDictionary = None,
     gene_medians: o.GeneMedians = None,
     gene_mapping: o.GeneMapping = None,

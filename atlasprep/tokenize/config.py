@@ -98,6 +98,9 @@ class TokenizeConfig:
     modalities: tuple[str, ...] = ()
     segment_max_len: tuple[tuple[str, int], ...] = ()
     targets: tuple[str, ...] = ()
+    # a saved tokenizer (a store, an exported tokenizer folder, or its tokenizer.json): new data
+    # tokenized exactly as that corpus was, no corpus passes; it fixes the encoding fields
+    tokenizer: Path | None = None
 
     def __post_init__(self) -> None:
         """Every value checked here, once, before any work (the source's in its own config):
@@ -108,6 +111,7 @@ class TokenizeConfig:
         _check_shards(self)
         _check_splits(self)
         _check_paired(self)
+        _check_tokenizer(self)
         for name in ("token_dictionary", "gene_medians", "gene_mapping"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
@@ -191,6 +195,36 @@ def _check_paired(config: TokenizeConfig) -> None:
                 f"each budget is (modality, tokens) for a modality of modalities = {config.modalities!r}",
             )
         check_int("segment_max_len", pair[1], at_least=1, at_most=2**31 - 1)
+
+
+# the fields a saved tokenizer fixes: with ``tokenizer``, each must stay at its default
+TOKENIZER_FIELDS: tuple[str, ...] = (
+    "scheme",
+    "max_len",
+    "n_bins",
+    "n_hvg",
+    "token_dictionary",
+    "gene_medians",
+    "gene_mapping",
+    "special_tokens",
+    "context",
+    "modalities",
+    "segment_max_len",
+    "targets",
+)
+
+
+def _check_tokenizer(config: TokenizeConfig) -> None:
+    if config.tokenizer is None:
+        return
+    if not Path(config.tokenizer).exists():
+        raise invalid("tokenizer", str(config.tokenizer), "no such store, folder or file")
+    for name in TOKENIZER_FIELDS:
+        value = getattr(config, name)
+        if value != _DEFAULTS[name]:
+            raise invalid(
+                name, value, f"the tokenizer ({config.tokenizer}) fixes it; drop it, or drop the tokenizer"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
