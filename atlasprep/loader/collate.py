@@ -23,26 +23,9 @@ import numpy as np
 import torch
 
 from atlasprep.errors import InputFormatError, UsageError
+from atlasprep.tokenize.padding import RaggedRows, pad_parts
 
-__all__ = ["RaggedRows", "ShardCollator", "collate_parts", "encode_labels"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RaggedRows:
-    """Batch rows ``rows``: cell ``i`` is ``ids[starts[i] : starts[i] + lengths[i]]`` (same for values)."""
-
-    rows: np.ndarray
-    starts: np.ndarray
-    lengths: np.ndarray
-    ids: np.ndarray
-    values: np.ndarray | None = None
-
-
-def _gather(part: RaggedRows, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source positions (``rows × width``, clipped into the buffer) and which of them are real tokens."""
-    columns = np.arange(width, dtype=np.int64)
-    source = part.starts.astype(np.int64)[:, None] + columns[None, :]
-    return source, columns[None, :] < part.lengths[:, None]
+__all__ = ["RaggedRows", "ShardCollator", "as_tensors", "collate_parts", "encode_labels"]
 
 
 def collate_parts(
@@ -57,32 +40,14 @@ def collate_parts(
     """The batch as tensors: ``input_ids`` (int64, ``n_rows × L``), ``attention_mask`` (bool),
     ``values`` (float32, 0 where padded) when the parts carry values, one int64 tensor per
     label column, and ``cell_id`` (a list) when given. ``L`` is ``pad_to`` if given (longer cells
-    are truncated), else the longest cell."""
-    longest = max((int(p.lengths.max()) for p in parts if len(p.lengths)), default=0)
-    width = pad_to if pad_to is not None else longest
-    ids = np.full((n_rows, width), pad_id, dtype=np.int64)
-    attention = np.zeros((n_rows, width), dtype=bool)
-    has_values = any(p.values is not None for p in parts)
-    values = np.zeros((n_rows, width), dtype=np.float32) if has_values else None
-    for part in parts:
-        if part.ids.size == 0 or width == 0:  # only empty cells: nothing to copy
-            continue
-        source, real = _gather(part, width)
-        ids[part.rows] = np.where(real, part.ids.take(source, mode="clip"), pad_id)
-        attention[part.rows] = real
-        if values is not None and part.values is not None:
-            values[part.rows] = np.where(real, part.values.take(source, mode="clip"), 0)
-    batch: dict[str, Any] = {
-        "input_ids": torch.from_numpy(ids),
-        "attention_mask": torch.from_numpy(attention),
-    }
-    if values is not None:
-        batch["values"] = torch.from_numpy(values)
-    for column, codes in (labels or {}).items():
-        batch[column] = torch.from_numpy(np.asarray(codes, dtype=np.int64))
-    if cell_ids is not None:
-        batch["cell_id"] = list(cell_ids)
-    return batch
+    are truncated), else the longest cell (:func:`atlasprep.tokenize.padding.pad_parts`)."""
+    padded = pad_parts(parts, n_rows=n_rows, pad_id=pad_id, pad_to=pad_to, labels=labels, cell_ids=cell_ids)
+    return as_tensors(padded)
+
+
+def as_tensors(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """A padded batch's arrays as torch tensors (zero-copy); other entries as they are."""
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
 
 
 def label_lookup(label_maps: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
