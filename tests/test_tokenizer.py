@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from atlasprep.errors import CorruptStoreError
 from atlasprep.shard import read_manifest, read_shard
 from atlasprep.sources import CellFilter, SourceSpec, open_census, resolve_filter, sample_positions
 from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
+from atlasprep.tokenize.context import unknown_token
 from atlasprep.tokenize.tokenizer import Tokenizer
 
 BUILDS = {
@@ -110,14 +112,30 @@ def test_an_edited_tokenizer_file_is_refused(built, tmp_path):
         Tokenizer.from_store(copy)
 
 
-def test_context_values_unknown_to_the_tokenizer_are_refused(built):
+def test_context_values_unknown_to_the_tokenizer_become_its_unk_token(built):
     store, _ = built
     tokenizer = Tokenizer.from_store(store)
     if not tokenizer.context:
         pytest.skip("no context tokens in this build")
-    obs = pa.table({c: ["a value no corpus had"] for c in tokenizer.context})
+    column = tokenizer.context[0]
+    known = next(t for t in tokenizer.tokens if t.startswith(f"<{column}:") and t != unknown_token(column))
+    known_value = known[len(column) + 2 : -1]
+    obs = pa.table({c: ["a value no corpus had", known_value, "another"] for c in tokenizer.context})
+    ids, unknown = tokenizer.context_ids(obs)
+    assert ids[:, 0].tolist() == [
+        tokenizer.tokens[unknown_token(column)],
+        tokenizer.tokens[known],
+        tokenizer.tokens[unknown_token(column)],
+    ]
+    assert dict(unknown)[column] == 2
+    # the <unk> tokens come last: no other token's id moved for them
+    assert min(tokenizer.tokens[unknown_token(c)] for c in tokenizer.context) > max(
+        i for t, i in tokenizer.tokens.items() if ":<unk>>" not in t
+    )
+    # a tokenizer saved without them (before <unk> tokens existed) refuses such values
+    older = replace(tokenizer, tokens={t: i for t, i in tokenizer.tokens.items() if ":<unk>>" not in t})
     with pytest.raises(Exception, match="no token for"):
-        tokenizer.context_ids(obs)
+        older.context_ids(obs)
 
 
 def test_paired_segments_and_targets_come_back_from_the_store(tmp_path):

@@ -167,10 +167,11 @@ _MODULES = {
     "validate": "store",
     "terms": "terms",
     "tokenize": "tokenize",
+    "tokenizer": "tokenizer",
 }
 
 
-_GROUPS = frozenset({"align"})  # commands with subcommands
+_GROUPS = frozenset({"align", "tokenizer"})  # commands with subcommands
 
 
 def register_commands(names: list[str] | None = None) -> typer.Typer:

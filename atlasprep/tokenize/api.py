@@ -55,6 +55,7 @@ from atlasprep.tokenize.config import (
 )
 from atlasprep.tokenize.fit import Dictionaries, Fitted, fit
 from atlasprep.tokenize.jobs import EncodeJob, EncodeResult, JobRunner, plan_jobs, run_encode_job
+from atlasprep.tokenize.loaded import fit_loaded, with_tokenizer
 from atlasprep.tokenize.record import build_manifest, build_spec
 from atlasprep.tokenize.tokenizer import Tokenizer
 
@@ -72,11 +73,16 @@ def tokenize_cells(
     # whether out may be written is settled before any work; it is changed only when the
     # shards are about to be written, and a failed build removes what it wrote
     claim = plan_claim(config.out, build_spec(config), overwrite=config.overwrite)
+    saved = None if config.tokenizer is None else Tokenizer.load(config.tokenizer)
+    origin, config = str(config.tokenizer), config if saved is None else with_tokenizer(config, saved)
     given = Dictionaries.load(config)  # the files a user gave, read and checked before any cell
     store: ClaimedStore | None = None
     try:
         with _selected(config) as (source, positions):
-            fitted = fit(config, source, positions, given)
+            if saved is None:
+                fitted = fit(config, source, positions, given)
+            else:  # a saved tokenizer: no corpus pass, new data tokenized as its corpus was
+                fitted = fit_loaded(config, source, saved, origin)
             plan, layout = _layout(config, source, positions)
             store = claim.claim()
             writer = ShardWriter(config.out, layout, fmt=config.format)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["context_token", "insert_context"]
+__all__ = ["UNKNOWN_VALUE", "context_token", "insert_context", "unknown_token"]
+
+UNKNOWN_VALUE = "<unk>"  # a value the corpus never had: its column's <unk> token at inference
 
 
 def context_token(column: str, value: str) -> str:
     """The vocabulary entry of one obs value, e.g. ``<tissue_general:lung>``."""
     return f"<{column}:{value}>"
+
+
+def unknown_token(column: str) -> str:
+    """The token of a value of ``column`` the tokenizer was not fitted on, ``<assay:<unk>>``."""
+    return context_token(column, UNKNOWN_VALUE)
 
 
 def insert_context(

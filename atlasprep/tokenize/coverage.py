@@ -26,6 +26,8 @@ class VocabCoverage:
     n_genes_in_vocab: int
     total_counts: float = 0.0
     counts_in_vocab: float = 0.0
+    # cells whose context value the tokenizer was not fitted on (new data, a loaded tokenizer)
+    unknown_context: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def of_genes(cls, token_ids: np.ndarray) -> VocabCoverage:
@@ -40,13 +42,22 @@ class VocabCoverage:
             counts_in_vocab=self.counts_in_vocab + inside,
         )
 
+    def add_unknown(self, unknown: tuple[tuple[str, int], ...]) -> VocabCoverage:
+        """Count the cells a batch gave a column's ``<unk>`` context token."""
+        if not unknown:
+            return self
+        counts = dict(self.unknown_context)
+        for column, n in unknown:
+            counts[column] = counts.get(column, 0) + n
+        return replace(self, unknown_context=tuple(sorted(counts.items())))
+
     def merge(self, other: VocabCoverage) -> VocabCoverage:
         """Both ranges' counts (the genes are the same input's)."""
         return replace(
             self,
             total_counts=self.total_counts + other.total_counts,
             counts_in_vocab=self.counts_in_vocab + other.counts_in_vocab,
-        )
+        ).add_unknown(other.unknown_context)
 
     @property
     def gene_match(self) -> float:
@@ -65,13 +76,16 @@ class VocabCoverage:
                 "or set gene_mapping"
             )
 
-    def to_json(self) -> dict[str, float | int]:
-        return {
+    def to_json(self) -> dict[str, float | int | dict[str, int]]:
+        record: dict[str, float | int | dict[str, int]] = {
             "n_genes": self.n_genes,
             "n_genes_in_vocab": self.n_genes_in_vocab,
             "genes_outside_vocab_fraction": round(1 - self.gene_match, 6),
             "counts_outside_vocab_fraction": round(1 - self.count_match, 6),
         }
+        if self.unknown_context:  # cells per context column given its <unk> token
+            record["context_unknown"] = dict(self.unknown_context)
+        return record
 
 
 @numba.njit(cache=True, nogil=True)

@@ -18,7 +18,7 @@ from atlasprep.sources import (
 )
 from atlasprep.sources.anndata import AnnDataSource, split_modality
 from atlasprep.tokenize.config import DEFAULT_OBS_COLUMNS, SPECIAL_TOKENS, TokenizeConfig
-from atlasprep.tokenize.context import context_token
+from atlasprep.tokenize.context import context_token, unknown_token
 from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.hvg import GeneMoments
 from atlasprep.tokenize.medians import MedianSketch
@@ -280,6 +280,8 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
             for value in sorted(present[column].astype("string").fillna("<NA>").unique()):
                 vocab.tokens.setdefault(context_token(column, str(value)), max(vocab.tokens.values()) + 1)
     segments, targets = fit_paired(config, positions, vocab)
+    for column in config.context:  # last, so no other token's id moves: new data's unseen values
+        vocab.tokens.setdefault(unknown_token(column), max(vocab.tokens.values()) + 1)
     n_counts_column = n_counts_column_of(config, source)
     tokens = vocab.tokens
     # only what touches the vocabulary is kept: the encoders read nothing else

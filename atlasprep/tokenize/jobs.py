@@ -157,7 +157,9 @@ def run_encode_job(
             check_batch_counts(batch.X, config)
             coverage = coverage.add(batch.X, job.column_tokens)
             codes, slots = job.split_codes[cells], job.slots[cells]
-            table, genes = _batch_table(job, batch, job.first_cell + done, codes)
+            table, encoded = _batch_table(job, batch, job.first_cell + done, codes)
+            coverage = coverage.add_unknown(encoded.unknown_context)
+            genes = encoded.n_genes
             if splice_paired is not None:
                 table = _with_segments(job, table, paired, job.positions[cells], splice_paired)
             empty = genes == 0
@@ -241,9 +243,9 @@ def _with_segments(
 
 def _batch_table(
     job: EncodeJob, batch: Any, first_row: int, split_codes: np.ndarray
-) -> tuple[pa.Table, np.ndarray]:
-    """One batch of cells as shard rows (tokens, values, lengths, metadata, split), and each
-    cell's number of gene tokens."""
+) -> tuple[pa.Table, TokenizedBatch]:
+    """One batch of cells as shard rows (tokens, values, lengths, metadata, split), and its
+    tokens (each cell's number of gene tokens, the unseen context values)."""
     encoded = job.encode(batch, first_row)
     ids, offsets, values = encoded.input_ids, encoded.offsets, encoded.values
     columns = {
@@ -262,4 +264,4 @@ def _batch_table(
             "split": pa.array(np.array(job.split_names, dtype=str)[split_codes]),
         }
     )
-    return table, encoded.n_genes
+    return table, encoded

@@ -102,6 +102,8 @@ def medians_record(config: TokenizeConfig, vocab: Vocab) -> dict[str, str] | Non
         return None
     if config.gene_medians is not None:
         origin = str(config.gene_medians)
+    elif vocab.source.startswith("tokenizer "):  # a saved tokenizer's (tokenize with tokenizer)
+        origin = vocab.source
     else:
         origin = f"sketched from the corpus (within ±{MedianSketch(n_genes=0).relative_error:.2%})"
     return {"path": "gene_medians.parquet", "source": origin}

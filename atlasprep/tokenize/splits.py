@@ -1,45 +1,87 @@
-"""Group-aware train/val/test splits: whole groups (donors, datasets …), never single cells."""
+"""Group-aware train/val/test splits: whole linked groups (donors, datasets …), never single cells.
+
+``split_by`` names one column or several. Cells sharing a value in any of them are linked, and
+each connected component (:mod:`atlasprep.tokenize.split_groups`) goes to one split whole, so no
+donor and no dataset sits on two sides. Holdouts (:mod:`atlasprep.tokenize.split_holdout`)
+send the components they touch to test. The rest are shuffled with ``seed`` (from their sorted
+order) and taken in turn by the split whose share of cells is furthest below its fraction — or,
+with ``stratify``, placed to keep each split's label composition close to the whole's
+(:mod:`atlasprep.tokenize.split_stratify`). With one column and no stratify this is the
+assignment atlasprep has always made: the same labels and seed give the same plan.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
 from atlasprep.errors import AtlasprepError, UsageError
+from atlasprep.tokenize.split_groups import Components, linked_components, sorted_codes
+from atlasprep.tokenize.split_holdout import HoldoutRecord
+from atlasprep.tokenize.split_stratify import (
+    StratifyRecord,
+    composition_record,
+    label_matrix,
+    stratified_assign,
+)
 
-__all__ = ["SPLIT_NAMES", "SplitLeakError", "SplitPlan", "assign_splits"]
+__all__ = ["SPLIT_NAMES", "ComponentsRecord", "SplitLeakError", "SplitPlan", "assign_splits", "plan_splits"]
+
+log = logging.getLogger("atlasprep.tokenize")
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+_TEST = SPLIT_NAMES.index("test")
 
 
 class SplitLeakError(AtlasprepError):
     """A group landed in two splits; the build must not go on."""
 
 
+class ComponentsRecord(TypedDict):
+    n: int  # connected components over the split columns
+    largest_share: float  # the largest one's share of the cells
+    largest: list[str]  # its values (``column=value`` with several columns)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SplitPlan:
     """Which split each group goes to, and what that gives."""
 
-    column: str
-    groups: Mapping[str, str]  # group value -> split name
+    columns: tuple[str, ...]
+    groups: Mapping[str, str]  # value (one column) or "column=value" -> split name
     n_cells: Mapping[str, int]  # split name -> cells
+    cell_splits: np.ndarray | None = None  # per cell: its split, an index into SPLIT_NAMES
+    components: ComponentsRecord | None = None
+    holdout: list[HoldoutRecord] = field(default_factory=list)
+    stratify: StratifyRecord | None = None
+    unmet: list[str] = field(default_factory=list)  # fractions not met (split_fallback)
+
+    @property
+    def column(self) -> str:
+        return ",".join(self.columns)
 
     def groups_in(self, split: str) -> list[str]:
         return sorted(g for g, s in self.groups.items() if s == split)
 
-    def check(self, labels: pd.Series, splits: np.ndarray) -> None:
-        """Refuse any group whose cells were given to more than one split."""
-        frame = pd.DataFrame({"group": labels.astype("string").fillna("<NA>").to_numpy(), "split": splits})
-        spread = frame.groupby("group", observed=True)["split"].nunique()
-        leaked = spread[spread > 1]
-        if len(leaked):
-            raise SplitLeakError(
-                f"{len(leaked)} {self.column} group(s) span two splits (e.g. {leaked.index[0]!r}); "
-                "this is a bug in the split assignment"
-            )
+    def check(self, labels: pd.Series | pd.DataFrame, splits: np.ndarray) -> None:
+        """Refuse any value of any split column whose cells were given to more than one split."""
+        frame = labels.to_frame(self.columns[0]) if isinstance(labels, pd.Series) else labels
+        split_codes = pd.factorize(np.asarray(splits))[0]
+        for column in self.columns:
+            codes, names = sorted_codes(frame[column])
+            pairs = np.unique(np.stack([codes, split_codes]), axis=1)
+            values, n_splits = np.unique(pairs[0], return_counts=True)
+            leaked = values[n_splits > 1]
+            if len(leaked):
+                raise SplitLeakError(
+                    f"{len(leaked)} {column} group(s) span two splits (e.g. {names[leaked[0]]!r}); "
+                    "this is a bug in the split assignment"
+                )
 
 
 def assign_splits(
@@ -49,30 +91,118 @@ def assign_splits(
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     holdout: Sequence[str] = (),
     seed: int = 0,
+    fallback: bool = False,
 ) -> SplitPlan:
-    """Assign each group of ``labels`` (one label per cell) to train, val or test.
-
-    Groups named in ``holdout`` go to test. The rest are shuffled with ``seed`` (from their
-    sorted order, so the same labels and seed give the same plan) and taken in turn by the
-    split whose share of cells is furthest below its fraction.
-    """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise UsageError(f"split = {tuple(fractions)}: give three fractions that sum to 1")
-    counts = labels.astype("string").fillna("<NA>").value_counts()
-    unknown = sorted(set(holdout) - set(counts.index))
+    """Assign each group of ``labels`` (one label per cell) to train, val or test; the groups
+    named in ``holdout`` (values, matched exactly) go to test."""
+    values = labels.astype("string").fillna("<NA>")
+    unknown = sorted(set(holdout) - set(values.unique()))
     if unknown:
         raise UsageError(f"holdout {column}={unknown[0]}: no cell has that {column}")
-    total = int(counts.sum())
-    plan: dict[str, str] = dict.fromkeys(holdout, "test")
-    cells = dict.fromkeys(SPLIT_NAMES, 0)
-    cells["test"] = int(sum(counts[g] for g in holdout))
-    rest = sorted(g for g in counts.index if g not in plan)
-    order = np.random.default_rng(seed).permutation(len(rest))
-    targets = np.asarray(fractions, dtype=np.float64) * total
-    for i in order:
-        group = rest[i]
-        deficit = targets - np.array([cells[s] for s in SPLIT_NAMES])
-        split = SPLIT_NAMES[int(np.argmax(deficit))]  # ties: the earlier split (train first)
-        plan[group] = split
-        cells[split] += int(counts[group])
-    return SplitPlan(column=column, groups=plan, n_cells=cells)
+    held = np.asarray(values.isin(list(holdout)), dtype=bool)
+    return plan_splits(
+        labels.to_frame(column), columns=(column,), fractions=fractions, held=held, seed=seed, fallback=fallback
+    )
+
+
+def plan_splits(
+    obs: pd.DataFrame,
+    *,
+    columns: Sequence[str],
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    held: np.ndarray | None = None,
+    holdout: Sequence[HoldoutRecord] = (),
+    stratify: str | None = None,
+    seed: int = 0,
+    fallback: bool = False,
+) -> SplitPlan:
+    """The plan for the cells of ``obs`` (the split columns, and ``stratify``'s): components of
+    ``columns`` whole, those touching a ``held`` cell in test."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise UsageError(f"split = {tuple(fractions)}: give three fractions that sum to 1")
+    comps = linked_components(obs, columns)
+    split_of = np.full(comps.n, -1, dtype=np.int64)
+    if held is not None:
+        split_of[np.unique(comps.cell_component[held])] = _TEST
+    target = np.asarray(fractions, dtype=np.float64)
+    stratified = None
+    if stratify is None:
+        split_of = _greedy(comps.sizes, split_of, target * int(comps.sizes.sum()), seed=seed)
+    else:
+        labels, names = sorted_codes(obs[stratify])
+        matrix = label_matrix(comps.cell_component, labels, comps.n, len(names))
+        split_of = stratified_assign(matrix, split_of, target, seed=seed)
+        stratified = composition_record(stratify, matrix, split_of, names, SPLIT_NAMES)
+    unmet = _unmet(comps, split_of, target, fallback=fallback)
+    cell_splits = split_of[comps.cell_component].astype(np.uint8)
+    cells = np.bincount(split_of, weights=comps.sizes, minlength=len(SPLIT_NAMES))
+    largest = int(np.argmax(comps.sizes)) if comps.n else 0
+    return SplitPlan(
+        columns=tuple(columns),
+        groups=_groups(comps, split_of),
+        n_cells={s: int(n) for s, n in zip(SPLIT_NAMES, cells, strict=True)},
+        cell_splits=cell_splits,
+        components={
+            "n": comps.n,
+            "largest_share": round(float(comps.sizes[largest] / max(1, comps.sizes.sum())), 6) if comps.n else 0.0,
+            "largest": comps.name(largest) if comps.n else [],
+        },
+        holdout=list(holdout),
+        stratify=stratified,
+        unmet=unmet,
+    )
+
+
+def _greedy(sizes: np.ndarray, split_of: np.ndarray, targets: np.ndarray, *, seed: int) -> np.ndarray:
+    """Components not yet placed, in a seeded order, each to the split furthest below its target."""
+    split_of = split_of.copy()
+    cells = np.bincount(split_of[split_of >= 0], weights=sizes[split_of >= 0], minlength=len(targets))
+    rest = np.flatnonzero(split_of < 0)
+    for i in np.random.default_rng(seed).permutation(len(rest)):  # once per component
+        deficit = targets - cells
+        split = int(np.argmax(deficit))  # ties: the earlier split (train first)
+        split_of[rest[i]] = split
+        cells[split] += sizes[rest[i]]
+    return split_of
+
+
+def _unmet(comps: Components, split_of: np.ndarray, target: np.ndarray, *, fallback: bool) -> list[str]:
+    """The fractions the plan could not meet. A component larger than every split's share fits
+    nowhere: an error naming it, unless ``fallback`` (then it is logged and recorded, as is a
+    requested split left without cells)."""
+    total = max(int(comps.sizes.sum()), 1)
+    cells = np.bincount(split_of, weights=comps.sizes, minlength=len(SPLIT_NAMES))
+    unmet = [
+        f"{name} = {target[s]:g}: got {cells[s] / total:.3g}"
+        for s, name in enumerate(SPLIT_NAMES)
+        if target[s] > 0 and cells[s] == 0
+    ]
+    free = comps.sizes.copy()
+    free[split_of == _TEST] = 0  # held out: test by request, whatever its size
+    if comps.n == 0 or (not unmet and free.max() <= target.max() * total):
+        return []
+    largest = int(np.argmax(free)) if free.max() > target.max() * total else int(np.argmax(comps.sizes))
+    why = (
+        f"split = {tuple(float(t) for t in target)}: {comps.n} linked group(s) of "
+        f"{', '.join(comps.columns)}, the largest holding {comps.sizes[largest] / total:.1%} of the cells "
+        f"({comps.describe(largest)})"
+    )
+    if free.max() > target.max() * total and not fallback:
+        raise UsageError(
+            f"{why}: too large for any split; split by fewer columns, change the fractions, or set "
+            "split_fallback to accept it"
+        )
+    if not unmet:  # every split has cells, but not its share
+        unmet = [f"{name} = {target[s]:g}: got {cells[s] / total:.3g}" for s, name in enumerate(SPLIT_NAMES)]
+    log.warning("%s; not met: %s", why, "; ".join(unmet))
+    return unmet
+
+
+def _groups(comps: Components, split_of: np.ndarray) -> dict[str, str]:
+    """Each value of the split columns -> its split (``column=value`` with several columns)."""
+    groups: dict[str, str] = {}
+    several = len(comps.columns) > 1
+    for column, names, nodes in zip(comps.columns, comps.values, comps.node_component, strict=True):
+        for name, split in zip(names, split_of[nodes].tolist(), strict=True):
+            groups[f"{column}={name}" if several else name] = SPLIT_NAMES[split]
+    return groups

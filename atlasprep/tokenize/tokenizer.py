@@ -16,6 +16,7 @@ reads them back, checked as everything read from a store is.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,14 @@ from atlasprep.sources import CellBatch
 from atlasprep.sources.base import remap_columns
 from atlasprep.tokenize.binning import bin_values, cap_genes
 from atlasprep.tokenize.config import Encoded, Scheme, TokenizeConfig
-from atlasprep.tokenize.context import context_token, insert_context
+from atlasprep.tokenize.context import context_token, insert_context, unknown_token
 from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
 from atlasprep.tokenize.segments import KINDS, Segment, encode_segment, segment_vector, splice
 
 __all__ = ["PairedBatch", "PairedModality", "TokenizedBatch", "Tokenizer", "cell_totals"]
+
+log = logging.getLogger("atlasprep.tokenize")
 
 if TYPE_CHECKING:  # tokenizer_files imports this module
     from atlasprep.tokenize.tokenizer_files import TokenizerRecord
@@ -74,6 +77,7 @@ class TokenizedBatch:
     offsets: np.ndarray  # int64, n_cells + 1
     values: np.ndarray | None
     n_genes: np.ndarray  # int64 per cell
+    unknown_context: tuple[tuple[str, int], ...] = ()  # (column, cells) given its <unk> token
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,34 +120,48 @@ class Tokenizer:
         def encode(batch: CellBatch, first_row: int = 0) -> TokenizedBatch:
             ids, offsets, values = base(batch, first_row)
             n_genes = np.diff(offsets) - (2 if self.framed else 0)
+            unknown: tuple[tuple[str, int], ...] = ()
             if context:
+                context_ids, unknown = self.context_ids(batch.obs)
                 ids, offsets, values = insert_context(
                     ids,
                     offsets,
-                    self.context_ids(batch.obs),
+                    context_ids,
                     at=1 if self.framed else 0,
                     max_len=self.max_len,
                     keep_tail=1 if self.framed else 0,
                     values=values,
                 )
-            return TokenizedBatch(input_ids=ids, offsets=offsets, values=values, n_genes=n_genes)
+            return TokenizedBatch(
+                input_ids=ids, offsets=offsets, values=values, n_genes=n_genes, unknown_context=unknown
+            )
 
         return encode
 
-    def context_ids(self, obs: pa.Table) -> np.ndarray:
-        """(cells × context columns) token ids of a batch's context values."""
+    def context_ids(self, obs: pa.Table) -> tuple[np.ndarray, tuple[tuple[str, int], ...]]:
+        """(cells × context columns) token ids of a batch's context values, and how many cells
+        of each column held a value the tokenizer was not fitted on (given the column's
+        ``<unk>`` token; a tokenizer saved without one refuses them)."""
         out = np.empty((obs.num_rows, len(self.context)), dtype=np.int32)
+        unknown = []
         for j, column in enumerate(self.context):
             values = obs[column].to_pandas().astype("string").fillna("<NA>")
-            try:
-                lookup = {v: self.tokens[context_token(column, v)] for v in values.unique()}
-            except KeyError as missing:
-                raise InputFormatError(
-                    f"obs[{column!r}] holds {missing.args[0]!r}, a value this tokenizer has no token for "
-                    "(it knows the values of the corpus it was fitted on)"
-                ) from None
-            out[:, j] = values.map(lookup).to_numpy(dtype=np.int32)
-        return out
+            distinct = values.unique()
+            lookup = {v: self.tokens.get(context_token(column, v), -1) for v in distinct}
+            ids = values.map(lookup).to_numpy(dtype=np.int32)
+            unseen = ids < 0
+            if unseen.any():
+                fallback = self.tokens.get(unknown_token(column))
+                if fallback is None:
+                    first = next(v for v in distinct if lookup[v] < 0)
+                    raise InputFormatError(
+                        f"obs[{column!r}] holds {first!r}, a value this tokenizer has no token for "
+                        "(it knows the values of the corpus it was fitted on, and has no <unk> token)"
+                    )
+                ids[unseen] = fallback
+                unknown.append((column, int(unseen.sum())))
+            out[:, j] = ids
+        return out, tuple(unknown)
 
     def segment(self, paired: PairedModality, spec: str = "") -> Segment:
         """A paired modality as the segment kernels take it (its tokens from the vocabulary);
@@ -222,16 +240,31 @@ class Tokenizer:
     def _bin_columns(self, gene_ids: list[str], column_tokens: np.ndarray) -> np.ndarray:
         if self.hvg_genes is None:
             return np.flatnonzero(column_tokens >= 0)
+        return self.hvg_columns(gene_ids)
+
+    def hvg_columns(self, gene_ids: Sequence[str]) -> np.ndarray:
+        """The input columns of the tokenizer's highly variable genes, in the tokenizer's order.
+        Genes the input lacks are left out with a warning (they would bin to 0, which scGPT
+        does not emit); an input with none of them is refused."""
+        assert self.hvg_genes is not None
         first: dict[str, int] = {}
         for column, gene in enumerate(gene_ids):
-            first.setdefault(gene, column)
-        absent = [g for g in self.hvg_genes if g not in first]
-        if absent:
+            first.setdefault(str(gene), column)
+        present = [first[g] for g in self.hvg_genes if g in first]
+        absent = len(self.hvg_genes) - len(present)
+        if not present:
             raise InputFormatError(
-                f"{len(absent)} of the tokenizer's {len(self.hvg_genes)} highly variable genes are not "
-                f"in this input's var (e.g. {', '.join(absent[:3])})"
+                f"none of the tokenizer's {len(self.hvg_genes)} highly variable genes is in this input's "
+                f"var (e.g. {', '.join(self.hvg_genes[:3])}); are var IDs symbols where it has Ensembl IDs?"
             )
-        return np.array([first[g] for g in self.hvg_genes], dtype=np.int64)
+        if absent:
+            log.warning(
+                "%d of the tokenizer's %d highly variable genes are not in this input's var; "
+                "they are left out, as if not expressed",
+                absent,
+                len(self.hvg_genes),
+            )
+        return np.array(present, dtype=np.int64)
 
     def _rank_encoder(self, gene_ids: list[str]) -> Callable[[CellBatch, int], Encoded]:
         assert self.medians is not None, "the rank scheme needs gene medians"
@@ -298,6 +331,20 @@ class Tokenizer:
         from atlasprep.tokenize.tokenizer_files import load_tokenizer
 
         return load_tokenizer(store)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        """A saved tokenizer: a store, a ``tokenizer export`` folder, or its ``tokenizer.json``."""
+        from atlasprep.tokenize.tokenizer_files import load_tokenizer_from
+
+        return load_tokenizer_from(path)
+
+    def export(self, out: str | Path, *, overwrite: bool = False) -> Path:
+        """Write this tokenizer alone into a new folder (``tokenizer.json``, ``vocab.json`` and
+        the medians and mapping it names), which :meth:`load` reads."""
+        from atlasprep.tokenize.tokenizer_files import export_tokenizer
+
+        return export_tokenizer(self, out, overwrite=overwrite)
 
 
 def cell_totals(obs: pa.Table, column: str) -> np.ndarray:

@@ -13,11 +13,20 @@ from typing import Any, TypedDict
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atlasprep._io import inside, write_bytes_atomic, write_json_atomic
-from atlasprep.errors import CorruptStoreError
+from atlasprep._io import atomic_output, inside, write_bytes_atomic, write_json_atomic
+from atlasprep.errors import CorruptStoreError, InputFormatError, OutputExistsError, UsageError
 from atlasprep.tokenize.tokenizer import PairedModality, Tokenizer
+from atlasprep.tokenize.vocab import load_token_dictionary
 
-__all__ = ["TOKENIZER_FILE", "TokenizerRecord", "load_tokenizer", "save_tokenizer", "tokenizer_record"]
+__all__ = [
+    "TOKENIZER_FILE",
+    "TokenizerRecord",
+    "export_tokenizer",
+    "load_tokenizer",
+    "load_tokenizer_from",
+    "save_tokenizer",
+    "tokenizer_record",
+]
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_FORMAT = "atlasprep-tokenizer"
@@ -99,16 +108,63 @@ def load_tokenizer(store: str | Path) -> Tokenizer:
     path = inside(store, TOKENIZER_FILE, what=str(store))
     if not path.is_file():
         raise CorruptStoreError(f"{path}: missing; the store was built before tokenizers were saved")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise CorruptStoreError(f"{path}: not valid JSON ({exc})") from None
     declared = manifest.get("tokenizer_file")
     if isinstance(declared, dict) and declared.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
         raise CorruptStoreError(f"{path}: sha256 differs from the manifest (the tokenizer was edited)")
+    record = _read_record(path)
+    return _from_record(store, record, load_vocab(store, manifest))
+
+
+def load_tokenizer_from(path: str | Path) -> Tokenizer:
+    """A saved tokenizer wherever it is: a token store (checked against its manifest), a folder
+    that ``tokenizer export`` wrote, or the ``tokenizer.json`` in either (the files it names are
+    beside it)."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    if (folder / "manifest.json").is_file():
+        return load_tokenizer(folder)
+    record_path = path if path.is_file() else path / TOKENIZER_FILE
+    if not record_path.is_file():
+        raise UsageError(
+            f"tokenizer = {str(path)!r}: not a token store, a tokenizer folder or a tokenizer.json "
+            "(make one with: atlasprep tokenizer export STORE --out DIR)"
+        )
+    record = _read_record(record_path)
+    vocab = inside(folder, str(record.get("vocab") or "vocab.json"), what=f"{record_path} vocab")
+    try:
+        tokens = load_token_dictionary(vocab)
+    except (UsageError, InputFormatError) as exc:
+        raise CorruptStoreError(f"{record_path}: its vocabulary: {exc}") from None
+    return _from_record(folder, record, tokens)
+
+
+def export_tokenizer(tokenizer: Tokenizer | str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a tokenizer (or a store's) alone into a new folder ``out`` (tokenizer.json,
+    vocab.json and the medians and mapping it names), for a model card to ship; returns ``out``."""
+    if not isinstance(tokenizer, Tokenizer):
+        tokenizer = load_tokenizer_from(tokenizer)
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not (out.is_dir() and (out / TOKENIZER_FILE).is_file()):  # never replace what we did not write
+            raise UsageError(f"out {out}: exists and is not a tokenizer folder; choose a new folder")
+        if not overwrite:
+            raise OutputExistsError(f"out {out} exists; set overwrite to replace it")
+    elif not out.parent.is_dir():
+        raise UsageError(f"out {out}: directory {out.parent} does not exist")
+    with atomic_output(out) as tmp:
+        tmp.mkdir()
+        save_tokenizer(tokenizer, tmp)
+    return out
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptStoreError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != TOKENIZER_FORMAT:
         raise CorruptStoreError(f"{path}: not an atlasprep tokenizer")
-    return _from_record(store, record, load_vocab(store, manifest))
+    return record
 
 
 def _from_record(store: Path, record: dict[str, Any], tokens: dict[str, int]) -> Tokenizer:
