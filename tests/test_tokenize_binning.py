@@ -66,27 +66,39 @@ def test_empty_cells_and_bad_bins():
         bin_values(X, 2)
 
 
-def test_cap_genes_keeps_a_seeded_subset_whatever_the_batching():
-    from atlasprep.tokenize.binning import cap_genes
+def test_cap_genes_keeps_a_seeded_subset_whatever_the_batching_and_the_column_order():
+    from atlasprep.tokenize.binning import cap_genes, cell_keys
 
     rng = np.random.default_rng(5)
     dense = rng.integers(0, 9, (40, 300)) * (rng.random((40, 300)) < 0.5)
     binned = bin_values(sp.csr_matrix(dense.astype(np.float32)))
-    whole = cap_genes(binned, 50, seed=7, first_row=0)
-    halves = sp.vstack(
-        [cap_genes(binned[:13], 50, seed=7, first_row=0), cap_genes(binned[13:], 50, seed=7, first_row=13)]
-    )
+    keys = cell_keys(np.array([f"cell{i}" for i in range(40)]))
+    tokens = np.arange(1000, 1300)
+
+    def cap(m, rows=slice(None), seed=7, cols=tokens):
+        return cap_genes(m, 50, seed=seed, row_keys=keys[rows], column_keys=cols)
+
+    whole = cap(binned)
+    halves = sp.vstack([cap(binned[:13], slice(0, 13)), cap(binned[13:], slice(13, None))])
     assert (whole != halves).nnz == 0
+    # the same cells in another order, and their genes in another column order: same genes kept
+    rows, cols = rng.permutation(40), rng.permutation(300)
+    moved = cap_genes(
+        binned[rows][:, cols], 50, seed=7, row_keys=keys[rows], column_keys=tokens[cols]
+    ).toarray()
+    assert np.array_equal(moved[np.argsort(rows)][:, np.argsort(cols)], whole.toarray())
+    # the key is the cell's id: same cells, same id keys, whatever their place
+    assert np.array_equal(cell_keys(np.array(["a", "b"])), cell_keys(np.array(["a", "b"], dtype=object)))
     lengths = np.diff(whole.indptr)
     assert np.array_equal(lengths, np.minimum(np.diff(binned.indptr), 50))
     full = binned.toarray()
     kept = whole.toarray()
     assert ((kept == 0) | (kept == full)).all()  # a subset of each cell's genes, bins unchanged
-    assert (cap_genes(binned, 50, seed=8, first_row=0) != whole).nnz > 0
+    assert (cap(binned, seed=8) != whole).nnz > 0
     # uniform: every column is kept about as often (each cell keeps 50 of ~150 genes)
     picks = np.zeros(300)
     for seed in range(30):
-        picks += (cap_genes(binned, 50, seed=seed, first_row=0).toarray() > 0).sum(axis=0)
+        picks += (cap(binned, seed=seed).toarray() > 0).sum(axis=0)
     share = picks / (30 * (full > 0).sum(axis=0))
     assert share.min() > 0.2
     assert share.max() < 0.5

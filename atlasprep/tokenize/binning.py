@@ -29,13 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from atlasprep.errors import UsageError
 from atlasprep.sources.counts import check_counts
 from atlasprep.tokenize._groups import length_groups
 
-__all__ = ["bin_values", "cap_genes"]
+__all__ = ["bin_values", "cap_genes", "cell_keys"]
 
 _THREADS = max(1, min(4, os.cpu_count() or 1))
 _WIDTH_STEP = 64  # cells padded to a multiple of this many values share one sort call
@@ -118,17 +119,34 @@ def _digitize_rows(rows, ordered, quantiles, indptr, data, digits):  # type: ign
             digits[start + j] = (left + lo + 1) // 2
 
 
-def cap_genes(binned: sp.csr_matrix, max_len: int, *, seed: int, first_row: int) -> sp.csr_matrix:
+def cell_keys(cell_ids: np.ndarray) -> np.ndarray:
+    """A stable 64-bit key per cell id (SipHash with pandas' fixed key, vectorized): what
+    :func:`cap_genes` draws a cell's genes by, so a cell keeps the same genes wherever it is read
+    (a store, a stream, new data at inference) and however its neighbours are batched."""
+    return pd.util.hash_array(np.asarray(cell_ids, dtype=object).astype(str).astype(object))
+
+
+def cap_genes(
+    binned: sp.csr_matrix, max_len: int, *, seed: int, row_keys: np.ndarray, column_keys: np.ndarray
+) -> sp.csr_matrix:
     """Keep at most ``max_len`` genes per cell: a uniform sample without replacement, as scGPT
-    draws one when a cell has more genes than the model's input, but fixed by ``seed`` and
-    the cell's place in the corpus (``first_row`` + its row), whatever the batching. Kept genes
-    stay in column order."""
+    draws one when a cell has more genes than the model's input, but fixed by ``seed``, the
+    cell (``row_keys``: :func:`cell_keys` of its id) and each gene (``column_keys``: its token
+    id, so the var's column order does not matter), whatever the batching. Kept genes stay in
+    column order."""
     lengths = np.diff(binned.indptr)
     if max_len < 1:
         raise UsageError(f"max_len = {max_len}: must be at least 1")
     if (lengths <= max_len).all():
         return binned
-    keep = _sample_mask(binned.indptr, binned.indices, max_len, np.uint64(seed), first_row)
+    keep = _sample_mask(
+        binned.indptr,
+        binned.indices,
+        max_len,
+        np.uint64(seed),
+        np.asarray(row_keys, dtype=np.uint64),
+        np.asarray(column_keys).astype(np.uint64),
+    )
     kept = np.zeros(len(binned.indptr), dtype=np.int64)
     np.cumsum(np.minimum(lengths, max_len), out=kept[1:])
     return sp.csr_matrix((binned.data[keep], binned.indices[keep], kept), shape=binned.shape)
@@ -143,16 +161,16 @@ def _mix(x):  # type: ignore[no-untyped-def]  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _sample_mask(indptr, indices, max_len, seed, first_row):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _sample_mask(indptr, indices, max_len, seed, row_keys, column_keys):  # type: ignore[no-untyped-def]  # pragma: no cover
     keep = np.ones(indptr[-1], dtype=np.bool_)
     for row in range(len(indptr) - 1):
         start, stop = indptr[row], indptr[row + 1]
         if stop - start <= max_len:
             continue
-        cell = _mix(seed ^ _mix(np.uint64(first_row + row) + np.uint64(0x9E3779B97F4A7C15)))
+        cell = _mix(seed ^ _mix(row_keys[row] + np.uint64(0x9E3779B97F4A7C15)))
         keys = np.empty(stop - start, dtype=np.uint64)
         for j in range(stop - start):
-            keys[j] = _mix(cell ^ np.uint64(indices[start + j]))
+            keys[j] = _mix(cell ^ column_keys[indices[start + j]])
         order = np.argsort(keys, kind="mergesort")  # stable: equal keys keep column order
         for j in range(max_len, stop - start):
             keep[start + order[j]] = False

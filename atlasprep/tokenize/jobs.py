@@ -63,7 +63,7 @@ class EncodeJob:
     by_size: bool
     obs_columns: tuple[str, ...]
     column_tokens: np.ndarray
-    encode: Callable[[CellBatch, int], TokenizedBatch]
+    encode: Callable[[CellBatch], TokenizedBatch]
     tokenizer: Tokenizer
     spill_dir: Path
     segments: tuple[Segment, ...] = ()
@@ -157,7 +157,7 @@ def run_encode_job(
             check_batch_counts(batch.X, config)
             coverage = coverage.add(batch.X, job.column_tokens)
             codes, slots = job.split_codes[cells], job.slots[cells]
-            table, encoded = _batch_table(job, batch, job.first_cell + done, codes)
+            table, encoded = _batch_table(job, batch, codes)
             coverage = coverage.add_unknown(encoded.unknown_context)
             genes = encoded.n_genes
             if splice_paired is not None:
@@ -241,12 +241,10 @@ def _with_segments(
     return table
 
 
-def _batch_table(
-    job: EncodeJob, batch: Any, first_row: int, split_codes: np.ndarray
-) -> tuple[pa.Table, TokenizedBatch]:
+def _batch_table(job: EncodeJob, batch: Any, split_codes: np.ndarray) -> tuple[pa.Table, TokenizedBatch]:
     """One batch of cells as shard rows (tokens, values, lengths, metadata, split), and its
     tokens (each cell's number of gene tokens, the unseen context values)."""
-    encoded = job.encode(batch, first_row)
+    encoded = job.encode(batch)
     ids, offsets, values = encoded.input_ids, encoded.offsets, encoded.values
     columns = {
         "input_ids": ragged(ids, offsets, pa.int32()),

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from atlasprep.errors import InputFormatError
 from atlasprep.sources import CellBatch
 from atlasprep.sources.base import remap_columns
-from atlasprep.tokenize.binning import bin_values, cap_genes
+from atlasprep.tokenize.binning import bin_values, cap_genes, cell_keys
 from atlasprep.tokenize.config import Encoded, Scheme, TokenizeConfig
 from atlasprep.tokenize.context import context_token, insert_context, unknown_token
 from atlasprep.tokenize.rank import RankEncoder
@@ -110,15 +110,15 @@ class Tokenizer:
 
     def encoder(
         self, gene_ids: Sequence[str], *, hvg_columns: np.ndarray | None = None
-    ) -> Callable[[CellBatch, int], TokenizedBatch]:
-        """``encode(batch, first_row)`` for a source whose var is ``gene_ids`` (column order);
-        ``first_row`` is the batch's first cell's place in the corpus (bin's fixed sample)."""
+    ) -> Callable[[CellBatch], TokenizedBatch]:
+        """``encode(batch)`` for a source whose var is ``gene_ids`` (column order): a cell's
+        tokens depend on the cell alone (bin's fixed sample of genes is keyed by its id)."""
         genes = [str(g) for g in gene_ids]
         base = self._gene_encoder(genes, hvg_columns)
         context = self.context
 
-        def encode(batch: CellBatch, first_row: int = 0) -> TokenizedBatch:
-            ids, offsets, values = base(batch, first_row)
+        def encode(batch: CellBatch) -> TokenizedBatch:
+            ids, offsets, values = base(batch)
             n_genes = np.diff(offsets) - (2 if self.framed else 0)
             unknown: tuple[tuple[str, int], ...] = ()
             if context:
@@ -213,13 +213,13 @@ class Tokenizer:
 
     def _gene_encoder(
         self, gene_ids: list[str], hvg_columns: np.ndarray | None
-    ) -> Callable[[CellBatch, int], Encoded]:
+    ) -> Callable[[CellBatch], Encoded]:
         if self.scheme == "rank":
             return self._rank_encoder(gene_ids)
         column_tokens = self.column_tokens(gene_ids)
         if self.scheme == "raw":
 
-            def encode_raw(batch: CellBatch, first_row: int) -> Encoded:
+            def encode_raw(batch: CellBatch) -> Encoded:
                 cells = raw_encode(batch.X, column_tokens, max_len=self.max_len)
                 return cells.input_ids, cells.offsets, cells.values
 
@@ -228,9 +228,11 @@ class Tokenizer:
         columns = self._bin_columns(gene_ids, column_tokens) if hvg_columns is None else hvg_columns
         tokens = column_tokens[columns]
 
-        def encode_bin(batch: CellBatch, first_row: int) -> Encoded:
+        def encode_bin(batch: CellBatch) -> Encoded:
             binned = bin_values(sp.csr_matrix(batch.X)[:, columns], self.n_bins)
-            binned = cap_genes(binned, self.max_len, seed=self.seed, first_row=first_row)
+            if len(binned.indptr) > 1 and np.diff(binned.indptr).max() > self.max_len:
+                keys = cell_keys(batch.cell_ids)
+                binned = cap_genes(binned, self.max_len, seed=self.seed, row_keys=keys, column_keys=tokens)
             ids = tokens[binned.indices]
             offsets = binned.indptr.astype(np.int64)
             return ids.astype(np.int32), offsets, binned.data.astype(np.int32)
@@ -266,7 +268,7 @@ class Tokenizer:
             )
         return np.array(present, dtype=np.int64)
 
-    def _rank_encoder(self, gene_ids: list[str]) -> Callable[[CellBatch, int], Encoded]:
+    def _rank_encoder(self, gene_ids: list[str]) -> Callable[[CellBatch], Encoded]:
         assert self.medians is not None, "the rank scheme needs gene medians"
         ranking = functools.partial(
             RankEncoder.from_dictionaries,
@@ -290,7 +292,7 @@ class Tokenizer:
 
         column = self.n_counts_column
 
-        def encode_rank(batch: CellBatch, first_row: int) -> Encoded:
+        def encode_rank(batch: CellBatch) -> Encoded:
             n_counts = None if column is None else cell_totals(batch.obs, column)
             X, encoder = batch.X, whole
             if batch.stored_columns is not None:

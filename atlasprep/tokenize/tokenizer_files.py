@@ -127,7 +127,7 @@ def load_tokenizer_from(path: str | Path) -> Tokenizer:
     if not record_path.is_file():
         raise UsageError(
             f"tokenizer = {str(path)!r}: not a token store, a tokenizer folder or a tokenizer.json "
-            "(make one with: atlasprep tokenizer export STORE --out DIR)"
+            "(Tokenizer.export or the tokenizer export command writes a folder)"
         )
     record = _read_record(record_path)
     vocab = inside(folder, str(record.get("vocab") or "vocab.json"), what=f"{record_path} vocab")
