@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from atlasprep.errors import InputFormatError, UsageError
-from atlasprep.tokenize.padding import RaggedRows, pad_parts
+from atlasprep.tokenize.padding import RaggedRows, as_tensors, pad_parts
 
-__all__ = ["RaggedRows", "ShardCollator", "as_tensors", "collate_parts", "encode_labels"]
+__all__ = ["RaggedRows", "ShardCollator", "collate_parts", "encode_labels"]
 
 
 def collate_parts(
@@ -43,11 +42,6 @@ def collate_parts(
     are truncated), else the longest cell (:func:`atlasprep.tokenize.padding.pad_parts`)."""
     padded = pad_parts(parts, n_rows=n_rows, pad_id=pad_id, pad_to=pad_to, labels=labels, cell_ids=cell_ids)
     return as_tensors(padded)
-
-
-def as_tensors(batch: Mapping[str, Any]) -> dict[str, Any]:
-    """A padded batch's arrays as torch tensors (zero-copy); other entries as they are."""
-    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
 
 
 def label_lookup(label_maps: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:

@@ -182,15 +182,18 @@ def hint_geneformer_inputs(
 
 
 def gene_ids_of(source: CellSource, config: TokenizeConfig) -> list[str]:
-    var = source.var()
-    if config.gene_column is None:
+    return var_gene_ids(source.var(), config.gene_column)
+
+
+def var_gene_ids(var: pd.DataFrame, gene_column: str | None) -> list[str]:
+    """The gene IDs of a var: its index, or the ``gene_column`` named."""
+    if gene_column is None:
         return [str(g) for g in var.index]
-    if config.gene_column not in var.columns:
+    if gene_column not in var.columns:
         raise UsageError(
-            f"gene_column = {config.gene_column!r}: not a var column "
-            f"(var has: {', '.join(map(str, var.columns))})"
+            f"gene_column = {gene_column!r}: not a var column (var has: {', '.join(map(str, var.columns))})"
         )
-    return [str(g) for g in var[config.gene_column]]
+    return [str(g) for g in var[gene_column]]
 
 
 def fit_paired(

@@ -65,7 +65,15 @@ class GeneMoments:
             raise UsageError("n_hvg needs at least 3 genes that vary across the cells")
         fitted = np.zeros(self.n_genes, dtype=np.float64)
         model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
-        model.fit()
+        try:
+            model.fit()
+        except ValueError as exc:  # skmisc's loess: a singular fit (few cells or genes), as in scanpy
+            reason = exc.args[0].decode().strip() if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise UsageError(
+                f"n_hvg: the Seurat v3 loess fit of variance on mean failed on these {self.n_cells:,} "
+                f"cells and {int(not_const.sum()):,} varying genes ({reason}); select more cells, or "
+                "leave n_hvg out"
+            ) from None
         fitted[not_const] = model.outputs.fitted_values
         std = np.sqrt(10**fitted)
         clip = std * np.sqrt(self.n_cells) + mean

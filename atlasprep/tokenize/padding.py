@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RaggedRows", "pad_parts"]
+__all__ = ["RaggedRows", "as_tensors", "pad_parts"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,3 +72,13 @@ def pad_parts(
     if cell_ids is not None:
         batch["cell_id"] = list(cell_ids)
     return batch
+
+
+def as_tensors(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """A padded batch's arrays as torch tensors (zero-copy) when torch is installed, as the
+    loaders give them; the arrays themselves without torch. Other entries stay as they are."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - exercised only without torch
+        return dict(batch)
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,8 @@ __all__ = ["PairedBatch", "PairedModality", "TokenizedBatch", "Tokenizer", "cell
 log = logging.getLogger("atlasprep.tokenize")
 
 if TYPE_CHECKING:  # tokenizer_files imports this module
+    import anndata as ad
+
     from atlasprep.tokenize.tokenizer_files import TokenizerRecord
 
 
@@ -340,6 +342,31 @@ class Tokenizer:
         from atlasprep.tokenize.tokenizer_files import load_tokenizer_from
 
         return load_tokenizer_from(path)
+
+    def __call__(
+        self,
+        data: ad.AnnData | str | Path,
+        *,
+        gene_column: str | None = None,
+        layer: str | None = None,
+        pad_to: int | None = None,
+        assume_normalized: bool = False,
+    ) -> dict[str, Any]:
+        """New cells (an AnnData, or an AnnData file's path) as the batch dict the loaders give:
+        ``input_ids``, ``attention_mask``, ``values`` (bin, raw) and ``cell_id``, torch tensors
+        when torch is installed, else numpy; encoded exactly as the corpus was. For what the
+        data lacked (genes, context values), see :func:`atlasprep.tokenize.inference.tokenize_new`."""
+        from atlasprep.tokenize.inference import tokenize_new
+
+        batch, _ = tokenize_new(
+            self,
+            data,
+            gene_column=gene_column,
+            layer=layer,
+            pad_to=pad_to,
+            assume_normalized=assume_normalized,
+        )
+        return batch
 
     def export(self, out: str | Path, *, overwrite: bool = False) -> Path:
         """Write this tokenizer alone into a new folder (``tokenizer.json``, ``vocab.json`` and
