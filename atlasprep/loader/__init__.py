@@ -28,5 +28,6 @@ except ImportError as error:  # pragma: no cover - exercised only without torch
 from atlasprep.loader.collate import ShardCollator
 from atlasprep.loader.dataloader import ShardLoader
 from atlasprep.loader.dataset import ShardDataset
+from atlasprep.loader.stream import StreamDataset
 
-__all__ = ["ShardCollator", "ShardDataset", "ShardLoader"]
+__all__ = ["ShardCollator", "ShardDataset", "ShardLoader", "StreamDataset"]

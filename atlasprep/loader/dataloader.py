@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from atlasprep.errors import UsageError
 from atlasprep.loader._plan import resume_point
 from atlasprep.loader.dataset import ShardDataset
+from atlasprep.loader.stream import StreamDataset
 
 __all__ = ["ShardLoader"]
 
@@ -33,7 +34,7 @@ class ShardLoader:
 
     def __init__(
         self,
-        dataset: ShardDataset,
+        dataset: ShardDataset | StreamDataset,
         *,
         batch_size: int,
         num_workers: int = 0,

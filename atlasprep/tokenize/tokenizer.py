@@ -15,8 +15,10 @@ reads them back, checked as everything read from a store is.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from atlasprep.errors import InputFormatError
-from atlasprep.sources import CellBatch
+from atlasprep.sources import CellBatch, SourceSpec
 from atlasprep.sources.base import remap_columns
 from atlasprep.tokenize.binning import bin_values, cap_genes, cell_keys
 from atlasprep.tokenize.config import Encoded, Scheme, TokenizeConfig
@@ -310,12 +312,14 @@ class Tokenizer:
     # -- fitting, saving and loading ------------------------------------------------------------
 
     @classmethod
-    def fit(cls, config: TokenizeConfig) -> Tokenizer:
-        """Make the corpus passes a build of ``config`` makes (medians, HVG, context values) on
-        the cells it selects, and return the tokenizer, without writing a store."""
+    def fit(cls, config: TokenizeConfig | SourceSpec, **fields: Any) -> Tokenizer:
+        """Make the corpus passes a build of ``config`` (or of a spec and config ``fields``)
+        makes (medians, HVG, context values) on the cells it selects; no store is written."""
         from atlasprep.tokenize.api import fit_tokenizer
 
-        return fit_tokenizer(config)
+        if isinstance(config, SourceSpec):
+            config = TokenizeConfig(source=config, out=Path(os.devnull), **fields)
+        return fit_tokenizer(dataclasses.replace(config, **fields) if fields else config)
 
     def record(self) -> TokenizerRecord:
         """``tokenizer.json``'s content (see :mod:`atlasprep.tokenize.tokenizer_files`)."""

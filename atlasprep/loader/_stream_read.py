@@ -1,0 +1,82 @@
+"""One read of a :class:`~atlasprep.loader.stream.StreamDataset`: some cells' counts, checked
+and tokenized in one call, held as flat token buffers until their batches are sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from atlasprep.loader.collate import encode_labels
+from atlasprep.sources import CellBatch, CellSource
+from atlasprep.sources.counts import check_counts
+from atlasprep.tokenize.tokenizer import TokenizedBatch, Tokenizer
+
+__all__ = ["Read", "read_cells"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Read:
+    """Distinct cells read once (source order): cell ``i``'s tokens are
+    ``ids[offsets[i]:offsets[i+1]]``; ``inverse`` maps each requested place to its cell."""
+
+    ids: np.ndarray
+    offsets: np.ndarray  # int64, n + 1
+    values: np.ndarray | None
+    cell_ids: np.ndarray
+    labels: Mapping[str, np.ndarray]  # column -> int64 label per cell
+    inverse: np.ndarray  # per requested place: its row here
+
+
+def read_cells(
+    source: CellSource,
+    positions: np.ndarray,
+    *,
+    tokenizer: Tokenizer,
+    encode: Callable[[CellBatch], TokenizedBatch],
+    lookup: Mapping[str, Mapping[str, int]],
+    integer: bool,
+) -> Read:
+    """The cells at ``positions`` (repeats read once), tokenized; labels of ``lookup``'s columns."""
+    distinct, inverse = np.unique(positions, return_inverse=True)
+    totals = [tokenizer.n_counts_column] if tokenizer.n_counts_column else []
+    columns = list(dict.fromkeys([*lookup, *tokenizer.context, *totals]))
+    ids, lengths, values, cell_ids = [], [], [], []
+    labels: dict[str, list[np.ndarray]] = {c: [] for c in lookup}
+    for batch in source.iter_batches(
+        distinct, var_positions=None, batch_size=len(distinct), obs_columns=columns
+    ):
+        check_counts(
+            batch.X,
+            where="the streamed counts",
+            integer=integer,
+            hint=f"the {tokenizer.scheme} scheme reads raw integer counts; point the spec's layer at "
+            "them, or set assume_normalized",
+        )
+        encoded = encode(batch)
+        ids.append(encoded.input_ids)
+        lengths.append(np.diff(encoded.offsets))
+        if encoded.values is not None:
+            values.append(encoded.values)
+        cell_ids.append(batch.cell_ids.astype(str))
+        for column, table in lookup.items():
+            labels[column].append(encode_labels(_strings(batch.obs[column]), table, column))
+    offsets = np.zeros(len(distinct) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return Read(
+        ids=np.concatenate(ids),
+        offsets=offsets,
+        values=np.concatenate(values) if values else None,
+        cell_ids=np.concatenate(cell_ids),
+        labels={c: np.concatenate(v) for c, v in labels.items()},
+        inverse=inverse.astype(np.int64),
+    )
+
+
+def _strings(column: Any) -> np.ndarray:
+    """A label column's values as the label maps hold them (text; missing as ``<NA>``)."""
+    values = column.to_pandas() if isinstance(column, pa.ChunkedArray | pa.Array) else column
+    return values.astype("string").fillna("<NA>").to_numpy(dtype=object)

@@ -1,0 +1,313 @@
+"""`StreamDataset`: cells straight from the atlas into PyTorch, tokenized on the fly, no store.
+
+A :class:`~atlasprep.sources.SourceSpec` (the Census, a local SOMA store, the demo atlas, AnnData
+files) names the cells; :func:`~atlasprep.sources.select` picks them as ``slice`` and
+``tokenize`` do, and a split (``split_by``) takes the groups a store build with the same seed
+would (the build's own layout function decides). An epoch is planned as the SOMA loaders
+(TileDB-SOMA-ML's ``ExperimentDataset``) plan it:
+
+* the split's cells, in source order, are cut into *chunks* of ``chunk_size`` consecutive cells,
+  and the chunks are permuted by ``(seed, epoch)``: the epoch's *virtual sequence*;
+* consumer ``c`` (a DataLoader worker of a rank) reads its contiguous range of that sequence
+  (:func:`atlasprep.loader._plan.consumer_range`: every cell exactly once per epoch over all
+  ranks and workers; ``even`` evens the ranks as ``ShardDataset`` does);
+* it reads the range ``io_batch_size`` cells at a time, in source order within each read (a
+  few chunks: contiguous runs, which SOMA reads fast), tokenizes them with the
+  :class:`~atlasprep.tokenize.Tokenizer` in one call, and sends them in a permutation of the
+  read fixed by ``(seed, epoch, consumer, read)``.
+
+Memory is one read of counts and tokens (``io_batch_size`` cells; TileDB's read buffers are
+sized to it) and one batch, whatever the selection's size; the plan itself is 8 bytes a cell.
+Each process opens its own source when it starts iterating (a TileDB handle does not survive a
+fork). Batches are the dicts ``ShardDataset`` yields; :class:`atlasprep.loader.ShardLoader` runs
+a StreamDataset through DataLoader workers, resumably, as it runs a store.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import IterableDataset
+
+from atlasprep.errors import UsageError
+from atlasprep.loader._consumers import EpochConsumers
+from atlasprep.loader._plan import Consumer, Even, consumer_range
+from atlasprep.loader._stream_read import Read, read_cells
+from atlasprep.loader.collate import ShardCollator, label_lookup
+from atlasprep.sources import SourceSpec, only_genes, open_source, select
+from atlasprep.tokenize.fit import var_gene_ids
+from atlasprep.tokenize.inference import with_totals
+from atlasprep.tokenize.padding import RaggedRows, as_tensors, pad_parts
+from atlasprep.tokenize.tokenizer import Tokenizer
+
+__all__ = ["StreamDataset"]
+
+_STATE_FORMAT = "atlasprep-stream-state"
+_CHUNK_STREAM, _READ_STREAM = 2, 3  # random streams: never shared with the store loader's
+
+
+class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
+    """The cells of ``spec`` (one split of them), tokenized by ``tokenizer`` as they stream.
+
+    ``tokenizer`` is a :class:`Tokenizer` (``Tokenizer.fit(config)`` makes the corpus passes
+    once; a tokenizer from another corpus works, genes it lacks are reported) or the path of a
+    saved one (a store, a ``tokenizer export`` folder). ``split_by`` (with ``split_fractions``,
+    ``holdout`` and any other split option of :class:`~atlasprep.tokenize.TokenizeConfig`)
+    splits the cells into whole groups as a store build with the same ``seed`` would.
+
+    ``batch_size=None`` yields one dict per cell; ``batch_size=B`` yields padded batches
+    (``input_ids``, ``attention_mask``, ``values`` for bin/raw, one int64 label tensor per
+    ``columns`` entry, ``cell_id``). ``set_epoch``, ``state_dict``/``load_state_dict`` and
+    ``even`` work as for ``ShardDataset``.
+    """
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        tokenizer: Tokenizer | str | Path,
+        split: str = "train",
+        *,
+        split_by: str | None = None,
+        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        holdout: tuple[str, ...] = (),
+        seed: int = 0,
+        shuffle: bool = True,
+        chunk_size: int = 64,
+        io_batch_size: int = 8192,
+        batch_size: int | None = None,
+        columns: Sequence[str] = (),
+        pad_to: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        even: Even = None,
+        gene_column: str | None = None,
+        assume_normalized: bool = False,
+        **split_options: Any,
+    ) -> None:
+        super().__init__()
+        _check(chunk_size=chunk_size, io_batch_size=io_batch_size, batch_size=batch_size, pad_to=pad_to)
+        self.spec = replace(spec, batch_size=io_batch_size)  # TileDB buffers sized to one read
+        self.split = split
+        self.seed, self.shuffle, self.chunk_size, self.io_batch_size = (
+            seed,
+            shuffle,
+            chunk_size,
+            io_batch_size,
+        )
+        self.batch_size, self.pad_to, self.columns = batch_size, pad_to, tuple(columns)
+        self.gene_column, self.assume_normalized = gene_column, assume_normalized
+        loaded = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
+        splitting = {"split_by": split_by, "split": split_fractions, "holdout": holdout, **split_options}
+        self.cells, self.var_positions, self.tokenizer, self.label_maps = _plan_cells(
+            self.spec, loaded, split, seed=seed, columns=self.columns, splitting=splitting
+        )
+        self.pad_id = int(self.tokenizer.tokens.get("<pad>", 0))
+        self._lookup = label_lookup(self.label_maps)
+        self._init_consumers(rank, world_size, even)
+
+    # -- sizes and state -----------------------------------------------------------------------
+
+    @property
+    def num_cells(self) -> int:
+        """Cells in the split (what one epoch yields over all ranks and workers, ``even=None``)."""
+        return len(self.cells)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {
+            "format": _STATE_FORMAT,
+            "split": self.split,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "chunk_size": self.chunk_size,
+            "io_batch_size": self.io_batch_size,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "even": self.even,
+            "num_cells": self.num_cells,
+        }
+
+    def batched(self, batch_size: int, *, pad_to: int | None = None) -> StreamDataset:
+        """A copy that yields batches of ``batch_size`` (same cells, plan, epoch and label maps)."""
+        _check(
+            chunk_size=self.chunk_size, io_batch_size=self.io_batch_size, batch_size=batch_size, pad_to=pad_to
+        )
+        twin = copy.copy(self)
+        twin.batch_size = batch_size
+        twin.pad_to = pad_to if pad_to is not None else self.pad_to
+        return twin
+
+    def collator(self) -> ShardCollator:
+        """A collator for this dataset's single cells, with its pad id, ``pad_to`` and label maps."""
+        return ShardCollator(
+            pad_id=self.pad_id, pad_to=self.pad_to, columns=self.columns, label_maps=self.label_maps
+        )
+
+    # -- the epoch's plan ----------------------------------------------------------------------
+
+    def consumer_cells(self, consumer: Consumer) -> np.ndarray:
+        """The source positions one consumer reads this epoch, in the order its reads take them."""
+        n = self.num_cells
+        n_chunks = -(-n // self.chunk_size)
+        chunks = np.arange(n_chunks)
+        if self.shuffle:
+            chunks = np.random.default_rng([self.seed, self.epoch, _CHUNK_STREAM]).permutation(n_chunks)
+        sizes = np.minimum(self.chunk_size, n - chunks * self.chunk_size)
+        ends = np.cumsum(sizes)
+        start, stop = consumer_range(n, consumer, even=self.even)
+        virtual = np.arange(start, stop, dtype=np.int64) % max(n, 1)
+        chunk = np.searchsorted(ends, virtual, side="right")  # the chunk holding each virtual place
+        within = virtual - (ends[chunk] - sizes[chunk])
+        return self.cells[chunks[chunk] * self.chunk_size + within]
+
+    def _read_order(self, consumer: Consumer, k: int, n: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, self.epoch, _READ_STREAM, consumer.index, k]).permutation(n)
+
+    # -- iteration -----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        consumer, skip = self._this_consumer()
+        return self._iterate(consumer, skip)
+
+    def _iterate(self, consumer: Consumer, skip: int) -> Iterator[dict[str, Any]]:
+        positions = self.consumer_cells(consumer)
+        if skip >= len(positions):
+            return
+        source = only_genes(open_source(self.spec), self.var_positions)  # this process's own handle
+        integer = self.tokenizer.scheme != "raw" and not self.assume_normalized
+        try:
+            encode = self.tokenizer.encoder(var_gene_ids(source.var(), self.gene_column))
+            pending: list[tuple[Read, np.ndarray]] = []
+            held = 0
+            step = self.batch_size or 1
+            first = skip // self.io_batch_size
+            for k in range(first, -(-len(positions) // self.io_batch_size)):
+                a = k * self.io_batch_size
+                these = positions[a : a + self.io_batch_size]
+                read = read_cells(
+                    source,
+                    these,
+                    tokenizer=self.tokenizer,
+                    encode=encode,
+                    lookup=self._lookup,
+                    integer=integer,
+                )
+                rows = read.inverse[self._read_order(consumer, k, len(these))]
+                if k == first:
+                    rows = rows[skip - a :]
+                for b in range(0, len(rows), step):
+                    part = rows[b : b + step]
+                    if self.batch_size is None:
+                        yield from self._cells(read, part)
+                        continue
+                    while len(part):  # a batch may straddle two reads
+                        take = part[: self.batch_size - held]
+                        pending.append((read, take))
+                        held += len(take)
+                        part = part[len(take) :]
+                        if held == self.batch_size:
+                            yield self._batch(pending, held)
+                            pending, held = [], 0
+            if pending:
+                yield self._batch(pending, held)
+        finally:
+            source.close()
+
+    def _batch(self, parts: list[tuple[Read, np.ndarray]], n_rows: int) -> dict[str, Any]:
+        ragged, labels, cell_ids, row = [], {c: np.zeros(n_rows, np.int64) for c in self.columns}, [], 0
+        for read, rows in parts:
+            at = np.arange(row, row + len(rows))
+            starts = read.offsets[rows]
+            ragged.append(
+                RaggedRows(
+                    rows=at,
+                    starts=starts,
+                    lengths=read.offsets[rows + 1] - starts,
+                    ids=read.ids,
+                    values=read.values,
+                )
+            )
+            for column in self.columns:
+                labels[column][at] = read.labels[column][rows]
+            cell_ids.extend(read.cell_ids[rows].tolist())
+            row += len(rows)
+        self._consumed += n_rows
+        padded = pad_parts(
+            ragged, n_rows=n_rows, pad_id=self.pad_id, pad_to=self.pad_to, labels=labels, cell_ids=cell_ids
+        )
+        return as_tensors(padded)
+
+    def _cells(self, read: Read, rows: np.ndarray) -> Iterator[dict[str, Any]]:
+        for row in rows.tolist():
+            a, b = int(read.offsets[row]), int(read.offsets[row + 1])
+            cell: dict[str, Any] = {"input_ids": np.array(read.ids[a:b]), "cell_id": str(read.cell_ids[row])}
+            if read.values is not None:
+                cell["values"] = np.array(read.values[a:b])
+            for column in self.columns:
+                cell[column] = self.label_maps[column][int(read.labels[column][row])]
+            self._consumed += 1
+            yield cell
+
+
+def _plan_cells(
+    spec: SourceSpec,
+    tokenizer: Tokenizer,
+    split: str,
+    *,
+    seed: int,
+    columns: tuple[str, ...],
+    splitting: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray | None, Tokenizer, dict[str, list[str]]]:
+    """The split's cells (sorted source positions), the var positions of the spec's genes, the
+    tokenizer reading this source's totals, and each label column's values (the label map)."""
+    from atlasprep.tokenize.api import TokenizeConfig, _layout
+
+    source = open_source(spec)
+    try:
+        selection = select(spec, source)
+        if selection.n_cells == 0:
+            raise UsageError("no cells match the filters; nothing to stream")
+        view = only_genes(source, selection.var_positions)
+        positions = selection.positions
+        absent = [c for c in columns if c not in source.obs_columns]
+        if absent:
+            raise UsageError(f"columns = {absent!r}: not obs columns of the source")
+        if splitting.get("split_by"):
+            config = TokenizeConfig(source=spec, out=Path(os.devnull), seed=seed, **splitting)
+            _, layout = _layout(config, view, positions)
+            if split not in layout.names:
+                raise UsageError(f"split = {split!r}: the cells split into {', '.join(layout.names)}")
+            positions = positions[layout.codes == layout.names.index(split)]
+        elif split != "train":
+            raise UsageError(f"split = {split!r}: without split_by every cell is in 'train'")
+        obs = source.obs_values(positions, list(columns)) if columns else None
+        maps = (
+            {c: sorted(obs[c].astype("string").fillna("<NA>").unique().tolist()) for c in columns}
+            if obs is not None
+            else {}
+        )
+        return (
+            positions.astype(np.int64),
+            selection.var_positions,
+            with_totals(tokenizer, list(source.obs_columns)),
+            maps,
+        )
+    finally:
+        source.close()
+
+
+def _check(*, chunk_size: int, io_batch_size: int, batch_size: int | None, pad_to: int | None) -> None:
+    for name, value in (("chunk_size", chunk_size), ("io_batch_size", io_batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} = {value!r}: must be at least 1")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"batch_size = {batch_size}: must be at least 1")
+    if pad_to is not None and pad_to < 1:
+        raise UsageError(f"pad_to = {pad_to}: must be at least 1")

@@ -1,0 +1,179 @@
+"""`StreamDataset`: straight from a SourceSpec into PyTorch, with a store's guarantees.
+
+Every selected cell exactly once per epoch over ranks × DataLoader workers (a SOMA source and
+an AnnData source); resuming mid-epoch gives the uninterrupted rest; a cell's streamed tokens are
+its row in the store ``tokenize`` builds from the same spec and tokenizer (rank and bin); a split
+takes the store's groups; ``even`` evens the ranks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atlasprep.errors import UsageError
+from atlasprep.loader import ShardLoader, StreamDataset
+from atlasprep.shard import read_manifest, read_shard
+from atlasprep.slice import SliceConfig, slice_cells
+from atlasprep.sources import CellFilter, SourceSpec
+from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
+from atlasprep.tokenize.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def spec(small_census) -> SourceSpec:
+    return SourceSpec(census_uri=str(small_census), max_cells=500, seed=1)
+
+
+@pytest.fixture(scope="module")
+def stores(spec, tmp_path_factory) -> dict[str, Path]:
+    built = {}
+    for scheme, options in {
+        "rank": {"context": ("tissue_general",), "max_len": 48},
+        "bin": {"n_hvg": 300, "max_len": 24, "n_bins": 9},
+    }.items():
+        out = tmp_path_factory.mktemp("stream") / scheme
+        tokenize_cells(
+            TokenizeConfig(source=spec, out=out, scheme=scheme, split_by="donor_id", seed=3, **options)
+        )
+        built[scheme] = out
+    return built
+
+
+@pytest.fixture(scope="module")
+def anndata_spec(spec, tmp_path_factory) -> SourceSpec:
+    out = tmp_path_factory.mktemp("stream-slice") / "cells.h5ad"
+    slice_cells(SliceConfig(source=spec, out=out))
+    return SourceSpec(inputs=(str(out),), filter=CellFilter(primary_only=False))
+
+
+def _store_rows(store: Path, split: str | None = None) -> dict[str, tuple[list[int], list | None]]:
+    rows = {}
+    for shard in read_manifest(store)["shards"]:
+        if split is not None and shard["split"] != split:
+            continue
+        table = read_shard(store, shard["path"])
+        values = table["values"].to_pylist() if "values" in table.column_names else [None] * table.num_rows
+        for cell, ids, vals in zip(
+            table["cell_id"].to_pylist(), table["input_ids"].to_pylist(), values, strict=True
+        ):
+            rows[str(cell)] = (ids, vals)
+    return rows
+
+
+def _epoch(dataset: StreamDataset, num_workers: int, batch_size: int = 32) -> list[str]:
+    loader = ShardLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    return [cell for batch in loader for cell in batch["cell_id"]]
+
+
+@pytest.mark.parametrize("source", ["soma", "anndata"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_every_cell_once_per_epoch(stores, spec, anndata_spec, source, num_workers, world_size):
+    chosen = spec if source == "soma" else anndata_spec
+    tokenizer = Tokenizer.from_store(stores["rank"])
+    seen: list[str] = []
+    for rank in range(world_size):
+        dataset = StreamDataset(
+            chosen, tokenizer, seed=5, chunk_size=16, io_batch_size=96, rank=rank, world_size=world_size
+        )
+        seen += _epoch(dataset, num_workers)
+    assert len(seen) == 500
+    assert len(set(seen)) == 500
+    assert set(seen) == set(_store_rows(stores["rank"]))
+
+
+@pytest.mark.parametrize("scheme", ["rank", "bin"])
+def test_streamed_tokens_are_the_stores_rows(stores, spec, scheme):
+    store = stores[scheme]
+    rows = _store_rows(store, "val")
+    dataset = StreamDataset(spec, store, "val", split_by="donor_id", seed=3, io_batch_size=40, chunk_size=8)
+    assert dataset.num_cells == len(rows) == read_manifest(store)["splits"]["n_cells"]["val"]
+    cells = list(dataset)  # one dict per cell
+    assert sorted(c["cell_id"] for c in cells) == sorted(rows)
+    for cell in cells:
+        ids, values = rows[cell["cell_id"]]
+        assert cell["input_ids"].tolist() == ids
+        if scheme == "bin":
+            np.testing.assert_array_equal(cell["values"], np.asarray(values, dtype=cell["values"].dtype))
+
+
+def test_a_tokenizer_fitted_on_the_spec_streams_the_stores_tokens(stores, spec):
+    fitted = Tokenizer.fit(spec, scheme="rank", context=("tissue_general",), max_len=48, seed=3)
+    assert fitted == Tokenizer.from_store(stores["rank"])
+    batch = next(iter(StreamDataset(spec, fitted, batch_size=64, io_batch_size=50)))
+    assert batch["input_ids"].dtype == torch.int64
+    assert batch["input_ids"].shape[0] == 64  # a batch straddles reads of 50
+    rows = _store_rows(stores["rank"])
+    mask = batch["attention_mask"]
+    for i, cell in enumerate(batch["cell_id"]):
+        assert batch["input_ids"][i][mask[i]].tolist() == rows[cell][0]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_mid_epoch_gives_the_uninterrupted_rest(stores, spec, num_workers):
+    def loader() -> ShardLoader:
+        dataset = StreamDataset(
+            spec, stores["bin"], seed=9, chunk_size=8, io_batch_size=64, columns=["donor_id"]
+        )
+        return ShardLoader(dataset, batch_size=24, num_workers=num_workers)
+
+    whole = loader()
+    whole.set_epoch(2)
+    everything = [b["cell_id"] for b in whole]
+    first = loader()
+    first.set_epoch(2)
+    taken = []
+    for batch in first:
+        taken.append(batch["cell_id"])
+        if len(taken) == 7:
+            state = first.state_dict()
+            break
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert taken + [b["cell_id"] for b in resumed] == everything
+
+
+def test_in_process_state_and_epochs(stores, spec):
+    dataset = StreamDataset(spec, stores["rank"], seed=4, chunk_size=8, io_batch_size=64, batch_size=16)
+    dataset.set_epoch(1)
+    it = iter(dataset)
+    head = [next(it)["cell_id"] for _ in range(5)]
+    state = dataset.state_dict()
+    rest = [b["cell_id"] for b in it]
+    again = StreamDataset(spec, stores["rank"], seed=4, chunk_size=8, io_batch_size=64, batch_size=16)
+    again.load_state_dict(state)
+    assert [b["cell_id"] for b in again] == rest
+    again.set_epoch(1)
+    assert [b["cell_id"] for b in again][:5] == head  # (seed, epoch) fixes the order
+    again.set_epoch(2)
+    assert [b["cell_id"] for b in again][:5] != head
+    with pytest.raises(UsageError, match="differently configured"):
+        StreamDataset(spec, stores["rank"], seed=5, batch_size=16).load_state_dict(state)
+
+
+@pytest.mark.parametrize("even", ["drop", "pad"])
+def test_even_gives_every_rank_the_same_cells_count(stores, spec, even):
+    counts = []
+    seen: Counter[str] = Counter()
+    for rank in range(3):
+        dataset = StreamDataset(spec, stores["rank"], rank=rank, world_size=3, even=even, io_batch_size=64)
+        cells = [c["cell_id"] for c in dataset]
+        counts.append(len(cells))
+        seen.update(cells)
+    assert len(set(counts)) == 1
+    assert counts[0] == (500 // 3 if even == "drop" else -(-500 // 3))
+    assert max(seen.values()) <= (1 if even == "drop" else 2)
+
+
+def test_bad_options_are_refused_by_name(stores, spec):
+    with pytest.raises(UsageError, match="io_batch_size = 0"):
+        StreamDataset(spec, stores["rank"], io_batch_size=0)
+    with pytest.raises(UsageError, match="split = 'val': without split_by"):
+        StreamDataset(spec, stores["rank"], "val")
+    with pytest.raises(UsageError, match="split = 'nope'"):
+        StreamDataset(spec, stores["rank"], "nope", split_by="donor_id")
