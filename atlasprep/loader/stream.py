@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -177,48 +178,55 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         return self._iterate(consumer, skip)
 
     def _iterate(self, consumer: Consumer, skip: int) -> Iterator[dict[str, Any]]:
+        pending: list[tuple[Read, np.ndarray]] = []
+        held = 0
+        for read, rows in self._reads(consumer, skip):
+            if self.batch_size is None:
+                yield from self._cells(read, rows)
+                continue
+            while len(rows):  # a batch may straddle two reads
+                take = rows[: self.batch_size - held]
+                pending.append((read, take))
+                held += len(take)
+                rows = rows[len(take) :]
+                if held == self.batch_size:
+                    yield self._batch(pending, held)
+                    pending, held = [], 0
+        if pending:
+            yield self._batch(pending, held)
+
+    def _reads(self, consumer: Consumer, skip: int) -> Iterator[tuple[Read, np.ndarray]]:
+        """The consumer's reads from ``skip`` on, each with the rows to send in order. The next
+        read (TileDB releases the GIL) loads on a thread while this one is sent: memory holds
+        two reads at most."""
         positions = self.consumer_cells(consumer)
         if skip >= len(positions):
             return
         source = only_genes(open_source(self.spec), self.var_positions)  # this process's own handle
+        encode = self.tokenizer.encoder(var_gene_ids(source.var(), self.gene_column))
         integer = self.tokenizer.scheme != "raw" and not self.assume_normalized
-        try:
-            encode = self.tokenizer.encoder(var_gene_ids(source.var(), self.gene_column))
-            pending: list[tuple[Read, np.ndarray]] = []
-            held = 0
-            step = self.batch_size or 1
-            first = skip // self.io_batch_size
-            for k in range(first, -(-len(positions) // self.io_batch_size)):
-                a = k * self.io_batch_size
-                these = positions[a : a + self.io_batch_size]
-                read = read_cells(
-                    source,
-                    these,
-                    tokenizer=self.tokenizer,
-                    encode=encode,
-                    lookup=self._lookup,
-                    integer=integer,
-                )
-                rows = read.inverse[self._read_order(consumer, k, len(these))]
-                if k == first:
-                    rows = rows[skip - a :]
-                for b in range(0, len(rows), step):
-                    part = rows[b : b + step]
-                    if self.batch_size is None:
-                        yield from self._cells(read, part)
-                        continue
-                    while len(part):  # a batch may straddle two reads
-                        take = part[: self.batch_size - held]
-                        pending.append((read, take))
-                        held += len(take)
-                        part = part[len(take) :]
-                        if held == self.batch_size:
-                            yield self._batch(pending, held)
-                            pending, held = [], 0
-            if pending:
-                yield self._batch(pending, held)
-        finally:
-            source.close()
+        io = self.io_batch_size
+        first, last = skip // io, -(-len(positions) // io)
+
+        def read(k: int) -> Read:
+            these = positions[k * io : (k + 1) * io]
+            return read_cells(
+                source, these, tokenizer=self.tokenizer, encode=encode, lookup=self._lookup, integer=integer
+            )
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-stream") as ahead:
+            try:
+                coming = ahead.submit(read, first)
+                for k in range(first, last):
+                    this = coming.result()
+                    if k + 1 < last:
+                        coming = ahead.submit(read, k + 1)
+                    rows = this.inverse[self._read_order(consumer, k, len(this.inverse))]
+                    yield this, rows[skip - k * io :] if k == first else rows
+            finally:
+                coming.cancel()
+                ahead.shutdown(wait=True)
+                source.close()
 
     def _batch(self, parts: list[tuple[Read, np.ndarray]], n_rows: int) -> dict[str, Any]:
         ragged, labels, cell_ids, row = [], {c: np.zeros(n_rows, np.int64) for c in self.columns}, [], 0

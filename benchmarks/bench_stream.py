@@ -1,0 +1,110 @@
+"""Streaming from the atlas: atlasprep's StreamDataset vs TileDB-SOMA-ML's ExperimentDataset.
+
+    python benchmarks/bench_stream.py [--cells 100000] [--batch-size 256] [--seconds 20]
+
+Both read the same cells (``soma_joinid < cells``) of a demo census (built or reused under
+``benchmarks/_work``, as ``bench_loader.py`` does) straight from the SOMA store, shuffled, with 0
+and 2 DataLoader workers, each run in a fresh process:
+
+* ``tiledbsoma-ml``: ``ExperimentDataset`` over ``X/raw`` through ``experiment_dataloader``
+  (its defaults: dense float32 batches of every gene; its sparse mode does not run with
+  workers). It only reads: its "tokens" are the non-zero counts.
+* ``atlasprep-stream``: :class:`atlasprep.loader.StreamDataset` over the same cells, through
+  :class:`atlasprep.loader.ShardLoader`; it reads *and* tokenizes (rank value encoding,
+  ``--max-len`` tokens, the tokenizer of a token store of the same cells, built once and kept:
+  Geneformer's gc104M dictionaries when ``../shared/data/geneformer`` has them).
+
+Memory is sampled over each process and its workers (peak RSS summed, and PSS, which splits
+shared pages); the clock starts at the first batch (the time to it is ``startup``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_loader as bl  # noqa: E402  (the loader benchmark's runs, memory sampling and report)
+
+
+def _stream(run: bl.Run) -> Iterator[tuple[int, int]]:
+    from atlasprep.loader import ShardLoader, StreamDataset
+    from atlasprep.sources import CellFilter, SourceSpec
+
+    spec = SourceSpec(
+        census_uri=run.census, filter=CellFilter(primary_only=False, where=f"soma_joinid < {run.cells}")
+    )
+    dataset = StreamDataset(spec, run.store, seed=0, io_batch_size=16_384, chunk_size=64)
+    for batch in ShardLoader(dataset, batch_size=run.batch_size, num_workers=run.workers):
+        yield len(batch["cell_id"]), int(batch["attention_mask"].sum())
+
+
+bl.LOADERS["atlasprep-stream"] = _stream
+
+
+def run_isolated(run: bl.Run) -> bl.Result:
+    """One measurement in a fresh interpreter (this script, ``--one``): its memory is its own."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(asdict(run))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return bl.Result.not_run(run.name, run.workers, f"failed: {tail[0][:100]}")
+    return bl.Result(**json.loads(lines[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cells", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=20.0, help="time limit per loader and worker count")
+    parser.add_argument("--batches", type=int, default=10**9, help="batch limit per loader and worker count")
+    parser.add_argument("--max-len", type=int, default=2048)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--work", type=Path, default=HERE / "_work")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
+    opts = parser.parse_args()
+    if opts.one:
+        print(json.dumps(asdict(bl.measure(bl.Run(**json.loads(opts.one))))))
+        return
+    census = bl.census_for(opts.cells, opts.work)
+    store = bl.token_store(census, opts.cells, "arrow", opts.max_len, opts.work)  # its tokenizer
+    print(
+        f"\n{opts.cells:,} cells of {census.name} streamed from SOMA, batch {opts.batch_size}, up to "
+        f"{opts.seconds:g} s or {opts.batches:,} batches per loader; {os.cpu_count()} CPU cores\n",
+        flush=True,
+    )
+    template = bl.Run(
+        name="",
+        workers=0,
+        store=str(store),
+        census=str(census),
+        cells=opts.cells,
+        batch_size=opts.batch_size,
+        seconds=opts.seconds,
+        batches=opts.batches,
+    )
+    results = [
+        run_isolated(replace(template, name=name, workers=workers))
+        for name in ("tiledbsoma-ml", "atlasprep-stream")
+        for workers in opts.workers
+    ]
+    bl.report(results)
+
+
+if __name__ == "__main__":
+    main()
