@@ -16,7 +16,7 @@ tokenizer_app = typer.Typer(
         "(scheme, vocabulary, gene medians and mapping, bins, highly variable genes, context tokens, "
         "paired segments). Ship it with a model; `atlasprep tokenize --tokenizer DIR` and "
         "`Tokenizer.load(DIR)` tokenize new data exactly as the corpus was.\n\n"
-        "Example:\n\n"
+        "Examples:\n\n"
         "  atlasprep tokenizer export store/ --out my-model/tokenizer/"
     ),
     no_args_is_help=True,
@@ -30,7 +30,7 @@ app.add_typer(tokenizer_app, name="tokenizer")
     help=(
         "Write a store's tokenizer alone into a new folder: tokenizer.json, vocab.json and the gene "
         "medians and mapping it names (checked against the store's manifest first).\n\n"
-        "Example:\n\n"
+        "Examples:\n\n"
         "  atlasprep tokenizer export store/ --out my-model/tokenizer/"
     ),
 )
