@@ -177,3 +177,24 @@ def test_bad_options_are_refused_by_name(stores, spec):
         StreamDataset(spec, stores["rank"], "val")
     with pytest.raises(UsageError, match="split = 'nope'"):
         StreamDataset(spec, stores["rank"], "nope", split_by="donor_id")
+
+
+def test_a_tokenizer_from_another_corpus_reports_the_genes_it_lacks(spec, caplog):
+    from dataclasses import replace
+
+    from atlasprep.sources import open_source
+
+    source = open_source(spec)
+    try:
+        genes = tuple(str(g) for g in source.var().index[:150])
+    finally:
+        source.close()
+    narrow = Tokenizer.fit(replace(spec, genes=genes), scheme="rank", max_len=32)
+    with caplog.at_level("WARNING", logger="atlasprep.loader"):
+        dataset = StreamDataset(spec, narrow, batch_size=100, io_batch_size=200)
+    assert dataset.coverage.n_genes_in_vocab == 150
+    assert dataset.coverage.n_genes > 150
+    assert "are not in the tokenizer's vocabulary" in caplog.text
+    allowed = {narrow.tokens[g] for g in genes} | {narrow.tokens[t] for t in ("<cls>", "<eos>", "<pad>")}
+    batch = next(iter(dataset))
+    assert set(batch["input_ids"].unique().tolist()) <= allowed

@@ -26,10 +26,11 @@ a StreamDataset through DataLoader workers, resumably, as it runs a store.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,15 @@ from atlasprep.loader._plan import Consumer, Even, consumer_range
 from atlasprep.loader._stream_read import Read, read_cells
 from atlasprep.loader.collate import ShardCollator, label_lookup
 from atlasprep.sources import SourceSpec, only_genes, open_source, select
+from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.fit import var_gene_ids
 from atlasprep.tokenize.inference import with_totals
 from atlasprep.tokenize.padding import RaggedRows, as_tensors, pad_parts
 from atlasprep.tokenize.tokenizer import Tokenizer
 
 __all__ = ["StreamDataset"]
+
+log = logging.getLogger("atlasprep.loader")
 
 _STATE_FORMAT = "atlasprep-stream-state"
 _CHUNK_STREAM, _READ_STREAM = 2, 3  # random streams: never shared with the store loader's
@@ -105,9 +109,21 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         self.gene_column, self.assume_normalized = gene_column, assume_normalized
         loaded = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
         splitting = {"split_by": split_by, "split": split_fractions, "holdout": holdout, **split_options}
-        self.cells, self.var_positions, self.tokenizer, self.label_maps = _plan_cells(
-            self.spec, loaded, split, seed=seed, columns=self.columns, splitting=splitting
+        planned = _plan_cells(
+            self.spec,
+            loaded,
+            split,
+            seed=seed,
+            columns=self.columns,
+            splitting=splitting,
+            gene_column=gene_column,
         )
+        self.cells, self.var_positions, self.tokenizer = (
+            planned.cells,
+            planned.var_positions,
+            planned.tokenizer,
+        )
+        self.label_maps, self.coverage = planned.label_maps, planned.coverage
         self.pad_id = int(self.tokenizer.tokens.get("<pad>", 0))
         self._lookup = label_lookup(self.label_maps)
         self._init_consumers(rank, world_size, even)
@@ -264,6 +280,15 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
             yield cell
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Planned:
+    cells: np.ndarray  # the split's cells: sorted source positions
+    var_positions: np.ndarray | None  # the spec's genes
+    tokenizer: Tokenizer  # reading this source's totals
+    label_maps: dict[str, list[str]]  # each label column's values
+    coverage: VocabCoverage  # the source's genes the vocabulary holds
+
+
 def _plan_cells(
     spec: SourceSpec,
     tokenizer: Tokenizer,
@@ -272,9 +297,9 @@ def _plan_cells(
     seed: int,
     columns: tuple[str, ...],
     splitting: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray | None, Tokenizer, dict[str, list[str]]]:
-    """The split's cells (sorted source positions), the var positions of the spec's genes, the
-    tokenizer reading this source's totals, and each label column's values (the label map)."""
+    gene_column: str | None,
+) -> _Planned:
+    """What a dataset reads, settled once in the main process (see :class:`_Planned`)."""
     from atlasprep.tokenize.api import TokenizeConfig, _layout
 
     source = open_source(spec)
@@ -295,17 +320,20 @@ def _plan_cells(
             positions = positions[layout.codes == layout.names.index(split)]
         elif split != "train":
             raise UsageError(f"split = {split!r}: without split_by every cell is in 'train'")
-        obs = source.obs_values(positions, list(columns)) if columns else None
-        maps = (
-            {c: sorted(obs[c].astype("string").fillna("<NA>").unique().tolist()) for c in columns}
-            if obs is not None
-            else {}
-        )
-        return (
-            positions.astype(np.int64),
-            selection.var_positions,
-            with_totals(tokenizer, list(source.obs_columns)),
-            maps,
+        obs = source.obs_values(positions, list(columns))
+        coverage = VocabCoverage.of_genes(tokenizer.column_tokens(var_gene_ids(view.var(), gene_column)))
+        if coverage.gene_match < 1:
+            log.warning(
+                "%d of this source's %d genes are not in the tokenizer's vocabulary; they are left out",
+                coverage.n_genes - coverage.n_genes_in_vocab,
+                coverage.n_genes,
+            )
+        return _Planned(
+            cells=positions.astype(np.int64),
+            var_positions=selection.var_positions,
+            tokenizer=with_totals(tokenizer, list(source.obs_columns)),
+            label_maps={c: sorted(obs[c].astype("string").fillna("<NA>").unique().tolist()) for c in columns},
+            coverage=coverage,
         )
     finally:
         source.close()
