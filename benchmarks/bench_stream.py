@@ -12,7 +12,9 @@ and 2 DataLoader workers, each run in a fresh process:
 * ``atlasprep-stream``: :class:`atlasprep.loader.StreamDataset` over the same cells, through
   :class:`atlasprep.loader.ShardLoader`; it reads *and* tokenizes (rank value encoding,
   ``--max-len`` tokens, the tokenizer of a token store of the same cells, built once and kept:
-  Geneformer's gc104M dictionaries when ``../shared/data/geneformer`` has them).
+  Geneformer's gc104M dictionaries when ``../shared/data/geneformer`` has them). Its defaults
+  shuffle chunks of 256 cells; ``stream-chunk64`` shuffles chunks of 64, as tiledbsoma-ml does
+  (finer, and slower to read: a 64-cell chunk is a fraction of a TileDB data tile).
 
 Memory is sampled over each process and its workers (peak RSS summed, and PSS, which splits
 shared pages); the clock starts at the first batch (the time to it is ``startup``).
@@ -35,19 +37,26 @@ sys.path.insert(0, str(HERE))
 import bench_loader as bl  # noqa: E402  (the loader benchmark's runs, memory sampling and report)
 
 
-def _stream(run: bl.Run) -> Iterator[tuple[int, int]]:
+def _stream(run: bl.Run, chunk_size: int = 256) -> Iterator[tuple[int, int]]:
+    """StreamDataset with its defaults (chunks of 256 cells, reads of 16,384)."""
     from atlasprep.loader import ShardLoader, StreamDataset
     from atlasprep.sources import CellFilter, SourceSpec
 
     spec = SourceSpec(
         census_uri=run.census, filter=CellFilter(primary_only=False, where=f"soma_joinid < {run.cells}")
     )
-    dataset = StreamDataset(spec, run.store, seed=0, io_batch_size=16_384, chunk_size=64)
+    dataset = StreamDataset(spec, run.store, seed=0, chunk_size=chunk_size)
     for batch in ShardLoader(dataset, batch_size=run.batch_size, num_workers=run.workers):
         yield len(batch["cell_id"]), int(batch["attention_mask"].sum())
 
 
+def _stream_chunks_64(run: bl.Run) -> Iterator[tuple[int, int]]:
+    """StreamDataset shuffling as finely as tiledbsoma-ml's default (chunks of 64 cells)."""
+    return _stream(run, chunk_size=64)
+
+
 bl.LOADERS["atlasprep-stream"] = _stream
+bl.LOADERS["stream-chunk64"] = _stream_chunks_64
 
 
 def run_isolated(run: bl.Run) -> bl.Result:
@@ -100,7 +109,7 @@ def main() -> None:
     )
     results = [
         run_isolated(replace(template, name=name, workers=workers))
-        for name in ("tiledbsoma-ml", "atlasprep-stream")
+        for name in ("tiledbsoma-ml", "atlasprep-stream", "stream-chunk64")
         for workers in opts.workers
     ]
     report(results)
