@@ -21,6 +21,7 @@ __all__ = [
     "ForeignOutputError",
     "IncompleteMappingError",
     "InputFormatError",
+    "NetworkError",
     "OutputExistsError",
     "SourceError",
     "UnknownTermError",
@@ -70,6 +71,13 @@ class SourceError(AtlasprepError, OSError):
     """A source that cannot be opened or read (missing store, wrong layout, no network)."""
 
     exit_code = 2
+
+
+class NetworkError(SourceError):
+    """A remote source that cannot be reached (no network, proxy, DNS, the service down): the
+    world failed, not the command line (exit 1; the same command may work later)."""
+
+    exit_code = 1
 
 
 class InputFormatError(AtlasprepError, ValueError):

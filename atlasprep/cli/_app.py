@@ -22,12 +22,27 @@ from atlasprep import __version__
 from atlasprep._io import describe_os_error
 from atlasprep.errors import AtlasprepError
 
-__all__ = ["app", "command", "err_console", "field_flags", "in_flags", "main", "register_commands"]
+__all__ = [
+    "app",
+    "command",
+    "err_console",
+    "field_flags",
+    "hoist_verbosity",
+    "in_flags",
+    "main",
+    "out_console",
+    "register_commands",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Results go to stdout; everything a person reads while waiting goes to stderr.
+# Results go to stdout; everything a person reads while waiting goes to stderr (silenced by -q);
+# errors go to stderr always. Piped output is not wrapped (see ``_for_pipes``).
 err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+_error_console = Console(stderr=True, highlight=False)
+PIPE_WIDTH = 200  # a piped table's width (and help's): wide enough that no option name is cut
+_VERBOSITY = frozenset({"-q", "--quiet", "-v", "-vv", "-vvv", "--verbose"})
 
 app = typer.Typer(
     name="atlasprep",
@@ -60,6 +75,7 @@ def _root(
     ),
 ) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    err_console.quiet = quiet  # progress bars, summaries on stderr, logs: only errors remain
     logging.basicConfig(
         level=logging.WARNING,
         format="%(message)s",
@@ -152,9 +168,40 @@ def in_flags(message: str, flags: Mapping[str, str]) -> str:
 
 
 def _error(message: str) -> None:
-    """One ``Error: …`` line on stderr (a message's own line breaks folded)."""
+    """One ``Error: …`` line on stderr (a message's own line breaks folded), even with -q."""
     line = " ".join(message.split())
-    err_console.print(f"[bold red]Error:[/] {escape(line)}", soft_wrap=True)
+    _error_console.print(f"[bold red]Error:[/] {escape(line)}", soft_wrap=True)
+
+
+def _for_pipes() -> None:
+    """Output that is not a terminal is not hard-wrapped: text lines are written whole, and
+    tables and ``--help`` are laid out ``PIPE_WIDTH`` wide (rich would take 80 columns and cut
+    option names and filter expressions)."""
+    import typer.rich_utils
+
+    for console, stream in (
+        (out_console, sys.stdout),
+        (err_console, sys.stderr),
+        (_error_console, sys.stderr),
+    ):
+        if not stream.isatty():
+            console.width = max(console.width, PIPE_WIDTH)
+            console.soft_wrap = True
+    if not sys.stdout.isatty():
+        typer.rich_utils.MAX_WIDTH = max(typer.rich_utils.MAX_WIDTH or 0, PIPE_WIDTH)
+
+
+def hoist_verbosity(argv: list[str]) -> list[str]:
+    """``-q``/``-v`` given after the command (``atlasprep slice -q …``) moved before it, where
+    the root takes them: both places work for every command. Nothing after ``--`` moves."""
+    words = [i for i, a in enumerate(argv) if not a.startswith("-")]
+    if not words:
+        return argv
+    first = words[0]
+    end = argv.index("--") if "--" in argv else len(argv)
+    moved = [a for a in argv[first:end] if a in _VERBOSITY]
+    rest = [a for a in argv[first:end] if a not in _VERBOSITY]
+    return [*argv[:first], *moved, *rest, *argv[end:]]
 
 
 # Each command's module, imported for its side effect of adding the command to ``app``.
@@ -164,7 +211,7 @@ _MODULES = {
     "run": "run",
     "slice": "slice",
     "inspect": "store",
-    "validate": "store",
+    "validate": "validate",
     "terms": "terms",
     "tokenize": "tokenize",
     "tokenizer": "tokenizer",
@@ -203,11 +250,13 @@ def main() -> None:
     # Imported modules are there for good: the cyclic collector need not walk their objects,
     # neither while they load nor again and again during a long run.
     gc.disable()
-    register_commands(_invoked(sys.argv[1:]))
+    argv = hoist_verbosity(sys.argv[1:])
+    _for_pipes()
+    register_commands(_invoked(argv))
     gc.freeze()
     gc.enable()
     try:
-        code = app(standalone_mode=False)
+        code = app(args=argv, prog_name="atlasprep", standalone_mode=False)
     except KeyboardInterrupt:
         _error("interrupted; re-run the same command to finish the job.")
         sys.exit(130)
@@ -223,7 +272,7 @@ def main() -> None:
             raise
         text = message()
         if text:  # (none when the help was asked for by giving no arguments: it is printed)
-            where = " ".join(["atlasprep", *_command_words(sys.argv[1:])])
+            where = " ".join(["atlasprep", *_command_words(argv)])
             _error(f"{text} (see {where} --help)")
         sys.exit(exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from atlasprep.align._barcode_keys import JoinHow
-from atlasprep.cli._app import app, command
+from atlasprep.cli._app import app, command, out_console
 
 align_app = typer.Typer(
     help=(
@@ -87,7 +86,7 @@ def barcodes_command(
             f"{m.n_unmatched:,}",
             f"{m.match_fraction:.1%}",
         )
-    Console().print(table)
+    out_console.print(table)
 
 
 @command(

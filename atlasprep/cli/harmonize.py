@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from atlasprep.cli._app import command, err_console
+from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._source import SOURCE_FIELDS, MaxCells, PerGroup, Where
 from atlasprep.cli._source import per_group as parse_per_group
 from atlasprep.errors import UsageError
 from atlasprep.harmonize.api import HarmonizeConfig, HarmonizeReport, harmonize
+from atlasprep.harmonize.config import Embedding
 from atlasprep.sources import CellFilter, SourceSpec
 
 
@@ -28,17 +30,58 @@ def _pairs(items: list[str], option: str, shape: str) -> tuple[tuple[str, str], 
     return tuple(out)
 
 
+_SETS_HELP = "FIELD=VALUE for every cell, e.g. tissue=blood; title=… is the dataset's uns title."
+_Mapping = Annotated[
+    Path | None,
+    typer.Option("--mapping", help="TSV with columns column, value, term_id: wins over automatic matching."),
+]
+_CountsLayer = Annotated[
+    str | None,
+    typer.Option("--counts-layer", help="The counts: X, raw or a layers key [default: raw.X, else X]."),
+]
+_Strict = Annotated[
+    bool, typer.Option("--strict", help="Exit 1, writing nothing, if anything stays unmapped.")
+]
+_Seed = Annotated[
+    int,
+    typer.Option(
+        "--seed", help="Seed of --per-group, --max-cells and --embedding.", rich_help_panel="Sampling"
+    ),
+]
+_Embedding = Annotated[
+    Embedding | None,
+    typer.Option(
+        "--embedding",
+        help="Add obsm X_pca or X_umap (scanpy; holds the counts in memory): CELLxGENE needs one embedding.",
+    ),
+]
+_KeepLabels = Annotated[
+    bool,
+    typer.Option(
+        "--keep-labels",
+        help=(
+            "Also write the label columns (obs cell_type, tissue, …; var feature_name, …). CELLxGENE "
+            "derives them on upload and will reject a file that has them."
+        ),
+    ),
+]
+
+
 @command(
     "harmonize",
     help=(
         "Map a dataset's metadata and genes to CELLxGENE standards: free-text labels to CL, UBERON, "
         "MONDO, EFO, HsapDv/MmusDv, PATO and HANCESTRO terms (graded: table, id, label, synonym, alias, "
-        "normalized), gene symbols to Ensembl IDs (GENCODE), label columns and tissue_general derived "
-        "from the IDs. X is streamed batch by batch. Nothing is dropped silently: unmapped values and "
+        "normalized), gene symbols to Ensembl IDs (GENCODE), tissue_general derived from the IDs. X is "
+        "streamed batch by batch. The output is what a CELLxGENE upload takes: float32 counts, "
+        "var feature_is_filtered, no label columns (CELLxGENE derives cell_type, tissue, feature_name "
+        "… on upload), uns title from --set title=…, and with --embedding an X_pca or X_umap "
+        "(check it with atlasprep validate). Nothing is dropped silently: unmapped values and "
         "genes are reported with counts (--report FILE.json); --strict exits 1 if any remain.\n\n"
         "Examples:\n\n"
         "  atlasprep harmonize wu2020.h5ad --out wu2020.cxg.h5ad --map cluster_orig=cell_type "
-        "--map patient=donor_id --set organism='Homo sapiens' --mapping labels.tsv --report report.json\n\n"
+        "--map patient=donor_id --set organism='Homo sapiens' --set title='Wu 2020 T cells' "
+        "--embedding umap --mapping labels.tsv --report report.json\n\n"
         "  atlasprep harmonize pbmc.h5ad --out pbmc.cxg.h5ad --map celltype=cell_type --set tissue=blood "
         "--strict\n\n"
         "  atlasprep harmonize atlas.h5ad --out lung.cxg.h5ad --where \"organ == 'lung'\" --max-cells 20000 "
@@ -50,26 +93,20 @@ def harmonize_command(
     input: Path = typer.Argument(..., help="An AnnData file (.h5ad or .zarr)."),
     out: Path = typer.Option(..., "--out", "-o", help="The harmonized AnnData (.h5ad or .zarr)."),
     maps: list[str] = typer.Option([], "--map", help="SOURCE_COLUMN=FIELD, e.g. celltype=cell_type."),
-    sets: list[str] = typer.Option([], "--set", help="FIELD=VALUE for every cell, e.g. tissue=blood."),
-    mapping: Path | None = typer.Option(
-        None, "--mapping", help="TSV with columns column, value, term_id: wins over automatic matching."
-    ),
+    sets: list[str] = typer.Option([], "--set", help=_SETS_HELP),
+    mapping: _Mapping = None,
     organism: str | None = typer.Option(None, "--organism", help="Homo sapiens or Mus musculus."),
     gene_column: str | None = typer.Option(None, "--gene-column", help="var column with the gene names."),
-    counts_layer: str | None = typer.Option(
-        None, "--counts-layer", help="The counts: X, raw or a layers key [default: raw.X, else X]."
-    ),
+    counts_layer: _CountsLayer = None,
     report: Path | None = typer.Option(None, "--report", help="Write the full report as JSON."),
-    strict: bool = typer.Option(
-        False, "--strict", help="Exit 1, writing nothing, if anything stays unmapped."
-    ),
+    strict: _Strict = False,
     where: Where = None,
     per_group: PerGroup = None,
     max_cells: MaxCells = None,
-    seed: int = typer.Option(
-        0, "--seed", help="Seed of --per-group and --max-cells.", rich_help_panel="Sampling"
-    ),
+    seed: _Seed = 0,
     batch_size: int = typer.Option(4096, "--batch-size", help="Cells per streamed batch."),
+    embedding: _Embedding = None,
+    keep_labels: _KeepLabels = False,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
@@ -94,13 +131,15 @@ def harmonize_command(
         report=report,
         strict=strict,
         overwrite=overwrite,
+        keep_labels=keep_labels,
+        embedding=embedding,
     )
     with CellProgress("harmonize") as progress:
         result = harmonize(config, progress=progress)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
-        _summary(Console(), result)
+        _summary(out_console, result)
     if result.n_unmapped:
         err_console.print(
             f"{result.n_unmapped} values or genes stayed unmapped"

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from atlasprep.cli._app import command, err_console
+from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.errors import UsageError
 from atlasprep.run import DaskRunner, load_recipe, plan_recipe, run_recipe
@@ -100,9 +99,9 @@ def _show_plan(plan: Plan, as_json: bool) -> None:
         n = counts[stage.name]
         inputs = ", ".join(f"{p}{'' if p.exists() else ' (missing)'}" for p in stage.inputs) or "-"
         table.add_row(stage.name, str(stage.output), "-" if n is None else f"{n:,}", inputs)
-    Console().print(table)
+    out_console.print(table)
     pins = plan.to_json()["pins"]
     census = f"census {pins['census']} ({pins['census_build']})" if pins["census"] else "local files"
-    Console().print(
+    out_console.print(
         f"pinned: atlasprep {pins['atlasprep']}, CELLxGENE schema {pins['cellxgene_schema']}, {census}"
     )

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from atlasprep.cli import _source as opt
-from atlasprep.cli._app import command, err_console
+from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._render import counts_table
 from atlasprep.slice import SliceConfig, SliceResult, slice_cells
@@ -150,4 +149,4 @@ def _render(result: SliceResult) -> None:
             + (f" ({result.n_matched} before sampling)" if result.n_matched != result.n_cells else "")
         )
     for column, counts in result.breakdown.items():
-        Console().print(counts_table(column, counts))
+        out_console.print(counts_table(column, counts))

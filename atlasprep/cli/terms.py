@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from atlasprep.cli._app import command
+from atlasprep.cli._app import command, out_console
 from atlasprep.errors import UnknownTermError, UsageError
 from atlasprep.ontology import (
     DEFAULT_ONTOLOGIES,
@@ -111,7 +110,7 @@ def _print_match(term: ResolvedTerm, versions: dict[str, str]) -> None:
         ("descendants", f"{term.n_descendants:,}"),
     ):
         table.add_row(key, escape(value))
-    out = Console(highlight=False, soft_wrap=True)
+    out = out_console
     out.print(table)
     out.print(_provenance({term.ontology: versions[term.ontology]}), style="dim")
 
@@ -138,7 +137,7 @@ def _no_match(
         }
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return
-    out = Console(highlight=False, soft_wrap=True)
+    out = out_console
     # The reason (no such label / deprecated ID / wrong ontology) first; it is the result here.
     out.print(escape(message.partition("; did you mean")[0]))
     if closest:

@@ -8,7 +8,7 @@ import typer
 
 from atlasprep.cli import _source as opt
 from atlasprep.cli import _tokenize_options as o
-from atlasprep.cli._app import command
+from atlasprep.cli._app import command, err_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.tokenize.api import TokenizeResult, tokenize_cells
 
@@ -92,10 +92,13 @@ def tokenize_command(
 
 def _render(result: TokenizeResult, *, as_json: bool) -> None:
     coverage = result.manifest["coverage"]
-    typer.echo(
+    unknown = coverage.get("context_unknown") or {}
+    err_console.print(
         f"Coverage: {coverage['genes_outside_vocab_fraction']:.1%} of genes and "
-        f"{coverage['counts_outside_vocab_fraction']:.1%} of counts are outside the vocabulary",
-        err=True,
+        f"{coverage['counts_outside_vocab_fraction']:.1%} of counts are outside the vocabulary"
+        + "".join(f"; {n:,} cells' {column} unseen in the corpus (<unk>)" for column, n in unknown.items()),
+        soft_wrap=True,
+        markup=False,
     )
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from atlasprep.cli._app import app, command
+from atlasprep.cli._app import app, command, out_console
 from atlasprep.tokenize.tokenizer import Tokenizer
 
 tokenizer_app = typer.Typer(
@@ -42,6 +41,6 @@ def export_command(
     tokenizer = Tokenizer.load(store)
     written = tokenizer.export(out, overwrite=overwrite)
     files = sorted(p.name for p in written.iterdir())
-    Console().print(
+    out_console.print(
         f"{tokenizer.scheme} tokenizer ({len(tokenizer.tokens):,} tokens) → {written}: {', '.join(files)}"
     )

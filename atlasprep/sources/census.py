@@ -8,7 +8,7 @@ from typing import Any
 
 import tiledbsoma as soma
 
-from atlasprep.errors import SourceError, UsageError
+from atlasprep.errors import NetworkError, SourceError, UsageError
 from atlasprep.sources.base import SourceInfo
 from atlasprep.sources.organisms import ORGANISMS, experiment_name
 from atlasprep.sources.soma import SomaSource
@@ -107,7 +107,7 @@ def _resolve_build(version: str) -> str:
             f"census = {version!r}: not a Census version; use 'stable', 'latest' or a dated build"
         ) from None
     except Exception as exc:  # no network, proxy, DNS …
-        raise SourceError(
+        raise NetworkError(
             f"cannot reach the CELLxGENE Census release directory ({exc.__class__.__name__}: {exc}); "
             "set census_uri to a local copy, or census = 'demo'"
         ) from None

@@ -1,0 +1,73 @@
+"""The command line's conventions: -q/-v before or after the command, output for pipes that is
+not hard-wrapped, usage errors as one line with exit 2, failures of the world with exit 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from atlasprep.cli import app
+from atlasprep.cli._app import hoist_verbosity
+
+
+def _atlasprep(*args: str) -> subprocess.CompletedProcess[str]:
+    """The console script as a shell runs it, its output piped (not a terminal)."""
+    code = "import sys; from atlasprep.cli import main; sys.argv = ['atlasprep', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+
+
+def test_verbosity_flags_move_before_the_command():
+    assert hoist_verbosity(["slice", "-q", "--census", "demo"]) == ["-q", "slice", "--census", "demo"]
+    assert hoist_verbosity(["align", "ccf", "-vv", "--out", "x"]) == ["-vv", "align", "ccf", "--out", "x"]
+    assert hoist_verbosity(["-v", "slice", "--max-cells", "3"]) == ["-v", "slice", "--max-cells", "3"]
+    assert hoist_verbosity(["run", "r.toml", "--", "-q"]) == ["run", "r.toml", "--", "-q"]
+    assert hoist_verbosity(["--version"]) == ["--version"]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_leaves_only_results_and_errors(small_census, tmp_path, where):
+    args = ["slice", "--census-uri", str(small_census), "--max-cells", "5", "--out", str(tmp_path / "s.h5ad")]
+    done = _atlasprep(*(["-q", *args] if where == "before" else [*args, "-q"]))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "5 cells" in done.stdout
+    loud = _atlasprep(*args[:-1], str(tmp_path / "t.h5ad"))
+    assert "cells/s" in loud.stderr  # the progress bar, without -q
+
+
+def test_help_through_a_pipe_cuts_no_option_name():
+    done = _atlasprep("tokenize", "--help")
+    assert done.returncode == 0
+    assert "…" not in done.stdout
+    for flag in (
+        "--token-dictionary",
+        "--gene-medians",
+        "--min-gene-match",
+        "--tokenizer",
+        "--assume-normalized",
+    ):
+        assert flag in done.stdout
+
+
+def test_a_usage_error_from_the_parser_is_one_line_and_exit_2():
+    done = _atlasprep("slice", "--bogus")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("Error: No such option: --bogus")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_census_is_a_failure_of_the_world(monkeypatch, tmp_path):
+    import cellxgene_census
+
+    def offline(version: str) -> dict:
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(cellxgene_census, "get_census_version_description", offline)
+    result = CliRunner().invoke(
+        app, ["slice", "--census", "stable", "--max-cells", "5", "--out", str(tmp_path / "x.h5ad")]
+    )
+    assert result.exit_code == 1
+    assert "cannot reach the CELLxGENE Census" in result.output
