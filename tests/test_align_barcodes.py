@@ -219,10 +219,14 @@ def test_rna_and_protein_of_one_10x_matrix_match_fully(tmp_path, citeseq_dir):
     assert report.to_json()["modalities"]["prot"]["n_matched"] == 1024
 
 
-def test_mtx_rna_against_h5ad_protein_overlaps_partially(tmp_path):
+def test_mtx_rna_against_h5ad_protein_overlaps_partially(tmp_path, caplog):
     h5ad_path = shared_file(CITESEQ_H5AD)
     out = tmp_path / "partial.h5mu"
-    report = align_barcodes(str(shared_file(CITESEQ_TAR)), protein=str(h5ad_path), out=out)
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        report = align_barcodes(str(shared_file(CITESEQ_TAR)), protein=str(h5ad_path), out=out)
+    # a low match is no error without min_match, but never silent
+    assert "only 3.3% of its 1024 barcodes match (below 50%)" in caplog.text
+    assert "only 17.0% of its 200 barcodes match" in caplog.text
     rna, prot = report.match("rna"), report.match("prot")
     # the data README: only 34 of the h5ad's 200 barcodes are among the mtx's 1,024
     assert (rna.n_barcodes, rna.n_matched, rna.n_unmatched) == (1024, 34, 990)

@@ -71,3 +71,37 @@ def test_an_unreachable_census_is_a_failure_of_the_world(monkeypatch, tmp_path):
     )
     assert result.exit_code == 1
     assert "cannot reach the CELLxGENE Census" in result.output
+
+
+def test_shell_completion_completes_commands_and_options():
+    import os
+
+    code = "from atlasprep.cli import main; main()"
+    env = {
+        **os.environ,
+        "_ATLASPREP_COMPLETE": "complete_bash",
+        "COMP_WORDS": "atlasprep toke",
+        "COMP_CWORD": "1",
+    }
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert done.stdout.split() == ["tokenize", "tokenizer"]
+    env.update(COMP_WORDS="atlasprep slice --census-u", COMP_CWORD="2")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert done.stdout.split() == ["--census-uri"]
+
+
+def test_genes_dash_reads_the_list_from_stdin(small_census, tmp_path):
+    from atlasprep.sources import SourceSpec, open_source
+
+    source = open_source(SourceSpec(census_uri=str(small_census)))
+    try:
+        genes = [str(g) for g in source.var().index[:7]]
+    finally:
+        source.close()
+    out = tmp_path / "g.h5ad"
+    args = ["slice", "--census-uri", str(small_census), "--max-cells", "4", "--genes", "-", "--out", str(out)]
+    result = CliRunner().invoke(app, args, input="# seven genes\n" + "\n".join(genes) + "\n")
+    assert result.exit_code == 0, result.output
+    import anndata as ad
+
+    assert list(ad.read_h5ad(out).var_names) == genes

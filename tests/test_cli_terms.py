@@ -87,3 +87,35 @@ def test_help_explains():
     assert r.exit_code == 0
     for word in ("synonym", "alias", "--ontology", "--json", "--limit"):
         assert word in r.stdout
+
+
+def test_several_queries_as_a_table_tsv_and_json():
+    from typer.testing import CliRunner
+
+    from atlasprep.cli import app
+
+    runner = CliRunner()
+    tsv = runner.invoke(app, ["terms", "T cell", "lung", "zzqqx-nothing", "--tsv"])
+    assert tsv.exit_code == 1  # one query matched nothing
+    rows = [line.split("\t") for line in tsv.stdout.rstrip("\n").splitlines()]
+    assert rows[0] == ["query", "term_id", "label", "ontology", "matched_by", "n_descendants"]
+    assert rows[1][:4] == ["T cell", "CL:0000084", "T cell", "CL"]
+    assert rows[2][:2] == ["lung", "UBERON:0002048"]
+    assert rows[3][0] == "zzqqx-nothing"
+    assert rows[3][1] == ""
+    docs = json.loads(runner.invoke(app, ["terms", "T cell", "lung", "--json"]).stdout)
+    assert [d["match"]["term_id"] for d in docs] == ["CL:0000084", "UBERON:0002048"]
+    table = runner.invoke(app, ["terms", "T cell", "B cell"])
+    assert table.exit_code == 0
+    assert "CL:0000236" in table.stdout
+    assert runner.invoke(app, ["terms", "lung", "--ontology", "cl,uberon", "--tsv"]).exit_code == 0
+
+
+def test_flags_show_no_value_in_help():
+    from typer.testing import CliRunner
+
+    from atlasprep.cli import app
+
+    text = CliRunner().invoke(app, ["slice", "--help"], terminal_width=200).stdout
+    assert "<bool>" not in text
+    assert "--overwrite" in text

@@ -130,7 +130,7 @@ def test_a_gene_list_file(tmp_path):
     with pytest.raises(UsageError, match=r"^genes = '.*nope.txt': no such file"):
         read_gene_list(tmp_path / "nope.txt")
     (tmp_path / "empty.txt").write_text("# nothing\n")
-    with pytest.raises(UsageError, match=r"^genes = .*no gene IDs in the file"):
+    with pytest.raises(UsageError, match=r"^genes = .*no gene IDs in it"):
         read_gene_list(tmp_path / "empty.txt")
 
 

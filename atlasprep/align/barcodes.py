@@ -285,6 +285,9 @@ def _check_arguments(
     check_new_output(out, overwrite=overwrite)
 
 
+WARN_MATCH = 0.5  # a modality matching fewer of its barcodes than this is warned about
+
+
 def _check_matches(
     matches: tuple[ModalityMatch, ...],
     normalized: Mapping[Modality, NormalizedBarcodes],
@@ -309,6 +312,18 @@ def _check_matches(
         if how == "inner":
             raise EmptyResultError(message)
         log.warning("%s", message)
+        return
+    for m in matches:  # a real pairing matches most barcodes: a low share is a wrong file or mapping
+        if m.match_fraction < WARN_MATCH:
+            log.warning(
+                "%s (%s): only %.1f%% of its %d barcodes match (below %.0f%%): are the files from the same "
+                "cells? Check the inputs or a barcode_map; set min_match to make this an error",
+                FIELDS[m.modality],
+                m.modality,
+                100 * m.match_fraction,
+                m.n_barcodes,
+                100 * WARN_MATCH,
+            )
 
 
 def _disambiguate_features(loaded: Mapping[Modality, LoadedModality]) -> dict[Modality, int]:

@@ -52,10 +52,26 @@ app = typer.Typer(
         "tokenize and shard."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _no_value_shown_for_flags() -> None:
+    """typer 0.29's help shows every option's type, a flag's as ``<bool>``, as if it took a
+    value; a flag (``--overwrite``, ``--help``) shows none."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_value_shown_for_flags()
 
 
 def _version(value: bool) -> None:

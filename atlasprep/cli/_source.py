@@ -143,7 +143,9 @@ PerGroup = Annotated[
 Genes = Annotated[
     Path | None,
     typer.Option(
-        "--genes", help="File of Ensembl IDs (one per line): keep those genes only.", rich_help_panel=SAMPLING
+        "--genes",
+        help="File of Ensembl IDs (one per line; - reads stdin): keep those genes only.",
+        rich_help_panel=SAMPLING,
     ),
 ]
 

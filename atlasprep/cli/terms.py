@@ -36,43 +36,123 @@ from atlasprep.ontology import (
         "Examples:\n\n"
         "  atlasprep terms 'immune cell'\n\n"
         '  atlasprep terms "Peyer\'s patch" --ontology UBERON\n\n'
-        "  atlasprep terms cl:0000624 --json"
+        "  atlasprep terms cl:0000624 --json\n\n"
+        "  atlasprep terms 'T cell' 'B cell' lung --tsv"
     ),
     fields={"ontologies": "ontology"},
 )
 def terms_command(
-    query: str = typer.Argument(..., help="A label, synonym, everyday name or term ID (CL:0000738)."),
+    queries: list[str] = typer.Argument(
+        ..., help="Labels, synonyms, everyday names or term IDs (CL:0000738); one or several."
+    ),
     ontology: list[str] = typer.Option(
         [],
         "--ontology",
         "-O",
         help=(
-            "Search only this ontology, e.g. CL, UBERON, MONDO, EFO (repeatable; any case). "
-            f"Default: {', '.join(DEFAULT_ONTOLOGIES)}."
+            "Search only this ontology, e.g. CL, UBERON, MONDO, EFO (repeatable or comma-separated; "
+            f"any case). Default: {', '.join(DEFAULT_ONTOLOGIES)}."
         ),
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    tsv: bool = typer.Option(
+        False, "--tsv", help="Print a tab-separated table, one row per query (query, term_id, label, …)."
+    ),
     limit: int = typer.Option(
         5, "--limit", min=1, help="How many close labels to show when nothing matches."
     ),
 ) -> None:
-    searched = _searched(ontology)
+    if as_json and tsv:
+        raise UsageError("--json and --tsv: choose one output")
+    searched = _searched([name for item in ontology for name in item.split(",") if name.strip()])
     versions = {name: release for name, release in ontology_versions().items() if name in searched}
-    try:
-        term = resolve_term(query, searched)
-    except UnknownTermError as exc:
-        _no_match(query, str(exc), suggest(query, searched, n=limit), versions, as_json=as_json)
-        raise typer.Exit(1) from None
-    if as_json:
-        doc = {
-            "query": query,
-            "match": term.to_json(),
-            "schema_version": SCHEMA_VERSION,
-            "ontology_versions": versions,
-        }
-        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    found = {query: _resolve(query, searched) for query in dict.fromkeys(queries)}
+    if tsv:
+        _print_tsv(found)
+    elif len(found) > 1:
+        _print_several(found, searched, versions, as_json=as_json, limit=limit)
     else:
-        _print_match(term, versions)
+        query, term = next(iter(found.items()))
+        if isinstance(term, UnknownTermError):
+            _no_match(query, str(term), suggest(query, searched, n=limit), versions, as_json=as_json)
+        elif as_json:
+            typer.echo(json.dumps(_doc(query, term, versions), indent=2, ensure_ascii=False))
+        else:
+            _print_match(term, versions)
+    if any(isinstance(t, UnknownTermError) for t in found.values()):
+        raise typer.Exit(1)
+
+
+def _resolve(query: str, searched: tuple[str, ...]) -> ResolvedTerm | UnknownTermError:
+    """The term ``query`` names, or why none does (an ambiguous name is refused: exit 2)."""
+    try:
+        return resolve_term(query, searched)
+    except UnknownTermError as exc:
+        return exc
+
+
+def _doc(query: str, term: ResolvedTerm, versions: dict[str, str]) -> dict[str, object]:
+    return {
+        "query": query,
+        "match": term.to_json(),
+        "schema_version": SCHEMA_VERSION,
+        "ontology_versions": versions,
+    }
+
+
+_TSV_COLUMNS = ("query", "term_id", "label", "ontology", "matched_by", "n_descendants")
+
+
+def _print_tsv(found: dict[str, ResolvedTerm | UnknownTermError]) -> None:
+    """One row per query; a query that matched nothing has empty term columns."""
+    typer.echo("\t".join(_TSV_COLUMNS))
+    for query, term in found.items():
+        if isinstance(term, UnknownTermError):
+            cells = [query, "", "", "", "", ""]
+        else:
+            cells = [query, term.term_id, term.label, term.ontology, term.how, str(term.n_descendants)]
+        typer.echo("\t".join(c.replace("\t", " ") for c in cells))
+
+
+def _print_several(
+    found: dict[str, ResolvedTerm | UnknownTermError],
+    searched: tuple[str, ...],
+    versions: dict[str, str],
+    *,
+    as_json: bool,
+    limit: int,
+) -> None:
+    if as_json:
+        docs = [
+            _doc(query, term, versions)
+            if not isinstance(term, UnknownTermError)
+            else {"query": query, "match": None, "error": str(term)}
+            for query, term in found.items()
+        ]
+        typer.echo(json.dumps(docs, indent=2, ensure_ascii=False))
+        return
+    table = Table(show_edge=False)
+    for column in ("query", "term", "label", "ontology", "matched by", "descendants"):
+        table.add_column(column)
+    for query, term in found.items():
+        if isinstance(term, UnknownTermError):
+            closest = "; ".join(
+                f"{label} ({tid})" for label, tid in suggest(query, searched, n=min(limit, 3))
+            )
+            table.add_row(
+                escape(query), "-", escape(f"no match; closest: {closest}" if closest else "no match")
+            )
+        else:
+            table.add_row(
+                escape(query),
+                term.term_id,
+                escape(term.label),
+                term.ontology,
+                term.how,
+                f"{term.n_descendants:,}",
+            )
+    out_console.print(table)
+    out_console.print(_provenance(versions), style="dim")
 
 
 def _searched(ontology: list[str]) -> tuple[str, ...]:

@@ -153,13 +153,23 @@ class Selection:
 
 
 def read_gene_list(path: Path) -> tuple[str, ...]:
-    """The feature IDs of a gene-list file: one per line; blank lines and ``#`` comments skipped."""
+    """The feature IDs of a gene-list file (``-``: standard input): one per line; blank lines
+    and ``#`` comments skipped."""
+    if str(path) == "-":
+        import sys
+
+        return parse_gene_list(sys.stdin.read(), where="-")
     if not Path(path).is_file():
         raise invalid("genes", str(path), "no such file")
-    lines = (line.strip() for line in Path(path).read_text().splitlines())
+    return parse_gene_list(Path(path).read_text(), where=str(path))
+
+
+def parse_gene_list(text: str, *, where: str) -> tuple[str, ...]:
+    """The feature IDs of a gene list's text (``where`` names it in a refusal)."""
+    lines = (line.strip() for line in text.splitlines())
     wanted = tuple(line for line in lines if line and not line.startswith("#"))
     if not wanted:
-        raise invalid("genes", str(path), "no gene IDs in the file (one Ensembl ID per line)")
+        raise invalid("genes", where, "no gene IDs in it (one Ensembl ID per line)")
     return wanted
 
 
