@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
+from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["counts_table"]
+from atlasprep.cli._app import err_console
+from atlasprep.sources import ResolvedFilter, SourceInfo
+
+__all__ = ["counts_table", "report_resolution"]
 
 
 def counts_table(column: str, counts: Mapping[str, int]) -> Table:
@@ -17,3 +22,22 @@ def counts_table(column: str, counts: Mapping[str, int]) -> Table:
     for value, n in counts.items():
         table.add_row(value, f"{n:,}")
     return table
+
+
+def report_resolution(
+    resolved: ResolvedFilter, source: SourceInfo | None = None, value_filter: str | None = None
+) -> None:
+    """What each name resolved to, on stderr, so nobody takes the wrong cells unknowingly (and
+    the SOMA value filter, with -v)."""
+    for name, terms in resolved.terms.items():
+        for t in terms:
+            via = f" via {t.how}" if t.how != "id" else ""
+            err_console.print(
+                f"[dim]{name}:[/] {escape(repr(t.query))} -> [bold]{escape(t.label)}[/] ({t.term_id}{via}; "
+                f"{'exact' if resolved.filter.exact else f'+{t.n_descendants} descendants'})",
+                highlight=False,
+            )
+    if source is not None and source.census_build and source.kind == "census":
+        err_console.print(f"[dim]census:[/] build {source.census_build}")
+    if value_filter is not None and logging.getLogger("atlasprep").isEnabledFor(logging.INFO):
+        err_console.print(f"[dim]value filter:[/] {escape(value_filter)}")

@@ -11,6 +11,7 @@ import typer
 
 from atlasprep.cli import _source as opt
 from atlasprep.errors import UsageError
+from atlasprep.ontology import FIELD_ONTOLOGIES
 from atlasprep.shard.format import ShardFormatName
 from atlasprep.shard.sizes import parse_size
 from atlasprep.sources import SourceSpec
@@ -96,9 +97,43 @@ ShardSize = Annotated[
 ]
 NoShuffle = Annotated[bool, typer.Option("--no-shuffle", help="Keep source order.")]
 Seed = Annotated[int, typer.Option("--seed", help="Shuffle, split and sampling seed.")]
-SplitBy = Annotated[str | None, typer.Option("--split-by", help="obs column whose groups split.")]
+SplitBy = Annotated[
+    str | None,
+    typer.Option(
+        "--split-by",
+        help="obs column(s) whose groups split whole, e.g. donor_id,dataset_id: cells sharing a value "
+        "in any are linked, and each linked group goes to one split.",
+    ),
+]
 Split = Annotated[str, typer.Option("--split", help="train,val,test fractions.")]
-Holdout = Annotated[list[str] | None, typer.Option("--holdout", help="COLUMN=VALUE: that group to test.")]
+Holdout = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--holdout",
+        help="COLUMN=VALUE (repeatable): those cells and their linked groups to test; an ontology "
+        "field takes the term and its descendants (tissue=lung, cell_type=T cell, "
+        "anatomical_structure_ontology_term_id=UBERON:0002094).",
+    ),
+]
+HoldoutExact = Annotated[
+    bool, typer.Option("--holdout-exact", help="Hold out the --holdout terms only, not their descendants.")
+]
+Stratify = Annotated[
+    str | None,
+    typer.Option(
+        "--stratify",
+        help="obs column (e.g. cell_type_ontology_term_id) whose composition each split keeps close "
+        "to the whole's; the manifest records it per split.",
+    ),
+]
+SplitFallback = Annotated[
+    bool,
+    typer.Option(
+        "--split-fallback",
+        help="A linked group too large for the fractions: keep it whole anyway, and say which "
+        "fraction was not met (by default it is an error naming the group).",
+    ),
+]
 BatchSize = Annotated[
     int, typer.Option("--batch-size", help="Cells per streamed batch (fewer when cells are dense).")
 ]
@@ -112,6 +147,14 @@ DropEmpty = Annotated[
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a complete store.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the manifest as one JSON document.")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Resolve the filters, select the cells and plan the splits; print cells, groups and "
+        "shards per split and a bound on the tokens; write nothing.",
+    ),
+]
 
 DEFAULT_MAX_LEN = str(_D.max_len)
 DEFAULT_N_COUNTS_COLUMN = _D.n_counts_column or "none"
@@ -156,21 +199,32 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
         split_by=split_by,
         split=_fractions(values["split"]),
         holdout=held,
+        # .get: options the command may not list yet take their defaults
+        holdout_exact=values.get("holdout_exact", _D.holdout_exact),
+        stratify=values.get("stratify", _D.stratify),
+        split_fallback=values.get("split_fallback", _D.split_fallback),
         overwrite=values["overwrite"],
         tokenizer=values["tokenizer"],
     )
 
 
-def _holdouts(items: list[str], split_by: str | None) -> tuple[str | None, tuple[str, ...]]:
-    """``--holdout COLUMN=VALUE`` (repeatable): the split column and the values sent to test."""
-    held: list[str] = []
+def _holdouts(items: list[str], split_by: str | None) -> tuple[str | tuple[str, ...] | None, tuple[str, ...]]:
+    """``--split-by`` (``a,b``: several columns) and ``--holdout COLUMN=VALUE`` (repeatable), as
+    the config takes them. Without ``--split-by``, holdouts of one plain column (not an ontology
+    field) split by that column, as ``--holdout donor_id=D1`` always has."""
+    columns: str | tuple[str, ...] | None = split_by
+    if split_by is not None and "," in split_by:
+        columns = _names(split_by)
     for item in items:
         column, sep, value = item.partition("=")
-        if not sep or (split_by and column != split_by):
-            raise UsageError(f"--holdout {item!r}: expected {split_by or 'COLUMN'}=VALUE matching --split-by")
-        split_by = split_by or column
-        held.append(value)
-    return split_by, tuple(held)
+        if not sep or not column.strip() or not value.strip():
+            raise UsageError(f"--holdout {item!r}: expected COLUMN=VALUE, e.g. tissue=lung or donor_id=D1")
+    named = {item.partition("=")[0].strip() for item in items}
+    if columns is None and len(named) == 1:
+        (column,) = named
+        if column not in FIELD_ONTOLOGIES and not column.endswith("_ontology_term_id"):
+            columns = column
+    return columns, tuple(f"{k.strip()}={v.strip()}" for k, _, v in (i.partition("=") for i in items))
 
 
 def _fractions(value: str) -> tuple[float, float, float]:

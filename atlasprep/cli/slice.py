@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from atlasprep.cli import _source as opt
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
-from atlasprep.cli._render import counts_table
+from atlasprep.cli._render import counts_table, report_resolution
 from atlasprep.slice import SliceConfig, SliceResult, slice_cells
 
 _D = SliceConfig()
@@ -107,7 +105,7 @@ def slice_command(
         _announce_demo_build()
     with CellProgress("slice") as progress:
         result = slice_cells(config, progress=progress)
-    _report_resolution(result)
+    report_resolution(result.compiled.resolved, result.source, result.compiled.value_filter() or "")
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -120,22 +118,6 @@ def _announce_demo_build() -> None:
 
     if not (cache_dir() / f"demo-census-{DEMO_VERSION}").exists():
         err_console.print(f"building the demo atlas ({DEMO_N_CELLS:,} cells) once; later runs reuse it")
-
-
-def _report_resolution(result: SliceResult) -> None:
-    """What each name resolved to, on stderr, so nobody slices the wrong cells unknowingly."""
-    for name, terms in result.compiled.resolved.terms.items():
-        for t in terms:
-            via = f" via {t.how}" if t.how != "id" else ""
-            err_console.print(
-                f"[dim]{name}:[/] {t.query!r} -> [bold]{t.label}[/] ({t.term_id}{via}; "
-                f"{'exact' if result.compiled.resolved.filter.exact else f'+{t.n_descendants} descendants'})",
-                highlight=False,
-            )
-    if result.source.census_build and result.source.kind == "census":
-        err_console.print(f"[dim]census:[/] build {result.source.census_build}")
-    if logging.getLogger("atlasprep").isEnabledFor(logging.INFO):
-        err_console.print(f"[dim]value filter:[/] {escape(result.compiled.value_filter() or '')}")
 
 
 def _render(result: SliceResult) -> None:

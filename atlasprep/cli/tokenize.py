@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.table import Table
 
 from atlasprep.cli import _source as opt
 from atlasprep.cli import _tokenize_options as o
-from atlasprep.cli._app import command, err_console
+from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
+from atlasprep.cli._render import report_resolution
+from atlasprep.sources import resolve
 from atlasprep.tokenize.api import TokenizeResult, tokenize_cells
+from atlasprep.tokenize.dry_run import TokenizePlan, plan_tokenize
 
 _D = o.DEFAULTS
 
@@ -83,11 +87,35 @@ def tokenize_command(
     drop_empty: o.DropEmpty = False,
     overwrite: o.Overwrite = False,
     as_json: o.Json = False,
+    dry_run: o.DryRun = False,
 ) -> None:
-    config = o.tokenize_config(locals())
+    values = locals()
+    config = o.tokenize_config({k: v for k, v in values.items() if k != "dry_run"})
+    if dry_run:
+        _render_plan(plan_tokenize(config), as_json=as_json)
+        return
+    report_resolution(resolve(config.source))  # before the work: the cells the names mean
     with CellProgress("tokenize") as progress:
         result = tokenize_cells(config, progress=progress)
     _render(result, as_json=as_json)
+
+
+def _render_plan(plan: TokenizePlan, *, as_json: bool) -> None:
+    report_resolution(plan.compiled.resolved, plan.source, plan.compiled.value_filter() or "")
+    if as_json:
+        typer.echo(json.dumps(plan.to_json(), indent=2))
+        return
+    sampled = f" ({plan.n_matched:,} before sampling)" if plan.n_matched != plan.n_cells else ""
+    typer.echo(f"{plan.n_cells:,} cells would be tokenized{sampled}; nothing written (--dry-run)")
+    table = Table(show_edge=False)
+    for column in ("split", "cells", "groups", "shards"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for name, split in plan.splits.items():
+        groups = "-" if split.groups is None else f"{split.groups:,}"
+        shards = "by size" if split.shards is None else f"{split.shards:,}"
+        table.add_row(name, f"{split.cells:,}", groups, shards)
+    out_console.print(table)
+    typer.echo(f"at most {plan.max_tokens:,} tokens (bounded by {plan.tokens_from})")
 
 
 def _render(result: TokenizeResult, *, as_json: bool) -> None:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
-import pandas as pd
 
 from atlasprep._io import write_json_atomic
 from atlasprep._jit import warm_up
@@ -24,13 +23,14 @@ from atlasprep.shard.directory import ClaimedStore, plan_claim
 from atlasprep.sources import (
     CellSource,
     ProgressCallback,
+    Selection,
     only_genes,
     open_source,
     resolve,
     select,
 )
 from atlasprep.tokenize.coverage import VocabCoverage
-from atlasprep.tokenize.splits import SplitPlan, assign_splits
+from atlasprep.tokenize.splits import SPLIT_NAMES, SplitPlan, split_cells
 
 __all__ = [
     "DEFAULT_OBS_COLUMNS",
@@ -78,7 +78,7 @@ def tokenize_cells(
     given = Dictionaries.load(config)  # the files a user gave, read and checked before any cell
     store: ClaimedStore | None = None
     try:
-        with _selected(config) as (source, positions):
+        with _selected(config) as (source, positions, _):
             if saved is None:
                 fitted = fit(config, source, positions, given)
             else:  # a saved tokenizer: no corpus pass, new data tokenized as its corpus was
@@ -102,12 +102,12 @@ def tokenize_cells(
 def fit_tokenizer(config: TokenizeConfig) -> Tokenizer:
     """The tokenizer a build of ``config`` would fit, fitted on the same cells; no store."""
     given = Dictionaries.load(config)
-    with _selected(config) as (source, positions):
+    with _selected(config) as (source, positions, _):
         return fit(config, source, positions, given).tokenizer
 
 
 @contextlib.contextmanager
-def _selected(config: TokenizeConfig) -> Iterator[tuple[CellSource, np.ndarray]]:
+def _selected(config: TokenizeConfig) -> Iterator[tuple[CellSource, np.ndarray, Selection]]:
     """The source as tokenize reads it (its var: the spec's genes), open, and the positions of
     the cells to tokenize, in source order: the spec's selection (filter, per_group, max_cells,
     genes), as slice makes it."""
@@ -117,7 +117,7 @@ def _selected(config: TokenizeConfig) -> Iterator[tuple[CellSource, np.ndarray]]
         selection = select(config.source, source, resolved=resolved)
         if selection.n_cells == 0:
             raise UsageError("no cells match the filters; nothing to tokenize")
-        yield only_genes(source, selection.var_positions), selection.positions
+        yield only_genes(source, selection.var_positions), selection.positions, selection
     finally:
         source.close()
 
@@ -125,18 +125,15 @@ def _selected(config: TokenizeConfig) -> Iterator[tuple[CellSource, np.ndarray]]
 def _layout(
     config: TokenizeConfig, source: CellSource, positions: np.ndarray
 ) -> tuple[SplitPlan | None, ShardLayout]:
-    """Each cell's split (whole groups of ``split_by``) and its slot in its split's shuffle."""
+    """Each cell's split (whole linked groups of ``split_by``, holdouts in test) and its slot in
+    its split's shuffle."""
     plan = None
     codes, names = np.zeros(len(positions), dtype=np.uint8), ["train"]
     if config.split_by:
-        labels = source.obs_values(positions, [config.split_by])[config.split_by]
-        plan = assign_splits(
-            labels, column=config.split_by, fractions=config.split, holdout=config.holdout, seed=config.seed
-        )
+        plan = split_cells(config, source, positions)
         # each cell's split as a 1-byte code (a string per cell would cost 8 to 28 bytes)
-        splits = pd.Categorical(labels.astype("string").fillna("<NA>").map(plan.groups))
-        plan.check(labels, splits.codes)
-        codes, names = splits.codes, [str(c) for c in splits.categories]
+        assert plan.cell_splits is not None
+        codes, names = plan.cell_splits, list(SPLIT_NAMES)
     layout = ShardLayout.plan_codes(
         codes,
         names,
