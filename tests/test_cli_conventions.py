@@ -105,3 +105,49 @@ def test_genes_dash_reads_the_list_from_stdin(small_census, tmp_path):
     import anndata as ad
 
     assert list(ad.read_h5ad(out).var_names) == genes
+
+
+def test_inputs_are_positional_or_input_and_lists_comma_separated_or_repeated(small_census, tmp_path):
+    from atlasprep.shard import read_manifest, read_shard
+
+    sliced = tmp_path / "s.h5ad"
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["slice", "--census-uri", str(small_census), "--max-cells", "30", "--out", str(sliced)]
+    )
+    assert made.exit_code == 0, made.output
+    by_flag = runner.invoke(
+        app, ["slice", "--input", str(sliced), "--all-data", "--dry-run", "--by", "assay,sex"]
+    )
+    positional = runner.invoke(
+        app, ["slice", str(sliced), "--all-data", "--dry-run", "--by", "assay", "--by", "sex"]
+    )
+    assert by_flag.exit_code == positional.exit_code == 0
+    assert by_flag.stdout == positional.stdout
+    assert "by assay" in positional.stdout
+    assert "by sex" in positional.stdout
+    stores = {}
+    for name, options in {
+        "comma": ["--context", "assay,sex", "--obs-columns", "donor_id,sex"],
+        "repeated": [
+            "--context",
+            "assay",
+            "--context",
+            "sex",
+            "--obs-columns",
+            "donor_id",
+            "--obs-columns",
+            "sex",
+        ],
+    }.items():
+        out = tmp_path / name
+        done = runner.invoke(app, ["tokenize", str(sliced), "--all-data", *options, "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        stores[name] = read_manifest(out)
+        table = read_shard(out, stores[name]["shards"][0]["path"])
+        assert {"donor_id", "sex"} <= set(table.column_names)
+    assert (
+        stores["comma"]["tokenizer"]["context"]
+        == stores["repeated"]["tokenizer"]["context"]
+        == ["assay", "sex"]
+    )

@@ -23,6 +23,7 @@ __all__ = [
     "Disease",
     "DonorId",
     "Exact",
+    "Files",
     "Genes",
     "Inputs",
     "MaxCells",
@@ -32,6 +33,7 @@ __all__ = [
     "Tissue",
     "TissueGeneral",
     "Where",
+    "input_files",
     "per_group",
     "source_spec",
 ]
@@ -63,6 +65,13 @@ Inputs = Annotated[
         "-i",
         help="AnnData file (.h5ad, .zarr, .zarr.zip); repeatable. Read backed.",
         rich_help_panel=SOURCE,
+    ),
+]
+Files = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="AnnData files (.h5ad, .zarr, .zarr.zip; file.h5mu:rna for a MuData modality), as --input.",
+        show_default=False,
     ),
 ]
 Organism = Annotated[
@@ -155,7 +164,7 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
     place for every command that reads cells. ``options`` is the command's ``locals()`` (typer
     needs each option as a parameter of its own); ``given`` overrides what a command parses
     itself (tokenize's input specs)."""
-    values = {**options, **given}
+    values = {**options, "inputs": input_files(options), **given}
     if not (values.get("census") or values.get("census_uri") or values.get("inputs")):
         raise UsageError("name exactly one source: --census VERSION|demo, --census-uri PATH or --input FILE")
     genes: Path | None = values.get("genes")
@@ -177,6 +186,11 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
         seed=values["seed"],
         batch_size=values["batch_size"],
     )
+
+
+def input_files(options: Mapping[str, Any]) -> list[Path]:
+    """The input files a command was given: positional (``files``) and ``--input``, in order."""
+    return [*(options.get("files") or ()), *(options.get("inputs") or ())]
 
 
 def per_group(value: str | None) -> tuple[str, int] | None:

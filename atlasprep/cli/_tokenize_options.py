@@ -36,12 +36,14 @@ MaxLen = Annotated[
     ),
 ]
 Modalities = Annotated[
-    str,
+    list[str] | None,
     typer.Option(
         "--modalities", help="An aligned .h5mu: rna,atac or rna,prot (one token segment per modality)."
     ),
 ]
-Targets = Annotated[str, typer.Option("--targets", help="An aligned .h5mu: modalities as target columns.")]
+Targets = Annotated[
+    list[str] | None, typer.Option("--targets", help="An aligned .h5mu: modalities as target columns.")
+]
 NBins = Annotated[int, typer.Option("--n-bins", help="Bins for --scheme bin.")]
 NHvg = Annotated[
     int | None,
@@ -81,9 +83,17 @@ CountsLayer = Annotated[
     ),
 ]
 MinGeneMatch = Annotated[float, typer.Option("--min-gene-match", help="Fail below this share.")]
-ObsColumns = Annotated[str, typer.Option("--obs-columns", help="Metadata to keep.")]
+ObsColumns = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--obs-columns",
+        help=f"Metadata to keep (comma-separated or repeated) [default: {','.join(DEFAULT_OBS_COLUMNS)}].",
+        show_default=False,
+    ),
+]
 Context = Annotated[
-    str, typer.Option("--context", help="obs columns, e.g. tissue_general,assay: a token each.")
+    list[str] | None,
+    typer.Option("--context", help="obs columns, e.g. tissue_general,assay: a token each (or repeated)."),
 ]
 StoreFormat = Annotated[
     ShardFormatName, typer.Option("--format", help="arrow (IPC streams) or zarr (v3 groups).")
@@ -167,7 +177,7 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
     value checked by the configs (whose messages the command turns into flags)."""
     split_by, held = _holdouts(values["holdout"] or [], values["split_by"])
     budgets, segment_names, input_specs = _multimodal(
-        values["max_len"], values["modalities"], values["targets"], values["inputs"]
+        values["max_len"], values["modalities"], values["targets"], opt.input_files(values)
     )
     counts = values["n_counts_column"]
     return TokenizeConfig(
@@ -191,7 +201,7 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
         drop_empty=values["drop_empty"],
         context=_names(values["context"]),
         format=values["store_format"],
-        obs_columns=_names(values["obs_columns"]),
+        obs_columns=DEFAULT_OBS_COLUMNS if values["obs_columns"] is None else _names(values["obs_columns"]),
         shard_cells=_D.shard_cells if values["shard_cells"] is None else values["shard_cells"],
         shard_bytes=None if values["shard_size"] is None else parse_size(values["shard_size"]),
         shuffle=not values["no_shuffle"],
@@ -237,13 +247,15 @@ def _fractions(value: str) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
-def _names(text: str) -> tuple[str, ...]:
-    """``a,b`` as names; an empty name (``a,,b``) goes to the config, which refuses it."""
-    return tuple(name.strip() for name in text.split(",")) if text.strip() else ()
+def _names(given: str | list[str] | None) -> tuple[str, ...]:
+    """A list option's names, comma-separated, repeated or both (``--context a,b --context c``);
+    an empty name (``a,,b``) goes to the config, which refuses it."""
+    items = [given] if isinstance(given, str) else list(given or ())
+    return tuple(name.strip() for item in items if item.strip() for name in item.split(","))
 
 
 def _multimodal(
-    max_len: str, modalities: str, targets: str, inputs: list[Path] | None
+    max_len: str, modalities: list[str] | None, targets: list[str] | None, inputs: list[Path] | None
 ) -> tuple[dict[str, int], tuple[str, ...], tuple[str, ...]]:
     """(budget per modality, paired modalities, input specs) from --max-len/--modalities/--targets."""
     budgets: dict[str, int] = {}
@@ -252,14 +264,14 @@ def _multimodal(
         if not value.strip().isdigit() or (sep and not name.strip()):
             raise UsageError(f"--max-len {max_len!r}: expected a number, or rna=1536,atac=512")
         budgets[name.strip() if sep else "rna"] = int(value)
-    names = tuple(m for m in modalities.split(",") if m)
+    names = _names(modalities)
     specs = tuple(str(p) for p in inputs or ())
     if not names and not targets:
         if set(budgets) != {"rna"}:
             raise UsageError("per-modality --max-len budgets need --modalities")
         return budgets, (), specs
     if names and names[0] != "rna":
-        raise UsageError(f"--modalities {modalities!r}: the RNA comes first (rna,atac or rna,prot)")
+        raise UsageError(f"--modalities {','.join(names)!r}: the RNA comes first (rna,atac or rna,prot)")
     path, modality = split_modality(specs[0]) if len(specs) == 1 else (None, None)
     if path is None or path.suffix != ".h5mu":
         raise UsageError("--modalities/--targets need one aligned MuData --input (atlasprep align barcodes)")

@@ -40,7 +40,7 @@ _By = Annotated[
     list[str] | None,
     typer.Option(
         "--by",
-        help="With --dry-run (or --json): break counts down by this obs column.",
+        help="With --dry-run (or --json): break counts down by these obs columns (repeated or a,b).",
         rich_help_panel=_OUTPUT,
     ),
 ]
@@ -67,6 +67,7 @@ _Json = Annotated[
 def slice_command(
     census: opt.Census = None,
     census_uri: opt.CensusUri = None,
+    files: opt.Files = None,
     inputs: opt.Inputs = None,
     organism: opt.Organism = _D.source.organism,
     cell_type: opt.CellType = None,
@@ -97,7 +98,7 @@ def slice_command(
         source=opt.source_spec(locals()),
         out=out,
         dry_run=dry_run,
-        by=tuple(by or ()),
+        by=tuple(name.strip() for item in by or () for name in item.split(",") if name.strip()),
         allow_empty=allow_empty,
         overwrite=overwrite,
     )
