@@ -23,7 +23,7 @@ def test_the_recipes_the_issue_names_are_there():
 
 # recipes that read the user's own files: (the key named when they are missing, --set giving them)
 YOURS = {
-    "heart_ccf": ("[source] inputs", ("source.inputs=['{f}']", "align.ccf.spatial='{f}'")),
+    "heart_ccf": ("[source] input", ("source.input=['{f}']", "align.ccf.spatial='{f}'")),
     "liver_zonation_multiome": (
         "[align.barcodes] rna",
         ("align.barcodes.rna='{f}'", "align.barcodes.atac='{f}'"),
@@ -142,9 +142,9 @@ def test_a_spatial_recipe_bins_real_coordinates_into_context_tokens(tmp_path):
     loom = shared_file("spatial/starmap/mpfc-starmap.loom")
     recipe = tmp_path / "starmap.toml"
     recipe.write_text(
-        f'name = "starmap"\n[source]\ninputs = ["{loom}"]\norganism = "Mus musculus"\n'
+        f'name = "starmap"\n[source]\ninput = ["{loom}"]\norganism = "Mus musculus"\n'
         "[filter]\nall_data = true\n"
-        "[align.ccf]\nneighbors = 6\nbin_size_mm = 0.5\n"
+        "[align.ccf]\nneighbors = 6\nbin_size = 0.5\n"
         '[tokenize]\nscheme = "raw"\nmax_len = 64\ncontext = ["spatial_bin"]\nshard_cells = 1000\n'
     )
     out = tmp_path / "o"
@@ -161,7 +161,7 @@ def test_a_spatial_recipe_bins_real_coordinates_into_context_tokens(tmp_path):
     with pa.memory_map(str(shard)) as source:
         first = pa.ipc.open_stream(source).read_all()["input_ids"].to_pylist()
     assert all(names[cell[0]].startswith("<spatial_bin:x") for cell in first)
-    bins = {t for t in vocab if t.startswith("<spatial_bin:")}
+    bins = {t for t in vocab if t.startswith("<spatial_bin:") and t != "<spatial_bin:<unk>>"}
     assert len(bins) == registered.obs["spatial_bin"].nunique() > 1
 
 
@@ -186,9 +186,9 @@ def test_heart_ccf_recipe_runs_on_a_section_placed_in_the_septum_block(tmp_path)
     ).write_h5ad(section)
     recipe = RECIPES[0].parent / "heart_ccf.toml"
     overrides = [
-        f'source.inputs=["{section}"]',
+        f'source.input=["{section}"]',
         f'align.ccf.spatial="{section}"',
-        "align.ccf.pixel_size_um=60.0",
+        "align.ccf.pixel_size=60.0",
         "tokenize.max_len=32",
     ]
     args = ["run", str(recipe), "--out", str(tmp_path / "o")]
@@ -215,7 +215,7 @@ def test_a_multiome_recipe_aligns_then_tokenizes_rna_and_atac(tmp_path):
     recipe.write_text(
         'name = "mo"\n[source]\n[filter]\nall_data = true\n'
         f'[align.barcodes]\nrna = "{src}:rna"\natac = "{src}:atac"\nmin_match = 0.9\n'
-        '[tokenize]\nscheme = "rank"\nmax_len = 16\nmodalities = ["atac"]\nsegment_max_len = [["atac", 8]]\n'
+        '[tokenize]\nscheme = "rank"\nmax_len = "rna=16,atac=8"\nmodalities = ["atac"]\n'
     )
     out = tmp_path / "o"
     r = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
@@ -225,3 +225,56 @@ def test_a_multiome_recipe_aligns_then_tokenizes_rna_and_atac(tmp_path):
     assert manifest["tokenizer"]["segments"]["atac"]["budget"] == 8
     resolved = json.loads((out / "recipe.resolved.json").read_text())
     assert [s["stage"] for s in resolved["stages"]] == ["align.barcodes", "tokenize"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            '[source]\ninputs = ["a.h5ad"]\n[tokenize]\n',
+            "[source] inputs: the key is input now (the flag's name, --input)",
+        ),
+        (
+            '[source]\ncensus = "demo"\nlayer = "raw"\n[tokenize]\n',
+            "[source] layer: the key is counts_layer now",
+        ),
+        (
+            '[source]\ncensus = "demo"\n[tokenize]\nshuffle = false\n',
+            "[tokenize] shuffle: the key is no_shuffle now",
+        ),
+        (
+            '[source]\ncensus = "demo"\n[tokenize]\nsegment_max_len = [["atac", 8]]\n',
+            '[tokenize] segment_max_len: give it as max_len = "rna=1536,atac=512", as --max-len',
+        ),
+        (
+            '[source]\ncensus = "demo"\n[align.ccf]\nspatial = "s.h5ad"\npixel_size_um = 0.5\n[tokenize]\n',
+            "[align.ccf] pixel_size_um: the key is pixel_size now (the flag's name, --pixel-size)",
+        ),
+        (
+            '[source]\ncensus = "demo"\n[tokenize]\nmax_len = "rna=x"\n',
+            "[tokenize] max_len = 'rna=x': expected a number",
+        ),
+    ],
+)
+def test_recipe_keys_are_the_flags_names(tmp_path, body, message):
+    from atlasprep.run import load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(body)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(recipe)
+    assert message in str(err.value)
+
+
+def test_flag_named_keys_reach_the_configs(tmp_path):
+    from atlasprep.run import load_recipe, plan_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[source]\ncensus = "demo"\ncounts_layer = "raw"\n[tokenize]\nno_shuffle = true\nmax_len = 96\n'
+    )
+    stages = {s.name: s for s in plan_recipe(load_recipe(recipe)).stages}
+    config = stages["tokenize"].config
+    assert config.shuffle is False
+    assert config.max_len == 96
+    assert config.source.layer == "raw"

@@ -124,11 +124,11 @@ BAD = [
     Bad("format", "choose one of", None, "--format 'parquet'", ("tokenize.format='parquet'",),
         "[tokenize] format = 'parquet'", {"format": "parquet"}, "format = 'parquet'"),
     Bad("segment budget 0", AT_LEAST_1, ("--input", "x.h5mu", "--modalities", "rna,atac", "--max-len", "rna=8,atac=0"),
-        "--max-len 0", ("tokenize.modalities=['atac']", "tokenize.segment_max_len=[['atac', 0]]"),
-        "[tokenize] segment_max_len = 0", {"modalities": ("atac",), "segment_max_len": (("atac", 0),)},
+        "--max-len 0", ("tokenize.modalities=['atac']", "tokenize.max_len='rna=8,atac=0'"),
+        "[tokenize] max_len = 0", {"modalities": ("atac",), "segment_max_len": (("atac", 0),)},
         "segment_max_len = 0"),
-    Bad("segment budget for no modality", "modalities", None, "", ("tokenize.segment_max_len=[['atac', 8]]",),
-        "[tokenize] segment_max_len", {"segment_max_len": (("atac", 8),)}, "segment_max_len"),
+    Bad("segment budget for no modality", "modalities", None, "", ("tokenize.max_len='rna=16,atac=8'",),
+        "[tokenize] max_len", {"segment_max_len": (("atac", 8),)}, "segment_max_len"),
     Bad("modality unknown", "choose one of", None, "", ("tokenize.modalities=['dna']",),
         "[tokenize] modalities = 'dna'", {"modalities": ("dna",)}, "modalities = 'dna'"),
     Bad("context empty name", "non-empty", ("--context", "assay,,tissue"), "--context ('assay', '', 'tissue')", ("tokenize.context=['']",), "[tokenize] context",
@@ -291,21 +291,21 @@ def test_a_recipe_output_inside_out_is_where_it_says(recipe, tmp_path):
 
 
 MISSING = [
-    ('[source]\ninputs = ["nope.h5ad"]\n[tokenize]\n', "[source] inputs = "),
-    ('[source]\ninputs = ["nope.h5mu:rna"]\n[tokenize]\n', "[source] inputs = "),
+    ('[source]\ninput = ["nope.h5ad"]\n[tokenize]\n', "[source] input = "),
+    ('[source]\ninput = ["nope.h5mu:rna"]\n[tokenize]\n', "[source] input = "),
     ('[source]\ncensus_uri = "nope_census"\n[tokenize]\n', "[source] census_uri = "),
     ('[source]\ncensus = "demo"\ngenes = "nope.txt"\n[slice]\n', "[source] genes = "),
     ('[source]\ncensus = "demo"\n[tokenize]\ntoken_dictionary = "nope.json"\n', "[tokenize] token_dictionary = "),
     ('[source]\ncensus = "demo"\n[tokenize]\ngene_medians = "nope.json"\n', "[tokenize] gene_medians = "),
     ('[source]\ncensus = "demo"\n[tokenize]\ngene_mapping = "nope.json"\n', "[tokenize] gene_mapping = "),
-    ('[source]\ninputs = ["{here}"]\n[harmonize]\nmapping = "nope.tsv"\n', "[harmonize] mapping = "),
+    ('[source]\ninput = ["{here}"]\n[harmonize]\nmapping = "nope.tsv"\n', "[harmonize] mapping = "),
     ('[source]\n[align.barcodes]\nrna = "nope.h5"\n[tokenize]\n', "[align.barcodes] rna = "),
     ('[source]\n[align.barcodes]\nrna = "{here}"\natac = "nope.h5:atac"\n[tokenize]\n', "[align.barcodes] atac = "),
     ('[source]\n[align.barcodes]\nrna = "{here}"\nbarcode_map = "nope.tsv"\n[tokenize]\n', "[align.barcodes] barcode_map = "),
     ('[source]\n[align.ccf]\nspatial = "nope.h5ad"\n[tokenize]\n', "[align.ccf] spatial = "),
     ('[source]\n[align.ccf]\nspatial = "{here}"\nregistration = "nope.json"\n[tokenize]\n', "[align.ccf] registration = "),
     ('[source]\n[align.ccf]\nspatial = "{here}"\ncrosswalk = "/nonexistent/c.csv"\n[tokenize]\n', "[align.ccf] crosswalk = "),
-    ("[source]\n[tokenize]\n", "[source] needs census, census_uri or inputs"),
+    ("[source]\n[tokenize]\n", "[source] needs census, census_uri or input"),
 ]  # fmt: skip
 
 
@@ -350,7 +350,7 @@ def test_a_recipe_filter_runs_no_code(dry_run, cells_h5ad, tmp_path):
     path = tmp_path / "r.toml"
     where = f"@pd.io.common.os.system('touch {pwned}') == 0"
     path.write_text(
-        f'name = "t"\nout = "out"\n[source]\ninputs = ["{cells_h5ad}"]\n'
+        f'name = "t"\nout = "out"\n[source]\ninput = ["{cells_h5ad}"]\n'
         f'[filter]\nall_data = true\nwhere = "{where}"\n[tokenize]\nscheme = "raw"\nmax_len = 16\n'
     )
     r = CliRunner().invoke(app, ["run", str(path), *(["--dry-run"] if dry_run else [])])

@@ -17,7 +17,7 @@ from atlasprep.shard.sizes import parse_size
 from atlasprep.sources import SourceSpec
 from atlasprep.sources.anndata import split_modality
 from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TOKENIZE_BATCH_SIZE, TokenizeConfig
-from atlasprep.tokenize.config import Scheme
+from atlasprep.tokenize.config import Scheme, parse_max_len
 
 __all__ = ["DEFAULTS", "tokenize_config"]
 
@@ -258,12 +258,7 @@ def _multimodal(
     max_len: str, modalities: list[str] | None, targets: list[str] | None, inputs: list[Path] | None
 ) -> tuple[dict[str, int], tuple[str, ...], tuple[str, ...]]:
     """(budget per modality, paired modalities, input specs) from --max-len/--modalities/--targets."""
-    budgets: dict[str, int] = {}
-    for part in max_len.split(","):
-        name, sep, value = part.rpartition("=")
-        if not value.strip().isdigit() or (sep and not name.strip()):
-            raise UsageError(f"--max-len {max_len!r}: expected a number, or rna=1536,atac=512")
-        budgets[name.strip() if sep else "rna"] = int(value)
+    budgets = parse_max_len(max_len)
     names = _names(modalities)
     specs = tuple(str(p) for p in inputs or ())
     if not names and not targets:

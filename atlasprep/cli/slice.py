@@ -98,7 +98,7 @@ def slice_command(
         source=opt.source_spec(locals()),
         out=out,
         dry_run=dry_run,
-        by=tuple(name.strip() for item in by or () for name in item.split(",") if name.strip()),
+        by=tuple(name.strip() for item in by or () for name in item.split(",")),
         allow_empty=allow_empty,
         overwrite=overwrite,
     )

@@ -23,7 +23,7 @@ from atlasprep.errors import AmbiguousTermError, UnknownTermError, UsageError
 from atlasprep.harmonize.api import HarmonizeConfig
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 from atlasprep.reference.genes import GENE_ANNOTATIONS
-from atlasprep.run.recipe import Recipe, RecipeError
+from atlasprep.run.recipe import FLAG_KEYS, Recipe, RecipeError
 from atlasprep.run.stages import BarcodesStage, CcfStage, HarmonizeStage, SliceStage, Stage, TokenizeStage
 from atlasprep.shard.sizes import parse_size
 from atlasprep.slice.api import SliceConfig
@@ -45,8 +45,13 @@ _PATH_KEYS = (
     "crosswalk",
 )
 # config fields a recipe names otherwise
-_RECIPE_KEYS = {"shard_bytes": "shard_size", "primary_only": "all_data"}
-_FIELD = re.compile(r"(?<![\w-])(shard_bytes|primary_only) = ")
+_RECIPE_KEYS = {
+    "shard_bytes": "shard_size",
+    "primary_only": "all_data",
+    "segment_max_len": "max_len",
+    **{field: key for keys in FLAG_KEYS.values() for key, field in keys.items() if key != "no_shuffle"},
+}
+_FIELD = re.compile(rf"(?<![\w-])({'|'.join(map(re.escape, _RECIPE_KEYS))}) = ")
 _SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(SourceSpec))
 T = TypeVar("T")
 
@@ -113,7 +118,7 @@ def plan_recipe(recipe: Recipe) -> Plan:
         source.census or source.census_uri or source.inputs
     ):
         raise RecipeError(
-            f"{recipe.path}: [source] needs census, census_uri or inputs (where the cells come from)"
+            f"{recipe.path}: [source] needs census, census_uri or input (where the cells come from)"
         )
     if recipe.has("slice") or recipe.has("tokenize"):
         _resolve_terms(recipe, source)
@@ -136,7 +141,7 @@ def _harmonize_stage(recipe: Recipe, source: SourceSpec) -> StagePlan:
     """harmonize reads [source]'s one file whole; [filter] and the sampling apply to what it
     writes (the labels are ontology terms only after it)."""
     if len(source.inputs) != 1:
-        raise RecipeError(f"{recipe.path}: [harmonize] needs exactly one file in [source] inputs")
+        raise RecipeError(f"{recipe.path}: [harmonize] needs exactly one file in [source] input")
     h = recipe.table("harmonize")
     if h.get("mapping") is not None:
         _require(recipe, "[harmonize] mapping", h["mapping"])
@@ -168,7 +173,7 @@ def _ccf_stage(recipe: Recipe, source: SourceSpec, stages: list[StagePlan]) -> S
     ccf = recipe.table("align.ccf")
     if ccf.get("spatial") is None:
         if not source.inputs:
-            raise RecipeError(f"{recipe.path}: [align.ccf] needs spatial (or one file in [source] inputs)")
+            raise RecipeError(f"{recipe.path}: [align.ccf] needs spatial (or one file in [source] input)")
         ccf["spatial"] = Path(source.inputs[0])
     _require_all(recipe, "align.ccf", ccf, stages)
     registered = recipe.out / "registered.h5ad"
@@ -288,7 +293,7 @@ def _source(recipe: Recipe) -> SourceSpec:
         genes = _built(recipe, "[source]", lambda: read_gene_list(genes))
     inputs = tuple(_local(recipe, str(p)) for p in values.pop("inputs", ()))
     for spec in inputs:
-        _require(recipe, "[source] inputs", split_modality(spec)[0])
+        _require(recipe, "[source] input", split_modality(spec)[0])
     census_uri = values.pop("census_uri", None)
     if census_uri and "://" not in census_uri:
         census_uri = _local(recipe, census_uri)

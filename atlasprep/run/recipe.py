@@ -1,10 +1,11 @@
 """TOML recipes: one file names a whole corpus build, loaded into the library's own configs.
 
-A recipe's tables are the stages' configs, key for key, so a recipe can say whatever the
-command line can, and nothing it cannot::
+A recipe's tables are the stages' configs, so a recipe can say whatever the command line can,
+and nothing it cannot; each key is its flag's name (:data:`FLAG_KEYS` maps the few that name a
+config field otherwise)::
 
     name = "demo"
-    [source]      # where cells come from: census | census_uri | inputs, organism, per_group,
+    [source]      # where cells come from: census | census_uri | input, organism, per_group,
                   # max_cells, seed, genes (a gene-list file or a list of IDs), batch_size
     [filter]      # which cells: cell_type, tissue, tissue_general, assay, disease, …, all_data
     [harmonize]   # optional: map = {column = "field"}, set = {field = "value"}, mapping, …
@@ -36,7 +37,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from atlasprep.slice.api import SliceConfig
 from atlasprep.sources import CellFilter, SourceSpec
 from atlasprep.tokenize.api import TokenizeConfig
 
-__all__ = ["Recipe", "RecipeError", "load_recipe"]
+__all__ = ["FLAG_KEYS", "Recipe", "RecipeError", "load_recipe"]
 
 
 class RecipeError(UsageError):
@@ -82,6 +83,16 @@ _ALIGN: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {
     "ccf": ("atlasprep.align.ccf:register_file", frozenset({"out", "overwrite"}), frozenset({"spatial"})),
 }
 _TOP = ("name", "description", "out", "align", *_TABLES)
+# A recipe's keys are the flags' names (--counts-layer: counts_layer) where a config field is
+# named otherwise: table -> {key: field}. The field's own name is refused, naming the key.
+FLAG_KEYS: dict[str, dict[str, str]] = {
+    "source": {"input": "inputs", "counts_layer": "layer"},
+    "tokenize": {"no_shuffle": "shuffle"},
+    "align.ccf": {"pixel_size": "pixel_size_um", "section_z": "section_z_mm", "bin_size": "bin_size_mm"},
+}
+_INVERTED = frozenset({("tokenize", "no_shuffle")})  # a flag that says the field's opposite
+# fields a key of another shape gives (the flag's): field -> how to write it
+_FOLDED = {("tokenize", "segment_max_len"): 'max_len = "rna=1536,atac=512", as --max-len'}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,14 +174,52 @@ def _checked(path: Path, table: str, values: Mapping[str, Any]) -> dict[str, Any
     names = dict.fromkeys(f.name for cls in classes for f in fields(cls))
     allowed = [name for name in names if name not in pipeline_keys] + sorted(extra)
     out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in allowed:
-            raise RecipeError(_unknown(path, f"[{table}]", key, allowed))
+    for key, value in _as_fields(path, table, values, allowed):
         if key in extra:
             out[key] = _extra_value(path, table, key, value)
-            continue
-        out[key] = _coerce(path, table, key, value, hints[key])
+        elif (table, key) == ("tokenize", "max_len") and isinstance(value, str):
+            budgets = _budgets(path, value)
+            if "rna" in budgets:
+                out["max_len"] = budgets.pop("rna")
+            out["segment_max_len"] = tuple(budgets.items())
+        else:
+            out[key] = _coerce(path, table, key, value, hints[key])
+            if (table, _key_of(table, key)) in _INVERTED:
+                out[key] = not out[key]
     return out
+
+
+def _key_of(table: str, field: str) -> str:
+    return {f: k for k, f in FLAG_KEYS.get(table, {}).items()}.get(field, field)
+
+
+def _as_fields(
+    path: Path, table: str, values: Mapping[str, Any], allowed: list[str]
+) -> Iterator[tuple[str, Any]]:
+    """(config field, value) of each key, the keys being the flags' names; a field's own name
+    where the key differs, or a key that is not allowed, is refused naming the key to use."""
+    flags = FLAG_KEYS.get(table, {})
+    keys = [_key_of(table, name) for name in allowed if (table, name) not in _FOLDED]
+    for key, value in values.items():
+        if (table, key) in _FOLDED:
+            raise RecipeError(f"{path}: [{table}] {key}: give it as {_FOLDED[table, key]}")
+        if key in flags.values() and key not in flags:
+            raise RecipeError(
+                f"{path}: [{table}] {key}: the key is {_key_of(table, key)} now (the flag's name, "
+                f"--{_key_of(table, key).replace('_', '-')}); rename it"
+            )
+        if key not in keys:
+            raise RecipeError(_unknown(path, f"[{table}]", key, keys))
+        yield flags.get(key, key), value
+
+
+def _budgets(path: Path, text: str) -> dict[str, int]:
+    from atlasprep.tokenize.config import parse_max_len
+
+    try:
+        return parse_max_len(text)
+    except UsageError as exc:
+        raise RecipeError(f"{path}: [tokenize] {exc}") from None
 
 
 def _checked_call(
@@ -188,9 +237,7 @@ def _checked_call(
     parameters = inspect.signature(function).parameters
     allowed = [p for p in parameters if p not in pipeline_keys]
     out: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in allowed:
-            raise RecipeError(_unknown(path, f"[{table}]", key, allowed))
+    for key, value in _as_fields(path, table, values, allowed):
         out[key] = _coerce(path, table, key, value, hints[key])
     required = [p for p in allowed if parameters[p].default is inspect.Parameter.empty]
     missing = [p for p in required if p not in out and p not in filled]

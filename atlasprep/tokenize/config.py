@@ -85,9 +85,16 @@ class TokenizeConfig:
     shard_bytes: int | None = None  # instead of shard_cells: cut shards at this many bytes
     shuffle: bool = True
     seed: int = 0
-    split_by: str | None = None
+    # obs column(s) whose linked groups the splits take whole: "donor_id", or several
+    # (("donor_id", "dataset_id"), or "donor_id,dataset_id"): no value of any on two sides
+    split_by: str | tuple[str, ...] | None = None
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    holdout: tuple[str, ...] = ()  # values of split_by sent to test
+    # "COLUMN=VALUE" (or a bare value of a one-column split_by): those cells, and every group
+    # linked to them, go to test; an ontology field takes the term and its descendants
+    holdout: tuple[str, ...] = ()
+    holdout_exact: bool = False  # holdout terms without their descendants
+    stratify: str | None = None  # obs column whose composition each split keeps close to the whole's
+    split_fallback: bool = False  # a group too large for the fractions: keep going, and record it
     format: ShardFormatName = ShardFormatName.arrow  # a plain "arrow" is taken too
     overwrite: bool = False
     # cells without a single vocabulary gene (empty droplets, a var of symbols): kept as their
@@ -116,6 +123,13 @@ class TokenizeConfig:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise invalid(name, str(path), "no such file")
+
+    @property
+    def split_columns(self) -> tuple[str, ...]:
+        """``split_by`` as a tuple of columns (empty without one)."""
+        if self.split_by is None:
+            return ()
+        return (self.split_by,) if isinstance(self.split_by, str) else tuple(self.split_by)
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TokenizeConfig)}
@@ -172,14 +186,40 @@ def _check_splits(config: TokenizeConfig) -> None:
         raise invalid(
             "split", split, "must be three fractions (train, val, test), each at least 0, that sum to 1"
         )
-    check_name("split_by", config.split_by)
+    by = config.split_by
+    if isinstance(by, list | tuple) or (isinstance(by, str) and "," in by):
+        names = tuple(n.strip() for n in by.split(",")) if isinstance(by, str) else tuple(by)
+        check_names("split_by", names)
+        if len(set(names)) != len(names) or not names:
+            raise invalid("split_by", by, "name each column once")
+        object.__setattr__(config, "split_by", names[0] if len(names) == 1 else names)
+    else:
+        check_name("split_by", by)
     check_names("holdout", config.holdout)
-    if config.split_by is None and split != _DEFAULTS["split"]:
-        raise invalid("split", split, "fractions of a column's groups: name it, e.g. split_by = 'donor_id'")
-    if config.split_by is None and config.holdout:
-        raise invalid(
-            "holdout", config.holdout, "groups of a column sent to test: name it, e.g. split_by = 'donor_id'"
-        )
+    check_name("stratify", config.stratify)
+    for name in ("holdout_exact", "split_fallback"):
+        if not isinstance(getattr(config, name), bool):
+            raise invalid(name, getattr(config, name), "must be true or false")
+    if config.split_by is None:
+        needs = {
+            "split": split != _DEFAULTS["split"],
+            "holdout": bool(config.holdout),
+            "stratify": config.stratify is not None,
+            "split_fallback": config.split_fallback,
+        }
+        for name, given in needs.items():
+            if given:
+                raise invalid(
+                    name,
+                    getattr(config, name),
+                    "applies to a column's groups: name it, e.g. split_by = 'donor_id'",
+                )
+    if config.holdout_exact and not config.holdout:
+        raise invalid("holdout_exact", True, "applies to holdout terms; give a holdout, e.g. tissue=lung")
+    if len(config.split_columns) > 1:
+        bare = [h for h in config.holdout if "=" not in h]
+        if bare:
+            raise invalid("holdout", bare[0], "name its column (COLUMN=VALUE) when split_by has several")
 
 
 def _check_paired(config: TokenizeConfig) -> None:
@@ -195,6 +235,18 @@ def _check_paired(config: TokenizeConfig) -> None:
                 f"each budget is (modality, tokens) for a modality of modalities = {config.modalities!r}",
             )
         check_int("segment_max_len", pair[1], at_least=1, at_most=2**31 - 1)
+
+
+def parse_max_len(text: str) -> dict[str, int]:
+    """``max_len`` as the flag and a recipe may give it: ``1536`` (the RNA's), or budgets per
+    modality, ``rna=1536,atac=512`` (an aligned MuData's segments)."""
+    budgets: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, value = part.rpartition("=")
+        if not value.strip().isdigit() or (sep and not name.strip()):
+            raise invalid("max_len", text, "expected a number, or rna=1536,atac=512")
+        budgets[name.strip() if sep else "rna"] = int(value)
+    return budgets
 
 
 # the fields a saved tokenizer fixes: with ``tokenizer``, each must stay at its default
