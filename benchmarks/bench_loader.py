@@ -1,6 +1,7 @@
 """Loader throughput: atlasprep's ShardLoader vs HuggingFace datasets and tiledbsoma-ml, same cells.
 
     python benchmarks/bench_loader.py [--cells 200000] [--batch-size 256] [--seconds 20]
+    python benchmarks/bench_loader.py --cells 100000 --overhead 5   # only uniform vs sampled, interleaved
 
 Uses (or builds) the demo census under ``benchmarks/_work`` and takes its first ``--cells``
 cells (``soma_joinid < cells``). They are tokenized once (rank scheme, ``--max-len`` tokens,
@@ -9,7 +10,10 @@ corpus vocabulary) to an Arrow and a Zarr token store, kept for later runs. Then
 fresh process (so memory figures are its own), for 0 and 2 DataLoader workers:
 
 * ``atlasprep``: :class:`atlasprep.loader.ShardLoader`, shuffled, batches padded to the longest
-  cell, on the Arrow and the Zarr store;
+  cell, on the Arrow and the Zarr store; and the same with sampling (the overhead is reported
+  against uniform): ``-balanced`` draws with replacement, cell types balanced after the Census
+  ``cell_class`` rollup (``sampling="balanced:cell_type@cell_class"``); ``-hardneg`` makes each
+  batch one cell type from several tissues (``batches="hard_negatives:cell_type/tissue_general"``);
 * ``hf-datasets``: ``datasets.Dataset.from_file`` over the same Arrow shards,
   ``concatenate_datasets``, ``with_format("torch")``, a shuffled torch ``DataLoader`` with a
   padding collate (``pad_sequence``);
@@ -31,9 +35,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,10 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _memory import PeakMemory  # noqa: E402  (also bench_stream's, through this module)
+
 SHARED = HERE.parents[1] / "shared" / "data" / "geneformer"
 
 
@@ -80,69 +87,25 @@ class Result:
         return cls(name=name, workers=workers, note=note, **zero)
 
 
-# -- memory of a process tree -------------------------------------------------------------------
-
-
-def _tree(pid: int) -> list[int]:
-    pids, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            pids += children
-            frontier += children
-    return pids
-
-
-def _memory(pids: Iterable[int]) -> tuple[int, int]:
-    rss = pss = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-        except OSError:
-            continue
-    return rss * 1024, pss * 1024
-
-
-class PeakMemory:
-    """Peak RSS and PSS summed over this process and its descendants, sampled in a thread."""
-
-    def __init__(self, interval: float = 0.1) -> None:
-        self.rss = self.pss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
-
-    def _sample(self, interval: float) -> None:
-        while not self._stop.is_set():
-            rss, pss = _memory(_tree(os.getpid()))
-            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
-            self._stop.wait(interval)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 # -- the loaders (each runs in its own process) -------------------------------------------------
+
+
+# atlasprep's loader runs, and the sampling each uses
+SAMPLING: dict[str, dict[str, str]] = {
+    "atlasprep-arrow": {},
+    "atlasprep-zarr": {},
+    "atlasprep-arrow-balanced": {"sampling": "balanced:cell_type@cell_class"},
+    "atlasprep-zarr-balanced": {"sampling": "balanced:cell_type@cell_class"},
+    "atlasprep-arrow-hardneg": {"batches": "hard_negatives:cell_type/tissue_general"},
+    "atlasprep-zarr-hardneg": {"batches": "hard_negatives:cell_type/tissue_general"},
+}
 
 
 def _atlasprep(run: Run) -> Iterator[tuple[int, int]]:
     from atlasprep.loader import ShardDataset, ShardLoader
 
-    loader = ShardLoader(
-        ShardDataset(run.store, "train", seed=0), batch_size=run.batch_size, num_workers=run.workers
-    )
+    dataset = ShardDataset(run.store, "train", seed=0, **SAMPLING[run.name])
+    loader = ShardLoader(dataset, batch_size=run.batch_size, num_workers=run.workers)
     for batch in loader:
         yield len(batch["cell_id"]), int(batch["attention_mask"].sum())
 
@@ -193,8 +156,7 @@ def _tiledbsoma_ml(run: Run) -> Iterator[tuple[int, int]]:
 
 
 LOADERS: dict[str, Callable[[Run], Iterator[tuple[int, int]]]] = {
-    "atlasprep-arrow": _atlasprep,
-    "atlasprep-zarr": _atlasprep,
+    **dict.fromkeys(SAMPLING, _atlasprep),
     "hf-datasets": _hf,
     "tiledbsoma-ml": _tiledbsoma_ml,
 }
@@ -317,39 +279,50 @@ def report(results: list[Result]) -> None:
         "\ntokens: real (unpadded) tokens for the token stores; "
         "non-zero counts for tiledbsoma-ml (raw X rows)."
     )
+    uniform = {(r.name, r.workers): r.cells_per_s for r in results if r.cells}
+    for r in results:
+        base = uniform.get((r.name.rsplit("-", 1)[0], r.workers))
+        if r.name.endswith(("-balanced", "-hardneg")) and r.cells and base:
+            ratio = r.cells_per_s / base
+            print(f"sampling overhead {r.name} ({r.workers} workers): {ratio:.2f}x uniform's cells/s")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--cells", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seconds", type=float, default=20.0, help="time limit per loader and worker count")
-    parser.add_argument("--batches", type=int, default=10**9, help="batch limit per loader and worker count")
-    parser.add_argument("--max-len", type=int, default=2048)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--work", type=Path, default=HERE / "_work")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
-    opts = parser.parse_args()
-    if opts.one:
-        print(json.dumps(asdict(measure(Run(**json.loads(opts.one))))))
-        return
+def sampling_overhead(store: Path, *, batch_size: int, batches: int, rounds: int) -> None:
+    """Uniform, balanced and hard-negative loading timed in turns in one process (0 workers):
+    on a shared machine load drifts, and interleaved rounds see the same drift; medians reported."""
+    from atlasprep.loader import ShardDataset, ShardLoader
 
-    census = census_for(opts.cells, opts.work)
-    stores = {fmt: token_store(census, opts.cells, fmt, opts.max_len, opts.work) for fmt in ("arrow", "zarr")}
-    print(
-        f"\n{opts.cells:,} cells of {census.name}, batch {opts.batch_size}, up to {opts.seconds:g} s "
-        f"or {opts.batches:,} batches per loader; {os.cpu_count()} CPU cores\n",
-        flush=True,
-    )
+    timings: dict[str, list[float]] = {name: [] for name in SAMPLING if name.startswith("atlasprep-arrow")}
+    for round_ in range(rounds):
+        for name in timings:
+            loader = ShardLoader(
+                ShardDataset(store, "train", seed=0, **SAMPLING[name]), batch_size=batch_size
+            )
+            loader.set_epoch(round_)
+            cells, started = 0, time.perf_counter()
+            for k, batch in enumerate(loader):
+                cells += len(batch["cell_id"])
+                if k + 1 >= batches:
+                    break
+            timings[name].append(cells / (time.perf_counter() - started))
+    base = float(np.median(timings["atlasprep-arrow"]))
+    print(f"\nsampling overhead, {rounds} interleaved rounds of {batches} batches of {batch_size} (median):")
+    for name, rates in timings.items():
+        median = float(np.median(rates))
+        print(f"  {name:<26} {median:>9,.0f} cells/s  {median / base:.2f}x uniform")
+
+
+def isolated_runs(opts: argparse.Namespace, census: Path, stores: dict[str, Path]) -> list[Result]:
+    """Each loader (of ``--loaders``) and worker count, in a fresh process."""
     results = []
-    for name, store in [
+    runs = [
         ("tiledbsoma-ml", ""),
-        ("atlasprep-arrow", stores["arrow"]),
-        ("atlasprep-zarr", stores["zarr"]),
+        *((name, stores["zarr" if "-zarr" in name else "arrow"]) for name in SAMPLING),
         ("hf-datasets", stores["arrow"]),
-    ]:
+    ]
+    for name, store in runs:
+        if opts.loaders and name not in opts.loaders:
+            continue
         for workers in opts.workers:
             run = Run(
                 name=name,
@@ -367,6 +340,47 @@ def main() -> None:
                 flush=True,
             )
             results.append(result)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cells", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=20.0, help="time limit per loader and worker count")
+    parser.add_argument("--batches", type=int, default=10**9, help="batch limit per loader and worker count")
+    parser.add_argument("--max-len", type=int, default=2048)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--work", type=Path, default=HERE / "_work")
+    parser.add_argument("--loaders", nargs="+", default=None, help=f"a subset of: {', '.join(LOADERS)}")
+    parser.add_argument(
+        "--overhead",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only the sampling overhead, in ROUNDS turns",
+    )
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
+    opts = parser.parse_args()
+    if opts.one:
+        print(json.dumps(asdict(measure(Run(**json.loads(opts.one))))))
+        return
+
+    census = census_for(opts.cells, opts.work)
+    if opts.overhead:
+        store = token_store(census, opts.cells, "arrow", opts.max_len, opts.work)
+        batches = min(opts.batches, 60)
+        sampling_overhead(store, batch_size=opts.batch_size, batches=batches, rounds=opts.overhead)
+        return
+    stores = {fmt: token_store(census, opts.cells, fmt, opts.max_len, opts.work) for fmt in ("arrow", "zarr")}
+    print(
+        f"\n{opts.cells:,} cells of {census.name}, batch {opts.batch_size}, up to {opts.seconds:g} s "
+        f"or {opts.batches:,} batches per loader; {os.cpu_count()} CPU cores\n",
+        flush=True,
+    )
+    results = isolated_runs(opts, census, stores)
     try:
         import annbatch  # noqa: F401
 

@@ -83,13 +83,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument(
+        "--sampling",
+        default="uniform",
+        help="uniform (every cell once an epoch), balanced:COLUMN or balanced:COLUMN@LEVEL "
+        "(e.g. balanced:cell_type@cell_class: each cell class equally often)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     torch.manual_seed(args.seed)
-    dataset = ShardDataset(args.store, args.split, seed=args.seed)
+    dataset = ShardDataset(args.store, args.split, seed=args.seed, sampling=args.sampling)
     vocab: dict[str, int] = json.loads(dataset.vocab_path.read_text())
     vocab_size = max(vocab.values()) + 1
     mask_id = vocab.get("<mask>", vocab_size)
@@ -101,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = MaskedGeneModel(vocab_size, d_model=args.d_model, layers=args.layers, max_len=args.max_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
-    print(f"{dataset.num_cells:,} cells in {args.split}, vocabulary {vocab_size:,}, <mask> = {mask_id}")
+    print(
+        f"{dataset.num_cells:,} cells in {args.split} ({args.sampling} sampling), "
+        f"vocabulary {vocab_size:,}, <mask> = {mask_id}"
+    )
     for step, batch in zip(range(1, args.steps + 1), batches(loader), strict=False):
         inputs, chosen = mask_genes(batch, special=special, mask_id=mask_id, generator=generator)
         padding = ~batch["attention_mask"]

@@ -13,6 +13,8 @@ from conftest import shared_file
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
+from atlasprep.errors import UsageError
+from atlasprep.harmonize import validate_anndata
 from atlasprep.harmonize.api import HarmonizeConfig, harmonize
 from atlasprep.harmonize.genes import map_genes
 from atlasprep.harmonize.labels import map_values
@@ -55,6 +57,7 @@ def _wu_args(src, out, mapping, report):
         "--set", "sex=unknown", "--set", "development_stage=unknown",
         "--set", "self_reported_ethnicity=unknown",
         "--set", "suspension_type=cell", "--set", "tissue_type=tissue", "--set", "is_primary_data=true",
+        "--set", "title=Wu 2020 tumour-infiltrating T cells", "--embedding", "pca",
     ]  # fmt: skip
 
 
@@ -92,18 +95,28 @@ def test_wu2020_harmonized_validated_and_tokenized(tmp_path):
     harmonized = ad.read_h5ad(out)
     assert harmonized.shape == (200, 22310)
     assert harmonized.var_names.str.startswith("ENSG").all()
+    # what a CELLxGENE upload takes: title, organism, an embedding, feature_is_filtered, float32
+    # counts, and none of the label columns CELLxGENE derives itself
     assert harmonized.uns["organism_ontology_term_id"] == "NCBITaxon:9606"
+    assert harmonized.uns["title"] == "Wu 2020 tumour-infiltrating T cells"
+    assert harmonized.uns["default_embedding"] == "X_pca"
+    assert harmonized.obsm["X_pca"].shape == (200, 50)
+    assert np.isfinite(harmonized.obsm["X_pca"]).all()
+    assert list(harmonized.var.columns) == ["feature_is_filtered"]
+    assert not harmonized.var["feature_is_filtered"].any()
+    assert harmonized.X.dtype == np.float32
     obs = harmonized.obs
+    assert not {"cell_type", "tissue", "disease", "assay", "sex"} & set(obs.columns)
     treg = obs["cluster_orig"] == "4.6a-Treg"
-    assert (obs.loc[treg, "cell_type"] == "regulatory T cell").all()
+    assert (obs.loc[treg, "cell_type_ontology_term_id"] == "CL:0000815").all()
     assert (obs.loc[obs["sample"].str[1] == "B", "tissue_general"] == "blood").all()
     assert (obs["donor_id"] == obs["patient"].astype(str)).all()
     # X: each output gene is its input column, cell for cell
+    mapped = map_genes(list(original.var_names), "homo_sapiens").feature_ids
     col = list(original.var_names).index("CD3E")
-    out_col = list(harmonized.var["feature_name"]).index("CD3E")
+    out_col = list(harmonized.var_names).index(mapped[col])
     assert np.array_equal(original.X[:, col].toarray(), harmonized.X[:, out_col].toarray())
-    kept = set(harmonized.var["feature_name"])
-    columns = [i for i, g in enumerate(original.var_names) if g in kept]
+    columns = [i for i, f in enumerate(mapped) if f is not None]
     assert harmonized.X.sum() == pytest.approx(original.X[:, columns].sum())
     # atlasprep validate passes it (CELLxGENE schema rules), then tokenize --scheme rank takes it
     checked = runner.invoke(app, ["validate", str(out), "--json"])
@@ -192,13 +205,36 @@ def test_unmapped_values_suggest_and_strict_writes_nothing(tmp_path):
     assert unmapped[0]["n_cells"] == 1
     assert unmapped[0]["suggestions"][0]["term_id"] == "CL:0000235"  # macrophage
     assert report["genes"]["unknown_examples"] == ["NOT_A_GENE"]
-    loose = runner.invoke(app, [*args, "--out", str(tmp_path / "loose.h5ad")])
+    loose = runner.invoke(app, [*args, "--out", str(tmp_path / "loose.h5ad"), "--keep-labels"])
     assert loose.exit_code == 0, loose.stderr
     out = ad.read_h5ad(tmp_path / "loose.h5ad")
     assert list(out.var["feature_name"]) == ["CD19", "CD68"]
     ids = out.obs["cell_type_ontology_term_id"]
     assert ids.isna().tolist() == [False, True, False]  # unmapped: missing, never guessed
     assert ids.iloc[0] == ids.iloc[2] == "CL:0000236"
+    # --keep-labels keeps the label columns CELLxGENE derives itself: validate says it rejects them
+    assert out.obs["cell_type"].iloc[0] == "B cell"
+    rejected = {p.column for p in validate_anndata(tmp_path / "loose.h5ad").problems}
+    assert {"cell_type", "var['feature_name']"} <= rejected
+
+
+def test_reserved_and_deprecated_input_columns_are_kept_aside(tmp_path):
+    src = tmp_path / "in.h5ad"
+    ad.AnnData(
+        X=sp.csr_matrix(np.array([[1, 2], [3, 0]], dtype=np.float32)),
+        obs=pd.DataFrame(
+            {"cell_type": ["B", "T"], "organism": ["human", "human"], "celltype": ["B cell", "T cell"]},
+            index=["a", "b"],
+        ),
+        var=pd.DataFrame(index=["CD19", "CD3E"]),
+    ).write_h5ad(src)
+    harmonize(HarmonizeConfig(source=src, out=tmp_path / "o.h5ad", maps=(("celltype", "cell_type"),)))
+    out = ad.read_h5ad(tmp_path / "o.h5ad")
+    assert {"cell_type_original", "organism_original", "cell_type_ontology_term_id"} <= set(out.obs.columns)
+    assert not {"cell_type", "organism"} & set(out.obs.columns)
+    assert list(out.obs["cell_type_original"]) == ["B", "T"]
+    assert "title" not in out.uns  # neither was asked for
+    assert len(out.obsm) == 0
 
 
 def test_genes_ids_versions_case_spike_ins_and_sums():
@@ -229,6 +265,8 @@ def test_genes_ids_versions_case_spike_ins_and_sums():
         (["--map", "nope=cell_type"], "no column 'nope'"),
         (["--set", "tissue"], "FIELD=VALUE"),
         (["--set", "organism=yeast"], "Homo sapiens and Mus musculus"),
+        (["--map", "celltype=title"], "give it with sets"),
+        (["--embedding", "tsne"], "tsne"),
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path, args, message):
@@ -257,3 +295,8 @@ def test_library_call_records_versions_and_counts(tmp_path):
     assert "CL" in report.versions["ontologies"]
     stored = ad.read_zarr(tmp_path / "o.zarr").uns["atlasprep"]["harmonize"]
     assert stored["raw_counts"]["integer"] is False or stored["raw_counts"]["integer"] == 0
+
+
+def test_embedding_must_be_pca_or_umap(tmp_path):
+    with pytest.raises(UsageError, match="embedding = 'tsne': choose pca or umap"):
+        HarmonizeConfig(source=tmp_path / "in.h5ad", out=tmp_path / "o.h5ad", embedding="tsne")  # type: ignore[arg-type]

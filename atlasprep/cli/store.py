@@ -1,9 +1,10 @@
-"""`atlasprep inspect` and `atlasprep validate` for token stores."""
+"""`atlasprep inspect` for token stores (`atlasprep validate` lives in cli/validate.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -12,11 +13,9 @@ from rich.table import Table
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._render import counts_table
 from atlasprep.errors import UsageError
-from atlasprep.harmonize import Profile
-from atlasprep.harmonize.validate import validate_anndata
-from atlasprep.shard import inspect_store, validate_store
+from atlasprep.shard import inspect_store
 from atlasprep.shard.plot import plot_summary
-from atlasprep.shard.store import stored_columns
+from atlasprep.shard.store import find_leaks, stored_columns
 
 DEFAULT_COMPOSITION = ("cell_type_ontology_term_id", "tissue_ontology_term_id", "dataset_id")
 
@@ -25,10 +24,14 @@ DEFAULT_COMPOSITION = ("cell_type_ontology_term_id", "tissue_ontology_term_id", 
     "inspect",
     help=(
         "What a token store holds: cells and tokens per split, tokens per cell, and composition by "
-        "obs columns (by default cell type, tissue and dataset, where the store keeps them).\n\n"
+        "obs columns (by default cell type, tissue and dataset, where the store keeps them), and how "
+        "the splits were made (linked groups, holdouts, stratification). --leaks checks instead that no "
+        "value of the given columns is in two splits: each one that is, with its cells per split; exit 1 "
+        "when any is (a CI check).\n\n"
         "Examples:\n\n  atlasprep inspect store/\n\n"
         "  atlasprep inspect store/ --by cell_type_ontology_term_id --json\n\n"
-        "  atlasprep inspect store/ --plot store.png"
+        "  atlasprep inspect store/ --plot store.png\n\n"
+        "  atlasprep inspect store/ --leaks donor_id,dataset_id"
     ),
 )
 def inspect_command(
@@ -36,7 +39,13 @@ def inspect_command(
     by: list[str] = typer.Option([], "--by", help="Break cells down by this stored column (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     plot: Path | None = typer.Option(None, "--plot", help="Also draw the summary into this PNG file."),
+    leaks: str | None = typer.Option(
+        None, "--leaks", help="Columns, e.g. donor_id,dataset_id: list values in two splits; exit 1 if any."
+    ),
 ) -> None:
+    if leaks is not None:
+        _leaks(store, [c.strip() for c in leaks.split(",") if c.strip()], as_json=as_json)
+        return
     if plot is not None and plot.suffix.lower() != ".png":
         raise UsageError(f"--plot {plot}: give a .png file name")
     columns = by or [c for c in DEFAULT_COMPOSITION if c in stored_columns(store)]
@@ -59,61 +68,48 @@ def inspect_command(
         f"tokens per cell: min {length['min']:.0f}, median {length['median']:.0f}, "
         f"mean {length['mean']:.1f}, max {length['max']:.0f}"
     )
+    for line in _plan_lines(summary.split_plan):
+        console.print(line)
     for column, counts in summary.composition.items():
         console.print(counts_table(column, counts))
 
 
-@command(
-    "validate",
-    help=(
-        "Check a token store or an AnnData slice. A token store (a directory with manifest.json): every "
-        "shard's sha256, cell and token counts, token ids within the vocabulary, no split leakage. A slice "
-        "(.h5ad/.zarr): the CELLxGENE schema rules a corpus depends on (required obs columns; each "
-        "*_ontology_term_id a live term of the right ontology and branch; labels consistent with IDs; one "
-        "organism; unique names; var indexed by Ensembl IDs; raw counts integer and non-negative), with "
-        "--profile hca the HCA Tier 1 fields, and with --asctb the cell types an ASCT+B table lists for the "
-        "tissues. Prints the schema and ontology releases it checks against; exit 1 listing each problem "
-        "with its column and how many cells.\n\n"
-        "Examples:\n\n  atlasprep validate store/\n\n  atlasprep validate wu2020.cxg.h5ad\n\n"
-        "  atlasprep validate heart.h5ad --profile hca --asctb ASCT-B_VH_Heart.csv --json"
-    ),
-)
-def validate_command(
-    path: Path = typer.Argument(..., help="A token store directory, or an .h5ad/.zarr slice."),
-    profile: Profile = typer.Option(
-        Profile.cellxgene, "--profile", help="Slices: cellxgene, or hca (adds HCA Tier 1)."
-    ),
-    asctb: Path | None = typer.Option(None, "--asctb", help="Slices: an ASCT+B table (CSV) to check with."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
-) -> None:
-    if (path / "manifest.json").exists() or (path.is_dir() and path.suffix != ".zarr"):
-        if asctb is not None or profile != "cellxgene":
-            raise UsageError("--profile and --asctb check slices, not token stores")
-        problems = [str(p) for p in validate_store(path)]
-        if as_json:
-            typer.echo(json.dumps({"path": str(path), "kind": "token store", "problems": problems}, indent=2))
-        else:
-            for problem in problems:
-                typer.echo(problem)
-        _verdict(path, len(problems), 0, as_json=as_json)
-        return
-    report = validate_anndata(path, profile=profile, asctb=asctb)
+def _plan_lines(plan: dict[str, Any]) -> list[str]:
+    """How the splits were made, in words (stores before linked splits say less)."""
+    lines = []
+    if plan.get("columns"):
+        lines.append(f"split by: {', '.join(plan['columns'])}")
+    if plan.get("components"):
+        c = plan["components"]
+        lines.append(f"linked groups: {c['n']:,}, the largest {c['largest_share']:.1%} of the cells")
+    for rule in plan.get("holdout", []):
+        taken = (
+            f"{rule['term']} and {rule['n_values'] - 1} descendants"
+            if rule["n_values"] > 1
+            else rule["query"]
+        )
+        lines.append(f"held out: {rule['query']} ({taken}; {rule['n_cells']:,} cells)")
+    if plan.get("stratify"):
+        divergence = ", ".join(f"{k} {v:.4f}" for k, v in plan["stratify"]["divergence"].items())
+        lines.append(f"stratified by {plan['stratify']['column']}: divergence from the whole {divergence}")
+    lines += [f"[yellow]fraction not met[/] {u}" for u in plan.get("unmet", [])]
+    return lines
+
+
+def _leaks(store: Path, columns: list[str], *, as_json: bool) -> None:
+    if not columns:
+        raise UsageError("--leaks: name the columns to check, e.g. donor_id,dataset_id")
+    found = find_leaks(store, columns)
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2, default=str))
+        typer.echo(
+            json.dumps({"store": str(store), "columns": columns, "leaks": [f.to_json() for f in found]})
+        )
     else:
-        versions = ", ".join(f"{k} {v}" for k, v in sorted(report.ontology_versions.items()))
-        err_console.print(f"checked against CELLxGENE schema {report.schema_version}; {versions}")
-        for found in report.problems:
-            typer.echo(str(found))
-        for warning in report.warnings:
-            err_console.print(f"[yellow]warning[/] {warning}")
-    _verdict(path, len(report.problems), len(report.warnings), as_json=as_json)
-
-
-def _verdict(path: Path, n_problems: int, n_warnings: int, *, as_json: bool) -> None:
-    """Exit 1 on problems; else say it is valid (on stderr when stdout carries JSON)."""
-    if n_problems:
-        err_console.print(f"[bold red]{n_problems} problem(s)[/] in {path}")
+        for leak in found:
+            typer.echo(str(leak))
+    if found:
+        err_console.print(
+            f"[bold red]{len(found)} value(s)[/] of {', '.join(columns)} in more than one split"
+        )
         raise typer.Exit(1)
-    suffix = f" ({n_warnings} warning(s))" if n_warnings else ""
-    typer.echo(f"{path}: valid{suffix}", err=as_json)
+    typer.echo(f"{store}: no value of {', '.join(columns)} is in two splits", err=as_json)

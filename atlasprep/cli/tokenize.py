@@ -84,6 +84,9 @@ def tokenize_command(
     split_by: o.SplitBy = None,
     split: o.Split = "0.8,0.1,0.1",
     holdout: o.Holdout = None,
+    holdout_exact: o.HoldoutExact = False,
+    stratify: o.Stratify = None,
+    split_fallback: o.SplitFallback = False,
     batch_size: o.BatchSize = o.DEFAULT_BATCH_SIZE,
     drop_empty: o.DropEmpty = False,
     overwrite: o.Overwrite = False,
@@ -116,6 +119,9 @@ def _render_plan(plan: TokenizePlan, *, as_json: bool) -> None:
         shards = "by size" if split.shards is None else f"{split.shards:,}"
         table.add_row(name, f"{split.cells:,}", groups, shards)
     out_console.print(table)
+    if plan.components:
+        n, largest = plan.components["n"], plan.components["largest_share"]
+        typer.echo(f"{n:,} linked groups; the largest holds {largest:.1%} of the cells")
     typer.echo(f"at most {plan.max_tokens:,} tokens (bounded by {plan.tokens_from})")
 
 

@@ -15,31 +15,41 @@ import pandas as pd
 
 from atlasprep.errors import InputFormatError
 from atlasprep.harmonize._report import N_EXAMPLES, Found
+from atlasprep.harmonize._schema_rules import MAX_SPARSITY
 from atlasprep.harmonize._slice import Slice
 from atlasprep.harmonize._var_checks import GeneFindings
 
 
 @dataclass(slots=True)
-class _Scan:
+class Scan:
     """Per-cell flags gathered while the counts stream by (mutable: filled chunk by chunk)."""
 
     non_integer: npt.NDArray[np.bool_]
     negative: npt.NDArray[np.bool_]
     has_value: npt.NDArray[np.bool_]
     stored_zero: npt.NDArray[np.bool_]  # cells with explicit zeros
+    gene_nonzero: npt.NDArray[np.int64]  # per gene, its nonzero values
     zero_genes: npt.NDArray[np.bool_]
     flagged: npt.NDArray[np.bool_]  # (n_gene_findings, n_cells): cells counting in flagged genes
+    row_hash: npt.NDArray[np.uint64]  # per cell, a hash of its nonzero (gene, value) pairs
     n_zeros: int = 0
     n_nonzero: int = 0
 
 
 def check_counts(
-    part: Slice, gene_findings: GeneFindings, problems: Found, warnings: Found, *, chunk_values: int
-) -> None:
-    """Stream the counts once: whole, non-negative numbers, a nonzero per cell; cells per gene finding."""
+    part: Slice,
+    gene_findings: GeneFindings,
+    problems: Found,
+    warnings: Found,
+    *,
+    chunk_values: int,
+    needs_value: npt.NDArray[np.bool_] | None = None,
+) -> Scan:
+    """Stream the counts once: whole, non-negative numbers, a nonzero per cell (of those in
+    ``needs_value``, default all); cells per gene finding. Returns what the scan found."""
     n_cells, n_genes = len(part.obs), len(part.var)
     elem, name = part.counts, part.counts_name
-    layout, shape, dtype = _layout(elem)
+    layout, shape, dtype = layout_of(elem)
     if shape != (n_cells, len(part.raw_var) if part.raw_var is not None else n_genes):
         raise InputFormatError(f"{name} has shape {shape}, but obs × var is {n_cells} × {n_genes}")
     aligned = part.raw_var is None or part.raw_var.index.equals(part.var.index)
@@ -49,11 +59,15 @@ def check_counts(
         ids = part.var.index[mask][:N_EXAMPLES]
         problems.add("var_names", what, int(scan.flagged[i].sum()) if aligned else n_cells, ids)
     names = part.obs.index
+    _check_duplicates(part, scan.row_hash, name, problems)
     hint = " (X holds normalized values and there is no raw.X)" if name == "X" else ""
     for mask, what in (
         (scan.non_integer, f"holds non-integer, NaN or infinite values: raw counts are whole numbers{hint}"),
         (scan.negative, "holds negative values: counts are never below 0"),
-        (~scan.has_value, "cells without a single nonzero count (CELLxGENE requires one per cell)"),
+        (
+            ~scan.has_value & (True if needs_value is None else needs_value),
+            "cells without a single nonzero count (CELLxGENE requires one per cell)",
+        ),
     ):
         if mask.any():
             problems.add(name, what, int(mask.sum()), names[mask][:N_EXAMPLES])
@@ -62,14 +76,66 @@ def check_counts(
         what = f"stores {scan.n_zeros:,} explicit zeros in {int(scan.zero_genes.sum())} genes"
         warnings.add(name, what, int(scan.stored_zero.sum()), genes[:N_EXAMPLES])
     if dtype != np.float32:
-        warnings.add(name, f"stored as {dtype}: CELLxGENE stores counts as float32", n_cells)
-    sparse_enough = scan.n_nonzero * 2 < max(shape[0] * shape[1], 1)
-    if layout == "csc" or (layout == "dense" and sparse_enough):
-        what = f"stored {layout}: CELLxGENE wants CSR for sparse counts, and atlasprep streams CSR rows"
-        warnings.add(name, what, n_cells)
+        problems.add(name, f"stored as {dtype}: raw counts must be float32", n_cells)
+    check_layout(name, layout, shape, scan.n_nonzero, problems)
+    return scan
 
 
-def _layout(elem: Any) -> tuple[str, tuple[int, int], np.dtype[Any]]:
+def check_layout(name: str, layout: str, shape: tuple[int, int], n_nonzero: int, problems: Found) -> None:
+    """CSR, or dense while at most half its values are zero (schema: ``sparsity``)."""
+    sparsity = 1 - n_nonzero / max(shape[0] * shape[1], 1)
+    if layout == "csc":
+        problems.add(name, "stored CSC: sparse matrices must be CSR", shape[0])
+    elif layout == "dense" and sparsity > MAX_SPARSITY:
+        what = f"stored dense with sparsity {sparsity:.2f} (over {MAX_SPARSITY}): it must be CSR"
+        problems.add(name, what, shape[0])
+
+
+def _check_duplicates(part: Slice, row_hash: npt.NDArray[np.uint64], name: str, problems: Found) -> None:
+    """Cells whose counts repeat another cell's exactly (spots out of tissue left aside)."""
+    keep = np.ones(len(row_hash), bool)
+    if "in_tissue" in part.obs:
+        keep = np.asarray(part.obs["in_tissue"] != 0)
+    hashes = pd.Series(row_hash[keep])
+    dup = np.asarray(hashes.duplicated(keep=False))
+    if dup.any():
+        names = part.obs.index[keep][dup]
+        problems.add(
+            name, "cells repeat another cell's counts exactly (duplicated rows)", int(dup.sum()), names[:3]
+        )
+
+
+def check_normalized(
+    part: Slice, elem: Any, raw: Scan, problems: Found, warnings: Found, *, chunk_values: int
+) -> None:
+    """X beside raw.X: its layout, and var's feature_is_filtered against it (warnings, as
+    cellxgene-schema gives them): a filtered gene is all zero in X, and a gene all zero in X is
+    filtered or all zero in raw.X too."""
+    layout, shape, _ = layout_of(elem)
+    scan = _scan(elem, layout, shape, [], chunk_values)
+    check_layout("X", layout, shape, scan.n_nonzero, problems)
+    flags = part.var.get("feature_is_filtered")
+    if flags is None or not pd.api.types.is_bool_dtype(flags) or len(raw.gene_nonzero) != shape[1]:
+        return
+    filtered, in_x = flags.to_numpy(bool), scan.gene_nonzero > 0
+    names, where = part.var.index, "var['feature_is_filtered']"
+    if (filtered & in_x).any():
+        what = "True for genes with nonzero values in X: a filtered gene is all zero there"
+        warnings.add(where, what, len(part.obs), names[filtered & in_x][:N_EXAMPLES])
+    unmarked = ~in_x & ~filtered & (raw.gene_nonzero > 0)
+    if unmarked.any():
+        what = "False for genes all zero in X but not in raw.X: mark them filtered (or zero them in raw.X)"
+        warnings.add(where, what, len(part.obs), names[unmarked][:N_EXAMPLES])
+
+
+def check_layer(name: str, elem: Any, problems: Found, *, chunk_values: int) -> None:
+    """A layer: CSR, or dense and not too sparse."""
+    layout, shape, _ = layout_of(elem)
+    n_nonzero = _scan(elem, layout, shape, [], chunk_values).n_nonzero if layout == "dense" else 0
+    check_layout(name, layout, shape, n_nonzero, problems)
+
+
+def layout_of(elem: Any) -> tuple[str, tuple[int, int], np.dtype[Any]]:
     encoding = str(elem.attrs.get("encoding-type", ""))
     if encoding in ("csr_matrix", "csc_matrix"):
         shape = tuple(int(s) for s in elem.attrs["shape"])
@@ -87,17 +153,19 @@ def _scan(
     shape: tuple[int, int],
     masks: list[npt.NDArray[np.bool_]],
     chunk_values: int,
-) -> _Scan:
+) -> Scan:
     """Per-cell flags over the whole matrix, read ``chunk_values`` stored values (or that many
     values' worth of dense rows) at a time."""
     n_cells, n_genes = shape
-    scan = _Scan(
+    scan = Scan(
         non_integer=np.zeros(n_cells, bool),
         negative=np.zeros(n_cells, bool),
         has_value=np.zeros(n_cells, bool),
+        gene_nonzero=np.zeros(n_genes, np.int64),
         stored_zero=np.zeros(n_cells, bool),
         zero_genes=np.zeros(n_genes, bool),
         flagged=np.zeros((len(masks), n_cells), bool),
+        row_hash=np.zeros(n_cells, np.uint64),
     )
     flags = np.zeros((len(masks), n_genes), bool)
     for i, mask in enumerate(masks):
@@ -121,7 +189,7 @@ def _scan(
 
 
 def _mark(
-    scan: _Scan,
+    scan: Scan,
     rows: npt.NDArray[np.int64],
     cols: npt.NDArray[np.int64],
     values: npt.NDArray[Any],
@@ -135,6 +203,7 @@ def _mark(
     scan.negative[rows[values < 0]] = True
     nonzero = values != 0
     scan.has_value[rows[nonzero]] = True
+    scan.gene_nonzero += np.bincount(cols[nonzero], minlength=len(scan.gene_nonzero))
     scan.n_nonzero += int(nonzero.sum())
     if explicit and not nonzero.all():
         zero = ~nonzero
@@ -143,3 +212,31 @@ def _mark(
         scan.n_zeros += int(zero.sum())
     for i in range(len(flags)):
         scan.flagged[i, rows[nonzero & flags[i, cols]]] = True
+    _fold_hash(scan.row_hash, rows[nonzero], cols[nonzero], values[nonzero])
+
+
+_GOLDEN, _M1, _M2 = (
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(0x94D049BB133111EB),
+)
+
+
+def _fold_hash(
+    acc: npt.NDArray[np.uint64],
+    rows: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+    values: npt.NDArray[Any],
+) -> None:
+    """Add each stored (gene, value) pair's splitmix64 hash to its cell's sum (wrapping uint64)."""
+    if not len(rows):
+        return
+    x = (cols.astype(np.uint64) * _GOLDEN) ^ values.astype(np.float64).view(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    x ^= x >> np.uint64(31)
+    if np.all(rows[1:] >= rows[:-1]):  # CSR and dense reads come row by row
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        acc[rows[starts]] += np.add.reduceat(x, starts)
+    else:
+        np.add.at(acc, rows, x)

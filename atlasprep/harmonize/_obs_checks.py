@@ -20,10 +20,12 @@ from atlasprep.harmonize._report import (
     tally,
 )
 from atlasprep.harmonize._schema_rules import (
+    CATEGORICAL_OBS,
     CELL_LINE,
     DEPRECATED_OBS,
     HUMAN,
     LABEL_COLUMNS,
+    LENIENT_OBS,
     MOUSE,
     ORGANISM_OBS,
     ORGANISMS,
@@ -72,10 +74,17 @@ def check_obs(obs: pd.DataFrame, species: str | None, problems: Found, warnings:
             continue
         old = PREDECESSORS.get(column)
         hint = f"; the deprecated {old} holds its values: rename it" if old in obs else ""
-        problems.add(column, f"required column is missing{hint}", n)
+        if column in LENIENT_OBS:
+            what = "required column is missing (cellxgene-schema 7.1.2 still accepts the file)"
+            warnings.add(column, what, n)
+        else:
+            problems.add(column, f"required column is missing{hint}", n)
     for column, note in DEPRECATED_OBS.items():
         if column in obs:
-            warnings.add(column, f"deprecated obs column: {note}", n)
+            problems.add(column, f"deprecated obs column: {note} (CELLxGENE rejects it)", n)
+    for column in CATEGORICAL_OBS:
+        if column in obs and not isinstance(obs[column].dtype, pd.CategoricalDtype):
+            problems.add(column, f"must be categorical, not {obs[column].dtype}", n)
     for column in TERM_RULES:
         _check_terms(obs, column, species, problems)
     _check_enums(obs, problems)
@@ -85,10 +94,9 @@ def check_obs(obs: pd.DataFrame, species: str | None, problems: Found, warnings:
         problems.add(
             "obs_names", "obs names repeat: cells must be unique", int(dup.sum()), obs.index[dup].unique()
         )
-    reserved = [c for c in RESERVED_OBS if c in obs]
-    if reserved:
-        what = "reserved columns: CELLxGENE writes them from the IDs (drop them before submitting)"
-        warnings.add("obs", what, n, reserved)
+    for column in RESERVED_OBS:
+        if column in obs:
+            problems.add(column, "reserved obs column: CELLxGENE writes it on upload (drop it)", n)
 
 
 def _check_enums(obs: pd.DataFrame, problems: Found) -> None:
@@ -149,17 +157,16 @@ def check_organism(part: Slice, profile: Profile, problems: Found, warnings: Fou
     """The dataset's species (an ORGANISMS key) for the organism-dependent rules, or None."""
     obs, n, column = part.obs, len(part.obs), "organism_ontology_term_id"
     in_uns = part.uns.get(column)
-    if in_uns is None and profile == "cellxgene":
+    if in_uns is None and profile != "hca":
         where = f" ({column} sits per cell in obs, a deprecated place)" if column in obs else ""
         problems.add(UNS_ORGANISM, f"required key is missing: schema 7 keeps the organism in uns{where}", n)
     if column not in obs and profile == "hca":
         problems.add(column, "required column is missing: the HCA validator expects the organism in obs", n)
-    if profile == "cellxgene":  # the HCA validator still reads the organism from obs
+    if profile != "hca":  # the HCA validator still reads the organism from obs
         for old in ORGANISM_OBS:
             if old in obs:
-                warnings.add(
-                    old, "deprecated obs column: schema 7 keeps the dataset's one organism in uns", n
-                )
+                what = "deprecated obs column: schema 7 keeps the dataset's one organism in uns"
+                problems.add(old, what, n)
     organism = None
     if in_uns is not None:
         reason = organism_verdict(str(in_uns))

@@ -15,10 +15,13 @@ import pandas as pd
 
 
 class Profile(StrEnum):
-    """The rules a slice is validated against: the CELLxGENE schema, plus HCA Tier 1 with hca."""
+    """The rules a slice is validated against: the CELLxGENE schema (``cellxgene``), that schema plus
+    HCA Tier 1 (``hca``), or that schema without its upload-only rules (``atlasprep``: no title and no
+    embedding needed, for files meant only for training)."""
 
     cellxgene = "cellxgene"
     hca = "hca"
+    atlasprep = "atlasprep"
 
 
 N_EXAMPLES = 3

@@ -57,6 +57,16 @@ PREDECESSORS: Mapping[str, str] = MappingProxyType(
 )
 RESERVED_OBS = ("observation_joinid", "experimental_condition", "perturbation_types", *LABEL_COLUMNS)
 RESERVED_VAR = ("feature_name", "feature_reference", "feature_biotype", "feature_length", "feature_type")
+FORBIDDEN_RAW_VAR = ("feature_is_filtered",)
+# obs columns that must be categorical (of strings)
+CATEGORICAL_OBS = ("donor_id", "suspension_type", "tissue_type")
+# required by the schema text, but cellxgene-schema 7.1.2 accepts a file without it (its pre-analysis
+# rule skips the missing-column check): a warning, not a problem
+LENIENT_OBS = ("cell_type_ontology_term_id",)
+RESERVED_UNS = ("schema_version", "schema_reference", "citation", "is_pre_analysis")
+APPROXIMATE_DISTRIBUTIONS = ("count", "normal")
+# uns['<column>_colors'] for these must name the ID column instead
+PORTAL_COLUMNS = (*LABEL_COLUMNS, "organism")
 DEPRECATED_UNS = (
     *("X_normalization", "default_field", "layer_descriptions", "tags", "version", "contributors"),
     *("preprint_doi", "project_description", "project_links", "project_name", "publication_doi"),
@@ -130,6 +140,12 @@ SUSPENSION_BY_ASSAY: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ..
     ),
     (("na",), ("EFO:0008994",), ("EFO:0008992",)),
 )
+
+# obsm keys: "X_<suffix>" or "spatial" (shown in the Explorer), anything else a warning
+EMBEDDING_KEY = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
+# spatial assays: Visium and its descendants, bead-based spatial (descendants only)
+VISIUM, BEAD_SPATIAL = "EFO:0010961", "EFO:0920001"
+MAX_SPARSITY = 0.5  # a matrix sparser than this must be stored CSR
 
 CURIE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)[:_][A-Za-z0-9]+$")
 ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{11}$")

@@ -16,6 +16,7 @@ from typing import Any
 
 from atlasprep.harmonize._schema_rules import (
     ANATOMY,
+    BEAD_SPATIAL,
     CELL_LINE,
     CURIE,
     FORBIDDEN_CELL_TYPES,
@@ -26,9 +27,11 @@ from atlasprep.harmonize._schema_rules import (
     STAGES,
     SUSPENSION_BY_ASSAY,
     TISSUE_TYPES,
+    VISIUM,
     WITH_DESCENDANTS,
 )
 from atlasprep.ontology import SCHEMA_VERSION, get_parser
+from atlasprep.ontology._taxa import taxa_below
 
 log = logging.getLogger("atlasprep.harmonize")
 
@@ -49,6 +52,8 @@ class TermRule:
     exceptions: tuple[str, ...] = ()  # schema literals such as "unknown", "na"
     multi: bool = False  # several terms, sorted, joined by " || "
     multi_ontologies: tuple[str, ...] = ()  # if set, only these may be joined
+    whole: tuple[str, ...] = ()  # ontologies (as prefixes) whose every live term is allowed
+    strip: str = ""  # a prefix a term may carry ("anti-" before a UniProt term), checked without it
     context: str = ""
 
     @property
@@ -61,6 +66,10 @@ class TermRule:
             kinds.append(f"{'/'.join(self.ontologies)} terms {roots}")
         elif not self.exact and self.ontologies:
             kinds.append(f"any {'/'.join(self.ontologies)} term")
+        if self.whole:
+            kinds.append(
+                f"any {'/'.join(self.whole)} term" + (f" (also {self.strip}…)" if self.strip else "")
+            )
         text = " or ".join(kinds)
         if self.forbidden:
             text += f" except {', '.join(self.forbidden)}"
@@ -72,10 +81,13 @@ class TermRule:
 
 @functools.cache
 def _ontology_of(prefix: str) -> str | None:
-    """The shipped ontology holding terms with this prefix (AfPO terms live in HANCESTRO)."""
+    """The shipped ontology holding terms with this prefix (AfPO terms live in HANCESTRO; UniProt
+    IDs are written ``uniprot:…``)."""
     schema = get_parser().cxg_schema
     if prefix in schema.supported_ontologies:
         return prefix
+    if prefix == "uniprot":
+        return "UniProt"
     found = schema.imported_ontologies.get(prefix)
     return str(found) if found else None
 
@@ -119,6 +131,8 @@ def _prefix(term: str) -> str:
 
 
 def _term_verdict(term: str, rule: TermRule) -> str | None:
+    if rule.strip and term.startswith(rule.strip):
+        term = term.removeprefix(rule.strip)
     if not CURIE.match(term):
         return f"not an ontology term ID nor an allowed value; allowed: {rule.describe}"
     if _prefix(term) not in rule.ontologies:
@@ -131,6 +145,8 @@ def _term_verdict(term: str, rule: TermRule) -> str | None:
     ancestors = meta.get("ancestors") or {}
     if term in rule.forbidden or any(a == term or a in ancestors for a in rule.forbidden_under):
         return f"a term the schema forbids here; allowed: {rule.describe}"
+    if _prefix(term) in rule.whole:
+        return None
     if (rule.exact or rule.under) and term not in rule.exact and not any(a in ancestors for a in rule.under):
         return f"outside the allowed branch; allowed: {rule.describe}"
     return None
@@ -273,7 +289,19 @@ def accepted_species(term: str) -> str | None:
         return term
     if not term.startswith("NCBITaxon:") or term in FORBIDDEN_TAXA:
         return None
-    log.info("%s is not among the usual organisms: loading NCBITaxon (~16 s) to place it", term)
-    meta = get_parser().cxg_schema.ontology("NCBITaxon").get(term)
+    return taxa_below(WITH_DESCENDANTS).get(term)
+
+
+@functools.cache
+def is_spatial_assay(assay: str) -> bool:
+    """A descendant of Visium (not the generic term itself) or of bead-based spatial transcriptomics."""
+    meta = _curie_meta(assay)
     ancestors = (meta or {}).get("ancestors") or {}
-    return next((s for s in WITH_DESCENDANTS if s in ancestors), None)
+    return VISIUM in ancestors or BEAD_SPATIAL in ancestors
+
+
+@functools.cache
+def below(term: str, ancestor: str) -> bool:
+    """``term`` lies strictly below ``ancestor`` (is_a / part_of)."""
+    meta = _curie_meta(term)
+    return ancestor in ((meta or {}).get("ancestors") or {})

@@ -1,4 +1,4 @@
-"""The var and uns checks: raw.var matching var, reserved var columns and deprecated uns keys, and
+"""The var checks: raw.var matching var, reserved and forbidden columns, ``feature_is_filtered``, and
 the gene IDs (Ensembl, unversioned, of the dataset's organism and in atlasprep's GENCODE table, or
 ERCC spike-ins). Gene findings come back as masks over var: the matrix scan counts their cells.
 """
@@ -11,10 +11,10 @@ import pandas as pd
 
 from atlasprep.harmonize._report import Found
 from atlasprep.harmonize._schema_rules import (
-    DEPRECATED_UNS,
     ENSEMBL,
     ENSEMBL_VERSIONED,
     ERCC,
+    FORBIDDEN_RAW_VAR,
     GENES,
     ORGANISMS,
     RESERVED_VAR,
@@ -24,17 +24,39 @@ from atlasprep.harmonize._term_rules import organism_note
 from atlasprep.reference import gene_table
 
 
-def check_frames(part: Slice, problems: Found, warnings: Found) -> None:
+def check_frames(part: Slice, problems: Found) -> None:
+    """raw.var against var; reserved, forbidden and '__' columns; var's feature_is_filtered."""
     n = len(part.obs)
     if part.raw_var is not None and not part.raw_var.index.equals(part.var.index):
         problems.add("raw.var_names", "differ from var_names: raw.X and X must hold the same genes", n)
-    reserved = [c for c in RESERVED_VAR if c in part.var]
-    if reserved:
-        what = "reserved columns: CELLxGENE writes them from the gene IDs (drop them before submitting)"
-        warnings.add("var", what, n, reserved)
-    deprecated = [k for k in DEPRECATED_UNS if k in part.uns]
-    if deprecated:
-        warnings.add("uns", "deprecated keys (schema 7 no longer reads them)", n, deprecated)
+    frames = {"obs": part.obs, "var": part.var}
+    if part.raw_var is not None:
+        frames["raw.var"] = part.raw_var
+    for name, frame in frames.items():
+        for column in frame.columns:
+            if str(column).startswith("__"):
+                problems.add(f"{name}['{column}']", "column names starting with '__' are reserved", n)
+            elif name != "obs" and column in RESERVED_VAR:
+                what = "reserved column: CELLxGENE writes it on upload (drop it)"
+                problems.add(f"{name}['{column}']", what, n)
+            elif name == "raw.var" and column in FORBIDDEN_RAW_VAR:
+                problems.add(f"raw.var['{column}']", "must not be present in raw.var (it belongs in var)", n)
+    _check_feature_is_filtered(part, problems)
+
+
+def _check_feature_is_filtered(part: Slice, problems: Found) -> None:
+    """Required boolean var column; all False when there is no raw.X (its consistency with X is
+    checked by the matrix scan)."""
+    n, where = len(part.obs), "var['feature_is_filtered']"
+    column = part.var.get("feature_is_filtered")
+    if column is None:
+        problems.add(where, "required column is missing (True for genes filtered out of X)", n)
+    elif not pd.api.types.is_bool_dtype(column):
+        problems.add(where, f"must be boolean, not {column.dtype}", n)
+    elif part.counts_name == "X" and bool(column.any()):
+        problems.add(
+            where, "must be False for every gene when there is no raw.X", n, part.var.index[column][:3]
+        )
 
 
 GeneFindings = list[tuple[str, npt.NDArray[np.bool_]]]

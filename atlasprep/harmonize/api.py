@@ -25,6 +25,8 @@ import scipy.sparse as sp
 from atlasprep import __version__
 from atlasprep._io import atomic_output, write_json_atomic
 from atlasprep.errors import IncompleteMappingError, InputFormatError, UsageError
+from atlasprep.harmonize._embedding import compute_embedding, write_embedding
+from atlasprep.harmonize._schema_rules import DEPRECATED_OBS, ORGANISM_OBS, RESERVED_OBS, RESERVED_VAR
 from atlasprep.harmonize.config import ORGANISM_FIELD, PLAIN_FIELDS, HarmonizeConfig, check_config
 from atlasprep.harmonize.genes import GeneMapping, map_genes
 from atlasprep.harmonize.labels import (
@@ -119,7 +121,7 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
         names = _gene_names(var, config.gene_column)
         organism = _organism(config, sets, names)
         table = load_mapping_table(config.mapping) if config.mapping else {}
-        fields, columns = _map_obs(obs, maps, sets, organism, table)
+        fields, columns = _map_obs(obs, maps, sets, organism, table, keep_labels=config.keep_labels)
         genes = map_genes(names, organism)
         if len(genes.var) == 0:
             raise InputFormatError(
@@ -201,8 +203,11 @@ def _map_obs(
     sets: Mapping[str, str],
     organism: str,
     table: Mapping[tuple[str, str], str],
+    *,
+    keep_labels: bool,
 ) -> tuple[list[FieldReport], dict[str, pd.Series]]:
-    """Each requested field's report and its new obs columns (ID and label)."""
+    """Each requested field's report and its new obs columns (the ID; its label only with
+    ``keep_labels``: CELLxGENE writes the labels on upload and rejects files that carry them)."""
     reports: list[FieldReport] = []
     columns: dict[str, pd.Series] = {}
     n = len(obs)
@@ -229,7 +234,8 @@ def _map_obs(
         ids = {m.value: m.term_id for m in mappings}
         labels = {m.value: m.label for m in mappings}
         columns[f"{field}_ontology_term_id"] = values.map(ids).astype("string")
-        columns[field] = values.map(labels).astype("string")
+        if keep_labels:
+            columns[field] = values.map(labels).astype("string")
         if field == "tissue":
             present = [t for t in ids.values() if t and t not in ("unknown", "na")]
             rollup = tissue_general(present)
@@ -260,12 +266,20 @@ def _plain(field: str, values: pd.Series) -> pd.Series:
 
 def _new_obs(obs: pd.DataFrame, columns: Mapping[str, pd.Series]) -> pd.DataFrame:
     """The input's obs with the harmonized columns; a source column whose name a harmonized
-    column takes keeps its values as ``<name>_original``."""
+    column takes, or that the schema reserves or deprecates, keeps its values as ``<name>_original``."""
     out = obs.copy()
+    taken = {*columns, *RESERVED_OBS, *DEPRECATED_OBS, *ORGANISM_OBS}
+    out = out.rename(columns={name: f"{name}_original" for name in out.columns if name in taken})
     for name, column in columns.items():
-        if name in out.columns:
-            out = out.rename(columns={name: f"{name}_original"})
         out[name] = column.to_numpy()
+    return out
+
+
+def _output_var(var: pd.DataFrame, *, keep_labels: bool) -> pd.DataFrame:
+    """The genes as written: feature_is_filtered (False: X keeps every gene it has), and the
+    reserved gene columns only with keep_labels."""
+    out = var.copy() if keep_labels else var.drop(columns=[c for c in RESERVED_VAR if c in var.columns])
+    out["feature_is_filtered"] = np.zeros(len(out), dtype=bool)
     return out
 
 
@@ -286,7 +300,9 @@ def _stream(
     n = len(positions)
     where = counts_where(source.info)
     # the input's counts are checked here, before the gene sums: the writer need not again
-    writer = AnnDataWriter(config.out, var=genes.var, overwrite=config.overwrite, counts=None)
+    var = _output_var(genes.var, keep_labels=config.keep_labels)
+    writer = AnnDataWriter(config.out, var=var, overwrite=config.overwrite, counts=None)
+    kept: list[sp.csr_matrix] = []  # the counts, when an embedding is computed from them
     non_integer = 0
     try:
         done = 0
@@ -296,6 +312,8 @@ def _stream(
         for batch in batches:
             non_integer += check_counts(batch.X, where=where).n_fractional
             X = sp.csr_matrix(batch.X @ genes.collapse, dtype=np.float32)
+            if config.embedding is not None:
+                kept.append(X)
             rows = obs.iloc[done : done + batch.n_cells]
             writer.append(batch.cell_ids, _arrow(rows), X)
             done += batch.n_cells
@@ -313,17 +331,34 @@ def _stream(
             field.pop("mapped")
             field.pop("unmapped")
         report = replace(report, raw_counts=counts, seconds=time.perf_counter() - started)
+        embedding = _embedding(config, kept)
         with _report_output(config, report):
-            writer.finish(
-                {
-                    "organism_ontology_term_id": ORGANISM_TERMS[genes.organism],
-                    "atlasprep": {"harmonize": json.loads(json.dumps(summary))},
-                }
-            )
+            writer.finish(_uns(config, genes, summary))
     except BaseException:
         writer.abort()
         raise
+    if embedding is not None and config.embedding is not None:
+        write_embedding(config.out, config.embedding.key, embedding)
     return report
+
+
+def _uns(config: HarmonizeConfig, genes: GeneMapping, summary: dict[str, Any]) -> dict[str, Any]:
+    """The organism, the title given by ``sets``, the default embedding, atlasprep's record."""
+    uns: dict[str, Any] = {"organism_ontology_term_id": ORGANISM_TERMS[genes.organism]}
+    title = dict(config.sets).get("title")
+    if title is not None:
+        uns["title"] = title
+    if config.embedding is not None:
+        uns["default_embedding"] = config.embedding.key
+    uns["atlasprep"] = {"harmonize": json.loads(json.dumps(summary))}
+    return uns
+
+
+def _embedding(config: HarmonizeConfig, kept: list[sp.csr_matrix]) -> np.ndarray | None:
+    if config.embedding is None:
+        return None
+    counts = sp.vstack(kept, format="csr") if kept else sp.csr_matrix((0, 0), dtype=np.float32)
+    return compute_embedding(counts, config.embedding, seed=config.source.seed)
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:

@@ -17,16 +17,19 @@ from pathlib import Path
 
 from atlasprep._io import check_new_output
 from atlasprep.errors import UsageError
+from atlasprep.harmonize._embedding import Embedding, require_scanpy
 from atlasprep.harmonize.labels import TERM_FIELDS
 from atlasprep.slice.writer import format_of
 from atlasprep.sources.filters import FILTER_COLUMNS, CellFilter
 from atlasprep.sources.spec import SourceSpec, one_input, refuse_fields
 
-__all__ = ["ORGANISM_FIELD", "PLAIN_FIELDS", "HarmonizeConfig", "check_config"]
+__all__ = ["ORGANISM_FIELD", "PLAIN_FIELDS", "UNS_FIELDS", "Embedding", "HarmonizeConfig", "check_config"]
 
 # fields copied as they are (free text or schema literals), beside the term fields
 PLAIN_FIELDS: tuple[str, ...] = ("donor_id", "tissue_type", "suspension_type", "is_primary_data")
 ORGANISM_FIELD = "organism"
+# dataset-level fields sets may give: they go to uns
+UNS_FIELDS: tuple[str, ...] = ("title",)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,8 +47,16 @@ class HarmonizeConfig:
     report: Path | None = None
     strict: bool = False
     overwrite: bool = False
+    # also write the label columns (cell_type, tissue, … in obs; feature_name, … in var) that
+    # CELLxGENE derives on upload: it rejects a file that has them
+    keep_labels: bool = False
+    embedding: Embedding | None = None  # add obsm X_pca or X_umap (scanpy)
 
     def __post_init__(self) -> None:
+        if self.embedding is not None and self.embedding not in list(Embedding):
+            raise UsageError(f"embedding = {self.embedding!r}: choose {' or '.join(Embedding)}")
+        if self.embedding is not None:
+            object.__setattr__(self, "embedding", Embedding(self.embedding))
         if isinstance(self.source, str | Path):  # a path: the whole file, every cell
             whole = SourceSpec(inputs=(str(self.source),), filter=CellFilter(primary_only=False))
             object.__setattr__(self, "source", whole)
@@ -77,18 +88,22 @@ def check_config(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str
     allowed = (*TERM_FIELDS, *PLAIN_FIELDS, ORGANISM_FIELD)
     maps: dict[str, str] = {}
     for column, field in config.maps:
+        if field in UNS_FIELDS:
+            raise UsageError(f"maps: {field} is one value for the dataset; give it with sets ({field}=…)")
         _known(field, allowed, "maps")
         if field in maps:
             raise UsageError(f"maps: {field} is mapped twice ({maps[field]} and {column})")
         maps[field] = column
     sets: dict[str, str] = {}
     for field, value in config.sets:
-        _known(field, allowed, "sets")
+        _known(field, (*allowed, *UNS_FIELDS), "sets")
         if field in maps:
             raise UsageError(f"sets: {field} is also mapped from column {maps[field]} (maps); give it once")
         sets[field] = value
     if not config.input.exists():
         raise UsageError(f"{config.input}: no such file")
+    if config.embedding is not None:
+        require_scanpy()
     _check_outputs(config)
     return maps, sets
 

@@ -28,6 +28,7 @@ except ImportError as error:  # pragma: no cover - exercised only without torch
 from atlasprep.loader.collate import ShardCollator
 from atlasprep.loader.dataloader import ShardLoader
 from atlasprep.loader.dataset import ShardDataset
+from atlasprep.loader.sampling import Batches, Sampling
 from atlasprep.loader.stream import StreamDataset
 
-__all__ = ["ShardCollator", "ShardDataset", "ShardLoader", "StreamDataset"]
+__all__ = ["Batches", "Sampling", "ShardCollator", "ShardDataset", "ShardLoader", "StreamDataset"]

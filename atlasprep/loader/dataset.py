@@ -14,9 +14,11 @@ positions, fixed by ``(seed, epoch, consumer)``. This module only reads what the
   piece is dropped as soon as the smallest position still to come is past its end (a suffix
   minimum of the order, computed once); memory is ``buffer_size`` cells plus one piece, whatever
   the shard size.
-* **Gather.** A batch is a set of positions; ``searchsorted`` over the pieces' first positions
-  says which piece holds each, and :func:`atlasprep.loader.collate.collate_parts` pads them
-  straight from the pieces' flat buffers — no per-cell Python on the batched path.
+* **Gather** (:mod:`atlasprep.loader._gather`). A batch is a set of positions; each is found
+  in its piece by ``searchsorted`` and padded straight from the flat buffers.
+* **Sampling** (:mod:`atlasprep.loader.sampling`, :mod:`atlasprep.loader._sampled`). Balanced
+  draws are a virtual sequence of drawn rows, planned, read and resumed as above; hard-negative
+  batches are drawn whole, ``buffer_size`` cells at a time, read shard by shard in row order.
 
 Resuming is an offset into the same emission order: in-process the dataset counts the cells it
 has yielded (:meth:`ShardDataset.state_dict`); behind DataLoader workers
@@ -31,14 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from atlasprep.errors import InputFormatError, UsageError
+from atlasprep.loader._consumers import EpochConsumers
+from atlasprep.loader._gather import Found, by_shard, collate_found, per_batch, row_blocks, single_cells
+from atlasprep.loader._options import _check_options, check_fingerprint
 from atlasprep.loader._plan import (
     Consumer,
     Even,
-    ResumePoint,
     Span,
     consumer_range,
     emission_order,
@@ -46,8 +49,10 @@ from atlasprep.loader._plan import (
     spans_of,
     worker_cells,
 )
+from atlasprep.loader._sampled import gather_piece
 from atlasprep.loader._window import Piece, Window
-from atlasprep.loader.collate import RaggedRows, ShardCollator, collate_parts, encode_labels, label_lookup
+from atlasprep.loader.collate import ShardCollator, encode_labels, label_lookup
+from atlasprep.loader.sampling import plan_sampling
 from atlasprep.shard import load_vocab, open_store
 from atlasprep.shard.format import ShardReader, format_for
 from atlasprep.shard.manifest import shard_path
@@ -60,13 +65,7 @@ _CELL_BLOCK = 256  # cells gathered at once when yielding single cells
 _STATE_FORMAT = "atlasprep-loader-state"
 
 
-def _distributed() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class ShardDataset(IterableDataset[dict[str, Any]]):
+class ShardDataset(IterableDataset[dict[str, Any]], EpochConsumers):
     """One split of a token store, streamed: every cell exactly once per epoch over all consumers.
 
     ``batch_size=None`` yields one dict per cell (``input_ids``, ``values`` when the store has
@@ -74,7 +73,10 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     batches of B cells (see :mod:`atlasprep.loader.collate`) — use it with
     ``DataLoader(ds, batch_size=None, num_workers=k)``, or :class:`atlasprep.loader.ShardLoader`.
     ``even="drop"|"pad"`` gives every rank the same number of cells (for DDP). ``rank`` and
-    ``world_size`` default to ``torch.distributed``'s when it is initialized.
+    ``world_size`` default to ``torch.distributed``'s when it is initialized. ``sampling=
+    "balanced:COLUMN[@LEVEL]"`` draws ``num_samples`` cells (default: the split's) with replacement,
+    each label equally often; ``batches="hard_negatives:ANCHOR/SPREAD"`` makes each batch one
+    anchor value from several spread values (:mod:`atlasprep.loader.sampling`).
 
     The store is checked before anything is read (it may come from anyone): the manifest's
     structure and paths, each shard present at the size and cell count it says (``verify="sha256"``:
@@ -96,6 +98,9 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         world_size: int | None = None,
         even: Even = None,
         verify: Verify = "size",
+        sampling: str = "uniform",
+        batches: str | None = None,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__()
         self.store = Path(path)
@@ -107,22 +112,20 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         if not shards:
             known = sorted({s["split"] for s in manifest["shards"]})
             raise UsageError(f"{self.store} has no split {split!r} (it has {', '.join(known)})")
-        _check_options(seed, buffer_size, batch_size, pad_to, even, rank, world_size)
+        _check_options(seed, buffer_size, batch_size, pad_to)
+        self._init_consumers(rank, world_size, even)
         self.split = split
         self.shuffle = shuffle
         self.seed = seed
         self.buffer_size = buffer_size
         self.batch_size = batch_size
         self.pad_to = pad_to
-        self.even: Even = even
         self.columns = tuple(columns)
         self.shard_paths = [str(s["path"]) for s in shards]
         self.shard_sizes = [int(s["n_cells"]) for s in shards]
         self.tokenizer: dict[str, Any] = dict(manifest.get("tokenizer", {}))
         self.vocab_path = self.store / manifest["vocab"]["path"]
         self.pad_id = int(load_vocab(self.store, manifest)["<pad>"])
-        self._explicit = (rank, world_size) if rank is not None and world_size is not None else None
-        self.rank, self.world_size = self._explicit or _distributed()
         first = self._open(self.shard_paths[0]).columns()
         self.has_values = "values" in first
         absent = [c for c in self.columns if c not in first]
@@ -130,9 +133,13 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             raise InputFormatError(f"{self.store}: the shards hold no column(s) {absent} (they hold {first})")
         self.label_maps: dict[str, list[str]] = self._label_maps()
         self._lookup = label_lookup(self.label_maps)
-        self.epoch = 0
-        self._consumed = 0  # cells yielded in this process this epoch (num_workers=0)
-        self._resume: ResumePoint | None = None
+        # the labels sampling weighs, read once (a few bytes a cell); uniform reads nothing
+        self.sampler = plan_sampling(
+            sampling, batches, read=self._column, stored=first, shard_sizes=self.shard_sizes
+        )
+        if num_samples is not None and (self.sampler.uniform or num_samples < 1):
+            raise UsageError(f"num_samples = {num_samples}: a positive count, for sampling with replacement")
+        self.num_samples = num_samples or self.num_cells
 
     # -- sizes ---------------------------------------------------------------------------------
 
@@ -141,50 +148,33 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         """Cells in the split (what one epoch yields over all ranks and workers, ``even=None``)."""
         return sum(self.shard_sizes)
 
+    @property
+    def epoch_cells(self) -> int:
+        """Cells one epoch yields over all consumers (``even=None``): the split's, or with sampling
+        ``num_samples`` (hard-negative batches: whole batches of them)."""
+        return self.num_cells if self.sampler.uniform else self.num_samples
+
     def worker_num_cells(self, num_workers: int = 1) -> list[int]:
         """Cells each DataLoader worker of this rank yields per epoch (``num_workers=0`` counts as 1)."""
-        return [
-            int(n)
-            for n in worker_cells(
-                self.num_cells,
-                rank=self.rank,
-                world_size=self.world_size,
-                num_workers=max(1, num_workers),
-                even=self.even,
-            )
-        ]
-
-    def consumer_num_cells(self, worker_id: int = 0, num_workers: int = 1) -> int:
-        """Cells one consumer (this rank's worker ``worker_id`` of ``num_workers``) yields per epoch."""
-        return self.worker_num_cells(num_workers)[worker_id]
-
-    def num_batches(self, batch_size: int, num_workers: int = 1) -> int:
-        """Batches this rank yields per epoch (each worker's last batch may be short)."""
-        return sum(-(-n // batch_size) for n in self.worker_num_cells(num_workers))
-
-    # -- epochs and resuming -------------------------------------------------------------------
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._consumed = 0
-        self._resume = None
-
-    def state_dict(self) -> dict[str, Any]:
-        """Where in-process iteration (``num_workers=0``) stands; for workers use ``ShardLoader``."""
-        pending = self._resume  # loaded but not iterated yet
-        consumed = (
-            pending.consumed[0] if pending is not None and len(pending.consumed) == 1 else self._consumed
+        group = self._group_size()
+        sizes = worker_cells(
+            self.epoch_cells // group,
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=max(1, num_workers),
+            even=self.even,
         )
-        return {**self._fingerprint(), "epoch": self.epoch, "consumed": consumed}
+        return [int(n) * group for n in sizes]
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The next iteration yields exactly the cells the saved one had still to yield, in order."""
-        self._check_fingerprint(state)
-        self.set_epoch(int(state["epoch"]))
-        self._resume_at(ResumePoint(consumed=(int(state["consumed"]),), rotation=0))
-
-    def _resume_at(self, point: ResumePoint | None) -> None:
-        self._resume = point
+    def _group_size(self) -> int:
+        """Cells per unit of the epoch: 1, or a hard-negative batch (planned whole)."""
+        if self.sampler.hard is None:
+            return 1
+        if self.batch_size is None:
+            raise UsageError(
+                f"batches = '{self.sampler.batches}' makes whole batches: give batch_size, or use ShardLoader"
+            )
+        return self.batch_size
 
     def _fingerprint(self) -> dict[str, Any]:
         return {
@@ -198,18 +188,15 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             "rank": self.rank,
             "even": self.even,
             "num_cells": self.num_cells,
+            **self.sampler.fingerprint(self.num_samples),
         }
 
     def _check_fingerprint(self, state: dict[str, Any]) -> None:
-        mine = self._fingerprint()
-        differs = [k for k, v in mine.items() if k != "store" and state.get(k) != v]
-        if differs:
-            detail = ", ".join(f"{k}: saved {state.get(k)!r}, now {mine[k]!r}" for k in differs)
-            raise UsageError(f"this state was saved by a differently configured loader ({detail})")
+        check_fingerprint(self._fingerprint(), state)
 
     def batched(self, batch_size: int, *, pad_to: int | None = None) -> ShardDataset:
         """A copy that yields batches of ``batch_size`` (same store, plan, epoch and label maps)."""
-        _check_options(self.seed, self.buffer_size, batch_size, pad_to, self.even, None, None)
+        _check_options(self.seed, self.buffer_size, batch_size, pad_to)
         twin = copy.copy(self)
         twin.batch_size = batch_size
         twin.pad_to = pad_to if pad_to is not None else self.pad_to
@@ -224,31 +211,23 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     # -- iteration -----------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        if info is None and self._explicit is None:  # torch.distributed may have started since
-            self.rank, self.world_size = _distributed()
-        num_workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        resume, self._resume = self._resume, None
-        skip = 0
-        if resume is not None:
-            if len(resume.consumed) != num_workers:
-                raise UsageError(
-                    f"the state was saved with {len(resume.consumed)} worker(s), this run has {num_workers}"
-                )
-            worker = (worker + resume.rotation) % num_workers
-            skip = resume.consumed[worker]
-        consumer = Consumer(
-            rank=self.rank, world_size=self.world_size, worker=worker, num_workers=num_workers
-        )
-        self._consumed = skip
+        consumer, skip = self._this_consumer()
         return self._iterate(consumer, skip)
 
     def _iterate(self, consumer: Consumer, skip: int) -> Iterator[dict[str, Any]]:
+        if self.sampler.hard is not None:
+            yield from self._hard_batches(consumer, skip)
+            return
         order_of_shards = shard_order(
             len(self.shard_sizes), seed=self.seed, epoch=self.epoch, shuffle=self.shuffle
         )
-        start, stop = consumer_range(self.num_cells, consumer, even=self.even)
-        spans = spans_of(self.shard_sizes, order_of_shards, start, stop)
+        draws = self.sampler.draws
+        counts = (
+            None if draws is None else draws.shard_counts(self.num_samples, seed=self.seed, epoch=self.epoch)
+        )
+        sizes = self.shard_sizes if counts is None else counts.tolist()
+        start, stop = consumer_range(sum(sizes), consumer, even=self.even)
+        spans = spans_of(sizes, order_of_shards, start, stop)
         order = emission_order(
             stop - start,
             buffer_size=self.buffer_size if self.shuffle else 0,
@@ -260,7 +239,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             return
         still_needed = np.minimum.accumulate(order[::-1])[::-1]  # smallest position yet to be sent
         begin = int(still_needed[0])
-        window = Window(self._pieces(spans, begin=begin), begin=begin)
+        window = Window(self._pieces(spans, begin=begin, counts=counts), begin=begin)
         step = self.batch_size or _CELL_BLOCK
         for first in range(0, len(order), step):
             positions = order[first : first + step]
@@ -274,8 +253,9 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
                 yield self._batch(found, len(positions))
             window.release(int(still_needed[end]) if end < len(order) else stop - start)
 
-    def _pieces(self, spans: list[Span], *, begin: int) -> Iterator[Piece]:
-        """The consumer's cells from ``begin`` on, piece by piece, one shard open at a time."""
+    def _pieces(self, spans: list[Span], *, begin: int, counts: np.ndarray | None = None) -> Iterator[Piece]:
+        """The consumer's cells from ``begin`` on, piece by piece, one shard open at a time;
+        with ``counts`` (draws per shard) a span's positions are the shard's drawn rows."""
         position = 0
         for span in spans:
             if position + span.n_cells <= begin:
@@ -283,11 +263,54 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
                 continue
             shard = self._open(self.shard_paths[span.shard])
             offset = max(0, begin - position)
-            for a in range(span.start + offset, span.stop, _PIECE_CELLS):
-                b = min(span.stop, a + _PIECE_CELLS)
-                yield self._read(shard, a, b, first=position + a - span.start)
+            if counts is not None:
+                yield from self._drawn(shard, span, int(counts[span.shard]), offset, first=position + offset)
+            else:
+                for a in range(span.start + offset, span.stop, _PIECE_CELLS):
+                    b = min(span.stop, a + _PIECE_CELLS)
+                    yield self._read(shard, a, b, first=position + a - span.start)
             position += span.n_cells
             del shard
+
+    def _drawn(
+        self, shard: ShardReader, span: Span, n_drawn: int, offset: int, *, first: int
+    ) -> Iterator[Piece]:
+        """A span of the shard's drawn rows (ascending, repeats as drawn), a block of rows at a time:
+        each row of the shard is read at most once."""
+        assert self.sampler.draws is not None
+        rows = self.sampler.draws.rows(span.shard, n_drawn, seed=self.seed, epoch=self.epoch)
+        for at, part in row_blocks(rows[span.start + offset : span.stop], _PIECE_CELLS):
+            piece = self._read(shard, int(part[0]), int(part[-1]) + 1, first=0)
+            yield gather_piece(piece, part - part[0], first=first + at)
+
+    def _hard_batches(self, consumer: Consumer, skip: int) -> Iterator[dict[str, Any]]:
+        """Whole hard-negative batches: this consumer's range of the epoch's batches, drawn a
+        window of ``buffer_size`` cells at a time, whose cells are read shard by shard in row
+        order (each block of rows once per window, not once per batch)."""
+        hard, size = self.sampler.hard, self._group_size()
+        assert hard is not None
+        n_batches = self.num_samples // size
+        first, last = consumer_range(n_batches, consumer, even=self.even)
+        per_window = max(1, self.buffer_size // size)
+        starts = np.cumsum([0, *self.shard_sizes])
+        for window in range(first + skip // size, last, per_window):
+            ks = range(window, min(last, window + per_window))
+            cells = np.concatenate(
+                [hard.batch(k % n_batches, size, seed=self.seed, epoch=self.epoch) for k in ks]
+            )
+            for found in per_batch(list(self._cells_at(cells, starts)), size, len(ks)):
+                self._consumed += size
+                yield self._batch(found, size)
+
+    def _cells_at(self, cells: np.ndarray, starts: np.ndarray) -> Iterator[tuple[Piece, np.ndarray]]:
+        """Cells (split indices), read shard by shard in row order: (a piece holding some, their
+        places in ``cells``)."""
+        for shard, where, local in by_shard(cells, starts):  # once per shard touched, not per cell
+            reader = self._open(self.shard_paths[shard])
+            order = np.argsort(local, kind="stable")
+            for at, part in row_blocks(local[order], _PIECE_CELLS):
+                piece = self._read(reader, int(part[0]), int(part[-1]) + 1, first=0)
+                yield gather_piece(piece, part - part[0], first=0), where[order[at : at + len(part)]]
 
     def _read(self, shard: ShardReader, a: int, b: int, *, first: int) -> Piece:
         ids, offsets = shard.ragged("input_ids", a, b)
@@ -305,51 +328,12 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             meta=meta,
         )
 
-    def _batch(self, found: list[tuple[Piece, np.ndarray, np.ndarray]], n_rows: int) -> dict[str, Any]:
-        parts = []
-        labels = {c: np.zeros(n_rows, dtype=np.int64) for c in self.columns}
-        cell_ids = np.empty(n_rows, dtype=object)
-        for piece, rows, local in found:
-            starts = piece.offsets[local]
-            parts.append(
-                RaggedRows(
-                    rows=rows,
-                    starts=starts,
-                    lengths=piece.offsets[local + 1] - starts,
-                    ids=piece.ids,
-                    values=piece.values,
-                )
-            )
-            for column in self.columns:
-                labels[column][rows] = piece.meta[column][local]
-            cell_ids[rows] = piece.cell_ids[local]
-        return collate_parts(
-            parts,
-            n_rows=n_rows,
-            pad_id=self.pad_id,
-            pad_to=self.pad_to,
-            labels=labels,
-            cell_ids=cell_ids.tolist(),
-        )
+    def _batch(self, found: list[Found], n_rows: int) -> dict[str, Any]:
+        return collate_found(found, n_rows, columns=self.columns, pad_id=self.pad_id, pad_to=self.pad_to)
 
-    def _cells(self, found: list[tuple[Piece, np.ndarray, np.ndarray]], n: int) -> Iterator[dict[str, Any]]:
+    def _cells(self, found: list[Found], n: int) -> Iterator[dict[str, Any]]:
         """Single cells, in emission order (the slow path: one dict per cell by nature)."""
-        piece_of = np.empty(n, dtype=np.int64)
-        row_of = np.empty(n, dtype=np.int64)
-        for k, (_, rows, local) in enumerate(found):
-            piece_of[rows] = k
-            row_of[rows] = local
-        for k, row in zip(piece_of.tolist(), row_of.tolist(), strict=True):
-            piece = found[k][0]
-            a, b = int(piece.offsets[row]), int(piece.offsets[row + 1])
-            cell: dict[str, Any] = {
-                "input_ids": np.array(piece.ids[a:b]),
-                "cell_id": str(piece.cell_ids[row]),
-            }
-            if piece.values is not None:
-                cell["values"] = np.array(piece.values[a:b])
-            for column in self.columns:
-                cell[column] = str(piece.meta[column][row])
+        for cell in single_cells(found, n, self.columns):
             self._consumed += 1
             yield cell
 
@@ -358,36 +342,11 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         return format_for(path).open(path)
 
     def _label_maps(self) -> dict[str, list[str]]:
-        """Sorted distinct values of each requested column over the whole split (one scan)."""
-        seen: dict[str, set[str]] = {c: set() for c in self.columns}
-        if self.columns:
-            for relative in self.shard_paths:
-                shard = self._open(relative)
-                for column in self.columns:
-                    seen[column].update(str(v) for v in np.unique(shard.strings(column)))
-        return {c: sorted(v) for c, v in seen.items()}
+        """Sorted distinct values of each requested column over the whole split."""
+        return {
+            c: sorted({str(v) for values in self._column(c) for v in np.unique(values)}) for c in self.columns
+        }
 
-
-def _check_options(
-    seed: int,
-    buffer_size: int,
-    batch_size: int | None,
-    pad_to: int | None,
-    even: Even,
-    rank: int | None,
-    world_size: int | None,
-) -> None:
-    if seed < 0:
-        raise UsageError(f"seed must be non-negative, not {seed}")
-    if buffer_size < 0:
-        raise UsageError(f"buffer_size must be non-negative, not {buffer_size}")
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"batch_size must be positive, not {batch_size}")
-    if pad_to is not None and pad_to < 1:
-        raise UsageError(f"pad_to must be positive, not {pad_to}")
-    if even not in (None, "drop", "pad"):
-        raise UsageError(f"even must be None, 'drop' or 'pad', not {even!r}")
-    if (rank is None) != (world_size is None):
-        raise UsageError("give both rank and world_size, or neither")
-    if rank is not None and world_size is not None and not 0 <= rank < world_size:
-        raise UsageError(f"rank {rank} is not in 0..{world_size - 1}")
+    def _column(self, column: str) -> list[np.ndarray]:
+        """A stored column of the split, shard by shard (manifest order), as strings."""
+        return [self._open(relative).strings(column) for relative in self.shard_paths]

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from atlasprep import __version__
 from atlasprep._io import TEMP_MARK, inside
@@ -29,16 +29,20 @@ __all__ = [
     "BUILD_MARKER",
     "STORE_FORMAT",
     "STORE_FORMAT_VERSION",
+    "ComponentsEntry",
+    "HoldoutEntry",
     "Manifest",
     "ShardEntry",
     "SplitsEntry",
     "StoreProblem",
+    "StratifyEntry",
     "compose_manifest",
     "manifest_problems",
     "own_entry",
     "read_manifest",
     "read_manifest_json",
     "shard_path",
+    "split_columns",
 ]
 
 STORE_FORMAT = "atlasprep-token-store"
@@ -81,10 +85,49 @@ class FileEntry(TypedDict):
     sha256: str
 
 
+class ComponentsEntry(TypedDict):
+    n: int  # connected components over the split columns
+    largest_share: float  # the largest one's share of the cells
+    largest: list[str]  # its values ("column=value" with several columns)
+
+
+class HoldoutEntry(TypedDict):
+    query: str  # as given: tissue=lung
+    column: str  # the obs column it matched: tissue_ontology_term_id
+    term: str | None  # the term it resolved to (None: matched verbatim)
+    label: str | None
+    n_values: int  # values taken: the term and its descendants, or 1
+    n_cells: int  # cells that matched (the groups linked to them add more)
+
+
+class StratifyEntry(TypedDict):
+    column: str
+    metric: str  # how divergence is measured
+    divergence: dict[str, float]  # split -> divergence of its composition from the whole's
+    composition: dict[str, dict[str, int]]  # split -> label -> cells
+
+
 class SplitsEntry(TypedDict):
-    column: str | None  # the obs column whose groups the splits take whole (None: one split)
+    # the obs column(s) whose linked groups the splits take whole, comma-joined (None: one split)
+    column: str | None
     n_cells: dict[str, int]
-    groups: dict[str, list[str]]
+    groups: dict[str, list[str]]  # split -> values (several columns: "column=value")
+    # stores built before linked splits have none of the keys below
+    columns: NotRequired[list[str]]
+    components: NotRequired[ComponentsEntry]
+    holdout: NotRequired[list[HoldoutEntry]]
+    stratify: NotRequired[StratifyEntry]
+    unmet: NotRequired[list[str]]  # fractions the plan could not meet (split_fallback)
+
+
+def split_columns(splits: Mapping[str, Any]) -> list[str]:
+    """The columns a store's splits keep whole, from its manifest (any version: stores before
+    linked splits name one ``column``)."""
+    columns = splits.get("columns")
+    if isinstance(columns, list):
+        return [str(c) for c in columns]
+    column = splits.get("column")
+    return [column] if isinstance(column, str) and column else []
 
 
 class Manifest(TypedDict, total=False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,13 +25,16 @@ from atlasprep.shard.manifest import (
     read_manifest,
     read_manifest_json,
     shard_path,
+    split_columns,
 )
 
 __all__ = [
+    "Leak",
     "StoreProblem",
     "StoreSummary",
     "Verify",
     "check_shards",
+    "find_leaks",
     "inspect_store",
     "load_vocab",
     "open_store",
@@ -165,6 +168,8 @@ class StoreSummary:
     length: dict[str, float]  # min, median, mean, max tokens per cell
     length_histogram: dict[str, list[float]]  # edges, counts
     composition: dict[str, dict[str, int]]  # column -> value -> cells (top values)
+    # how the splits were made: columns, linked groups, holdouts, stratification (the manifest's)
+    split_plan: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +180,7 @@ class StoreSummary:
             "length": self.length,
             "length_histogram": self.length_histogram,
             "composition": self.composition,
+            "split_plan": self.split_plan,
         }
 
 
@@ -213,12 +219,87 @@ def inspect_store(store: Path, *, columns: Sequence[str] = (), top: int = 10) ->
         },
         length_histogram={"edges": edges.tolist(), "counts": hist.tolist()},
         composition={c: dict(sorted(v.items(), key=lambda kv: -kv[1])[:top]) for c, v in counts.items()},
+        split_plan=_split_plan(manifest),
     )
+
+
+def _split_plan(manifest: Manifest) -> dict[str, Any]:
+    """The manifest's account of the splits, without the per-split group lists (long)."""
+    splits = manifest["splits"]
+    plan: dict[str, Any] = {"columns": split_columns(splits)}
+    for key in ("components", "holdout", "unmet"):
+        if key in splits:
+            plan[key] = splits[key]
+    if "stratify" in splits:
+        plan["stratify"] = {k: v for k, v in splits["stratify"].items() if k != "composition"}
+    return plan
 
 
 def _value_counts(column: pa.ChunkedArray) -> tuple[list[str], list[int]]:
     counted = pc.value_counts(column.cast(pa.string()))
     return [str(v) for v in counted.field("values").to_pylist()], counted.field("counts").to_pylist()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leak:
+    """A value of a column that cells of more than one split hold."""
+
+    column: str
+    value: str
+    n_cells: dict[str, int]  # split -> cells with the value
+
+    def to_json(self) -> dict[str, Any]:
+        return {"column": self.column, "value": self.value, "n_cells": self.n_cells}
+
+    def __str__(self) -> str:
+        where = ", ".join(f"{split} {n:,}" for split, n in self.n_cells.items())
+        return f"{self.column} {self.value!r} is in {len(self.n_cells)} splits ({where} cells)"
+
+
+class _LeakCounter:
+    """Cells per (value, split) of some columns, a shard at a time (one value_counts each)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.counts: dict[str, dict[str, dict[str, int]]] = {c: {} for c in columns}
+
+    def add(self, columns: Mapping[str, Any], split: str, *, where: str, required: bool = True) -> None:
+        """Count one shard's values (Arrow or numpy arrays by column); a column it lacks is an
+        error, or (``required=False``, a store whose builder kept the column out) skipped."""
+        for column, counts in self.counts.items():
+            if column not in columns:
+                if not required:
+                    continue
+                raise InputFormatError(f"{where}: the shards hold no column {column!r}")
+            array = columns[column]
+            chunked = array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array])
+            for value, n in zip(*_value_counts(chunked), strict=True):
+                per_split = counts.setdefault(value, {})
+                per_split[split] = per_split.get(split, 0) + n
+
+    def leaks(self) -> list[Leak]:
+        return [
+            Leak(column=column, value=value, n_cells=dict(sorted(per_split.items())))
+            for column, counts in self.counts.items()
+            for value, per_split in sorted(counts.items())
+            if len(per_split) > 1
+        ]
+
+
+def find_leaks(store: Path, columns: Sequence[str]) -> list[Leak]:
+    """Every value of ``columns`` that cells of two or more splits hold, with its cells per split
+    (reads only those columns of each shard)."""
+    manifest = open_store(store)
+    counter = _LeakCounter(columns)
+    for shard in manifest["shards"]:
+        path = shard_path(store, shard["path"])
+        try:
+            reader = format_for(path).open(path)
+            stored = reader.columns()
+            values = {c: pa.array(reader.strings(c), type=pa.string()) for c in columns if c in stored}
+        except _DAMAGED as exc:
+            raise CorruptStoreError(f"{path}: cannot read the shard ({exc}); the store is damaged") from None
+        counter.add(values, shard["split"], where=str(store))
+    return counter.leaks()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,8 +324,7 @@ def validate_store(store: Path) -> list[StoreProblem]:
         max_id = max(load_vocab(store, manifest).values(), default=-1)  # type: ignore[arg-type]
     except CorruptStoreError as exc:
         checks.add("vocab.json", str(exc).split(": ", 1)[-1])
-    column = manifest["splits"].get("column")
-    seen: dict[str, str] = {}
+    counter = _LeakCounter(split_columns(manifest["splits"]))
     for shard in manifest["shards"]:
         found = check_shards(store, [shard], verify="sha256")
         if found:
@@ -258,11 +338,10 @@ def validate_store(store: Path) -> list[StoreProblem]:
             low, high = pc.min_max(ids).values()
             if low.as_py() < 0 or high.as_py() > max_id:
                 checks.add(shard["path"], f"token ids outside the vocabulary (0..{max_id})")
-        if column and column in table.column_names:
-            for group in pc.unique(table[column].cast(pa.string())).to_pylist():
-                if seen.setdefault(str(group), shard["split"]) != shard["split"]:
-                    checks.add(
-                        shard["path"], f"{column} {group!r} is in {seen[str(group)]} and {shard['split']}"
-                    )
+        named = {c: table[c] for c in counter.counts if c in table.column_names}
+        counter.add(named, shard["split"], where=shard["path"], required=False)
+    checks.problems.extend(
+        StoreProblem(where="manifest.json splits", what=str(leak)) for leak in counter.leaks()
+    )
     checks.problems.extend(unlisted_files(store, manifest))  # type: ignore[arg-type]
     return checks.problems

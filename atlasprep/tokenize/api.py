@@ -30,6 +30,7 @@ from atlasprep.sources import (
     select,
 )
 from atlasprep.tokenize.coverage import VocabCoverage
+from atlasprep.tokenize.split_holdout import resolve_holdouts
 from atlasprep.tokenize.splits import SPLIT_NAMES, SplitPlan, split_cells
 
 __all__ = [
@@ -112,6 +113,7 @@ def _selected(config: TokenizeConfig) -> Iterator[tuple[CellSource, np.ndarray, 
     the cells to tokenize, in source order: the spec's selection (filter, per_group, max_cells,
     genes), as slice makes it."""
     resolved = resolve(config.source)  # a bad term fails before the source opens
+    resolve_holdouts(config.holdout, config.split_columns, exact=config.holdout_exact)  # so does a holdout's
     source = open_source(config.source)
     try:
         selection = select(config.source, source, resolved=resolved)

@@ -43,6 +43,7 @@ class TokenizePlan:
     splits: dict[str, SplitPlanned]
     max_tokens: int  # an upper bound on the tokens of all cells
     tokens_from: str  # what bounds it
+    components: dict[str, Any] | None = None  # linked groups over several split columns
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class TokenizePlan:
             },
             "max_tokens": self.max_tokens,
             "tokens_from": self.tokens_from,
+            "components": self.components,
         }
 
 
@@ -71,7 +73,9 @@ def plan_tokenize(config: TokenizeConfig) -> TokenizePlan:
             if cells == 0 and name != "train":
                 continue
             shards = None if config.shard_bytes else math.ceil(cells / config.shard_cells)
-            groups = None if plan is None else len(plan.groups_in(name))
+            # one split column: its values; several: the values of all columns (the linked
+            # groups are counted for the whole, in ``components``)
+            groups = None if plan is None or len(plan.columns) > 1 else len(plan.groups_in(name))
             splits[name] = SplitPlanned(cells=cells, groups=groups, shards=shards)
         max_tokens, tokens_from = _token_bound(config, source, positions)
         return TokenizePlan(
@@ -82,6 +86,7 @@ def plan_tokenize(config: TokenizeConfig) -> TokenizePlan:
             splits=splits,
             max_tokens=max_tokens,
             tokens_from=tokens_from,
+            components=None if plan is None or plan.components is None else dict(plan.components),
         )
 
 

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from atlasprep.shard import ShardInfo
-from atlasprep.shard.manifest import Manifest, compose_manifest
+from atlasprep.shard.manifest import Manifest, SplitsEntry, compose_manifest
 from atlasprep.sources import (
     CellSource,
 )
@@ -17,7 +17,7 @@ from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.encode import SCORING
 from atlasprep.tokenize.fit import Fitted, Vocab
 from atlasprep.tokenize.medians import MedianSketch
-from atlasprep.tokenize.splits import SplitPlan
+from atlasprep.tokenize.splits import SPLIT_NAMES, SplitPlan
 from atlasprep.tokenize.tokenizer_files import TOKENIZER_FILE
 
 log = logging.getLogger("atlasprep.tokenize")
@@ -50,11 +50,7 @@ def build_manifest(
         tokenizer_file={"path": TOKENIZER_FILE, "sha256": _sha256(tokenizer_bytes)},
         vocab={"path": "vocab.json", "size": len(fitted.vocab.tokens), "sha256": _sha256(vocab_bytes)},
         gene_medians=medians_record(config, fitted.vocab),
-        splits={
-            "column": config.split_by,
-            "n_cells": dict.fromkeys(plan.n_cells if plan else ("train",), 0),
-            "groups": {s: plan.groups_in(s) for s in ("train", "val", "test")} if plan else {},
-        },
+        splits=splits_record(plan),
         shards=[s.to_json() for s in shards],
         provenance={
             "coverage": coverage.to_json(),
@@ -63,6 +59,29 @@ def build_manifest(
             "empty_cells": {"n": n_empty, "dropped": config.drop_empty},
         },
     )
+
+
+def splits_record(plan: SplitPlan | None) -> SplitsEntry:
+    """The manifest's splits: cells per split, the groups each took, and with a plan its linked
+    components, holdouts, stratification and any fraction it could not meet."""
+    if plan is None:
+        return {"column": None, "n_cells": {"train": 0}, "groups": {}}
+    record: SplitsEntry = {
+        # one column: its name, as stores have always said; several: comma-joined (and listed)
+        "column": plan.column,
+        "columns": list(plan.columns),
+        "n_cells": dict.fromkeys(plan.n_cells, 0),
+        "groups": {s: plan.groups_in(s) for s in SPLIT_NAMES},
+    }
+    if plan.components is not None:
+        record["components"] = plan.components
+    if plan.holdout:
+        record["holdout"] = plan.holdout
+    if plan.stratify is not None:
+        record["stratify"] = plan.stratify
+    if plan.unmet:
+        record["unmet"] = plan.unmet
+    return record
 
 
 def tokenizer_record(config: TokenizeConfig, fitted: Fitted) -> dict[str, Any]:

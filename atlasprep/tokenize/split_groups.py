@@ -69,7 +69,9 @@ class Components:
         """``donor_id in {A, B}, dataset_id in {X}`` (the first few values of each column)."""
         parts = []
         for column, values in self.members(component).items():
-            shown = ", ".join(values[:at_most]) + (f", … ({len(values)} in all)" if len(values) > at_most else "")
+            shown = ", ".join(values[:at_most]) + (
+                f", … ({len(values)} in all)" if len(values) > at_most else ""
+            )
             parts.append(f"{column} in {{{shown}}}")
         return ", ".join(parts)
 
@@ -83,7 +85,9 @@ def linked_components(frame: pd.DataFrame, columns: Sequence[str]) -> Components
     first = coded[0][0]
     pairs = [np.unique(np.stack([first, codes + offsets[k]]), axis=1) for k, (codes, _) in enumerate(coded)]
     edges = np.concatenate(pairs, axis=1) if pairs else np.zeros((2, 0), dtype=np.int64)
-    graph = coo_matrix((np.ones(edges.shape[1], dtype=np.int8), (edges[0], edges[1])), shape=(n_nodes, n_nodes))
+    graph = coo_matrix(
+        (np.ones(edges.shape[1], dtype=np.int8), (edges[0], edges[1])), shape=(n_nodes, n_nodes)
+    )
     _, labels = connected_components(graph, directed=False)
     # number components by their smallest first-column value (nodes 0.. are that column, sorted)
     key = np.full(labels.max(initial=-1) + 1, n_nodes, dtype=np.int64)

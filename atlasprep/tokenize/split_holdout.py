@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
 from atlasprep.errors import UsageError
 from atlasprep.ontology import FIELD_ONTOLOGIES, expand_terms, resolve_term
+from atlasprep.shard.manifest import HoldoutEntry as HoldoutRecord
 from atlasprep.sources import CellFilter
 from atlasprep.sources.filters import FILTER_COLUMNS, resolve_filter
 
@@ -34,15 +34,6 @@ _VERBATIM = frozenset({"dataset_id", "donor_id"})
 _SHIPPED_PREFIXES = ("CL:", "UBERON:", "MONDO:", "EFO:", "PATO:", "HsapDv:", "HANCESTRO:", "MmusDv:")
 # a column of anatomical terms that no field names (align ccf's): UBERON, as the tissue field
 _ONTOLOGY_COLUMNS = {column: field for field, column in FILTER_COLUMNS.items() if field in FIELD_ONTOLOGIES}
-
-
-class HoldoutRecord(TypedDict):
-    query: str  # as given: tissue=lung
-    column: str  # the obs column it matched: tissue_ontology_term_id
-    term: str | None  # the term it resolved to (None: verbatim)
-    label: str | None
-    n_values: int  # values taken: the term and its descendants, or 1
-    n_cells: int  # cells that matched (their components may add more)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +67,9 @@ def parse_holdout(entry: str, split_columns: Sequence[str]) -> tuple[str, str]:
     return split_columns[0], entry
 
 
-def resolve_holdouts(entries: Sequence[str], split_columns: Sequence[str], *, exact: bool) -> list[HoldoutRule]:
+def resolve_holdouts(
+    entries: Sequence[str], split_columns: Sequence[str], *, exact: bool
+) -> list[HoldoutRule]:
     """Each holdout entry as the obs column and the values it takes."""
     return [_resolve(*parse_holdout(entry, split_columns), exact=exact) for entry in entries]
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from atlasprep.errors import AtlasprepError, UsageError
-from atlasprep.tokenize.split_groups import Components, linked_components, sorted_codes
-from atlasprep.tokenize.split_holdout import HoldoutRecord
+from atlasprep.shard.manifest import ComponentsEntry as ComponentsRecord
+from atlasprep.tokenize.split_groups import NA_LABEL, Components, linked_components, sorted_codes
+from atlasprep.tokenize.split_holdout import HoldoutRecord, holdout_mask, resolve_holdouts
 from atlasprep.tokenize.split_stratify import (
     StratifyRecord,
     composition_record,
@@ -30,7 +31,19 @@ from atlasprep.tokenize.split_stratify import (
     stratified_assign,
 )
 
-__all__ = ["SPLIT_NAMES", "ComponentsRecord", "SplitLeakError", "SplitPlan", "assign_splits", "plan_splits"]
+__all__ = [
+    "SPLIT_NAMES",
+    "ComponentsRecord",
+    "SplitLeakError",
+    "SplitPlan",
+    "assign_splits",
+    "plan_splits",
+    "split_cells",
+]
+
+if TYPE_CHECKING:
+    from atlasprep.sources import CellSource
+    from atlasprep.tokenize.config import TokenizeConfig
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -40,12 +53,6 @@ _TEST = SPLIT_NAMES.index("test")
 
 class SplitLeakError(AtlasprepError):
     """A group landed in two splits; the build must not go on."""
-
-
-class ComponentsRecord(TypedDict):
-    n: int  # connected components over the split columns
-    largest_share: float  # the largest one's share of the cells
-    largest: list[str]  # its values (``column=value`` with several columns)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +91,28 @@ class SplitPlan:
                 )
 
 
+def split_cells(config: TokenizeConfig, source: CellSource, positions: np.ndarray) -> SplitPlan:
+    """The plan of a build: its holdouts resolved, the columns it needs read for its cells."""
+    columns = config.split_columns
+    rules = resolve_holdouts(config.holdout, columns, exact=config.holdout_exact)
+    extra = [rule.column for rule in rules] + ([config.stratify] if config.stratify else [])
+    obs = source.obs_values(positions, list(dict.fromkeys([*columns, *extra])))
+    held, records = holdout_mask(obs, rules) if rules else (None, [])
+    plan = plan_splits(
+        obs,
+        columns=columns,
+        fractions=config.split,
+        held=held,
+        holdout=records,
+        stratify=config.stratify,
+        seed=config.seed,
+        fallback=config.split_fallback,
+    )
+    assert plan.cell_splits is not None
+    plan.check(obs, plan.cell_splits)
+    return plan
+
+
 def assign_splits(
     labels: pd.Series,
     *,
@@ -95,13 +124,18 @@ def assign_splits(
 ) -> SplitPlan:
     """Assign each group of ``labels`` (one label per cell) to train, val or test; the groups
     named in ``holdout`` (values, matched exactly) go to test."""
-    values = labels.astype("string").fillna("<NA>")
+    values = labels.astype("string").fillna(NA_LABEL)
     unknown = sorted(set(holdout) - set(values.unique()))
     if unknown:
         raise UsageError(f"holdout {column}={unknown[0]}: no cell has that {column}")
     held = np.asarray(values.isin(list(holdout)), dtype=bool)
     return plan_splits(
-        labels.to_frame(column), columns=(column,), fractions=fractions, held=held, seed=seed, fallback=fallback
+        labels.to_frame(column),
+        columns=(column,),
+        fractions=fractions,
+        held=held,
+        seed=seed,
+        fallback=fallback,
     )
 
 
@@ -137,6 +171,7 @@ def plan_splits(
     cell_splits = split_of[comps.cell_component].astype(np.uint8)
     cells = np.bincount(split_of, weights=comps.sizes, minlength=len(SPLIT_NAMES))
     largest = int(np.argmax(comps.sizes)) if comps.n else 0
+    share = float(comps.sizes[largest] / max(1, comps.sizes.sum())) if comps.n else 0.0
     return SplitPlan(
         columns=tuple(columns),
         groups=_groups(comps, split_of),
@@ -144,7 +179,7 @@ def plan_splits(
         cell_splits=cell_splits,
         components={
             "n": comps.n,
-            "largest_share": round(float(comps.sizes[largest] / max(1, comps.sizes.sum())), 6) if comps.n else 0.0,
+            "largest_share": round(share, 6),
             "largest": comps.name(largest) if comps.n else [],
         },
         holdout=list(holdout),

@@ -1,0 +1,72 @@
+"""The embedding ``harmonize --embedding`` adds, so the output has what a CELLxGENE upload needs
+(at least one ``X_`` embedding in obsm): PCA of the log-normalized counts, or a UMAP of its
+neighbour graph, both by scanpy (``pip install 'atlasprep[embedding]'``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import h5py
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+import zarr
+from anndata.io import write_elem
+
+from atlasprep.errors import UsageError
+
+__all__ = ["Embedding", "compute_embedding", "require_scanpy", "write_embedding"]
+
+_MAX_COMPONENTS = 50
+_NEIGHBOURS = 15
+
+
+class Embedding(StrEnum):
+    """The embedding harmonize computes: ``pca`` (obsm X_pca) or ``umap`` (obsm X_umap)."""
+
+    pca = "pca"
+    umap = "umap"
+
+    @property
+    def key(self) -> str:
+        return f"X_{self.value}"
+
+
+def require_scanpy(field: str = "embedding") -> None:
+    if importlib.util.find_spec("scanpy") is None:
+        raise UsageError(f"{field}: computing an embedding needs scanpy (pip install 'atlasprep[embedding]')")
+
+
+def compute_embedding(counts: sp.csr_matrix, kind: Embedding, *, seed: int) -> npt.NDArray[np.float32]:
+    """The embedding of these cells' counts: normalized to 10,000 per cell, log1p, PCA (up to 50
+    components), and for ``umap`` a 15-neighbour graph of the PCA and its UMAP."""
+    import scanpy as sc  # optional: only harmonize --embedding needs it
+
+    n_cells, n_genes = counts.shape
+    n_comps = min(_MAX_COMPONENTS, n_cells - 1, n_genes - 1)
+    if n_comps < 2:
+        raise UsageError(f"embedding = {kind}: needs at least 3 cells and 3 genes, got {n_cells} x {n_genes}")
+    adata = ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32))
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.pca(adata, n_comps=n_comps, random_state=seed)
+    if kind == Embedding.umap:
+        sc.pp.neighbors(adata, n_neighbors=min(_NEIGHBOURS, n_cells - 1), random_state=seed)
+        sc.tl.umap(adata, random_state=seed)
+    return np.asarray(adata.obsm[kind.key], dtype=np.float32)
+
+
+def write_embedding(path: Path, key: str, values: npt.NDArray[Any]) -> None:
+    """Add ``obsm[key]`` to a written h5ad or zarr AnnData store."""
+    if path.suffix == ".h5ad":
+        with h5py.File(path, "r+") as handle:
+            write_elem(handle["obsm"], key, values)
+        return
+    group = zarr.open_group(path, mode="r+")
+    with ad.settings.override(auto_shard_zarr_v3=False):
+        write_elem(group["obsm"], key, values)
