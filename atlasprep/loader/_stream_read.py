@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from atlasprep.loader._window import Piece
 from atlasprep.loader.collate import encode_labels
 from atlasprep.sources import CellBatch, CellSource
 from atlasprep.sources.counts import check_counts
@@ -20,15 +21,12 @@ __all__ = ["Read", "read_cells"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Read:
-    """Distinct cells read once (source order): cell ``i``'s tokens are
-    ``ids[offsets[i]:offsets[i+1]]``; ``inverse`` maps each requested place to its cell."""
+    """Distinct cells read once (source order), as a :class:`~atlasprep.loader._window.Piece`
+    (its flat tokens; labels encoded for batches, text for single cells); ``inverse`` maps each
+    requested place to its row in the piece."""
 
-    ids: np.ndarray
-    offsets: np.ndarray  # int64, n + 1
-    values: np.ndarray | None
-    cell_ids: np.ndarray
-    labels: Mapping[str, np.ndarray]  # column -> int64 label per cell
-    inverse: np.ndarray  # per requested place: its row here
+    piece: Piece
+    inverse: np.ndarray
 
 
 def read_cells(
@@ -39,8 +37,10 @@ def read_cells(
     encode: Callable[[CellBatch], TokenizedBatch],
     lookup: Mapping[str, Mapping[str, int]],
     integer: bool,
+    encode_labels_: bool = True,
 ) -> Read:
-    """The cells at ``positions`` (repeats read once), tokenized; labels of ``lookup``'s columns."""
+    """The cells at ``positions`` (repeats read once), tokenized; labels of ``lookup``'s columns
+    (as int64 labels, or as text with ``encode_labels_=False``)."""
     distinct, inverse = np.unique(positions, return_inverse=True)
     totals = [tokenizer.n_counts_column] if tokenizer.n_counts_column else []
     columns = list(dict.fromkeys([*lookup, *tokenizer.context, *totals]))
@@ -63,17 +63,20 @@ def read_cells(
             values.append(encoded.values)
         cell_ids.append(batch.cell_ids.astype(str))
         for column, table in lookup.items():
-            labels[column].append(encode_labels(_strings(batch.obs[column]), table, column))
+            text = _strings(batch.obs[column])
+            labels[column].append(encode_labels(text, table, column) if encode_labels_ else text)
     offsets = np.zeros(len(distinct) + 1, dtype=np.int64)
     np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    return Read(
+    piece = Piece(
+        first=0,
+        n=len(distinct),
         ids=np.concatenate(ids),
         offsets=offsets,
         values=np.concatenate(values) if values else None,
-        cell_ids=np.concatenate(cell_ids),
-        labels={c: np.concatenate(v) for c, v in labels.items()},
-        inverse=inverse.astype(np.int64),
+        cell_ids=np.concatenate(cell_ids).astype(object),
+        meta={c: np.concatenate(v) for c, v in labels.items()},
     )
+    return Read(piece=piece, inverse=inverse.astype(np.int64))
 
 
 def _strings(column: Any) -> np.ndarray:

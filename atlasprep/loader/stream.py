@@ -43,6 +43,7 @@ from torch.utils.data import IterableDataset
 
 from atlasprep.errors import UsageError
 from atlasprep.loader._consumers import EpochConsumers
+from atlasprep.loader._gather import Found, collate_found, single_cells
 from atlasprep.loader._plan import Consumer, Even, consumer_range
 from atlasprep.loader._stream_read import Read, read_cells
 from atlasprep.loader.collate import ShardCollator, label_lookup
@@ -50,7 +51,6 @@ from atlasprep.sources import SourceSpec, only_genes, open_source, select
 from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.fit import var_gene_ids
 from atlasprep.tokenize.inference import with_totals
-from atlasprep.tokenize.padding import RaggedRows, as_tensors, pad_parts
 from atlasprep.tokenize.tokenizer import Tokenizer
 
 __all__ = ["StreamDataset"]
@@ -198,15 +198,16 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         return self._iterate(consumer, skip)
 
     def _iterate(self, consumer: Consumer, skip: int) -> Iterator[dict[str, Any]]:
-        pending: list[tuple[Read, np.ndarray]] = []
+        pending: list[Found] = []
         held = 0
         for read, rows in self._reads(consumer, skip):
             if self.batch_size is None:
-                yield from self._cells(read, rows)
+                self._consumed += len(rows)
+                yield from single_cells([(read.piece, np.arange(len(rows)), rows)], len(rows), self.columns)
                 continue
             while len(rows):  # a batch may straddle two reads
                 take = rows[: self.batch_size - held]
-                pending.append((read, take))
+                pending.append((read.piece, np.arange(held, held + len(take)), take))
                 held += len(take)
                 rows = rows[len(take) :]
                 if held == self.batch_size:
@@ -214,6 +215,10 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
                     pending, held = [], 0
         if pending:
             yield self._batch(pending, held)
+
+    def _batch(self, found: list[Found], n_rows: int) -> dict[str, Any]:
+        self._consumed += n_rows
+        return collate_found(found, n_rows, columns=self.columns, pad_id=self.pad_id, pad_to=self.pad_to)
 
     def _reads(self, consumer: Consumer, skip: int) -> Iterator[tuple[Read, np.ndarray]]:
         """The consumer's reads from ``skip`` on, each with the rows to send in order. The next
@@ -231,7 +236,13 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         def read(k: int) -> Read:
             these = positions[k * io : (k + 1) * io]
             return read_cells(
-                source, these, tokenizer=self.tokenizer, encode=encode, lookup=self._lookup, integer=integer
+                source,
+                these,
+                tokenizer=self.tokenizer,
+                encode=encode,
+                lookup=self._lookup,
+                integer=integer,
+                encode_labels_=self.batch_size is not None,
             )
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-stream") as ahead:
@@ -247,41 +258,6 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
                 coming.cancel()
                 ahead.shutdown(wait=True)
                 source.close()
-
-    def _batch(self, parts: list[tuple[Read, np.ndarray]], n_rows: int) -> dict[str, Any]:
-        ragged, labels, cell_ids, row = [], {c: np.zeros(n_rows, np.int64) for c in self.columns}, [], 0
-        for read, rows in parts:
-            at = np.arange(row, row + len(rows))
-            starts = read.offsets[rows]
-            ragged.append(
-                RaggedRows(
-                    rows=at,
-                    starts=starts,
-                    lengths=read.offsets[rows + 1] - starts,
-                    ids=read.ids,
-                    values=read.values,
-                )
-            )
-            for column in self.columns:
-                labels[column][at] = read.labels[column][rows]
-            cell_ids.extend(read.cell_ids[rows].tolist())
-            row += len(rows)
-        self._consumed += n_rows
-        padded = pad_parts(
-            ragged, n_rows=n_rows, pad_id=self.pad_id, pad_to=self.pad_to, labels=labels, cell_ids=cell_ids
-        )
-        return as_tensors(padded)
-
-    def _cells(self, read: Read, rows: np.ndarray) -> Iterator[dict[str, Any]]:
-        for row in rows.tolist():
-            a, b = int(read.offsets[row]), int(read.offsets[row + 1])
-            cell: dict[str, Any] = {"input_ids": np.array(read.ids[a:b]), "cell_id": str(read.cell_ids[row])}
-            if read.values is not None:
-                cell["values"] = np.array(read.values[a:b])
-            for column in self.columns:
-                cell[column] = self.label_maps[column][int(read.labels[column][row])]
-            self._consumed += 1
-            yield cell
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
