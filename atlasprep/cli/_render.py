@@ -14,14 +14,32 @@ from atlasprep.sources import ResolvedFilter, SourceInfo
 __all__ = ["counts_table", "report_resolution"]
 
 
-def counts_table(column: str, counts: Mapping[str, int]) -> Table:
-    """Cells per value of ``column``, as a table titled "by <column>"."""
+def counts_table(column: str, counts: Mapping[str, int], *, labels: Mapping[str, str] | None = None) -> Table:
+    """Cells per value of ``column``, as a table titled "by <column>"; a term ID's label beside
+    it where ``labels`` (or, for a ``*_ontology_term_id`` column, the ontologies) name it."""
+    named = dict(labels or {})
+    if column.endswith("_ontology_term_id"):
+        named.update({v: label for v in counts if v not in named and (label := _label(v))})
     table = Table(title=f"by {column}", show_edge=False)
     table.add_column(column)
+    if named:
+        table.add_column("label")
     table.add_column("cells", justify="right")
     for value, n in counts.items():
-        table.add_row(value, f"{n:,}")
+        table.add_row(escape(value), *([escape(named.get(value, ""))] if named else []), f"{n:,}")
     return table
+
+
+def _label(term_id: str) -> str | None:
+    from atlasprep.errors import UnknownTermError
+    from atlasprep.ontology import term_label
+
+    if ":" not in term_id:
+        return None
+    try:
+        return term_label(term_id)
+    except UnknownTermError:
+        return None
 
 
 def report_resolution(

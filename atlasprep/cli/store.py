@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from atlasprep.cli._app import command, err_console
+from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._render import counts_table
 from atlasprep.errors import UsageError
 from atlasprep.shard import inspect_store
@@ -56,12 +55,20 @@ def inspect_command(
     if as_json:
         typer.echo(json.dumps(summary.to_json(), indent=2))
         return
-    console = Console()
+    console = out_console
     table = Table(title=f"{store}: {summary.n_cells:,} cells, {summary.n_tokens:,} tokens", show_edge=False)
-    for column in ("split", "cells", "tokens", "shards"):
+    cut_by = f"cut at max_len {summary.max_len:,}" if summary.max_len else "cut at max_len"
+    for column in ("split", "cells", "tokens", "shards", cut_by):
         table.add_column(column, justify="right" if column != "split" else "left")
     for split, entry in summary.splits.items():
-        table.add_row(split, f"{entry['n_cells']:,}", f"{entry['n_tokens']:,}", str(entry["n_shards"]))
+        cut = summary.truncated.get(split)
+        table.add_row(
+            split,
+            f"{entry['n_cells']:,}",
+            f"{entry['n_tokens']:,}",
+            str(entry["n_shards"]),
+            "-" if cut is None else f"{cut:,} ({cut / max(entry['n_cells'], 1):.0%})",
+        )
     console.print(table)
     length = summary.length
     console.print(
@@ -71,7 +78,7 @@ def inspect_command(
     for line in _plan_lines(summary.split_plan):
         console.print(line)
     for column, counts in summary.composition.items():
-        console.print(counts_table(column, counts))
+        console.print(counts_table(column, counts, labels=summary.labels))
 
 
 def _plan_lines(plan: dict[str, Any]) -> list[str]:

@@ -147,6 +147,13 @@ class Manifest(TypedDict, total=False):
     source: dict[str, Any]
     recipe: dict[str, Any]
     empty_cells: dict[str, Any]
+    truncated: TruncatedEntry  # cells max_len cut genes from (stores before it say nothing)
+    labels: dict[str, str]  # term ID -> label, for the IDs the store holds
+
+
+class TruncatedEntry(TypedDict):
+    max_len: int
+    cells: dict[str, int]  # split -> cells with more gene tokens than max_len left room for
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -170,6 +170,9 @@ class StoreSummary:
     composition: dict[str, dict[str, int]]  # column -> value -> cells (top values)
     # how the splits were made: columns, linked groups, holdouts, stratification (the manifest's)
     split_plan: dict[str, Any] = field(default_factory=dict)
+    truncated: dict[str, int] = field(default_factory=dict)  # split -> cells max_len cut genes from
+    max_len: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # term ID -> label (the manifest's)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -181,6 +184,8 @@ class StoreSummary:
             "length_histogram": self.length_histogram,
             "composition": self.composition,
             "split_plan": self.split_plan,
+            "truncated": {"max_len": self.max_len, "cells": self.truncated},
+            "labels": {t: self.labels[t] for c in self.composition.values() for t in c if t in self.labels},
         }
 
 
@@ -220,6 +225,9 @@ def inspect_store(store: Path, *, columns: Sequence[str] = (), top: int = 10) ->
         length_histogram={"edges": edges.tolist(), "counts": hist.tolist()},
         composition={c: dict(sorted(v.items(), key=lambda kv: -kv[1])[:top]) for c, v in counts.items()},
         split_plan=_split_plan(manifest),
+        truncated=dict(manifest["truncated"]["cells"]) if "truncated" in manifest else {},
+        max_len=manifest["truncated"]["max_len"] if "truncated" in manifest else None,
+        labels=dict(manifest.get("labels") or {}),
     )
 
 

@@ -90,7 +90,10 @@ def tokenize_cells(
             jobs = plan_jobs(config, runner, positions, layout, writer, fitted)
             results = _run_jobs(jobs, runner, source, len(positions), progress)
             coverage, n_empty = _collect(config, fitted, results, writer, len(positions))
-            manifest = build_manifest(config, source, fitted, coverage, plan, writer.finish(), n_empty)
+            truncated = _truncated(results, layout.names)
+            manifest = build_manifest(
+                config, source, fitted, coverage, plan, writer.finish(), n_empty, truncated=truncated
+            )
         write_json_atomic(config.out / "manifest.json", manifest)  # last: the store is complete
         store.finish()
     except BaseException:
@@ -162,6 +165,15 @@ def _run_jobs(
     if progress is not None:
         progress(n_cells, n_cells)
     return results
+
+
+def _truncated(results: list[EncodeResult], names: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """Cells whose genes max_len cut, per split (those that have cells)."""
+    counts = dict.fromkeys(names, 0)
+    for result in results:
+        for name, n in zip(names, result.truncated, strict=False):
+            counts[name] += n
+    return counts
 
 
 def _collect(

@@ -38,7 +38,8 @@ class Scheme(StrEnum):
     raw = "raw"
 
 
-Encoded = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, offsets, values
+# ids, offsets, values, and each cell's gene tokens before max_len cut them
+Encoded = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
 
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<mask>", "<cls>", "<eos>")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
+from atlasprep.errors import InputFormatError
 from atlasprep.sources.counts import check_counts
 from atlasprep.tokenize.config import TokenizeConfig
 
@@ -36,3 +40,21 @@ SCORING = {
     "atac": "TF-IDF: log1p(count / cell total * 1e4) * log(1 + N / (1 + cells with the peak))",
     "prot": "CLR per cell: log1p(x) - mean over the cell's proteins of log1p(x)",
 }
+
+
+def cell_totals(obs: pa.Table, column: str) -> np.ndarray:
+    """A batch's cell totals from an obs column, in the column's own dtype."""
+    values = obs[column]
+    if values.null_count or not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise InputFormatError(
+            f"obs[{column!r}] must hold each cell's total counts as numbers (it has {values.type}, "
+            f"{values.null_count} missing); fix it, or set n_counts_column = none to use the sum "
+            "of the counts"
+        )
+    totals = values.to_numpy()
+    if (totals < 0).any() or not np.isfinite(totals).all():
+        raise InputFormatError(
+            f"obs[{column!r}] has a negative or infinite total; fix it, or set n_counts_column = none "
+            "to use the sum of the counts"
+        )
+    return totals

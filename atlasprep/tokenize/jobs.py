@@ -76,6 +76,7 @@ class EncodeResult:
     spills: list[Spill]
     coverage: VocabCoverage
     n_empty: int = 0  # cells without a gene token (left out when the config drops them)
+    truncated: tuple[int, ...] = ()  # per split (split_names order): cells max_len cut genes from
 
 
 def plan_jobs(
@@ -145,6 +146,7 @@ def run_encode_job(
             spills.append(spill)
 
     n_empty = 0
+    truncated = np.zeros(len(job.split_names), dtype=np.int64)
     try:
         done = 0
         for batch in source.iter_batches(
@@ -159,6 +161,8 @@ def run_encode_job(
             codes, slots = job.split_codes[cells], job.slots[cells]
             table, encoded = _batch_table(job, batch, codes)
             coverage = coverage.add_unknown(encoded.unknown_context)
+            if encoded.truncated is not None:
+                truncated += np.bincount(codes[encoded.truncated], minlength=len(job.split_names))
             genes = encoded.n_genes
             if splice_paired is not None:
                 table = _with_segments(job, table, paired, job.positions[cells], splice_paired)
@@ -179,7 +183,9 @@ def run_encode_job(
             source.close()
         for other in paired.values():
             other.close()
-    return EncodeResult(spills=spills, coverage=coverage, n_empty=n_empty)
+    return EncodeResult(
+        spills=spills, coverage=coverage, n_empty=n_empty, truncated=tuple(int(n) for n in truncated)
+    )
 
 
 def _spill_batch(

@@ -47,6 +47,7 @@ class RankedCells:
 
     input_ids: np.ndarray  # int32
     offsets: np.ndarray  # int64, n_cells + 1
+    available: np.ndarray | None = None  # int64 per cell: its expressed genes, before max_len
 
     def cell(self, i: int) -> np.ndarray:
         return self.input_ids[self.offsets[i] : self.offsets[i + 1]]
@@ -162,7 +163,7 @@ class RankEncoder:
         if not X.has_canonical_format:  # sorted columns: each row in Geneformer's gene order
             X.sum_duplicates()
         ids, offsets = _rank_rows(X, arithmetic.scales(n_counts), arithmetic, self)
-        return RankedCells(input_ids=ids, offsets=offsets)
+        return RankedCells(input_ids=ids, offsets=offsets, available=np.diff(X.indptr).astype(np.int64))
 
 
 @dataclass(frozen=True, slots=True)

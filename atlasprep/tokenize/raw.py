@@ -20,6 +20,7 @@ class RawCells:
     input_ids: np.ndarray  # int32
     values: np.ndarray  # float32, log1p(count / cell total * target_sum)
     offsets: np.ndarray  # int64, n_cells + 1
+    available: np.ndarray  # int64 per cell: its expressed vocabulary genes, before max_len
 
 
 def raw_encode(
@@ -53,4 +54,4 @@ def raw_encode(
         dest = offsets[rows][:, None] + np.arange(min(k, max_len))
         ids[dest] = np.take_along_axis(token_ids[indices[at]], order, axis=1)
         values[dest] = np.take_along_axis(logged, order, axis=1)
-    return RawCells(input_ids=ids, values=values, offsets=offsets)
+    return RawCells(input_ids=ids, values=values, offsets=offsets, available=lengths.astype(np.int64))

@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from atlasprep.errors import UnknownTermError
 from atlasprep.shard import ShardInfo
 from atlasprep.shard.manifest import Manifest, SplitsEntry, compose_manifest
 from atlasprep.sources import (
@@ -18,6 +22,7 @@ from atlasprep.tokenize.encode import SCORING
 from atlasprep.tokenize.fit import Fitted, Vocab
 from atlasprep.tokenize.medians import MedianSketch
 from atlasprep.tokenize.splits import SPLIT_NAMES, SplitPlan
+from atlasprep.tokenize.tokenizer import Tokenizer
 from atlasprep.tokenize.tokenizer_files import TOKENIZER_FILE
 
 log = logging.getLogger("atlasprep.tokenize")
@@ -40,6 +45,8 @@ def build_manifest(
     plan: SplitPlan | None,
     shards: list[ShardInfo],
     n_empty: int,
+    *,
+    truncated: dict[str, int] | None = None,
 ) -> Manifest:
     """The store's manifest, its tokenizer's files written first: what it holds and how it
     was built."""
@@ -57,8 +64,39 @@ def build_manifest(
             "source": source.info.to_json(),
             "recipe": build_spec(config),
             "empty_cells": {"n": n_empty, "dropped": config.drop_empty},
+            # cells with more gene tokens than max_len leaves room for, per split
+            "truncated": {"max_len": config.max_len, "cells": truncated or {}},
+            # each ontology term ID the store holds (obs columns, context tokens), with its label
+            "labels": term_labels(config.out, shards, fitted.tokenizer),
         },
     )
+
+
+def term_labels(out: Path, shards: list[ShardInfo], tokenizer: Tokenizer) -> dict[str, str]:
+    """Term ID -> label for the IDs in the shards' ``*_ontology_term_id`` columns and among the
+    context tokens' values, so a store names its terms without the ontologies at hand."""
+    from atlasprep.ontology import term_label
+    from atlasprep.shard.format import format_for
+    from atlasprep.shard.manifest import shard_path
+
+    ids: set[str] = set()
+    for shard in shards:
+        path = shard_path(out, shard.to_json()["path"])
+        reader = format_for(path).open(path)
+        for column in reader.columns():
+            if column.endswith("_ontology_term_id"):
+                ids.update(str(v) for v in np.unique(reader.strings(column)))
+    for column in tokenizer.context:
+        prefix = f"<{column}:"
+        ids.update(t[len(prefix) : -1] for t in tokenizer.tokens if t.startswith(prefix))
+    labels = {}
+    for term in sorted(ids):
+        if ":" in term and not term.startswith("<"):
+            try:
+                labels[term] = term_label(term)
+            except UnknownTermError:  # an ID the shipped ontologies lack (a newer release, FMA)
+                continue
+    return labels
 
 
 def splits_record(plan: SplitPlan | None) -> SplitsEntry:

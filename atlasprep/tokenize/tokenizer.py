@@ -34,6 +34,7 @@ from atlasprep.sources.base import remap_columns
 from atlasprep.tokenize.binning import bin_values, cap_genes, cell_keys
 from atlasprep.tokenize.config import Encoded, Scheme, TokenizeConfig
 from atlasprep.tokenize.context import context_token, insert_context, unknown_token
+from atlasprep.tokenize.encode import cell_totals
 from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
 from atlasprep.tokenize.segments import KINDS, Segment, encode_segment, segment_vector, splice
@@ -82,6 +83,7 @@ class TokenizedBatch:
     values: np.ndarray | None
     n_genes: np.ndarray  # int64 per cell
     unknown_context: tuple[tuple[str, int], ...] = ()  # (column, cells) given its <unk> token
+    truncated: np.ndarray | None = None  # bool per cell: max_len cut some of its genes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,7 +124,7 @@ class Tokenizer:
         context = self.context
 
         def encode(batch: CellBatch) -> TokenizedBatch:
-            ids, offsets, values = base(batch)
+            ids, offsets, values, available = base(batch)
             n_genes = np.diff(offsets) - (2 if self.framed else 0)
             unknown: tuple[tuple[str, int], ...] = ()
             if context:
@@ -136,8 +138,14 @@ class Tokenizer:
                     keep_tail=1 if self.framed else 0,
                     values=values,
                 )
+            kept = np.diff(offsets) - (2 if self.framed else 0) - len(context)  # after the context's room
             return TokenizedBatch(
-                input_ids=ids, offsets=offsets, values=values, n_genes=n_genes, unknown_context=unknown
+                input_ids=ids,
+                offsets=offsets,
+                values=values,
+                n_genes=n_genes,
+                unknown_context=unknown,
+                truncated=available > kept,
             )
 
         return encode
@@ -225,7 +233,7 @@ class Tokenizer:
 
             def encode_raw(batch: CellBatch) -> Encoded:
                 cells = raw_encode(batch.X, column_tokens, max_len=self.max_len)
-                return cells.input_ids, cells.offsets, cells.values
+                return cells.input_ids, cells.offsets, cells.values, cells.available
 
             return encode_raw
         # bins over the vocabulary genes (or the most variable of them), as scGPT
@@ -234,12 +242,13 @@ class Tokenizer:
 
         def encode_bin(batch: CellBatch) -> Encoded:
             binned = bin_values(sp.csr_matrix(batch.X)[:, columns], self.n_bins)
-            if len(binned.indptr) > 1 and np.diff(binned.indptr).max() > self.max_len:
+            available = np.diff(binned.indptr).astype(np.int64)
+            if len(available) and available.max() > self.max_len:
                 keys = cell_keys(batch.cell_ids)
                 binned = cap_genes(binned, self.max_len, seed=self.seed, row_keys=keys, column_keys=tokens)
             ids = tokens[binned.indices]
             offsets = binned.indptr.astype(np.int64)
-            return ids.astype(np.int32), offsets, binned.data.astype(np.int32)
+            return ids.astype(np.int32), offsets, binned.data.astype(np.int32), available
 
         return encode_bin
 
@@ -305,7 +314,8 @@ class Tokenizer:
                 position[own] = np.arange(len(own))
                 X = remap_columns(X, position, len(own))
             ranked = encoder.encode(X, n_counts, x_dtype=batch.stored_dtype, dense=batch.stored_dense)
-            return ranked.input_ids, ranked.offsets, None
+            assert ranked.available is not None
+            return ranked.input_ids, ranked.offsets, None, ranked.available
 
         return encode_rank
 
@@ -378,21 +388,3 @@ class Tokenizer:
         from atlasprep.tokenize.tokenizer_files import export_tokenizer
 
         return export_tokenizer(self, out, overwrite=overwrite)
-
-
-def cell_totals(obs: pa.Table, column: str) -> np.ndarray:
-    """A batch's cell totals from an obs column, in the column's own dtype."""
-    values = obs[column]
-    if values.null_count or not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
-        raise InputFormatError(
-            f"obs[{column!r}] must hold each cell's total counts as numbers (it has {values.type}, "
-            f"{values.null_count} missing); fix it, or set n_counts_column = none to use the sum "
-            "of the counts"
-        )
-    totals = values.to_numpy()
-    if (totals < 0).any() or not np.isfinite(totals).all():
-        raise InputFormatError(
-            f"obs[{column!r}] has a negative or infinite total; fix it, or set n_counts_column = none "
-            "to use the sum of the counts"
-        )
-    return totals
