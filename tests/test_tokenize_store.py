@@ -252,6 +252,16 @@ def test_inspect_and_validate_catch_damage(small_census, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "cell_type_ontology_term_id" in drawn.stdout  # default composition columns
     assert runner.invoke(app, ["inspect", str(out), "--plot", str(tmp_path / "x.txt")]).exit_code == 2
+    svg, pdf = tmp_path / "store.svg", tmp_path / "store.pdf"
+    for path in (svg, pdf):
+        assert runner.invoke(app, ["inspect", str(out), "--plot", str(path)]).exit_code == 0
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    text = svg.read_text()
+    assert "<svg" in text
+    assert ">split<" in text  # the shard panel's legend names the splits
+    first = svg.read_bytes()
+    runner.invoke(app, ["inspect", str(out), "--plot", str(svg)])
+    assert svg.read_bytes() == first  # the same store draws the same bytes
     ok = runner.invoke(app, ["validate", str(out)])
     assert ok.exit_code == 0
     assert "valid" in ok.stdout

@@ -13,7 +13,7 @@ from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._render import counts_table
 from atlasprep.errors import UsageError
 from atlasprep.shard import inspect_store
-from atlasprep.shard.plot import plot_summary
+from atlasprep.shard.plot import PLOT_FORMATS, plot_summary
 from atlasprep.shard.store import find_leaks, stored_columns
 
 DEFAULT_COMPOSITION = ("cell_type_ontology_term_id", "tissue_ontology_term_id", "dataset_id")
@@ -37,7 +37,9 @@ def inspect_command(
     store: Path = typer.Argument(..., help="A token store directory."),
     by: list[str] = typer.Option([], "--by", help="Break cells down by this stored column (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
-    plot: Path | None = typer.Option(None, "--plot", help="Also draw the summary into this PNG file."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Also draw the summary into this file (.png, .svg or .pdf)."
+    ),
     leaks: str | None = typer.Option(
         None, "--leaks", help="Columns, e.g. donor_id,dataset_id: list values in two splits; exit 1 if any."
     ),
@@ -45,8 +47,8 @@ def inspect_command(
     if leaks is not None:
         _leaks(store, [c.strip() for c in leaks.split(",") if c.strip()], as_json=as_json)
         return
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise UsageError(f"--plot {plot}: give a .png file name")
+    if plot is not None and plot.suffix.lower() not in PLOT_FORMATS:
+        raise UsageError(f"--plot {plot}: give a .png, .svg or .pdf file name")
     columns = by or [c for c in DEFAULT_COMPOSITION if c in stored_columns(store)]
     summary = inspect_store(store, columns=columns)
     if plot is not None:

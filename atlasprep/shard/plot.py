@@ -1,4 +1,5 @@
-"""`inspect --plot`: a token store's summary drawn as one PNG (matplotlib, no display needed)."""
+"""`inspect --plot`: a token store's summary drawn as one figure (matplotlib, no display
+needed): PNG, SVG or PDF, by the file's suffix."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 from atlasprep._io import atomic_output
 from atlasprep.shard.store import StoreSummary
 
-__all__ = ["plot_summary"]
+__all__ = ["PLOT_FORMATS", "plot_summary"]
+
+PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 
 def plot_summary(summary: StoreSummary, path: Path, *, title: str = "") -> None:
@@ -16,7 +19,11 @@ def plot_summary(summary: StoreSummary, path: Path, *, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    # SVG: text kept as text (searchable, smaller), ids from a fixed salt (the same bytes each time)
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "atlasprep"})
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     panels = 3 + len(summary.composition)
     cols = 2
@@ -35,13 +42,18 @@ def plot_summary(summary: StoreSummary, path: Path, *, title: str = "") -> None:
 
     ax = flat[1]
     colors = {s: f"C{i}" for i, s in enumerate(names)}
+    positions = range(1, len(summary.shards) + 1)
     ax.bar(
-        range(len(summary.shards)),
+        positions,
         [s["n_cells"] for s in summary.shards],
         color=[colors[s["split"]] for s in summary.shards],
     )
-    ax.set_title(f"cells per shard ({len(summary.shards)} shards; colour = split)")
+    ax.set_title(f"cells per shard ({len(summary.shards)} shards)")
     ax.set_xlabel("shard")
+    ax.set_ylabel("cells")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no 0.5-shard ticks
+    ax.set_xlim(0.4, len(summary.shards) + 0.6)
+    ax.legend(handles=[Patch(color=colors[s], label=s) for s in names], title="split", fontsize=8)
 
     ax = flat[2]
     edges = summary.length_histogram["edges"]
@@ -54,7 +66,8 @@ def plot_summary(summary: StoreSummary, path: Path, *, title: str = "") -> None:
 
     for ax, (column, values) in zip(flat[3:], summary.composition.items(), strict=False):
         labels = list(values)[::-1]
-        ax.barh([_short(v) for v in labels], [values[v] for v in labels], color="#8172B3")
+        named = [_short(f"{v} {summary.labels[v]}" if v in summary.labels else v) for v in labels]
+        ax.barh(named, [values[v] for v in labels], color="#8172B3")
         ax.set_title(f"cells by {column} (top {len(labels)})")
         ax.tick_params(axis="y", labelsize=7)
     for ax in flat[panels:]:
@@ -63,11 +76,14 @@ def plot_summary(summary: StoreSummary, path: Path, *, title: str = "") -> None:
         fig.suptitle(title)
     fig.tight_layout()
     try:
+        fmt = PLOT_FORMATS[Path(path).suffix.lower()]
         with atomic_output(Path(path), hidden=True) as tmp:
-            fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+            # no creation date or software in the file: the same store draws the same bytes
+            metadata = {"Software": None} if fmt == "png" else {"Creator": None, "Date": None}
+            fig.savefig(tmp, format=fmt, dpi=100, metadata=metadata)
     finally:
         plt.close(fig)
 
 
-def _short(value: str, width: int = 40) -> str:
+def _short(value: str, width: int = 60) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
