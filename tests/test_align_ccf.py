@@ -225,6 +225,7 @@ def test_section_in_the_septum_block_file_in_file_out(tmp_path: Path, organ: Ref
     septum = _registration("female-septum")
     assert summary.n_obs == placed.n_obs == 400
     assert summary.structures == {"UBERON:0002094": 400}
+    assert summary.labels == {"UBERON:0002094": "interventricular septum"}  # named, as the crosswalk names it
     assert summary.n_in_structures == 400
     # every cell in the septum, which the left ventricle mesh overlaps; the septum is more specific
     assert (placed.obs[TERM_COLUMN] == "UBERON:0002094").all()

@@ -113,6 +113,7 @@ class CcfSummary:
     target: str = ""
     n_in_structures: int = 0  # cells inside at least one structure
     structures: Mapping[str, int] | None = None  # most specific term → cells
+    labels: Mapping[str, str] | None = None  # term → its label (the crosswalk's)
     n_bins: int = 0
     n_neighbors: int = 0
 
@@ -369,10 +370,13 @@ def register_file(
     )
     write_section(adata, out)
     counts: dict[str, int] | None = None
+    labels: dict[str, str] | None = None
     n_inside = 0
     if reg is not None:
         counts = {str(k): int(v) for k, v in adata.obs[TERM_COLUMN].value_counts().items() if v}
         n_inside = adata.n_obs - counts.get(UNKNOWN, 0)
+        pairs = adata.obs[[TERM_COLUMN, LABEL_COLUMN]].drop_duplicates().astype(str).itertuples(index=False)
+        labels = {str(term): str(label) for term, label in pairs}
     log.info("wrote %s (%d cells)", out, adata.n_obs)
     return CcfSummary(
         out=out,
@@ -381,6 +385,7 @@ def register_file(
         target=reg.target if reg else "",
         n_in_structures=n_inside,
         structures=counts,
+        labels=labels,
         n_bins=int(adata.obs[BIN_COLUMN].nunique()) if bin_size_mm is not None else 0,
         n_neighbors=int(neighbors or 0),
     )

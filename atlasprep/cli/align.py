@@ -10,6 +10,7 @@ from rich.table import Table
 
 from atlasprep.align._barcode_keys import JoinHow
 from atlasprep.cli._app import app, command, out_console
+from atlasprep.cli._render import counts_table
 
 align_app = typer.Typer(
     help=(
@@ -148,6 +149,7 @@ def ccf_command(
         "target": summary.target,
         "cells_in_structures": summary.n_in_structures,
         "structures": dict(summary.structures or {}),
+        "labels": dict(summary.labels or {}),
         "n_bins": summary.n_bins,
         "neighbors": summary.n_neighbors,
     }
@@ -160,5 +162,8 @@ def ccf_command(
         + (f"; {summary.n_bins:,} spatial bins" if summary.n_bins else "")
         + (f"; {summary.n_neighbors}-NN graph" if summary.n_neighbors else "")
     )
-    for term, n in (summary.structures or {}).items():
-        typer.echo(f"  {term}: {n:,} cells")
+    if summary.structures:
+        labels = dict(summary.labels or {})
+        out_console.print(
+            counts_table("anatomical_structure_ontology_term_id", summary.structures, labels=labels)
+        )

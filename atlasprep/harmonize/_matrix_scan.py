@@ -44,9 +44,12 @@ def check_counts(
     *,
     chunk_values: int,
     needs_value: npt.NDArray[np.bool_] | None = None,
+    raw_rules: bool = True,
 ) -> Scan:
     """Stream the counts once: whole, non-negative numbers, a nonzero per cell (of those in
-    ``needs_value``, default all); cells per gene finding. Returns what the scan found."""
+    ``needs_value``, default all); cells per gene finding. Returns what the scan found.
+    ``raw_rules`` False (ATAC or methylation data): the raw-count rules are warnings, as the
+    schema applies them to RNA only."""
     n_cells, n_genes = len(part.obs), len(part.var)
     elem, name = part.counts, part.counts_name
     layout, shape, dtype = layout_of(elem)
@@ -58,27 +61,40 @@ def check_counts(
     for i, (what, mask) in enumerate(gene_findings):
         ids = part.var.index[mask][:N_EXAMPLES]
         problems.add("var_names", what, int(scan.flagged[i].sum()) if aligned else n_cells, ids)
-    names = part.obs.index
     _check_duplicates(part, scan.row_hash, name, problems)
-    hint = " (X holds normalized values and there is no raw.X)" if name == "X" else ""
-    for mask, what in (
-        (scan.non_integer, f"holds non-integer, NaN or infinite values: raw counts are whole numbers{hint}"),
-        (scan.negative, "holds negative values: counts are never below 0"),
-        (
-            ~scan.has_value & (True if needs_value is None else needs_value),
-            "cells without a single nonzero count (CELLxGENE requires one per cell)",
-        ),
-    ):
-        if mask.any():
-            problems.add(name, what, int(mask.sum()), names[mask][:N_EXAMPLES])
+    needs = np.ones(n_cells, bool) if needs_value is None else needs_value
+    if raw_rules:
+        _check_raw(part, scan, (name, dtype), needs, problems, "")
+    else:
+        _check_raw(part, scan, (name, dtype), needs, warnings, " (not required of ATAC or methylation data)")
     if scan.n_zeros:
         genes = part.var.index[scan.zero_genes[: len(part.var)]] if aligned else pd.Index([])
         what = f"stores {scan.n_zeros:,} explicit zeros in {int(scan.zero_genes.sum())} genes"
         warnings.add(name, what, int(scan.stored_zero.sum()), genes[:N_EXAMPLES])
-    if dtype != np.float32:
-        problems.add(name, f"stored as {dtype}: raw counts must be float32", n_cells)
     check_layout(name, layout, shape, scan.n_nonzero, problems)
     return scan
+
+
+def _check_raw(
+    part: Slice,
+    scan: Scan,
+    matrix: tuple[str, np.dtype[Any]],
+    needs: npt.NDArray[np.bool_],
+    found: Found,
+    note: str,
+) -> None:
+    """The schema's raw-count rules: whole, non-negative, float32, a nonzero in every cell that needs one."""
+    (name, dtype), names = matrix, part.obs.index
+    hint = " (X holds normalized values and there is no raw.X)" if name == "X" else ""
+    for mask, what in (
+        (scan.non_integer, f"holds non-integer, NaN or infinite values: raw counts are whole numbers{hint}"),
+        (scan.negative, "holds negative values: counts are never below 0"),
+        (~scan.has_value & needs, "cells without a single nonzero count (CELLxGENE requires one per cell)"),
+    ):
+        if mask.any():
+            found.add(name, what + note, int(mask.sum()), names[mask][:N_EXAMPLES])
+    if dtype != np.float32:
+        found.add(name, f"stored as {dtype}: raw counts must be float32{note}", len(names))
 
 
 def check_layout(name: str, layout: str, shape: tuple[int, int], n_nonzero: int, problems: Found) -> None:

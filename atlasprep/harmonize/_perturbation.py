@@ -90,28 +90,28 @@ def check_perturbations(obs: pd.DataFrame, uns: Mapping[str, Any], problems: Fou
         if not isinstance(obs[column].dtype, pd.CategoricalDtype):
             problems.add(column, f"must be categorical, not {obs[column].dtype}", n)
     for (ids, strategy), count in tally(obs, [GP_ID, GP_STRATEGY]):
-        reason = _pair_verdict(str(ids), str(strategy), guides)
-        if reason is not None:
-            problems.add(GP_ID, reason, count, (f"{ids} / {strategy}",))
+        found = _pair_verdict(str(ids), str(strategy), guides)
+        if found is not None:
+            problems.add(found[0], found[1], count, (f"{ids} / {strategy}",))
 
 
-def _pair_verdict(ids: str, strategy: str, guides: Mapping[str, Any]) -> str | None:
+def _pair_verdict(ids: str, strategy: str, guides: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(the column at fault, why) for one combination of IDs and strategy, or None."""
     if strategy not in STRATEGIES:
-        return f"strategy not one of {', '.join(STRATEGIES)}"
+        return GP_STRATEGY, f"not one of {', '.join(STRATEGIES)}"
     if ids == "na":
-        return (
-            None if strategy == NO_PERTURBATION else f"'na' (no guide) goes with strategy {NO_PERTURBATION!r}"
-        )
+        ok = strategy == NO_PERTURBATION
+        return None if ok else (GP_STRATEGY, f"must be {NO_PERTURBATION!r} for cells without a guide ('na')")
     parts = ids.split(" || ")
     if parts != sorted(set(parts)):
-        return "several IDs must be sorted, distinct and joined by ' || '"
+        return GP_ID, "several IDs must be sorted, distinct and joined by ' || '"
     missing = [p for p in parts if p not in guides]
     if missing:
-        return f"names guides {_UNS} lacks: {', '.join(missing[:3])}"
+        return GP_ID, f"names guides {_UNS} lacks: {', '.join(missing[:3])}"
     if strategy == NO_PERTURBATION:
-        return f"perturbed cells cannot have strategy {NO_PERTURBATION!r}"
+        return GP_STRATEGY, f"perturbed cells cannot have {NO_PERTURBATION!r}"
     if strategy == "control" and any(dict(guides[p]).get("role") != "control" for p in parts):
-        return "strategy 'control' needs guides whose role is 'control'"
+        return GP_ID, "strategy 'control' needs guides whose role is 'control'"
     return None
 
 

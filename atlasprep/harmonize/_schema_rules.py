@@ -146,6 +146,10 @@ EMBEDDING_KEY = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]*$")
 # spatial assays: Visium and its descendants, bead-based spatial (descendants only)
 VISIUM, BEAD_SPATIAL = "EFO:0010961", "EFO:0920001"
 MAX_SPARSITY = 0.5  # a matrix sparser than this must be stored CSR
+# the raw-count rules hold unless an assay is ATAC-seq, methylation profiling (or below them) …
+RAW_EXEMPT = ("EFO:0007045", "EFO:0008804", "EFO:0000751", "EFO:0008939")
+# … and no assay is below both scATAC-seq and scRNA-seq (multiome)
+RAW_ALSO = ("EFO:0010891", "EFO:0008913")
 
 CURIE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)[:_][A-Za-z0-9]+$")
 ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{11}$")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +24,8 @@ from atlasprep.harmonize._schema_rules import (
     HUMAN,
     ORGANISMS,
     OTHER_STAGES,
+    RAW_ALSO,
+    RAW_EXEMPT,
     STAGES,
     SUSPENSION_BY_ASSAY,
     TISSUE_TYPES,
@@ -305,3 +307,19 @@ def below(term: str, ancestor: str) -> bool:
     """``term`` lies strictly below ``ancestor`` (is_a / part_of)."""
     meta = _curie_meta(term)
     return ancestor in ((meta or {}).get("ancestors") or {})
+
+
+def raw_rules_apply(assays: Iterable[str]) -> bool:
+    """Whether the schema's raw-count rules hold for a dataset of these assays: none is ATAC-seq or
+    methylation profiling (or below them), or one is below both scATAC-seq and scRNA-seq."""
+    lineages = [_lineage(a) for a in assays]
+    if not any(lineage.intersection(RAW_EXEMPT) for lineage in lineages):
+        return True
+    return any(lineage.issuperset(RAW_ALSO) for lineage in lineages)
+
+
+@functools.cache
+def _lineage(term: str) -> frozenset[str]:
+    """The term and its ancestors (empty for what is no term of a shipped release)."""
+    meta = _curie_meta(term)
+    return frozenset() if meta is None else frozenset({term, *(meta.get("ancestors") or {})})

@@ -23,8 +23,9 @@ judged against the releases cellxgene-ontology-guide pins to the schema
   ``ENSMUSG`` mouse) in atlasprep's GENCODE table (v48 / vM37), or ERCC spike-ins;
   ``feature_is_filtered`` (in var only); no reserved column (``feature_name`` …).
 * Counts (``raw.X`` when present, else ``X``): whole, non-negative, float32, every cell with a
-  nonzero count, no two cells alike; every matrix CSR, or dense and at most half zeros. The
-  matrices are streamed in slices of their stored values (sparse) or rows (dense), never loaded whole.
+  nonzero count (warnings for ATAC or methylation data that is not multiome), no two cells alike;
+  every matrix CSR, or dense and at most half zeros. The matrices are streamed in slices of their
+  stored values (sparse) or rows (dense), never loaded whole.
 * ``profile="atlasprep"`` drops the upload-only rules (``title``, embeddings) and says so in the
   warnings. ``profile="hca"`` adds the HCA Tier 1 fields (see :data:`HCA_OBS`): required,
   non-empty, and ``cell_enrichment`` a list of ``CL:nnnnnnn+``/``-`` or "na". The HCA validator
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import pandas as pd
 
 from atlasprep.errors import AtlasprepError, InputFormatError, UsageError
 from atlasprep.harmonize._hca import HCA_OBS, HCA_UNS, check_hca
@@ -65,6 +67,7 @@ from atlasprep.harmonize._report import Found, Problem, Profile, ValidationRepor
 from atlasprep.harmonize._schema_rules import REQUIRED_OBS
 from atlasprep.harmonize._slice import Slice, opened, read_slice
 from atlasprep.harmonize._spatial import check_spatial, check_spot_counts, needs_counts, spatial_kind
+from atlasprep.harmonize._term_rules import raw_rules_apply
 from atlasprep.harmonize._uns_checks import check_uns
 from atlasprep.harmonize._var_checks import check_frames, check_genes
 from atlasprep.harmonize.asctb import check_cell_types, load_asctb
@@ -154,7 +157,17 @@ def _check_store(
     if annotation:
         references["genes"] = annotation
     needs = needs_counts(part.obs, kind)
-    scan = check_counts(part, gene_flags, problems, warnings, chunk_values=_CHUNK_VALUES, needs_value=needs)
+    assays = part.obs.get("assay_ontology_term_id")
+    raw_rules = raw_rules_apply(pd.unique(assays.astype(str)) if assays is not None else ())
+    scan = check_counts(
+        part,
+        gene_flags,
+        problems,
+        warnings,
+        chunk_values=_CHUNK_VALUES,
+        needs_value=needs,
+        raw_rules=raw_rules,
+    )
     check_spot_counts(part.obs, scan.has_value, part.counts_name, kind, problems)
     if part.counts_name != "X":  # X holds normalized values beside raw.X
         check_normalized(part, handle["X"], scan, problems, warnings, chunk_values=_CHUNK_VALUES)

@@ -6,11 +6,10 @@ two cells, seven genes; a Visium slide built from it, in spatial_mutants.py); ``
 ``verdicts.json`` holds what cellxgene-schema 7.1.2 says about each (recorded once, offline), and
 ``tests/test_validate_differential.py`` rebuilds every mutant and checks that ``validate`` agrees.
 
-Rebuild the mutants and record the verdicts again (only needed when the list changes)::
+Rebuild the mutants and record the verdicts again (VENV: ``pip install cellxgene-schema==7.1.2``)::
 
     python tests/data/validate/make_mutants.py /tmp/mutants           # atlasprep's venv
-    /work/venv-cxg/bin/python tests/data/validate/record_verdicts.py /tmp/mutants \
-        tests/data/validate/verdicts.json                             # pip install cellxgene-schema==7.1.2
+    VENV/bin/python tests/data/validate/record_verdicts.py /tmp/mutants tests/data/validate/verdicts.json
 
 A mutant's ``rule`` names the field of the rule it breaks, which ``validate`` must name."""
 
@@ -27,7 +26,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).parent))  # the sibling modules, run as a script or loaded by path
 import mutations as m
 from mutations import Mutant, build
-from perturbation_mutants import PERTURBATION
+from obs_mutants import ASSAY, PERTURBATION
 from spatial_mutants import SPATIAL, visium
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -375,7 +374,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("layers_ok", "", lambda a: a.layers.__setitem__("counts", a.raw.X.copy())),
     # --- spatial: a Visium slide with is_single True (the base), and bead-based spatial ---
     *(Mutant(name, rule, mutate, base="visium") for name, rule, mutate in SPATIAL),
-    *(Mutant(name, rule, mutate) for name, rule, mutate in PERTURBATION),
+    *(Mutant(name, rule, mutate) for name, rule, mutate in (*PERTURBATION, *ASSAY)),
     Mutant("nonspatial_tissue_positions", "array_row", m.put("obs", "array_row", [1, 2])),
 )
 

@@ -1,11 +1,14 @@
-"""Mutants for experimental conditions and genetic perturbations (schema 7.1.0), made from the
-valid fixture (see make_mutants.py)."""
+"""Mutants of the obs fields beyond the core ones, made from the valid fixture (see make_mutants.py):
+experimental conditions and genetic perturbations (schema 7.1.0), and assays the raw-count rules
+leave out (ATAC; multiome keeps them)."""
 
 from __future__ import annotations
 
 import anndata as ad
 import mutations as m
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 CONDITION = "experimental_condition_ontology_term_id"
 _GUIDE = {
@@ -86,7 +89,7 @@ PERTURBATION: tuple[tuple[str, str, m.Mutation], ...] = (
     ),
     (
         "perturbation_no_perturbation_strategy",
-        "genetic_perturbation_id",
+        "genetic_perturbation_strategy",
         perturbed(strategies=("no perturbations", "control")),
     ),
     ("perturbation_na_with_strategy", "genetic_perturbation_strategy", perturbed(ids=("g1", "na"))),
@@ -112,5 +115,26 @@ PERTURBATION: tuple[tuple[str, str, m.Mutation], ...] = (
         "perturbation_bad_feature",
         "intended_features",
         perturbed(g1={**_GUIDE, "intended_features": {"TP53": "TP53"}}),
+    ),
+)
+
+ASSAY: tuple[tuple[str, str, m.Mutation], ...] = (
+    (
+        "atac_normalized_only_ok",
+        "",
+        m.several(m.obs("assay_ontology_term_id", "EFO:0030007"), m.no_raw_normalized),
+    ),
+    (
+        "atac_float64_counts_ok",
+        "",
+        m.several(
+            m.obs("assay_ontology_term_id", "EFO:0030007"),
+            m.raw_in_x(lambda x: sp.csr_matrix(x.astype(np.float64))),
+        ),
+    ),
+    (
+        "multiome_normalized_only",
+        "X",
+        m.several(m.obs("assay_ontology_term_id", "EFO:0030059"), m.no_raw_normalized),
     ),
 )
