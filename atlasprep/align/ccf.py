@@ -369,6 +369,14 @@ def register_file(
         bin_size_mm=bin_size_mm,
     )
     write_section(adata, out)
+    log.info("wrote %s (%d cells)", out, adata.n_obs)
+    return _summary(adata, out, reg, neighbors=neighbors, binned=bin_size_mm is not None)
+
+
+def _summary(
+    adata: ad.AnnData, out: Path, reg: Registration | None, *, neighbors: int | None, binned: bool
+) -> CcfSummary:
+    """What a registration wrote: the cells in each structure (named), the bins and graph."""
     counts: dict[str, int] | None = None
     labels: dict[str, str] | None = None
     n_inside = 0
@@ -377,7 +385,6 @@ def register_file(
         n_inside = adata.n_obs - counts.get(UNKNOWN, 0)
         pairs = adata.obs[[TERM_COLUMN, LABEL_COLUMN]].drop_duplicates().astype(str).itertuples(index=False)
         labels = {str(term): str(label) for term, label in pairs}
-    log.info("wrote %s (%d cells)", out, adata.n_obs)
     return CcfSummary(
         out=out,
         n_obs=adata.n_obs,
@@ -386,6 +393,6 @@ def register_file(
         n_in_structures=n_inside,
         structures=counts,
         labels=labels,
-        n_bins=int(adata.obs[BIN_COLUMN].nunique()) if bin_size_mm is not None else 0,
+        n_bins=int(adata.obs[BIN_COLUMN].nunique()) if binned else 0,
         n_neighbors=int(neighbors or 0),
     )

@@ -13,7 +13,7 @@ from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._render import report_resolution
 from atlasprep.sources import resolve
-from atlasprep.tokenize.api import TokenizeResult, tokenize_cells
+from atlasprep.tokenize.api import TokenizeConfig, TokenizeResult, tokenize_cells
 from atlasprep.tokenize.dry_run import TokenizePlan, plan_tokenize
 
 _D = o.DEFAULTS
@@ -93,8 +93,10 @@ def tokenize_command(
     as_json: o.Json = False,
     dry_run: o.DryRun = False,
 ) -> None:
-    values = locals()
-    config = o.tokenize_config({k: v for k, v in values.items() if k != "dry_run"})
+    _tokenize(o.tokenize_config(locals()), dry_run=dry_run, as_json=as_json)
+
+
+def _tokenize(config: TokenizeConfig, *, dry_run: bool, as_json: bool) -> None:
     if dry_run:
         _render_plan(plan_tokenize(config), as_json=as_json)
         return

@@ -133,7 +133,9 @@ def run_encode_job(
     paired = {s.modality: AnnDataSource([s.spec]) for s in (*job.segments, *job.targets)}
     splice_paired = job.tokenizer.paired_encoder() if paired else None
     spills: list[Spill] = []
-    coverage = VocabCoverage.of_genes(job.column_tokens)
+    tally = _Tally(
+        coverage=VocabCoverage.of_genes(job.column_tokens), truncated=np.zeros(len(job.split_names), np.int64)
+    )
     total = job.first_cell + len(job.positions)
     # Each batch's rows are spilled in a second thread while the next batch is tokenized (one
     # in flight; its counts are not held there, so at most two batches of counts are in
@@ -145,8 +147,6 @@ def run_encode_job(
         if pending is not None and (spill := pending.result()) is not None:
             spills.append(spill)
 
-    n_empty = 0
-    truncated = np.zeros(len(job.split_names), dtype=np.int64)
     try:
         done = 0
         for batch in source.iter_batches(
@@ -157,17 +157,11 @@ def run_encode_job(
         ):
             cells = slice(done, done + batch.n_cells)
             check_batch_counts(batch.X, config)
-            coverage = coverage.add(batch.X, job.column_tokens)
             codes, slots = job.split_codes[cells], job.slots[cells]
             table, encoded = _batch_table(job, batch, codes)
-            coverage = coverage.add_unknown(encoded.unknown_context)
-            if encoded.truncated is not None:
-                truncated += np.bincount(codes[encoded.truncated], minlength=len(job.split_names))
-            genes = encoded.n_genes
+            empty = tally.add(batch.X, job.column_tokens, encoded, codes)
             if splice_paired is not None:
                 table = _with_segments(job, table, paired, job.positions[cells], splice_paired)
-            empty = genes == 0
-            n_empty += int(empty.sum())
             if config.drop_empty and empty.any():
                 table, codes, slots = table.filter(pa.array(~empty)), codes[~empty], slots[~empty]
             collect()
@@ -183,9 +177,32 @@ def run_encode_job(
             source.close()
         for other in paired.values():
             other.close()
-    return EncodeResult(
-        spills=spills, coverage=coverage, n_empty=n_empty, truncated=tuple(int(n) for n in truncated)
-    )
+    return tally.result(spills)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Tally:
+    """What a job counts as it encodes: coverage, unseen context values, cells cut by max_len
+    (per split), cells without a gene token."""
+
+    coverage: VocabCoverage
+    truncated: np.ndarray  # per split
+    n_empty: int = 0
+
+    def add(
+        self, X: sp.csr_matrix, column_tokens: np.ndarray, encoded: TokenizedBatch, codes: np.ndarray
+    ) -> np.ndarray:
+        """Count a batch; its cells without a gene token (a mask)."""
+        self.coverage = self.coverage.add(X, column_tokens).add_unknown(encoded.unknown_context)
+        if encoded.truncated is not None:
+            self.truncated += np.bincount(codes[encoded.truncated], minlength=len(self.truncated))
+        empty = np.asarray(encoded.n_genes == 0)
+        self.n_empty += int(empty.sum())
+        return empty
+
+    def result(self, spills: list[Spill]) -> EncodeResult:
+        truncated = tuple(int(n) for n in self.truncated)
+        return EncodeResult(spills=spills, coverage=self.coverage, n_empty=self.n_empty, truncated=truncated)
 
 
 def _spill_batch(
