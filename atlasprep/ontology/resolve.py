@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 import re
@@ -11,10 +10,19 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-import numpy as np
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import DamerauLevenshtein
 
 from atlasprep.errors import AmbiguousTermError, UnknownTermError, UsageError
-from atlasprep.ontology._index import gram_index_of, index_of, loose, loose_index_of, normalize, variants
+from atlasprep.ontology._index import (
+    index_of,
+    loose,
+    loose_index_of,
+    marked,
+    name_index_of,
+    normalize,
+    variants,
+)
 from atlasprep.ontology._parser import get_parser
 from atlasprep.ontology.aliases import ALIASES
 
@@ -74,7 +82,7 @@ DEFAULT_ONTOLOGIES: tuple[str, ...] = (
 # "CL:0000738", "cl_0000738" (the OBO PURL form), "CVCL_0030". With an unknown prefix only
 # "XYZ:123" counts as an ID: EFO has labels such as "SALK_049497".
 _CURIE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)([:_])([A-Za-z0-9]+)\s*$")
-_N_CLOSEST = 100  # names per ontology that the 3-gram prefilter hands to difflib
+_N_CLOSEST = 100  # names per ontology that rapidfuzz hands on to the word-coverage ranking
 _MIN_SCORE = 0.5  # below this a "suggestion" is noise
 _WORD_BONUS = 0.25
 
@@ -156,6 +164,16 @@ def _levels(key: str, searched: Sequence[str]) -> Iterable[tuple[MatchKind, list
 
 def _union(groups: Iterable[Iterable[str]]) -> list[str]:
     return list(dict.fromkeys(t for group in groups for t in group))
+
+
+@functools.cache
+def _suggestion_pool(ontology: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """The names suggestions are drawn from: the ontology's labels and synonyms, and its
+    curated everyday names (aliases), with the terms each names."""
+    index = name_index_of(ontology)
+    aliases = _alias_table(ontology)
+    extra = [name for name in aliases if name not in set(index.names)]
+    return (*index.names, *extra), (*index.term_ids, *((aliases[name],) for name in extra))
 
 
 @functools.cache
@@ -321,8 +339,9 @@ def suggest(query: str, ontologies: Sequence[str] | None = None, n: int = 5) -> 
     """The ``n`` closest (label, term ID) pairs among the live labels and synonyms.
 
     A deprecated ID's suggestions are its replacement (or the terms the ontology says to
-    consider). A name is matched by shared character 3-grams, then difflib's ratio ranks the
-    100 best of each ontology; names that share too little are not suggested at all.
+    consider). A name is ranked by rapidfuzz's WRatio over every label and synonym (the 100
+    closest of each ontology), plus a bonus for names holding every word typed; names that share
+    too little are not suggested at all.
     """
     searched = _ontologies(ontologies)
     curie = _parse_curie(query)
@@ -332,27 +351,24 @@ def suggest(query: str, ontologies: Sequence[str] | None = None, n: int = 5) -> 
         if not get_parser().is_term_deprecated(curie):
             return ((term_label(curie), curie),)
         return tuple((label, tid) for label, tid in _replacements(curie) if _ontology_of(tid) in searched)[:n]
-    key = normalize(query)
+    key = marked(normalize(query))  # "cd4+" read as "cd4-positive", as resolution reads it
     words = loose(key).split()
     scored: list[tuple[float, str, str]] = []  # (-score, name, term ID)
     for ontology in searched:
-        grams = gram_index_of(ontology)
-        codes, n_total = grams.gram_codes(key)
-        shared = grams.shared(codes)
-        dice = 2 * shared / (n_total + grams.n_grams)
-        k = min(_N_CLOSEST, len(dice))
-        for i in np.argpartition(-dice, k - 1)[:k].tolist():
-            if shared[i] == 0:
-                continue
-            name = grams.names[i]
-            ratio = difflib.SequenceMatcher(None, key, name, autojunk=False).ratio()
-            # Names that contain every word typed ("cd4", "t", "cell") beat names that are merely
-            # about as long: "CD4-positive, alpha-beta T cell" over "Tc1 cell" for "cd4 t cell".
+        names, term_ids = _suggestion_pool(ontology)
+        # WRatio: the best of plain, partial and word-order-free edit-distance ratios
+        found = process.extract(key, names, scorer=fuzz.WRatio, limit=_N_CLOSEST, score_cutoff=50)
+        for name, similarity, i in found:
+            # Damerau-Levenshtein counts a swapped pair as one edit ("lnug" is one from "lung",
+            # two from "lanugo"); names that contain every word typed ("cd4", "t", "cell") beat
+            # names that are merely about as close: "CD4-positive, alpha-beta T cell" over
+            # "Tc1 cell" for "cd4 t cell".
+            swapped = DamerauLevenshtein.normalized_similarity(key, name)
             name_words = loose(name).split()
             covered = sum(any(w.startswith(q) for w in name_words) for q in words) / max(len(words), 1)
-            score = ratio + _WORD_BONUS * covered
+            score = (similarity / 100 + swapped) / 2 + _WORD_BONUS * covered
             if score >= _MIN_SCORE:
-                scored.extend((-score, name, tid) for tid in grams.term_ids[i])
+                scored.extend((-score, name, tid) for tid in term_ids[i])
     out: dict[str, str] = {}
     for _, _, term_id in sorted(scored):
         if term_id not in out:
