@@ -151,3 +151,23 @@ def test_inputs_are_positional_or_input_and_lists_comma_separated_or_repeated(sm
         == stores["repeated"]["tokenizer"]["context"]
         == ["assay", "sex"]
     )
+
+
+def test_every_command_takes_its_input_positionally_or_with_input(small_census, tmp_path):
+    store = tmp_path / "store"
+    runner = CliRunner()
+    built = runner.invoke(
+        app, ["tokenize", "--census-uri", str(small_census), "--max-cells", "40", "--out", str(store)]
+    )
+    assert built.exit_code == 0, built.output
+    for command in (["inspect", "--json"], ["validate"]):
+        positional = runner.invoke(app, [command[0], str(store), *command[1:]])
+        flagged = runner.invoke(app, [command[0], "--input", str(store), *command[1:]])
+        assert positional.exit_code == flagged.exit_code == 0, flagged.output
+        assert positional.stdout == flagged.stdout
+    twice = runner.invoke(app, ["inspect", str(store), "--input", str(tmp_path)])
+    assert twice.exit_code == 2
+    assert "given twice" in twice.output
+    none = runner.invoke(app, ["validate"])
+    assert none.exit_code == 2
+    assert "missing" in none.output

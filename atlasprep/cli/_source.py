@@ -25,6 +25,7 @@ __all__ = [
     "Exact",
     "Files",
     "Genes",
+    "InputAlias",
     "Inputs",
     "MaxCells",
     "Organism",
@@ -34,6 +35,7 @@ __all__ = [
     "TissueGeneral",
     "Where",
     "input_files",
+    "one_input",
     "per_group",
     "source_spec",
 ]
@@ -186,6 +188,22 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
         seed=values["seed"],
         batch_size=values["batch_size"],
     )
+
+
+InputAlias = Annotated[
+    Path | None,
+    typer.Option("--input", "-i", help="The same as the positional argument (every command takes both)."),
+]
+
+
+def one_input(positional: Path | None, option: Path | None, what: str) -> Path:
+    """A command's one input, given positionally or with ``--input`` (not both, not neither)."""
+    if positional is not None and option is not None and positional != option:
+        raise UsageError(f"{what}: given twice ({positional} and --input {option}); give it once")
+    chosen = positional if positional is not None else option
+    if chosen is None:
+        raise UsageError(f"{what}: missing; give it as the first argument (or with --input)")
+    return chosen
 
 
 def input_files(options: Mapping[str, Any]) -> list[Path]:

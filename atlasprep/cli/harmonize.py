@@ -12,7 +12,7 @@ from rich.table import Table
 
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
-from atlasprep.cli._source import SOURCE_FIELDS, MaxCells, PerGroup, Where
+from atlasprep.cli._source import SOURCE_FIELDS, InputAlias, MaxCells, PerGroup, Where, one_input
 from atlasprep.cli._source import per_group as parse_per_group
 from atlasprep.errors import UsageError
 from atlasprep.harmonize.api import HarmonizeConfig, HarmonizeReport, harmonize
@@ -90,7 +90,8 @@ _KeepLabels = Annotated[
     fields=SOURCE_FIELDS,
 )
 def harmonize_command(
-    input: Path = typer.Argument(..., help="An AnnData file (.h5ad or .zarr)."),
+    input: Path | None = typer.Argument(None, help="An AnnData file (.h5ad or .zarr).", show_default=False),
+    input_option: InputAlias = None,
     out: Path = typer.Option(..., "--out", "-o", help="The harmonized AnnData (.h5ad or .zarr)."),
     maps: list[str] = typer.Option([], "--map", help="SOURCE_COLUMN=FIELD, e.g. celltype=cell_type."),
     sets: list[str] = typer.Option([], "--set", help=_SETS_HELP),
@@ -110,6 +111,7 @@ def harmonize_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
+    input = one_input(input, input_option, "the input AnnData file")
     source = SourceSpec(
         inputs=(str(input),),
         layer=counts_layer,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._render import counts_table
+from atlasprep.cli._source import InputAlias, one_input
 from atlasprep.errors import UsageError
 from atlasprep.shard import inspect_store
 from atlasprep.shard.plot import PLOT_FORMATS, plot_summary
@@ -34,7 +35,8 @@ DEFAULT_COMPOSITION = ("cell_type_ontology_term_id", "tissue_ontology_term_id", 
     ),
 )
 def inspect_command(
-    store: Path = typer.Argument(..., help="A token store directory."),
+    store: Path | None = typer.Argument(None, help="A token store directory.", show_default=False),
+    input_option: InputAlias = None,
     by: list[str] = typer.Option([], "--by", help="Break cells down by this stored column (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     plot: Path | None = typer.Option(
@@ -44,6 +46,7 @@ def inspect_command(
         None, "--leaks", help="Columns, e.g. donor_id,dataset_id: list values in two splits; exit 1 if any."
     ),
 ) -> None:
+    store = one_input(store, input_option, "the token store")
     if leaks is not None:
         _leaks(store, [c.strip() for c in leaks.split(",") if c.strip()], as_json=as_json)
         return

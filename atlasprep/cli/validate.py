@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from atlasprep.cli._app import command, err_console
+from atlasprep.cli._source import InputAlias, one_input
 from atlasprep.errors import UsageError
 from atlasprep.harmonize import Profile
 from atlasprep.harmonize.validate import validate_anndata
@@ -36,7 +37,10 @@ from atlasprep.shard import validate_store
     ),
 )
 def validate_command(
-    path: Path = typer.Argument(..., help="A token store directory, or an .h5ad/.zarr slice."),
+    path: Path | None = typer.Argument(
+        None, help="A token store directory, or an .h5ad/.zarr slice.", show_default=False
+    ),
+    input_option: InputAlias = None,
     profile: Profile = typer.Option(
         Profile.cellxgene,
         "--profile",
@@ -48,6 +52,7 @@ def validate_command(
     asctb: Path | None = typer.Option(None, "--asctb", help="Slices: an ASCT+B table (CSV) to check with."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
+    path = one_input(path, input_option, "the store or file to validate")
     if (path / "manifest.json").exists() or (path.is_dir() and path.suffix != ".zarr"):
         if asctb is not None or profile != "cellxgene":
             raise UsageError("--profile and --asctb check slices, not token stores")

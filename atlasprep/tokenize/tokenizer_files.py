@@ -149,8 +149,8 @@ def export_tokenizer(tokenizer: Tokenizer | str | Path, out: str | Path, *, over
             raise UsageError(f"out {out}: exists and is not a tokenizer folder; choose a new folder")
         if not overwrite:
             raise OutputExistsError(f"out {out} exists; set overwrite to replace it")
-    elif not out.parent.is_dir():
-        raise UsageError(f"out {out}: directory {out.parent} does not exist")
+    else:  # a new folder, as ``mkdir -p`` makes one (a model card's tokenizer/ subfolder)
+        out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out) as tmp:
         tmp.mkdir()
         save_tokenizer(tokenizer, tmp)
