@@ -57,6 +57,7 @@ _TOP_FILES = frozenset(
         "gene_medians.parquet",
         "tokenizer.json",
         "gene_mapping.json",
+        "README.md",  # the dataset card (Arrow stores)
         BUILD_MARKER,
     }
 )

@@ -83,6 +83,12 @@ class CellFilter:
     where: str | None = None
 
     def __post_init__(self) -> None:
+        for name in FILTER_COLUMNS:  # CellFilter(tissue="lung") is one term, not four letters
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, (value,))
+            elif isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         if self.where is not None:
             parse_where(self.where)  # refuse it now; the tree is cached for the sources
 

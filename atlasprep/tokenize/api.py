@@ -15,10 +15,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from atlasprep._io import write_json_atomic
+from atlasprep._io import write_bytes_atomic, write_json_atomic
 from atlasprep._jit import warm_up
 from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.shard import ShardLayout, ShardWriter
+from atlasprep.shard.card import CARD_FILE, dataset_card
 from atlasprep.shard.directory import ClaimedStore, plan_claim
 from atlasprep.sources import (
     CellSource,
@@ -94,6 +95,8 @@ def tokenize_cells(
             manifest = build_manifest(
                 config, source, fitted, coverage, plan, writer.finish(), n_empty, truncated=truncated
             )
+        if config.format == "arrow":  # a dataset card HuggingFace datasets loads the splits by
+            write_bytes_atomic(config.out / CARD_FILE, dataset_card(manifest).encode())
         write_json_atomic(config.out / "manifest.json", manifest)  # last: the store is complete
         store.finish()
     except BaseException:

@@ -264,6 +264,19 @@ def _with_segments(
     return table
 
 
+def one_arrow_type(column: Any) -> Any:
+    """An obs column as every store holds it, whatever the source: categories as their values,
+    text as ``string`` (the Census gives ``large_string``, AnnData ``string``), so the stores
+    of one vocabulary concatenate (HuggingFace ``concatenate_datasets`` needs one schema)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_large_string(column.type):
+        column = column.cast(pa.string())
+    elif pa.types.is_large_binary(column.type):
+        column = column.cast(pa.binary())
+    return column
+
+
 def _batch_table(job: EncodeJob, batch: Any, split_codes: np.ndarray) -> tuple[pa.Table, TokenizedBatch]:
     """One batch of cells as shard rows (tokens, values, lengths, metadata, split), and its
     tokens (each cell's number of gene tokens, the unseen context values)."""
@@ -276,8 +289,7 @@ def _batch_table(job: EncodeJob, batch: Any, split_codes: np.ndarray) -> tuple[p
     if values is not None:
         columns["values"] = ragged(values, offsets, pa.from_numpy_dtype(values.dtype))
     for name in job.obs_columns:
-        column = batch.obs[name]
-        columns[name] = column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+        columns[name] = one_arrow_type(batch.obs[name])
     table = pa.table(
         {
             "cell_id": pa.array(batch.cell_ids.astype(str)),

@@ -1,0 +1,74 @@
+"""Outputs that fit the ecosystem: stores of one vocabulary from two sources concatenate in
+HuggingFace datasets, a store loads with its splits from its dataset card, the in-memory API
+gives what slice writes, and a str where terms are expected is one term."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import atlasprep
+from atlasprep.shard import read_manifest, read_shard
+from atlasprep.sources import CellFilter, SourceSpec
+from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
+
+
+@pytest.fixture(scope="module")
+def two_sources(small_census, tmp_path_factory) -> tuple[Path, Path]:
+    """Store A from the SOMA census; store B from an h5ad slice of other cells, tokenized with
+    A's tokenizer (one vocabulary)."""
+    base = tmp_path_factory.mktemp("eco")
+    census = SourceSpec(census_uri=str(small_census), filter=CellFilter(where="soma_joinid < 600"))
+    first = TokenizeConfig(source=census, out=base / "a", split_by="donor_id", max_len=64)
+    tokenize_cells(first)
+    sliced = base / "other.h5ad"
+    atlasprep.slice_cells(
+        atlasprep.SliceConfig(
+            source=SourceSpec(census_uri=str(small_census), filter=CellFilter(where="soma_joinid >= 600")),
+            out=sliced,
+        )
+    )
+    files = SourceSpec(inputs=(str(sliced),), filter=CellFilter(primary_only=False))
+    tokenize_cells(TokenizeConfig(source=files, out=base / "b", tokenizer=first.out))
+    return first.out, base / "b"
+
+
+def test_stores_from_two_sources_have_one_schema_and_concatenate(two_sources, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    a, b = two_sources
+    schemas = [read_shard(store, read_manifest(store)["shards"][0]["path"]).schema for store in (a, b)]
+    assert schemas[0].field("donor_id").type == schemas[1].field("donor_id").type == pa.string()
+    assert schemas[0].remove_metadata() == schemas[1].remove_metadata()
+    first = datasets.load_dataset(str(a), cache_dir=str(tmp_path / "hf"))
+    second = datasets.load_dataset(str(b), cache_dir=str(tmp_path / "hf"))
+    assert {name: len(split) for name, split in first.items()} == {
+        k: v for k, v in read_manifest(a)["splits"]["n_cells"].items() if v
+    }
+    both = datasets.concatenate_datasets([first["train"], second["train"]])
+    assert len(both) == len(first["train"]) + len(second["train"])
+    assert (a / "README.md").read_text().startswith("---\nconfigs:")
+
+
+def test_get_anndata_gives_what_slice_writes(small_census, tmp_path):
+    keywords = {"census_uri": str(small_census), "tissue": "lung", "max_cells": 40, "seed": 3}
+    adata = atlasprep.get_anndata(**keywords)
+    spec = SourceSpec(census_uri=str(small_census), filter=CellFilter(tissue=("lung",)), max_cells=40, seed=3)
+    atlasprep.slice_cells(atlasprep.SliceConfig(source=spec, out=tmp_path / "s.h5ad"))
+    written = ad.read_h5ad(tmp_path / "s.h5ad")
+    assert list(adata.obs_names) == list(written.obs_names)
+    assert list(adata.var_names) == list(written.var_names)
+    np.testing.assert_array_equal(adata.X.toarray(), written.X.toarray())
+    assert (adata.obs["tissue_general"] == "lung").all()
+    assert atlasprep.get_anndata(spec).n_obs == 40
+    with pytest.raises(TypeError, match="unknown keyword"):
+        atlasprep.get_anndata(census="demo", tisue="lung")
+
+
+def test_a_string_is_one_term():
+    assert CellFilter(tissue="lung").tissue == ("lung",)
+    assert CellFilter(cell_type=["T cell", "B cell"]).cell_type == ("T cell", "B cell")
