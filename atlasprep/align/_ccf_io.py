@@ -1,5 +1,6 @@
-"""`align ccf`, files in and out: read a section (``.h5ad``, ``.zarr`` or ``.loom``) and write
-the registered one atomically."""
+"""`align ccf`, files in and out: read a section (``.h5ad``, ``.zarr``, ``.loom``, a 10x Visium
+Space Ranger folder or a SpatialData zarr store; :mod:`atlasprep.align._spatial_readers`), settle
+its pixel size, and write the registered one atomically."""
 
 from __future__ import annotations
 
@@ -12,10 +13,20 @@ import pandas as pd
 import scipy.sparse as sp
 
 from atlasprep.align._output import stored_bytes, write_output
+from atlasprep.align._spatial_readers import (
+    PixelSize,
+    SpatialSection,
+    is_spatialdata,
+    is_visium,
+    read_spatialdata,
+    read_visium,
+    scalefactor_pixel_size,
+)
 from atlasprep.errors import InputFormatError, SourceError, UsageError
 from atlasprep.slice.writer import format_of
 
 SPATIAL_KEY = "spatial"
+DEFAULT_PIXEL_SIZE_UM = 1.0  # when neither the user nor the file says
 
 
 def _read_loom(path: Path) -> ad.AnnData:
@@ -49,23 +60,62 @@ def _decode(values: np.ndarray) -> np.ndarray:
 
 def read_spatial(path: Path | str) -> ad.AnnData:
     """Read a section: ``.h5ad``, ``.zarr`` or ``.loom`` (a 2-D ``*spatial*`` column attribute
-    becomes ``obsm["spatial"]``)."""
+    becomes ``obsm["spatial"]``), a Visium Space Ranger folder or a SpatialData store."""
+    return read_section(path).adata
+
+
+def read_section(path: Path | str, *, table: str | None = None, all_spots: bool = False) -> SpatialSection:
+    """Read a section and the pixel size its format states (see :func:`read_spatial`);
+    ``table`` picks a SpatialData table, ``all_spots`` keeps Visium spots off the tissue."""
     path = Path(path)
     if not path.exists():
         raise SourceError(f"spatial {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix not in {".h5ad", ".zarr", ".loom"}:
-        raise UsageError(f"spatial {path}: expected an .h5ad, .zarr or .loom file")
     try:
+        if is_visium(path):
+            return read_visium(path, all_spots=all_spots)
+        if is_spatialdata(path):
+            return read_spatialdata(path, table=table)
+        if suffix not in {".h5ad", ".zarr", ".loom"}:
+            raise UsageError(
+                f"spatial {path}: expected an .h5ad, .zarr or .loom file, a 10x Visium Space Ranger folder "
+                "(filtered_feature_bc_matrix.h5 and spatial/) or a SpatialData .zarr store"
+            )
         if suffix == ".loom":
-            return _read_loom(path)
-        return ad.read_zarr(path) if suffix == ".zarr" else ad.read_h5ad(path)
+            return SpatialSection(adata=_read_loom(path))
+        adata = ad.read_zarr(path) if suffix == ".zarr" else ad.read_h5ad(path)
+        return SpatialSection(adata=adata, pixel_size=scalefactor_pixel_size(adata))
     except (OSError, KeyError, ValueError) as exc:
+        if isinstance(exc, UsageError | InputFormatError):
+            raise
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise SourceError(f"cannot read {path}: {reason}") from None
 
 
-# -- writing it ---------------------------------------------------------------------------------
+def settle_pixel_size(given: float | None, stated: PixelSize | None) -> PixelSize:
+    """The µm per pixel to use: the one given wins, then the one the file states, then 1."""
+    if given is not None:
+        if not given > 0:
+            raise UsageError(f"pixel_size_um = {given}: must be > 0 (µm per pixel)")
+        return PixelSize(um=float(given), source="given")
+    return stated or PixelSize(um=DEFAULT_PIXEL_SIZE_UM, source="default: the file states none")
+
+
+def section_xy(adata: ad.AnnData, key: str) -> np.ndarray:
+    """The section's x, y per cell (pixels), checked."""
+    if key not in adata.obsm:
+        keys = ", ".join(adata.obsm.keys()) or "none"
+        raise InputFormatError(
+            f"the section has no obsm['{key}'] (x, y of each cell in pixels); obsm keys: {keys}"
+        )
+    xy = np.asarray(pd.DataFrame(adata.obsm[key]).to_numpy(), dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise InputFormatError(f"obsm['{key}'] must be n × 2 (x, y in pixels), got shape {xy.shape}")
+    if len(xy) == 0:
+        raise InputFormatError("the section has no cells")
+    if not np.isfinite(xy).all():
+        raise InputFormatError(f"obsm['{key}'] has NaN or infinite coordinates; drop those cells first")
+    return xy
 
 
 # -- file in, file out ----------------------------------------------------------------------

@@ -63,7 +63,16 @@ from atlasprep.align._ccf_geometry import (
     specific_first,
     structures_at,
 )
-from atlasprep.align._ccf_io import SPATIAL_KEY, read_spatial, write_section
+from atlasprep.align._ccf_io import (
+    DEFAULT_PIXEL_SIZE_UM,
+    SPATIAL_KEY,
+    read_section,
+    read_spatial,
+    section_xy,
+    settle_pixel_size,
+    write_section,
+)
+from atlasprep.align._spatial_readers import PixelSize, SpatialSection, scalefactor_pixel_size
 from atlasprep.align.organ import Crosswalk, ReferenceOrgan, load_reference_organ, read_crosswalk
 from atlasprep.align.rui import Registration, iri_fragment, read_registration
 from atlasprep.errors import InputFormatError, UsageError
@@ -94,7 +103,6 @@ __all__ = [
 
 log = logging.getLogger("atlasprep.align")
 
-DEFAULT_PIXEL_SIZE_UM = 1.0
 CCF_KEY = "ccf"
 TERM_COLUMN = "anatomical_structure_ontology_term_id"
 LABEL_COLUMN = "anatomical_structure"
@@ -116,25 +124,11 @@ class CcfSummary:
     labels: Mapping[str, str] | None = None  # term → its label (the crosswalk's)
     n_bins: int = 0
     n_neighbors: int = 0
+    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
+    pixel_size_source: str = ""  # "given", the file's scale factors or unit, or the default
 
 
 # -- the section ----------------------------------------------------------------------------
-
-
-def _section_xy(adata: ad.AnnData, key: str) -> np.ndarray:
-    if key not in adata.obsm:
-        keys = ", ".join(adata.obsm.keys()) or "none"
-        raise InputFormatError(
-            f"the section has no obsm['{key}'] (x, y of each cell in pixels); obsm keys: {keys}"
-        )
-    xy = np.asarray(pd.DataFrame(adata.obsm[key]).to_numpy(), dtype=np.float64)
-    if xy.ndim != 2 or xy.shape[1] != 2:
-        raise InputFormatError(f"obsm['{key}'] must be n × 2 (x, y in pixels), got shape {xy.shape}")
-    if len(xy) == 0:
-        raise InputFormatError("the section has no cells")
-    if not np.isfinite(xy).all():
-        raise InputFormatError(f"obsm['{key}'] has NaN or infinite coordinates; drop those cells first")
-    return xy
 
 
 def _organ_iri(registration: Registration, organ: ReferenceOrgan, crosswalk: Crosswalk) -> str:
@@ -229,9 +223,7 @@ def _placement_uns(
     return uns
 
 
-def _check_options(pixel_size_um: float, neighbors: int | None, bin_size_mm: float | None) -> None:
-    if not pixel_size_um > 0:
-        raise UsageError(f"pixel_size_um = {pixel_size_um}: must be > 0 (µm per pixel)")
+def _check_options(neighbors: int | None, bin_size_mm: float | None) -> None:
     if neighbors is not None and neighbors < 1:
         raise UsageError(f"neighbors = {neighbors}: must be at least 1")
     if bin_size_mm is not None and not bin_size_mm > 0:
