@@ -7,7 +7,7 @@ from pathlib import Path
 
 import platformdirs
 
-__all__ = ["cache_dir"]
+__all__ = ["cache_dir", "cache_entries"]
 
 
 def cache_dir() -> Path:
@@ -16,3 +16,18 @@ def cache_dir() -> Path:
     path = Path(env) if env else Path(platformdirs.user_cache_dir("atlasprep", appauthor=False))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# what atlasprep writes into the cache (names it chose); nothing else there is touched
+_OURS = ("demo-census-", "ontology")
+
+
+def cache_entries() -> list[tuple[str, int]]:
+    """(name, bytes) of each entry atlasprep made in the cache, largest first."""
+    out = []
+    for path in cache_dir().iterdir():
+        if not path.name.startswith(_OURS):
+            continue
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        out.append((path.name, sum(f.stat().st_size for f in files)))
+    return sorted(out, key=lambda entry: -entry[1])

@@ -171,3 +171,19 @@ def test_every_command_takes_its_input_positionally_or_with_input(small_census, 
     none = runner.invoke(app, ["validate"])
     assert none.exit_code == 2
     assert "missing" in none.output
+
+
+def test_cache_info_and_clear_touch_only_what_atlasprep_made(tmp_path, monkeypatch):
+    import json as _json
+
+    monkeypatch.setenv("ATLASPREP_CACHE", str(tmp_path))
+    (tmp_path / "demo-census-1.0").mkdir()
+    (tmp_path / "demo-census-1.0" / "x.bin").write_bytes(b"0" * 5000)
+    (tmp_path / "ontology").mkdir()
+    (tmp_path / "ontology" / "taxa.json").write_text("{}")
+    (tmp_path / "mine.txt").write_text("not atlasprep's")
+    runner = CliRunner()
+    info = _json.loads(runner.invoke(app, ["cache", "info", "--json"]).stdout)
+    assert {e["name"]: e["bytes"] for e in info["entries"]} == {"demo-census-1.0": 5000, "ontology": 2}
+    assert runner.invoke(app, ["cache", "clear"]).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

@@ -5,6 +5,7 @@ its pixel size, and write the registered one atomically."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import h5py
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from atlasprep.align._ccf_geometry import placement_matrix
 from atlasprep.align._output import stored_bytes, write_output
 from atlasprep.align._spatial_readers import (
     PixelSize,
@@ -22,6 +24,8 @@ from atlasprep.align._spatial_readers import (
     read_visium,
     scalefactor_pixel_size,
 )
+from atlasprep.align.organ import Crosswalk, ReferenceOrgan
+from atlasprep.align.rui import Registration
 from atlasprep.errors import InputFormatError, SourceError, UsageError
 from atlasprep.slice.writer import format_of
 
@@ -116,6 +120,44 @@ def section_xy(adata: ad.AnnData, key: str) -> np.ndarray:
     if not np.isfinite(xy).all():
         raise InputFormatError(f"obsm['{key}'] has NaN or infinite coordinates; drop those cells first")
     return xy
+
+
+def placement_uns(
+    registration: Registration,
+    organ: ReferenceOrgan,
+    crosswalk: Crosswalk,
+    organ_iri: str,
+    z_mm: float,
+    px: float,
+) -> dict[str, Any]:
+    """``uns["ccf"]``: the registration a placed section carries."""
+    p = registration.placement
+    uns: dict[str, Any] = {
+        "registration_id": registration.id,
+        "target": registration.target,
+        "organ_iri": organ_iri,
+        "reference_organ": organ.path.name,
+        "organ_node": organ.organ_node,
+        "organ_origin_glb_mm": np.asarray(organ.origin_mm),
+        "crosswalk": crosswalk.path.name,
+        "units": "millimeter",
+        "block_dimensions_mm": np.asarray(registration.dimensions_mm),
+        "ccf_annotations": list(registration.annotation_ids),
+        "ccf_annotation_iris": list(registration.ccf_annotations),
+        "placement": {
+            "scaling": np.asarray(p.scaling),
+            "rotation_deg": np.asarray(p.rotation_deg),
+            "rotation_order": p.rotation_order,
+            "translation_mm": np.asarray(p.translation_mm),
+            "placement_date": p.placement_date,
+        },
+        "block_to_organ": placement_matrix(registration),
+        "section_z_mm": z_mm,
+        "pixel_size_um": px,
+    }
+    if registration.sample_id:
+        uns["sample_id"] = registration.sample_id
+    return uns
 
 
 # -- file in, file out ----------------------------------------------------------------------

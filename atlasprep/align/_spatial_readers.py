@@ -93,7 +93,7 @@ def scalefactor_pixel_size(adata: ad.AnnData) -> PixelSize | None:
             found.add((float(factors["microns_per_pixel"]), f"Space Ranger microns_per_pixel ({library})"))
         elif "spot_diameter_fullres" in factors:
             diameter = float(factors["spot_diameter_fullres"])
-            why = f"Space Ranger spot_diameter_fullres = {diameter:.4g} px per {VISIUM_SPOT_DIAMETER_UM:g} µm spot"
+            why = f"Space Ranger spot_diameter_fullres: {diameter:.4g} px per {VISIUM_SPOT_DIAMETER_UM:g} µm"
             found.add((VISIUM_SPOT_DIAMETER_UM / diameter, why))
     if len({um for um, _ in found}) != 1:
         return None
@@ -153,8 +153,9 @@ def _homogeneous(t: Mapping[str, Any], n: int) -> np.ndarray:
         for step in t["transformations"]:
             m = _homogeneous(step, n) @ m
     elif kind != "identity":
-        raise InputFormatError(f"coordinate transformation {kind!r} is not supported (identity, scale, "
-                               "translation, affine or sequence)")  # fmt: skip
+        raise InputFormatError(
+            f"transformation {kind!r}: not supported (identity, scale, translation, affine, sequence)"
+        )
     return m
 
 
@@ -171,7 +172,9 @@ def _to_global(xy: np.ndarray, attrs: Mapping[str, Any], element: str) -> tuple[
     output = chosen.get("output", {})
     units = {a.get("name"): str(a.get("unit", "")).lower() for a in output.get("axes", [])}
     if units.get("x") in _MICROMETRE:
-        return placed, PixelSize(um=1.0, source=f"SpatialData {element}: coordinate system {output['name']!r} in µm")
+        return placed, PixelSize(
+            um=1.0, source=f"SpatialData {element}: coordinate system {output['name']!r} in µm"
+        )
     return placed, None
 
 
@@ -194,8 +197,10 @@ def _element_coordinates(root: Path, region: str) -> tuple[pd.Index, np.ndarray,
         if group.is_dir():
             break
     else:
-        raise InputFormatError(f"SpatialData {root}: the table annotates {region!r}, which is neither "
-                               f"shapes ({', '.join(_names(root / 'shapes')) or 'none'}) nor points")  # fmt: skip
+        shapes = ", ".join(_names(root / "shapes")) or "none"
+        raise InputFormatError(
+            f"SpatialData {root}: the table annotates {region!r}, neither shapes ({shapes}) nor points"
+        )
     attrs = _attrs(group)
     element = f"{kind}/{region}"
     table = pq.read_table(group / f"{kind}.parquet")
@@ -229,15 +234,21 @@ def read_spatialdata(path: Path, *, table: str | None = None) -> SpatialSection:
     name = _pick_table(path, table)
     adata = ad.read_zarr(path / "tables" / name)
     attrs = adata.uns.get("spatialdata_attrs") or {}
-    regions: Sequence[str] = [attrs["region"]] if isinstance(attrs.get("region"), str) else list(attrs.get("region") or [])
+    regions: Sequence[str] = (
+        [attrs["region"]] if isinstance(attrs.get("region"), str) else list(attrs.get("region") or [])
+    )
     if not regions:
         if SPATIAL_KEY in adata.obsm:
             return SpatialSection(adata=adata)
-        raise InputFormatError(f"SpatialData table {name!r} annotates no shapes or points and has no obsm['spatial']")
+        raise InputFormatError(
+            f"SpatialData table {name!r} annotates no shapes or points and has no obsm['spatial']"
+        )
     region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
     if instance_key not in adata.obs or (len(regions) > 1 and region_key not in adata.obs):
-        raise InputFormatError(f"SpatialData table {name!r}: obs lacks its instance_key {instance_key!r} "
-                               f"or region_key {region_key!r}")  # fmt: skip
+        raise InputFormatError(
+            f"SpatialData table {name!r}: obs has no instance_key column {instance_key!r} "
+            f"(or region_key {region_key!r})"
+        )
     xy = np.full((adata.n_obs, 2), np.nan)
     pixels: set[PixelSize | None] = set()
     for region in regions:
@@ -245,8 +256,10 @@ def read_spatialdata(path: Path, *, table: str | None = None) -> SpatialSection:
         ids, coords, pixel = _element_coordinates(path, region)
         at = ids.get_indexer(pd.Index(adata.obs[instance_key].to_numpy()[rows]))
         if (at < 0).any():
-            raise InputFormatError(f"SpatialData table {name!r}: {(at < 0).sum():,} rows name instances "
-                                   f"that {region!r} does not have")  # fmt: skip
+            missing = int((at < 0).sum())
+            raise InputFormatError(
+                f"SpatialData table {name!r}: {missing:,} rows name instances {region!r} lacks"
+            )
         xy[rows] = coords[at, :2]
         pixels.add(pixel)
     adata.obsm[SPATIAL_KEY] = xy

@@ -66,6 +66,7 @@ from atlasprep.align._ccf_geometry import (
 from atlasprep.align._ccf_io import (
     DEFAULT_PIXEL_SIZE_UM,
     SPATIAL_KEY,
+    placement_uns,
     read_section,
     read_spatial,
     section_xy,
@@ -85,12 +86,16 @@ __all__ = [
     "CCF_KEY",
     "DEFAULT_PIXEL_SIZE_UM",
     "LABEL_COLUMN",
+    "PIXEL_KEY",
     "TERM_COLUMN",
     "CcfSummary",
+    "PixelSize",
+    "SpatialSection",
     "block_center",
     "block_corners",
     "containment",
     "placement_matrix",
+    "read_section",
     "read_spatial",
     "register_file",
     "register_section",
@@ -108,6 +113,7 @@ TERM_COLUMN = "anatomical_structure_ontology_term_id"
 LABEL_COLUMN = "anatomical_structure"
 ALL_TERMS_COLUMN = "ccf_structure_ontology_term_ids"
 BIN_COLUMN = "spatial_bin"
+PIXEL_KEY = "spatial_pixel_size"
 UNKNOWN = "unknown"
 
 
@@ -186,43 +192,6 @@ def _structure_columns(points: np.ndarray, organ: ReferenceOrgan, crosswalk: Cro
     return {TERM_COLUMN: term, LABEL_COLUMN: label, ALL_TERMS_COLUMN: categorical(joined)}
 
 
-def _placement_uns(
-    registration: Registration,
-    organ: ReferenceOrgan,
-    crosswalk: Crosswalk,
-    organ_iri: str,
-    z_mm: float,
-    px: float,
-) -> dict[str, Any]:
-    p = registration.placement
-    uns: dict[str, Any] = {
-        "registration_id": registration.id,
-        "target": registration.target,
-        "organ_iri": organ_iri,
-        "reference_organ": organ.path.name,
-        "organ_node": organ.organ_node,
-        "organ_origin_glb_mm": np.asarray(organ.origin_mm),
-        "crosswalk": crosswalk.path.name,
-        "units": "millimeter",
-        "block_dimensions_mm": np.asarray(registration.dimensions_mm),
-        "ccf_annotations": list(registration.annotation_ids),
-        "ccf_annotation_iris": list(registration.ccf_annotations),
-        "placement": {
-            "scaling": np.asarray(p.scaling),
-            "rotation_deg": np.asarray(p.rotation_deg),
-            "rotation_order": p.rotation_order,
-            "translation_mm": np.asarray(p.translation_mm),
-            "placement_date": p.placement_date,
-        },
-        "block_to_organ": placement_matrix(registration),
-        "section_z_mm": z_mm,
-        "pixel_size_um": px,
-    }
-    if registration.sample_id:
-        uns["sample_id"] = registration.sample_id
-    return uns
-
-
 def _check_options(neighbors: int | None, bin_size_mm: float | None) -> None:
     if neighbors is not None and neighbors < 1:
         raise UsageError(f"neighbors = {neighbors}: must be at least 1")
@@ -255,7 +224,7 @@ def _place(
     result.obsm[CCF_KEY] = placed
     for column, values in _structure_columns(placed, reference, table).items():
         result.obs[column] = values
-    result.uns[CCF_KEY] = _placement_uns(block, reference, table, organ_iri, z, pixel_size_um)
+    result.uns[CCF_KEY] = placement_uns(block, reference, table, organ_iri, z, pixel_size_um)
     return placed
 
 
@@ -275,20 +244,31 @@ def _add_bins(result: ad.AnnData, points_mm: np.ndarray, bin_size_mm: float, fra
     result.uns["spatial_bins"] = {"bin_size_mm": bin_size_mm, "frame": frame, "column": BIN_COLUMN}
 
 
+def _as_section(adata: ad.AnnData | SpatialSection | Path | str) -> SpatialSection:
+    if isinstance(adata, SpatialSection):
+        return adata  # read for this call: placed in place
+    if isinstance(adata, Path | str):
+        return read_section(adata)
+    return SpatialSection(adata=adata.copy(), pixel_size=scalefactor_pixel_size(adata))
+
+
 def register_section(
-    adata: ad.AnnData | Path | str,
+    adata: ad.AnnData | SpatialSection | Path | str,
     registration: Registration | None = None,
     organ: ReferenceOrgan | None = None,
     crosswalk: Crosswalk | None = None,
     *,
-    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM,
+    pixel_size_um: float | None = None,
     section_z_mm: float | None = None,
     neighbors: int | None = None,
     bin_size_mm: float | None = None,
     spatial_key: str = SPATIAL_KEY,
 ) -> ad.AnnData:
-    """Place a section (see the module docstring); returns a new AnnData (a given one is copied)."""
-    _check_options(pixel_size_um, neighbors, bin_size_mm)
+    """Place a section (see the module docstring); returns a new AnnData (a given one is copied).
+    ``pixel_size_um`` None takes the one the section states (Space Ranger scale factors in
+    ``uns["spatial"]``, a SpatialData µm coordinate system), else 1; ``uns["spatial_pixel_size"]``
+    records which."""
+    _check_options(neighbors, bin_size_mm)
     placing: tuple[Registration, ReferenceOrgan, Crosswalk] | None = None
     organ_iri = ""
     if registration is not None:
@@ -296,19 +276,20 @@ def register_section(
             raise UsageError("registration needs organ and crosswalk")
         placing = (registration, organ, crosswalk)
         organ_iri = _organ_iri(registration, organ, crosswalk)  # before reading a large section
-    result = read_spatial(adata) if isinstance(adata, Path | str) else adata.copy()
-    xy = _section_xy(result, spatial_key)
+    section = _as_section(adata)
+    px = settle_pixel_size(pixel_size_um, section.pixel_size)
+    result = section.adata
+    xy = section_xy(result, spatial_key)
+    result.uns[PIXEL_KEY] = {"pixel_size_um": px.um, "source": px.source}
     if placing is not None:
-        placed = _place(
-            result, xy, placing, organ_iri, pixel_size_um=pixel_size_um, section_z_mm=section_z_mm
-        )
+        placed = _place(result, xy, placing, organ_iri, pixel_size_um=px.um, section_z_mm=section_z_mm)
         bin_points, bin_frame = placed, "ccf"
     else:
         z = 0.0 if section_z_mm is None else float(section_z_mm)
-        bin_points = np.column_stack([xy * (pixel_size_um / 1000.0), np.full(len(xy), z)])
+        bin_points = np.column_stack([xy * (px.um / 1000.0), np.full(len(xy), z)])
         bin_frame = "section"
     if neighbors is not None:
-        _add_neighbors(result, xy * pixel_size_um, int(neighbors))
+        _add_neighbors(result, xy * px.um, int(neighbors))
     if bin_size_mm is not None:
         _add_bins(result, bin_points, float(bin_size_mm), bin_frame)
     return result
@@ -326,15 +307,19 @@ def register_file(
     crosswalk: Path | str | None = None,
     registration_id: str | None = None,
     organ_node: str | None = None,
-    pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM,
+    pixel_size_um: float | None = None,
     section_z_mm: float | None = None,
     neighbors: int | None = None,
     bin_size_mm: float | None = None,
+    spatial_table: str | None = None,
+    all_spots: bool = False,
     overwrite: bool = False,
 ) -> CcfSummary:
-    """Read a section (a path, or a :class:`SourceSpec` of one file, registered whole), place
-    it (when a registration is given), write ``out`` atomically."""
+    """Read a section (a path, or a :class:`SourceSpec` of one file, registered whole; see
+    :func:`read_spatial` for the formats), place it (when a registration is given), write
+    ``out`` atomically."""
     spatial = whole_file(spatial, "align ccf")
+    settle_pixel_size(pixel_size_um, None)  # a bad value fails before any reading
     out = Path(out)
     format_of(out)
     check_new_output(out, overwrite=overwrite)
@@ -350,8 +335,9 @@ def register_file(
         reg = read_registration(registration, registration_id=registration_id)
         organ = load_reference_organ(reference_organ, organ_node=organ_node)
         table = read_crosswalk(crosswalk)
+        _organ_iri(reg, organ, table)  # before reading a large section
     adata = register_section(
-        Path(spatial),
+        read_section(spatial, table=spatial_table, all_spots=all_spots),
         reg,
         organ,
         table,
@@ -387,4 +373,6 @@ def _summary(
         labels=labels,
         n_bins=int(adata.obs[BIN_COLUMN].nunique()) if binned else 0,
         n_neighbors=int(neighbors or 0),
+        pixel_size_um=float(adata.uns[PIXEL_KEY]["pixel_size_um"]),
+        pixel_size_source=str(adata.uns[PIXEL_KEY]["source"]),
     )

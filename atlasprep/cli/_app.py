@@ -231,10 +231,11 @@ _MODULES = {
     "terms": "terms",
     "tokenize": "tokenize",
     "tokenizer": "tokenizer",
+    "cache": "cache",
 }
 
 
-_GROUPS = frozenset({"align", "tokenizer"})  # commands with subcommands
+_GROUPS = frozenset({"align", "tokenizer", "cache"})  # commands with subcommands
 
 
 def register_commands(names: list[str] | None = None) -> typer.Typer:

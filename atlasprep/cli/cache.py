@@ -1,0 +1,63 @@
+"""`atlasprep cache info|clear`: what atlasprep keeps built between runs, and removing it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import typer
+from rich.table import Table
+
+from atlasprep._cache import cache_dir, cache_entries
+from atlasprep.cli._app import app, command, err_console, out_console
+
+cache_app = typer.Typer(
+    help=(
+        "What atlasprep builds once and keeps between runs (the demo atlas, ontology indexes), in "
+        "$ATLASPREP_CACHE or the user cache directory.\n\n"
+        "Examples:\n\n"
+        "  atlasprep cache info\n\n"
+        "  atlasprep cache clear"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@command(
+    "info",
+    group=cache_app,
+    help="List the cache's entries and their sizes.\n\nExamples:\n\n  atlasprep cache info --json",
+)
+def info_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    entries = cache_entries()
+    if as_json:
+        doc = {"path": str(cache_dir()), "entries": [{"name": n, "bytes": b} for n, b in entries]}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    table = Table(title=f"{cache_dir()} ({sum(b for _, b in entries) / 1e6:,.1f} MB)", show_edge=False)
+    table.add_column("entry")
+    table.add_column("MB", justify="right")
+    for name, size in entries:
+        table.add_row(name, f"{size / 1e6:,.1f}")
+    out_console.print(table)
+
+
+@command(
+    "clear",
+    group=cache_app,
+    help=(
+        "Remove the cache's entries (they are rebuilt when next needed; only what atlasprep put "
+        "there is removed).\n\nExamples:\n\n  atlasprep cache clear"
+    ),
+)
+def clear_command() -> None:
+    removed = 0
+    for name, size in cache_entries():
+        path = cache_dir() / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed += size
+    err_console.print(f"removed {removed / 1e6:,.1f} MB from {cache_dir()}")
