@@ -93,24 +93,40 @@ def barcodes_command(
 @command(
     "ccf",
     group=align_app,
-    fields={"pixel_size_um": "pixel_size", "section_z_mm": "section_z", "bin_size_mm": "bin_size"},
+    fields={
+        "pixel_size_um": "pixel_size",
+        "section_z_mm": "section_z",
+        "bin_size_mm": "bin_size",
+        "spatial_table": "table",
+    },
     help=(
         "Register a spatial section into the HRA Common Coordinate Framework: cell coordinates "
-        "(obsm['spatial'] in pixels × --pixel-size µm, at --section-z mm in the tissue block) are carried "
+        "(obsm['spatial'] in pixels × µm per pixel, at --section-z mm in the tissue block) are carried "
         "through the block's RUI placement into the reference organ (obsm['ccf'], mm); each cell gets the "
         "organ's anatomical structures that contain it (mesh containment), as UBERON IDs via the crosswalk "
         "(obs['anatomical_structure_ontology_term_id']). --neighbors K adds a spatial kNN graph (obsp); "
         "--bin-size mm adds obs['spatial_bin'], the spatial context token for tokenize. Without a "
         "registration only neighbors and bins on the section's own coordinates are made.\n\n"
+        "--spatial also takes a 10x Visium Space Ranger folder (read by scanpy: pip install "
+        "'atlasprep[spatial]'; in-tissue spots only unless --all-spots) and a SpatialData .zarr store (its "
+        "table, placed at the centres of the shapes or points it annotates). µm per pixel: --pixel-size "
+        "when given, else what the file states (Visium: 55 µm / spot_diameter_fullres, or microns_per_pixel; "
+        "SpatialData: 1 when its coordinate system is in micrometer), else 1; the summary says which.\n\n"
         "Examples:\n\n"
         "  atlasprep align ccf --spatial section.h5ad --registration block.json --reference-organ "
         "VH_F_Heart.glb --crosswalk ASCT-B_3D_Models_Mapping.csv --pixel-size 0.5 --bin-size 1 "
         "--out registered.h5ad\n\n"
-        "  atlasprep align ccf --spatial mpfc-starmap.loom --neighbors 6 --bin-size 0.5 --out starmap.h5ad"
+        "  atlasprep align ccf --spatial mpfc-starmap.loom --neighbors 6 --bin-size 0.5 "
+        "--out starmap.h5ad\n\n"
+        "  atlasprep align ccf --spatial spaceranger/outs --neighbors 6 --bin-size 1 --out visium.h5ad"
     ),
 )
 def ccf_command(
-    spatial: Path = typer.Option(..., "--spatial", help="The section: .h5ad, .zarr or .loom."),
+    spatial: Path = typer.Option(
+        ...,
+        "--spatial",
+        help="The section: .h5ad, .zarr, .loom, a Visium Space Ranger folder or a SpatialData store.",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="The registered section (.h5ad or .zarr)."),
     registration: Path | None = typer.Option(None, "--registration", help="RUI registration (JSON/JSON-LD)."),
     registration_id: str | None = typer.Option(
@@ -118,12 +134,16 @@ def ccf_command(
     ),
     reference_organ: Path | None = typer.Option(None, "--reference-organ", help="The HRA organ (.glb)."),
     crosswalk: Path | None = typer.Option(None, "--crosswalk", help="3D node name → ontology ID (CSV)."),
-    pixel_size: float = typer.Option(1.0, "--pixel-size", help="µm per pixel of obsm['spatial']."),
+    pixel_size: float | None = typer.Option(
+        None, "--pixel-size", help="µm per pixel of obsm['spatial'] [default: as the file states, else 1]."
+    ),
     section_z: float | None = typer.Option(
         None, "--section-z", help="Depth of the section in the block, mm from its −z face [default: middle]."
     ),
     neighbors: int | None = typer.Option(None, "--neighbors", help="Add a spatial kNN graph (K neighbours)."),
     bin_size: float | None = typer.Option(None, "--bin-size", help="Add 3-D spatial bins of this size (mm)."),
+    table: str | None = typer.Option(None, "--table", help="Which table of a SpatialData store."),
+    all_spots: bool = typer.Option(False, "--all-spots", help="Visium: keep the spots off the tissue too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON."),
 ) -> None:
@@ -140,6 +160,8 @@ def ccf_command(
         section_z_mm=section_z,
         neighbors=neighbors,
         bin_size_mm=bin_size,
+        spatial_table=table,
+        all_spots=all_spots,
         overwrite=overwrite,
     )
     payload = {
@@ -152,6 +174,8 @@ def ccf_command(
         "labels": dict(summary.labels or {}),
         "n_bins": summary.n_bins,
         "neighbors": summary.n_neighbors,
+        "pixel_size_um": summary.pixel_size_um,
+        "pixel_size_source": summary.pixel_size_source,
     }
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
@@ -161,6 +185,7 @@ def ccf_command(
         + (f"; {summary.n_in_structures:,} inside structures of {summary.target}" if summary.target else "")
         + (f"; {summary.n_bins:,} spatial bins" if summary.n_bins else "")
         + (f"; {summary.n_neighbors}-NN graph" if summary.n_neighbors else "")
+        + f"; {summary.pixel_size_um:.4g} µm per pixel ({summary.pixel_size_source})"
     )
     if summary.structures:
         labels = dict(summary.labels or {})
