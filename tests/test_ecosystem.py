@@ -72,3 +72,26 @@ def test_get_anndata_gives_what_slice_writes(small_census, tmp_path):
 def test_a_string_is_one_term():
     assert CellFilter(tissue="lung").tissue == ("lung",)
     assert CellFilter(cell_type=["T cell", "B cell"]).cell_type == ("T cell", "B cell")
+
+
+@pytest.mark.parametrize(("name", "compression"), [("c.h5ad", "gzip"), ("c.h5ad", "lzf"), ("c.zarr", "gzip")])
+def test_slices_compress_x_and_read_back_the_same(small_census, tmp_path, name, compression):
+    spec = SourceSpec(census_uri=str(small_census), max_cells=300, seed=1)
+    plain, packed = tmp_path / f"plain{Path(name).suffix}", tmp_path / name
+    atlasprep.slice_cells(atlasprep.SliceConfig(source=spec, out=plain))
+    atlasprep.slice_cells(atlasprep.SliceConfig(source=spec, out=packed, compression=compression))
+    a, b = (
+        ad.read_h5ad(plain) if name.endswith("h5ad") else ad.read_zarr(plain),
+        (ad.read_h5ad(packed) if name.endswith("h5ad") else ad.read_zarr(packed)),
+    )
+    np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
+    if name.endswith("h5ad"):
+        import h5py
+
+        with h5py.File(packed) as f:
+            assert f["X/data"].compression == compression
+        assert packed.stat().st_size < plain.stat().st_size
+    with pytest.raises(
+        atlasprep.errors.UsageError, match="compression = 'lzf': zarr stores take gzip or zstd"
+    ):
+        atlasprep.SliceConfig(source=spec, out=tmp_path / "x.zarr", compression="lzf")

@@ -33,6 +33,14 @@ _AllowEmpty = Annotated[
     bool,
     typer.Option("--allow-empty", help="Succeed (and write) when nothing matches.", rich_help_panel=_OUTPUT),
 ]
+_Compression = Annotated[
+    str | None,
+    typer.Option(
+        "--compression",
+        help="X's codec: gzip or lzf for .h5ad (none by default), gzip or zstd for .zarr (zstd default).",
+        rich_help_panel=_OUTPUT,
+    ),
+]
 _DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Count the cells; write nothing.", rich_help_panel=_OUTPUT)
 ]
@@ -91,6 +99,7 @@ def slice_command(
     overwrite: _Overwrite = False,
     allow_empty: _AllowEmpty = False,
     dry_run: _DryRun = False,
+    compression: _Compression = None,
     by: _By = None,
     as_json: _Json = False,
 ) -> None:
@@ -101,6 +110,7 @@ def slice_command(
         by=tuple(name.strip() for item in by or () for name in item.split(",")),
         allow_empty=allow_empty,
         overwrite=overwrite,
+        compression=compression,
     )
     if census == "demo":
         _announce_demo_build()

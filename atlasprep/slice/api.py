@@ -15,7 +15,7 @@ from atlasprep import __version__
 from atlasprep._checks import check_names, invalid
 from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
-from atlasprep.slice.writer import AnnDataWriter, StoreFormat
+from atlasprep.slice.writer import AnnDataWriter, StoreFormat, x_dataset_kwargs
 from atlasprep.sources import (
     DEFAULT_BATCH_SIZE,
     CellSource,
@@ -46,6 +46,7 @@ class SliceConfig:
     by: tuple[str, ...] = ()  # obs columns to break the counts down by
     allow_empty: bool = False
     overwrite: bool = False
+    compression: str | None = None  # X's codec: gzip or lzf (h5ad), gzip or zstd (zarr, its default)
 
     def __post_init__(self) -> None:
         """Every value checked here, once, before any work (the source's by :class:`SourceSpec`):
@@ -55,6 +56,8 @@ class SliceConfig:
         check_names("by", self.by)
         if self.out is not None and self.out.suffix.lstrip(".") not in get_args(StoreFormat):
             raise invalid("out", str(self.out), "the name must end in .h5ad or .zarr")
+        if self.out is not None:
+            x_dataset_kwargs(self.out, self.compression)  # a codec the format lacks is refused now
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +150,7 @@ def _write(
         var=var.drop(columns=["soma_joinid"], errors="ignore"),
         overwrite=config.overwrite,
         counts=counts_where(source.info),
+        compression=config.compression,
     )
     n_cells = selection.n_cells
     try:

@@ -99,6 +99,26 @@ def _mib(n_bytes: int) -> str:
     return f"{n_bytes / 2**20:,.1f} MiB"
 
 
+# X's codec by store: h5py's filters for h5ad, zarr's codecs for zarr (whose default is zstd)
+COMPRESSIONS: dict[str, tuple[str, ...]] = {"h5ad": ("gzip", "lzf"), "zarr": ("gzip", "zstd")}
+
+
+def x_dataset_kwargs(out: Path, compression: str | None) -> dict[str, Any]:
+    """How X's arrays are created: h5ad in chunks of 65,536 values (appendable), compressed
+    with ``compression`` where given (refused where the store's format has no such codec)."""
+    store_format = format_of(out)
+    if compression is not None and compression not in COMPRESSIONS[store_format]:
+        codecs = " or ".join(COMPRESSIONS[store_format])
+        raise UsageError(f"compression = {compression!r}: {store_format} stores take {codecs}")
+    if store_format == "h5ad":
+        return {"chunks": (2**16,), **({"compression": compression} if compression else {})}
+    if compression == "gzip":
+        from zarr.codecs import GzipCodec
+
+        return {"compressors": GzipCodec()}
+    return {}
+
+
 def _open_store(path: Path, store_format: StoreFormat) -> Any:
     if store_format == "h5ad":
         return h5py.File(path, "w")
@@ -113,9 +133,16 @@ class AnnDataWriter:
     """
 
     def __init__(
-        self, out: Path, *, var: pd.DataFrame, overwrite: bool = False, counts: str | None = "X"
+        self,
+        out: Path,
+        *,
+        var: pd.DataFrame,
+        overwrite: bool = False,
+        counts: str | None = "X",
+        compression: str | None = None,
     ) -> None:
         self.out = out
+        self._x_kwargs = x_dataset_kwargs(out, compression)
         self.format = format_of(out)
         check_new_output(out, overwrite=overwrite)
         self._counts = counts
@@ -168,8 +195,7 @@ class AnnDataWriter:
                 require_free_space(self.out, rows + obs.nbytes + int(cell_ids.nbytes))
             with ad.settings.override(auto_shard_zarr_v3=False):
                 if not self._x_started:
-                    kwargs = {"chunks": (2**16,)} if self.format == "h5ad" else {}
-                    write_elem(self._root, "X", X, dataset_kwargs=kwargs)
+                    write_elem(self._root, "X", X, dataset_kwargs=self._x_kwargs)
                     self._x_started = True
                 elif X.shape[0]:
                     sparse_dataset(self._root["X"]).append(X)
