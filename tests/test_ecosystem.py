@@ -95,3 +95,24 @@ def test_slices_compress_x_and_read_back_the_same(small_census, tmp_path, name, 
         atlasprep.errors.UsageError, match="compression = 'lzf': zarr stores take gzip or zstd"
     ):
         atlasprep.SliceConfig(source=spec, out=tmp_path / "x.zarr", compression="lzf")
+
+
+def test_slice_flags_for_census_options(small_census, tmp_path):
+    from typer.testing import CliRunner
+
+    from atlasprep.cli import app
+
+    out = tmp_path / "o.h5ad"
+    runner = CliRunner()
+    args = ["slice", "--census-uri", str(small_census), "--self-reported-ethnicity", "European"]
+    done = runner.invoke(
+        app, [*args, "--obs-columns", "cell_type,self_reported_ethnicity", "--out", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    obs = ad.read_h5ad(out).obs
+    assert set(obs.columns) <= {"soma_joinid", "cell_type", "self_reported_ethnicity"}
+    assert "cell_type" in obs.columns
+    assert obs["self_reported_ethnicity"].astype(str).str.contains("European").all()
+    layered = runner.invoke(app, ["slice", str(out), "--layer", "X", "--all-data", "--dry-run"])
+    assert layered.exit_code == 0, layered.output
+    assert f"{len(obs)} cells match" in layered.stdout

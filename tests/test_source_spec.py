@@ -178,9 +178,27 @@ def test_select_genes_gives_var_positions(small_census, var_ids, caplog):
         selection, _, _ = _select(SourceSpec(census_uri=str(small_census), genes=wanted, max_cells=5))
     assert selection.var_positions is not None
     assert selection.var_positions.tolist() == [7, 30, 500]  # sorted: var order
-    assert "1 of 4 IDs are not in this source's var" in caplog.text
-    with pytest.raises(UsageError, match=r"^genes = \('ENSG99999999999',\): none of its 1 IDs"):
+    assert "1 of 4 names are not in this source's var" in caplog.text
+    with pytest.raises(UsageError, match=r"^genes = \('ENSG99999999999',\): none of its 1 IDs or symbols"):
         _select(SourceSpec(census_uri=str(small_census), genes=("ENSG99999999999",)))
+
+
+def test_genes_by_symbol_where_var_has_feature_name(small_census):
+    from atlasprep.sources import open_source
+
+    source = open_source(SourceSpec(census_uri=str(small_census)))
+    try:
+        var = source.var()
+    finally:
+        source.close()
+    symbols = [str(var["feature_name"].iloc[i]) for i in (3, 40)]
+    mixed = (symbols[0], str(var.index[12]), symbols[1])
+    selection, _, _ = _select(SourceSpec(census_uri=str(small_census), genes=mixed, max_cells=5))
+    assert selection.var_positions is not None
+    expected = sorted(
+        {12, *np.flatnonzero(var["feature_name"].astype(str).isin(symbols).to_numpy()).tolist()}
+    )
+    assert selection.var_positions.tolist() == expected
 
 
 # ---- tokenize honours the whole spec, as slice does --------------------------------------------

@@ -148,8 +148,11 @@ def _group(path: Path, attrs: dict) -> None:  # type: ignore[type-arg]
 
 
 def _transform(kind: dict, unit: str) -> list[dict]:  # type: ignore[type-arg]
+    """``kind`` from ``xy`` to ``global``, as spatialdata writes it (each step names both systems)."""
     axes = [{"name": a, "type": "space", "unit": unit} for a in ("x", "y")]
-    return [{**kind, "input": {"name": "xy", "axes": axes}, "output": {"name": "global", "axes": axes}}]
+    systems = {"input": {"name": "xy", "axes": axes}, "output": {"name": "global", "axes": axes}}
+    steps = [{**step, **systems} for step in kind.get("transformations", [])]
+    return [{**kind, **({"transformations": steps} if steps else {}), **systems}]
 
 
 def _spatialdata_store(
@@ -164,8 +167,8 @@ def _spatialdata_store(
     _group(root, {"spatialdata_attrs": {"version": "0.2", "spatialdata_software_version": "0.7.3"}})
     shapes = root / "shapes" / "cells"
     _group(root / "shapes", {})
-    transform = {"type": "sequence", "transformations": [
-        {"type": "scale", "scale": [2.0, 2.0]}, {"type": "translation", "translation": [5.0, 7.0]}]}  # fmt: skip
+    steps = [{"type": "scale", "scale": [2.0, 2.0]}, {"type": "translation", "translation": [5.0, 7.0]}]
+    transform = {"type": "sequence", "transformations": steps}
     _group(shapes, {"encoding-type": "ngff:shapes", "axes": ["x", "y"],
                     "coordinateTransformations": _transform(transform, unit),
                     "spatialdata_attrs": {"version": "0.3"}})  # fmt: skip
@@ -177,8 +180,9 @@ def _spatialdata_store(
         {"geometry": shapely.to_wkb(geoms), "radius": np.full(n, 3.0)}, index=pd.Index(ids, name="cell_id")
     )
     table = pa.Table.from_pandas(frame)
+    kind = "Polygon" if polygons else "Point"
     geo = {"version": "1.0.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon" if polygons else "Point"]}}}  # fmt: skip
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": [kind]}}}  # fmt: skip
     pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"geo": json.dumps(geo).encode()}),
                    shapes / "shapes.parquet")  # fmt: skip
     order = rng.permutation(n)
@@ -187,12 +191,15 @@ def _spatialdata_store(
         X=sp.csr_matrix(expected.astype(np.float32)),
         obs=pd.DataFrame(
             {"region": pd.Categorical(["cells"] * n), "cell_id": ids[order]}, index=[f"c{k}" for k in order]
-        ),  # fmt: skip
+        ),
         var=pd.DataFrame(index=["x", "y"]),
         uns={"spatialdata_attrs": {"region": "cells", "region_key": "region", "instance_key": "cell_id"}},
     )
     _group(root / "tables", {})
-    cells.write_zarr(root / "tables" / "table")
+    with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False):
+        cells.write_zarr(root / "tables" / "table")
+    _group(root / "tables" / "table", {"spatialdata-encoding-type": "ngff:regions_table", "version": "0.2",
+                                       **cells.uns["spatialdata_attrs"]})  # fmt: skip
     return expected
 
 
@@ -203,7 +210,8 @@ def test_spatialdata_table_placed_at_its_shapes(tmp_path: Path, polygons: bool) 
     section = read_section(store)
     np.testing.assert_allclose(section.adata.obsm["spatial"], expected)
     np.testing.assert_allclose(section.adata.X.toarray(), expected, rtol=1e-6)  # each row its own cell
-    assert section.pixel_size is not None and section.pixel_size.um == 1.0  # global is in µm
+    assert section.pixel_size is not None
+    assert section.pixel_size.um == 1.0  # global is in µm
     summary = register_file(store, tmp_path / "o.h5ad", neighbors=3, bin_size_mm=0.25)
     assert summary.pixel_size_source == "SpatialData shapes/cells: coordinate system 'global' in µm"
     out = ad.read_h5ad(tmp_path / "o.h5ad")

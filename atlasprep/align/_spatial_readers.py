@@ -103,6 +103,13 @@ def scalefactor_pixel_size(adata: ad.AnnData) -> PixelSize | None:
     return PixelSize(um=um, source=source) if um > 0 and np.isfinite(um) else None
 
 
+def _text(value: Any) -> Any:
+    array = np.asarray(value)
+    if array.dtype.kind != "S":
+        return value
+    return array.astype(str).item() if array.size == 1 else array.astype(str)
+
+
 def read_visium(path: Path, *, all_spots: bool = False) -> SpatialSection:
     """A Space Ranger output folder: the filtered matrix (the raw one when only it is there)."""
     sc = _optional("scanpy")
@@ -114,11 +121,10 @@ def read_visium(path: Path, *, all_spots: bool = False) -> SpatialSection:
         warnings.simplefilter("ignore", FutureWarning)
         adata = sc.read_visium(path, count_file=count_file)
     adata.var_names_make_unique()
-    for library in adata.uns[
-        SPATIAL_KEY
-    ].values():  # h5 attributes come as bytes; zarr v3 has no type for them
+    for library in adata.uns[SPATIAL_KEY].values():
+        # h5 attributes arrive as bytes arrays, which zarr v3 has no stable type for
         meta = library.get("metadata", {})
-        meta.update({k: v.decode() for k, v in meta.items() if isinstance(v, bytes)})
+        meta.update({k: _text(v) for k, v in meta.items()})
     if not all_spots:
         adata = adata[adata.obs["in_tissue"].to_numpy() == 1].copy()
     adata.obsm[SPATIAL_KEY] = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)  # x, y full-res px
@@ -240,7 +246,7 @@ def read_spatialdata(path: Path, *, table: str | None = None) -> SpatialSection:
     """The table of a SpatialData store, each row placed at its shape's or point's coordinates."""
     name = _pick_table(path, table)
     adata = ad.read_zarr(path / "tables" / name)
-    attrs = adata.uns.get("spatialdata_attrs") or {}
+    attrs = adata.uns.get("spatialdata_attrs") or _attrs(path / "tables" / name)  # both carry the keys
     regions: Sequence[str] = (
         [attrs["region"]] if isinstance(attrs.get("region"), str) else list(attrs.get("region") or [])
     )

@@ -18,6 +18,7 @@ __all__ = [
     "CellType",
     "Census",
     "CensusUri",
+    "CountsLayer",
     "DatasetId",
     "DevelopmentStage",
     "Disease",
@@ -30,6 +31,7 @@ __all__ = [
     "MaxCells",
     "Organism",
     "PerGroup",
+    "SelfReportedEthnicity",
     "Sex",
     "Tissue",
     "TissueGeneral",
@@ -104,6 +106,23 @@ Disease = Annotated[
 Sex = Annotated[
     list[str] | None, typer.Option("--sex", help="female, male (PATO) or unknown.", rich_help_panel=FILTERS)
 ]
+SelfReportedEthnicity = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--self-reported-ethnicity",
+        help="HANCESTRO term, e.g. European, or unknown.",
+        rich_help_panel=FILTERS,
+    ),
+]
+CountsLayer = Annotated[
+    str | None,
+    typer.Option(
+        "--counts-layer",
+        "--layer",
+        help="The raw counts: a layers key, raw or X (AnnData); an X layer (SOMA, default raw).",
+        rich_help_panel=SOURCE,
+    ),
+]
 DevelopmentStage = Annotated[
     list[str] | None,
     typer.Option("--development-stage", help="HsapDv/MmusDv term (by --organism).", rich_help_panel=FILTERS),
@@ -155,7 +174,7 @@ Genes = Annotated[
     Path | None,
     typer.Option(
         "--genes",
-        help="File of Ensembl IDs (one per line; - reads stdin): keep those genes only.",
+        help="File of gene IDs or symbols (one per line; - reads stdin): keep those genes only.",
         rich_help_panel=SAMPLING,
     ),
 ]

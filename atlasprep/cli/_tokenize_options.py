@@ -76,12 +76,7 @@ NCountsColumn = Annotated[
     ),
 ]
 AssumeNormalized = Annotated[bool, typer.Option("--assume-normalized", help="Accept non-integer X.")]
-CountsLayer = Annotated[
-    str | None,
-    typer.Option(
-        "--counts-layer", help="The raw counts: a layers key, raw or X (AnnData); an X layer (SOMA)."
-    ),
-]
+CountsLayer = opt.CountsLayer
 MinGeneMatch = Annotated[float, typer.Option("--min-gene-match", help="Fail below this share.")]
 ObsColumns = Annotated[
     list[str] | None,

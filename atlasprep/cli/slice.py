@@ -41,6 +41,14 @@ _Compression = Annotated[
         rich_help_panel=_OUTPUT,
     ),
 ]
+_ObsColumns = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--obs-columns",
+        help="Write only these obs columns (repeated or a,b; default: all), as the Census's column_names.",
+        rich_help_panel=_OUTPUT,
+    ),
+]
 _DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Count the cells; write nothing.", rich_help_panel=_OUTPUT)
 ]
@@ -85,11 +93,13 @@ def slice_command(
     disease: opt.Disease = None,
     sex: opt.Sex = None,
     development_stage: opt.DevelopmentStage = None,
+    self_reported_ethnicity: opt.SelfReportedEthnicity = None,
     dataset_id: opt.DatasetId = None,
     donor_id: opt.DonorId = None,
     exact: opt.Exact = False,
     all_data: opt.AllData = False,
     where: opt.Where = None,
+    counts_layer: opt.CountsLayer = None,
     max_cells: opt.MaxCells = None,
     per_group: opt.PerGroup = None,
     seed: int = typer.Option(_D.source.seed, help="Seed for sampling.", rich_help_panel=opt.SAMPLING),
@@ -100,6 +110,7 @@ def slice_command(
     allow_empty: _AllowEmpty = False,
     dry_run: _DryRun = False,
     compression: _Compression = None,
+    obs_columns: _ObsColumns = None,
     by: _By = None,
     as_json: _Json = False,
 ) -> None:
@@ -111,6 +122,9 @@ def slice_command(
         allow_empty=allow_empty,
         overwrite=overwrite,
         compression=compression,
+        obs_columns=None
+        if obs_columns is None
+        else tuple(name.strip() for item in obs_columns for name in item.split(",")),
     )
     if census == "demo":
         _announce_demo_build()

@@ -50,6 +50,7 @@ def tokenize_command(
     disease: opt.Disease = None,
     sex: opt.Sex = None,
     development_stage: opt.DevelopmentStage = None,
+    self_reported_ethnicity: opt.SelfReportedEthnicity = None,
     dataset_id: opt.DatasetId = None,
     donor_id: opt.DonorId = None,
     exact: opt.Exact = False,

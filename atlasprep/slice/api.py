@@ -47,6 +47,7 @@ class SliceConfig:
     allow_empty: bool = False
     overwrite: bool = False
     compression: str | None = None  # X's codec: gzip or lzf (h5ad), gzip or zstd (zarr, its default)
+    obs_columns: tuple[str, ...] | None = None  # the obs columns written (None: every column)
 
     def __post_init__(self) -> None:
         """Every value checked here, once, before any work (the source's by :class:`SourceSpec`):
@@ -54,6 +55,8 @@ class SliceConfig:
         if not isinstance(self.source, SourceSpec):
             raise invalid("source", self.source, "must be a SourceSpec (where the cells come from)")
         check_names("by", self.by)
+        if self.obs_columns is not None:
+            check_names("obs_columns", self.obs_columns)
         if self.out is not None and self.out.suffix.lstrip(".") not in get_args(StoreFormat):
             raise invalid("out", str(self.out), "the name must end in .h5ad or .zarr")
         if self.out is not None:
@@ -157,8 +160,12 @@ def _write(
         done = 0
         if progress is not None:
             progress(0, n_cells)
+        columns = None if config.obs_columns is None else list(config.obs_columns)
         for batch in source.iter_batches(
-            selection.positions, var_positions=selection.var_positions, batch_size=config.source.batch_size
+            selection.positions,
+            var_positions=selection.var_positions,
+            batch_size=config.source.batch_size,
+            obs_columns=columns,
         ):
             writer.append(batch.cell_ids, batch.obs, batch.X)
             done += batch.n_cells

@@ -224,26 +224,36 @@ def _sample(spec: SourceSpec, source: CellSource, matched: np.ndarray) -> np.nda
 
 
 def gene_positions(spec: SourceSpec, source: CellSource) -> np.ndarray | None:
-    """Sorted var positions of the spec's genes (None: every gene). A version suffix is
-    dropped (ENSG….12 is ENSG…); IDs missing from var are skipped with a warning, none found
-    is an error."""
+    """Sorted var positions of the spec's genes (None: every gene): Ensembl IDs (a version
+    suffix dropped: ENSG….12 is ENSG…) or, where the var has a ``feature_name`` column (the
+    CELLxGENE schema's), gene symbols. Names missing from var are skipped with a warning;
+    none found is an error."""
     if spec.genes is None:
         return None
-    feature_ids = source.var().index
-    wanted = [g.split(".")[0] if g.startswith("ENS") else g for g in spec.genes]
-    positions = feature_ids.get_indexer(list(dict.fromkeys(wanted)))
-    missing = int((positions < 0).sum())
-    if missing == len(positions):
-        example = feature_ids[0] if len(feature_ids) else "ENSG00000141510"
+    var = source.var()
+    wanted = list(dict.fromkeys(g.split(".")[0] if g.startswith("ENS") else g for g in spec.genes))
+    positions = var.index.get_indexer(wanted)
+    found = positions[positions >= 0]
+    unmatched = [g for g, p in zip(wanted, positions, strict=True) if p < 0]
+    if unmatched and "feature_name" in var.columns:  # symbols: every var row of each
+        symbols = var["feature_name"].astype(str).to_numpy()
+        by_symbol = np.isin(symbols, unmatched)
+        found = np.concatenate([found, np.flatnonzero(by_symbol)])
+        unmatched = sorted(set(unmatched) - set(symbols[by_symbol].tolist()))
+    if len(unmatched) == len(wanted):
+        example = var.index[0] if len(var) else "ENSG00000141510"
         raise UsageError(
-            f"genes = {_shortened(spec.genes)}: none of its {len(positions)} IDs is in this source's var "
-            f"(expected IDs such as {example})"
+            f"genes = {_shortened(spec.genes)}: none of its {len(wanted)} IDs or symbols is in this "
+            f"source's var (expected IDs such as {example})"
         )
-    if missing:
+    if unmatched:
         log.warning(
-            "genes: %d of %d IDs are not in this source's var and are skipped", missing, len(positions)
+            "genes: %d of %d names are not in this source's var and are skipped (e.g. %s)",
+            len(unmatched),
+            len(wanted),
+            ", ".join(unmatched[:3]),
         )
-    return np.sort(positions[positions >= 0]).astype(np.int64)
+    return np.unique(found).astype(np.int64)
 
 
 def only_genes(source: CellSource, var_positions: np.ndarray | None) -> CellSource:
