@@ -272,3 +272,34 @@ def test_spatialdata_errors(tmp_path: Path) -> None:
     shutil.rmtree(store / "shapes")
     with pytest.raises(InputFormatError, match="annotates 'cells', neither shapes"):
         read_section(store)
+
+
+def test_registered_section_written_as_spatialdata_and_read_back(tmp_path: Path) -> None:
+    out = tmp_path / "placed.zarr"
+    register_file(
+        shared_file(VISIUM),
+        out,
+        registration=shared_file(f"{HEART}/female-left-ventricle.json"),
+        reference_organ=shared_file("hra/VH_F_Heart.glb"),
+        crosswalk=shared_file("hra/ASCT-B_3D_Models_Mapping.csv"),
+        bin_size_mm=1.0,
+        spatialdata_out=True,
+    )
+    root = json.loads((out / "zarr.json").read_text())["attributes"]
+    assert root["spatialdata_attrs"]["version"] == "0.2"
+    circles = pq.read_table(out / "shapes" / "cells" / "shapes.parquet")
+    assert b"geo" in circles.schema.metadata
+    np.testing.assert_allclose(circles.column("radius").to_numpy(), 27.5 / _pixel_size())  # 55 µm spots
+    ccf = pq.read_table(out / "points" / "ccf" / "points.parquet").to_pandas()
+    back = read_section(out)  # the table, at its circles, in the µm coordinate system
+    assert back.pixel_size is not None
+    assert back.pixel_size.um == 1.0
+    pixels = ad.read_zarr(out / "tables" / "table").obsm["spatial"]
+    np.testing.assert_allclose(back.adata.obsm["spatial"], pixels * _pixel_size())
+    np.testing.assert_allclose(ccf[["x", "y", "z"]].to_numpy(), back.adata.obsm[CCF_KEY])
+    again = register_file(out, tmp_path / "again.h5ad", neighbors=6)  # µm in, µm out
+    assert again.pixel_size_um == 1.0
+    graph = ad.read_h5ad(tmp_path / "again.h5ad").obsp["spatial_distances"].tocoo()
+    np.testing.assert_allclose(graph.data, _lattice_um(back.adata.obs, graph.row, graph.col), rtol=0.01)
+    with pytest.raises(UsageError, match=r"^spatialdata_out: a SpatialData store is a \.zarr directory"):
+        register_file(shared_file(VISIUM), tmp_path / "x.h5ad", bin_size_mm=1.0, spatialdata_out=True)

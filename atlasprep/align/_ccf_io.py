@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from atlasprep.align._ccf_geometry import placement_matrix
 from atlasprep.align._output import stored_bytes, write_output
 from atlasprep.align._spatial_readers import (
+    SPATIAL_KEY,
     PixelSize,
     SpatialSection,
     is_spatialdata,
@@ -24,13 +25,14 @@ from atlasprep.align._spatial_readers import (
     read_visium,
     scalefactor_pixel_size,
 )
+from atlasprep.align._spatialdata_writer import write_spatialdata
 from atlasprep.align.organ import Crosswalk, ReferenceOrgan
 from atlasprep.align.rui import Registration
 from atlasprep.errors import InputFormatError, SourceError, UsageError
 from atlasprep.slice.writer import format_of
 
-SPATIAL_KEY = "spatial"
 DEFAULT_PIXEL_SIZE_UM = 1.0  # when neither the user nor the file says
+PIXEL_KEY = "spatial_pixel_size"  # uns: the pixel size used, and where it came from
 
 
 def _read_loom(path: Path) -> ad.AnnData:
@@ -163,9 +165,16 @@ def placement_uns(
 # -- file in, file out ----------------------------------------------------------------------
 
 
-def write_section(adata: ad.AnnData, out: Path) -> None:
+def write_section(adata: ad.AnnData, out: Path, *, spatialdata: bool = False) -> None:
+    """Write the registered section: AnnData (``.h5ad``/``.zarr``), or with ``spatialdata`` a
+    SpatialData store (``.zarr``; :mod:`atlasprep.align._spatialdata_writer`)."""
+    pixel = adata.uns.get(PIXEL_KEY, {})
+
     def write(tmp: Path) -> None:
-        if format_of(out) == "zarr":
+        if spatialdata:
+            visium = scalefactor_pixel_size(adata) is not None
+            write_spatialdata(adata, tmp, pixel_size_um=float(pixel["pixel_size_um"]), visium=visium)
+        elif format_of(out) == "zarr":
             with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False):  # as slice writes
                 adata.write_zarr(tmp)
         else:

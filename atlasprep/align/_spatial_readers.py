@@ -31,6 +31,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atlasprep.errors import InputFormatError, UsageError
@@ -41,6 +42,7 @@ __all__ = [
     "SpatialSection",
     "is_spatialdata",
     "is_visium",
+    "optional_module",
     "read_spatialdata",
     "read_visium",
     "scalefactor_pixel_size",
@@ -68,7 +70,7 @@ class SpatialSection:
     pixel_size: PixelSize | None = None
 
 
-def _optional(module: str) -> Any:
+def optional_module(module: str) -> Any:
     try:
         return __import__(module)
     except ImportError:
@@ -112,7 +114,7 @@ def _text(value: Any) -> Any:
 
 def read_visium(path: Path, *, all_spots: bool = False) -> SpatialSection:
     """A Space Ranger output folder: the filtered matrix (the raw one when only it is there)."""
-    sc = _optional("scanpy")
+    sc = optional_module("scanpy")
     count_file = "filtered_feature_bc_matrix.h5"
     if not (path / count_file).exists():
         count_file = "raw_feature_bc_matrix.h5"
@@ -192,9 +194,16 @@ def _to_global(xy: np.ndarray, attrs: Mapping[str, Any], element: str) -> tuple[
 
 
 def _geometry_xy(column: Any, element: str) -> np.ndarray:
-    """Circle centres or polygon centroids of a GeoParquet geometry column (WKB or GeoArrow)."""
-    shapely = _optional("shapely")
-    geoms = shapely.from_wkb(np.asarray(column.to_pylist(), dtype=object))
+    """Circle centres or polygon centroids of a GeoParquet geometry column (WKB, or GeoArrow points)."""
+    column = column.combine_chunks()
+    if pa.types.is_struct(column.type):  # GeoArrow's native point encoding: fields x, y
+        return np.column_stack([column.field(a).to_numpy(zero_copy_only=False) for a in ("x", "y")])
+    if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+        raise InputFormatError(
+            f"SpatialData {element}: geometry stored as {column.type}; write it as WKB (the default)"
+        )
+    shapely = optional_module("shapely")
+    geoms = shapely.from_wkb(column.to_numpy(zero_copy_only=False))
     if geoms.size and shapely.get_type_id(geoms).max() > 0:  # 0 is Point: polygons give centroids
         geoms = shapely.centroid(geoms)
     xy = shapely.get_coordinates(geoms)
@@ -229,6 +238,8 @@ def _element_coordinates(root: Path, region: str) -> tuple[pd.Index, np.ndarray,
         ids = table.column(frame_index[0]).to_pandas()
     else:
         ids = pd.Series(np.arange(len(xy)))
+    if not ids.is_unique:
+        raise InputFormatError(f"SpatialData {element}: instance IDs repeat; each cell needs its own")
     placed, pixel = _to_global(xy, attrs, element)
     return pd.Index(ids), placed, pixel
 

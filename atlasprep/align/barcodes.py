@@ -60,6 +60,7 @@ from atlasprep.errors import (
     EmptyResultError,
     UsageError,
 )
+from atlasprep.provenance import PROVENANCE_KEY, file_input, new_step, read_steps, steps_json
 from atlasprep.sources.spec import SourceSpec, whole_file
 
 __all__ = [
@@ -194,6 +195,7 @@ def align_barcodes(
     with md.set_options(pull_on_update=False):
         mdata = _build_mudata(loaded, normalized, cells, how)
         mdata.uns["atlasprep_align"] = provenance
+        mdata.uns[PROVENANCE_KEY] = _steps(specs, how=how, min_match=min_match, barcode_map=barcode_map)
         _write_h5mu(mdata, out)
     report = AlignReport(
         out=out,
@@ -212,6 +214,13 @@ def align_barcodes(
         ", ".join(f"{m.modality} {m.n_matched}/{m.n_barcodes} matched" for m in matches),
     )
     return report
+
+
+def _steps(specs: Mapping[Modality, Any], **config: Any) -> str:
+    """The chain the RNA input carries, and this join (see :mod:`atlasprep.provenance`)."""
+    inputs = [file_input(path, modality=m) for m, path in specs.items()]
+    step = new_step("align barcodes", {**config, "inputs": [str(p) for p in specs.values()]}, inputs)
+    return steps_json([*read_steps(specs["rna"]), step])
 
 
 def _modality_files(

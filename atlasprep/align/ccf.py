@@ -65,6 +65,7 @@ from atlasprep.align._ccf_geometry import (
 )
 from atlasprep.align._ccf_io import (
     DEFAULT_PIXEL_SIZE_UM,
+    PIXEL_KEY,
     SPATIAL_KEY,
     placement_uns,
     read_section,
@@ -77,6 +78,7 @@ from atlasprep.align._spatial_readers import PixelSize, SpatialSection, scalefac
 from atlasprep.align.organ import Crosswalk, ReferenceOrgan, load_reference_organ, read_crosswalk
 from atlasprep.align.rui import Registration, iri_fragment, read_registration
 from atlasprep.errors import InputFormatError, UsageError
+from atlasprep.provenance import PROVENANCE_KEY, file_input, new_step, read_steps, steps_json
 from atlasprep.slice.writer import format_of
 from atlasprep.sources.spec import SourceSpec, whole_file
 
@@ -113,7 +115,6 @@ TERM_COLUMN = "anatomical_structure_ontology_term_id"
 LABEL_COLUMN = "anatomical_structure"
 ALL_TERMS_COLUMN = "ccf_structure_ontology_term_ids"
 BIN_COLUMN = "spatial_bin"
-PIXEL_KEY = "spatial_pixel_size"
 UNKNOWN = "unknown"
 
 
@@ -313,15 +314,17 @@ def register_file(
     bin_size_mm: float | None = None,
     spatial_table: str | None = None,
     all_spots: bool = False,
+    spatialdata_out: bool = False,
     overwrite: bool = False,
 ) -> CcfSummary:
     """Read a section (a path, or a :class:`SourceSpec` of one file, registered whole; see
     :func:`read_spatial` for the formats), place it (when a registration is given), write
-    ``out`` atomically."""
+    ``out`` atomically: AnnData, or a SpatialData store with ``spatialdata_out``."""
     spatial = whole_file(spatial, "align ccf")
     settle_pixel_size(pixel_size_um, None)  # a bad value fails before any reading
     out = Path(out)
-    format_of(out)
+    if format_of(out) != "zarr" and spatialdata_out:
+        raise UsageError(f"spatialdata_out: a SpatialData store is a .zarr directory, not {out.name}")
     check_new_output(out, overwrite=overwrite)
     placing = (registration, reference_organ, crosswalk)
     if any(x is not None for x in placing) and not all(x is not None for x in placing):
@@ -346,9 +349,18 @@ def register_file(
         neighbors=neighbors,
         bin_size_mm=bin_size_mm,
     )
-    write_section(adata, out)
+    step = new_step("align ccf", _options(locals()), [file_input(spatial)])
+    adata.uns[PROVENANCE_KEY] = steps_json([*read_steps(spatial), step])
+    write_section(adata, out, spatialdata=spatialdata_out)
     log.info("wrote %s (%d cells)", out, adata.n_obs)
     return _summary(adata, out, reg, neighbors=neighbors, binned=bin_size_mm is not None)
+
+
+def _options(given: dict[str, Any]) -> dict[str, Any]:
+    """register_file's options as a provenance step records them."""
+    keys: tuple[str, ...] = ("registration", "reference_organ", "crosswalk", "registration_id")
+    keys += ("organ_node", "pixel_size_um", "section_z_mm", "neighbors", "bin_size_mm")
+    return {k: given.get(k) for k in keys}
 
 
 def _summary(

@@ -98,6 +98,7 @@ def barcodes_command(
         "section_z_mm": "section_z",
         "bin_size_mm": "bin_size",
         "spatial_table": "table",
+        "spatialdata_out": "spatialdata",
     },
     help=(
         "Register a spatial section into the HRA Common Coordinate Framework: cell coordinates "
@@ -144,6 +145,11 @@ def ccf_command(
     bin_size: float | None = typer.Option(None, "--bin-size", help="Add 3-D spatial bins of this size (mm)."),
     table: str | None = typer.Option(None, "--table", help="Which table of a SpatialData store."),
     all_spots: bool = typer.Option(False, "--all-spots", help="Visium: keep the spots off the tissue too."),
+    spatialdata_out: bool = typer.Option(
+        False,
+        "--spatialdata",
+        help="Write --out (.zarr) as a SpatialData store: table, cell circles, CCF points.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON."),
 ) -> None:
@@ -162,6 +168,7 @@ def ccf_command(
         bin_size_mm=bin_size,
         spatial_table=table,
         all_spots=all_spots,
+        spatialdata_out=spatialdata_out,
         overwrite=overwrite,
     )
     payload = {

@@ -45,8 +45,14 @@ def inspect_command(
     leaks: str | None = typer.Option(
         None, "--leaks", help="Columns, e.g. donor_id,dataset_id: list values in two splits; exit 1 if any."
     ),
+    citations: bool = typer.Option(
+        False, "--citations", help="The datasets the cells come from and what to cite (Census sources)."
+    ),
 ) -> None:
     store = one_input(store, input_option, "the token store")
+    if citations:
+        _citations(store, as_json=as_json)
+        return
     if leaks is not None:
         _leaks(store, [c.strip() for c in leaks.split(",") if c.strip()], as_json=as_json)
         return
@@ -106,6 +112,30 @@ def _plan_lines(plan: dict[str, Any]) -> list[str]:
         lines.append(f"stratified by {plan['stratify']['column']}: divergence from the whole {divergence}")
     lines += [f"[yellow]fraction not met[/] {u}" for u in plan.get("unmet", [])]
     return lines
+
+
+def _citations(store: Path, *, as_json: bool) -> None:
+    """The datasets a store's provenance names (a Census source records them), to cite."""
+    from atlasprep.provenance import citations_of
+    from atlasprep.shard import read_manifest
+
+    cited = citations_of(read_manifest(store).get("provenance", []))
+    if as_json:
+        typer.echo(json.dumps(cited, indent=2))
+        return
+    if not cited:
+        out_console.print("no dataset citations recorded (only Census sources carry them)")
+        return
+    table = Table(title=f"{len(cited)} datasets to cite", show_edge=False)
+    for column in ("dataset", "collection DOI", "citation"):
+        table.add_column(column)
+    for d in cited:
+        table.add_row(
+            str(d.get("dataset_title") or d.get("dataset_id")),
+            str(d.get("collection_doi") or ""),
+            str(d.get("citation") or ""),
+        )
+    out_console.print(table)
 
 
 def _leaks(store: Path, columns: list[str], *, as_json: bool) -> None:

@@ -39,6 +39,7 @@ from atlasprep.harmonize.labels import (
     value_counts,
 )
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions, term_label, tissue_general
+from atlasprep.provenance import PROVENANCE_KEY, file_input, new_step, read_steps, steps_json
 from atlasprep.slice.writer import AnnDataWriter
 from atlasprep.sources import ProgressCallback
 from atlasprep.sources.anndata import AnnDataSource
@@ -351,6 +352,9 @@ def _uns(config: HarmonizeConfig, genes: GeneMapping, summary: dict[str, Any]) -
     if config.embedding is not None:
         uns["default_embedding"] = config.embedding.key
     uns["atlasprep"] = {"harmonize": json.loads(json.dumps(summary))}
+    # the chain of steps the input carries, and this one (see atlasprep.provenance)
+    step = new_step("harmonize", config, [file_input(config.input)])
+    uns[PROVENANCE_KEY] = steps_json([*read_steps(config.input), step])
     return uns
 
 

@@ -150,6 +150,7 @@ class Manifest(TypedDict, total=False):
     empty_cells: dict[str, Any]
     truncated: TruncatedEntry  # cells max_len cut genes from (stores before it say nothing)
     labels: dict[str, str]  # term ID -> label, for the IDs the store holds
+    provenance: list[dict[str, Any]]  # the steps that made the cells (atlasprep.provenance)
 
 
 class TruncatedEntry(TypedDict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from atlasprep import __version__
 from atlasprep._checks import check_names, invalid
 from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
+from atlasprep.provenance import PROVENANCE_KEY, new_step, now, source_inputs, steps_json
 from atlasprep.slice.writer import AnnDataWriter, StoreFormat, x_dataset_kwargs
 from atlasprep.sources import (
     DEFAULT_BATCH_SIZE,
@@ -122,6 +122,8 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
             )
         out = None
         if not config.dry_run and config.out is not None:
+            previous, inputs = source_inputs(spec, source, positions)
+            provenance[PROVENANCE_KEY] = steps_json([*previous, new_step("slice", config, inputs)])
             out = _write(source, selection, out_var, config, provenance, progress)
     finally:
         source.close()
@@ -171,8 +173,9 @@ def _write(
             done += batch.n_cells
             if progress is not None:
                 progress(done, n_cells)
-        provenance["created"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        return writer.finish({"atlasprep": provenance})
+        provenance["created"] = now()
+        steps = provenance.pop(PROVENANCE_KEY)  # beside the flat record: a JSON list of steps
+        return writer.finish({"atlasprep": provenance, PROVENANCE_KEY: steps})
     except BaseException:
         writer.abort()
         raise

@@ -206,6 +206,23 @@ class SomaSource:
                 f"(it has: {', '.join(self._obs_columns)})"
             )
 
+    def citations(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        """The Census datasets the cells at ``positions`` come from, with what CELLxGENE asks
+        users to cite (``census_info/datasets``: title, collection DOI, citation); none for a
+        store without that table."""
+        owner: Any = self._owner
+        try:
+            table = owner["census_info"]["datasets"]
+        except (KeyError, TypeError):
+            return []
+        wanted = self.obs_values(positions, ["dataset_id"])["dataset_id"].astype(str).unique().tolist()
+        columns = ["dataset_id", "dataset_title", "collection_name", "collection_doi", "citation"]
+        present = [c for c in columns if c in table.schema.names]
+        frame = table.read(column_names=present).concat().to_pandas()
+        frame = frame[frame["dataset_id"].astype(str).isin(wanted)].sort_values("dataset_id")
+        rows = frame.to_dict("records")
+        return [{str(k): (None if v == "" else str(v)) for k, v in row.items()} for row in rows]
+
     def close(self) -> None:
         self._owner.close()
 

@@ -302,6 +302,10 @@ class _GeneView:
             positions, var_positions=inner, batch_size=batch_size, obs_columns=obs_columns
         )
 
+    def citations(self, positions: np.ndarray) -> list[dict[str, object]]:
+        cite = getattr(self._source, "citations", None)
+        return [] if cite is None else list(cite(positions))
+
     def close(self) -> None:
         self._source.close()
 

@@ -18,6 +18,7 @@ import numpy as np
 from atlasprep._io import write_bytes_atomic, write_json_atomic
 from atlasprep._jit import warm_up
 from atlasprep.errors import InputFormatError, UsageError
+from atlasprep.provenance import new_step, source_inputs
 from atlasprep.shard import ShardLayout, ShardWriter
 from atlasprep.shard.card import CARD_FILE, dataset_card
 from atlasprep.shard.directory import ClaimedStore, plan_claim
@@ -92,8 +93,18 @@ def tokenize_cells(
             results = _run_jobs(jobs, runner, source, len(positions), progress)
             coverage, n_empty = _collect(config, fitted, results, writer, len(positions))
             truncated = _truncated(results, layout.names)
+            previous, inputs = source_inputs(config.source, source, positions)
+            steps = [*previous, new_step("tokenize", build_spec(config), inputs)]
             manifest = build_manifest(
-                config, source, fitted, coverage, plan, writer.finish(), n_empty, truncated=truncated
+                config,
+                source,
+                fitted,
+                coverage,
+                plan,
+                writer.finish(),
+                n_empty,
+                truncated=truncated,
+                steps=steps,
             )
         if config.format == "arrow":  # a dataset card HuggingFace datasets loads the splits by
             write_bytes_atomic(config.out / CARD_FILE, dataset_card(manifest).encode())

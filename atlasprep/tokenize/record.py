@@ -47,6 +47,7 @@ def build_manifest(
     n_empty: int,
     *,
     truncated: dict[str, int] | None = None,
+    steps: list[dict[str, Any]] | None = None,
 ) -> Manifest:
     """The store's manifest, its tokenizer's files written first: what it holds and how it
     was built."""
@@ -68,6 +69,8 @@ def build_manifest(
             "truncated": {"max_len": config.max_len, "cells": truncated or {}},
             # each ontology term ID the store holds (obs columns, context tokens), with its label
             "labels": term_labels(config.out, shards, fitted.tokenizer),
+            # the chain of steps that made the cells, this build last (atlasprep.provenance)
+            "provenance": steps or [],
         },
     )
 
