@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -11,6 +12,9 @@ from rich.table import Table
 from atlasprep.align._barcode_keys import JoinHow
 from atlasprep.cli._app import app, command, out_console
 from atlasprep.cli._render import counts_table
+
+if TYPE_CHECKING:
+    from atlasprep.align.ccf import CcfSummary
 
 align_app = typer.Typer(
     help=(
@@ -171,20 +175,24 @@ def ccf_command(
         spatialdata_out=spatialdata_out,
         overwrite=overwrite,
     )
-    payload = {
-        "out": str(summary.out),
-        "n_cells": summary.n_obs,
-        "registration": summary.registration_id,
-        "target": summary.target,
-        "cells_in_structures": summary.n_in_structures,
-        "structures": dict(summary.structures or {}),
-        "labels": dict(summary.labels or {}),
-        "n_bins": summary.n_bins,
-        "neighbors": summary.n_neighbors,
-        "pixel_size_um": summary.pixel_size_um,
-        "pixel_size_source": summary.pixel_size_source,
-    }
+    _show_ccf(summary, as_json=as_json)
+
+
+def _show_ccf(summary: CcfSummary, *, as_json: bool) -> None:
     if as_json:
+        payload = {
+            "out": str(summary.out),
+            "n_cells": summary.n_obs,
+            "registration": summary.registration_id,
+            "target": summary.target,
+            "cells_in_structures": summary.n_in_structures,
+            "structures": dict(summary.structures or {}),
+            "labels": dict(summary.labels or {}),
+            "n_bins": summary.n_bins,
+            "neighbors": summary.n_neighbors,
+            "pixel_size_um": summary.pixel_size_um,
+            "pixel_size_source": summary.pixel_size_source,
+        }
         typer.echo(json.dumps(payload, indent=2))
         return
     typer.echo(
