@@ -116,3 +116,31 @@ def test_slice_flags_for_census_options(small_census, tmp_path):
     layered = runner.invoke(app, ["slice", str(out), "--layer", "X", "--all-data", "--dry-run"])
     assert layered.exit_code == 0, layered.output
     assert f"{len(obs)} cells match" in layered.stdout
+
+
+def test_joining_files_with_different_genes_is_explicit_and_recorded(small_census, tmp_path):
+    from atlasprep.errors import UsageError
+
+    whole = atlasprep.get_anndata(census_uri=str(small_census), max_cells=60, seed=2)
+    a, b = tmp_path / "a.h5ad", tmp_path / "b.h5ad"
+    whole[:30, :100].copy().write_h5ad(a)
+    whole[30:, 50:150].copy().write_h5ad(b)
+    files = (str(a), str(b))
+    with pytest.raises(
+        UsageError,
+        match=r"join = None: the inputs measure different genes \(a.h5ad 100, b.h5ad 100; 50 in all",
+    ):
+        atlasprep.slice_cells(atlasprep.SliceConfig(source=SourceSpec(inputs=files), out=tmp_path / "x.h5ad"))
+    inner = tmp_path / "inner.h5ad"
+    atlasprep.slice_cells(atlasprep.SliceConfig(source=SourceSpec(inputs=files, join="inner"), out=inner))
+    assert list(ad.read_h5ad(inner).var_names) == list(whole.var_names[50:100])
+    outer = tmp_path / "outer.h5ad"
+    atlasprep.slice_cells(atlasprep.SliceConfig(source=SourceSpec(inputs=files, join="outer"), out=outer))
+    joined = ad.read_h5ad(outer)
+    assert joined.n_vars == 150
+    presence = joined.uns["feature_presence"]
+    assert [Path(f).name for f in presence["files"]] == ["a.h5ad", "b.h5ad"]
+    matrix = presence["matrix"].toarray().astype(bool)
+    names = np.asarray(joined.var_names)
+    assert set(names[matrix[0]]) == set(whole.var_names[:100])
+    assert set(names[matrix[1]]) == set(whole.var_names[50:150])

@@ -213,7 +213,7 @@ def test_spatialdata_table_placed_at_its_shapes(tmp_path: Path, polygons: bool) 
     assert section.pixel_size is not None
     assert section.pixel_size.um == 1.0  # global is in µm
     summary = register_file(store, tmp_path / "o.h5ad", neighbors=3, bin_size_mm=0.25)
-    assert summary.pixel_size_source == "SpatialData shapes/cells: coordinate system 'global' in µm"
+    assert summary.pixel_size_source == "SpatialData shapes/cells: coordinate system 'global' in micrometer"
     out = ad.read_h5ad(tmp_path / "o.h5ad")
     ij = np.floor(expected / 250.0).astype(int)
     assert out.obs[BIN_COLUMN].astype(str).tolist() == [f"x{i}_y{j}_z0" for i, j in ij]
@@ -239,6 +239,11 @@ def test_spatialdata_points_and_units(tmp_path: Path) -> None:
     section = read_section(store)
     np.testing.assert_allclose(section.adata.obsm["spatial"], expected)
     assert section.pixel_size is None
+    identity_mm = _transform({"type": "identity"}, "millimeter")
+    zarr.open_group(points, mode="a").attrs["coordinateTransformations"] = identity_mm
+    in_mm = read_section(store).pixel_size
+    assert in_mm is not None
+    assert in_mm.um == 1000.0
 
 
 def test_spatialdata_errors(tmp_path: Path) -> None:

@@ -642,7 +642,7 @@ def test_a_file_joined_with_others_keeps_its_own_gene_order(small_census, tmp_pa
         out = tmp_path / "_".join(p.stem for p in paths)
         tokenize_cells(
             TokenizeConfig(
-                source=SourceSpec(inputs=tuple(str(p) for p in paths), batch_size=64),
+                source=SourceSpec(inputs=tuple(str(p) for p in paths), batch_size=64, join="outer"),
                 out=out,
                 token_dictionary=tokens,
                 gene_medians=medians,

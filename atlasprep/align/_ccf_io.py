@@ -21,6 +21,8 @@ from atlasprep.align._spatial_readers import (
     SpatialSection,
     is_spatialdata,
     is_visium,
+    quiet_consolidated,
+    read_anndata_zarr,
     read_spatialdata,
     read_visium,
     scalefactor_pixel_size,
@@ -89,7 +91,7 @@ def read_section(path: Path | str, *, table: str | None = None, all_spots: bool 
             )
         if suffix == ".loom":
             return SpatialSection(adata=_read_loom(path))
-        adata = ad.read_zarr(path) if suffix == ".zarr" else ad.read_h5ad(path)
+        adata = read_anndata_zarr(path) if suffix == ".zarr" else ad.read_h5ad(path)
         return SpatialSection(adata=adata, pixel_size=scalefactor_pixel_size(adata))
     except (OSError, KeyError, ValueError) as exc:
         if isinstance(exc, UsageError | InputFormatError):
@@ -175,7 +177,7 @@ def write_section(adata: ad.AnnData, out: Path, *, spatialdata: bool = False) ->
             visium = scalefactor_pixel_size(adata) is not None
             write_spatialdata(adata, tmp, pixel_size_um=float(pixel["pixel_size_um"]), visium=visium)
         elif format_of(out) == "zarr":
-            with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False):  # as slice writes
+            with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False), quiet_consolidated():
                 adata.write_zarr(tmp)
         else:
             adata.write_h5ad(tmp)

@@ -5,25 +5,26 @@
   ``spatial/``), read by scanpy's reader (``pip install 'atlasprep[spatial]'``). Positions are
   full-resolution image pixels; ``scalefactors_json.json`` gives their size: Visium HD's
   ``microns_per_pixel`` where present, else ``spot_diameter_fullres``, which 10x documents as
-  the pixels across "a theoretical 65 µm spot" (the 55 µm capture spot with a margin; "Space
-  Ranger spatial outputs"). Dividing by 55 instead would make sections 18 % too small: the
-  spots' 100 µm centre-to-centre lattice (``array_row``/``array_col``) agrees with 65 to 0.5 %
-  on the test folder. Only spots over tissue are kept unless ``all_spots``.
+  the pixels across "a theoretical 65 µm spot" (Space Ranger spatial outputs; the capture spots
+  themselves are 55 µm). Dividing by 55 instead would make sections 18 % too small: the spots'
+  100 µm centre-to-centre lattice (``array_row``/``array_col``) agrees with 65 to 0.5 % on the
+  test folder. Only spots over tissue are kept unless ``all_spots``.
 * **SpatialData** — a zarr store in the scverse layout, read with zarr, anndata and pyarrow
   (the ``spatialdata`` package pulls in dask-image, datashader, geopandas, xarray and
   scikit-image, and pins dask; we need none of that to read coordinates): the table under
   ``tables/<name>`` (AnnData zarr) and its cells' coordinates from the shapes (GeoParquet,
   circle centres or polygon centroids) or points (Parquet x, y) element the table annotates,
   matched on the table's ``instance_key``, carried into the element's ``global`` coordinate
-  system by its NGFF transformation. The pixel size is known only when that system's axes say
-  ``micrometer``.
+  system by its NGFF transformation. The pixel size is known only when that system's axes name
+  a length unit (``micrometer``, ``millimeter``, ``nanometer``).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ __all__ = [
     "is_spatialdata",
     "is_visium",
     "optional_module",
+    "quiet_consolidated",
+    "read_anndata_zarr",
     "read_spatialdata",
     "read_visium",
     "scalefactor_pixel_size",
@@ -50,7 +53,8 @@ __all__ = [
 
 SPATIAL_KEY = "spatial"
 SPOT_DIAMETER_FULLRES_UM = 65.0  # what spot_diameter_fullres spans, per 10x (see the module docstring)
-_MICROMETRE = {"micrometer", "micrometre", "micron", "um", "µm"}
+_UNIT_UM = {"micrometer": 1.0, "micrometre": 1.0, "micron": 1.0, "um": 1.0, "µm": 1.0}
+_UNIT_UM |= {"millimeter": 1000.0, "millimetre": 1000.0, "mm": 1000.0, "nanometer": 1e-3, "nm": 1e-3}
 _INSTALL = "pip install 'atlasprep[spatial]'"
 
 
@@ -136,6 +140,20 @@ def read_visium(path: Path, *, all_spots: bool = False) -> SpatialSection:
 # -- SpatialData zarr ---------------------------------------------------------------------------
 
 
+@contextmanager
+def quiet_consolidated() -> Iterator[None]:
+    """zarr 3 warns, on every v3 write and read of consolidated metadata (anndata's default),
+    that it is outside the v3 spec: nothing a user of ours can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
+        yield
+
+
+def read_anndata_zarr(path: Path) -> ad.AnnData:
+    with quiet_consolidated():
+        return ad.read_zarr(path)
+
+
 def is_spatialdata(path: Path) -> bool:
     """A SpatialData store: element groups at the root, where an AnnData zarr has obs and var."""
     return path.is_dir() and (path / "tables").is_dir() and not (path / "obs").is_dir()
@@ -176,7 +194,7 @@ def _homogeneous(t: Mapping[str, Any], n: int) -> np.ndarray:
 
 def _to_global(xy: np.ndarray, attrs: Mapping[str, Any], element: str) -> tuple[np.ndarray, PixelSize | None]:
     """Points in the element's ``global`` coordinate system (its first one when there is none),
-    and 1 µm per unit when that system's x axis is in micrometres."""
+    and the µm per unit when that system's x axis names its unit (micrometer, millimeter, …)."""
     transforms = list(attrs.get("coordinateTransformations") or [])
     if not transforms:
         return xy, None
@@ -186,11 +204,11 @@ def _to_global(xy: np.ndarray, attrs: Mapping[str, Any], element: str) -> tuple[
     placed = xy @ m[:n, :n].T + m[:n, n]
     output = chosen.get("output", {})
     units = {a.get("name"): str(a.get("unit", "")).lower() for a in output.get("axes", [])}
-    if units.get("x") in _MICROMETRE:
-        return placed, PixelSize(
-            um=1.0, source=f"SpatialData {element}: coordinate system {output['name']!r} in µm"
-        )
-    return placed, None
+    um = _UNIT_UM.get(units.get("x", ""))
+    if um is None:
+        return placed, None
+    where = f"SpatialData {element}: coordinate system {output['name']!r} in {units['x']}"
+    return placed, PixelSize(um=um, source=where)
 
 
 def _geometry_xy(column: Any, element: str) -> np.ndarray:
@@ -230,7 +248,8 @@ def _element_coordinates(root: Path, region: str) -> tuple[pd.Index, np.ndarray,
     if kind == "shapes":
         xy = _geometry_xy(table.column("geometry"), element)
     else:
-        xy = np.column_stack([table.column(a).to_numpy() for a in ("x", "y")]).astype(np.float64)
+        axes = [a for a in attrs.get("axes", ["x", "y"]) if a in ("x", "y", "z")]  # z too: 3-D transforms
+        xy = np.column_stack([table.column(a).to_numpy() for a in axes]).astype(np.float64)
     instance_key = (attrs.get("spatialdata_attrs") or {}).get("instance_key")
     if kind == "points" and instance_key and instance_key in table.column_names:
         ids = table.column(instance_key).to_pandas()
@@ -256,7 +275,7 @@ def _pick_table(root: Path, name: str | None) -> str:
 def read_spatialdata(path: Path, *, table: str | None = None) -> SpatialSection:
     """The table of a SpatialData store, each row placed at its shape's or point's coordinates."""
     name = _pick_table(path, table)
-    adata = ad.read_zarr(path / "tables" / name)
+    adata = read_anndata_zarr(path / "tables" / name)
     attrs = adata.uns.get("spatialdata_attrs") or _attrs(path / "tables" / name)  # both carry the keys
     regions: Sequence[str] = (
         [attrs["region"]] if isinstance(attrs.get("region"), str) else list(attrs.get("region") or [])

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import zarr
 from scipy.spatial import cKDTree
 
-from atlasprep.align._spatial_readers import SPATIAL_KEY, optional_module
+from atlasprep.align._spatial_readers import SPATIAL_KEY, optional_module, quiet_consolidated
 
 __all__ = ["write_spatialdata"]
 
@@ -125,7 +125,7 @@ def write_spatialdata(adata: ad.AnnData, root: Path, *, pixel_size_um: float, vi
     keys = {"region": REGION, "region_key": REGION_KEY, "instance_key": INSTANCE_KEY}
     table.uns["spatialdata_attrs"] = keys
     _group(root / "tables", {})
-    with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False):
+    with ad.settings.override(zarr_write_format=3, auto_shard_zarr_v3=False), quiet_consolidated():
         table.write_zarr(root / "tables" / "table")
     _group(
         root / "tables" / "table",

@@ -360,6 +360,7 @@ def _options(given: dict[str, Any]) -> dict[str, Any]:
     """register_file's options as a provenance step records them."""
     keys: tuple[str, ...] = ("registration", "reference_organ", "crosswalk", "registration_id")
     keys += ("organ_node", "pixel_size_um", "section_z_mm", "neighbors", "bin_size_mm")
+    keys += ("spatial_table", "all_spots", "spatialdata_out")
     return {k: given.get(k) for k in keys}
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Genes",
     "InputAlias",
     "Inputs",
+    "Join",
     "MaxCells",
     "Organism",
     "PerGroup",
@@ -76,6 +77,15 @@ Files = Annotated[
     typer.Argument(
         help="AnnData files (.h5ad, .zarr, .zarr.zip; file.h5mu:rna for a MuData modality), as --input.",
         show_default=False,
+    ),
+]
+Join = Annotated[
+    str | None,
+    typer.Option(
+        "--join",
+        help="Several files measuring different genes: inner (the genes all measured) or outer (every "
+        "gene; the presence is recorded). Without it such files are refused.",
+        rich_help_panel=SOURCE,
     ),
 ]
 Organism = Annotated[
@@ -206,6 +216,7 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
         genes=None if genes is None else read_gene_list(genes),
         seed=values["seed"],
         batch_size=values["batch_size"],
+        join=values.get("join"),
     )
 
 
@@ -221,7 +232,7 @@ def one_input(positional: Path | None, option: Path | None, what: str) -> Path:
         raise UsageError(f"{what}: given twice ({positional} and --input {option}); give it once")
     chosen = positional if positional is not None else option
     if chosen is None:
-        raise UsageError(f"{what}: missing; give it as the first argument (or with --input)")
+        raise UsageError(f"{what}: missing; give it as the first argument (or with --input; see --help)")
     return chosen
 
 

@@ -116,7 +116,7 @@ def barcodes_command(
         "'atlasprep[spatial]'; in-tissue spots only unless --all-spots) and a SpatialData .zarr store (its "
         "table, placed at the centres of the shapes or points it annotates). µm per pixel: --pixel-size "
         "when given, else what the file states (Visium: 55 µm / spot_diameter_fullres, or microns_per_pixel; "
-        "SpatialData: 1 when its coordinate system is in micrometer), else 1; the summary says which.\n\n"
+        "SpatialData: the unit its coordinate system names), else 1; the summary says which.\n\n"
         "Examples:\n\n"
         "  atlasprep align ccf --spatial section.h5ad --registration block.json --reference-organ "
         "VH_F_Heart.glb --crosswalk ASCT-B_3D_Models_Mapping.csv --pixel-size 0.5 --bin-size 1 "

@@ -42,6 +42,7 @@ def tokenize_command(
     census_uri: opt.CensusUri = None,
     files: opt.Files = None,
     inputs: opt.Inputs = None,
+    join: opt.Join = None,
     organism: opt.Organism = _D.source.organism,
     cell_type: opt.CellType = None,
     tissue: opt.Tissue = None,

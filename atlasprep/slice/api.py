@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from atlasprep import __version__
 from atlasprep._checks import check_names, invalid
@@ -175,10 +177,32 @@ def _write(
                 progress(done, n_cells)
         provenance["created"] = now()
         steps = provenance.pop(PROVENANCE_KEY)  # beside the flat record: a JSON list of steps
-        return writer.finish({"atlasprep": provenance, PROVENANCE_KEY: steps})
+        uns: dict[str, Any] = {"atlasprep": provenance, PROVENANCE_KEY: steps}
+        presence = feature_presence(source, selection.var_positions)
+        if presence is not None:  # joined files: which genes each measured
+            uns[PRESENCE_KEY] = presence
+        return writer.finish(uns)
     except BaseException:
         writer.abort()
         raise
+
+
+PRESENCE_KEY = "feature_presence"
+
+
+def feature_presence(source: CellSource, var_positions: np.ndarray | None) -> dict[str, Any] | None:
+    """Several files joined on their genes: ``{"files": [...], "matrix": files × var (CSR, 1 where
+    the file measured the gene)}``, as the Census's ``feature_dataset_presence_matrix``; None for
+    one file or files that measured the same genes."""
+    presence = getattr(source, "presence", None)
+    if presence is None:
+        return None
+    files, matrix = presence()
+    if var_positions is not None:
+        matrix = matrix[:, var_positions]
+    if len(files) < 2 or matrix.all():
+        return None
+    return {"files": np.asarray(files, dtype=object), "matrix": sp.csr_matrix(matrix.astype(np.uint8))}
 
 
 def _check(config: SliceConfig) -> None:

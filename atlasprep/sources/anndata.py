@@ -138,11 +138,22 @@ class AnnDataSource:
         else:
             var_all = pd.concat(var_parts)
             self._var = var_all[~var_all.index.duplicated()].reindex(list(union))
+        self.file_genes = tuple(tuple(str(g) for g in v.index) for v in var_parts)  # per file, as read
         self.info = SourceInfo(
             kind="anndata",
             uri=", ".join(str(f.path) for f in self._files),
             extra={"files": [str(f.path) for f in self._files], "matrices": [f.matrix for f in self._files]},
         )
+
+    def presence(self) -> tuple[tuple[str, ...], np.ndarray]:
+        """(files, files × var bool): which genes each file measured, as the Census's
+        ``feature_dataset_presence_matrix`` says it per dataset."""
+        index = self._var.index
+        matrix = np.zeros((len(self._files), len(index)), dtype=bool)
+        for k, genes in enumerate(self.file_genes):
+            found = index.get_indexer(list(genes))
+            matrix[k, found[found >= 0]] = True
+        return tuple(str(f.path) for f in self._files), matrix
 
     @property
     def obs_columns(self) -> tuple[str, ...]:

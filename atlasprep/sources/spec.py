@@ -77,6 +77,10 @@ class SourceSpec:
     genes: tuple[str, ...] | None = None  # feature IDs to keep, in any order (read_gene_list)
     seed: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE  # cells per read batch
+    # several AnnData files measuring different genes: "inner" keeps the genes all measured,
+    # "outer" keeps every gene (a file's unmeasured ones read as 0; the presence is recorded);
+    # None refuses files whose genes differ, naming the counts
+    join: str | None = None
 
     def __post_init__(self) -> None:
         named = [
@@ -109,6 +113,8 @@ class SourceSpec:
                     "genes", self.genes, "name at least one gene ID (or leave genes out: every gene)"
                 )
         check_int("seed", self.seed, at_least=0, at_most=MAX_SEED)
+        if self.join is not None and self.join not in ("inner", "outer"):
+            raise invalid("join", self.join, "choose inner or outer")
 
     @property
     def is_named(self) -> bool:
@@ -178,7 +184,7 @@ def open_source(spec: SourceSpec) -> CellSource:
     if not spec.is_named:
         raise UsageError("census, census_uri, inputs: none given; name exactly one source")
     if spec.inputs:
-        return AnnDataSource(spec.inputs, layer=spec.layer)
+        return _joined(spec, AnnDataSource(spec.inputs, layer=spec.layer))
     from atlasprep.sources.census import open_census
     from atlasprep.sources.soma import tiledb_config_for_batches
 
@@ -189,6 +195,31 @@ def open_source(spec: SourceSpec) -> CellSource:
         tiledb_config=tiledb_config_for_batches(spec.batch_size),
         X_name=spec.layer or "raw",
     )
+
+
+def _joined(spec: SourceSpec, source: AnnDataSource) -> CellSource:
+    """Several files: their genes joined as ``spec.join`` says (refused unless they agree)."""
+    files, present = source.presence()
+    if present.all():
+        return source
+    counts = ", ".join(f"{Path(f).name} {n:,}" for f, n in zip(files, present.sum(axis=1), strict=True))
+    shared = int(present.all(axis=0).sum())
+    if spec.join is None:
+        source.close()
+        raise invalid(
+            "join",
+            None,
+            f"the inputs measure different genes ({counts}; {shared:,} in all of them): set join to "
+            "'inner' (the genes all measured) or 'outer' (every gene; unmeasured ones read as 0, and "
+            "the presence is recorded)",
+        )
+    if spec.join == "inner":
+        if shared == 0:
+            source.close()
+            raise invalid("join", "inner", f"the inputs share no gene ({counts})")
+        return _GeneView(source, np.flatnonzero(present.all(axis=0)))
+    log.info("outer join of %s: %d genes in all files, %d in some", counts, shared, present.shape[1])
+    return source
 
 
 def resolve(spec: SourceSpec) -> ResolvedFilter:
@@ -301,6 +332,10 @@ class _GeneView:
         return self._source.iter_batches(
             positions, var_positions=inner, batch_size=batch_size, obs_columns=obs_columns
         )
+
+    def presence(self) -> tuple[tuple[str, ...], np.ndarray]:
+        files, matrix = self._source.presence()  # type: ignore[attr-defined]
+        return files, matrix[:, self._var_positions]
 
     def citations(self, positions: np.ndarray) -> list[dict[str, object]]:
         cite = getattr(self._source, "citations", None)
