@@ -187,3 +187,20 @@ def test_cache_info_and_clear_touch_only_what_atlasprep_made(tmp_path, monkeypat
     assert {e["name"]: e["bytes"] for e in info["entries"]} == {"demo-census-1.0": 5000, "ontology": 2}
     assert runner.invoke(app, ["cache", "clear"]).exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+@pytest.mark.parametrize("module", ["atlasprep.cli.tokenize", "atlasprep.cli.slice"])
+def test_a_commands_help_does_not_import_the_heavy_libraries(module):
+    code = (
+        f"import sys, {module}; heavy = [m for m in ('anndata', 'numba', 'tiledbsoma', 'dask', 'torch') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_version_imports_no_command():
+    code = "import sys; sys.argv = ['atlasprep', '--version']; from atlasprep.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert done.stdout.startswith("atlasprep ")

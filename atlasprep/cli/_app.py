@@ -268,6 +268,9 @@ def main() -> None:
     # neither while they load nor again and again during a long run.
     gc.disable()
     argv = hoist_verbosity(sys.argv[1:])
+    if argv[:1] == ["--version"]:  # before any command module is imported
+        print(f"atlasprep {__version__}")
+        sys.exit(0)
     _for_pipes()
     register_commands(_invoked(argv))
     gc.freeze()

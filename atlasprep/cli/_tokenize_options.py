@@ -15,9 +15,14 @@ from atlasprep.ontology import FIELD_ONTOLOGIES
 from atlasprep.shard.format import ShardFormatName
 from atlasprep.shard.sizes import parse_size
 from atlasprep.sources import SourceSpec
-from atlasprep.sources.anndata import split_modality
-from atlasprep.tokenize.api import DEFAULT_OBS_COLUMNS, TOKENIZE_BATCH_SIZE, TokenizeConfig
-from atlasprep.tokenize.config import Scheme, parse_max_len
+from atlasprep.sources._paths import split_modality
+from atlasprep.tokenize.config import (
+    DEFAULT_OBS_COLUMNS,
+    TOKENIZE_BATCH_SIZE,
+    Scheme,
+    TokenizeConfig,
+    parse_max_len,
+)
 
 __all__ = ["DEFAULTS", "tokenize_config"]
 

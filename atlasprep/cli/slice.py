@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,9 +12,12 @@ from atlasprep.cli import _source as opt
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._render import counts_table, report_resolution
-from atlasprep.slice import SliceConfig, SliceResult, slice_cells
+from atlasprep.sources import SourceSpec
 
-_D = SliceConfig()
+if TYPE_CHECKING:
+    from atlasprep.slice import SliceResult
+
+_D = SourceSpec()  # the defaults the options show
 _OUTPUT = "Output"
 
 
@@ -86,7 +89,7 @@ def slice_command(
     files: opt.Files = None,
     inputs: opt.Inputs = None,
     join: opt.Join = None,
-    organism: opt.Organism = _D.source.organism,
+    organism: opt.Organism = _D.organism,
     cell_type: opt.CellType = None,
     tissue: opt.Tissue = None,
     tissue_general: opt.TissueGeneral = None,
@@ -103,10 +106,10 @@ def slice_command(
     counts_layer: opt.CountsLayer = None,
     max_cells: opt.MaxCells = None,
     per_group: opt.PerGroup = None,
-    seed: int = typer.Option(_D.source.seed, help="Seed for sampling.", rich_help_panel=opt.SAMPLING),
+    seed: int = typer.Option(_D.seed, help="Seed for sampling.", rich_help_panel=opt.SAMPLING),
     genes: opt.Genes = None,
     out: _Out = None,
-    batch_size: _BatchSize = _D.source.batch_size,
+    batch_size: _BatchSize = _D.batch_size,
     overwrite: _Overwrite = False,
     allow_empty: _AllowEmpty = False,
     dry_run: _DryRun = False,
@@ -115,6 +118,8 @@ def slice_command(
     by: _By = None,
     as_json: _Json = False,
 ) -> None:
+    from atlasprep.slice import SliceConfig, slice_cells  # the library when a command runs, not for --help
+
     config = SliceConfig(
         source=opt.source_spec(locals()),
         out=out,

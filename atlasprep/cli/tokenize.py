@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -12,9 +13,10 @@ from atlasprep.cli import _tokenize_options as o
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._render import report_resolution
-from atlasprep.sources import resolve
-from atlasprep.tokenize.api import TokenizeConfig, TokenizeResult, tokenize_cells
-from atlasprep.tokenize.dry_run import TokenizePlan, plan_tokenize
+from atlasprep.tokenize.config import TokenizeConfig, TokenizeResult
+
+if TYPE_CHECKING:
+    from atlasprep.tokenize.dry_run import TokenizePlan
 
 _D = o.DEFAULTS
 
@@ -99,6 +101,11 @@ def tokenize_command(
 
 
 def _tokenize(config: TokenizeConfig, *, dry_run: bool, as_json: bool) -> None:
+    # the library is imported when a command runs, not for --help (numba, anndata: seconds)
+    from atlasprep.sources import resolve
+    from atlasprep.tokenize.api import tokenize_cells
+    from atlasprep.tokenize.dry_run import plan_tokenize
+
     if dry_run:
         _render_plan(plan_tokenize(config), as_json=as_json)
         return

@@ -28,7 +28,7 @@ from atlasprep.run.stages import BarcodesStage, CcfStage, HarmonizeStage, SliceS
 from atlasprep.shard.sizes import parse_size
 from atlasprep.slice.api import SliceConfig
 from atlasprep.sources import CellFilter, SourceSpec, read_gene_list, resolve
-from atlasprep.sources.anndata import split_modality
+from atlasprep.sources._paths import split_modality
 from atlasprep.tokenize.api import TokenizeConfig
 
 __all__ = ["Plan", "StagePlan", "pins", "plan_recipe", "stage_source"]

@@ -8,7 +8,6 @@ source yields bounded :class:`CellBatch` streams over a selection made by a
 
 from typing import TYPE_CHECKING, Any
 
-from atlasprep.sources.anndata import AnnDataSource
 from atlasprep.sources.base import CellBatch, CellSource, ProgressCallback, SourceInfo
 from atlasprep.sources.filters import (
     FILTER_COLUMNS,
@@ -39,12 +38,14 @@ from atlasprep.sources.spec import (
 from atlasprep.sources.where import parse_where
 
 if TYPE_CHECKING:
+    from atlasprep.sources.anndata import AnnDataSource
     from atlasprep.sources.census import census_summary, open_census
     from atlasprep.sources.soma import SomaSource, tiledb_config_for_batches
 
 # The SOMA sources load tiledbsoma (and the Census client): imported on first use, so that
 # reading AnnData files never pays for them.
 _LAZY = {
+    "AnnDataSource": "anndata",  # anndata itself takes ~0.5 s to import: not for --help
     "SomaSource": "soma",
     "tiledb_config_for_batches": "soma",
     "census_summary": "census",

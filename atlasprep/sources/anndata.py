@@ -30,8 +30,8 @@ from atlasprep.sources._anndata_files import (
     _read_parts,
     _read_rows,
     read_frame,
-    split_modality,
 )
+from atlasprep.sources._paths import split_modality
 from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks, read_ahead, remap_columns
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 from atlasprep.sources.where import check_columns, columns_of

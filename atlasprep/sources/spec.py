@@ -16,13 +16,14 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from atlasprep._checks import MAX_SEED, check_int, check_name, check_names, invalid
 from atlasprep.errors import UsageError
-from atlasprep.sources.anndata import AnnDataSource, split_modality
+from atlasprep.sources._paths import split_modality
 from atlasprep.sources.base import CellBatch, CellSource
 from atlasprep.sources.filters import (
     FILTER_COLUMNS,
@@ -184,6 +185,8 @@ def open_source(spec: SourceSpec) -> CellSource:
     if not spec.is_named:
         raise UsageError("census, census_uri, inputs: none given; name exactly one source")
     if spec.inputs:
+        from atlasprep.sources.anndata import AnnDataSource
+
         return _joined(spec, AnnDataSource(spec.inputs, layer=spec.layer))
     from atlasprep.sources.census import open_census
     from atlasprep.sources.soma import tiledb_config_for_batches
@@ -197,7 +200,7 @@ def open_source(spec: SourceSpec) -> CellSource:
     )
 
 
-def _joined(spec: SourceSpec, source: AnnDataSource) -> CellSource:
+def _joined(spec: SourceSpec, source: Any) -> CellSource:
     """Several files: their genes joined as ``spec.join`` says (refused unless they agree)."""
     files, present = source.presence()
     if present.all():
