@@ -52,14 +52,19 @@ _LIBRARIES = (
 _HASH_LIMIT = 2 << 30  # files up to 2 GiB are hashed (a few seconds); larger ones say so
 
 
-def new_step(command: str, config: Any, inputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A step: the command, its configuration (JSON-ready), versions, the time and the inputs."""
+def new_step(
+    command: str, config: Any, inputs: Sequence[dict[str, Any]], *, clock: bool = True
+) -> dict[str, Any]:
+    """A step: the command, its configuration (JSON-ready), versions, the time and the inputs.
+    ``clock=False`` (a token store, whose bytes depend only on its inputs and configuration:
+    a rerun or a Dask run gives the same manifest) records no wall-clock time, only
+    ``$SOURCE_DATE_EPOCH`` where set."""
     return {
         "command": command,
         "config": _plain(config),
         "atlasprep": __version__,
         "versions": {name: _version(name) for name in _LIBRARIES},
-        "time": now(),
+        "time": now() if clock or os.environ.get("SOURCE_DATE_EPOCH") else None,
         "inputs": list(inputs),
     }
 

@@ -60,7 +60,9 @@ def test_slice_harmonize_align_tokenize_is_one_chain(small_census, tmp_path):
     assert chain[1]["inputs"][0] == {"path": str(sliced), "sha256": _sha(sliced)}
     assert chain[3]["inputs"][0]["sha256"] == _sha(registered)
     assert chain[0]["config"]["source"]["max_cells"] == 60
-    assert all(s["atlasprep"] and s["time"] and "anndata" in s["versions"] for s in chain)
+    assert all(s["atlasprep"] and "anndata" in s["versions"] for s in chain)
+    assert all(s["time"] for s in chain[:3])
+    assert chain[3]["time"] is None  # a store's bytes depend on its inputs and config only
     assert read_steps(registered) == chain[:3]  # each file carries the chain up to itself
     # nulls survive h5ad (a JSON string, not uns values)
     raw = json.loads(ad.read_h5ad(sliced).uns[PROVENANCE_KEY])

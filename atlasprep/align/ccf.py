@@ -321,7 +321,8 @@ def register_file(
     :func:`read_spatial` for the formats), place it (when a registration is given), write
     ``out`` atomically: AnnData, or a SpatialData store with ``spatialdata_out``."""
     spatial = whole_file(spatial, "align ccf")
-    settle_pixel_size(pixel_size_um, None)  # a bad value fails before any reading
+    settle_pixel_size(pixel_size_um, None)  # bad values fail before any reading
+    _check_options(neighbors, bin_size_mm)
     out = Path(out)
     if format_of(out) != "zarr" and spatialdata_out:
         raise UsageError(f"spatialdata_out: a SpatialData store is a .zarr directory, not {out.name}")

@@ -94,7 +94,7 @@ def tokenize_cells(
             coverage, n_empty = _collect(config, fitted, results, writer, len(positions))
             truncated = _truncated(results, layout.names)
             previous, inputs = source_inputs(config.source, source, positions)
-            steps = [*previous, new_step("tokenize", build_spec(config), inputs)]
+            steps = [*previous, new_step("tokenize", build_spec(config), inputs, clock=False)]
             manifest = build_manifest(
                 config,
                 source,
