@@ -198,3 +198,42 @@ def test_a_tokenizer_from_another_corpus_reports_the_genes_it_lacks(spec, caplog
     allowed = {narrow.tokens[g] for g in genes} | {narrow.tokens[t] for t in ("<cls>", "<eos>", "<pad>")}
     batch = next(iter(dataset))
     assert set(batch["input_ids"].unique().tolist()) <= allowed
+
+
+def test_balanced_sampling_streams_labels_about_equally_and_resumes(stores, spec):
+    column = "cell_type_ontology_term_id"
+
+    def dataset(**kwargs):
+        options = {
+            "seed": 2,
+            "chunk_size": 16,
+            "io_batch_size": 128,
+            "columns": [column],
+            "num_samples": 2000,
+            "sampling": "balanced:cell_type",
+        }
+        return StreamDataset(spec, stores["rank"], **{**options, **kwargs})
+
+    whole = dataset()
+    drawn = [c[column] for c in whole]
+    assert len(drawn) == 2000
+    counts = Counter(drawn)
+    share = np.array(list(counts.values())) / len(drawn)
+    uniform = [c[column] for c in dataset(sampling="uniform", num_samples=None)]
+    assert np.abs(share - 1 / len(counts)).mean() < 0.4 / len(counts)  # near equal over labels
+    spread = Counter(uniform)
+    assert max(spread.values()) / min(spread.values()) > share.max() / share.min()  # uniform is not
+    # the same draws however the epoch is split over ranks, and again for the same (seed, epoch)
+    ranks = [c["cell_id"] for r in range(2) for c in dataset(rank=r, world_size=2)]
+    assert sorted(ranks) == sorted(c["cell_id"] for c in dataset())
+    # resume mid-epoch under sampling: the uninterrupted rest
+    batched = dataset(batch_size=50)
+    everything = [b["cell_id"] for b in batched]
+    first = dataset(batch_size=50)
+    it = iter(first)
+    head = [next(it)["cell_id"] for _ in range(7)]
+    again = dataset(batch_size=50)
+    again.load_state_dict(first.state_dict())
+    assert head + [b["cell_id"] for b in again] == everything
+    with pytest.raises(UsageError, match="differently configured"):
+        dataset(batch_size=50, sampling="balanced:tissue").load_state_dict(first.state_dict())

@@ -46,6 +46,7 @@ from atlasprep.loader._consumers import EpochConsumers
 from atlasprep.loader._gather import Found, collate_found, single_cells
 from atlasprep.loader._plan import Consumer, Even, consumer_range
 from atlasprep.loader._stream_read import Read, read_cells
+from atlasprep.loader._stream_sampling import drawn_sequence, stream_sampling
 from atlasprep.loader.collate import ShardCollator, label_lookup
 from atlasprep.sources import SourceSpec, only_genes, open_source, select
 from atlasprep.tokenize.coverage import VocabCoverage
@@ -97,6 +98,8 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         even: Even = None,
         gene_column: str | None = None,
         assume_normalized: bool = False,
+        sampling: str = "uniform",
+        num_samples: int | None = None,
         **split_options: Any,
     ) -> None:
         super().__init__()
@@ -130,14 +133,19 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         self.label_maps, self.coverage = planned.label_maps, planned.coverage
         self.pad_id = int(self.tokenizer.tokens.get("<pad>", 0))
         self._lookup = label_lookup(self.label_maps)
+        self._sampling = stream_sampling(self.spec, self.cells, sampling, chunk_size)
+        if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+            raise UsageError(f"num_samples = {num_samples!r}: must be at least 1")
+        self._n_samples = num_samples if num_samples is not None else len(self.cells)
         self._init_consumers(rank, world_size, even)
 
     # -- sizes and state -----------------------------------------------------------------------
 
     @property
     def num_cells(self) -> int:
-        """Cells in the split (what one epoch yields over all ranks and workers, ``even=None``)."""
-        return len(self.cells)
+        """Cells one epoch yields over all ranks and workers (``even=None``): the split's cells,
+        or ``num_samples`` draws under balanced sampling."""
+        return len(self.cells) if self._sampling is None else self._n_samples
 
     def _fingerprint(self) -> dict[str, Any]:
         return {
@@ -151,6 +159,7 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
             "rank": self.rank,
             "even": self.even,
             "num_cells": self.num_cells,
+            **({} if self._sampling is None else self._sampling.fingerprint(self._n_samples)),
         }
 
     def batched(self, batch_size: int, *, pad_to: int | None = None) -> StreamDataset:
@@ -173,6 +182,20 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
 
     def consumer_cells(self, consumer: Consumer) -> np.ndarray:
         """The source positions one consumer reads this epoch, in the order its reads take them."""
+        if self._sampling is not None:  # balanced: the epoch's draws, split as cells are
+            order = np.arange(-(-len(self.cells) // self.chunk_size))
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, self.epoch, _CHUNK_STREAM]).permutation(len(order))
+            drawn = drawn_sequence(
+                self._sampling,
+                order,
+                chunk_size=self.chunk_size,
+                n_samples=self.num_cells,
+                seed=self.seed,
+                epoch=self.epoch,
+            )
+            start, stop = consumer_range(self.num_cells, consumer, even=self.even)
+            return self.cells[drawn[np.arange(start, stop) % max(self.num_cells, 1)]]
         n = self.num_cells
         n_chunks = -(-n // self.chunk_size)
         chunks = np.arange(n_chunks)
