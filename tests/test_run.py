@@ -278,3 +278,25 @@ def test_flag_named_keys_reach_the_configs(tmp_path):
     assert config.shuffle is False
     assert config.max_len == 96
     assert config.source.layer == "raw"
+
+
+def test_a_train_stage_trains_on_the_recipes_store_with_balanced_sampling(small_census, tmp_path):
+    recipe = tmp_path / "t.toml"
+    recipe.write_text(
+        f'name = "t"\n[source]\ncensus_uri = "{small_census}"\nmax_cells = 300\n'
+        '[tokenize]\nmax_len = 48\nsplit_by = "donor_id"\n'
+        '[train]\nsteps = 4\nbatch_size = 8\nmax_len = 48\nsampling = "balanced:cell_type"\n'
+    )
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    record = json.loads((out / "model" / "train.json").read_text())
+    assert len(record["losses"]) == 4
+    assert record["sampling"] == "balanced:cell_type"
+    assert record["store"] == str(out / "tokens")
+    assert (out / "model" / "model.pt").stat().st_size > 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[source]\ncensus_uri = "{small_census}"\n[tokenize]\n[train]\nsteps = 0\n')
+    refused = CliRunner().invoke(app, ["run", str(bad), "--dry-run"])
+    assert refused.exit_code == 2
+    assert "[train] steps = 0: must be at least 1" in refused.output

@@ -24,12 +24,21 @@ from atlasprep.harmonize.api import HarmonizeConfig
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 from atlasprep.reference.genes import GENE_ANNOTATIONS
 from atlasprep.run.recipe import FLAG_KEYS, Recipe, RecipeError
-from atlasprep.run.stages import BarcodesStage, CcfStage, HarmonizeStage, SliceStage, Stage, TokenizeStage
+from atlasprep.run.stages import (
+    BarcodesStage,
+    CcfStage,
+    HarmonizeStage,
+    SliceStage,
+    Stage,
+    TokenizeStage,
+    TrainStage,
+)
 from atlasprep.shard.sizes import parse_size
 from atlasprep.slice.api import SliceConfig
 from atlasprep.sources import CellFilter, SourceSpec, read_gene_list, resolve
 from atlasprep.sources._paths import split_modality
 from atlasprep.tokenize.api import TokenizeConfig
+from atlasprep.train.masked import TrainConfig
 
 __all__ = ["Plan", "StagePlan", "pins", "plan_recipe", "stage_source"]
 
@@ -129,7 +138,21 @@ def plan_recipe(recipe: Recipe) -> Plan:
         source = _read_back(stage.output, source)
     if recipe.has("tokenize"):
         stages.append(_tokenize_stage(recipe, source, sliced=recipe.has("slice")))
+    if recipe.has("train"):
+        stages.append(_train_stage(recipe, stages))
     return Plan(recipe=recipe, stages=tuple(stages))
+
+
+def _train_stage(recipe: Recipe, stages: list[StagePlan]) -> StagePlan:
+    """[train] on the store [tokenize] builds: the model and its record in ``model/``."""
+    if not stages or stages[-1].name != "tokenize":
+        raise RecipeError(f"{recipe.path}: [train] trains on the store [tokenize] builds; add a [tokenize]")
+    store = stages[-1].output
+    t = recipe.table("train")
+    config = _built(recipe, "[train]", lambda: TrainConfig(store=store, out=recipe.out / "model", **t))
+    return StagePlan(
+        name="train", stage=TrainStage(config=config), output=recipe.out / "model", inputs=(store,)
+    )
 
 
 def _reads(source: SourceSpec, written: Path | str) -> SourceSpec:

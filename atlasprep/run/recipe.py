@@ -11,6 +11,7 @@ config field otherwise)::
     [harmonize]   # optional: map = {column = "field"}, set = {field = "value"}, mapping, …
     [slice]       # optional: out = "cells.h5ad" (an AnnData slice next to the store), max_cells, …
     [tokenize]    # optional: scheme, max_len, context, split_by, split, format, shard_size, …
+    [train]       # optional, after [tokenize]: steps, batch_size, sampling, … (needs torch)
 
 ``[source]`` and ``[filter]`` are one :class:`~atlasprep.sources.SourceSpec`. A ``[slice]``
 applies it (its own sampling keys, if any, replace the source's); a ``[tokenize]`` after a
@@ -47,6 +48,7 @@ from atlasprep.harmonize.api import HarmonizeConfig
 from atlasprep.slice.api import SliceConfig
 from atlasprep.sources import CellFilter, SourceSpec
 from atlasprep.tokenize.api import TokenizeConfig
+from atlasprep.train.masked import TrainConfig
 
 __all__ = ["FLAG_KEYS", "Recipe", "RecipeError", "load_recipe"]
 
@@ -75,6 +77,7 @@ _TABLES: dict[str, tuple[tuple[type, ...], frozenset[str], frozenset[str]]] = {
         frozenset({"source", "out", "overwrite", "shard_bytes"}),
         frozenset({"shard_size"}),
     ),
+    "train": ((TrainConfig,), frozenset({"store", "out"}), frozenset()),  # on [tokenize]'s store
 }
 # [align.<step>] -> the library function whose keyword arguments the table gives
 # (function, keys the pipeline sets, required keys the pipeline can fill from [source] inputs)

@@ -14,8 +14,17 @@ from atlasprep.harmonize.api import HarmonizeConfig, harmonize
 from atlasprep.slice.api import SliceConfig, slice_cells
 from atlasprep.sources import ProgressCallback
 from atlasprep.tokenize.api import JobRunner, TokenizeConfig, tokenize_cells
+from atlasprep.train.masked import TrainConfig
 
-__all__ = ["BarcodesStage", "CcfStage", "HarmonizeStage", "SliceStage", "Stage", "TokenizeStage"]
+__all__ = [
+    "BarcodesStage",
+    "CcfStage",
+    "HarmonizeStage",
+    "SliceStage",
+    "Stage",
+    "TokenizeStage",
+    "TrainStage",
+]
 
 
 class Stage(Protocol):
@@ -86,6 +95,21 @@ class TokenizeStage:
             "n_shards": len(manifest["shards"]),
             **census_version(manifest["source"]),
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainStage:
+    config: TrainConfig
+
+    def run(self, runner: JobRunner | None, progress: ProgressCallback | None) -> dict[str, Any]:
+        from atlasprep.train import train_masked_gene
+
+        def report(step: int, loss: float) -> None:
+            if progress is not None:
+                progress(step, self.config.steps)
+
+        result = train_masked_gene(self.config, on_step=report)
+        return {"steps": len(result.losses), "first_loss": result.losses[0], "last_loss": result.losses[-1]}
 
 
 def census_version(info: dict[str, Any]) -> dict[str, Any]:
