@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -144,3 +145,47 @@ def test_joining_files_with_different_genes_is_explicit_and_recorded(small_censu
     names = np.asarray(joined.var_names)
     assert set(names[matrix[0]]) == set(whole.var_names[:100])
     assert set(names[matrix[1]]) == set(whole.var_names[50:150])
+
+
+def test_hvg_counts_only_the_cells_that_measured_a_gene(tmp_path):
+    """An outer join reads a file's unmeasured genes as 0; the HVG pass must not take those zeros
+    for expression: a gene one file measured at a constant level is not variable."""
+    import scipy.sparse as sp
+
+    from atlasprep.tokenize.tokenizer import Tokenizer
+
+    rng = np.random.default_rng(0)
+    genes = [f"ENSG{i:011d}" for i in range(300)]
+    means = rng.gamma(1.0, 2.0, size=300)
+    X = rng.poisson(means, size=(600, 300)).astype(np.float32)
+    X[300:, 250] = 30.0  # measured only by the second file, the same in each of its cells
+    a, b = tmp_path / "a.h5ad", tmp_path / "b.h5ad"
+    ad.AnnData(X=sp.csr_matrix(X[:300, :200]), var=pd.DataFrame(index=genes[:200])).write_h5ad(a)
+    second = ad.AnnData(X=sp.csr_matrix(X[300:, 100:]), var=pd.DataFrame(index=genes[100:]))
+    second.obs_names = [f"b{i}" for i in range(300)]
+    second.write_h5ad(b)
+    spec = SourceSpec(inputs=(str(a), str(b)), join="outer", filter=CellFilter(primary_only=False))
+    from atlasprep.sources import open_source
+    from atlasprep.tokenize.fit import _measured
+    from atlasprep.tokenize.hvg import GeneMoments
+
+    source = open_source(spec)
+    try:
+        positions = np.arange(600)
+        measured = _measured(source, positions, np.arange(300))
+        assert measured is not None
+        assert np.array_equal(measured, np.repeat([300, 600, 300], 100))
+        moments = GeneMoments(n_genes=300, measured=measured)
+        for batch in source.iter_batches(positions, var_positions=None, batch_size=128, obs_columns=[]):
+            moments.add(batch.X)
+    finally:
+        source.close()
+    mean, var = moments.mean_var()
+    # a gene one file measured has that file's moments, not the join's zeros
+    np.testing.assert_allclose(mean[250], 30.0)
+    assert var[250] == 0
+    np.testing.assert_allclose(var[260], np.var(X[300:, 260], ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(var[150], np.var(X[:, 150], ddof=1), rtol=1e-6)
+    chosen = Tokenizer.fit(spec, scheme="bin", n_hvg=40, max_len=64).hvg_genes
+    assert chosen is not None
+    assert genes[250] not in chosen  # constant where measured

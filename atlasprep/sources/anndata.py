@@ -155,6 +155,12 @@ class AnnDataSource:
             matrix[k, found[found >= 0]] = True
         return tuple(str(f.path) for f in self._files), matrix
 
+    def measured_cells(self, positions: np.ndarray) -> np.ndarray:
+        """Per var gene, how many of the cells at ``positions`` come from a file that measured it."""
+        starts = np.array([f.offset for f in self._files])
+        per_file = np.bincount(np.searchsorted(starts, positions, side="right") - 1, minlength=len(starts))
+        return per_file @ self.presence()[1].astype(np.int64)
+
     @property
     def obs_columns(self) -> tuple[str, ...]:
         return self._obs.columns

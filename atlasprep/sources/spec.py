@@ -337,8 +337,17 @@ class _GeneView:
         )
 
     def presence(self) -> tuple[tuple[str, ...], np.ndarray]:
-        files, matrix = self._source.presence()  # type: ignore[attr-defined]
+        inner = getattr(self._source, "presence", None)
+        if inner is None:  # a source of one kind of cells (SOMA): every gene measured
+            return (), np.ones((0, len(self._var_positions)), dtype=bool)
+        files, matrix = inner()
         return files, matrix[:, self._var_positions]
+
+    def measured_cells(self, positions: np.ndarray) -> np.ndarray:
+        inner = getattr(self._source, "measured_cells", None)
+        if inner is None:  # every cell measured every gene
+            return np.full(len(self._var_positions), len(positions), dtype=np.int64)
+        return np.asarray(inner(positions))[self._var_positions]
 
     def citations(self, positions: np.ndarray) -> list[dict[str, object]]:
         cite = getattr(self._source, "citations", None)

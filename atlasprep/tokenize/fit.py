@@ -102,13 +102,23 @@ def fit_hvg(
     if config.n_hvg is not None and config.n_hvg > len(in_vocab):
         raise UsageError(f"n_hvg = {config.n_hvg}: more than the {len(in_vocab)} genes in the vocabulary")
     log.info("selecting %s highly variable genes (two passes over %d cells)", config.n_hvg, len(positions))
-    first = GeneMoments(n_genes=len(in_vocab))
+    first = GeneMoments(n_genes=len(in_vocab), measured=_measured(source, positions, in_vocab))
     for X in count_batches(config, source, positions):
         first.add(sp.csr_matrix(X)[:, in_vocab])
     second = first.clipped()
     for X in count_batches(config, source, positions):
         second.add(sp.csr_matrix(X)[:, in_vocab])
     return in_vocab[second.top(config.n_hvg or 0)]
+
+
+def _measured(source: CellSource, positions: np.ndarray, columns: np.ndarray) -> np.ndarray | None:
+    """Per column, the selected cells whose file measured the gene, where files were joined on
+    genes they did not all measure (None: every cell measured every gene)."""
+    measured_cells = getattr(source, "measured_cells", None)
+    if measured_cells is None:
+        return None
+    counts = np.asarray(measured_cells(positions))[columns]
+    return None if (counts == len(positions)).all() else counts
 
 
 def count_batches(config: TokenizeConfig, source: CellSource, positions: np.ndarray) -> Iterator[Any]:

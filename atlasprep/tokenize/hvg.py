@@ -18,6 +18,7 @@ where two genes' standardized variances are that close at the cut-off.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -34,6 +35,9 @@ class GeneMoments:
 
     n_genes: int
     n_cells: int = 0
+    # per gene, the cells whose file measured it (an outer join of files with different genes:
+    # unmeasured zeros are not counted); None: every cell measured every gene
+    measured: np.ndarray | None = None
     sums: np.ndarray = field(init=False)
     squares: np.ndarray = field(init=False)
 
@@ -47,9 +51,15 @@ class GeneMoments:
         self.n_cells += X.shape[0]
 
     def mean_var(self) -> tuple[np.ndarray, np.ndarray]:
-        n = self.n_cells
-        mean = self.sums / n
-        var = (self.squares - n * mean**2) / (n - 1)
+        if self.measured is None:
+            n = self.n_cells
+            mean = self.sums / n
+            var = (self.squares - n * mean**2) / (n - 1)
+            return mean, np.maximum(var, 0.0)
+        n_per_gene = self.measured.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a gene no cell (or one) measured
+            mean = np.where(n_per_gene > 0, self.sums / n_per_gene, 0.0)
+            var = np.where(n_per_gene > 1, (self.squares - n_per_gene * mean**2) / (n_per_gene - 1), 0.0)
         return mean, np.maximum(var, 0.0)
 
     def clipped(self, span: float = 0.3) -> ClippedMoments:
@@ -76,8 +86,9 @@ class GeneMoments:
             ) from None
         fitted[not_const] = model.outputs.fitted_values
         std = np.sqrt(10**fitted)
-        clip = std * np.sqrt(self.n_cells) + mean
-        return ClippedMoments(mean=mean, std=std, n_cells=self.n_cells, clip=clip)
+        n = self.n_cells if self.measured is None else self.measured.astype(np.float64)
+        clip = std * np.sqrt(n) + mean
+        return ClippedMoments(mean=mean, std=std, n_cells=self.n_cells, clip=clip, measured=self.measured)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -88,6 +99,7 @@ class ClippedMoments:
     std: np.ndarray
     n_cells: int
     clip: np.ndarray
+    measured: np.ndarray | None = None  # per gene (see GeneMoments)
     sums: np.ndarray = field(init=False)
     squares: np.ndarray = field(init=False)
 
@@ -100,10 +112,13 @@ class ClippedMoments:
         _accumulate(X.indices, X.data.astype(np.float64, copy=False), self.clip, self.sums, self.squares)
 
     def standardized_variances(self) -> np.ndarray:
-        n, mean = self.n_cells, self.mean
-        return (1 / ((n - 1) * np.square(self.std))) * (
-            (n * np.square(mean)) + self.squares - 2 * self.sums * mean
-        )
+        n: Any = self.n_cells if self.measured is None else self.measured.astype(np.float64)
+        mean = self.mean
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = (1 / ((n - 1) * np.square(self.std))) * (
+                (n * np.square(mean)) + self.squares - 2 * self.sums * mean
+            )
+        return out if self.measured is None else np.where(self.measured > 1, out, -np.inf)
 
     def top(self, n_top: int) -> np.ndarray:
         """Columns of the ``n_top`` genes with the largest standardized variance, ascending."""
