@@ -189,3 +189,45 @@ def test_hvg_counts_only_the_cells_that_measured_a_gene(tmp_path):
     chosen = Tokenizer.fit(spec, scheme="bin", n_hvg=40, max_len=64).hvg_genes
     assert chosen is not None
     assert genes[250] not in chosen  # constant where measured
+
+
+def test_a_census_slice_carries_its_datasets_gene_presence(small_census, tmp_path):
+    import tiledbsoma as soma
+
+    out = tmp_path / "p.h5ad"
+    atlasprep.slice_cells(atlasprep.SliceConfig(source=SourceSpec(census_uri=str(small_census)), out=out))
+    written = ad.read_h5ad(out)
+    presence = written.uns["feature_presence"]
+    datasets = [str(d) for d in presence["files"]]
+    assert datasets == sorted(written.obs["dataset_id"].astype(str).unique())
+    matrix = presence["matrix"].toarray().astype(bool)
+    assert not matrix.all()  # the demo has a dataset that measured fewer genes
+    with soma.Collection.open(str(small_census)) as census:
+        table = census["census_info"]["datasets"].read().concat().to_pandas().set_index("dataset_id")
+        stored = census["census_data"]["homo_sapiens"].ms["RNA"]["feature_dataset_presence_matrix"]
+        for k, dataset in enumerate(datasets):
+            row = int(table.loc[dataset, "soma_joinid"])
+            coo = stored.read(coords=([row],)).tables().concat()
+            expected = np.zeros(written.n_vars, dtype=bool)
+            expected[coo["soma_dim_1"].to_numpy()] = coo["soma_data"].to_numpy()
+            assert np.array_equal(matrix[k], expected)
+
+
+def test_a_token_store_keeps_the_gene_presence_of_its_datasets(small_census, tmp_path):
+    from atlasprep.sources import open_source
+
+    out = tmp_path / "store"
+    every = SourceSpec(census_uri=str(small_census), filter=CellFilter(primary_only=False))
+    tokenize_cells(TokenizeConfig(source=every, out=out, max_len=32))
+    presence = read_manifest(out)["presence"]
+    source = open_source(SourceSpec(census_uri=str(small_census)))
+    try:
+        datasets, matrix = source.presence()
+        genes = np.asarray(source.var().index.astype(str))
+    finally:
+        source.close()
+    assert presence["datasets"] == list(datasets)
+    assert presence["n_measured"] == matrix.sum(axis=1).tolist()
+    partial = {d: genes[~row].tolist() for d, row in zip(datasets, matrix, strict=True) if not row.all()}
+    assert presence["unmeasured"] == partial
+    assert partial

@@ -151,6 +151,7 @@ class Manifest(TypedDict, total=False):
     truncated: TruncatedEntry  # cells max_len cut genes from (stores before it say nothing)
     labels: dict[str, str]  # term ID -> label, for the IDs the store holds
     provenance: list[dict[str, Any]]  # the steps that made the cells (atlasprep.provenance)
+    presence: dict[str, Any]  # datasets that measured only some genes, and which they did not
 
 
 class TruncatedEntry(TypedDict):

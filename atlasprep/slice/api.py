@@ -178,7 +178,7 @@ def _write(
         provenance["created"] = now()
         steps = provenance.pop(PROVENANCE_KEY)  # beside the flat record: a JSON list of steps
         uns: dict[str, Any] = {"atlasprep": provenance, PROVENANCE_KEY: steps}
-        presence = feature_presence(source, selection.var_positions)
+        presence = feature_presence(source, selection.var_positions, selection.positions)
         if presence is not None:  # joined files: which genes each measured
             uns[PRESENCE_KEY] = presence
         return writer.finish(uns)
@@ -190,17 +190,20 @@ def _write(
 PRESENCE_KEY = "feature_presence"
 
 
-def feature_presence(source: CellSource, var_positions: np.ndarray | None) -> dict[str, Any] | None:
-    """Several files joined on their genes: ``{"files": [...], "matrix": files × var (CSR, 1 where
-    the file measured the gene)}``, as the Census's ``feature_dataset_presence_matrix``; None for
-    one file or files that measured the same genes."""
+def feature_presence(
+    source: CellSource, var_positions: np.ndarray | None, positions: np.ndarray
+) -> dict[str, Any] | None:
+    """Which genes each dataset measured: ``{"files": [...], "matrix": datasets × var (CSR, 1
+    where measured)}``, for files joined on their genes (each file a dataset), or from the
+    Census's ``feature_dataset_presence_matrix`` for the datasets of the selected cells; None
+    where every dataset measured every gene."""
     presence = getattr(source, "presence", None)
     if presence is None:
         return None
-    files, matrix = presence()
+    files, matrix = presence(positions)
     if var_positions is not None:
         matrix = matrix[:, var_positions]
-    if len(files) < 2 or matrix.all():
+    if len(files) == 0 or matrix.all():
         return None
     return {"files": np.asarray(files, dtype=object), "matrix": sp.csr_matrix(matrix.astype(np.uint8))}
 

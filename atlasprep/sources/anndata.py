@@ -145,7 +145,7 @@ class AnnDataSource:
             extra={"files": [str(f.path) for f in self._files], "matrices": [f.matrix for f in self._files]},
         )
 
-    def presence(self) -> tuple[tuple[str, ...], np.ndarray]:
+    def presence(self, positions: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:
         """(files, files × var bool): which genes each file measured, as the Census's
         ``feature_dataset_presence_matrix`` says it per dataset."""
         index = self._var.index

@@ -206,6 +206,28 @@ class SomaSource:
                 f"(it has: {', '.join(self._obs_columns)})"
             )
 
+    def presence(self, positions: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:
+        """(dataset ids, datasets × var bool): which genes each dataset of the cells at
+        ``positions`` measured (the Census's ``feature_dataset_presence_matrix``); nothing for a
+        store without it."""
+        owner: Any = self._owner
+        measurement: Any = self._ms
+        try:
+            matrix = measurement["feature_dataset_presence_matrix"]
+            table = owner["census_info"]["datasets"]
+        except (KeyError, TypeError):
+            return (), np.ones((0, int(self._X.shape[1])), dtype=bool)
+        chosen = np.arange(self.n_cells) if positions is None else positions
+        wanted = sorted(self.obs_values(chosen, ["dataset_id"])["dataset_id"].astype(str).unique().tolist())
+        ids = table.read(column_names=["soma_joinid", "dataset_id"]).concat().to_pandas()
+        rows = ids.set_index("dataset_id").loc[wanted, "soma_joinid"].to_numpy(dtype=np.int64)
+        out = np.zeros((len(wanted), int(self._X.shape[1])), dtype=bool)
+        if len(rows):
+            coo = matrix.read(coords=(rows,)).tables().concat()
+            row = pd.Index(rows).get_indexer(coo["soma_dim_0"].to_numpy())
+            out[row, coo["soma_dim_1"].to_numpy()] = coo["soma_data"].to_numpy()
+        return tuple(wanted), out
+
     def citations(self, positions: np.ndarray) -> list[dict[str, Any]]:
         """The Census datasets the cells at ``positions`` come from, with what CELLxGENE asks
         users to cite (``census_info/datasets``: title, collection DOI, citation); none for a

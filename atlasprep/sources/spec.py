@@ -336,11 +336,11 @@ class _GeneView:
             positions, var_positions=inner, batch_size=batch_size, obs_columns=obs_columns
         )
 
-    def presence(self) -> tuple[tuple[str, ...], np.ndarray]:
+    def presence(self, positions: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:
         inner = getattr(self._source, "presence", None)
-        if inner is None:  # a source of one kind of cells (SOMA): every gene measured
+        if inner is None:  # a source that does not say: every gene measured
             return (), np.ones((0, len(self._var_positions)), dtype=bool)
-        files, matrix = inner()
+        files, matrix = inner(positions)
         return files, matrix[:, self._var_positions]
 
     def measured_cells(self, positions: np.ndarray) -> np.ndarray:

@@ -59,7 +59,7 @@ from atlasprep.tokenize.config import (
 from atlasprep.tokenize.fit import Dictionaries, Fitted, fit
 from atlasprep.tokenize.jobs import EncodeJob, EncodeResult, JobRunner, plan_jobs, run_encode_job
 from atlasprep.tokenize.loaded import fit_loaded, with_tokenizer
-from atlasprep.tokenize.record import build_manifest, build_spec
+from atlasprep.tokenize.record import build_manifest, build_spec, presence_record
 from atlasprep.tokenize.tokenizer import Tokenizer
 
 log = logging.getLogger("atlasprep.tokenize")
@@ -105,6 +105,7 @@ def tokenize_cells(
                 n_empty,
                 truncated=truncated,
                 steps=steps,
+                presence=presence_record(source, positions),
             )
         if config.format == "arrow":  # a dataset card HuggingFace datasets loads the splits by
             write_bytes_atomic(config.out / CARD_FILE, dataset_card(manifest).encode())

@@ -48,6 +48,7 @@ def build_manifest(
     *,
     truncated: dict[str, int] | None = None,
     steps: list[dict[str, Any]] | None = None,
+    presence: dict[str, Any] | None = None,
 ) -> Manifest:
     """The store's manifest, its tokenizer's files written first: what it holds and how it
     was built."""
@@ -71,6 +72,8 @@ def build_manifest(
             "labels": term_labels(config.out, shards, fitted.tokenizer),
             # the chain of steps that made the cells, this build last (atlasprep.provenance)
             "provenance": steps or [],
+            # datasets (or joined files) that measured only some of the genes (absent: all did)
+            **({"presence": presence} if presence else {}),
         },
     )
 
@@ -100,6 +103,25 @@ def term_labels(out: Path, shards: list[ShardInfo], tokenizer: Tokenizer) -> dic
             except UnknownTermError:  # an ID the shipped ontologies lack (a newer release, FMA)
                 continue
     return labels
+
+
+def presence_record(source: CellSource, positions: np.ndarray) -> dict[str, Any] | None:
+    """Which of the store's genes each dataset of its cells measured, where some did not: the
+    datasets, the vocabulary genes each measured, and the genes each left unmeasured (IDs)."""
+    presence = getattr(source, "presence", None)
+    if presence is None:
+        return None
+    datasets, matrix = presence(positions)
+    if len(datasets) == 0 or matrix.all():
+        return None
+    genes = source.var().index.astype(str)
+    return {
+        "datasets": list(datasets),
+        "n_measured": [int(n) for n in matrix.sum(axis=1)],
+        "unmeasured": {
+            d: genes[~row].tolist() for d, row in zip(datasets, matrix, strict=True) if not row.all()
+        },
+    }
 
 
 def splits_record(plan: SplitPlan | None) -> SplitsEntry:
