@@ -99,6 +99,9 @@ def read_steps(path: str | Path) -> list[dict[str, Any]]:
             import zarr
 
             group: Any = zarr.open_group(local, mode="r")
+            if "tables" in group and f"uns/{PROVENANCE_KEY}" not in group:  # SpatialData: its table's
+                tables = sorted(group["tables"].group_keys())
+                group = group["tables"][tables[0]] if tables else group
             raw = group[f"uns/{PROVENANCE_KEY}"][()] if f"uns/{PROVENANCE_KEY}" in group else None
         else:
             return []

@@ -231,3 +231,26 @@ def test_a_token_store_keeps_the_gene_presence_of_its_datasets(small_census, tmp
     partial = {d: genes[~row].tolist() for d, row in zip(datasets, matrix, strict=True) if not row.all()}
     assert presence["unmeasured"] == partial
     assert partial
+
+
+def test_var_filter_keeps_the_genes_it_names(small_census, tmp_path):
+    from typer.testing import CliRunner
+
+    from atlasprep.cli import app
+    from atlasprep.errors import UsageError
+
+    spec = SourceSpec(
+        census_uri=str(small_census), max_cells=5, var_filter="feature_length > 5000 and nnz > 10"
+    )
+    adata = atlasprep.get_anndata(spec)
+    whole = atlasprep.get_anndata(census_uri=str(small_census), max_cells=5)
+    keep = (whole.var["feature_length"] > 5000) & (whole.var["nnz"] > 10)
+    assert list(adata.var_names) == list(whole.var_names[keep.to_numpy()])
+    assert 0 < adata.n_vars < whole.n_vars
+    with pytest.raises(UsageError, match="var_filter"):
+        SourceSpec(census_uri=str(small_census), var_filter="feature_length >")
+    bad = CliRunner().invoke(
+        app, ["slice", "--census-uri", str(small_census), "--var-filter", "nope == 1", "--dry-run"]
+    )
+    assert bad.exit_code == 2
+    assert "--var-filter 'nope == 1': var has no column 'nope'" in bad.output

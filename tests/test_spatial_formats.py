@@ -306,5 +306,10 @@ def test_registered_section_written_as_spatialdata_and_read_back(tmp_path: Path)
     assert again.pixel_size_um == 1.0
     graph = ad.read_h5ad(tmp_path / "again.h5ad").obsp["spatial_distances"].tocoo()
     np.testing.assert_allclose(graph.data, _lattice_um(back.adata.obs, graph.row, graph.col), rtol=0.01)
+    # the chain continues through the SpatialData store's table
+    from atlasprep.provenance import read_steps
+
+    assert [s["command"] for s in read_steps(out)] == ["align ccf"]
+    assert [s["command"] for s in read_steps(tmp_path / "again.h5ad")] == ["align ccf", "align ccf"]
     with pytest.raises(UsageError, match=r"^spatialdata_out: a SpatialData store is a \.zarr directory"):
         register_file(shared_file(VISIUM), tmp_path / "x.h5ad", bin_size_mm=1.0, spatialdata_out=True)

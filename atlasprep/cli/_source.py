@@ -36,6 +36,7 @@ __all__ = [
     "Sex",
     "Tissue",
     "TissueGeneral",
+    "VarFilter",
     "Where",
     "input_files",
     "one_input",
@@ -167,6 +168,15 @@ Where = Annotated[
         rich_help_panel=FILTERS,
     ),
 ]
+VarFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--var-filter",
+        help="A filter on var columns (the --where grammar), e.g. \"feature_type == 'protein_coding'\": "
+        "keep those genes (the Census's var_value_filter).",
+        rich_help_panel=SAMPLING,
+    ),
+]
 MaxCells = Annotated[
     int | None,
     typer.Option("--max-cells", help="Keep at most N cells (uniform, seeded).", rich_help_panel=SAMPLING),
@@ -217,6 +227,7 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
         seed=values["seed"],
         batch_size=values["batch_size"],
         join=values.get("join"),
+        var_filter=values.get("var_filter"),
     )
 
 

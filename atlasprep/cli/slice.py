@@ -108,6 +108,7 @@ def slice_command(
     per_group: opt.PerGroup = None,
     seed: int = typer.Option(_D.seed, help="Seed for sampling.", rich_help_panel=opt.SAMPLING),
     genes: opt.Genes = None,
+    var_filter: opt.VarFilter = None,
     out: _Out = None,
     batch_size: _BatchSize = _D.batch_size,
     overwrite: _Overwrite = False,

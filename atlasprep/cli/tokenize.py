@@ -62,6 +62,7 @@ def tokenize_command(
     max_cells: opt.MaxCells = None,
     per_group: opt.PerGroup = None,
     genes: opt.Genes = None,
+    var_filter: opt.VarFilter = None,
     scheme: o.SchemeOption = _D.scheme,
     max_len: o.MaxLen = o.DEFAULT_MAX_LEN,
     modalities: o.Modalities = None,

@@ -13,18 +13,18 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from atlasprep._checks import MAX_SEED, check_int, check_name, check_names, invalid
 from atlasprep.errors import UsageError
+from atlasprep.sources._gene_view import GeneView, only_genes
 from atlasprep.sources._paths import split_modality
-from atlasprep.sources.base import CellBatch, CellSource
+from atlasprep.sources.base import CellSource
 from atlasprep.sources.filters import (
     FILTER_COLUMNS,
     CellFilter,
@@ -34,6 +34,8 @@ from atlasprep.sources.filters import (
 )
 from atlasprep.sources.organisms import experiment_name
 from atlasprep.sources.sampling import sample_positions
+from atlasprep.sources.where import parse_where
+from atlasprep.sources.where.mask import where_mask
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -76,6 +78,9 @@ class SourceSpec:
     per_group: tuple[str, int] | None = None  # (obs column, cells per group)
     max_cells: int | None = None
     genes: tuple[str, ...] | None = None  # feature IDs to keep, in any order (read_gene_list)
+    # a filter on var columns, in the --where grammar (the Census's var_value_filter), e.g.
+    # "feature_type == 'protein_coding'": the genes kept are those it and ``genes`` both keep
+    var_filter: str | None = None
     seed: int = 0
     batch_size: int = DEFAULT_BATCH_SIZE  # cells per read batch
     # several AnnData files measuring different genes: "inner" keeps the genes all measured,
@@ -114,6 +119,8 @@ class SourceSpec:
                     "genes", self.genes, "name at least one gene ID (or leave genes out: every gene)"
                 )
         check_int("seed", self.seed, at_least=0, at_most=MAX_SEED)
+        if self.var_filter is not None:
+            _on_var(self.var_filter, parse_where, self.var_filter)  # refused now, naming the token
         if self.join is not None and self.join not in ("inner", "outer"):
             raise invalid("join", self.join, "choose inner or outer")
 
@@ -220,7 +227,7 @@ def _joined(spec: SourceSpec, source: Any) -> CellSource:
         if shared == 0:
             source.close()
             raise invalid("join", "inner", f"the inputs share no gene ({counts})")
-        return _GeneView(source, np.flatnonzero(present.all(axis=0)))
+        return GeneView(source, np.flatnonzero(present.all(axis=0)))
     log.info("outer join of %s: %d genes in all files, %d in some", counts, shared, present.shape[1])
     return source
 
@@ -262,6 +269,8 @@ def gene_positions(spec: SourceSpec, source: CellSource) -> np.ndarray | None:
     suffix dropped: ENSG….12 is ENSG…) or, where the var has a ``feature_name`` column (the
     CELLxGENE schema's), gene symbols. Names missing from var are skipped with a warning;
     none found is an error."""
+    if spec.var_filter is not None:
+        return _var_filtered(spec, source)
     if spec.genes is None:
         return None
     var = source.var()
@@ -290,71 +299,35 @@ def gene_positions(spec: SourceSpec, source: CellSource) -> np.ndarray | None:
     return np.unique(found).astype(np.int64)
 
 
-def only_genes(source: CellSource, var_positions: np.ndarray | None) -> CellSource:
-    """``source`` showing only the var columns at ``var_positions`` (all of them for None): a
-    stage that reads through it (tokenize) sees the selected genes as the source's var."""
-    return source if var_positions is None else _GeneView(source, var_positions)
+def _on_var(text: str, check: Any, arg: Any) -> Any:
+    """``check(arg)``, its refusal naming ``var_filter`` (the where grammar speaks of obs)."""
+    try:
+        return check(arg)
+    except UsageError as exc:
+        message = str(exc).replace("where: ", "", 1).replace("obs column", "column")
+        raise UsageError(f"var_filter = {text!r}: {message}") from None
 
 
-class _GeneView:
-    """A :class:`CellSource` whose var is some of another source's var columns."""
-
-    def __init__(self, source: CellSource, var_positions: np.ndarray) -> None:
-        self._source = source
-        self._var_positions = np.asarray(var_positions, dtype=np.int64)
-        self.info = source.info
-
-    @property
-    def obs_columns(self) -> tuple[str, ...]:
-        return self._source.obs_columns
-
-    def distinct_values(self, column: str) -> Sequence[str] | None:
-        return self._source.distinct_values(column)
-
-    def compile(self, resolved: ResolvedFilter) -> CompiledFilter:
-        return self._source.compile(resolved)
-
-    def select(self, compiled: CompiledFilter) -> np.ndarray:
-        return self._source.select(compiled)
-
-    def obs_values(self, positions: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
-        return self._source.obs_values(positions, columns)
-
-    def var(self) -> pd.DataFrame:
-        return self._source.var().iloc[self._var_positions]
-
-    def iter_batches(
-        self,
-        positions: np.ndarray,
-        *,
-        var_positions: np.ndarray | None,
-        batch_size: int,
-        obs_columns: Sequence[str] | None = None,
-    ) -> Iterator[CellBatch]:
-        inner = self._var_positions if var_positions is None else self._var_positions[var_positions]
-        return self._source.iter_batches(
-            positions, var_positions=inner, batch_size=batch_size, obs_columns=obs_columns
-        )
-
-    def presence(self, positions: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:
-        inner = getattr(self._source, "presence", None)
-        if inner is None:  # a source that does not say: every gene measured
-            return (), np.ones((0, len(self._var_positions)), dtype=bool)
-        files, matrix = inner(positions)
-        return files, matrix[:, self._var_positions]
-
-    def measured_cells(self, positions: np.ndarray) -> np.ndarray:
-        inner = getattr(self._source, "measured_cells", None)
-        if inner is None:  # every cell measured every gene
-            return np.full(len(self._var_positions), len(positions), dtype=np.int64)
-        return np.asarray(inner(positions))[self._var_positions]
-
-    def citations(self, positions: np.ndarray) -> list[dict[str, object]]:
-        cite = getattr(self._source, "citations", None)
-        return [] if cite is None else list(cite(positions))
-
-    def close(self) -> None:
-        self._source.close()
+def _var_filtered(spec: SourceSpec, source: CellSource) -> np.ndarray:
+    """The var positions ``var_filter`` keeps (and ``genes``, when both are given)."""
+    assert spec.var_filter is not None
+    var = source.var()
+    expr = parse_where(spec.var_filter)
+    frame = (
+        var.reset_index(names="feature_id") if "feature_id" not in var.columns else var.reset_index(drop=True)
+    )
+    try:
+        keep = np.flatnonzero(where_mask(expr, frame, source="var"))
+    except UsageError as exc:  # the where checks speak of obs: this filter is on var
+        text = str(exc).replace("where: ", "", 1).replace("obs column", "column")
+        raise UsageError(f"var_filter = {spec.var_filter!r}: {text}") from None
+    if spec.genes is not None:
+        named = gene_positions(replace(spec, var_filter=None), source)
+        assert named is not None
+        keep = np.intersect1d(keep, named)
+    if len(keep) == 0:
+        raise UsageError(f"var_filter = {spec.var_filter!r}: no gene of this source's var passes it")
+    return keep.astype(np.int64)
 
 
 def refuse_fields(spec: SourceSpec, fields: Sequence[str], why: str) -> None:
