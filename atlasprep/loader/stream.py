@@ -116,15 +116,13 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         self.gene_column, self.assume_normalized = gene_column, assume_normalized
         loaded = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
         splitting = {"split_by": split_by, "split": split_fractions, "holdout": holdout, **split_options}
-        planned = _plan_cells(
-            self.spec,
-            loaded,
-            split,
-            seed=seed,
-            columns=self.columns,
-            splitting=splitting,
-            gene_column=gene_column,
-        )
+        how: dict[str, Any] = {
+            "seed": seed,
+            "columns": self.columns,
+            "splitting": splitting,
+            "gene_column": gene_column,
+        }
+        planned = _plan_cells(self.spec, loaded, split, **how)
         self.cells, self.var_positions, self.tokenizer = (
             planned.cells,
             planned.var_positions,
@@ -134,9 +132,7 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         self.pad_id = int(self.tokenizer.tokens.get("<pad>", 0))
         self._lookup = label_lookup(self.label_maps)
         self._sampling = stream_sampling(self.spec, self.cells, sampling, chunk_size)
-        if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
-            raise UsageError(f"num_samples = {num_samples!r}: must be at least 1")
-        self._n_samples = num_samples if num_samples is not None else len(self.cells)
+        self._n_samples = len(self.cells) if num_samples is None else _at_least_1("num_samples", num_samples)
         self._init_consumers(rank, world_size, even)
 
     # -- sizes and state -----------------------------------------------------------------------
@@ -340,6 +336,12 @@ def _plan_cells(
         )
     finally:
         source.close()
+
+
+def _at_least_1(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageError(f"{name} = {value!r}: must be at least 1")
+    return value
 
 
 def _check(*, chunk_size: int, io_batch_size: int, batch_size: int | None, pad_to: int | None) -> None:
