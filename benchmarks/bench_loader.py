@@ -107,7 +107,11 @@ def _atlasprep(run: Run) -> Iterator[tuple[int, int]]:
     dataset = ShardDataset(run.store, "train", seed=0, **SAMPLING[run.name])
     loader = ShardLoader(dataset, batch_size=run.batch_size, num_workers=run.workers)
     for batch in loader:
-        yield len(batch["cell_id"]), int(batch["attention_mask"].sum())
+        yield (
+            len(batch["cell_id"]),
+            # counted in numpy: torch's .sum() waits on its OpenMP pool on a busy machine
+            int(np.count_nonzero(batch["attention_mask"].numpy())),
+        )
 
 
 def _hf(run: Run) -> Iterator[tuple[int, int]]:
@@ -138,7 +142,10 @@ def _hf(run: Run) -> Iterator[tuple[int, int]]:
         generator=generator,
     )
     for batch in loader:
-        yield batch["input_ids"].shape[0], int(batch["attention_mask"].sum())
+        yield (
+            batch["input_ids"].shape[0],
+            int(np.count_nonzero(batch["attention_mask"].numpy())),
+        )
 
 
 def _tiledbsoma_ml(run: Run) -> Iterator[tuple[int, int]]:
