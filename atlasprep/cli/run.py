@@ -58,7 +58,7 @@ def run_command(
     bars: list[CellProgress] = []
 
     def progress(stage: str) -> ProgressCallback:
-        bar = CellProgress(stage)
+        bar = CellProgress(stage, unit="steps" if stage == "train" else "cells")
         bars.append(bar)
         return bar.__enter__()
 
