@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from atlasprep import __version__
+from atlasprep.sources._paths import split_modality
 
 __all__ = [
     "PROVENANCE_KEY",
@@ -73,7 +74,7 @@ def file_input(path: str | Path, **extra: Any) -> dict[str, Any]:
     """An input as a step records it: the path (``file.h5mu:rna`` names file.h5mu), its sha256
     where it is a file (None for a directory, or a file over 2 GiB), and ``extra``."""
     text = str(path)
-    local = Path(text.rsplit(":", 1)[0]) if text.endswith((":rna", ":atac", ":prot")) else Path(text)
+    local = split_modality(text)[0]
     digest = None
     if local.is_file() and local.stat().st_size <= _HASH_LIMIT:
         h = hashlib.sha256()
@@ -87,7 +88,7 @@ def file_input(path: str | Path, **extra: Any) -> dict[str, Any]:
 def read_steps(path: str | Path) -> list[dict[str, Any]]:
     """The steps an AnnData/MuData file that atlasprep wrote carries (none for other files)."""
     text = str(path)
-    local = Path(text.rsplit(":", 1)[0]) if text.endswith((":rna", ":atac", ":prot")) else Path(text)
+    local = split_modality(text)[0]
     try:
         if local.is_file():
             import h5py

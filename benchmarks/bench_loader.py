@@ -197,10 +197,11 @@ def measure(run: Run) -> Result:
     )
 
 
-def run_isolated(run: Run) -> Result:
-    """One measurement in a fresh interpreter, so its memory and warm caches are its own."""
+def run_isolated(run: Run, script: str = __file__) -> Result:
+    """One measurement in a fresh interpreter (``script --one``: this one, or another benchmark
+    that registers its loaders here), so its memory and warm caches are its own."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--one", json.dumps(asdict(run))],
+        [sys.executable, script, "--one", json.dumps(asdict(run))],
         capture_output=True,
         text=True,
         check=False,

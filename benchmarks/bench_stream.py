@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -64,21 +63,6 @@ bl.LOADERS["atlasprep-stream"] = _stream
 bl.LOADERS["stream-chunk64"] = _stream_chunks_64
 
 
-def run_isolated(run: bl.Run) -> bl.Result:
-    """One measurement in a fresh interpreter (this script, ``--one``): its memory is its own."""
-    proc = subprocess.run(
-        [sys.executable, __file__, "--one", json.dumps(asdict(run))],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return bl.Result.not_run(run.name, run.workers, f"failed: {tail[0][:100]}")
-    return bl.Result(**json.loads(lines[-1]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,7 +97,7 @@ def main() -> None:
         batches=opts.batches,
     )
     results = [
-        run_isolated(replace(template, name=name, workers=workers))
+        bl.run_isolated(replace(template, name=name, workers=workers), script=__file__)
         for name in ("tiledbsoma-ml", "atlasprep-stream", "stream-chunk64")
         for workers in opts.workers
     ]

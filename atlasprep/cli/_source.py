@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "VarFilter",
     "Where",
     "input_files",
+    "list_names",
     "one_input",
     "per_group",
     "source_spec",
@@ -245,6 +246,14 @@ def one_input(positional: Path | None, option: Path | None, what: str) -> Path:
     if chosen is None:
         raise UsageError(f"{what}: missing; give it as the first argument (or with --input; see --help)")
     return chosen
+
+
+def list_names(given: str | Sequence[str] | None, *, blank: bool = False) -> tuple[str, ...]:
+    """A list option's names, repeated, comma-separated or both (``--context a,b --context c``).
+    An empty name (``a,,b``) is kept for the config to refuse; a wholly blank item is dropped,
+    or kept as one empty name with ``blank`` (where an empty value must be refused)."""
+    items = [given] if isinstance(given, str) else list(given or ())
+    return tuple(name.strip() for item in items if blank or item.strip() for name in item.split(","))
 
 
 def input_files(options: Mapping[str, Any]) -> list[Path]:

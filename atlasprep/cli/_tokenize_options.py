@@ -187,7 +187,7 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
         max_len=budgets.pop("rna"),
         segment_max_len=tuple(budgets.items()),
         modalities=segment_names,
-        targets=_names(values["targets"]),
+        targets=opt.list_names(values["targets"]),
         n_bins=values["n_bins"],
         n_hvg=values["n_hvg"],
         token_dictionary=values["token_dictionary"],
@@ -199,9 +199,11 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
         n_counts_column=None if counts.lower() == "none" else counts,
         assume_normalized=values["assume_normalized"],
         drop_empty=values["drop_empty"],
-        context=_names(values["context"]),
+        context=opt.list_names(values["context"]),
         format=values["store_format"],
-        obs_columns=DEFAULT_OBS_COLUMNS if values["obs_columns"] is None else _names(values["obs_columns"]),
+        obs_columns=DEFAULT_OBS_COLUMNS
+        if values["obs_columns"] is None
+        else opt.list_names(values["obs_columns"]),
         shard_cells=_D.shard_cells if values["shard_cells"] is None else values["shard_cells"],
         shard_bytes=None if values["shard_size"] is None else parse_size(values["shard_size"]),
         shuffle=not values["no_shuffle"],
@@ -224,7 +226,7 @@ def _holdouts(items: list[str], split_by: str | None) -> tuple[str | tuple[str, 
     field) split by that column, as ``--holdout donor_id=D1`` always has."""
     columns: str | tuple[str, ...] | None = split_by
     if split_by is not None and "," in split_by:
-        columns = _names(split_by)
+        columns = opt.list_names(split_by)
     for item in items:
         column, sep, value = item.partition("=")
         if not sep or not column.strip() or not value.strip():
@@ -247,19 +249,12 @@ def _fractions(value: str) -> tuple[float, float, float]:
     return parts[0], parts[1], parts[2]
 
 
-def _names(given: str | list[str] | None) -> tuple[str, ...]:
-    """A list option's names, comma-separated, repeated or both (``--context a,b --context c``);
-    an empty name (``a,,b``) goes to the config, which refuses it."""
-    items = [given] if isinstance(given, str) else list(given or ())
-    return tuple(name.strip() for item in items if item.strip() for name in item.split(","))
-
-
 def _multimodal(
     max_len: str, modalities: list[str] | None, targets: list[str] | None, inputs: list[Path] | None
 ) -> tuple[dict[str, int], tuple[str, ...], tuple[str, ...]]:
     """(budget per modality, paired modalities, input specs) from --max-len/--modalities/--targets."""
     budgets = parse_max_len(max_len)
-    names = _names(modalities)
+    names = opt.list_names(modalities)
     specs = tuple(str(p) for p in inputs or ())
     if not names and not targets:
         if set(budgets) != {"rna"}:

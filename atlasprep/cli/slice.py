@@ -125,13 +125,11 @@ def slice_command(
         source=opt.source_spec(locals()),
         out=out,
         dry_run=dry_run,
-        by=tuple(name.strip() for item in by or () for name in item.split(",")),
+        by=opt.list_names(by, blank=True),
         allow_empty=allow_empty,
         overwrite=overwrite,
         compression=compression,
-        obs_columns=None
-        if obs_columns is None
-        else tuple(name.strip() for item in obs_columns for name in item.split(",")),
+        obs_columns=None if obs_columns is None else opt.list_names(obs_columns, blank=True),
     )
     if census == "demo":
         _announce_demo_build()

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from atlasprep.cli._app import command, out_console
+from atlasprep.cli._source import list_names
 from atlasprep.errors import UnknownTermError, UsageError
 from atlasprep.ontology import (
     DEFAULT_ONTOLOGIES,
@@ -64,7 +65,7 @@ def terms_command(
 ) -> None:
     if as_json and tsv:
         raise UsageError("--json and --tsv: choose one output")
-    searched = _searched([name for item in ontology for name in item.split(",") if name.strip()])
+    searched = _searched([name for name in list_names(ontology) if name])
     versions = {name: release for name, release in ontology_versions().items() if name in searched}
     found = {query: _resolve(query, searched) for query in dict.fromkeys(queries)}
     if tsv:

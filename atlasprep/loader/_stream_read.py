@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -79,7 +78,6 @@ def read_cells(
     return Read(piece=piece, inverse=inverse.astype(np.int64))
 
 
-def _strings(column: Any) -> np.ndarray:
+def _strings(column: pa.ChunkedArray) -> np.ndarray:
     """A label column's values as the label maps hold them (text; missing as ``<NA>``)."""
-    values = column.to_pandas() if isinstance(column, pa.ChunkedArray | pa.Array) else column
-    return values.astype("string").fillna("<NA>").to_numpy(dtype=object)
+    return column.to_pandas().astype("string").fillna("<NA>").to_numpy(dtype=object)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from atlasprep._checks import check_int
 from atlasprep.errors import UsageError
 from atlasprep.loader._consumers import EpochConsumers
 from atlasprep.loader._gather import Found, collate_found, single_cells
@@ -132,7 +133,9 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         self.pad_id = int(self.tokenizer.tokens.get("<pad>", 0))
         self._lookup = label_lookup(self.label_maps)
         self._sampling = stream_sampling(self.spec, self.cells, sampling, chunk_size)
-        self._n_samples = len(self.cells) if num_samples is None else _at_least_1("num_samples", num_samples)
+        if num_samples is not None:
+            check_int("num_samples", num_samples, at_least=1)
+        self._n_samples = len(self.cells) if num_samples is None else int(num_samples)
         self._init_consumers(rank, world_size, even)
 
     # -- sizes and state -----------------------------------------------------------------------
@@ -338,17 +341,9 @@ def _plan_cells(
         source.close()
 
 
-def _at_least_1(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"{name} = {value!r}: must be at least 1")
-    return value
-
-
 def _check(*, chunk_size: int, io_batch_size: int, batch_size: int | None, pad_to: int | None) -> None:
     for name, value in (("chunk_size", chunk_size), ("io_batch_size", io_batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise UsageError(f"{name} = {value!r}: must be at least 1")
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"batch_size = {batch_size}: must be at least 1")
-    if pad_to is not None and pad_to < 1:
-        raise UsageError(f"pad_to = {pad_to}: must be at least 1")
+        check_int(name, value, at_least=1)
+    for name, given in (("batch_size", batch_size), ("pad_to", pad_to)):
+        if given is not None:
+            check_int(name, given, at_least=1)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
@@ -112,7 +111,7 @@ def _batches(
 
         return read(), var_gene_ids(var, gene_column), f"the counts of {data}", columns
     X = _counts(data, layer)
-    obs = pa.Table.from_pandas(_arrow_ready(data.obs), preserve_index=False)
+    obs = pa.Table.from_pandas(data.obs, preserve_index=False)
     stored_dtype = np.dtype(X.dtype)
     csr = sp.csr_matrix(X, dtype=np.float32)
     batch = CellBatch(
@@ -138,18 +137,6 @@ def _counts(adata: ad.AnnData, layer: str | None) -> Any:
     if layer not in adata.layers:
         raise UsageError(f"layer = {layer!r}: not a layer of the AnnData (it has {', '.join(adata.layers)})")
     return adata.layers[layer]
-
-
-def _arrow_ready(obs: pd.DataFrame) -> pd.DataFrame:
-    """obs with categoricals as their values (context tokens are looked up by value)."""
-    return pd.DataFrame(
-        {
-            str(name): column.astype(column.cat.categories.dtype)
-            if isinstance(column.dtype, pd.CategoricalDtype)
-            else column
-            for name, column in obs.items()
-        }
-    )
 
 
 def _padded(

@@ -329,7 +329,9 @@ class Tokenizer:
 
         if isinstance(config, SourceSpec):
             config = TokenizeConfig(source=config, out=Path(os.devnull), **fields)
-        return fit_tokenizer(dataclasses.replace(config, **fields) if fields else config)
+        elif fields:
+            config = dataclasses.replace(config, **fields)
+        return fit_tokenizer(config)
 
     def record(self) -> TokenizerRecord:
         """``tokenizer.json``'s content (see :mod:`atlasprep.tokenize.tokenizer_files`)."""
