@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import get_worker_info
 
 from atlasprep.errors import UsageError
+from atlasprep.loader._options import check_fingerprint
 from atlasprep.loader._plan import Consumer, Even, ResumePoint, worker_cells
 
 __all__ = ["EpochConsumers", "check_consumers", "distributed"]
@@ -109,11 +110,7 @@ class EpochConsumers:
         self._resume = point
 
     def _check_fingerprint(self, state: dict[str, Any]) -> None:
-        mine = self._fingerprint()
-        differs = [k for k, v in mine.items() if k != "store" and state.get(k) != v]
-        if differs:
-            detail = ", ".join(f"{k}: saved {state.get(k)!r}, now {mine[k]!r}" for k in differs)
-            raise UsageError(f"this state was saved by a differently configured loader ({detail})")
+        check_fingerprint(self._fingerprint(), state)
 
     def _this_consumer(self) -> tuple[Consumer, int]:
         """This process's consumer (its DataLoader worker, if any, of its rank) and how many of

@@ -7,10 +7,10 @@ from typing import Any
 
 from atlasprep.errors import UsageError
 
-__all__ = ["_check_options", "check_fingerprint"]
+__all__ = ["SAMPLED", "_check_options", "check_fingerprint"]
 
 # what a state saved under sampling records besides the uniform loader's fingerprint
-_SAMPLED = ("sampling", "batch_plan", "num_samples", "labels")
+SAMPLED = ("sampling", "batch_plan", "num_samples", "labels")
 
 
 def _check_options(seed: int, buffer_size: int, batch_size: int | None, pad_to: int | None) -> None:
@@ -24,10 +24,10 @@ def _check_options(seed: int, buffer_size: int, batch_size: int | None, pad_to: 
         raise UsageError(f"pad_to must be positive, not {pad_to}")
 
 
-def check_fingerprint(mine: dict[str, Any], state: dict[str, Any]) -> None:
+def check_fingerprint(mine: dict[str, Any], state: dict[str, Any], also: tuple[str, ...] = ()) -> None:
     """A saved state fits a loader configured as when it was saved (the store may have moved);
-    a sampled state's keys count even where this loader, uniform, has none."""
-    keys = [*mine, *(k for k in _SAMPLED if k in state and k not in mine)]
+    the keys in ``also`` count where the state has them even if ``mine`` has not."""
+    keys = [*mine, *(k for k in also if k in state and k not in mine)]
     differs = [k for k in keys if k != "store" and state.get(k) != mine.get(k)]
     if differs:
         detail = ", ".join(f"{k}: saved {state.get(k)!r}, now {mine.get(k)!r}" for k in differs)

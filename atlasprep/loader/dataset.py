@@ -38,7 +38,7 @@ from torch.utils.data import IterableDataset
 from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.loader._consumers import EpochConsumers
 from atlasprep.loader._gather import Found, by_shard, collate_found, per_batch, row_blocks, single_cells
-from atlasprep.loader._options import _check_options, check_fingerprint
+from atlasprep.loader._options import SAMPLED, _check_options, check_fingerprint
 from atlasprep.loader._plan import (
     Consumer,
     Even,
@@ -192,7 +192,7 @@ class ShardDataset(IterableDataset[dict[str, Any]], EpochConsumers):
         }
 
     def _check_fingerprint(self, state: dict[str, Any]) -> None:
-        check_fingerprint(self._fingerprint(), state)
+        check_fingerprint(self._fingerprint(), state, also=SAMPLED)  # a sampled state on a uniform loader
 
     def batched(self, batch_size: int, *, pad_to: int | None = None) -> ShardDataset:
         """A copy that yields batches of ``batch_size`` (same store, plan, epoch and label maps)."""
