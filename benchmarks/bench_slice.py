@@ -4,23 +4,26 @@
 
 Builds (once) a Census-layout store with the demo atlas generator, picks two ontology slices
 of it, the second about 4x the first, and runs each method on each slice in a fresh process
-(so peak RSS is that method's own, read with wait4). Prints cells/s and peak RSS, then the two
-targets: atlasprep's time within 1.25x of raw streaming, and atlasprep's peak RSS flat
-(within 15%) when the slice grows 4x.
+started by a small launcher (``_launch.py``), so peak RSS is that method's own: on Linux a child's
+``ru_maxrss`` starts at its parent's high-water mark. Prints each method's own clock (from after
+its imports), the process's wall time (imports included) and peak RSS, then the targets:
+atlasprep's time within 1.25x of raw streaming and below ``get_anndata``'s, atlasprep's peak
+RSS under 600 MB and flat (within 15%) when the slice grows 4x.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _launch import launch  # noqa: E402
 
 # Each method runs in its own interpreter; it prints one JSON line: {"n_cells", "nnz", "seconds"}.
 METHODS = {
@@ -65,15 +68,12 @@ print(json.dumps({"n_cells": n, "nnz": nnz, "seconds": time.perf_counter() - t})
 
 
 def run_method(code: str, args: list[str]) -> dict[str, float]:
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"method failed with exit code {proc.returncode}")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux reports KiB
+    """One method in a fresh interpreter started by a small launcher (``_launch``): its own clock
+    (``seconds``: from after its imports), the process's wall time and its own peak RSS."""
+    launched = launch([sys.executable, "-c", code, *args])
+    result = json.loads(launched.stdout.strip().splitlines()[-1])
+    result["wall"] = launched.wall
+    result["peak_rss_mb"] = launched.peak_rss_mb
     return result
 
 
@@ -139,7 +139,7 @@ def main() -> None:
                 rows.append((label, method, best))
                 print(
                     f"{label:>5}  {method:<30} {int(best['n_cells']):>8,} cells  {best['seconds']:7.2f} s  "
-                    f"{best['n_cells'] / best['seconds']:>9,.0f} cells/s  "
+                    f"{best['n_cells'] / best['seconds']:>9,.0f} cells/s  wall {best['wall']:6.2f} s  "
                     f"peak RSS {best['peak_rss_mb']:7.0f} MB",
                     flush=True,
                 )
@@ -150,8 +150,13 @@ def main() -> None:
     print()
     for label in ("small", "4x"):
         ours, raw = get(label, "atlasprep slice"), get(label, "tiledbsoma X().tables()")
-        ratio = ours["seconds"] / raw["seconds"]
-        print(f"{label}: atlasprep time / raw streaming time = {ratio:.2f} (target <= 1.25)")
+        anndata = get(label, "cellxgene_census.get_anndata")
+        print(
+            f"{label}: atlasprep / raw streaming = {ours['seconds'] / raw['seconds']:.2f} by each one's "
+            f"clock, {ours['wall'] / raw['wall']:.2f} by wall time (target <= 1.25); "
+            f"/ get_anndata = {ours['seconds'] / anndata['seconds']:.2f}, "
+            f"{ours['wall'] / anndata['wall']:.2f} (target < 1)"
+        )
     small_rss, big_rss = (
         get("small", "atlasprep slice")["peak_rss_mb"],
         get("4x", "atlasprep slice")["peak_rss_mb"],
@@ -159,7 +164,7 @@ def main() -> None:
     growth = get("4x", "atlasprep slice")["n_cells"] / get("small", "atlasprep slice")["n_cells"]
     print(
         f"atlasprep peak RSS: {small_rss:.0f} MB -> {big_rss:.0f} MB when the slice grows {growth:.1f}x "
-        f"({100 * (big_rss / small_rss - 1):+.1f}%, target within 15%)"
+        f"({100 * (big_rss / small_rss - 1):+.1f}%, target within 15%, and under 600 MB)"
     )
 
 

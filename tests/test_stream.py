@@ -237,3 +237,28 @@ def test_balanced_sampling_streams_labels_about_equally_and_resumes(stores, spec
     assert head + [b["cell_id"] for b in again] == everything
     with pytest.raises(UsageError, match="differently configured"):
         dataset(batch_size=50, sampling="balanced:tissue").load_state_dict(first.state_dict())
+
+
+def test_a_shuffle_buffer_is_read_in_bounded_source_reads(stores, spec, monkeypatch):
+    """A buffer of ``io_batch_size`` cells is read ``READ_CELLS`` cells at a time (counts in
+    memory stay one read), with the same batches as one read of the whole buffer."""
+    import atlasprep.loader.stream as stream_module
+    from atlasprep.sources.soma import SomaSource
+
+    def batches() -> list[tuple[list[str], list[list[int]]]]:
+        dataset = StreamDataset(spec, stores["rank"], seed=2, chunk_size=16, io_batch_size=200, batch_size=50)
+        return [(list(b["cell_id"]), b["input_ids"].tolist()) for b in dataset]
+
+    whole = batches()
+    sizes: list[int] = []
+    iter_batches = SomaSource.iter_batches
+
+    def spy(self, positions, **kwargs):  # type: ignore[no-untyped-def]
+        for batch in iter_batches(self, positions, **kwargs):
+            sizes.append(batch.n_cells)
+            yield batch
+
+    monkeypatch.setattr(SomaSource, "iter_batches", spy)
+    monkeypatch.setattr(stream_module, "READ_CELLS", 64)
+    assert batches() == whole
+    assert max(sizes) == 64 and sum(sizes) == 500

@@ -36,17 +36,20 @@ def read_cells(
     encode: Callable[[CellBatch], TokenizedBatch],
     lookup: Mapping[str, Mapping[str, int]],
     integer: bool,
+    read_size: int,
     encode_labels_: bool = True,
 ) -> Read:
     """The cells at ``positions`` (repeats read once), tokenized; labels of ``lookup``'s columns
-    (as int64 labels, or as text with ``encode_labels_=False``)."""
+    (as int64 labels, or as text with ``encode_labels_=False``). The source reads them
+    ``read_size`` cells at a time (its read-ahead threads load the next while this one is
+    tokenized), so counts in memory are a few reads, whatever the number of positions."""
     distinct, inverse = np.unique(positions, return_inverse=True)
     totals = [tokenizer.n_counts_column] if tokenizer.n_counts_column else []
     columns = list(dict.fromkeys([*lookup, *tokenizer.context, *totals]))
     ids, lengths, values, cell_ids = [], [], [], []
     labels: dict[str, list[np.ndarray]] = {c: [] for c in lookup}
     for batch in source.iter_batches(
-        distinct, var_positions=None, batch_size=len(distinct), obs_columns=columns
+        distinct, var_positions=None, batch_size=read_size, obs_columns=columns
     ):
         check_counts(
             batch.X,

@@ -11,17 +11,22 @@ would (the build's own layout function decides). An epoch is planned as the SOMA
 * consumer ``c`` (a DataLoader worker of a rank) reads its contiguous range of that sequence
   (:func:`atlasprep.loader._plan.consumer_range`: every cell exactly once per epoch over all
   ranks and workers; ``even`` evens the ranks as ``ShardDataset`` does);
-* it reads the range ``io_batch_size`` cells at a time, in source order within each read (a
-  few chunks: contiguous runs, which SOMA reads fast), tokenizes them with the
-  :class:`~atlasprep.tokenize.Tokenizer` in one call, and sends them in a permutation of the
-  read fixed by ``(seed, epoch, consumer, read)``.
+* it takes the range ``io_batch_size`` cells at a time (a *shuffle buffer*: a few chunks, read in
+  source order, ``READ_CELLS`` cells a source read, so contiguous runs that SOMA reads fast),
+  tokenizes them with the :class:`~atlasprep.tokenize.Tokenizer`, and sends them in a
+  permutation of the buffer fixed by ``(seed, epoch, consumer, buffer)``.
 
-``chunk_size`` trades shuffling for reading: a chunk much smaller than a TileDB data tile reads
-the whole tile for a few rows (16,384 cells of the 100,000-cell demo census in 2.7 s as chunks of
-64, tiledbsoma-ml's default; 1.5 s as chunks of 256, the default here; 0.9 s as chunks of 1,024).
+``chunk_size`` trades shuffling for reading. TileDB decompresses whole data tiles (65,536 values
+in the Census layout: about 400 demo cells, 800 Census cells of a 2,048-gene column tile), so a
+smaller chunk pays for rows it does not use: 8,192 cells of the 100,000-cell demo census read in
+0.72 s as chunks of 64 (tiledbsoma-ml's default), 0.5 s as chunks of 256, 0.31 s as chunks of
+1,024 and 0.21 s as chunks of 2,048 or one contiguous run. The defaults, chunks of 1,024 in
+buffers of 32,768, mix 32 chunks a buffer, as chunks of 256 in buffers of 8,192 do, and read
+them at 1.6 times the speed.
 
-Memory is one read of counts and tokens (``io_batch_size`` cells; TileDB's read buffers are
-sized to it) and one batch, whatever the selection's size; the plan itself is 8 bytes a cell.
+Memory is the tokens of two buffers (the next one loads on a thread while this one is sent),
+the counts of a few source reads (``READ_CELLS`` cells each; TileDB's read buffers are sized to
+one) and one batch, whatever the selection's size; the plan itself is 8 bytes a cell.
 Each process opens its own source when it starts iterating (a TileDB handle does not survive a
 fork). Batches are the dicts ``ShardDataset`` yields; :class:`atlasprep.loader.ShardLoader` runs
 a StreamDataset through DataLoader workers, resumably, as it runs a store.
@@ -32,8 +37,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +66,10 @@ __all__ = ["StreamDataset"]
 log = logging.getLogger("atlasprep.loader")
 
 _STATE_FORMAT = "atlasprep-stream-state"
+# shuffle buffers loading while one is sent (each holds io_batch_size cells' tokens)
+READS_AHEAD = 1
+# cells in one source read (its counts in memory); a shuffle buffer is read in such reads
+READ_CELLS = 8192
 _CHUNK_STREAM, _READ_STREAM = 2, 3  # random streams: never shared with the store loader's
 
 
@@ -89,8 +99,8 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         holdout: tuple[str, ...] = (),
         seed: int = 0,
         shuffle: bool = True,
-        chunk_size: int = 256,
-        io_batch_size: int = 8192,
+        chunk_size: int = 1024,
+        io_batch_size: int = 32768,
         batch_size: int | None = None,
         columns: Sequence[str] = (),
         pad_to: int | None = None,
@@ -105,7 +115,8 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
     ) -> None:
         super().__init__()
         _check(chunk_size=chunk_size, io_batch_size=io_batch_size, batch_size=batch_size, pad_to=pad_to)
-        self.spec = replace(spec, batch_size=io_batch_size)  # TileDB buffers sized to one read
+        # TileDB buffers sized to one read of at most READ_CELLS cells
+        self.spec = replace(spec, batch_size=min(io_batch_size, READ_CELLS))
         self.split = split
         self.seed, self.shuffle, self.chunk_size, self.io_batch_size = (
             seed,
@@ -243,9 +254,10 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         return collate_found(found, n_rows, columns=self.columns, pad_id=self.pad_id, pad_to=self.pad_to)
 
     def _reads(self, consumer: Consumer, skip: int) -> Iterator[tuple[Read, np.ndarray]]:
-        """The consumer's reads from ``skip`` on, each with the rows to send in order. The next
-        read (TileDB releases the GIL) loads on a thread while this one is sent: memory holds
-        two reads at most."""
+        """The consumer's shuffle buffers from ``skip`` on, each with the rows to send in order.
+        The next ``READS_AHEAD`` buffers load on threads while this one is sent (TileDB, the
+        COO -> CSR kernel and the encoders release the GIL): memory holds ``READS_AHEAD + 1``
+        buffers' tokens at most."""
         positions = self.consumer_cells(consumer)
         if skip >= len(positions):
             return
@@ -264,20 +276,23 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
                 encode=encode,
                 lookup=self._lookup,
                 integer=integer,
+                read_size=self.spec.batch_size,
                 encode_labels_=self.batch_size is not None,
             )
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-stream") as ahead:
+        with ThreadPoolExecutor(max_workers=READS_AHEAD, thread_name_prefix="atlasprep-stream") as ahead:
+            coming: deque[Future[Read]] = deque()
             try:
-                coming = ahead.submit(read, first)
                 for k in range(first, last):
-                    this = coming.result()
-                    if k + 1 < last:
-                        coming = ahead.submit(read, k + 1)
+                    current = coming.popleft() if coming else ahead.submit(read, k)
+                    while len(coming) < READS_AHEAD and k + 1 + len(coming) < last:
+                        coming.append(ahead.submit(read, k + 1 + len(coming)))
+                    this = current.result()
                     rows = this.inverse[self._read_order(consumer, k, len(this.inverse))]
                     yield this, rows[skip - k * io :] if k == first else rows
             finally:
-                coming.cancel()
+                for future in coming:
+                    future.cancel()
                 ahead.shutdown(wait=True)
                 source.close()
 

@@ -50,8 +50,10 @@ class RowMap:
 
 
 @numba.njit(cache=True, nogil=True)
-def _count(ids, offset, lut, counts):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+def _count(ids, offset, lut, cols, col_lut, counts):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     for i in range(len(ids)):
+        if len(col_lut) and col_lut[cols[i]] < 0:
+            continue  # a column the caller does not want
         r = ids[i] - offset
         if len(lut):
             r = lut[r]
@@ -62,12 +64,14 @@ def _count(ids, offset, lut, counts):  # type: ignore[no-untyped-def]  # pragma:
 def _scatter(ids, offset, lut, cols, col_lut, data, indptr, fill, indices, values):  # type: ignore[no-untyped-def]  # pragma: no cover
     canonical = True
     for i in range(len(ids)):
-        r = ids[i] - offset
-        if len(lut):
-            r = lut[r]
         c = cols[i]
         if len(col_lut):
             c = col_lut[c]
+            if c < 0:
+                continue
+        r = ids[i] - offset
+        if len(lut):
+            r = lut[r]
         p = fill[r]
         if p > indptr[r] and indices[p - 1] >= c:
             canonical = False  # out of order, or a duplicate: scipy fixes it below
@@ -80,21 +84,24 @@ def _scatter(ids, offset, lut, cols, col_lut, data, indptr, fill, indices, value
 def tables_to_csr(
     tables: Sequence[pa.Table], rows: RowMap, n_rows: int, n_cols: int, col_lut: np.ndarray | None = None
 ) -> sp.csr_matrix:
-    """A canonical float32 CSR matrix from SOMA X tables (soma_dim_0, soma_dim_1, soma_data)."""
+    """A canonical float32 CSR matrix from SOMA X tables (soma_dim_0, soma_dim_1, soma_data).
+
+    ``col_lut`` maps X columns to output columns; a column it maps to -1 is left out (so a
+    read of every column can keep only some genes)."""
     parts = []
     for table in tables:
         for batch in table.to_batches():
             ids, offset, lut = rows.prepared(batch.column(0).to_numpy())
             parts.append((ids, offset, lut, batch.column(1).to_numpy(), batch.column(2).to_numpy()))
+    cmap = _EMPTY if col_lut is None else col_lut
     counts = np.zeros(n_rows + 1, dtype=np.int64)
-    for ids, offset, lut, _, _ in parts:
-        _count(ids, offset, lut, counts)
+    for ids, offset, lut, cols, _ in parts:
+        _count(ids, offset, lut, cols, cmap, counts)
     indptr = np.cumsum(counts)
     fill = indptr[:-1].copy()
     indices = np.empty(indptr[-1], dtype=np.int32)
     values = np.empty(indptr[-1], dtype=np.float32)
     canonical = True
-    cmap = _EMPTY if col_lut is None else col_lut
     for ids, offset, lut, cols, data in parts:
         canonical &= _scatter(ids, offset, lut, cols, cmap, data, indptr, fill, indices, values)
     matrix = sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_cols))

@@ -1,0 +1,48 @@
+"""Run a measured command from a small launcher process, so its peak RSS is its own.
+
+On Linux a child's ``ru_maxrss`` starts at its parent's high-water mark: a benchmark that built
+a store or imported pandas before starting a method would floor every method's figure at its
+own. :func:`launch` starts a fresh interpreter that imports only ``os``, ``subprocess``,
+``json`` and ``time`` (about 10 MB), which starts the command, waits for it with ``wait4`` and
+reports its wall time (imports and start-up included) and peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Launched", "launch"]
+
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+out = child.stdout.read()
+_, status, usage = os.wait4(child.pid, 0)
+print(json.dumps({"wall": time.perf_counter() - start, "code": os.waitstatus_to_exitcode(status),
+                  "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": out}))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    wall: float  # seconds from the command's start to its exit
+    peak_rss_mb: float  # the command's own peak RSS (Linux reports KiB)
+    stdout: str
+
+
+def launch(argv: Sequence[str]) -> Launched:
+    """Run ``argv`` from a small launcher; raise ``SystemExit`` naming the command if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *argv], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise SystemExit(f"launcher failed: {proc.stderr.strip()[-300:]}")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    if report["code"] != 0:
+        raise SystemExit(f"{argv[:3]} failed with exit code {report['code']}")
+    return Launched(wall=report["wall"], peak_rss_mb=report["peak_rss_mb"], stdout=report["stdout"])
