@@ -21,9 +21,12 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from atlasprep.errors import ForeignOutputError, OutputExistsError, UnsafePathError, UsageError
+
+if TYPE_CHECKING:
+    from atlasprep._remote import RemotePath, RemoteRoot
 
 __all__ = [
     "TempOutput",
@@ -154,10 +157,18 @@ def write_json_atomic(path: Path, value: Any, *, sort_keys: bool = True) -> None
     write_bytes_atomic(path, text.encode())
 
 
-def inside(root: Path, relative: object, *, what: str) -> Path:
+@overload
+def inside(root: Path, relative: object, *, what: str) -> Path: ...
+@overload
+def inside(root: RemoteRoot, relative: object, *, what: str) -> RemotePath: ...
+@overload
+def inside(root: Path | RemoteRoot, relative: object, *, what: str) -> Path | RemotePath: ...
+def inside(root: Path | RemoteRoot, relative: object, *, what: str) -> Path | RemotePath:
     """``root / relative`` for a path read from a file, refused (:class:`UnsafePathError`) unless
     it is a relative path string that stays inside ``root``: no absolute path, no ``..`` part,
-    no symlink on the way that leads out. ``what`` names where it was read (for the message)."""
+    no symlink on the way that leads out. ``what`` names where it was read (for the message).
+    A root in object storage (:class:`~atlasprep._remote.RemoteRoot`) has no symlinks: its
+    paths are checked by their parts."""
     if not isinstance(relative, str) or not relative or "\x00" in relative:
         raise UnsafePathError(f"{what}: {relative!r} is not a path")
     posix = PurePosixPath(relative.replace("\\", "/"))
@@ -165,6 +176,8 @@ def inside(root: Path, relative: object, *, what: str) -> Path:
         raise UnsafePathError(f"{what}: {relative!r} is an absolute path; paths here must be relative")
     if ".." in posix.parts:
         raise UnsafePathError(f"{what}: {relative!r} leads out of {root} ('..')")
+    if not isinstance(root, Path):
+        return root.joinpath(*posix.parts)
     target = root.joinpath(*posix.parts)
     real_root = root.resolve()
     real = target.resolve()

@@ -491,6 +491,7 @@ def test_slice_overwrite_replaces_its_own_zarr_store(small_census, tmp_path):
         (["tokenize", "--no-such-option"], "No such option"),
         (["tokenize", "--census", "demo", "--scheme", "words"], "'words' is not one of 'rank', 'bin', 'raw'"),
         (["tokenize", "--census", "demo", "--format", "parquet"], "'parquet' is not one of 'arrow', 'zarr'"),
+        (["tokenize", "--census", "demo", "--tie-order", "sorted"], "'sorted' is not one of 'numpy'"),
         (["align", "barcodes", "--rna", "a", "--out", "b", "--how", "sideways"], "is not one of 'inner'"),
         (["validate"], "missing; give it as the first argument"),
         (["no-such-command"], "No such command"),

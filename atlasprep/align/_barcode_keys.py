@@ -7,22 +7,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from atlasprep._names import JoinHow
 from atlasprep.errors import InputFormatError, SourceError
 
 log = logging.getLogger("atlasprep.align")
-
-
-class JoinHow(StrEnum):
-    """Which cells a join keeps: those in every modality, or all (each marked present or not)."""
-
-    inner = "inner"
-    outer = "outer"
 
 
 MIN_CORE_LENGTH = 8  # shorter A/C/G/T runs are letters of sample names, not a cell barcode

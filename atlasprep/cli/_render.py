@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
 
 from atlasprep.cli._app import err_console
-from atlasprep.sources import ResolvedFilter, SourceInfo
+
+if TYPE_CHECKING:
+    from atlasprep.sources import ResolvedFilter, SourceInfo
 
 __all__ = ["counts_table", "report_resolution"]
 

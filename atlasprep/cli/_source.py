@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from atlasprep.errors import UsageError
-from atlasprep.sources import FILTER_COLUMNS, CellFilter, SourceSpec, read_gene_list
+
+if TYPE_CHECKING:
+    from atlasprep.sources import SourceSpec
 
 __all__ = [
     "SOURCE_FIELDS",
@@ -206,6 +208,8 @@ def source_spec(options: Mapping[str, Any], **given: Any) -> SourceSpec:
     place for every command that reads cells. ``options`` is the command's ``locals()`` (typer
     needs each option as a parameter of its own); ``given`` overrides what a command parses
     itself (tokenize's input specs)."""
+    from atlasprep.sources import FILTER_COLUMNS, CellFilter, SourceSpec, read_gene_list
+
     values = {**options, "inputs": input_files(options), **given}
     if not (values.get("census") or values.get("census_uri") or values.get("inputs")):
         raise UsageError("name exactly one source: --census VERSION|demo, --census-uri PATH or --input FILE")

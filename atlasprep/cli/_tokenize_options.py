@@ -5,31 +5,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from atlasprep.cli import _source as opt
-from atlasprep.errors import UsageError
-from atlasprep.ontology import FIELD_ONTOLOGIES
-from atlasprep.shard.format import ShardFormatName
-from atlasprep.shard.sizes import parse_size
-from atlasprep.sources import SourceSpec
-from atlasprep.sources._paths import split_modality
-from atlasprep.tokenize.config import (
+# the choices and defaults the options show, from a module that imports nothing: the library's
+# modules (numpy, pandas, zarr) are imported when the command runs, not for --help
+from atlasprep._names import (
     DEFAULT_OBS_COLUMNS,
     TOKENIZE_BATCH_SIZE,
+    TOKENIZE_DEFAULTS,
     Scheme,
-    TokenizeConfig,
-    parse_max_len,
+    ShardFormatName,
+    TieOrder,
 )
+from atlasprep.cli import _source as opt
+from atlasprep.errors import UsageError
+
+if TYPE_CHECKING:
+    from atlasprep.tokenize.config import TokenizeConfig
 
 __all__ = ["DEFAULTS", "tokenize_config"]
 
-DEFAULTS = TokenizeConfig(source=SourceSpec(), out=Path("."))
+DEFAULTS = TOKENIZE_DEFAULTS  # TokenizeConfig's defaults (tests/test_startup.py checks they agree)
 _D = DEFAULTS
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="The token store directory.")]
+Out = Annotated[
+    str,
+    typer.Option(
+        "--out", "-o", help="The token store directory, or a URL: s3://bucket/prefix (any fsspec URL)."
+    ),
+]
 SchemeOption = Annotated[
     Scheme, typer.Option("--scheme", help="rank (Geneformer), bin (scGPT) or raw (log1p values).")
 ]
@@ -78,6 +84,15 @@ NCountsColumn = Annotated[
         "--n-counts-column",
         help="rank: obs column with each cell's total (read as Geneformer reads obs['n_counts']) "
         "when the input has it; none: always the sum of the counts over all genes.",
+    ),
+]
+TieOrderOption = Annotated[
+    TieOrder,
+    typer.Option(
+        "--tie-order",
+        help="rank: how genes of equal value are ordered. numpy: as Geneformer's argsort (its exact "
+        "tokens, to reuse a pretrained model; CPU-dependent); stable: by ascending token id (the "
+        "same tokens on every CPU, for a new corpus).",
     ),
 ]
 AssumeNormalized = Annotated[bool, typer.Option("--assume-normalized", help="Accept non-integer X.")]
@@ -175,6 +190,9 @@ DEFAULT_BATCH_SIZE = TOKENIZE_BATCH_SIZE
 def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
     """The config of the command's options (``locals()``): text options parsed here, every
     value checked by the configs (whose messages the command turns into flags)."""
+    from atlasprep.shard.sizes import parse_size
+    from atlasprep.tokenize.config import TokenizeConfig
+
     split_by, held = _holdouts(values["holdout"] or [], values["split_by"])
     budgets, segment_names, input_specs = _multimodal(
         values["max_len"], values["modalities"], values["targets"], opt.input_files(values)
@@ -182,7 +200,7 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
     counts = values["n_counts_column"]
     return TokenizeConfig(
         source=opt.source_spec(values, inputs=input_specs),
-        out=values["out"],
+        out=_out_path(values["out"]),
         scheme=values["scheme"],
         max_len=budgets.pop("rna"),
         segment_max_len=tuple(budgets.items()),
@@ -197,6 +215,7 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
         min_gene_match=values["min_gene_match"],
         gene_column=values["gene_column"],
         n_counts_column=None if counts.lower() == "none" else counts,
+        tie_order=values.get("tie_order", "numpy"),
         assume_normalized=values["assume_normalized"],
         drop_empty=values["drop_empty"],
         context=opt.list_names(values["context"]),
@@ -220,10 +239,27 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
     )
 
 
+def out_url(out: str) -> str | None:
+    """``--out`` when it names object storage (``s3://…``), else None."""
+    from atlasprep._remote import is_url
+
+    return out if is_url(out) else None
+
+
+def _out_path(out: str | Path) -> Path:
+    """``--out`` as the config takes it: a directory, or for a URL the local directory the store
+    is built in before it is uploaded."""
+    from atlasprep._remote import is_url, staging_dir
+
+    return staging_dir(out) if isinstance(out, str) and is_url(out) else Path(out)
+
+
 def _holdouts(items: list[str], split_by: str | None) -> tuple[str | tuple[str, ...] | None, tuple[str, ...]]:
     """``--split-by`` (``a,b``: several columns) and ``--holdout COLUMN=VALUE`` (repeatable), as
     the config takes them. Without ``--split-by``, holdouts of one plain column (not an ontology
     field) split by that column, as ``--holdout donor_id=D1`` always has."""
+    from atlasprep.ontology import FIELD_ONTOLOGIES
+
     columns: str | tuple[str, ...] | None = split_by
     if split_by is not None and "," in split_by:
         columns = opt.list_names(split_by)
@@ -253,6 +289,9 @@ def _multimodal(
     max_len: str, modalities: list[str] | None, targets: list[str] | None, inputs: list[Path] | None
 ) -> tuple[dict[str, int], tuple[str, ...], tuple[str, ...]]:
     """(budget per modality, paired modalities, input specs) from --max-len/--modalities/--targets."""
+    from atlasprep.sources._paths import split_modality
+    from atlasprep.tokenize.config import parse_max_len
+
     budgets = parse_max_len(max_len)
     names = opt.list_names(modalities)
     specs = tuple(str(p) for p in inputs or ())

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from atlasprep.align._barcode_keys import JoinHow
+from atlasprep._names import JoinHow
 from atlasprep.cli._app import app, command, out_console
 from atlasprep.cli._render import counts_table
 

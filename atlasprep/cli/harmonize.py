@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from atlasprep._names import Embedding
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._source import SOURCE_FIELDS, InputAlias, MaxCells, PerGroup, Where, one_input
 from atlasprep.cli._source import per_group as parse_per_group
 from atlasprep.errors import UsageError
-from atlasprep.harmonize.api import HarmonizeConfig, HarmonizeReport, harmonize
-from atlasprep.harmonize.config import Embedding
-from atlasprep.sources import CellFilter, SourceSpec
+
+if TYPE_CHECKING:
+    from atlasprep.harmonize.api import HarmonizeReport
 
 
 def _pairs(items: list[str], option: str, shape: str) -> tuple[tuple[str, str], ...]:
@@ -111,6 +112,10 @@ def harmonize_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
+    from atlasprep.harmonize import config as harmonize_config
+    from atlasprep.harmonize.api import HarmonizeConfig, harmonize
+    from atlasprep.sources import CellFilter, SourceSpec
+
     input = one_input(input, input_option, "the input AnnData file")
     source = SourceSpec(
         inputs=(str(input),),
@@ -134,10 +139,16 @@ def harmonize_command(
         strict=strict,
         overwrite=overwrite,
         keep_labels=keep_labels,
-        embedding=embedding,
+        # the library's own member (the option's choices are a light copy, for --help)
+        embedding=None if embedding is None else harmonize_config.Embedding(embedding),
     )
     with CellProgress("harmonize") as progress:
         result = harmonize(config, progress=progress)
+    _show(result, report=report, as_json=as_json)
+
+
+def _show(result: HarmonizeReport, *, report: Path | None, as_json: bool) -> None:
+    """The result on stdout (a table, or JSON), and how much stayed unmapped on stderr."""
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:

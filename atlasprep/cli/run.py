@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
+from atlasprep._names import Executor
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.errors import UsageError
-from atlasprep.run import DaskRunner, load_recipe, plan_recipe, run_recipe
-from atlasprep.run.dask import Executor
-from atlasprep.run.pipeline import count_cells
-from atlasprep.run.plan import Plan
-from atlasprep.sources import ProgressCallback
+
+if TYPE_CHECKING:
+    from atlasprep.run.plan import Plan
+    from atlasprep.sources import ProgressCallback
 
 
 @command(
@@ -46,6 +46,8 @@ def run_command(
     workers: int | None = typer.Option(None, "--workers", help="Dask: start a LocalCluster of N workers."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan or the resolved recipe as JSON."),
 ) -> None:
+    from atlasprep.run import DaskRunner, load_recipe, plan_recipe, run_recipe
+
     if executor == "local" and (scheduler or workers):
         raise UsageError("--scheduler and --workers need --executor dask")
     # every check of a run before anything is opened or written (the runner starts nothing
@@ -85,6 +87,8 @@ def _announce(bars: list[CellProgress]) -> Any:
 
 
 def _show_plan(plan: Plan, as_json: bool) -> None:
+    from atlasprep.run.pipeline import count_cells
+
     counts = {stage.name: count_cells(stage) for stage in plan.stages}
     if as_json:
         payload = plan.to_json()

@@ -8,22 +8,27 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from atlasprep._names import SOURCE_DEFAULTS
 from atlasprep.cli import _source as opt
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._render import counts_table, report_resolution
-from atlasprep.sources import SourceSpec
 
 if TYPE_CHECKING:
     from atlasprep.slice import SliceResult
 
-_D = SourceSpec()  # the defaults the options show
+_D = SOURCE_DEFAULTS  # the defaults the options show: SourceSpec's (a light copy, for --help)
 _OUTPUT = "Output"
 
 
 _Out = Annotated[
-    Path | None,
-    typer.Option("--out", "-o", help="Output PATH.h5ad or PATH.zarr.", rich_help_panel=_OUTPUT),
+    str | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output PATH.h5ad or PATH.zarr, or s3://bucket/PATH.zarr.",
+        rich_help_panel=_OUTPUT,
+    ),
 ]
 _BatchSize = Annotated[
     int,
@@ -119,11 +124,13 @@ def slice_command(
     by: _By = None,
     as_json: _Json = False,
 ) -> None:
+    from atlasprep._remote import is_url, staging_dir
     from atlasprep.slice import SliceConfig, slice_cells  # the library when a command runs, not for --help
 
+    url = out if is_url(out) else None  # written locally, then uploaded (atlasprep.slice.remote)
     config = SliceConfig(
         source=opt.source_spec(locals()),
-        out=out,
+        out=None if out is None else staging_dir(out).with_suffix(".zarr") if url else Path(out),
         dry_run=dry_run,
         by=opt.list_names(by, blank=True),
         allow_empty=allow_empty,
@@ -134,12 +141,19 @@ def slice_command(
     if census == "demo":
         _announce_demo_build()
     with CellProgress("slice") as progress:
-        result = slice_cells(config, progress=progress)
+        if url is None or dry_run:
+            result = slice_cells(config, progress=progress)
+        else:
+            from atlasprep.slice.remote import slice_to_url
+
+            result = slice_to_url(config, url, progress=progress)
     report_resolution(result.compiled.resolved, result.source, result.compiled.value_filter() or "")
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        typer.echo(
+            json.dumps({**result.to_json(), **({"out": url} if url and not dry_run else {})}, indent=2)
+        )
     else:
-        _render(result)
+        _render(result, url)
 
 
 def _announce_demo_build() -> None:
@@ -150,10 +164,10 @@ def _announce_demo_build() -> None:
         err_console.print(f"building the demo atlas ({DEMO_N_CELLS:,} cells) once; later runs reuse it")
 
 
-def _render(result: SliceResult) -> None:
+def _render(result: SliceResult, url: str | None = None) -> None:
     if result.out is not None:
         typer.echo(
-            f"{result.n_cells} cells x {result.n_genes} genes -> {result.out} ({result.seconds:.1f} s)"
+            f"{result.n_cells} cells x {result.n_genes} genes -> {url or result.out} ({result.seconds:.1f} s)"
         )
     else:
         typer.echo(

@@ -13,9 +13,6 @@ from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._render import counts_table
 from atlasprep.cli._source import InputAlias, one_input
 from atlasprep.errors import UsageError
-from atlasprep.shard import inspect_store
-from atlasprep.shard.plot import PLOT_FORMATS, plot_summary
-from atlasprep.shard.store import find_leaks, stored_columns
 
 DEFAULT_COMPOSITION = ("cell_type_ontology_term_id", "tissue_ontology_term_id", "dataset_id")
 
@@ -56,6 +53,10 @@ def inspect_command(
     if leaks is not None:
         _leaks(store, [c.strip() for c in leaks.split(",") if c.strip()], as_json=as_json)
         return
+    from atlasprep.shard import inspect_store
+    from atlasprep.shard.plot import PLOT_FORMATS, plot_summary
+    from atlasprep.shard.store import stored_columns
+
     if plot is not None and plot.suffix.lower() not in PLOT_FORMATS:
         raise UsageError(f"--plot {plot}: give a .png, .svg or .pdf file name")
     columns = by or [c for c in DEFAULT_COMPOSITION if c in stored_columns(store)]
@@ -139,6 +140,8 @@ def _citations(store: Path, *, as_json: bool) -> None:
 
 
 def _leaks(store: Path, columns: list[str], *, as_json: bool) -> None:
+    from atlasprep.shard.store import find_leaks
+
     if not columns:
         raise UsageError("--leaks: name the columns to check, e.g. donor_id,dataset_id")
     found = find_leaks(store, columns)

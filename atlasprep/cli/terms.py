@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from atlasprep._names import DEFAULT_ONTOLOGIES, SCHEMA_VERSION
 from atlasprep.cli._app import command, out_console
 from atlasprep.cli._source import list_names
 from atlasprep.errors import UnknownTermError, UsageError
-from atlasprep.ontology import (
-    DEFAULT_ONTOLOGIES,
-    SCHEMA_VERSION,
-    ResolvedTerm,
-    get_parser,
-    ontology_versions,
-    resolve_term,
-    suggest,
-)
+
+# the ontologies (cellxgene-ontology-guide) are imported when a command runs, not for --help
+if TYPE_CHECKING:
+    from atlasprep.ontology import ResolvedTerm
 
 
 @command(
@@ -63,6 +60,8 @@ def terms_command(
         5, "--limit", min=1, help="How many close labels to show when nothing matches."
     ),
 ) -> None:
+    from atlasprep.ontology import ontology_versions, suggest
+
     if as_json and tsv:
         raise UsageError("--json and --tsv: choose one output")
     searched = _searched([name for name in list_names(ontology) if name])
@@ -86,6 +85,8 @@ def terms_command(
 
 def _resolve(query: str, searched: tuple[str, ...]) -> ResolvedTerm | UnknownTermError:
     """The term ``query`` names, or why none does (an ambiguous name is refused: exit 2)."""
+    from atlasprep.ontology import resolve_term
+
     try:
         return resolve_term(query, searched)
     except UnknownTermError as exc:
@@ -123,6 +124,8 @@ def _print_several(
     as_json: bool,
     limit: int,
 ) -> None:
+    from atlasprep.ontology import suggest
+
     if as_json:
         docs = [
             _doc(query, term, versions)
@@ -157,6 +160,8 @@ def _print_several(
 
 
 def _searched(ontology: list[str]) -> tuple[str, ...]:
+    from atlasprep.ontology import get_parser
+
     supported = {name.lower(): name for name in get_parser().cxg_schema.supported_ontologies}
     chosen = []
     for name in ontology:
@@ -170,6 +175,8 @@ def _searched(ontology: list[str]) -> tuple[str, ...]:
 
 
 def _ontology(term_id: str) -> str:
+    from atlasprep.ontology import get_parser
+
     prefix = term_id.partition(":")[0]  # AfPO terms ship inside HANCESTRO
     return str(get_parser().cxg_schema.imported_ontologies.get(prefix, prefix))
 

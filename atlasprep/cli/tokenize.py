@@ -13,9 +13,9 @@ from atlasprep.cli import _tokenize_options as o
 from atlasprep.cli._app import command, err_console, out_console
 from atlasprep.cli._progress import CellProgress
 from atlasprep.cli._render import report_resolution
-from atlasprep.tokenize.config import TokenizeConfig, TokenizeResult
 
 if TYPE_CHECKING:
+    from atlasprep.tokenize.config import TokenizeConfig, TokenizeResult
     from atlasprep.tokenize.dry_run import TokenizePlan
 
 _D = o.DEFAULTS
@@ -76,6 +76,7 @@ def tokenize_command(
     special_tokens: o.SpecialTokens = _D.special_tokens,
     gene_column: o.GeneColumn = None,
     n_counts_column: o.NCountsColumn = o.DEFAULT_N_COUNTS_COLUMN,
+    tie_order: o.TieOrderOption = _D.tie_order,
     assume_normalized: o.AssumeNormalized = False,
     counts_layer: o.CountsLayer = None,
     min_gene_match: o.MinGeneMatch = _D.min_gene_match,
@@ -98,10 +99,10 @@ def tokenize_command(
     as_json: o.Json = False,
     dry_run: o.DryRun = False,
 ) -> None:
-    _tokenize(o.tokenize_config(locals()), dry_run=dry_run, as_json=as_json)
+    _tokenize(o.tokenize_config(locals()), dry_run=dry_run, as_json=as_json, url=o.out_url(out))
 
 
-def _tokenize(config: TokenizeConfig, *, dry_run: bool, as_json: bool) -> None:
+def _tokenize(config: TokenizeConfig, *, dry_run: bool, as_json: bool, url: str | None = None) -> None:
     # the library is imported when a command runs, not for --help (numba, anndata: seconds)
     from atlasprep.sources import resolve
     from atlasprep.tokenize.api import tokenize_cells
@@ -112,8 +113,13 @@ def _tokenize(config: TokenizeConfig, *, dry_run: bool, as_json: bool) -> None:
         return
     report_resolution(resolve(config.source))  # before the work: the cells the names mean
     with CellProgress("tokenize") as progress:
-        result = tokenize_cells(config, progress=progress)
-    _render(result, as_json=as_json)
+        if url is None:
+            result = tokenize_cells(config, progress=progress)
+        else:  # built locally, then uploaded (atlasprep.tokenize.remote)
+            from atlasprep.tokenize.remote import tokenize_to_url
+
+            result = tokenize_to_url(config, url, progress=progress)
+    _render(result, as_json=as_json, out=url)
 
 
 def _render_plan(plan: TokenizePlan, *, as_json: bool) -> None:
@@ -137,7 +143,7 @@ def _render_plan(plan: TokenizePlan, *, as_json: bool) -> None:
     typer.echo(f"at most {plan.max_tokens:,} tokens (bounded by {plan.tokens_from})")
 
 
-def _render(result: TokenizeResult, *, as_json: bool) -> None:
+def _render(result: TokenizeResult, *, as_json: bool, out: str | None = None) -> None:
     coverage = result.manifest["coverage"]
     unknown = coverage.get("context_unknown") or {}
     err_console.print(
@@ -148,10 +154,11 @@ def _render(result: TokenizeResult, *, as_json: bool) -> None:
         markup=False,
     )
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        typer.echo(json.dumps({**result.to_json(), **({"out": out} if out else {})}, indent=2))
         return
     splits = result.manifest["splits"]["n_cells"]
     typer.echo(
-        f"{result.manifest['n_cells']} cells -> {len(result.manifest['shards'])} shards in {result.out} "
+        f"{result.manifest['n_cells']} cells -> {len(result.manifest['shards'])} shards "
+        f"in {out or result.out} "
         f"({', '.join(f'{k} {v}' for k, v in splits.items())}; {result.seconds:.1f} s)"
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from atlasprep.cli._app import app, command, out_console
-from atlasprep.tokenize.tokenizer import Tokenizer
 
 tokenizer_app = typer.Typer(
     help=(
@@ -38,6 +37,8 @@ def export_command(
     out: Path = typer.Option(..., "--out", "-o", help="The new folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a tokenizer folder written before."),
 ) -> None:
+    from atlasprep.tokenize.tokenizer import Tokenizer
+
     tokenizer = Tokenizer.load(store)
     written = tokenizer.export(out, overwrite=overwrite)
     files = sorted(p.name for p in written.iterdir())

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import typer
 
+from atlasprep._names import Profile
 from atlasprep.cli._app import command, err_console
 from atlasprep.cli._source import InputAlias, one_input
 from atlasprep.errors import UsageError
-from atlasprep.harmonize import Profile
-from atlasprep.harmonize.validate import validate_anndata
-from atlasprep.shard import validate_store
 
 
 @command(
@@ -56,6 +54,8 @@ def validate_command(
     if (path / "manifest.json").exists() or (path.is_dir() and path.suffix != ".zarr"):
         if asctb is not None or profile != "cellxgene":
             raise UsageError("--profile and --asctb check slices, not token stores")
+        from atlasprep.shard import validate_store
+
         problems = [str(p) for p in validate_store(path)]
         if as_json:
             typer.echo(json.dumps({"path": str(path), "kind": "token store", "problems": problems}, indent=2))
@@ -64,6 +64,8 @@ def validate_command(
                 typer.echo(problem)
         _verdict(path, len(problems), 0, as_json=as_json)
         return
+    from atlasprep.harmonize.validate import validate_anndata
+
     report = validate_anndata(path, profile=profile, asctb=asctb)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, default=str))

@@ -6,7 +6,6 @@ neighbour graph, both by scanpy (``pip install 'atlasprep[embedding]'``).
 from __future__ import annotations
 
 import importlib.util
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +17,13 @@ import scipy.sparse as sp
 import zarr
 from anndata.io import write_elem
 
+from atlasprep._names import Embedding
 from atlasprep.errors import UsageError
 
 __all__ = ["Embedding", "compute_embedding", "require_scanpy", "write_embedding"]
 
 _MAX_COMPONENTS = 50
 _NEIGHBOURS = 15
-
-
-class Embedding(StrEnum):
-    """The embedding harmonize computes: ``pca`` (obsm X_pca) or ``umap`` (obsm X_umap)."""
-
-    pca = "pca"
-    umap = "umap"
-
-    @property
-    def key(self) -> str:
-        return f"X_{self.value}"
 
 
 def require_scanpy(field: str = "embedding") -> None:

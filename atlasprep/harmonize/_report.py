@@ -6,23 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-
-class Profile(StrEnum):
-    """The rules a slice is validated against: the CELLxGENE schema (``cellxgene``), that schema plus
-    HCA Tier 1 (``hca``), or that schema without its upload-only rules (``atlasprep``: no title and no
-    embedding needed, for files meant only for training)."""
-
-    cellxgene = "cellxgene"
-    hca = "hca"
-    atlasprep = "atlasprep"
-
+from atlasprep._names import Profile
 
 N_EXAMPLES = 3
 

@@ -48,9 +48,7 @@ def read_cells(
     columns = list(dict.fromkeys([*lookup, *tokenizer.context, *totals]))
     ids, lengths, values, cell_ids = [], [], [], []
     labels: dict[str, list[np.ndarray]] = {c: [] for c in lookup}
-    for batch in source.iter_batches(
-        distinct, var_positions=None, batch_size=read_size, obs_columns=columns
-    ):
+    for batch in source.iter_batches(distinct, var_positions=None, batch_size=read_size, obs_columns=columns):
         check_counts(
             batch.X,
             where="the streamed counts",

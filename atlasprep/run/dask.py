@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
+from atlasprep._names import Executor
 from atlasprep.errors import UsageError
 
 __all__ = [
@@ -22,13 +22,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("atlasprep.run")
-
-
-class Executor(StrEnum):
-    """Where tokenize's encode pass runs: in this process, or on a Dask cluster."""
-
-    local = "local"
-    dask = "dask"
 
 
 class DaskRunner:

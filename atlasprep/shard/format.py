@@ -12,13 +12,13 @@ groups); ``tests/test_shard_formats.py`` is the conformance suite that both run.
 from __future__ import annotations
 
 import hashlib
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
+from atlasprep._names import ShardFormatName
 from atlasprep.errors import InputFormatError
 
 __all__ = [
@@ -33,13 +33,6 @@ __all__ = [
     "sha256_of",
     "size_of",
 ]
-
-
-class ShardFormatName(StrEnum):
-    """The shard formats a store can use (what configs and manifests name)."""
-
-    arrow = "arrow"
-    zarr = "zarr"
 
 
 NA = "<NA>"  # what :meth:`ShardReader.strings` gives for a null

@@ -19,11 +19,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, overload
 
 from atlasprep import __version__
 from atlasprep._io import TEMP_MARK, inside
 from atlasprep.errors import CorruptStoreError, InputFormatError, SourceError, UnsafePathError
+
+if TYPE_CHECKING:
+    from atlasprep._remote import RemotePath, RemoteRoot, StoreRoot
 
 __all__ = [
     "BUILD_MARKER",
@@ -213,7 +216,7 @@ def compose_manifest(
     return composed
 
 
-def read_manifest_json(store: Path) -> dict[str, Any]:
+def read_manifest_json(store: StoreRoot) -> dict[str, Any]:
     """``manifest.json`` parsed, with its format name and version checked (nothing else)."""
     if not store.is_dir():
         raise SourceError(f"{store}: no such directory")
@@ -241,7 +244,7 @@ def read_manifest_json(store: Path) -> dict[str, Any]:
     return read(manifest)
 
 
-def read_manifest(store: Path) -> Manifest:
+def read_manifest(store: StoreRoot) -> Manifest:
     """The manifest of a complete store, every field checked; :class:`CorruptStoreError` (or
     :class:`UnsafePathError` for a path leading out) naming the first problem otherwise."""
     manifest = read_manifest_json(store)
@@ -259,7 +262,13 @@ def read_manifest(store: Path) -> Manifest:
     return manifest  # type: ignore[return-value]  # checked field by field above
 
 
-def shard_path(store: Path, relative: str) -> Path:
+@overload
+def shard_path(store: Path, relative: str) -> Path: ...
+@overload
+def shard_path(store: RemoteRoot, relative: str) -> RemotePath: ...
+@overload
+def shard_path(store: StoreRoot, relative: str) -> Path | RemotePath: ...
+def shard_path(store: StoreRoot, relative: str) -> Path | RemotePath:
     """A shard's path from the manifest, inside the store's ``shards/`` (else UnsafePathError)."""
     path = inside(store, relative, what=f"{store}/manifest.json shard")
     parts = PurePosixPath(relative).parts
@@ -268,7 +277,7 @@ def shard_path(store: Path, relative: str) -> Path:
     return path
 
 
-def manifest_problems(store: Path, manifest: Mapping[str, Any]) -> list[StoreProblem]:
+def manifest_problems(store: StoreRoot, manifest: Mapping[str, Any]) -> list[StoreProblem]:
     """Everything wrong with a manifest's structure: types, paths, duplicates, totals."""
     problems: list[StoreProblem] = []
 
@@ -285,6 +294,10 @@ def manifest_problems(store: Path, manifest: Mapping[str, Any]) -> list[StorePro
                 add("manifest.json", f"vocab path {vocab.get('path')!r}: the vocabulary is vocab.json")
         except UnsafePathError as exc:
             add("manifest.json", f"unsafe path: {exc}")
+    tokenizer = manifest.get("tokenizer")
+    tie_order = tokenizer.get("tie_order", "numpy") if isinstance(tokenizer, dict) else "numpy"
+    if tie_order not in ("numpy", "stable"):  # absent: a store ranked before the choice, as numpy
+        add("manifest.json", f"tokenizer.tie_order {tie_order!r}: expected 'numpy' or 'stable'")
     shards = manifest.get("shards")
     if not isinstance(shards, list):
         add("manifest.json", "no shards list")

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from atlasprep._io import TEMP_MARK, inside
 from atlasprep.errors import CorruptStoreError, InputFormatError
-from atlasprep.shard.format import format_for, sha256_of, size_of
+from atlasprep.shard.format import ShardReader, format_for, sha256_of, size_of
 from atlasprep.shard.manifest import (
     BUILD_MARKER,
     Manifest,
@@ -28,6 +28,9 @@ from atlasprep.shard.manifest import (
     split_columns,
 )
 
+if TYPE_CHECKING:
+    from atlasprep._remote import StoreRoot
+
 __all__ = [
     "Leak",
     "StoreProblem",
@@ -37,6 +40,7 @@ __all__ = [
     "find_leaks",
     "inspect_store",
     "load_vocab",
+    "open_shard",
     "open_store",
     "read_manifest",
     "read_shard",
@@ -49,13 +53,23 @@ Verify = Literal["size", "sha256"]
 _DAMAGED = (pa.ArrowException, OSError, KeyError, ValueError, TypeError)
 
 
-def read_shard(store: Path, relative: str) -> pa.Table:
+def read_shard(store: StoreRoot, relative: str) -> pa.Table:
     """A shard as an Arrow table, whatever its format (its path checked to stay inside)."""
-    path = shard_path(store, relative)
     try:
-        return format_for(path).open(path).read_table()
+        return open_shard(store, relative).read_table()
     except _DAMAGED as exc:
+        path = shard_path(store, relative)
         raise CorruptStoreError(f"{path}: cannot read the shard ({exc}); the store is damaged") from None
+
+
+def open_shard(store: StoreRoot, relative: str) -> ShardReader:
+    """A shard of a local store or one in object storage, open for reading by its format."""
+    path = shard_path(store, relative)
+    if isinstance(path, Path):
+        return format_for(path).open(path)
+    from atlasprep.shard.remote import open_remote_shard  # fsspec only for a store that needs it
+
+    return open_remote_shard(path)
 
 
 def shard_n_cells(path: Path) -> int:
@@ -63,9 +77,16 @@ def shard_n_cells(path: Path) -> int:
     return format_for(path).open(path).n_cells
 
 
-def check_shards(store: Path, shards: Sequence[ShardEntry], *, verify: Verify = "size") -> list[StoreProblem]:
+def check_shards(
+    store: StoreRoot, shards: Sequence[ShardEntry], *, verify: Verify = "size"
+) -> list[StoreProblem]:
     """Each listed shard present, with the byte size and cell count the manifest says (cheap), and
-    with ``verify="sha256"`` the bytes it says too."""
+    with ``verify="sha256"`` the bytes it says too. (In object storage: the sizes from one
+    listing, :func:`atlasprep.shard.remote.check_remote_shards`.)"""
+    if not isinstance(store, Path):
+        from atlasprep.shard.remote import check_remote_shards
+
+        return check_remote_shards(store, shards, verify=verify)
     problems = []
     for entry in shards:
         path = shard_path(store, entry["path"])
@@ -94,7 +115,7 @@ def _shard_problem(path: Path, entry: ShardEntry, verify: Verify) -> str | None:
     return None
 
 
-def open_store(store: Path, *, verify: Verify = "size") -> Manifest:
+def open_store(store: StoreRoot, *, verify: Verify = "size") -> Manifest:
     """A complete store's manifest, checked (:func:`read_manifest`), with every listed shard
     present at the size and cell count it says (and its sha256 with ``verify="sha256"``):
     :class:`CorruptStoreError` naming the first shard that is not."""
@@ -109,7 +130,7 @@ def open_store(store: Path, *, verify: Verify = "size") -> Manifest:
     return manifest
 
 
-def load_vocab(store: Path, manifest: Manifest) -> dict[str, int]:
+def load_vocab(store: StoreRoot, manifest: Manifest) -> dict[str, int]:
     """``vocab.json``, checked: present, the bytes the manifest hashed, token -> non-negative id,
     ids unique, ``<pad>`` among them (the loader pads with it)."""
     path = inside(store, manifest["vocab"]["path"], what=f"{store}/manifest.json vocab")
@@ -133,9 +154,13 @@ def load_vocab(store: Path, manifest: Manifest) -> dict[str, int]:
     return vocab
 
 
-def unlisted_files(store: Path, manifest: Manifest) -> list[StoreProblem]:
+def unlisted_files(store: StoreRoot, manifest: Manifest) -> list[StoreProblem]:
     """Files in ``shards/`` the manifest does not list (stale shards of an earlier build, temp
     files, strangers: readers of ``shards/`` would take them for cells), and a build's leftovers."""
+    if not isinstance(store, Path):
+        from atlasprep.shard.remote import remote_unlisted
+
+        return remote_unlisted(store, manifest)
     listed = {entry["path"] for entry in manifest.get("shards", [])}
     problems = []
     shards = store / "shards"
@@ -151,7 +176,7 @@ def unlisted_files(store: Path, manifest: Manifest) -> list[StoreProblem]:
     return problems
 
 
-def stored_columns(store: Path) -> list[str]:
+def stored_columns(store: StoreRoot) -> list[str]:
     """The columns the store's shards hold (from its first shard)."""
     manifest = read_manifest(store)
     if not manifest["shards"]:
@@ -189,7 +214,7 @@ class StoreSummary:
         }
 
 
-def inspect_store(store: Path, *, columns: Sequence[str] = (), top: int = 10) -> StoreSummary:
+def inspect_store(store: StoreRoot, *, columns: Sequence[str] = (), top: int = 10) -> StoreSummary:
     """Cells and tokens per split, the length distribution and composition by obs columns."""
     manifest = open_store(store)
     splits: dict[str, dict[str, int]] = {}
@@ -293,7 +318,7 @@ class _LeakCounter:
         ]
 
 
-def find_leaks(store: Path, columns: Sequence[str]) -> list[Leak]:
+def find_leaks(store: StoreRoot, columns: Sequence[str]) -> list[Leak]:
     """Every value of ``columns`` that cells of two or more splits hold, with its cells per split
     (reads only those columns of each shard)."""
     manifest = open_store(store)
@@ -301,7 +326,7 @@ def find_leaks(store: Path, columns: Sequence[str]) -> list[Leak]:
     for shard in manifest["shards"]:
         path = shard_path(store, shard["path"])
         try:
-            reader = format_for(path).open(path)
+            reader = open_shard(store, shard["path"])
             stored = reader.columns()
             values = {c: pa.array(reader.strings(c), type=pa.string()) for c in columns if c in stored}
         except _DAMAGED as exc:
@@ -318,7 +343,7 @@ class _Checks:
         self.problems.append(StoreProblem(where=where, what=what))
 
 
-def validate_store(store: Path) -> list[StoreProblem]:
+def validate_store(store: StoreRoot) -> list[StoreProblem]:
     """The manifest's structure (paths inside the store, each shard once, counts adding up), every
     shard against it (sha256, cells, tokens), token ids within the vocabulary, no group in two
     splits, and no file in ``shards/`` it does not list. An empty list means the store is sound."""

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from atlasprep._checks import (
     check_names,
     invalid,
 )
+from atlasprep._names import Scheme, TieOrder
 from atlasprep.errors import UsageError
 from atlasprep.shard.format import ShardFormatName
 from atlasprep.shard.manifest import Manifest
@@ -27,15 +27,6 @@ from atlasprep.sources import SourceSpec
 from atlasprep.tokenize.segments import KINDS
 
 log = logging.getLogger("atlasprep.tokenize")
-
-
-class Scheme(StrEnum):
-    """How a cell becomes tokens: Geneformer's rank value encoding, scGPT's value bins, or raw
-    log1p-normalized values."""
-
-    rank = "rank"
-    bin = "bin"
-    raw = "raw"
 
 
 # ids, offsets, values, and each cell's gene tokens before max_len cut them
@@ -78,6 +69,8 @@ class TokenizeConfig:
     # rank: each cell's total, as Geneformer reads obs["n_counts"] (in its own dtype) when the
     # input has this column; else (or with None) the sum of the cell's counts over all genes
     n_counts_column: str | None = "n_counts"
+    # rank: how genes of equal value are ordered (TieOrder); "numpy" is Geneformer's exact order
+    tie_order: TieOrder = TieOrder.numpy  # a plain "stable" is taken too
     assume_normalized: bool = False  # accept non-integer X for rank/bin
     min_gene_match: float = 0.0
     obs_columns: tuple[str, ...] = DEFAULT_OBS_COLUMNS
@@ -152,6 +145,14 @@ def _check_encoding(config: TokenizeConfig) -> None:
                 config.n_hvg,
                 f"selects genes for scheme = 'bin' (scGPT); drop it for scheme = {config.scheme!r}",
             )
+    check_choice("tie_order", config.tie_order, tuple(t.value for t in TieOrder))
+    object.__setattr__(config, "tie_order", TieOrder(config.tie_order))
+    if config.tie_order != TieOrder.numpy and config.scheme != "rank":
+        raise invalid(
+            "tie_order",
+            str(config.tie_order),
+            f"orders the genes of scheme = 'rank' (Geneformer); drop it for scheme = {config.scheme!r}",
+        )
     check_fraction("min_gene_match", config.min_gene_match)
     for name in ("gene_column", "n_counts_column"):
         check_name(name, getattr(config, name))
@@ -260,6 +261,7 @@ TOKENIZER_FIELDS: tuple[str, ...] = (
     "gene_medians",
     "gene_mapping",
     "special_tokens",
+    "tie_order",
     "context",
     "modalities",
     "segment_max_len",

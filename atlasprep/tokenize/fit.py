@@ -311,6 +311,7 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
         gene_mapping=mapping if config.scheme == "rank" else None,
         hvg_genes=None if hvg is None else tuple(gene_ids[c] for c in hvg),
         n_counts_column=n_counts_column,  # None unless rank reads it
+        tie_order=config.tie_order,
         context=config.context,
         paired=tuple(_paired_modality(s, "segment") for s in segments)
         + tuple(_paired_modality(t, "target") for t in targets),

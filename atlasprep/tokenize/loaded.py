@@ -43,6 +43,7 @@ def with_tokenizer(config: TokenizeConfig, tokenizer: Tokenizer) -> TokenizeConf
         max_len=tokenizer.max_len,
         n_bins=tokenizer.n_bins,
         special_tokens=tokenizer.special_tokens,
+        tie_order=tokenizer.tie_order,
         context=tokenizer.context,
         modalities=tuple(p.modality for p in segments),
         segment_max_len=tuple((p.modality, p.budget) for p in segments),

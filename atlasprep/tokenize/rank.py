@@ -12,6 +12,11 @@ batch with the same number of expressed genes are stacked and sorted in one ``ar
 each row getting exactly the order its own ``np.argsort`` would give. A batch costs one
 vectorized pass for the values and one sort call per distinct cell length.
 
+That order is numpy's, so it is the CPU's too: a store ranked with it holds Geneformer's
+tokens only on a CPU whose sort breaks ties as the model's did. The ``stable`` tie order
+(:mod:`atlasprep.tokenize._rank_sort`) breaks ties by ascending token id instead, one order on
+every CPU, computed by a radix-sort kernel over the whole batch.
+
 Ties also depend on the last bits of the values, so they are computed with the very floating-point
 operations Geneformer's ``X / n_counts * 10_000 / medians`` performs, which depend on its input:
 on a dense matrix numpy divides; on a sparse one scipy (>= 1.11) multiplies by ``1 / v``; and the
@@ -22,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,10 +39,13 @@ import scipy.sparse as sp
 
 from atlasprep.errors import InputFormatError
 from atlasprep.tokenize._groups import length_groups
+from atlasprep.tokenize._rank_sort import normalized, rank_stable_rows
+from atlasprep.tokenize.config import TieOrder
 
-__all__ = ["Arithmetic", "RankEncoder", "RankedCells", "geneformer_arithmetic"]
+__all__ = ["STABLE_ARITHMETIC", "Arithmetic", "RankEncoder", "RankedCells", "geneformer_arithmetic"]
 
-_THREADS = max(1, min(4, os.cpu_count() or 1))
+# threads for the kernels and numpy's sort: numba's count (NUMBA_NUM_THREADS, else the CPUs), at most 4
+_THREADS = max(1, min(4, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +69,8 @@ class RankEncoder:
     """Rank value encoding for a fixed gene order (the columns of the batches it encodes).
 
     ``collapse`` (n_var × n_genes, 0/1) sums input columns that name the same vocabulary gene;
-    ``token_ids`` and ``medians`` describe those ``n_genes`` columns.
+    ``token_ids`` and ``medians`` describe those ``n_genes`` columns. ``tie_order``: how genes
+    of equal value are ordered (:class:`~atlasprep.tokenize.config.TieOrder`).
     """
 
     collapse: sp.csr_matrix | None
@@ -72,6 +80,7 @@ class RankEncoder:
     cls_id: int | None = None
     eos_id: int | None = None
     target_sum: float = 10_000.0
+    tie_order: TieOrder = TieOrder.numpy
 
     @classmethod
     def from_dictionaries(
@@ -84,6 +93,7 @@ class RankEncoder:
         max_len: int = 4096,
         special_tokens: bool = True,
         require_genes: bool = True,
+        tie_order: TieOrder | str = TieOrder.numpy,
     ) -> RankEncoder:
         """Match ``gene_ids`` (the input's var, in column order) to Geneformer's dictionaries.
 
@@ -92,7 +102,8 @@ class RankEncoder:
         vocabulary maps to itself). Genes that map to nothing are dropped. If two *different*
         input IDs map to one gene, every gene named more than once is summed into one column
         placed after the others (in order of first appearance); otherwise the columns keep their
-        order, repeated IDs included. The column order decides how numpy orders tied values.
+        order, repeated IDs included. The column order decides how numpy orders tied values
+        (the ``stable`` tie order does not depend on it).
         With ``require_genes`` (the default), no input gene in the vocabulary is an error.
         """
         source = gene_mapping if gene_mapping is not None else {g: g for g in token_dictionary}
@@ -130,6 +141,7 @@ class RankEncoder:
             max_len=max_len,
             cls_id=cls_id,
             eos_id=eos_id,
+            tie_order=TieOrder(tie_order),
         )
 
     @property
@@ -150,15 +162,22 @@ class RankEncoder:
         ``n_counts`` is each cell's total (Geneformer's ``obs["n_counts"]``, in its own dtype);
         by default the row sums of ``counts``, as ``X.sum(axis=1)`` gives them. ``x_dtype`` (the
         input's own X dtype, by default ``counts.dtype``) and ``dense`` (whether the input stores
-        X dense) decide Geneformer's arithmetic (:func:`geneformer_arithmetic`).
+        X dense) decide Geneformer's arithmetic (:func:`geneformer_arithmetic`). The ``stable``
+        tie order has one arithmetic for every input (:data:`STABLE_ARITHMETIC`, the totals
+        summed in float64), so a cell's tokens do not depend on how its input stores X.
         """
         counts = sp.csr_matrix(counts)
+        stable = self.tie_order == TieOrder.stable
         x_dtype = np.dtype(x_dtype if x_dtype is not None else counts.dtype)
-        if n_counts is None:  # in the dtype X.sum(axis=1) gives the input's own X
+        if n_counts is None and stable:
+            n_counts = np.asarray(counts.sum(axis=1, dtype=np.float64)).ravel()
+        elif n_counts is None:  # in the dtype X.sum(axis=1) gives the input's own X
             total_dtype = np.ones((1, 1), x_dtype).sum(axis=1).dtype
             n_counts = np.asarray(counts.sum(axis=1)).ravel().astype(total_dtype)
         n_counts = np.asarray(n_counts).ravel()
-        arithmetic = geneformer_arithmetic(x_dtype, n_counts.dtype, dense=dense)
+        arithmetic = (
+            geneformer_arithmetic(x_dtype, n_counts.dtype, dense=dense) if not stable else STABLE_ARITHMETIC
+        )
         X = counts if self.collapse is None else sp.csr_matrix(counts @ self.collapse)
         if not X.has_canonical_format:  # sorted columns: each row in Geneformer's gene order
             X.sum_duplicates()
@@ -188,6 +207,11 @@ class Arithmetic:
     def norms(self, medians: np.ndarray) -> np.ndarray:
         """Per gene, the operand of the last step (``1 / median`` or the median)."""
         return np.divide(1, medians) if self.reciprocal else medians
+
+
+# The stable order's values: float64 true divisions, count / total * 10_000 / median, whatever
+# the input's X dtype or layout (each step rounded once, the same bits on every CPU).
+STABLE_ARITHMETIC = Arithmetic(reciprocal=False, single=False)
 
 
 def geneformer_arithmetic(x_dtype: np.dtype[Any], n_dtype: np.dtype[Any], *, dense: bool) -> Arithmetic:
@@ -253,12 +277,38 @@ def _rank_rows(
         if special:  # <cls> first and <eos> last in every cell, genes or not
             out[offsets[:-1]] = encoder.cls_id
             out[offsets[1:] - 1] = encoder.eos_id
+        if encoder.tie_order == TieOrder.stable:
+            _rank_stable(pool, X, scales, norms, encoder, offsets[:-1] + first, out, keep)
+            return out, offsets
         # One sort call per distinct length; each thread takes every n-th group (they come
         # shortest first, so the shares are even) and writes its own rows of ``out``.
         groups = list(length_groups(lengths))
         for future in [pool.submit(rank_groups, groups[t::_THREADS]) for t in range(_THREADS)]:
             future.result()
     return out, offsets
+
+
+def _rank_stable(
+    pool: ThreadPoolExecutor,
+    X: sp.csr_matrix,
+    scales: np.ndarray,
+    norms: np.ndarray,
+    encoder: RankEncoder,
+    starts: np.ndarray,
+    out: np.ndarray,
+    keep: int,
+) -> None:
+    """The stable tie order (values by :data:`STABLE_ARITHMETIC`): each thread ranks a run of
+    rows holding an even share of the stored values. Every cell is sorted alone, so the split
+    decides the time, never the tokens."""
+    n_rows = X.shape[0]
+    bounds = np.searchsorted(X.indptr, np.linspace(0, X.nnz, _THREADS + 1)).clip(0, n_rows)
+    bounds[0], bounds[-1] = 0, n_rows
+    csr = (X.indptr, X.indices, X.data)
+    rest = (scales, norms, encoder.token_ids, encoder.target_sum, starts, out, keep)
+    shares = [(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    for future in [pool.submit(rank_stable_rows, lo, hi, *csr, *rest) for lo, hi in shares]:
+        future.result()
 
 
 @numba.njit(cache=True, nogil=True)
@@ -293,14 +343,8 @@ def _gather(rows, k, indptr, indices, data, scales, norms, token_ids, target_sum
             token = token_ids[col]
             if stored[e] == 0 or token < 0:
                 continue
-            if single:  # X / n_counts * 10_000 in float32, then the float64 medians
-                x32 = np.float32(stored[e])
-                step = (x32 * scale32 if reciprocal else x32 / scale32) * ts32
-                scaled = np.float64(step)
-            else:
-                x = np.float64(stored[e])
-                scaled = (x * scale if reciprocal else x / scale) * target_sum
-            out_values[j] = -(scaled * norms[col] if reciprocal else scaled / norms[col])
+            value = normalized(stored[e], col, scale, scale32, norms, target_sum, ts32, reciprocal, single)
+            out_values[j] = -value
             out_tokens[j] = token
             j += 1
     return values, tokens

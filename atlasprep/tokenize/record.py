@@ -163,6 +163,9 @@ def tokenizer_record(config: TokenizeConfig, fitted: Fitted) -> dict[str, Any]:
     if config.scheme == "rank":
         column = fitted.tokenizer.n_counts_column
         record["n_counts"] = f"obs[{column!r}]" if column else "sum of the counts over all genes"
+        # how genes of equal value were ordered: numpy's argsort (Geneformer's, CPU-dependent)
+        # or "stable" (ascending token id, the same on every CPU)
+        record["tie_order"] = str(fitted.tokenizer.tie_order)
     if fitted.segments or fitted.targets:
         record["segments"] = {
             s.modality: {

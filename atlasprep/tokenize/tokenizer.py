@@ -32,7 +32,7 @@ from atlasprep.errors import InputFormatError
 from atlasprep.sources import CellBatch, SourceSpec
 from atlasprep.sources.base import remap_columns
 from atlasprep.tokenize.binning import bin_values, cap_genes, cell_keys
-from atlasprep.tokenize.config import Encoded, Scheme, TokenizeConfig
+from atlasprep.tokenize.config import Encoded, Scheme, TieOrder, TokenizeConfig
 from atlasprep.tokenize.context import context_token, insert_context, unknown_token
 from atlasprep.tokenize.encode import cell_totals
 from atlasprep.tokenize.rank import RankEncoder
@@ -100,6 +100,7 @@ class Tokenizer:
     gene_mapping: Mapping[str, str] | None = None  # rank: input IDs or symbols -> vocabulary genes
     hvg_genes: tuple[str, ...] | None = None  # bin: the genes binned (all vocabulary genes if None)
     n_counts_column: str | None = None  # rank: obs column of each cell's total, else the sum
+    tie_order: TieOrder = TieOrder.numpy  # rank: how genes of equal value are ordered
     context: tuple[str, ...] = ()  # obs columns whose value becomes one token after <cls>
     paired: tuple[PairedModality, ...] = ()  # segments and targets of an aligned MuData
 
@@ -290,6 +291,7 @@ class Tokenizer:
             gene_mapping=self.gene_mapping,
             max_len=self.max_len,
             special_tokens=self.special_tokens,
+            tie_order=self.tie_order,
         )
         whole = ranking(gene_ids)
         # A file joined to others on one var is ranked as Geneformer ranks it, alone: its own

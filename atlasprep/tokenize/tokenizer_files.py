@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atlasprep._io import atomic_output, inside, write_bytes_atomic, write_json_atomic
 from atlasprep.errors import CorruptStoreError, InputFormatError, OutputExistsError, UsageError
+from atlasprep.tokenize.config import TieOrder
 from atlasprep.tokenize.tokenizer import PairedModality, Tokenizer
 from atlasprep.tokenize.vocab import load_token_dictionary
 
@@ -44,6 +45,9 @@ class TokenizerRecord(TypedDict):
     special_tokens: bool
     seed: int
     n_counts_column: str | None
+    # rank: "stable" when asked; absent means "numpy" (Geneformer's), so a default store's
+    # tokenizer.json keeps the bytes it had before there was a choice
+    tie_order: NotRequired[str]
     context: list[str]
     hvg_genes: list[str] | None
     paired: list[dict[str, Any]]
@@ -54,7 +58,7 @@ class TokenizerRecord(TypedDict):
 
 def tokenizer_record(self: Tokenizer) -> TokenizerRecord:
     """``tokenizer.json``: the parameters, and the files of the store that hold the rest."""
-    return {
+    record: TokenizerRecord = {
         "format": TOKENIZER_FORMAT,
         "format_version": TOKENIZER_FORMAT_VERSION,
         "scheme": self.scheme,
@@ -79,6 +83,9 @@ def tokenizer_record(self: Tokenizer) -> TokenizerRecord:
         "gene_medians": _MEDIANS_FILE if self.medians is not None else None,
         "gene_mapping": _MAPPING_FILE if self.gene_mapping is not None else None,
     }
+    if self.tie_order != TieOrder.numpy:
+        record["tie_order"] = str(self.tie_order)
+    return record
 
 
 def save_tokenizer(self: Tokenizer, directory: Path) -> bytes:
@@ -167,6 +174,17 @@ def _read_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def _tie_order(store: Path, record: dict[str, Any]) -> TieOrder:
+    """The record's tie order; a tokenizer saved before there was a choice ranked as numpy does."""
+    value = record.get("tie_order", TieOrder.numpy.value)
+    if value not in tuple(t.value for t in TieOrder):
+        raise CorruptStoreError(
+            f"{store}/{TOKENIZER_FILE}: tie_order {value!r} is not one of "
+            f"{', '.join(t.value for t in TieOrder)} (written by a newer atlasprep?)"
+        )
+    return TieOrder(value)
+
+
 def _from_record(store: Path, record: dict[str, Any], tokens: dict[str, int]) -> Tokenizer:
     medians = mapping = None
     if record.get("gene_medians"):
@@ -188,6 +206,7 @@ def _from_record(store: Path, record: dict[str, Any], tokens: dict[str, int]) ->
             gene_mapping=mapping,
             hvg_genes=None if hvg is None else tuple(str(g) for g in hvg),
             n_counts_column=record.get("n_counts_column"),
+            tie_order=_tie_order(store, record),
             context=tuple(record.get("context", ())),
             paired=tuple(
                 PairedModality(

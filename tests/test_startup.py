@@ -1,0 +1,147 @@
+"""Start-up: ``--version``, ``--help`` and every command's ``--help`` import none of the heavy
+libraries (a command imports the library when it runs), and the light copies of the options'
+choices and defaults (``atlasprep/_names.py``) are the library's own.
+
+Which modules a process imported is read from ``python -X importtime`` (every ``import``
+statement), together with ``sys.modules`` at exit (``importlib.import_module``, which the lazy
+package attributes use, bypasses ``-X importtime``). Not a timing test."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atlasprep import _names
+from atlasprep.cli import register_commands
+from atlasprep.cli._app import _MODULES
+
+HEAVY = frozenset(
+    {
+        "anndata",
+        "cellxgene_census",
+        "cellxgene_ontology_guide",
+        "dask",
+        "h5py",
+        "matplotlib",
+        "mudata",
+        "numba",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "scanpy",
+        "scipy",
+        "sklearn",
+        "tiledbsoma",
+        "torch",
+        "zarr",
+    }
+)
+
+# the console script's entry point (atlasprep/__main__.py), and the modules loaded, at exit
+_RUN = (
+    "import atexit, runpy, sys; "
+    "atexit.register(lambda: print('modules:', *sorted(sys.modules), file=sys.stderr)); "
+    "sys.argv = ['atlasprep', *sys.argv[1:]]; "
+    "runpy.run_module('atlasprep', run_name='__main__')"
+)
+
+
+def _imported(*args: str, code: str = _RUN) -> set[str]:
+    """The top-level packages a fresh ``python -X importtime`` process imports."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    timed, at_exit = set(), set()
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:") and not line.endswith("imported package"):
+            timed.add(line.rpartition("|")[2].strip())
+        elif line.startswith("modules: "):
+            at_exit.update(line.split()[1:])
+    assert timed, "no -X importtime lines parsed"
+    return {m.partition(".")[0] for m in timed | at_exit}
+
+
+def _commands() -> list[tuple[str, ...]]:
+    """Every command and subcommand the typer app registers (``align``, ``align ccf``, …)."""
+    app = register_commands()
+    found: list[tuple[str, ...]] = [(str(c.name),) for c in app.registered_commands]
+    for group in app.registered_groups:
+        assert group.typer_instance is not None
+        found.append((str(group.name),))
+        found += [(str(group.name), str(c.name)) for c in group.typer_instance.registered_commands]
+    return found
+
+
+def test_the_command_list_is_complete():
+    """Every command the entry point knows (``_MODULES``) is checked, with the groups' subcommands."""
+    found = _commands()
+    assert {c[0] for c in found} == set(_MODULES)
+    assert {"tokenizer export", "cache clear", "cache info", "align ccf", "align barcodes"} <= {
+        " ".join(c) for c in found
+    }
+
+
+@pytest.mark.parametrize("args", [("--version",), ("--help",)], ids=["version", "help"])
+def test_the_root_imports_no_library(args):
+    assert sorted(_imported(*args) & HEAVY) == []
+
+
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+def test_a_commands_help_imports_no_library(command):
+    assert sorted(_imported(*command, "--help") & HEAVY) == []
+
+
+def test_the_check_sees_a_heavy_import():
+    """The detector itself: importing a library module shows numpy and pandas."""
+    code = "import atlasprep.tokenize.config"
+    assert {"numpy", "pandas"} <= _imported(code=code)
+
+
+def test_a_cheap_command_runs_without_the_library(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLASPREP_CACHE", str(tmp_path))
+    assert sorted(_imported("cache", "info", "--json") & HEAVY) == []
+
+
+def test_the_choices_are_defined_once():
+    """The library's choice enums are the light module's own (one definition), and its
+    constants equal the library's."""
+    from atlasprep.align._barcode_keys import JoinHow
+    from atlasprep.harmonize._embedding import Embedding
+    from atlasprep.harmonize._report import Profile
+    from atlasprep.ontology import DEFAULT_ONTOLOGIES, SCHEMA_VERSION
+    from atlasprep.run.dask import Executor
+    from atlasprep.shard.format import ShardFormatName
+    from atlasprep.tokenize.config import DEFAULT_OBS_COLUMNS, TOKENIZE_BATCH_SIZE, Scheme, TieOrder
+
+    assert (Scheme, ShardFormatName, JoinHow, Embedding, Executor, Profile, TieOrder) == (
+        _names.Scheme,
+        _names.ShardFormatName,
+        _names.JoinHow,
+        _names.Embedding,
+        _names.Executor,
+        _names.Profile,
+        _names.TieOrder,
+    )
+    assert _names.SCHEMA_VERSION == SCHEMA_VERSION
+    assert _names.DEFAULT_ONTOLOGIES == DEFAULT_ONTOLOGIES
+    assert _names.DEFAULT_OBS_COLUMNS == DEFAULT_OBS_COLUMNS
+    assert _names.TOKENIZE_BATCH_SIZE == TOKENIZE_BATCH_SIZE
+
+
+def test_the_light_defaults_are_the_configs():
+    from atlasprep.sources import SourceSpec
+    from atlasprep.tokenize.config import TokenizeConfig
+
+    spec = SourceSpec()
+    config = TokenizeConfig(source=spec, out=Path("."))
+    for name in (f.name for f in dataclasses.fields(_names.SourceDefaults)):
+        assert getattr(_names.SOURCE_DEFAULTS, name) == getattr(spec, name), name
+    for name in (f.name for f in dataclasses.fields(_names.TokenizeDefaults)):
+        if name != "source":
+            assert getattr(_names.TOKENIZE_DEFAULTS, name) == getattr(config, name), name
+    assert _names.TOKENIZE_DEFAULTS.source == _names.SOURCE_DEFAULTS
