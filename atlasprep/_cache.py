@@ -1,4 +1,5 @@
-"""Where atlasprep keeps what it builds once (the demo atlas, ontology indexes)."""
+"""Where atlasprep keeps what it builds once (the demo atlas, ontology indexes, copies of
+inputs read from object storage)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def cache_dir() -> Path:
 
 
 # what atlasprep writes into the cache (names it chose); nothing else there is touched
-_OURS = ("demo-census-", "ontology")
+_OURS = ("demo-census-", "ontology", "inputs-")
 
 
 def cache_entries() -> list[tuple[str, int]]:

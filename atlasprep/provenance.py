@@ -70,11 +70,19 @@ def new_step(
     }
 
 
+def _local(text: str) -> str:
+    """A URL input's local copy (made when its source was opened; reused), else ``text``."""
+    from atlasprep._remote import is_url
+    from atlasprep.sources._fetch import split_input, staged
+
+    return staged(text) if is_url(split_input(text)[0]) else text
+
+
 def file_input(path: str | Path, **extra: Any) -> dict[str, Any]:
     """An input as a step records it: the path (``file.h5mu:rna`` names file.h5mu), its sha256
     where it is a file (None for a directory, or a file over 2 GiB), and ``extra``."""
     text = str(path)
-    local = split_modality(text)[0]
+    local = split_modality(_local(text))[0]
     digest = None
     if local.is_file() and local.stat().st_size <= _HASH_LIMIT:
         h = hashlib.sha256()
@@ -87,7 +95,7 @@ def file_input(path: str | Path, **extra: Any) -> dict[str, Any]:
 
 def read_steps(path: str | Path) -> list[dict[str, Any]]:
     """The steps an AnnData/MuData file that atlasprep wrote carries (none for other files)."""
-    text = str(path)
+    text = _local(str(path))
     local = split_modality(text)[0]
     try:
         if local.is_file():

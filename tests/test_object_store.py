@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed (the te
 pytest.importorskip("s3fs", reason="s3fs is not installed (the s3 extra)")
 
 from conftest import assert_clean_error
-from moto.server import ThreadedMotoServer
 
 from atlasprep._remote import open_root
 from atlasprep.errors import (
@@ -36,39 +33,6 @@ from atlasprep.tokenize.config import TokenizeConfig
 from atlasprep.tokenize.remote import staging_dir, tokenize_to_url
 
 BUCKET = "corpora"
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    """A moto S3 server on a free local port, for this module; its endpoint URL."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """The environment a user sets for an S3-compatible endpoint; a fresh bucket each test.
-    Returns the bucket's URL."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_NO_SIGN_REQUEST", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never the network
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the staging directory
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)
-    bucket = f"{BUCKET}-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
-    open_root(f"s3://{bucket}/x").fs.mkdir(bucket)
-    return f"s3://{bucket}"
 
 
 def _config(census: Path, fmt: str = "arrow", **changes: object) -> TokenizeConfig:

@@ -68,16 +68,17 @@ CensusUri = Annotated[
     ),
 ]
 Inputs = Annotated[
-    list[Path] | None,
+    list[str] | None,
     typer.Option(
         "--input",
         "-i",
-        help="AnnData file (.h5ad, .zarr, .zarr.zip); repeatable. Read backed.",
+        help="AnnData file (.h5ad, .zarr, .zarr.zip), local or a URL (s3://bucket/x.h5ad: copied once into the "
+        "cache); repeatable. Read backed.",
         rich_help_panel=SOURCE,
     ),
 ]
 Files = Annotated[
-    list[Path] | None,
+    list[str] | None,
     typer.Argument(
         help="AnnData files (.h5ad, .zarr, .zarr.zip; file.h5mu:rna for a MuData modality), as --input.",
         show_default=False,
@@ -260,7 +261,7 @@ def list_names(given: str | Sequence[str] | None, *, blank: bool = False) -> tup
     return tuple(name.strip() for item in items if blank or item.strip() for name in item.split(","))
 
 
-def input_files(options: Mapping[str, Any]) -> list[Path]:
+def input_files(options: Mapping[str, Any]) -> list[str]:
     """The input files a command was given: positional (``files``) and ``--input``, in order."""
     return [*(options.get("files") or ()), *(options.get("inputs") or ())]
 

@@ -286,7 +286,7 @@ def _fractions(value: str) -> tuple[float, float, float]:
 
 
 def _multimodal(
-    max_len: str, modalities: list[str] | None, targets: list[str] | None, inputs: list[Path] | None
+    max_len: str, modalities: list[str] | None, targets: list[str] | None, inputs: list[str] | None
 ) -> tuple[dict[str, int], tuple[str, ...], tuple[str, ...]]:
     """(budget per modality, paired modalities, input specs) from --max-len/--modalities/--targets."""
     from atlasprep.sources._paths import split_modality

@@ -31,6 +31,7 @@ from atlasprep.sources._anndata_files import (
     _read_rows,
     read_frame,
 )
+from atlasprep.sources._fetch import staged
 from atlasprep.sources._paths import split_modality
 from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks, read_ahead, remap_columns
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
@@ -112,6 +113,8 @@ class AnnDataSource:
         by default raw.X where present, else X."""
         if not paths:
             raise SourceError("inputs: no file given")
+        given = [os.fspath(p) for p in paths]
+        paths = [staged(text) for text in given]  # a URL's local copy (sources/_fetch.py)
         self._files: list[_File] = []
         obs_parts: list[_ObsFile] = []
         var_parts: list[pd.DataFrame] = []
@@ -141,8 +144,8 @@ class AnnDataSource:
         self.file_genes = tuple(tuple(str(g) for g in v.index) for v in var_parts)  # per file, as read
         self.info = SourceInfo(
             kind="anndata",
-            uri=", ".join(str(f.path) for f in self._files),
-            extra={"files": [str(f.path) for f in self._files], "matrices": [f.matrix for f in self._files]},
+            uri=", ".join(given),
+            extra={"files": given, "matrices": [f.matrix for f in self._files]},
         )
 
     def presence(self, positions: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:

@@ -136,7 +136,7 @@ class SourceSpec:
 
     def local_files(self) -> tuple[Path, ...]:
         """The local files and directories the spec reads (``file.h5mu:rna`` reads file.h5mu)."""
-        files = [split_modality(p)[0] for p in self.inputs]
+        files = [split_modality(p)[0] for p in self.inputs if "://" not in p]
         if self.census_uri and "://" not in self.census_uri:
             files.append(Path(self.census_uri))
         return tuple(files)
