@@ -1,6 +1,6 @@
-"""Loader throughput: atlasprep's ShardLoader vs HuggingFace datasets and tiledbsoma-ml, same cells.
+"""Loader throughput: atlasprep's ShardLoader vs annbatch, HuggingFace datasets and tiledbsoma-ml, same cells.
 
-    python benchmarks/bench_loader.py [--cells 200000] [--batch-size 256] [--seconds 20]
+    python benchmarks/bench_loader.py [--cells 200000] [--batch-size 256] [--seconds 20] [--rounds 3]
     python benchmarks/bench_loader.py --cells 100000 --overhead 5   # only uniform vs sampled, interleaved
 
 Uses (or builds) the demo census under ``benchmarks/_work`` and takes its first ``--cells``
@@ -20,12 +20,16 @@ fresh process (so memory figures are its own), for 0 and 2 DataLoader workers:
 * ``tiledbsoma-ml``: ``ExperimentDataset`` over the census ``X/raw`` rows of the same cells via
   ``experiment_dataloader`` (dense float32 batches of all genes, its default; its sparse mode
   does not work with workers) — the raw-counts anchor; its "tokens" are the non-zero counts;
-* ``annbatch``: reported as skipped (not installable here).
+* ``annbatch-default``/``annbatch-readme``: scverse annbatch's ``Loader`` on the same cells'
+  raw counts, its default and its README settings, from a Python 3.12 environment beside the
+  project's (see ``_annbatch.py``; absent, it is reported as not run); no DataLoader workers.
 
-Each runs one epoch at most, stopping after ``--seconds`` (or ``--batches``); the clock starts
-when the first batch arrives (the time to it is ``startup``). Memory is sampled every 0.1 s
-over the process and its workers: ``rss`` sums resident sets (shared pages count once per
-process), ``pss`` splits shared pages between processes (the honest total).
+Each runs epoch after epoch (``set_epoch`` where the loader has it; workers persistent where it
+allows) for ``--seconds`` (or ``--batches``), in a fresh process started from this small one;
+the clock starts at the first batch (the time to it is ``startup``). ``--rounds N`` repeats the
+sequence N times, interleaved: medians and ranges. Tokens are counted in numpy, torch runs one
+intra-op thread (its OpenMP pool stalls on a busy 2-core machine). Memory is sampled every 0.1 s
+over the process and its workers: ``rss`` sums resident sets, ``pss`` splits shared pages.
 """
 
 from __future__ import annotations
@@ -46,9 +50,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _annbatch  # noqa: E402  (numpy only at import: this script also runs in annbatch's environment)
+from _epochs import epochs  # noqa: E402
+from _inputs import census_for, token_store  # noqa: E402  (bench_stream's too, through this module)
+from _loader_report import report, sampling_overhead  # noqa: E402
 from _memory import PeakMemory  # noqa: E402  (also bench_stream's, through this module)
-
-SHARED = HERE.parents[1] / "shared" / "data" / "geneformer"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +67,7 @@ class Run:
     batch_size: int
     seconds: float
     batches: int
+    device: str = "cpu"  # else atlasprep's batches go there from pinned memory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,11 +109,25 @@ SAMPLING: dict[str, dict[str, str]] = {
 
 
 def _atlasprep(run: Run) -> Iterator[tuple[int, int]]:
+    import torch
+
     from atlasprep.loader import ShardDataset, ShardLoader
 
+    torch.set_num_threads(1)
     dataset = ShardDataset(run.store, "train", seed=0, **SAMPLING[run.name])
-    loader = ShardLoader(dataset, batch_size=run.batch_size, num_workers=run.workers)
-    for batch in loader:
+    gpu = run.device != "cpu"
+    loader = ShardLoader(dataset, batch_size=run.batch_size, num_workers=run.workers, pin_memory=gpu)
+
+    def epoch(k: int) -> Iterator[dict[str, Any]]:
+        loader.set_epoch(k)
+        return iter(loader)
+
+    for batch in epochs(epoch):
+        if gpu:  # the copies a training step waits for
+            for key in ("input_ids", "attention_mask", "values"):
+                if key in batch:
+                    batch[key].to(run.device, non_blocking=True)
+            torch.cuda.current_stream().synchronize()
         yield (
             len(batch["cell_id"]),
             # counted in numpy: torch's .sum() waits on its OpenMP pool on a busy machine
@@ -122,6 +143,7 @@ def _hf(run: Run) -> Iterator[tuple[int, int]]:
 
     from atlasprep.shard import read_manifest
 
+    torch.set_num_threads(1)
     datasets.disable_progress_bars()
     store = Path(run.store)
     shards = [datasets.Dataset.from_file(str(store / s["path"])) for s in read_manifest(store)["shards"]]
@@ -140,8 +162,9 @@ def _hf(run: Run) -> Iterator[tuple[int, int]]:
         num_workers=run.workers,
         collate_fn=collate,
         generator=generator,
+        persistent_workers=run.workers > 0,
     )
-    for batch in loader:
+    for batch in epochs(lambda _: loader):
         yield (
             batch["input_ids"].shape[0],
             int(np.count_nonzero(batch["attention_mask"].numpy())),
@@ -158,12 +181,19 @@ def _tiledbsoma_ml(run: Run) -> Iterator[tuple[int, int]]:
         experiment.axis_query("RNA", obs_query=soma.AxisQuery(coords=(slice(0, run.cells - 1),))) as query,
     ):
         dataset = ExperimentDataset(query, layer_name="raw", batch_size=run.batch_size, shuffle=True, seed=0)
-        for X, _obs in experiment_dataloader(dataset, num_workers=run.workers):
+        loader = experiment_dataloader(dataset, num_workers=run.workers, persistent_workers=run.workers > 0)
+
+        def epoch(k: int) -> Any:
+            dataset.set_epoch(k)
+            return loader
+
+        for X, _obs in epochs(epoch):
             yield X.shape[0], int(np.count_nonzero(X))
 
 
 LOADERS: dict[str, Callable[[Run], Iterator[tuple[int, int]]]] = {
     **dict.fromkeys(SAMPLING, _atlasprep),
+    **dict.fromkeys(_annbatch.SETTINGS, _annbatch.load),
     "hf-datasets": _hf,
     "tiledbsoma-ml": _tiledbsoma_ml,
 }
@@ -197,11 +227,11 @@ def measure(run: Run) -> Result:
     )
 
 
-def run_isolated(run: Run, script: str = __file__) -> Result:
+def run_isolated(run: Run, script: str = __file__, python: str = sys.executable) -> Result:
     """One measurement in a fresh interpreter (``script --one``: this one, or another benchmark
     that registers its loaders here), so its memory and warm caches are its own."""
     proc = subprocess.run(
-        [sys.executable, script, "--one", json.dumps(asdict(run))],
+        [python, script, "--one", json.dumps(asdict(run))],
         capture_output=True,
         text=True,
         check=False,
@@ -216,122 +246,23 @@ def run_isolated(run: Run, script: str = __file__) -> Result:
 # -- inputs -------------------------------------------------------------------------------------
 
 
-def census_for(cells: int, work: Path) -> Path:
-    """An existing demo census with at least ``cells`` cells, else a new one of ``cells``."""
-    existing = sorted(
-        (int(p.name.split("-")[1]), p) for p in work.glob("census-*") if p.name.split("-")[1].isdigit()
-    )
-    for size, path in existing:
-        if size >= cells:
-            return path
-    from atlasprep.demo import build_census
-
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"building a {cells:,}-cell demo census (about a minute per 200,000 cells) …", flush=True)
-    return build_census(work / f"census-{cells}", n_cells=cells, seed=0)
-
-
-def token_store(census: Path, cells: int, fmt: str, max_len: int, work: Path) -> Path:
-    from atlasprep.sources import CellFilter, SourceSpec
-    from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
-
-    dictionary, medians = (
-        SHARED / "token_dictionary_gc104M.json",
-        SHARED / "gene_median_dictionary_gc104M.json",
-    )
-    geneformer = dictionary.exists() and medians.exists()
-    out = work / f"tokens-{census.name}-{cells}-rank{max_len}-{'gc104M' if geneformer else 'corpus'}-{fmt}"
-    if (out / "manifest.json").exists():
-        return out
-    print(f"tokenizing {cells:,} cells to {out.name} …", flush=True)
-    started = time.perf_counter()
-    tokenize_cells(
-        TokenizeConfig(
-            source=SourceSpec(
-                census_uri=str(census), filter=CellFilter(primary_only=False, where=f"soma_joinid < {cells}")
-            ),
-            out=out,
-            scheme="rank",
-            max_len=max_len,
-            token_dictionary=dictionary if geneformer else None,
-            gene_medians=medians if geneformer else None,
-            format="arrow" if fmt == "arrow" else "zarr",
-            overwrite=True,
-            seed=0,
-        )
-    )
-    print(f"  {time.perf_counter() - started:.0f} s", flush=True)
-    return out
-
-
 # -- report -------------------------------------------------------------------------------------
 
 
-def report(results: list[Result]) -> None:
-    anchor = {r.workers: r.cells_per_s for r in results if r.name == "tiledbsoma-ml" and r.cells}
-    print(
-        f"\n{'loader':<16} {'workers':>7} {'batches':>7} {'cells/s':>9} {'tokens/s':>11} "
-        f"{'startup s':>9} {'peak RSS MB':>11} {'peak PSS MB':>11} {'vs tiledbsoma-ml':>16}"
-    )
-    for r in results:
-        if r.note:
-            print(f"{r.name:<16} {r.workers:>7} {r.note}")
-            continue
-        ratio = f"{r.cells_per_s / anchor[r.workers]:.1f}x" if anchor.get(r.workers) else "-"
-        print(
-            f"{r.name:<16} {r.workers:>7} {r.batches:>7} {r.cells_per_s:>9,.0f} "
-            f"{r.tokens / r.seconds:>11,.0f} {r.startup:>9.1f} "
-            f"{r.rss_mb:>11,.0f} {r.pss_mb:>11,.0f} {ratio:>16}"
-        )
-    print(
-        "\ntokens: real (unpadded) tokens for the token stores; "
-        "non-zero counts for tiledbsoma-ml (raw X rows)."
-    )
-    uniform = {(r.name, r.workers): r.cells_per_s for r in results if r.cells}
-    for r in results:
-        base = uniform.get((r.name.rsplit("-", 1)[0], r.workers))
-        if r.name.endswith(("-balanced", "-hardneg")) and r.cells and base:
-            ratio = r.cells_per_s / base
-            print(f"sampling overhead {r.name} ({r.workers} workers): {ratio:.2f}x uniform's cells/s")
-
-
-def sampling_overhead(store: Path, *, batch_size: int, batches: int, rounds: int) -> None:
-    """Uniform, balanced and hard-negative loading timed in turns in one process (0 workers):
-    on a shared machine load drifts, and interleaved rounds see the same drift; medians reported."""
-    from atlasprep.loader import ShardDataset, ShardLoader
-
-    timings: dict[str, list[float]] = {name: [] for name in SAMPLING if name.startswith("atlasprep-arrow")}
-    for round_ in range(rounds):
-        for name in timings:
-            loader = ShardLoader(
-                ShardDataset(store, "train", seed=0, **SAMPLING[name]), batch_size=batch_size
-            )
-            loader.set_epoch(round_)
-            cells, started = 0, time.perf_counter()
-            for k, batch in enumerate(loader):
-                cells += len(batch["cell_id"])
-                if k + 1 >= batches:
-                    break
-            timings[name].append(cells / (time.perf_counter() - started))
-    base = float(np.median(timings["atlasprep-arrow"]))
-    print(f"\nsampling overhead, {rounds} interleaved rounds of {batches} batches of {batch_size} (median):")
-    for name, rates in timings.items():
-        median = float(np.median(rates))
-        print(f"  {name:<26} {median:>9,.0f} cells/s  {median / base:.2f}x uniform")
-
-
 def isolated_runs(opts: argparse.Namespace, census: Path, stores: dict[str, Path]) -> list[Result]:
-    """Each loader (of ``--loaders``) and worker count, in a fresh process."""
+    """Each loader (of ``--loaders``) and worker count, in a fresh process; annbatch once, without
+    workers, in its own environment."""
     results = []
     runs = [
-        ("tiledbsoma-ml", ""),
-        *((name, stores["zarr" if "-zarr" in name else "arrow"]) for name in SAMPLING),
-        ("hf-datasets", stores["arrow"]),
+        ("tiledbsoma-ml", "", sys.executable),
+        *((name, stores["zarr" if "-zarr" in name else "arrow"], sys.executable) for name in SAMPLING),
+        ("hf-datasets", stores["arrow"], sys.executable),
+        *((name, stores.get("annbatch", ""), opts.annbatch_python or "") for name in _annbatch.SETTINGS),
     ]
-    for name, store in runs:
+    for name, store, python in runs:
         if opts.loaders and name not in opts.loaders:
             continue
-        for workers in opts.workers:
+        for workers in [0] if name in _annbatch.SETTINGS else opts.workers:
             run = Run(
                 name=name,
                 workers=workers,
@@ -341,8 +272,11 @@ def isolated_runs(opts: argparse.Namespace, census: Path, stores: dict[str, Path
                 batch_size=opts.batch_size,
                 seconds=opts.seconds,
                 batches=opts.batches,
+                device=opts.device if name in SAMPLING else "cpu",
             )
-            result = run_isolated(run)
+            result = (
+                run_isolated(run, python=python) if python else Result.not_run(name, 0, opts.annbatch_absent)
+            )
             print(
                 f"  {name} ({workers} workers): {result.note or f'{result.cells_per_s:,.0f} cells/s'}",
                 flush=True,
@@ -351,7 +285,19 @@ def isolated_runs(opts: argparse.Namespace, census: Path, stores: dict[str, Path
     return results
 
 
-def main() -> None:
+def _annbatch_store(opts: argparse.Namespace, census: Path) -> Path | None:
+    """annbatch's store of the same cells' raw counts, if its environment is there (else
+    ``opts.annbatch_python`` is None and ``opts.annbatch_absent`` says why)."""
+    python, about = _annbatch.find_python(opts.annbatch_python)
+    opts.annbatch_python, opts.annbatch_absent = python, f"not run: {about}"
+    if python is None:
+        print(f"annbatch: {about}; its rows are reported as not run", flush=True)
+        return None
+    print(f"annbatch {about} from {python}", flush=True)
+    return _annbatch.write_store(python, _annbatch.export_raw(census, opts.cells, opts.work))
+
+
+def _options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -359,10 +305,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=20.0, help="time limit per loader and worker count")
     parser.add_argument("--batches", type=int, default=10**9, help="batch limit per loader and worker count")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat every run, interleaved; medians reported"
+    )
     parser.add_argument("--max-len", type=int, default=2048)
+    parser.add_argument(
+        "--device", default="cpu", help="e.g. cuda: atlasprep's batches pinned, then copied there"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--work", type=Path, default=HERE / "_work")
     parser.add_argument("--loaders", nargs="+", default=None, help=f"a subset of: {', '.join(LOADERS)}")
+    parser.add_argument(
+        "--annbatch-python",
+        default=None,
+        help=f"an environment's python with annbatch (${_annbatch.ENV}, else {_annbatch.DEFAULT_PYTHON})",
+    )
     parser.add_argument(
         "--overhead",
         type=int,
@@ -371,7 +328,11 @@ def main() -> None:
         help="only the sampling overhead, in ROUNDS turns",
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
-    opts = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    opts = _options()
     if opts.one:
         print(json.dumps(asdict(measure(Run(**json.loads(opts.one))))))
         return
@@ -380,22 +341,23 @@ def main() -> None:
     if opts.overhead:
         store = token_store(census, opts.cells, "arrow", opts.max_len, opts.work)
         batches = min(opts.batches, 60)
-        sampling_overhead(store, batch_size=opts.batch_size, batches=batches, rounds=opts.overhead)
+        sampling_overhead(store, SAMPLING, batch_size=opts.batch_size, batches=batches, rounds=opts.overhead)
         return
     stores = {fmt: token_store(census, opts.cells, fmt, opts.max_len, opts.work) for fmt in ("arrow", "zarr")}
+    wanted = opts.loaders is None or any(name in opts.loaders for name in _annbatch.SETTINGS)
+    annbatch = _annbatch_store(opts, census) if wanted else None
+    if annbatch is not None:
+        stores["annbatch"] = annbatch
     print(
         f"\n{opts.cells:,} cells of {census.name}, batch {opts.batch_size}, up to {opts.seconds:g} s "
-        f"or {opts.batches:,} batches per loader; {os.cpu_count()} CPU cores\n",
+        f"or {opts.batches:,} batches per loader, {opts.rounds} round(s); {os.cpu_count()} CPU cores\n",
         flush=True,
     )
-    results = isolated_runs(opts, census, stores)
-    try:
-        import annbatch  # noqa: F401
-
-        why = "skipped: importable, but not wired into this benchmark"
-    except ImportError:
-        why = "skipped: not importable (not installed)"
-    results.append(Result.not_run("annbatch", 0, why))
+    results = []
+    for round_ in range(opts.rounds):
+        if opts.rounds > 1:
+            print(f"round {round_ + 1} of {opts.rounds}", flush=True)
+        results += isolated_runs(opts, census, stores)
     report(results)
 
 

@@ -383,3 +383,36 @@ def test_the_training_example_runs_and_its_loss_is_finite(stores, capsys):
     ]
     assert len(losses) == 4
     assert all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.parametrize("pad_to", [None, 5, 40])
+@pytest.mark.parametrize("id_dtype", [np.int32, np.uint16, np.int64])
+def test_the_padding_kernel_gives_pad_parts_batch(pad_to, id_dtype):
+    from atlasprep.loader._pad import pad_batch
+    from atlasprep.tokenize.padding import RaggedRows, pad_parts
+
+    rng = np.random.default_rng(7)
+    n_rows, parts = 30, []
+    rows = rng.permutation(n_rows)[:26]  # 4 rows in no part: padding
+    for k, these in enumerate(np.array_split(rows, 4)):
+        lengths = rng.integers(0, 30, len(these))
+        lengths[0] = 0  # an empty cell
+        flat = rng.integers(1, 60_000, int(lengths.sum()) + 3).astype(id_dtype)
+        values = rng.random(len(flat)) if k != 2 else None  # float64 values, and a part without
+        starts = np.cumsum(lengths) - lengths + 1
+        parts.append(RaggedRows(rows=these, starts=starts, lengths=lengths, ids=flat, values=values))
+    parts.append(RaggedRows(rows=np.zeros(0, np.int64), starts=np.zeros(0, np.int64),
+                            lengths=np.zeros(0, np.int64), ids=np.zeros(0, id_dtype)))  # fmt: skip
+    labels = {"a": np.arange(n_rows)}
+    expected = pad_parts(
+        parts, n_rows=n_rows, pad_id=3, pad_to=pad_to, labels=labels, cell_ids=list("x" * n_rows)
+    )
+    got = pad_batch(parts, n_rows=n_rows, pad_id=3, pad_to=pad_to, labels=labels, cell_ids=list("x" * n_rows))
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+        if isinstance(value, np.ndarray):
+            assert got[key].dtype == value.dtype, key
+            assert got[key].shape == value.shape, key
+            assert np.array_equal(got[key], value), key
+        else:
+            assert got[key] == value

@@ -72,8 +72,8 @@ Inputs = Annotated[
     typer.Option(
         "--input",
         "-i",
-        help="AnnData file (.h5ad, .zarr, .zarr.zip), local or a URL (s3://bucket/x.h5ad: copied once into the "
-        "cache); repeatable. Read backed.",
+        help="AnnData file (.h5ad, .zarr, .zarr.zip), local or a URL (s3://bucket/x.h5ad: copied once "
+        "into the cache); repeatable. Read backed.",
         rich_help_panel=SOURCE,
     ),
 ]

@@ -5,8 +5,8 @@ tokens start in a flat buffer and how long it is. The flat buffer is whatever th
 in — a memory-mapped Arrow shard, a slice read from Zarr, or the per-cell arrays of
 :class:`ShardCollator` concatenated — so the fast path (``ShardDataset(batch_size=B)``)
 gathers straight from the shard without building per-cell arrays. :func:`collate_parts` fills
-the ``batch × L`` output with one ``take`` per part: the source of position ``(row, i)`` is
-``start[row] + i`` (a broadcast sum, clipped to the buffer), kept where ``i < length[row]``.
+the ``batch × L`` output row by row in one numba pass (:mod:`atlasprep.loader._pad`): position
+``(row, i)`` is ``start[row] + i`` of the buffer where ``i < length[row]``, padding after.
 
 Metadata columns become int64 labels through label maps (column → sorted values, index =
 label) that the dataset builds once from the whole split, so a label means the same value in
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from atlasprep.errors import InputFormatError, UsageError
-from atlasprep.tokenize.padding import RaggedRows, as_tensors, pad_parts
+from atlasprep.loader._pad import pad_batch
+from atlasprep.tokenize.padding import RaggedRows, as_tensors
 
 __all__ = ["RaggedRows", "ShardCollator", "collate_parts", "encode_labels"]
 
@@ -39,8 +40,9 @@ def collate_parts(
     """The batch as tensors: ``input_ids`` (int64, ``n_rows × L``), ``attention_mask`` (bool),
     ``values`` (float32, 0 where padded) when the parts carry values, one int64 tensor per
     label column, and ``cell_id`` (a list) when given. ``L`` is ``pad_to`` if given (longer cells
-    are truncated), else the longest cell (:func:`atlasprep.tokenize.padding.pad_parts`)."""
-    padded = pad_parts(parts, n_rows=n_rows, pad_id=pad_id, pad_to=pad_to, labels=labels, cell_ids=cell_ids)
+    are truncated), else the longest cell: :func:`atlasprep.tokenize.padding.pad_parts`'s batch,
+    made in one pass (:func:`atlasprep.loader._pad.pad_batch`)."""
+    padded = pad_batch(parts, n_rows=n_rows, pad_id=pad_id, pad_to=pad_to, labels=labels, cell_ids=cell_ids)
     return as_tensors(padded)
 
 

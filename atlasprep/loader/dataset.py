@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from atlasprep._remote import store_root
 from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.loader._consumers import EpochConsumers
 from atlasprep.loader._gather import Found, by_shard, collate_found, per_batch, row_blocks, single_cells
@@ -54,9 +55,8 @@ from atlasprep.loader._window import Piece, Window
 from atlasprep.loader.collate import ShardCollator, encode_labels, label_lookup
 from atlasprep.loader.sampling import plan_sampling
 from atlasprep.shard import load_vocab, open_store
-from atlasprep.shard.format import ShardReader, format_for
-from atlasprep.shard.manifest import shard_path
-from atlasprep.shard.store import Verify
+from atlasprep.shard.format import ShardReader
+from atlasprep.shard.store import Verify, open_shard
 
 __all__ = ["ShardDataset"]
 
@@ -103,7 +103,7 @@ class ShardDataset(IterableDataset[dict[str, Any]], EpochConsumers):
         num_samples: int | None = None,
     ) -> None:
         super().__init__()
-        self.store = Path(path)
+        self.store = store_root(path)  # a directory, or a URL (s3://…: read with range requests)
         if verify not in ("size", "sha256"):
             raise UsageError(f"verify must be 'size' or 'sha256', not {verify!r}")
         # a store may come from anyone: its manifest, shards and vocabulary are checked first
@@ -338,8 +338,7 @@ class ShardDataset(IterableDataset[dict[str, Any]], EpochConsumers):
             yield cell
 
     def _open(self, relative: str) -> ShardReader:
-        path = shard_path(self.store, relative)
-        return format_for(path).open(path)
+        return open_shard(self.store, relative)
 
     def _label_maps(self) -> dict[str, list[str]]:
         """Sorted distinct values of each requested column over the whole split."""

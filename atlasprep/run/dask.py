@@ -1,9 +1,13 @@
-"""Run tokenize's encode pass on a Dask cluster: ranges of the cell index, one job each.
+"""Run tokenize's heavy lifting on a Dask cluster: ranges of the cell index, one job each.
 
-A job opens the source itself, tokenizes its range into spill files in the store's work
-directory, and returns their keys; the driver then assembles the shards exactly as a local run
-does, so the store's bytes do not depend on the executor. Workers must see the store directory
-(a shared filesystem on a cluster) and the source (the Census, a SOMA URI, or the input files).
+The corpus passes (median sketches, HVG moments, context values, paired IDF) are map-reduced:
+each job reads its range and returns a partial state the driver merges, to the bits a local
+pass gives (:mod:`atlasprep.tokenize.passes`). The encode jobs tokenize their ranges into spill
+files in the store's work directory and return their keys; the driver plans each shard from
+them and one job per shard gathers and writes it (:mod:`atlasprep.shard.assemble`); the driver
+writes only the manifest, last. The store's bytes do not depend on the executor. Workers must
+see the store directory (a shared filesystem on a cluster) and the source (the Census, a SOMA
+URI, or the input files).
 """
 
 from __future__ import annotations

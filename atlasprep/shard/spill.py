@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Spill", "assemble", "row_nbytes", "spill_key", "write_spill"]
+__all__ = ["Runs", "Spill", "assemble", "find_runs", "gather_runs", "row_nbytes", "spill_key", "write_spill"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +81,17 @@ def assemble(spills: list[tuple[Path, np.ndarray]], schema: pa.Schema, low: int,
     (each a file and its sorted keys); None when no spill holds one. Each spill's run of rows is
     copied out while it alone is open (memory-mapped): a corpus of thousands of spills neither
     runs out of file handles nor keeps every spill's touched pages mapped."""
+    runs = find_runs(spills, low, n)
+    return None if runs is None else gather_runs(schema, *runs)
+
+
+Runs = list[tuple[Path, int, np.ndarray]]  # per spill: its file, first row, the rows' places
+
+
+def find_runs(spills: list[tuple[Path, np.ndarray]], low: int, n: int) -> tuple[Runs, int] | None:
+    """Where the cells with keys in ``low … low + n - 1`` are: each spill's run of rows and
+    their places in the shard, and the shard's rows (keys never spilled left out); None when
+    no spill holds one. Planned where the keys are, gathered (:func:`gather_runs`) elsewhere."""
     picks = []  # (spill, its run of rows, their keys' offsets from low)
     for path, keys in spills:
         a, b = np.searchsorted(keys, [low, low + n], "left")
@@ -95,6 +106,11 @@ def assemble(spills: list[tuple[Path, np.ndarray]], schema: pa.Schema, low: int,
         cuts = np.cumsum([len(where) for _, _, where in picks])[:-1]
         picks = [(path, first, at) for (path, first, _), at in zip(picks, np.split(place, cuts), strict=True)]
         n = len(found)
+    return picks, n
+
+
+def gather_runs(schema: pa.Schema, picks: Runs, n: int) -> pa.Table:
+    """The shard's ``n`` rows copied out of the spills' runs (:func:`find_runs`)."""
     parts = []
     for path, first, where in picks:
         with pa.memory_map(str(path)) as source:

@@ -104,13 +104,28 @@ class ShardWriter:
             self._row_bytes[self._names[code]][slots] = sizes
         self._spills.append((spill.path, spill.keys))
 
-    def finish(self, token_column: str = "input_ids") -> list[ShardInfo]:
+    @property
+    def spills(self) -> list[tuple[Path, np.ndarray]]:
+        """The spills registered: each file and its rows' sorted (split, slot) keys."""
+        return self._spills
+
+    @property
+    def schema(self) -> pa.Schema:
         assert self._schema is not None, "no cells were added"
+        return self._schema
+
+    def planned(self) -> list[tuple[str, int, int]]:
+        """The shards' key ranges, in order: (split, first key, keys); empty ones not yet skipped."""
         jobs = []
         for code, split in enumerate(self._names):
             cuts = self.layout.boundaries(split, self._row_bytes[split])
             for first, stop in itertools.pairwise(cuts.tolist()):
-                jobs.append((split, spill_key(np.array(code), np.array(first)), stop - first))
+                jobs.append((split, int(spill_key(np.array(code), np.array(first))), stop - first))
+        return jobs
+
+    def finish(self, token_column: str = "input_ids") -> list[ShardInfo]:
+        assert self._schema is not None, "no cells were added"
+        jobs = self.planned()
         # A shard is assembled while the two before it are written and hashed (copying,
         # hashing and writing release the GIL); at most three shards are in memory. Slots whose
         # cell was left out (an empty cell, dropped) are skipped; shards are numbered as written.

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from atlasprep._remote import is_url
 from atlasprep.errors import InputFormatError, SourceError
 from atlasprep.sources._anndata_files import (
     _close,
@@ -31,7 +32,7 @@ from atlasprep.sources._anndata_files import (
     _read_rows,
     read_frame,
 )
-from atlasprep.sources._fetch import staged
+from atlasprep.sources._fetch import split_input, staged
 from atlasprep.sources._paths import split_modality
 from atlasprep.sources.base import CellBatch, SourceInfo, plan_chunks, read_ahead, remap_columns
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
@@ -142,10 +143,15 @@ class AnnDataSource:
             var_all = pd.concat(var_parts)
             self._var = var_all[~var_all.index.duplicated()].reindex(list(union))
         self.file_genes = tuple(tuple(str(g) for g in v.index) for v in var_parts)  # per file, as read
+        # each file as the user named it: a URL (not its cached copy), or the local file
+        named = [
+            split_input(g)[0] if is_url(split_input(g)[0]) else str(f.path)
+            for g, f in zip(given, self._files, strict=True)
+        ]
         self.info = SourceInfo(
             kind="anndata",
-            uri=", ".join(given),
-            extra={"files": given, "matrices": [f.matrix for f in self._files]},
+            uri=", ".join(named),
+            extra={"files": named, "matrices": [f.matrix for f in self._files]},
         )
 
     def presence(self, positions: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:

@@ -178,7 +178,8 @@ class SomaSource:
         with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="atlasprep-soma") as pool:
             pending: deque[Future[CellBatch]] = deque()
             for chunk in chunks:
-                pending.append(pool.submit(
+                pending.append(
+                    pool.submit(
                         self._read, chunk, columns, var_positions if by_range else None, col_lut, n_var
                     )
                 )

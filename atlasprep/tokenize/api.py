@@ -20,6 +20,7 @@ from atlasprep._jit import warm_up
 from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.provenance import new_step, source_inputs
 from atlasprep.shard import ShardLayout, ShardWriter
+from atlasprep.shard.assemble import finish_shards
 from atlasprep.shard.card import CARD_FILE, dataset_card
 from atlasprep.shard.directory import ClaimedStore, plan_claim
 from atlasprep.sources import (
@@ -83,7 +84,7 @@ def tokenize_cells(
     try:
         with _selected(config) as (source, positions, _):
             if saved is None:
-                fitted = fit(config, source, positions, given)
+                fitted = fit(config, source, positions, given, runner)
             else:  # a saved tokenizer: no corpus pass, new data tokenized as its corpus was
                 fitted = fit_loaded(config, source, saved, origin)
             plan, layout = _layout(config, source, positions)
@@ -101,7 +102,7 @@ def tokenize_cells(
                 fitted,
                 coverage,
                 plan,
-                writer.finish(),
+                finish_shards(writer, runner),  # on a runner, each shard written by a worker
                 n_empty,
                 truncated=truncated,
                 steps=steps,

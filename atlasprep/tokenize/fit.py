@@ -1,16 +1,15 @@
 """The corpus passes before any token: genes, vocabulary, gene medians, highly variable genes,
-context values and paired-modality features, fitted once over the selected cells."""
+context values and paired-modality features, fitted once over the selected cells (in this
+process, or map-reduced over ranges of the cells on a runner: :mod:`atlasprep.tokenize.passes`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from atlasprep.errors import UsageError
 from atlasprep.sources import (
@@ -19,9 +18,18 @@ from atlasprep.sources import (
 from atlasprep.sources.anndata import AnnDataSource, split_modality
 from atlasprep.tokenize.config import DEFAULT_OBS_COLUMNS, SPECIAL_TOKENS, TokenizeConfig
 from atlasprep.tokenize.context import context_token, unknown_token
-from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.hvg import GeneMoments
 from atlasprep.tokenize.medians import MedianSketch
+from atlasprep.tokenize.passes import (
+    Partials,
+    PassRunner,
+    cells_with_feature,
+    count_batches,
+    map_pass,
+    merge_values,
+    moment_blocks,
+    present_values,
+)
 from atlasprep.tokenize.segments import KINDS, Segment, atac_idf
 from atlasprep.tokenize.tokenizer import PairedModality, Tokenizer
 from atlasprep.tokenize.vocab import load_gene_mapping, load_gene_medians, load_token_dictionary
@@ -61,16 +69,22 @@ def fit_medians(
     positions: np.ndarray,
     gene_ids: list[str],
     given: dict[str, float] | None,
+    runner: PassRunner | None = None,
 ) -> dict[str, float] | None:
-    """The rank scheme's normalization factors: given, or sketched in a first pass over the cells."""
+    """The rank scheme's normalization factors: given, or sketched in a first pass over the cells
+    (on a runner: a sketch per range of the cells, merged)."""
     if config.scheme != "rank":
         return None
     if config.gene_medians is not None:
         return given
     log.info("computing gene medians from the corpus (first pass over %d cells)", len(positions))
     sketch = MedianSketch(n_genes=len(gene_ids))
-    for X in count_batches(config, source, positions):
-        sketch.add(X)
+    if runner is not None:
+        for partial in map_pass(runner, config, positions, kind="medians", n_genes=len(gene_ids)):
+            sketch.merge(partial)
+    else:
+        for X in count_batches(config, source, positions):
+            sketch.add(X)
     values, _ = sketch.medians()
     return {g: float(v) for g, v in zip(gene_ids, values, strict=True) if np.isfinite(v)}
 
@@ -95,20 +109,41 @@ def build_vocab(
 
 
 def fit_hvg(
-    config: TokenizeConfig, source: CellSource, positions: np.ndarray, column_tokens: np.ndarray
+    config: TokenizeConfig,
+    source: CellSource,
+    positions: np.ndarray,
+    column_tokens: np.ndarray,
+    runner: PassRunner | None = None,
 ) -> np.ndarray:
-    """The ``n_hvg`` most variable vocabulary genes (their input columns), in two passes."""
+    """The ``n_hvg`` most variable vocabulary genes (their input columns), in two passes (on a
+    runner: each range's per-batch sums, added in batch order)."""
     in_vocab = np.flatnonzero(column_tokens >= 0)
     if config.n_hvg is not None and config.n_hvg > len(in_vocab):
         raise UsageError(f"n_hvg = {config.n_hvg}: more than the {len(in_vocab)} genes in the vocabulary")
     log.info("selecting %s highly variable genes (two passes over %d cells)", config.n_hvg, len(positions))
     first = GeneMoments(n_genes=len(in_vocab), measured=_measured(source, positions, in_vocab))
-    for X in count_batches(config, source, positions):
-        first.add(sp.csr_matrix(X)[:, in_vocab])
+    for sums, squares, n_cells in _moment_blocks(config, source, positions, in_vocab, None, runner):
+        first.merge(sums, squares, n_cells)
     second = first.clipped()
-    for X in count_batches(config, source, positions):
-        second.add(sp.csr_matrix(X)[:, in_vocab])
+    for sums, squares, _ in _moment_blocks(config, source, positions, in_vocab, second.clip, runner):
+        second.merge(sums, squares)
     return in_vocab[second.top(config.n_hvg or 0)]
+
+
+def _moment_blocks(
+    config: TokenizeConfig,
+    source: CellSource,
+    positions: np.ndarray,
+    columns: np.ndarray,
+    clip: np.ndarray | None,
+    runner: PassRunner | None,
+) -> Partials:
+    """A pass's per-block sums, in block order: here, or each range's blocks from a runner."""
+    if runner is None:
+        return moment_blocks(config, source, positions, columns, clip)
+    kind = "moments" if clip is None else "clipped"
+    parts = map_pass(runner, config, positions, kind=kind, columns=columns, clip=clip)
+    return [block for blocks in parts for block in blocks]
 
 
 def _measured(source: CellSource, positions: np.ndarray, columns: np.ndarray) -> np.ndarray | None:
@@ -119,15 +154,6 @@ def _measured(source: CellSource, positions: np.ndarray, columns: np.ndarray) ->
         return None
     counts = np.asarray(measured_cells(positions))[columns]
     return None if (counts == len(positions)).all() else counts
-
-
-def count_batches(config: TokenizeConfig, source: CellSource, positions: np.ndarray) -> Iterator[Any]:
-    """The cells' counts, batch by batch, checked (a pass before the tokens)."""
-    for batch in source.iter_batches(
-        positions, var_positions=None, batch_size=config.source.batch_size, obs_columns=[]
-    ):
-        check_batch_counts(batch.X, config)
-        yield batch.X
 
 
 def n_counts_column_of(config: TokenizeConfig, source: CellSource) -> str | None:
@@ -207,7 +233,7 @@ def var_gene_ids(var: pd.DataFrame, gene_column: str | None) -> list[str]:
 
 
 def fit_paired(
-    config: TokenizeConfig, positions: np.ndarray, vocab: Vocab
+    config: TokenizeConfig, positions: np.ndarray, vocab: Vocab, runner: PassRunner | None = None
 ) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
     """Segments and targets of the paired modalities; their tokens extend the vocabulary."""
     if not config.modalities and not config.targets:
@@ -223,7 +249,7 @@ def fit_paired(
             if modality not in KINDS or modality == main:
                 raise UsageError(f"{modality!r}: pair the RNA with atac or prot")
             spec = f"{path}:{modality}"
-            features, idf = paired_features(spec, modality, positions, config.source.batch_size)
+            features, idf = paired_features(spec, modality, positions, config, runner)
             sep_id = -1
             tokens = np.zeros(0, dtype=np.int32)
             if kind == "segments":
@@ -248,19 +274,21 @@ def fit_paired(
 
 
 def paired_features(
-    spec: str, modality: str, positions: np.ndarray, batch_size: int
+    spec: str, modality: str, positions: np.ndarray, config: TokenizeConfig, runner: PassRunner | None = None
 ) -> tuple[list[str], np.ndarray | None]:
-    """A paired modality's features and, for ATAC, the corpus IDF (a first pass)."""
+    """A paired modality's features and, for ATAC, the corpus IDF (a first pass; on a runner:
+    each range's counts of cells per peak, added)."""
     other = AnnDataSource([spec])
     try:
         features = [str(f) for f in other.var().index]
         if modality != "atac":
             return features, None
-        with_peak = np.zeros(len(features), dtype=np.int64)
-        for batch in other.iter_batches(positions, var_positions=None, batch_size=batch_size, obs_columns=[]):
-            X = sp.csr_matrix(batch.X)
-            X.eliminate_zeros()
-            with_peak += np.bincount(X.indices, minlength=len(features))
+        n = len(features)
+        if runner is not None:
+            parts = map_pass(runner, config, positions, kind="peaks", spec=spec, n_features=n)
+            with_peak = np.asarray(np.sum(parts, axis=0, dtype=np.int64))
+        else:
+            with_peak = cells_with_feature(other, positions, config.source.batch_size, n)
         return features, atac_idf(with_peak, len(positions))
     finally:
         other.close()
@@ -279,20 +307,27 @@ class Fitted:
     tokenizer: Tokenizer  # everything that turns a cell into tokens
 
 
-def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given: Dictionaries) -> Fitted:
+def fit(
+    config: TokenizeConfig,
+    source: CellSource,
+    positions: np.ndarray,
+    given: Dictionaries,
+    runner: PassRunner | None = None,
+) -> Fitted:
     """The passes over the selected cells: medians (rank), the vocabulary and its context and
-    paired-modality tokens (in that order: ids follow it), HVG (bin with n_hvg)."""
+    paired-modality tokens (in that order: ids follow it), HVG (bin with n_hvg). On a runner the
+    passes over the cells are map-reduced over ranges of them, to the same result."""
     gene_ids = gene_ids_of(source, config)
-    medians = fit_medians(config, source, positions, gene_ids, given.medians)
+    medians = fit_medians(config, source, positions, gene_ids, given.medians, runner)
     vocab = build_vocab(config, gene_ids, medians, given.tokens)
     hint_geneformer_inputs(config, source, gene_ids, vocab)
-    hvg = fit_hvg(config, source, positions, vocab.column_tokens) if config.n_hvg else None
+    hvg = fit_hvg(config, source, positions, vocab.column_tokens, runner) if config.n_hvg else None
     if config.context:  # the values present, sorted, extend the vocabulary after the genes
-        present = source.obs_values(positions, list(config.context))
+        present = _context_values(config, source, positions, runner)
         for column in config.context:
-            for value in sorted(present[column].astype("string").fillna("<NA>").unique()):
-                vocab.tokens.setdefault(context_token(column, str(value)), max(vocab.tokens.values()) + 1)
-    segments, targets = fit_paired(config, positions, vocab)
+            for value in present[column]:
+                vocab.tokens.setdefault(context_token(column, value), max(vocab.tokens.values()) + 1)
+    segments, targets = fit_paired(config, positions, vocab, runner)
     for column in config.context:  # last, so no other token's id moves: new data's unseen values
         vocab.tokens.setdefault(unknown_token(column), max(vocab.tokens.values()) + 1)
     n_counts_column = n_counts_column_of(config, source)
@@ -325,6 +360,15 @@ def fit(config: TokenizeConfig, source: CellSource, positions: np.ndarray, given
         segments=segments,
         targets=targets,
     )
+
+
+def _context_values(
+    config: TokenizeConfig, source: CellSource, positions: np.ndarray, runner: PassRunner | None
+) -> dict[str, list[str]]:
+    if runner is None:
+        return present_values(source, positions, config.context)
+    parts = map_pass(runner, config, positions, kind="context", context=config.context)
+    return merge_values(parts, config.context)
 
 
 def _paired_modality(segment: Segment, role: Literal["segment", "target"]) -> PairedModality:

@@ -10,13 +10,17 @@ counts; this computes the same selection without holding the matrix:
    from them the standardized variance, and the genes with the N largest are kept (ranked by
    numpy's argsort of the negated variances, as scanpy ranks them).
 
-Only per-gene vectors are held, whatever the number of cells. The sums are accumulated batch by
-batch in float64, so they may differ from scanpy's in the last bits; the selection differs only
+Only per-gene vectors are held, whatever the number of cells. Each block of a fixed number of
+cells (``batch_size``, counted from the first selected cell, however the source cuts its read
+batches) is summed on its own in float64 and the blocks' sums are added in block order
+(:func:`block_moments`), so ranges of whole blocks summed on other processes merge to the same
+bits; the sums may differ from scanpy's in the last bits; the selection differs only
 where two genes' standardized variances are that close at the cut-off.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +30,7 @@ import scipy.sparse as sp
 
 from atlasprep.errors import UsageError
 
-__all__ = ["ClippedMoments", "GeneMoments"]
+__all__ = ["ClippedMoments", "GeneMoments", "block_moments", "block_sums"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -46,9 +50,15 @@ class GeneMoments:
         self.squares = np.zeros(self.n_genes, dtype=np.float64)
 
     def add(self, X: sp.csr_matrix) -> None:
-        X = sp.csr_matrix(X)
-        _accumulate(X.indices, X.data.astype(np.float64, copy=False), None, self.sums, self.squares)
-        self.n_cells += X.shape[0]
+        """One block of cells: summed on its own, then added (as :meth:`merge` adds a block)."""
+        sums, squares = block_sums(X, None, self.n_genes)
+        self.merge(sums, squares, X.shape[0])
+
+    def merge(self, sums: np.ndarray, squares: np.ndarray, n_cells: int) -> None:
+        """Add a block's sums (:func:`block_sums`); blocks in batch order give a local run's bits."""
+        self.sums += sums
+        self.squares += squares
+        self.n_cells += n_cells
 
     def mean_var(self) -> tuple[np.ndarray, np.ndarray]:
         if self.measured is None:
@@ -108,8 +118,12 @@ class ClippedMoments:
         self.squares = np.zeros(len(self.clip), dtype=np.float64)
 
     def add(self, X: sp.csr_matrix) -> None:
-        X = sp.csr_matrix(X)
-        _accumulate(X.indices, X.data.astype(np.float64, copy=False), self.clip, self.sums, self.squares)
+        sums, squares = block_sums(X, self.clip, len(self.clip))
+        self.merge(sums, squares)
+
+    def merge(self, sums: np.ndarray, squares: np.ndarray) -> None:
+        self.sums += sums
+        self.squares += squares
 
     def standardized_variances(self) -> np.ndarray:
         n: Any = self.n_cells if self.measured is None else self.measured.astype(np.float64)
@@ -126,6 +140,36 @@ class ClippedMoments:
             raise UsageError(f"n_hvg = {n_top}: must be at least 1")
         ranks = np.argsort(np.argsort(-self.standardized_variances()))
         return np.flatnonzero(ranks < n_top)
+
+
+def block_sums(X: sp.csr_matrix, clip: np.ndarray | None, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One block's per-gene sums and sums of squares (counts clipped at ``clip``, if given)."""
+    X = sp.csr_matrix(X)
+    sums = np.zeros(n_genes, dtype=np.float64)
+    squares = np.zeros(n_genes, dtype=np.float64)
+    _accumulate(X.indices, X.data.astype(np.float64, copy=False), clip, sums, squares)
+    return sums, squares
+
+
+def block_moments(
+    batches: Iterable[sp.csr_matrix], clip: np.ndarray | None, n_genes: int, block: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Per block of ``block`` cells (the last one short), its sums, sums of squares and cells:
+    each block summed cell by cell on its own, whatever batches its cells came in."""
+    sums, squares, filled = np.zeros(n_genes), np.zeros(n_genes), 0
+    for X in batches:
+        X = sp.csr_matrix(X)
+        start = 0
+        while start < X.shape[0]:
+            take = min(block - filled, X.shape[0] - start)
+            part = X[start : start + take]
+            _accumulate(part.indices, part.data.astype(np.float64, copy=False), clip, sums, squares)
+            filled, start = filled + take, start + take
+            if filled == block:
+                yield sums, squares, filled
+                sums, squares, filled = np.zeros(n_genes), np.zeros(n_genes), 0
+    if filled:
+        yield sums, squares, filled
 
 
 @numba.njit(cache=True, nogil=True)

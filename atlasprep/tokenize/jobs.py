@@ -4,12 +4,11 @@ process or on workers that see the same store directory."""
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,21 +30,14 @@ from atlasprep.tokenize.config import TokenizeConfig
 from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.fit import Fitted
+from atlasprep.tokenize.passes import PassRunner, cell_ranges
 from atlasprep.tokenize.segments import Segment
 from atlasprep.tokenize.tokenizer import PairedBatch, TokenizedBatch, Tokenizer
 
 log = logging.getLogger("atlasprep.tokenize")
 
 
-class JobRunner(Protocol):
-    """Runs encode jobs somewhere (a Dask cluster: :class:`atlasprep.run.DaskRunner`)."""
-
-    @property
-    def n_partitions(self) -> int: ...
-
-    def map(
-        self, fn: Callable[[EncodeJob], EncodeResult], jobs: Sequence[EncodeJob]
-    ) -> list[EncodeResult]: ...
+JobRunner = PassRunner  # runs jobs somewhere (a Dask cluster: :class:`atlasprep.run.DaskRunner`)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,15 +80,12 @@ def plan_jobs(
     fitted: Fitted,
 ) -> list[EncodeJob]:
     """The encode pass cut into ranges of whole batches: one range here, ``n_partitions`` on a runner."""
-    n = len(positions)
-    batch = config.source.batch_size
-    n_batches = math.ceil(n / batch)
-    parts = 1 if runner is None else max(1, min(runner.n_partitions, n_batches))
-    per_part = math.ceil(n_batches / parts) * batch  # whole batches per part
+    parts = 1 if runner is None else runner.n_partitions
+    ranges = cell_ranges(len(positions), config.source.batch_size, parts)  # whole batches each
     encode = fitted.tokenizer.encoder(fitted.gene_ids, hvg_columns=fitted.hvg)
     jobs = []
-    for part, first in enumerate(range(0, n, per_part)):
-        cells = slice(first, min(n, first + per_part))
+    for part, cells in enumerate(ranges):
+        first = cells.start
         jobs.append(
             EncodeJob(
                 config=config,

@@ -53,6 +53,13 @@ class MedianSketch:
         unique, hits = np.unique(keys, return_counts=True)
         self.counts.reshape(-1)[unique] += hits.astype(np.int32)
 
+    def merge(self, partial: sp.csr_matrix) -> None:
+        """Add another sketch's counts (a sparse copy of its ``counts``: integers, exact)."""
+        partial = sp.csr_matrix(partial)
+        rows = np.repeat(np.arange(partial.shape[0], dtype=np.int64), np.diff(partial.indptr))
+        keys = rows * self.n_bins + partial.indices
+        self.counts.reshape(-1)[keys] += partial.data.astype(np.int32)
+
     def medians(self) -> tuple[np.ndarray, np.ndarray]:
         """(median per gene, NaN where never expressed; nonzero cells per gene)."""
         n_nonzero = self.counts.sum(axis=1, dtype=np.int64)
