@@ -1,7 +1,7 @@
 """Streaming from the atlas: atlasprep's StreamDataset vs TileDB-SOMA-ML's ExperimentDataset.
 
     python benchmarks/bench_stream.py [--cells 100000] [--batch-size 256] [--seconds 20]
-    python benchmarks/bench_stream.py --seconds 1000      # whole epochs: the fair end-to-end figure
+    python benchmarks/bench_stream.py --epoch             # one whole epoch each: the fair end-to-end figure
 
 Both read the same cells (``soma_joinid < cells``) of a demo census (built or reused under
 ``benchmarks/_work``, as ``bench_loader.py`` does) straight from the SOMA store, shuffled, with 0
@@ -21,8 +21,9 @@ and 2 DataLoader workers, each run in a fresh process:
 Memory is sampled over each process and its workers (peak RSS summed, and PSS, which splits
 shared pages); the clock starts at the first batch (the time to it is ``startup``).
 tiledbsoma-ml reads a whole 65,536-cell buffer before its first batch and serves it from
-memory, so its steady rate over a few seconds flatters it: with ``--seconds`` above an epoch's
-length every loader runs one whole epoch, and the end-to-end column is the comparison.
+memory, so its steady rate over a few seconds flatters it: with ``--epoch`` every loader runs
+one epoch's batches (``--cells`` / ``--batch-size``, start-up included), and the end-to-end
+column is the comparison.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10**9, help="batch limit per loader and worker count")
     parser.add_argument("--max-len", type=int, default=2048)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--epoch", action="store_true", help="one epoch's batches each, no time limit")
     parser.add_argument(
         "--loaders",
         nargs="+",
@@ -106,6 +108,8 @@ def main() -> None:
         f"{opts.seconds:g} s or {opts.batches:,} batches per loader; {os.cpu_count()} CPU cores\n",
         flush=True,
     )
+    if opts.epoch:  # the first batch starts the clock and is not counted
+        opts.seconds, opts.batches = 1e9, -(-opts.cells // opts.batch_size) - 1
     template = bl.Run(
         name="",
         workers=0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -124,19 +124,28 @@ def slice_command(
     by: _By = None,
     as_json: _Json = False,
 ) -> None:
-    from atlasprep._remote import is_url, staging_dir
-    from atlasprep.slice import SliceConfig, slice_cells  # the library when a command runs, not for --help
+    _slice(locals())
 
+
+def _slice(values: dict[str, Any]) -> None:
+    """The command's work, from its options (the library imported when a command runs, not
+    for --help)."""
+    from atlasprep._remote import is_url, staging_dir
+    from atlasprep.slice import SliceConfig, slice_cells
+
+    out, dry_run, census, as_json = values["out"], values["dry_run"], values["census"], values["as_json"]
     url = out if is_url(out) else None  # written locally, then uploaded (atlasprep.slice.remote)
     config = SliceConfig(
-        source=opt.source_spec(locals()),
+        source=opt.source_spec(values),
         out=None if out is None else staging_dir(out).with_suffix(".zarr") if url else Path(out),
         dry_run=dry_run,
-        by=opt.list_names(by, blank=True),
-        allow_empty=allow_empty,
-        overwrite=overwrite,
-        compression=compression,
-        obs_columns=None if obs_columns is None else opt.list_names(obs_columns, blank=True),
+        by=opt.list_names(values["by"], blank=True),
+        allow_empty=values["allow_empty"],
+        overwrite=values["overwrite"],
+        compression=values["compression"],
+        obs_columns=None
+        if values["obs_columns"] is None
+        else opt.list_names(values["obs_columns"], blank=True),
     )
     if census == "demo":
         _announce_demo_build()

@@ -284,20 +284,8 @@ def manifest_problems(store: StoreRoot, manifest: Mapping[str, Any]) -> list[Sto
     def add(where: str, what: str) -> None:
         problems.append(StoreProblem(where=where, what=what))
 
-    vocab = manifest.get("vocab")
-    if not isinstance(vocab, dict) or not isinstance(vocab.get("sha256"), str):
-        add("manifest.json", "no vocab entry (path, size, sha256)")
-    else:
-        try:
-            inside(store, vocab.get("path"), what="vocab")
-            if vocab.get("path") != "vocab.json":
-                add("manifest.json", f"vocab path {vocab.get('path')!r}: the vocabulary is vocab.json")
-        except UnsafePathError as exc:
-            add("manifest.json", f"unsafe path: {exc}")
-    tokenizer = manifest.get("tokenizer")
-    tie_order = tokenizer.get("tie_order", "numpy") if isinstance(tokenizer, dict) else "numpy"
-    if tie_order not in ("numpy", "stable"):  # absent: a store ranked before the choice, as numpy
-        add("manifest.json", f"tokenizer.tie_order {tie_order!r}: expected 'numpy' or 'stable'")
+    for what in _header_problems(store, manifest):
+        add("manifest.json", what)
     shards = manifest.get("shards")
     if not isinstance(shards, list):
         add("manifest.json", "no shards list")
@@ -340,6 +328,26 @@ def manifest_problems(store: StoreRoot, manifest: Mapping[str, Any]) -> list[Sto
                     f"splits.n_cells[{split!r}] is {declared.get(split)}, "
                     f"its shards hold {per_split.get(split, 0)}",
                 )
+    return problems
+
+
+def _header_problems(store: StoreRoot, manifest: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a manifest's vocabulary entry and its tokenizer's tie order."""
+    problems = []
+    vocab = manifest.get("vocab")
+    if not isinstance(vocab, dict) or not isinstance(vocab.get("sha256"), str):
+        problems.append("no vocab entry (path, size, sha256)")
+    else:
+        try:
+            inside(store, vocab.get("path"), what="vocab")
+            if vocab.get("path") != "vocab.json":
+                problems.append(f"vocab path {vocab.get('path')!r}: the vocabulary is vocab.json")
+        except UnsafePathError as exc:
+            problems.append(f"unsafe path: {exc}")
+    tokenizer = manifest.get("tokenizer")
+    tie_order = tokenizer.get("tie_order", "numpy") if isinstance(tokenizer, dict) else "numpy"
+    if tie_order not in ("numpy", "stable"):  # absent: a store ranked before the choice, as numpy
+        problems.append(f"tokenizer.tie_order {tie_order!r}: expected 'numpy' or 'stable'")
     return problems
 
 

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from atlasprep import __version__
 from atlasprep._checks import check_names, invalid
+from atlasprep._jit import warm_up
 from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 from atlasprep.provenance import PROVENANCE_KEY, new_step, now, source_inputs, steps_json
@@ -96,6 +97,7 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
     """Resolve the filter, select and sample cells, and stream them to ``config.out``."""
     started = time.perf_counter()
     _check(config)
+    warm_up()  # numba's one-off start-up (the COO -> CSR kernels), while terms resolve and obs is read
     spec = config.source
     resolved = resolve(spec)  # first: a bad term fails before anything remote is opened
     for name, terms in resolved.terms.items():
