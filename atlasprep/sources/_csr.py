@@ -49,35 +49,52 @@ class RowMap:
         return joinids, self.first, self.lut
 
 
+# TileDB returns each row's values of one column tile together, so the kernels walk runs of
+# one row: its output row and fill position are looked up once a run, not once a value.
+
+
 @numba.njit(cache=True, nogil=True)
 def _count(ids, offset, lut, cols, col_lut, counts):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
-    for i in range(len(ids)):
-        if len(col_lut) and col_lut[cols[i]] < 0:
-            continue  # a column the caller does not want
-        r = ids[i] - offset
+    n = len(ids)
+    i = 0
+    while i < n:
+        row_id = ids[i]
+        r = row_id - offset
         if len(lut):
             r = lut[r]
-        counts[r + 1] += 1
+        kept = 0
+        while i < n and ids[i] == row_id:
+            if not len(col_lut) or col_lut[cols[i]] >= 0:  # else a column the caller does not want
+                kept += 1
+            i += 1
+        counts[r + 1] += kept
 
 
 @numba.njit(cache=True, nogil=True)
 def _scatter(ids, offset, lut, cols, col_lut, data, indptr, fill, indices, values):  # type: ignore[no-untyped-def]  # pragma: no cover
     canonical = True
-    for i in range(len(ids)):
-        c = cols[i]
-        if len(col_lut):
-            c = col_lut[c]
-            if c < 0:
-                continue
-        r = ids[i] - offset
+    n = len(ids)
+    i = 0
+    while i < n:
+        row_id = ids[i]
+        r = row_id - offset
         if len(lut):
             r = lut[r]
         p = fill[r]
-        if p > indptr[r] and indices[p - 1] >= c:
-            canonical = False  # out of order, or a duplicate: scipy fixes it below
-        indices[p] = c
-        values[p] = data[i]
-        fill[r] = p + 1
+        last = indices[p - 1] if p > indptr[r] else -1
+        while i < n and ids[i] == row_id:
+            c = cols[i]
+            if len(col_lut):
+                c = col_lut[c]
+            if c >= 0:
+                if c <= last:
+                    canonical = False  # out of order, or a duplicate: scipy fixes it below
+                indices[p] = c
+                values[p] = data[i]
+                p += 1
+                last = c
+            i += 1
+        fill[r] = p
     return canonical
 
 
