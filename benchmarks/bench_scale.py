@@ -1,15 +1,23 @@
-"""The demo recipe locally and on Dask (N workers), in one run: wall time and speed-up over local.
+"""Scale: every stage at a quarter, a half and all of a large demo census; or the demo recipe
+locally and on Dask (N workers), with the speed-up over local.
 
-    python benchmarks/bench_scale.py [--cells 24000] [--repeat 1]
+    python benchmarks/bench_scale.py --cells 1000000          # the stage table (census built, cached)
+    python benchmarks/bench_scale.py --executor local --cells 24000 [--repeat 1]
     python benchmarks/bench_scale.py --executor dask --workers 1 2 4 8 [--cells 200000]
     python benchmarks/bench_scale.py --executor dask --workers 2 --set tokenize.scheme=bin \
         --set tokenize.n_hvg=2000     # the HVG passes on the workers too
 
-Each run is ``atlasprep run recipes/demo.toml --out <fresh dir>`` in a subprocess (start-up,
-LocalCluster start-up and the manifest included); the Dask runs map-reduce the corpus passes
-(gene-median sketches, context values; HVG moments with ``n_hvg``) over ranges of the cell
-index, spread the encode pass over the same ranges, and write each shard on a worker. Every
-run's store is checked to be byte-identical to the local one (manifest and shard checksums).
+Without ``--executor``: a Census-layout demo store of ``--cells`` cells (built once under
+``benchmarks/_work``), then slice (h5ad, zarr), tokenize (rank, bin) and one loader epoch at
+``--cells`` / 4, / 2 and all of it, each command in a fresh process from a small launcher:
+seconds, cells/s and peak RSS, and the targets (see ``_scale_stages.py``).
+
+With ``--executor``, each run is ``atlasprep run recipes/demo.toml --out <fresh dir>`` in a
+subprocess (start-up, LocalCluster start-up and the manifest included); the Dask runs
+map-reduce the corpus passes (gene-median sketches, context values; HVG moments with
+``n_hvg``) over ranges of the cell index, spread the encode pass over the same ranges, and
+write each shard on a worker. Every run's store is checked to be byte-identical to the local
+one (manifest and shard checksums).
 With ``--executor local`` only the local run is timed. A speed-up needs cores: on a 2-core
 machine 2 workers compete with the driver and each other, so the figure there shows the
 overhead of the cluster more than its gain.
@@ -27,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 RECIPE = HERE.parent / "recipes" / "demo.toml"
 
 
@@ -45,9 +54,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--cells", type=int, default=24_000, help="max_cells of the demo recipe")
+    parser.add_argument("--cells", type=int, default=24_000, help="the census's, or the recipe's max_cells")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--executor", choices=["local", "dask"], default="dask")
+    parser.add_argument(
+        "--executor", choices=["local", "dask"], default=None, help="the recipe runs (else: the stage table)"
+    )
+    parser.add_argument(
+        "--dictionaries", type=Path, default=HERE.parents[1] / "shared" / "data" / "geneformer"
+    )
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="Dask: LocalClusters of these sizes"
     )
@@ -55,6 +69,13 @@ def main() -> None:
         "--set", dest="settings", action="append", default=[], help="KEY=VALUE, passed to atlasprep run"
     )
     opts = parser.parse_args()
+    if opts.executor is None:
+        import bench_loader
+        from _scale_stages import report, run_stages
+
+        census = bench_loader.census_for(opts.cells, HERE / "_work")
+        report(run_stages(census, opts.cells, HERE / "_work" / "scale-stages", opts.dictionaries))
+        return
     work = HERE / "_work" / "scale"
     # build the demo atlas (cached) outside the timings
     run(work / "warm", ["--set", "source.max_cells=100"], 100)

@@ -261,23 +261,30 @@ class AnnDataWriter:
             write_elem(group, _ID_COLUMN, np.array([], dtype=object))
             return
         with pa.memory_map(str(self._spill_path), "r") as source:
-            reader = pa.ipc.open_file(source)
-            names = reader.schema.names
-            group.attrs.update(
-                {
-                    "encoding-type": "dataframe",
-                    "encoding-version": "0.2.0",
-                    "_index": _ID_COLUMN,
-                    "column-order": [n for n in names if n != _ID_COLUMN],
-                }
-            )
-            for name in names:  # one column in memory at a time
+            names = pa.ipc.open_file(source).schema.names
+        group.attrs.update(
+            {
+                "encoding-type": "dataframe",
+                "encoding-version": "0.2.0",
+                "_index": _ID_COLUMN,
+                "column-order": [n for n in names if n != _ID_COLUMN],
+            }
+        )
+        for name in names:  # one column in memory at a time
+            # the spill is mapped again for each column: the pages a column touched leave this
+            # process's RSS with the map, instead of the whole spill adding up (a million cells'
+            # obs is several hundred MB)
+            with pa.memory_map(str(self._spill_path), "r") as source:
+                reader = pa.ipc.open_file(source)
                 column = pa.chunked_array(
                     [reader.get_batch(i).column(name) for i in range(reader.num_record_batches)],
                     type=reader.schema.field(name).type,
                 )
-                with ad.settings.override(auto_shard_zarr_v3=False):
-                    write_elem(group, name, _to_anndata_column(name, column))
+                value = _to_anndata_column(name, column)
+                del column, reader
+            with ad.settings.override(auto_shard_zarr_v3=False):
+                write_elem(group, name, value)
+            del value
 
     def abort(self) -> None:
         """Drop everything written so far (the output path is untouched). Never raises: the
@@ -303,8 +310,8 @@ class AnnDataWriter:
 
 
 def _to_anndata_column(name: str, column: pa.ChunkedArray) -> Any:
-    if name == _ID_COLUMN:
-        return column.to_numpy().astype(str).astype(object)
+    if name == _ID_COLUMN:  # strings already: one object array, not three copies
+        return column.to_numpy().astype(object, copy=False)
     kind = column.type
     if pa.types.is_large_string(kind) or pa.types.is_string(kind):
         encoded = column.dictionary_encode().combine_chunks()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import tiledbsoma as soma
 
 from atlasprep.errors import InputFormatError, SourceError, UsageError
@@ -232,7 +233,7 @@ class SomaSource:
         except (KeyError, TypeError):
             return (), np.ones((0, int(self._X.shape[1])), dtype=bool)
         chosen = np.arange(self.n_cells) if positions is None else positions
-        wanted = sorted(self.obs_values(chosen, ["dataset_id"])["dataset_id"].astype(str).unique().tolist())
+        wanted = self._datasets_of(chosen)
         ids = table.read(column_names=["soma_joinid", "dataset_id"]).concat().to_pandas()
         rows = ids.set_index("dataset_id").loc[wanted, "soma_joinid"].to_numpy(dtype=np.int64)
         out = np.zeros((len(wanted), int(self._X.shape[1])), dtype=bool)
@@ -241,6 +242,16 @@ class SomaSource:
             row = pd.Index(rows).get_indexer(coo["soma_dim_0"].to_numpy())
             out[row, coo["soma_dim_1"].to_numpy()] = coo["soma_data"].to_numpy()
         return tuple(wanted), out
+
+    def _datasets_of(self, positions: np.ndarray) -> list[str]:
+        """The distinct ``dataset_id`` of the cells at ``positions``, sorted: deduplicated in
+        Arrow, so a million cells never become a million Python strings."""
+        if len(positions) == 0:
+            return []
+        column = self._exp.obs.read(coords=(positions,), column_names=["dataset_id"]).concat()["dataset_id"]
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        return sorted(str(v) for v in pc.unique(column).to_pylist() if v is not None)
 
     def citations(self, positions: np.ndarray) -> list[dict[str, Any]]:
         """The Census datasets the cells at ``positions`` come from, with what CELLxGENE asks
@@ -251,7 +262,7 @@ class SomaSource:
             table = owner["census_info"]["datasets"]
         except (KeyError, TypeError):
             return []
-        wanted = self.obs_values(positions, ["dataset_id"])["dataset_id"].astype(str).unique().tolist()
+        wanted = self._datasets_of(positions)
         columns = ["dataset_id", "dataset_title", "collection_name", "collection_doi", "citation"]
         present = [c for c in columns if c in table.schema.names]
         frame = table.read(column_names=present).concat().to_pandas()

@@ -1,0 +1,123 @@
+"""bench_scale.py's stage table: slice (h5ad, zarr), tokenize (rank, bin) and one loader epoch at
+a quarter, a half and all of a large demo census, each command in a fresh process started by a
+small launcher (``_launch.py``), so each peak RSS is the command's own.
+
+Each output is removed as soon as it is measured, the rank store after its loader epoch: a
+million demo cells make a 13 GB h5ad and token stores of 6 GB and more, and a token store needs
+its spills beside it while its shards are gathered. The checks printed at the end are the
+issue's targets: time linear in cells (each stage's seconds per cell within 20% of its smallest
+size's), slice and loader peak RSS flat (within 15%), and tokenize's RSS growth per cell
+against the bytes a cell the README documents for the global shuffle.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from _launch import launch
+
+__all__ = ["Measured", "run_stages"]
+
+# what tokenize keeps per cell for the global shuffle (README, "Performance and memory")
+DOCUMENTED_BYTES_PER_CELL = 50
+
+_EPOCH = """
+import sys
+from atlasprep.loader import ShardDataset, ShardLoader
+n = 0
+for batch in ShardLoader(ShardDataset(sys.argv[1], seed=0), batch_size=256):
+    n += len(batch["cell_id"])
+print(n)
+"""
+
+
+# what each stage leaves that nothing after it reads (the rank store serves the loader epoch)
+_DONE_WITH = {
+    "slice → h5ad": "slice.h5ad",
+    "slice → zarr": "slice.zarr",
+    "tokenize rank": "nothing",
+    "tokenize bin": "bin",
+    "loader epoch (rank)": "rank",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    stage: str
+    cells: int
+    seconds: float
+    peak_rss_mb: float
+
+
+def _commands(census: Path, cells: int, work: Path, dictionaries: Path) -> dict[str, list[str]]:
+    atlasprep = [sys.executable, "-m", "atlasprep", "--quiet"]
+    source = ["--census-uri", str(census), "--all-data", "--where", f"soma_joinid < {cells}"]
+    rank = ["--scheme", "rank"]
+    if (dictionaries / "token_dictionary_gc104M.json").is_file():
+        rank += [
+            "--token-dictionary", str(dictionaries / "token_dictionary_gc104M.json"),
+            "--gene-medians", str(dictionaries / "gene_median_dictionary_gc104M.json"),
+        ]  # fmt: skip
+    return {  # in this order: the loader reads the rank store, removed before bin writes its own
+        "slice → h5ad": [*atlasprep, "slice", *source, "--out", str(work / "slice.h5ad")],
+        "slice → zarr": [*atlasprep, "slice", *source, "--out", str(work / "slice.zarr")],
+        "tokenize rank": [*atlasprep, "tokenize", *source, *rank, "--out", str(work / "rank")],
+        "loader epoch (rank)": [sys.executable, "-c", _EPOCH, str(work / "rank")],
+        "tokenize bin": [*atlasprep, "tokenize", *source, "--scheme", "bin", "--out", str(work / "bin")],
+    }
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def run_stages(census: Path, total: int, work: Path, dictionaries: Path) -> list[Measured]:
+    """Every stage at a quarter, a half and all of ``total`` cells; printed as they finish."""
+    results = []
+    for cells in (total // 4, total // 2, total):
+        _remove(work)
+        work.mkdir(parents=True)
+        for stage, command in _commands(census, cells, work, dictionaries).items():
+            launched = launch(command)
+            results.append(Measured(stage, cells, launched.wall, launched.peak_rss_mb))
+            print(
+                f"{stage:<22} {cells:>9,} cells {launched.wall:8.1f} s "
+                f"{cells / launched.wall:>9,.0f} cells/s peak RSS {launched.peak_rss_mb:7,.0f} MB",
+                flush=True,
+            )
+            _remove(work / _DONE_WITH[stage])
+    _remove(work)
+    return results
+
+
+def report(results: list[Measured]) -> None:
+    """The table, then each target with its figure."""
+    stages = list(dict.fromkeys(r.stage for r in results))
+    sizes = sorted({r.cells for r in results})
+    at = {(r.stage, r.cells): r for r in results}
+    print(f"\n{'stage':<22}" + "".join(f"{n:>26,}" for n in sizes))
+    for stage in stages:
+        cells = [at[stage, n] for n in sizes]
+        row = "".join(
+            f"{m.seconds:>8.1f} s {m.cells / m.seconds:>7,.0f}/s {m.peak_rss_mb:>5,.0f} MB" for m in cells
+        )
+        print(f"{stage:<22}{row}")
+    small, big = sizes[0], sizes[-1]
+    print("\ntargets (smallest size -> largest):")
+    for stage in stages:
+        a, b = at[stage, small], at[stage, big]
+        per_cell = (b.seconds / big) / (a.seconds / small)
+        rss = b.peak_rss_mb / a.peak_rss_mb - 1
+        line = f"  {stage:<22} seconds per cell x{per_cell:.2f} (linear: within 0.80-1.20)"
+        if stage.startswith(("slice", "loader")):
+            line += f"; peak RSS {100 * rss:+.1f}% (flat: within 15%)"
+        else:
+            growth = (b.peak_rss_mb - a.peak_rss_mb) * 2**20 / (big - small)
+            line += f"; peak RSS grows {growth:.0f} bytes a cell (documented: {DOCUMENTED_BYTES_PER_CELL})"
+        print(line)
