@@ -130,3 +130,15 @@ def test_spec_filters_apply_to_a_url_input(cells: Path, s3: str) -> None:
         assert source.info.uri == url
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("tail", ["in/..", "in/.hidden.h5ad"])
+def test_a_url_naming_no_file_inside_the_cache_is_refused(s3: str, tail: str) -> None:
+    """The copy's name comes from the URL: one that would leave its cache folder is refused."""
+    from atlasprep._cache import cache_dir
+    from atlasprep.errors import UsageError
+
+    before = sorted(p.name for p in cache_dir().iterdir())
+    with pytest.raises(UsageError, match="name an object"):
+        _fetch.staged(f"{s3}/{tail}")
+    assert sorted(p.name for p in cache_dir().iterdir()) == before

@@ -16,7 +16,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from atlasprep.tokenize.padding import RaggedRows
+from atlasprep.tokenize.padding import RaggedRows, batch_dict
 
 __all__ = ["Arena", "building_in", "pad_batch"]
 
@@ -115,11 +115,4 @@ def pad_batch(
         ids[~covered], mask[~covered] = pad_id, False
         if has_values:
             values[~covered] = 0
-    batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-    if has_values:
-        batch["values"] = values
-    for column, codes in (labels or {}).items():
-        batch[column] = np.asarray(codes, dtype=np.int64)
-    if cell_ids is not None:
-        batch["cell_id"] = list(cell_ids)
-    return batch
+    return batch_dict(ids, mask, values if has_values else None, labels=labels, cell_ids=cell_ids)

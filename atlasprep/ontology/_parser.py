@@ -6,13 +6,15 @@ import functools
 
 from cellxgene_ontology_guide.ontology_parser import OntologyParser
 
+from atlasprep._names import SCHEMA_VERSION
+
 __all__ = ["SCHEMA_VERSION", "get_parser", "ontology_versions"]
 
-# The CELLxGENE schema whose ontology releases atlasprep resolves and validates against: the
+# SCHEMA_VERSION (defined in atlasprep._names, which imports nothing): the CELLxGENE schema whose
+# ontology releases atlasprep resolves and validates against: the
 # newest that cellxgene-ontology-guide ships. (The Census builds of 2025-26 were made from
 # schema 7.0.0 data, but the package deprecated that set on 2026-04-06; the 7.1.0 releases are
 # newer editions of the same ontologies, so the descendants of a term only grow.)
-SCHEMA_VERSION = "7.1.0"
 
 
 @functools.cache

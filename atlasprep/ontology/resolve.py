@@ -13,6 +13,7 @@ from typing import Literal
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import DamerauLevenshtein
 
+from atlasprep._names import DEFAULT_ONTOLOGIES
 from atlasprep.errors import AmbiguousTermError, UnknownTermError, UsageError
 from atlasprep.ontology._index import (
     index_of,
@@ -65,18 +66,6 @@ FIELD_ONTOLOGIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "development_stage": ("HsapDv", "MmusDv", "UBERON"),
         "self_reported_ethnicity": ("HANCESTRO",),
     }
-)
-# Searched, in this order, when no ontology is named. NCBITaxon and the other supported
-# ontologies are left out: they are not Census obs fields, and NCBITaxon takes ~16 s to load.
-DEFAULT_ONTOLOGIES: tuple[str, ...] = (
-    "CL",
-    "UBERON",
-    "MONDO",
-    "EFO",
-    "PATO",
-    "HsapDv",
-    "HANCESTRO",
-    "MmusDv",
 )
 
 # "CL:0000738", "cl_0000738" (the OBO PURL form), "CVCL_0030". With an unknown prefix only

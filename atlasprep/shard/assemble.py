@@ -9,21 +9,18 @@ checksum. The driver writes only the manifest, last. Shards are numbered and cut
 from __future__ import annotations
 
 import collections
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from atlasprep._io import atomic_output
-from atlasprep.shard.format import ShardFormatName, format_named, sha256_of, size_of
+from atlasprep.shard.format import ShardFormatName, format_named
 from atlasprep.shard.spill import Runs, find_runs, gather_runs
-from atlasprep.shard.writer import ShardInfo, ShardWriter
+from atlasprep.shard.writer import ShardInfo, ShardWriter, write_shard
 
-__all__ = ["ShardJob", "finish_shards", "plan_shards", "write_shard", "write_shard_job"]
+__all__ = ["ShardJob", "finish_shards", "plan_shards", "write_shard_job"]
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -76,26 +73,7 @@ def plan_shards(writer: ShardWriter, token_column: str = "input_ids") -> list[Sh
 def write_shard_job(job: ShardJob) -> ShardInfo:
     """Gather one shard from the spills and write it (on a worker)."""
     table = gather_runs(job.schema, job.runs, job.n_cells)
-    return write_shard(job.store, job.name, job.split, job.fmt, table, job.token_column)
-
-
-def write_shard(
-    store: Path, name: str, split: str, fmt: ShardFormatName, table: pa.Table, token_column: str
-) -> ShardInfo:
-    """Write a shard's rows to ``shards/<name>`` (under a temporary name, then renamed)."""
-    final = store / "shards" / name
-    with atomic_output(final, hidden=True) as tmp:  # a crashed run's shard is replaced
-        format_named(fmt).write(tmp, table, token_column)
-        digest = sha256_of(tmp)  # read back from the page cache
-    n_tokens = int(pc.sum(pc.list_value_length(table[token_column])).as_py() or 0)
-    return ShardInfo(
-        path=f"shards/{name}",
-        split=split,
-        n_cells=table.num_rows,
-        n_tokens=n_tokens,
-        n_bytes=size_of(final),
-        sha256=digest,
-    )
+    return write_shard(job.store, job.name, job.split, format_named(job.fmt), table, job.token_column)
 
 
 def finish_shards(
@@ -105,5 +83,5 @@ def finish_shards(
     if runner is None:
         return writer.finish(token_column)
     shards = runner.map(write_shard_job, plan_shards(writer, token_column))
-    shutil.rmtree(writer.spill_dir.parent, ignore_errors=True)  # the spills, as finish removes them
+    writer.remove_spills()  # as finish removes them
     return shards

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -59,16 +60,33 @@ def _kind(directory: Path) -> str:
         return "foreign"
     if not any(directory.iterdir()):
         return "empty"
+
+    def read(name: str) -> bytes | None:
+        path = directory / name
+        if not path.is_file() or path.is_symlink():
+            return None
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    return record_kind(read)
+
+
+def record_kind(read: Callable[[str], bytes | None]) -> str:
+    """'building' (our build marker), 'complete' (our manifest) or 'foreign', from the store's
+    top-level files as ``read`` gives them (None: not there); a local directory and a prefix in
+    object storage (:mod:`atlasprep.shard.publish`) are told apart the same way."""
     for name, format_, kind in (
         (BUILD_MARKER, BUILD_FORMAT, "building"),
         ("manifest.json", STORE_FORMAT, "complete"),
     ):
-        path = directory / name
-        if path.is_file() and not path.is_symlink():
+        content = read(name)
+        if content is not None:
             try:
-                if json.loads(path.read_text(encoding="utf-8")).get("format") == format_:
+                if json.loads(content).get("format") == format_:
                     return kind
-            except (OSError, ValueError, AttributeError):
+            except (ValueError, AttributeError):
                 pass
     return "foreign"
 

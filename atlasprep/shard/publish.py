@@ -25,8 +25,8 @@ from typing import Any
 from atlasprep import __version__
 from atlasprep._remote import RemoteRoot, remote_errors
 from atlasprep.errors import ForeignOutputError, OutputExistsError
-from atlasprep.shard.directory import config_digest
-from atlasprep.shard.manifest import BUILD_FORMAT, BUILD_MARKER, STORE_FORMAT, Manifest, own_entry
+from atlasprep.shard.directory import config_digest, record_kind
+from atlasprep.shard.manifest import BUILD_FORMAT, BUILD_MARKER, Manifest, own_entry
 from atlasprep.shard.remote import remote_size
 
 __all__ = ["RemoteBuild", "RemoteClaim", "foreign_objects", "plan_remote_claim"]
@@ -56,17 +56,7 @@ def _kind(root: RemoteRoot, listing: dict[str, int]) -> str:
     """'empty', 'building' (our marker), 'complete' (our manifest) or 'foreign'."""
     if not listing:
         return "empty"
-    for name, format_, kind in (
-        (BUILD_MARKER, BUILD_FORMAT, "building"),
-        (_MANIFEST, STORE_FORMAT, "complete"),
-    ):
-        if name in listing:
-            try:
-                if json.loads((root / name).read_bytes()).get("format") == format_:
-                    return kind
-            except (ValueError, AttributeError):
-                pass
-    return "foreign"
+    return record_kind(lambda name: (root / name).read_bytes() if name in listing else None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

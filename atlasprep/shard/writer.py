@@ -37,6 +37,7 @@ __all__ = [
     "row_nbytes",
     "sha256_of",
     "size_of",
+    "write_shard",
     "write_spill",
 ]
 
@@ -142,21 +143,33 @@ class ShardWriter:
                 pending.append(pool.submit(self._write, split, numbers[split], table, token_column))
                 numbers[split] += 1
             shards.extend(future.result() for future in pending)
-        shutil.rmtree(self.spill_dir.parent, ignore_errors=True)
+        self.remove_spills()
         return shards
 
     def _write(self, split: str, shard: int, table: pa.Table, token_column: str) -> ShardInfo:
         name = self.layout.shard_name(split, shard, self.format.suffix)
-        final = self.store / "shards" / name
-        with atomic_output(final, hidden=True) as tmp:  # a crashed run's shard is replaced
-            self.format.write(tmp, table, token_column)
-            digest = sha256_of(tmp)  # read back from the page cache
-        n_tokens = int(pc.sum(pc.list_value_length(table[token_column])).as_py() or 0)
-        return ShardInfo(
-            path=f"shards/{name}",
-            split=split,
-            n_cells=table.num_rows,
-            n_tokens=n_tokens,
-            n_bytes=size_of(final),
-            sha256=digest,
-        )
+        return write_shard(self.store, name, split, self.format, table, token_column)
+
+    def remove_spills(self) -> None:
+        """The work directory, spills and all (``<store>/.work``, which this writer made)."""
+        shutil.rmtree(self.spill_dir.parent, ignore_errors=True)
+
+
+def write_shard(
+    store: Path, name: str, split: str, fmt: formats.ShardFormat, table: pa.Table, token_column: str
+) -> ShardInfo:
+    """Write a shard's rows to ``shards/<name>`` (under a temporary name, then renamed), in this
+    process or on a worker (:mod:`atlasprep.shard.assemble`)."""
+    final = store / "shards" / name
+    with atomic_output(final, hidden=True) as tmp:  # a crashed run's shard is replaced
+        fmt.write(tmp, table, token_column)
+        digest = sha256_of(tmp)  # read back from the page cache
+    n_tokens = int(pc.sum(pc.list_value_length(table[token_column])).as_py() or 0)
+    return ShardInfo(
+        path=f"shards/{name}",
+        split=split,
+        n_cells=table.num_rows,
+        n_tokens=n_tokens,
+        n_bytes=size_of(final),
+        sha256=digest,
+    )

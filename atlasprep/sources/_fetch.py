@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from atlasprep._remote import is_url, open_root, remote_errors
-from atlasprep.errors import SourceError
+from atlasprep.errors import SourceError, UsageError
 
 __all__ = ["split_input", "staged", "staged_inputs"]
 
@@ -51,6 +51,9 @@ def _copy(url: str) -> Path:
     from atlasprep._cache import cache_dir
 
     root = open_root(url)
+    name = Path(root.path).name
+    if name in ("", ".", "..") or name.startswith("."):  # the copy stays inside its own folder
+        raise UsageError(f"inputs {url}: name an object or a prefix, e.g. s3://bucket/cells.h5ad")
     fs = root.fs
     with remote_errors(url):
         try:
@@ -59,7 +62,7 @@ def _copy(url: str) -> Path:
             raise SourceError(f"inputs {url}: no such object or prefix") from None
         version = _version(fs, root.path, info)
     folder = cache_dir() / f"inputs-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
-    local = folder / Path(root.path).name
+    local = folder / name
     stamp = {"url": url, **version}
     if local.exists() and _read_stamp(folder) == stamp:
         return local

@@ -19,7 +19,7 @@ from atlasprep._checks import (
     check_names,
     invalid,
 )
-from atlasprep._names import Scheme, TieOrder
+from atlasprep._names import DEFAULT_OBS_COLUMNS, TOKENIZE_BATCH_SIZE, Scheme, TieOrder  # noqa: F401  (re-exported)
 from atlasprep.errors import UsageError
 from atlasprep.shard.format import ShardFormatName
 from atlasprep.shard.manifest import Manifest
@@ -34,21 +34,6 @@ Encoded = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
 
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<mask>", "<cls>", "<eos>")
-
-
-DEFAULT_OBS_COLUMNS: tuple[str, ...] = (
-    "dataset_id",
-    "donor_id",
-    "cell_type_ontology_term_id",
-    "tissue_ontology_term_id",
-    "assay_ontology_term_id",
-)
-
-
-# Cells per batch for `atlasprep tokenize` (slice streams 4,096): twice as many cells share a
-# length, so the rank kernel makes fewer sort calls, and a shard gathers from half as many spills;
-# a batch of dense cells still closes at the value budget (batch size × 2,000 stored values).
-TOKENIZE_BATCH_SIZE = 8_192
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

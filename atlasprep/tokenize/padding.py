@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RaggedRows", "as_tensors", "pad_parts"]
+__all__ = ["RaggedRows", "as_tensors", "batch_dict", "pad_parts"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +64,19 @@ def pad_parts(
         attention[part.rows] = real
         if values is not None and part.values is not None:
             values[part.rows] = np.where(real, part.values.take(source, mode="clip"), 0)
+    return batch_dict(ids, attention, values, labels=labels, cell_ids=cell_ids)
+
+
+def batch_dict(
+    ids: np.ndarray,
+    attention: np.ndarray,
+    values: np.ndarray | None,
+    *,
+    labels: Mapping[str, np.ndarray] | None = None,
+    cell_ids: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The batch dict of padded arrays: ``values`` only where the cells carry values, one int64
+    array per label column, ``cell_id`` (a list) when given."""
     batch: dict[str, Any] = {"input_ids": ids, "attention_mask": attention}
     if values is not None:
         batch["values"] = values
