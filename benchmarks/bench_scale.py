@@ -68,13 +68,21 @@ def main() -> None:
     parser.add_argument(
         "--set", dest="settings", action="append", default=[], help="KEY=VALUE, passed to atlasprep run"
     )
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        default=None,
+        help="only these stages of the table (slice-h5ad slice-zarr tokenize-rank loader tokenize-bin; "
+        "the loader reads tokenize-rank's store, so it runs that too)",
+    )
     opts = parser.parse_args()
     if opts.executor is None:
         import bench_loader
         from _scale_stages import report, run_stages
 
         census = bench_loader.census_for(opts.cells, HERE / "_work")
-        report(run_stages(census, opts.cells, HERE / "_work" / "scale-stages", opts.dictionaries))
+        work = HERE / "_work" / "scale-stages"
+        report(run_stages(census, opts.cells, work, opts.dictionaries, stages=opts.stages))
         return
     work = HERE / "_work" / "scale"
     # build the demo atlas (cached) outside the timings

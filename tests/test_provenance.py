@@ -90,3 +90,20 @@ def test_source_date_epoch_makes_outputs_byte_identical(tmp_path, monkeypatch):
         out.rename(tmp_path / name)
     assert _sha(tmp_path / "a.h5ad") == _sha(tmp_path / "b.h5ad")
     assert read_steps(tmp_path / "a.h5ad")[0]["time"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_inputs_hashed_ahead_give_the_digest_of_the_file_as_recorded(tmp_path):
+    import os
+
+    from atlasprep.provenance import file_input, hash_ahead
+
+    data = tmp_path / "cells.h5ad"
+    data.write_bytes(os.urandom(3 << 20))
+    hash_ahead([data, tmp_path])  # a directory is not hashed, ahead or not
+    assert file_input(data)["sha256"] == _sha(data)
+    assert file_input(tmp_path)["sha256"] is None
+    # a file changed after its digest was started is hashed again, not given the old digest
+    hash_ahead([data])
+    data.write_bytes(b"changed since")
+    os.utime(data, ns=(1, 1))
+    assert file_input(data)["sha256"] == _sha(data)

@@ -296,7 +296,7 @@ def term_label(term_id: str) -> str:
     """The term's label in the pinned release (deprecated terms keep theirs)."""
     try:
         return str(get_parser().get_term_label(term_id))
-    except ValueError:
+    except (ValueError, KeyError):  # (KeyError: an ID of a shipped ontology that it lacks)
         raise UnknownTermError(f"{term_id} is not a term of any shipped ontology", query=term_id) from None
 
 

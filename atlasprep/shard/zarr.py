@@ -14,7 +14,6 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-import zarr
 
 from atlasprep.shard.format import NA, ShardFormatName, ragged
 
@@ -38,6 +37,8 @@ class ZarrFormat:
 def write_zarr_shard(path: Path, table: pa.Table, token_column: str) -> None:
     """One Zarr v3 group: flat ragged arrays plus ``offsets``, and one array per column. Every list
     column has the lengths of ``token_column``: they share its offsets."""
+    import zarr  # here, not at import: an Arrow build never loads zarr (0.1 s)
+
     group: Any = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs.update(
         {"encoding-type": "atlasprep-token-shard", "encoding-version": "0.1.0", "n_cells": table.num_rows}
@@ -85,6 +86,8 @@ class ZarrReader:
     """
 
     def __init__(self, path: Path) -> None:
+        import zarr
+
         self.group: Any = cast(Any, zarr.open_group(str(path), mode="r"))  # zarr types members as a union
         self._cells: dict[str, np.ndarray] = {}
         self._tail: dict[str, tuple[int, np.ndarray]] = {}  # flat array -> (start, its last chunk read)

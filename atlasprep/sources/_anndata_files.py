@@ -19,7 +19,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import zarr
 from anndata import OldFormatWarning
 from anndata.io import read_elem, sparse_dataset
 
@@ -93,21 +92,8 @@ def _open_group(path: Path) -> tuple[Any, Any]:
         raise SourceError(f"inputs {path}: no such file or directory")
     if not os.access(path, os.R_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-    # zarr is opened without its consolidated metadata, which still lists an X whose directory
-    # is gone, and zarr reads missing chunks as zeros: a store of empty cells, silently.
-    if path.is_dir():
-        try:
-            return zarr.open_group(path, mode="r", use_consolidated=False), None
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputFormatError(f"inputs {path}: not a zarr AnnData store ({_reason(exc)})") from None
-    if path.suffix == ".zip":
-        try:  # (a ZipStore that failed to open cannot be closed; one that opened is, when collected)
-            store = zarr.storage.ZipStore(path, mode="r")
-            return zarr.open_group(store, mode="r", use_consolidated=False), store
-        except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
-            raise InputFormatError(
-                f"inputs {path}: not a zipped zarr AnnData store; is it damaged? ({_reason(exc)})"
-            ) from None
+    if path.is_dir() or path.suffix == ".zip":
+        return _open_zarr(path)
     if not h5py.is_hdf5(path):
         raise InputFormatError(
             f"inputs {path}: not an HDF5 file, so not an h5ad; is it damaged or in another format? "
@@ -123,6 +109,27 @@ def _open_group(path: Path) -> tuple[Any, Any]:
                 "copy or download it again"
             ) from None
         raise InputFormatError(f"inputs {path}: cannot open it as HDF5 ({_reason(exc)})") from None
+
+
+def _open_zarr(path: Path) -> tuple[Any, Any]:
+    """A zarr store (a directory) or a zipped one (``.zip``), and the zip's store to close.
+    zarr is opened without its consolidated metadata, which still lists an X whose directory
+    is gone, and zarr reads missing chunks as zeros: a store of empty cells, silently. zarr is
+    imported here, not with the module: an h5ad build never loads it (0.1 s)."""
+    import zarr
+
+    if path.is_dir():
+        try:
+            return zarr.open_group(path, mode="r", use_consolidated=False), None
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputFormatError(f"inputs {path}: not a zarr AnnData store ({_reason(exc)})") from None
+    try:  # (a ZipStore that failed to open cannot be closed; one that opened is, when collected)
+        store = zarr.storage.ZipStore(path, mode="r")
+        return zarr.open_group(store, mode="r", use_consolidated=False), store
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        raise InputFormatError(
+            f"inputs {path}: not a zipped zarr AnnData store; is it damaged? ({_reason(exc)})"
+        ) from None
 
 
 def _read_parts(group: Any, matrix: str, path: Path) -> tuple[pd.DataFrame, _ObsFile, pd.Index, Any, Any]:
@@ -227,7 +234,7 @@ def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
         block = f.X[int(rows[0]) : int(rows[-1]) + 1]
     elif isinstance(f.X, h5py.Dataset):
         block = f.X[rows]
-    elif isinstance(f.X, zarr.Array):
+    elif hasattr(f.X, "oindex"):  # a zarr.Array: orthogonal indexing
         block = f.X.oindex[rows]
     else:
         block = f.X[rows]

@@ -18,7 +18,7 @@ import numpy as np
 from atlasprep._io import write_bytes_atomic, write_json_atomic
 from atlasprep._jit import warm_up
 from atlasprep.errors import InputFormatError, UsageError
-from atlasprep.provenance import new_step, source_inputs
+from atlasprep.provenance import hash_ahead, new_step, source_inputs
 from atlasprep.shard import ShardLayout, ShardWriter
 from atlasprep.shard.assemble import finish_shards
 from atlasprep.shard.card import CARD_FILE, dataset_card
@@ -83,6 +83,7 @@ def tokenize_cells(
     store: ClaimedStore | None = None
     try:
         with _selected(config) as (source, positions, _):
+            hash_ahead(config.source.inputs)  # the provenance record's digests, while the cells are read
             if saved is None:
                 fitted = fit(config, source, positions, given, runner)
             else:  # a saved tokenizer: no corpus pass, new data tokenized as its corpus was
@@ -107,6 +108,7 @@ def tokenize_cells(
                 truncated=truncated,
                 steps=steps,
                 presence=presence_record(source, positions),
+                term_ids=frozenset().union(*(result.term_ids for result in results)),
             )
         if config.format == "arrow":  # a dataset card HuggingFace datasets loads the splits by
             write_bytes_atomic(config.out / CARD_FILE, dataset_card(manifest).encode())

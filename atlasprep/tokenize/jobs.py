@@ -6,15 +6,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from atlasprep.errors import InputFormatError
+from atlasprep.ontology.labels import labels_ahead
 from atlasprep.shard import ShardLayout, ShardWriter, ragged
 from atlasprep.shard.writer import Spill, write_spill
 from atlasprep.sources import (
@@ -69,6 +71,7 @@ class EncodeResult:
     coverage: VocabCoverage
     n_empty: int = 0  # cells without a gene token (left out when the config drops them)
     truncated: tuple[int, ...] = ()  # per split (split_names order): cells max_len cut genes from
+    term_ids: frozenset[str] = frozenset()  # the values of the *_ontology_term_id columns written
 
 
 def plan_jobs(
@@ -153,6 +156,9 @@ def run_encode_job(
                 table = _with_segments(job, table, paired, job.positions[cells], splice_paired)
             if config.drop_empty and empty.any():
                 table, codes, slots = table.filter(pa.array(~empty)), codes[~empty], slots[~empty]
+            if (new := term_ids(table) - tally.term_ids) and not owned:  # (a worker's are not labelled)
+                labels_ahead(new)  # the manifest's labels: the ontologies load while cells are encoded
+            tally.term_ids |= new
             collect()
             path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
             pending = writing.submit(_spill_batch, job, table, path, codes, slots)
@@ -177,6 +183,7 @@ class _Tally:
     coverage: VocabCoverage
     truncated: np.ndarray  # per split
     n_empty: int = 0
+    term_ids: set[str] = field(default_factory=set)
 
     def add(
         self, X: sp.csr_matrix, column_tokens: np.ndarray, encoded: TokenizedBatch, codes: np.ndarray
@@ -191,7 +198,22 @@ class _Tally:
 
     def result(self, spills: list[Spill]) -> EncodeResult:
         truncated = tuple(int(n) for n in self.truncated)
-        return EncodeResult(spills=spills, coverage=self.coverage, n_empty=self.n_empty, truncated=truncated)
+        return EncodeResult(
+            spills=spills,
+            coverage=self.coverage,
+            n_empty=self.n_empty,
+            truncated=truncated,
+            term_ids=frozenset(self.term_ids),
+        )
+
+
+def term_ids(table: pa.Table) -> set[str]:
+    """The values of a batch's ``*_ontology_term_id`` columns (the terms its manifest labels)."""
+    found: set[str] = set()
+    for name in table.column_names:
+        if name.endswith("_ontology_term_id"):
+            found.update(v for v in pc.unique(table[name]).to_pylist() if v is not None)
+    return found
 
 
 def _spill_batch(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from atlasprep.errors import UnknownTermError
+from atlasprep.ontology.labels import labels_of
 from atlasprep.shard import ShardInfo
 from atlasprep.shard.manifest import Manifest, SplitsEntry, compose_manifest
 from atlasprep.sources import (
@@ -49,6 +49,7 @@ def build_manifest(
     truncated: dict[str, int] | None = None,
     steps: list[dict[str, Any]] | None = None,
     presence: dict[str, Any] | None = None,
+    term_ids: Iterable[str] = (),
 ) -> Manifest:
     """The store's manifest, its tokenizer's files written first: what it holds and how it
     was built."""
@@ -69,7 +70,7 @@ def build_manifest(
             # cells with more gene tokens than max_len leaves room for, per split
             "truncated": {"max_len": config.max_len, "cells": truncated or {}},
             # each ontology term ID the store holds (obs columns, context tokens), with its label
-            "labels": term_labels(config.out, shards, fitted.tokenizer),
+            "labels": term_labels(term_ids, fitted.tokenizer),
             # the chain of steps that made the cells, this build last (atlasprep.provenance)
             "provenance": steps or [],
             # datasets (or joined files) that measured only some of the genes (absent: all did)
@@ -78,31 +79,15 @@ def build_manifest(
     )
 
 
-def term_labels(out: Path, shards: list[ShardInfo], tokenizer: Tokenizer) -> dict[str, str]:
-    """Term ID -> label for the IDs in the shards' ``*_ontology_term_id`` columns and among the
-    context tokens' values, so a store names its terms without the ontologies at hand."""
-    from atlasprep.ontology import term_label
-    from atlasprep.shard.format import format_for
-    from atlasprep.shard.manifest import shard_path
-
-    ids: set[str] = set()
-    for shard in shards:
-        path = shard_path(out, shard.to_json()["path"])
-        reader = format_for(path).open(path)
-        for column in reader.columns():
-            if column.endswith("_ontology_term_id"):
-                ids.update(str(v) for v in np.unique(reader.strings(column)))
+def term_labels(term_ids: Iterable[str], tokenizer: Tokenizer) -> dict[str, str]:
+    """Term ID -> label for ``term_ids`` (the values of the shards' ``*_ontology_term_id``
+    columns, collected as the cells were encoded) and the context tokens' values, so a store
+    names its terms without the ontologies at hand."""
+    ids = set(term_ids)
     for column in tokenizer.context:
         prefix = f"<{column}:"
         ids.update(t[len(prefix) : -1] for t in tokenizer.tokens if t.startswith(prefix))
-    labels = {}
-    for term in sorted(ids):
-        if ":" in term and not term.startswith("<"):
-            try:
-                labels[term] = term_label(term)
-            except UnknownTermError:  # an ID the shipped ontologies lack (a newer release, FMA)
-                continue
-    return labels
+    return labels_of(ids)
 
 
 def presence_record(source: CellSource, positions: np.ndarray) -> dict[str, Any] | None:
