@@ -100,12 +100,12 @@ _AHEAD: dict[tuple[str, int, int], Future[str]] = {}
 _LOCK = threading.Lock()
 
 
-def hash_ahead(paths: Iterable[str | Path]) -> None:
+def hash_ahead(paths: Iterable[str | os.PathLike[str]]) -> None:
     """Start hashing these inputs on a background thread, so that :func:`file_input` finds
     their digests ready: hashlib releases the GIL, so the 0.2 s a 300 MB h5ad takes overlaps
     the work that reads it. Call it once a URL input's local copy is made (the source opened)."""
     for path in paths:
-        key = _hash_key(str(path))
+        key = _hash_key(os.fspath(path))
         with _LOCK:
             if key is None or key in _AHEAD:
                 continue

@@ -60,7 +60,7 @@ from atlasprep.errors import (
     EmptyResultError,
     UsageError,
 )
-from atlasprep.provenance import PROVENANCE_KEY, file_input, new_step, read_steps, steps_json
+from atlasprep.provenance import PROVENANCE_KEY, file_input, hash_ahead, new_step, read_steps, steps_json
 from atlasprep.sources.spec import SourceSpec, whole_file
 
 __all__ = [
@@ -179,6 +179,7 @@ def align_barcodes(
     _check_arguments(atac=atac, protein=protein, out=out, how=how, min_match=min_match, overwrite=overwrite)
     how = JoinHow(how)
     mapping = read_barcode_map(Path(barcode_map)) if barcode_map is not None else None
+    hash_ahead(specs.values())  # the provenance record's digests, while the modalities load
     loaded = load_modalities(specs)
     normalized = {
         m: normalize_barcodes(lm.adata.obs_names, barcode_map=mapping, label=f"{FIELDS[m]} {lm.source}")

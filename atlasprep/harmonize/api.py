@@ -39,7 +39,7 @@ from atlasprep.harmonize.labels import (
     value_counts,
 )
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions, term_label, tissue_general
-from atlasprep.provenance import PROVENANCE_KEY, file_input, new_step, read_steps, steps_json
+from atlasprep.provenance import PROVENANCE_KEY, file_input, hash_ahead, new_step, read_steps, steps_json
 from atlasprep.slice.writer import AnnDataWriter
 from atlasprep.sources import ProgressCallback
 from atlasprep.sources.anndata import AnnDataSource
@@ -115,6 +115,7 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
     maps, sets = check_config(config)
     source = open_source(config.source)
     assert isinstance(source, AnnDataSource)  # one_input: the config names one AnnData file
+    hash_ahead([config.input])  # the provenance record's digest, while the cells are mapped
     try:
         positions = select(config.source, source).positions
         obs = source.obs_values(positions, list(source.obs_columns))
