@@ -102,3 +102,29 @@ def test_cap_genes_keeps_a_seeded_subset_whatever_the_batching_and_the_column_or
     share = picks / (30 * (full > 0).sum(axis=0))
     assert share.min() > 0.2
     assert share.max() < 0.5
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), dtype=st.sampled_from([np.float32, np.float64, np.int32]))
+def test_binning_a_batch_in_place_gives_the_bins_of_the_copying_api(seed, dtype):
+    """A tokenizer's batch is binned without copies (float32 stays float32): the same digits
+    as bin_values, whose float64 copy they were, for float32 with duplicate entries too."""
+    from atlasprep.tokenize.binning import bin_owned
+
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((40, 60)) * rng.integers(1, 1000)) * (rng.random((40, 60)) < 0.5)
+    X = sp.csr_matrix(dense.astype(dtype))
+    coo = X.tocoo()
+    twice = slice(0, max(1, coo.nnz // 3))  # a third of the entries stored twice: scipy sums them
+    rows = np.r_[coo.row, coo.row[twice]]
+    order = np.argsort(rows, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=X.shape[0]))]
+    data, columns = np.r_[coo.data, coo.data[twice]][order], np.r_[coo.col, coo.col[twice]][order]
+    duplicated = sp.csr_matrix((data, columns, indptr), shape=X.shape)
+    assert not duplicated.has_canonical_format
+    for matrix in (X, duplicated):
+        want = bin_values(matrix, 51)
+        got = bin_owned(matrix.copy(), 51)
+        assert got.data.dtype == np.int32
+        assert want.data.dtype == np.int64
+        assert np.array_equal(got.toarray(), want.toarray())

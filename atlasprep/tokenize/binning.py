@@ -46,14 +46,24 @@ def bin_values(counts: sp.csr_matrix, n_bins: int = 51) -> sp.csr_matrix:
     """Per-cell quantile bins of the nonzero values: same sparsity, ``data`` in 1…n_bins-1.
     Negative or non-finite values are refused (:class:`InputFormatError`): a NaN has no place
     in a cell's order, and a negative count would sort below the zeros of bin 0."""
+    return bin_owned(sp.csr_matrix(counts, copy=True), n_bins, digits_dtype=np.int64)
+
+
+def bin_owned(X: sp.csr_matrix, n_bins: int, *, digits_dtype: type[np.integer] = np.int32) -> sp.csr_matrix:
+    """:func:`bin_values` of a matrix the caller gives away (its arrays are reused, and
+    changed), with digits of ``digits_dtype``: a tokenizer's batch, binned without copies.
+    float32 counts stay float32 (their float64 values are exact, so the edges and the
+    comparisons are those of float64); other dtypes, and float32 with duplicate entries
+    (summed as float64, as they always were), become float64."""
     if n_bins < 3:
         raise UsageError(f"n_bins = {n_bins}: must be at least 3 (bin 0 holds zeros)")
-    X = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+    if X.dtype != np.float32 or not X.has_canonical_format:
+        X = X.astype(np.float64)
     check_counts(X, where="the counts to bin")
     X.sum_duplicates()
     X.eliminate_zeros()
     lengths = np.diff(X.indptr)
-    digits = np.zeros(X.nnz, dtype=np.int64)
+    digits = np.zeros(X.nnz, dtype=digits_dtype)
     quantiles = np.linspace(0, 1, n_bins - 1)
     widths = -(-lengths // _WIDTH_STEP) * _WIDTH_STEP
     groups = list(length_groups(widths))
@@ -67,7 +77,7 @@ def bin_values(counts: sp.csr_matrix, n_bins: int = 51) -> sp.csr_matrix:
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
         for future in [pool.submit(digitize, groups[t::_THREADS]) for t in range(_THREADS)]:
             future.result()
-    return sp.csr_matrix((digits, X.indices.copy(), X.indptr.copy()), shape=X.shape)
+    return sp.csr_matrix((digits, X.indices, X.indptr), shape=X.shape)
 
 
 @numba.njit(cache=True, nogil=True)

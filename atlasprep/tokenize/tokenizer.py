@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from atlasprep.errors import InputFormatError
 from atlasprep.sources import CellBatch, SourceSpec
 from atlasprep.sources.base import remap_columns
-from atlasprep.tokenize.binning import bin_values, cap_genes, cell_keys
+from atlasprep.tokenize.binning import bin_owned, cap_genes, cell_keys
 from atlasprep.tokenize.config import Encoded, Scheme, TieOrder, TokenizeConfig
 from atlasprep.tokenize.context import context_token, insert_context, unknown_token
 from atlasprep.tokenize.encode import cell_totals
@@ -242,7 +242,7 @@ class Tokenizer:
         tokens = column_tokens[columns]
 
         def encode_bin(batch: CellBatch) -> Encoded:
-            binned = bin_values(sp.csr_matrix(batch.X)[:, columns], self.n_bins)
+            binned = bin_owned(sp.csr_matrix(batch.X)[:, columns], self.n_bins)  # (a copy: its own)
             available = np.diff(binned.indptr).astype(np.int64)
             if len(available) and available.max() > self.max_len:
                 keys = cell_keys(batch.cell_ids)
