@@ -121,7 +121,8 @@ def main() -> None:
         build_census(store, n_cells=opts.cells, seed=0)
         print(f"built {opts.cells:,}-cell Census-layout store at {store} in {time.perf_counter() - t:.0f} s")
     small, big = pick_slices(str(store))
-    print(f"store: {store} ({opts.cells:,} cells); slices: small={small}, big={big}\n")
+    size = f" ({opts.cells:,} cells)" if opts.store is None else ""  # --cells sizes only a store built here
+    print(f"store: {store}{size}; slices: small={small}, big={big}\n")
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

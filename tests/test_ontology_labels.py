@@ -16,5 +16,6 @@ def test_labels_of_terms_as_term_label_gives_them_and_leaves_out_what_is_not_a_s
 
 
 def test_only_curies_are_term_ids():
-    assert is_term_id("CL:0000057") and is_term_id("HsapDv:0000087")
+    assert is_term_id("CL:0000057")
+    assert is_term_id("HsapDv:0000087")
     assert not any(is_term_id(v) for v in ("unknown", "na", "<unk>", "<tissue:UBERON:0002048>"))

@@ -14,9 +14,11 @@ import scipy.sparse as sp
 
 from atlasprep import __version__
 from atlasprep._checks import check_names, invalid
+from atlasprep._heap import map_large_allocations
 from atlasprep._jit import warm_up
 from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
+from atlasprep.ontology._parser import release_ontologies
 from atlasprep.provenance import PROVENANCE_KEY, new_step, now, source_inputs, steps_json
 from atlasprep.slice.writer import AnnDataWriter, StoreFormat, x_dataset_kwargs
 from atlasprep.sources import (
@@ -97,6 +99,7 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
     """Resolve the filter, select and sample cells, and stream them to ``config.out``."""
     started = time.perf_counter()
     _check(config)
+    map_large_allocations()  # a batch's buffers go back to the system when freed (atlasprep._heap)
     warm_up()  # numba's one-off start-up (the COO -> CSR kernels), while terms resolve and obs is read
     spec = config.source
     resolved = resolve(spec)  # first: a bad term fails before anything remote is opened
@@ -114,6 +117,7 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
     source = open_source(spec)
     try:
         selection = select(spec, source, resolved=resolved)
+        release_ontologies()  # the terms are resolved: their files' memory serves the stream
         positions = selection.positions
         breakdown = {col: _counts(source.obs_values(positions, [col])[col]) for col in config.by}
         var = source.var()
@@ -175,6 +179,7 @@ def _write(
         ):
             writer.append(batch.cell_ids, batch.obs, batch.X)
             done += batch.n_cells
+            del batch  # not held while the next one is awaited: one batch in memory, not two
             if progress is not None:
                 progress(done, n_cells)
         provenance["created"] = now()

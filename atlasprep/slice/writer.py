@@ -1,8 +1,9 @@
 """Write an AnnData store (h5ad or zarr) batch by batch, atomically.
 
 X rows are appended to an on-disk CSR as batches arrive; obs rows are spilled to an Arrow
-IPC file beside the output and written column by column at the end, so peak memory is one
-batch plus one obs column, never the slice. Everything goes to ``<out>.tmp-<pid>`` first and
+IPC file beside the output and written column by column at the end, strings a slice at a time
+(:mod:`atlasprep.slice._obs`), so peak memory is one batch, or one obs column in Arrow, never
+the slice's Python objects. Everything goes to ``<out>.tmp-<pid>`` first and
 is renamed into place only when complete; a failure (a bad batch, permission denied, a full
 disk) leaves neither the output nor a temporary file.
 
@@ -41,6 +42,7 @@ from anndata.io import sparse_dataset, write_elem
 
 from atlasprep._io import TempOutput, check_new_output, remove_path, sweep_stale_temps, temp_path
 from atlasprep.errors import AtlasprepError, UsageError
+from atlasprep.slice._obs import write_obs
 from atlasprep.sources.counts import check_counts
 
 __all__ = ["AnnDataWriter", "StoreFormat", "format_of", "os_error_at", "require_free_space"]
@@ -232,7 +234,8 @@ class AnnDataWriter:
             if self.format == "h5ad":
                 spilled = self._spill_path.stat().st_size if self._spill is not None else 0
                 require_free_space(self.out, spilled + int(self._var.memory_usage(deep=True).sum()))
-            self._write_obs()
+            with ad.settings.override(auto_shard_zarr_v3=False):
+                write_obs(self._root, self._spill_path if self._spill is not None else None, _ID_COLUMN)
             var = self._var.copy()
             var.index = var.index.astype(str)
             with ad.settings.override(auto_shard_zarr_v3=False):
@@ -246,45 +249,6 @@ class AnnDataWriter:
             self._output.commit()
         log.info("wrote %s (%d cells x %d genes)", self.out, self._n_obs, len(self._var))
         return self.out
-
-    def _write_obs(self) -> None:
-        group = self._root.create_group("obs")
-        if self._spill is None:
-            group.attrs.update(
-                {
-                    "encoding-type": "dataframe",
-                    "encoding-version": "0.2.0",
-                    "_index": _ID_COLUMN,
-                    "column-order": [],
-                }
-            )
-            write_elem(group, _ID_COLUMN, np.array([], dtype=object))
-            return
-        with pa.memory_map(str(self._spill_path), "r") as source:
-            names = pa.ipc.open_file(source).schema.names
-        group.attrs.update(
-            {
-                "encoding-type": "dataframe",
-                "encoding-version": "0.2.0",
-                "_index": _ID_COLUMN,
-                "column-order": [n for n in names if n != _ID_COLUMN],
-            }
-        )
-        for name in names:  # one column in memory at a time
-            # the spill is mapped again for each column: the pages a column touched leave this
-            # process's RSS with the map, instead of the whole spill adding up (a million cells'
-            # obs is several hundred MB)
-            with pa.memory_map(str(self._spill_path), "r") as source:
-                reader = pa.ipc.open_file(source)
-                column = pa.chunked_array(
-                    [reader.get_batch(i).column(name) for i in range(reader.num_record_batches)],
-                    type=reader.schema.field(name).type,
-                )
-                value = _to_anndata_column(name, column)
-                del column, reader
-            with ad.settings.override(auto_shard_zarr_v3=False):
-                write_elem(group, name, value)
-            del value
 
     def abort(self) -> None:
         """Drop everything written so far (the output path is untouched). Never raises: the
@@ -307,20 +271,3 @@ class AnnDataWriter:
     def _close_root(self) -> None:
         if isinstance(self._root, h5py.File) and self._root.id.valid:
             self._root.close()
-
-
-def _to_anndata_column(name: str, column: pa.ChunkedArray) -> Any:
-    if name == _ID_COLUMN:  # strings already: one object array, not three copies
-        return column.to_numpy().astype(object, copy=False)
-    kind = column.type
-    if pa.types.is_large_string(kind) or pa.types.is_string(kind):
-        encoded = column.dictionary_encode().combine_chunks()
-        categorical = pd.Categorical.from_codes(
-            encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32),
-            categories=pd.Index(encoded.dictionary.to_pylist(), dtype=object),
-        )
-        # sorted categories: the same cells give the same file whatever order batches came in
-        return categorical.reorder_categories(sorted(categorical.categories))
-    if pa.types.is_boolean(kind):
-        return column.to_numpy().astype(bool)
-    return column.to_numpy()

@@ -1,8 +1,8 @@
 """Cells from a SOMA Experiment (the Census, a local copy, the demo atlas), streamed in batches.
 
 Memory is bounded by the batch, not by the query: each batch reads its own obs rows and X
-coordinates with TileDB read buffers sized to the batch (tiledbsoma's defaults, 1 GiB in the
-Census settings, would dominate the footprint otherwise), and the next batch is read on a
+coordinates with small TileDB read buffers, converted read by read (tiledbsoma's defaults, 1 GiB
+in the Census settings, would dominate the footprint otherwise), and the next batch is read on a
 background thread while the current one is consumed.
 """
 
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import tiledbsoma as soma
 
 from atlasprep.errors import InputFormatError, SourceError, UsageError
-from atlasprep.sources._csr import RowMap, tables_to_csr
+from atlasprep.sources._csr import RowMap, sized_tables_to_csr, tables_to_csr
 from atlasprep.sources.base import NNZ_PER_CELL, CellBatch, SourceInfo, plan_chunks
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 from atlasprep.sources.where import arrow_column_type, check_columns, check_types, columns_of
@@ -33,9 +33,10 @@ log = logging.getLogger("atlasprep.sources")
 
 _MiB = 1024**2
 # batches read ahead of the consumer: one, read while the consumer works on its batch. Each
-# batch in flight costs its TileDB buffers, its Arrow tables and its CSR matrix (about 400 MB
-# for 8,192 Census-density cells), and a second read ahead gained no speed on 2 cores
-# (a 43,588-cell slice read: 1,672 MB peak with two ahead and an 8x budget, 930 MB with one and 2x).
+# batch in flight costs its CSR matrix (8 bytes a value), one incomplete read's tables and
+# TileDB's tiles (it cost its whole Arrow tables too, about 400 MB for 8,192 Census-density
+# cells, before reads were converted one by one), and a second read ahead gained no speed on
+# 2 cores (a 43,588-cell slice read: 1,672 MB peak with two ahead and an 8x budget, 930 MB with one and 2x).
 READ_AHEAD = 1
 # A gene selection is read as TileDB column ranges only while it is at most this share of X's
 # columns; beyond that every column is read and the rest dropped while converting, which costs
@@ -44,20 +45,24 @@ RANGES_UP_TO = 0.5
 
 
 def tiledb_config_for_batches(batch_size: int, *, mean_nnz_per_cell: int = NNZ_PER_CELL) -> dict[str, Any]:
-    """TileDB settings whose read buffers fit a batch of ``batch_size`` cells.
+    """TileDB settings for reading batches of ``batch_size`` cells.
 
     tiledbsoma allocates ``soma.init_buffer_bytes`` for each column it reads (two int64
-    coordinates and the value for X), so one buffer holds one batch's worth of 8-byte values at
-    a typical Census density, with a floor for small batches. A denser batch is read in several
-    incomplete reads, which tiledbsoma handles: it costs time, never memory. TileDB's reader
-    keeps its tiles within ``sm.mem.total_budget``, twice a buffer.
+    coordinates and the value for X); a batch that does not fit is read in several incomplete
+    reads, each converted and released before the next (:mod:`atlasprep.sources._csr`), so a
+    buffer needs to hold only an eighth of a batch at a typical Census density (8 MiB at the
+    default 4,096 cells; 64 MiB buffers cost about 100 MB more a batch, with no speed gain
+    measurable on a shared 2-core machine). TileDB's reader keeps its tiles within
+    ``sm.mem.total_budget``, twice a whole batch's buffer, as before: the tile offsets of a
+    large array must fit in it.
     """
     per_column = batch_size * mean_nnz_per_cell * 8
-    buffer = int(min(max(per_column, 16 * _MiB), 256 * _MiB))
+    batch_buffer = int(min(max(per_column, 16 * _MiB), 256 * _MiB))
+    buffer = int(min(max(per_column // 8, 8 * _MiB), 32 * _MiB))
     return {
         "soma.init_buffer_bytes": buffer,
         "py.init_buffer_bytes": buffer,
-        "sm.mem.total_budget": 2 * buffer,
+        "sm.mem.total_budget": 2 * batch_buffer,
         "sm.mem.reader.sparse_global_order.ratio_array_data": 0.3,
     }
 
@@ -170,31 +175,37 @@ class SomaSource:
         if var_positions is not None:  # X column -> output column
             col_lut = np.full(int(self._X.shape[1]), -1, dtype=np.int64)
             col_lut[var_positions] = np.arange(len(var_positions))
-        chunks = self._plan_chunks(positions, batch_size)
+        chunks, sizes = self._plan_chunks(positions, batch_size)
         if not chunks:
             return
+        if var_positions is not None:
+            sizes = [None] * len(chunks)  # nnz counts every gene: no use for a gene selection
         by_range = var_positions is not None and len(var_positions) <= RANGES_UP_TO * self._X.shape[1]
         # Reads run ahead on worker threads (TileDB releases the GIL), at most READ_AHEAD batches
         # in flight, so the next batches load while this one is consumed, in order.
         with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="atlasprep-soma") as pool:
             pending: deque[Future[CellBatch]] = deque()
-            for chunk in chunks:
-                pending.append(
-                    pool.submit(
-                        self._read, chunk, columns, var_positions if by_range else None, col_lut, n_var
-                    )
-                )
+            for chunk, size in zip(chunks, sizes, strict=True):
+                ranges = var_positions if by_range else None
+                pending.append(pool.submit(self._read, chunk, columns, ranges, col_lut, n_var, size))
                 if len(pending) > READ_AHEAD:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
 
-    def _plan_chunks(self, positions: np.ndarray, batch_size: int) -> list[np.ndarray]:
-        """Batches within the cell and value budgets, from the Census ``nnz`` column where obs has it."""
+    def _plan_chunks(
+        self, positions: np.ndarray, batch_size: int
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """Batches within the cell and value budgets, from the Census ``nnz`` column where obs
+        has it, with each batch's values per cell (None where obs has no usable ``nnz``)."""
         nnz = None
         if "nnz" in self._obs_columns:
             nnz = self.obs_values(positions, ["nnz"])["nnz"].to_numpy(dtype=np.float64)
-        return plan_chunks(positions, batch_size, nnz)
+        chunks = plan_chunks(positions, batch_size, nnz)
+        if nnz is None or not (np.all(np.isfinite(nnz)) and np.all(nnz >= 0)):
+            return chunks, [None] * len(chunks)
+        ends = np.cumsum([len(c) for c in chunks])
+        return chunks, list(np.split(nnz.astype(np.int64), ends[:-1]))
 
     def _read(
         self,
@@ -203,14 +214,21 @@ class SomaSource:
         var_positions: np.ndarray | None,
         col_lut: np.ndarray | None,
         n_var: int,
+        sizes: np.ndarray | None = None,
     ) -> CellBatch:
         """The cells of ``chunk``: X read at ``var_positions`` (None: every column), converted
-        through ``col_lut``."""
+        through ``col_lut``; ``sizes``: each cell's values (obs ``nnz``), when known."""
         obs = self._exp.obs.read(coords=(chunk,), column_names=columns).concat()
         obs = _in_order(obs, chunk)
         coords = (chunk,) if var_positions is None else (chunk, var_positions)
-        tables = list(self._X.read(coords=coords).tables())
-        X = tables_to_csr(tables, RowMap(chunk), len(chunk), n_var, col_lut)
+        # each incomplete read is converted and released before the next (never a list of them)
+        X = None
+        if sizes is not None:
+            X = sized_tables_to_csr(
+                self._X.read(coords=coords).tables(), RowMap(chunk), len(chunk), n_var, sizes
+            )
+        if X is None:  # no sizes, or obs nnz was wrong: a second read, converted table by table
+            X = tables_to_csr(self._X.read(coords=coords).tables(), RowMap(chunk), len(chunk), n_var, col_lut)
         return CellBatch(cell_ids=chunk.astype(str), obs=obs, X=X)
 
     def _check_columns(self, columns: Sequence[str]) -> None:
@@ -250,8 +268,11 @@ class SomaSource:
             return []
         column = self._exp.obs.read(coords=(positions,), column_names=["dataset_id"]).concat()["dataset_id"]
         if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        return sorted(str(v) for v in pc.unique(column).to_pylist() if v is not None)
+            column = column.unify_dictionaries()
+        distinct = pc.unique(column)  # of the codes, for a dictionary column: no string a cell
+        if pa.types.is_dictionary(distinct.type):
+            distinct = distinct.cast(distinct.type.value_type)
+        return sorted(str(v) for v in distinct.to_pylist() if v is not None)
 
     def citations(self, positions: np.ndarray) -> list[dict[str, Any]]:
         """The Census datasets the cells at ``positions`` come from, with what CELLxGENE asks
