@@ -148,12 +148,21 @@ def test_read_buffers_are_small_and_the_reader_budget_unchanged():
     assert tiledb_config_for_batches(100_000)["soma.init_buffer_bytes"] == 32 * 2**20
 
 
-def test_heap_threshold_is_fixed_on_glibc():
-    """glibc's mmap threshold is fixed (freed batch buffers go back to the system); elsewhere
-    nothing is changed and the call says so."""
+def test_heap_policies_apply_on_glibc_and_can_be_left_out(monkeypatch):
+    """glibc's mmap threshold is fixed for slice, one kept heap for tokenize; elsewhere, or
+    with ATLASPREP_MALLOC=system, nothing is changed and the calls say so."""
+    from atlasprep import _heap
+
     expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert map_large_allocations() is expected
-    assert map_large_allocations() is expected  # once a process: the same answer after
+    assert _heap.keep_allocations() is expected
+    monkeypatch.setenv("ATLASPREP_MALLOC", "system")
+    _heap._mallopt.cache_clear()
+    try:
+        assert map_large_allocations() is False
+        assert _heap.keep_allocations() is False
+    finally:
+        _heap._mallopt.cache_clear()
 
 
 def test_slice_holds_one_batch_and_no_ontology_while_streaming(small_census, tmp_path, monkeypatch):

@@ -241,13 +241,17 @@ def test_balanced_sampling_streams_labels_about_equally_and_resumes(stores, spec
 
 def test_a_shuffle_buffer_is_read_in_bounded_source_reads(stores, spec, monkeypatch):
     """A buffer of ``io_batch_size`` cells is read ``READ_CELLS`` cells at a time (counts in
-    memory stay one read), with the same batches as one read of the whole buffer."""
+    memory stay one read; each read's tokens stay apart), with the same batches and single cells
+    as one read of the whole buffer."""
     import atlasprep.loader.stream as stream_module
     from atlasprep.sources.soma import SomaSource
 
     def batches() -> list[tuple[list[str], list[list[int]]]]:
         dataset = StreamDataset(spec, stores["rank"], seed=2, chunk_size=16, io_batch_size=200, batch_size=50)
-        return [(list(b["cell_id"]), b["input_ids"].tolist()) for b in dataset]
+        batched = [(list(b["cell_id"]), b["input_ids"].tolist()) for b in dataset]
+        dataset.batch_size = None
+        cells = [([c["cell_id"]], [c["input_ids"].tolist()]) for c in dataset]
+        return batched + cells
 
     whole = batches()
     sizes: list[int] = []
@@ -262,4 +266,4 @@ def test_a_shuffle_buffer_is_read_in_bounded_source_reads(stores, spec, monkeypa
     monkeypatch.setattr(stream_module, "READ_CELLS", 64)
     assert batches() == whole
     assert max(sizes) == 64
-    assert sum(sizes) == 500
+    assert sum(sizes) == 2 * 500

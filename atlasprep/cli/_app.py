@@ -257,6 +257,20 @@ def _invoked(argv: list[str]) -> list[str] | None:
     return None
 
 
+def _heap_policy(invoked: list[str] | None) -> None:
+    """glibc's malloc set for the command's stage (:mod:`atlasprep._heap`), in this process of
+    its own, before any library is imported or thread started: a build (``tokenize``, a
+    recipe) reuses its batches' memory, a slice returns each batch's arrays when freed."""
+    command = (invoked or [""])[0]
+    if command in ("tokenize", "run", "slice"):
+        from atlasprep import _heap
+
+        if command == "slice":
+            _heap.map_large_allocations()
+        else:
+            _heap.keep_allocations()
+
+
 def _command_words(argv: list[str]) -> list[str]:
     """The command (and a group's subcommand, ``align barcodes``) that ``argv`` names."""
     words = [a for a in argv if not a.startswith("-")][:2]
@@ -276,7 +290,9 @@ def main() -> None:
         print(f"atlasprep {__version__}")
         sys.exit(0)
     _for_pipes()
-    register_commands(_invoked(argv))
+    invoked = _invoked(argv)
+    _heap_policy(invoked)
+    register_commands(invoked)
     gc.freeze()
     gc.enable()
     try:

@@ -236,11 +236,11 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         for read, rows in self._reads(consumer, skip):
             if self.batch_size is None:
                 self._consumed += len(rows)
-                yield from single_cells([(read.piece, np.arange(len(rows)), rows)], len(rows), self.columns)
+                yield from single_cells(read.found(rows, np.arange(len(rows))), len(rows), self.columns)
                 continue
             while len(rows):  # a batch may straddle two reads
                 take = rows[: self.batch_size - held]
-                pending.append((read.piece, np.arange(held, held + len(take)), take))
+                pending.extend(read.found(take, np.arange(held, held + len(take))))
                 held += len(take)
                 rows = rows[len(take) :]
                 if held == self.batch_size:
@@ -317,8 +317,6 @@ def _plan_cells(
     gene_column: str | None,
 ) -> _Planned:
     """What a dataset reads, settled once in the main process (see :class:`_Planned`)."""
-    from atlasprep.tokenize.api import TokenizeConfig, _layout
-
     source = open_source(spec)
     try:
         selection = select(spec, source)
@@ -330,6 +328,10 @@ def _plan_cells(
         if absent:
             raise UsageError(f"columns = {absent!r}: not obs columns of the source")
         if splitting.get("split_by"):
+            # the store build's own layout; imported only here (the build's modules and scipy's
+            # graph routines add a tenth of a second to a stream's start-up otherwise)
+            from atlasprep.tokenize.api import TokenizeConfig, _layout
+
             config = TokenizeConfig(source=spec, out=Path(os.devnull), seed=seed, **splitting)
             _, layout = _layout(config, view, positions)
             if split not in layout.names:

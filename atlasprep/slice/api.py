@@ -14,12 +14,11 @@ import scipy.sparse as sp
 
 from atlasprep import __version__
 from atlasprep._checks import check_names, invalid
-from atlasprep._heap import map_large_allocations
 from atlasprep._jit import warm_up
 from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 from atlasprep.ontology._parser import release_ontologies
-from atlasprep.provenance import PROVENANCE_KEY, new_step, now, source_inputs, steps_json
+from atlasprep.provenance import PROVENANCE_KEY, hash_ahead, new_step, now, source_inputs, steps_json
 from atlasprep.slice.writer import AnnDataWriter, StoreFormat, x_dataset_kwargs
 from atlasprep.sources import (
     DEFAULT_BATCH_SIZE,
@@ -99,7 +98,6 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
     """Resolve the filter, select and sample cells, and stream them to ``config.out``."""
     started = time.perf_counter()
     _check(config)
-    map_large_allocations()  # a batch's buffers go back to the system when freed (atlasprep._heap)
     warm_up()  # numba's one-off start-up (the COO -> CSR kernels), while terms resolve and obs is read
     spec = config.source
     resolved = resolve(spec)  # first: a bad term fails before anything remote is opened
@@ -115,6 +113,7 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
                 t.n_descendants,
             )
     source = open_source(spec)
+    hash_ahead(spec.inputs)  # the provenance record's digests, while the cells are read
     try:
         selection = select(spec, source, resolved=resolved)
         release_ontologies()  # the terms are resolved: their files' memory serves the stream

@@ -114,6 +114,14 @@ class CellSource(Protocol):
 
 
 NNZ_PER_CELL = 2_000  # the stored values a batch budgets per cell
+_MiB = 1024**2
+
+
+def read_buffer_bytes(batch_size: int, mean_nnz_per_cell: int = NNZ_PER_CELL) -> int:
+    """The TileDB read buffer of one X column for batches of ``batch_size`` cells: an eighth of
+    a batch's 8-byte values at a typical Census density, 8 to 32 MiB (each incomplete read is
+    converted and released before the next, :mod:`atlasprep.sources.soma`)."""
+    return int(min(max(batch_size * mean_nnz_per_cell * 8 // 8, 8 * _MiB), 32 * _MiB))
 
 
 def plan_chunks(positions: np.ndarray, batch_size: int, nnz: np.ndarray | None = None) -> list[np.ndarray]:

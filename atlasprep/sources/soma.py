@@ -23,7 +23,7 @@ import tiledbsoma as soma
 
 from atlasprep.errors import InputFormatError, SourceError, UsageError
 from atlasprep.sources._csr import RowMap, sized_tables_to_csr, tables_to_csr
-from atlasprep.sources.base import NNZ_PER_CELL, CellBatch, SourceInfo, plan_chunks
+from atlasprep.sources.base import NNZ_PER_CELL, CellBatch, SourceInfo, plan_chunks, read_buffer_bytes
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 from atlasprep.sources.where import arrow_column_type, check_columns, check_types, columns_of
 
@@ -58,7 +58,7 @@ def tiledb_config_for_batches(batch_size: int, *, mean_nnz_per_cell: int = NNZ_P
     """
     per_column = batch_size * mean_nnz_per_cell * 8
     batch_buffer = int(min(max(per_column, 16 * _MiB), 256 * _MiB))
-    buffer = int(min(max(per_column // 8, 8 * _MiB), 32 * _MiB))
+    buffer = read_buffer_bytes(batch_size, mean_nnz_per_cell)
     return {
         "soma.init_buffer_bytes": buffer,
         "py.init_buffer_bytes": buffer,
