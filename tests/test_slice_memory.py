@@ -244,3 +244,15 @@ def test_obs_strings_are_written_in_slices_as_anndata_writes_them(tmp_path, monk
     if suffix == "h5ad":
         ours.close()
         theirs.close()
+
+
+def test_each_command_gets_its_heap_policy_before_it_loads(monkeypatch):
+    from atlasprep import _heap
+    from atlasprep.cli import _app
+
+    called: list[str] = []
+    monkeypatch.setattr(_heap, "keep_allocations", lambda: called.append("keep"))
+    monkeypatch.setattr(_heap, "map_large_allocations", lambda: called.append("map"))
+    for command in (["tokenize"], ["run"], ["slice"], ["validate"], None):
+        _app._heap_policy(command)
+    assert called == ["keep", "keep", "map"]
