@@ -44,5 +44,6 @@ def launch(argv: Sequence[str]) -> Launched:
         raise SystemExit(f"launcher failed: {proc.stderr.strip()[-300:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     if report["code"] != 0:
-        raise SystemExit(f"{argv[:3]} failed with exit code {report['code']}")
+        said = proc.stderr.strip().splitlines()[-1:] or ["(nothing on stderr)"]
+        raise SystemExit(f"{argv[:3]} failed with exit code {report['code']}: {said[0][-300:]}")
     return Launched(wall=report["wall"], peak_rss_mb=report["peak_rss_mb"], stdout=report["stdout"])
