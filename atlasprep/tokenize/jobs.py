@@ -156,9 +156,7 @@ def run_encode_job(
                 table = _with_segments(job, table, paired, job.positions[cells], splice_paired)
             if config.drop_empty and empty.any():
                 table, codes, slots = table.filter(pa.array(~empty)), codes[~empty], slots[~empty]
-            if (new := term_ids(table) - tally.term_ids) and not owned:  # (a worker's are not labelled)
-                labels_ahead(new)  # the manifest's labels: the ontologies load while cells are encoded
-            tally.term_ids |= new
+            tally.add_terms(table, look_up=not owned)  # (a worker's are not labelled)
             collect()
             path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
             pending = writing.submit(_spill_batch, job, table, path, codes, slots)
@@ -195,6 +193,14 @@ class _Tally:
         empty = np.asarray(encoded.n_genes == 0)
         self.n_empty += int(empty.sum())
         return empty
+
+    def add_terms(self, table: pa.Table, *, look_up: bool) -> None:
+        """Note a batch's term IDs; new ones have their labels looked up ahead (``look_up``):
+        the manifest's labels, their ontologies loading while cells are encoded."""
+        new = term_ids(table) - self.term_ids
+        if new and look_up:
+            labels_ahead(new)
+        self.term_ids |= new
 
     def result(self, spills: list[Spill]) -> EncodeResult:
         truncated = tuple(int(n) for n in self.truncated)
