@@ -156,10 +156,7 @@ def _piece(
     counts = np.zeros(n_rows + 1, dtype=np.int64)
     for ids, offset, lut, cols, _ in parts:
         _count(ids, offset, lut, cols, cmap, counts)
-    indptr = np.cumsum(counts)
-    fill = indptr[:-1].copy()
-    indices = np.empty(indptr[-1], dtype=np.int32)
-    values = np.empty(indptr[-1], dtype=np.float32)
+    indptr, fill, indices, values = _empty_csr(counts[1:])  # (_count adds row r's at r + 1)
     canonical = True
     for ids, offset, lut, cols, data in parts:
         canonical &= _scatter(ids, offset, lut, cols, cmap, data, indptr, fill, indices, values) == 1

@@ -121,7 +121,8 @@ def read_buffer_bytes(batch_size: int, mean_nnz_per_cell: int = NNZ_PER_CELL) ->
     """The TileDB read buffer of one X column for batches of ``batch_size`` cells: an eighth of
     a batch's 8-byte values at a typical Census density, 8 to 32 MiB (each incomplete read is
     converted and released before the next, :mod:`atlasprep.sources.soma`)."""
-    return int(min(max(batch_size * mean_nnz_per_cell * 8 // 8, 8 * _MiB), 32 * _MiB))
+    eighth = batch_size * mean_nnz_per_cell  # an eighth of the batch's values at 8 bytes each
+    return int(min(max(eighth, 8 * _MiB), 32 * _MiB))
 
 
 def plan_chunks(positions: np.ndarray, batch_size: int, nnz: np.ndarray | None = None) -> list[np.ndarray]:
