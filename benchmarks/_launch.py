@@ -10,12 +10,13 @@ reports its wall time (imports and start-up included) and peak RSS.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Launched", "launch"]
+__all__ = ["Launched", "launch", "launch_report"]
 
 _LAUNCHER = """
 import json, os, subprocess, sys, time
@@ -35,15 +36,27 @@ class Launched:
     stdout: str
 
 
-def launch(argv: Sequence[str]) -> Launched:
-    """Run ``argv`` from a small launcher; raise ``SystemExit`` naming the command if it fails."""
+def launch_report(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[int, Launched, str]:
+    """Run ``argv`` from a small launcher (with ``env`` added to this environment): its exit
+    code, what it measured, and its stderr."""
     proc = subprocess.run(
-        [sys.executable, "-c", _LAUNCHER, *argv], capture_output=True, text=True, check=False
+        [sys.executable, "-c", _LAUNCHER, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env} if env else None,
     )
     if proc.returncode != 0 or not proc.stdout.strip():
         raise SystemExit(f"launcher failed: {proc.stderr.strip()[-300:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    if report["code"] != 0:
-        said = proc.stderr.strip().splitlines()[-1:] or ["(nothing on stderr)"]
-        raise SystemExit(f"{argv[:3]} failed with exit code {report['code']}: {said[0][-300:]}")
-    return Launched(wall=report["wall"], peak_rss_mb=report["peak_rss_mb"], stdout=report["stdout"])
+    launched = Launched(wall=report["wall"], peak_rss_mb=report["peak_rss_mb"], stdout=report["stdout"])
+    return report["code"], launched, proc.stderr
+
+
+def launch(argv: Sequence[str]) -> Launched:
+    """Run ``argv`` from a small launcher; raise ``SystemExit`` naming the command if it fails."""
+    code, launched, stderr = launch_report(argv)
+    if code != 0:
+        said = stderr.strip().splitlines()[-1:] or ["(nothing on stderr)"]
+        raise SystemExit(f"{argv[:3]} failed with exit code {code}: {said[0][-300:]}")
+    return launched

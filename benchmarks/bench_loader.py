@@ -28,20 +28,22 @@ Each runs epoch after epoch (``set_epoch`` where the loader has it; workers pers
 allows) for ``--seconds`` (or ``--batches``), in a fresh process started from this small one;
 the clock starts at the first batch (the time to it is ``startup``). ``--rounds N`` repeats the
 sequence N times, interleaved: medians and ranges. Tokens are counted in numpy, torch runs one
-intra-op thread (its OpenMP pool stalls on a busy 2-core machine). Memory is sampled every 0.1 s
-over the process and its workers: ``rss`` sums resident sets, ``pss`` splits shared pages.
+intra-op thread (its OpenMP pool stalls on a busy 2-core machine). Each run's process starts from
+a small launcher: with no workers its peak RSS is the launcher's ``wait4`` figure (both columns);
+with workers, memory is sampled every 0.1 s over the process and its workers: ``rss`` sums
+resident sets, ``pss`` splits shared pages.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ sys.path.insert(0, str(HERE))
 import _annbatch  # noqa: E402  (numpy only at import: this script also runs in annbatch's environment)
 from _epochs import epochs  # noqa: E402
 from _inputs import census_for, token_store  # noqa: E402  (bench_stream's too, through this module)
+from _launch import launch_report  # noqa: E402
 from _loader_report import report, sampling_overhead  # noqa: E402
 from _memory import PeakMemory  # noqa: E402  (also bench_stream's, through this module)
 
@@ -203,7 +206,12 @@ def measure(run: Run) -> Result:
     started = time.perf_counter()
     cells = tokens = batches = 0
     first = None
-    with PeakMemory() as memory:
+    # Without workers the process's own peak RSS, from its launcher's wait4, is exact and costs
+    # nothing; sampling smaps_rollup every 0.1 s walks the page tables under the mm lock, which
+    # slowed a 100,000-cell StreamDataset epoch by up to a sixth (13.3-13.9k against 14.0-16.8k
+    # cells/s): only runs with workers, whose processes must be summed, are sampled.
+    memory = PeakMemory() if run.workers else None
+    with memory or contextlib.nullcontext():
         for n_cells, n_tokens in LOADERS[run.name](run):
             if first is None:  # the clock starts at the first batch: startup is reported apart
                 first = time.perf_counter()
@@ -222,25 +230,30 @@ def measure(run: Run) -> Result:
         tokens=tokens,
         seconds=end - (first or end),
         startup=(first or end) - started,
-        rss_mb=memory.rss / 2**20,
-        pss_mb=memory.pss / 2**20,
+        rss_mb=memory.rss / 2**20 if memory else 0.0,
+        pss_mb=memory.pss / 2**20 if memory else 0.0,
     )
+
+
+# environment a loader's process starts with (glibc reads MALLOC_* once, at start-up)
+ENVIRONMENTS: dict[str, dict[str, str]] = {}
 
 
 def run_isolated(run: Run, script: str = __file__, python: str = sys.executable) -> Result:
     """One measurement in a fresh interpreter (``script --one``: this one, or another benchmark
-    that registers its loaders here), so its memory and warm caches are its own."""
-    proc = subprocess.run(
-        [python, script, "--one", json.dumps(asdict(run))],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    that registers its loaders here), so its memory and warm caches are its own; started from a
+    small launcher, whose ``wait4`` gives its peak RSS (reported as both RSS and PSS for a run
+    without workers: one process)."""
+    argv = [python, script, "--one", json.dumps(asdict(run))]
+    code, launched, stderr = launch_report(argv, ENVIRONMENTS.get(run.name))
+    lines = [line for line in launched.stdout.splitlines() if line.startswith("{")]
+    if code or not lines:
+        tail = (stderr or launched.stdout).strip().splitlines()[-1:] or ["no output"]
         return Result.not_run(run.name, run.workers, f"failed: {tail[0][:100]}")
-    return Result(**json.loads(lines[-1]))
+    result = Result(**json.loads(lines[-1]))
+    if run.workers:
+        return result
+    return replace(result, rss_mb=launched.peak_rss_mb, pss_mb=launched.peak_rss_mb)
 
 
 # -- inputs -------------------------------------------------------------------------------------

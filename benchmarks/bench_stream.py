@@ -18,9 +18,12 @@ and 2 DataLoader workers, each run in a fresh process:
   tiledbsoma-ml's defaults do (chunks of 64 in buffers of 65,536); ``stream-chunk256`` mixes as
   many chunks a buffer as the defaults, in smaller pieces (256 in 8,192); ``stream-stable`` is
   the defaults with the tokenizer's ``tie_order="stable"`` (genes of equal value by token id,
-  sorted by a compiled radix kernel) instead of Geneformer's own ``np.argsort`` order.
+  sorted by a compiled radix kernel) instead of Geneformer's own ``np.argsort`` order;
+  ``stream-one-arena`` is the defaults in a process started with ``MALLOC_ARENA_MAX=1`` (one
+  glibc heap for every thread: TileDB's threads reuse each other's freed pages).
 
-Memory is sampled over each process and its workers (peak RSS summed, and PSS, which splits
+With no workers, memory is the process's own peak RSS, from its launcher (both columns); with
+workers it is sampled over each process and its workers (peak RSS summed, and PSS, which splits
 shared pages); the clock starts at the first batch (the time to it is ``startup``).
 tiledbsoma-ml reads a whole 65,536-cell buffer before its first batch and serves it from
 memory, so its steady rate over a few seconds flatters it: with ``--epoch`` every loader runs
@@ -92,6 +95,8 @@ def _stream_stable(run: bl.Run) -> Iterator[tuple[int, int]]:
 
 
 bl.LOADERS["atlasprep-stream"] = _stream
+bl.LOADERS["stream-one-arena"] = _stream
+bl.ENVIRONMENTS["stream-one-arena"] = {"MALLOC_ARENA_MAX": "1"}
 bl.LOADERS["stream-stable"] = _stream_stable
 bl.LOADERS["stream-as-ml"] = _stream_as_ml
 bl.LOADERS["stream-chunk256"] = _stream_chunks_256
@@ -111,8 +116,15 @@ def main() -> None:
     parser.add_argument(
         "--loaders",
         nargs="+",
-        default=["tiledbsoma-ml", "atlasprep-stream", "stream-stable", "stream-as-ml", "stream-chunk256"],
-        choices=["tiledbsoma-ml", "atlasprep-stream", "stream-stable", "stream-as-ml", "stream-chunk256"],
+        default=["tiledbsoma-ml", "atlasprep-stream", "stream-one-arena", "stream-stable", "stream-as-ml"],
+        choices=[
+            "tiledbsoma-ml",
+            "atlasprep-stream",
+            "stream-one-arena",
+            "stream-stable",
+            "stream-as-ml",
+            "stream-chunk256",
+        ],
     )
     parser.add_argument("--work", type=Path, default=HERE / "_work")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
@@ -139,7 +151,7 @@ def main() -> None:
         seconds=opts.seconds,
         batches=opts.batches,
     )
-    for name in {"atlasprep-stream", "stream-stable"} & set(opts.loaders):
+    for name in sorted({"atlasprep-stream", "stream-stable"} & set(opts.loaders)):
         # numba compiles a kernel on its first use ever, then loads it from its on-disk cache:
         # one short unmeasured run each, so no measured run pays for compiling
         bl.run_isolated(replace(template, name=name, cells=min(opts.cells, 4096), batches=1), script=__file__)

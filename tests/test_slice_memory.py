@@ -146,6 +146,7 @@ def test_read_buffers_are_small_and_the_reader_budget_unchanged():
     assert config["soma.init_buffer_bytes"] == 8 * 2**20
     assert config["sm.mem.total_budget"] == 2 * 4_096 * 2_000 * 8  # tile offsets of a large array
     assert tiledb_config_for_batches(100_000)["soma.init_buffer_bytes"] == 32 * 2**20
+    assert "sm.mem.malloc_trim" not in config  # slice: TileDB trims the heaps (bounded peak)
 
 
 def test_heap_policies_apply_on_glibc_and_can_be_left_out(monkeypatch):

@@ -102,6 +102,12 @@ def test_the_check_sees_a_heavy_import():
     assert {"numpy", "pandas"} <= _imported(code=code)
 
 
+def test_the_loaders_import_no_anndata():
+    """A loader over a store or a SOMA source needs neither anndata nor the zarr and dask it
+    brings (0.4-0.5 s): only reading an AnnData file imports them."""
+    assert sorted(_imported(code="import atlasprep.loader") & {"anndata", "dask", "h5py"}) == []
+
+
 def test_a_cheap_command_runs_without_the_library(tmp_path, monkeypatch):
     monkeypatch.setenv("ATLASPREP_CACHE", str(tmp_path))
     assert sorted(_imported("cache", "info", "--json") & HEAVY) == []

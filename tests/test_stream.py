@@ -267,3 +267,25 @@ def test_a_shuffle_buffer_is_read_in_bounded_source_reads(stores, spec, monkeypa
     assert batches() == whole
     assert max(sizes) == 64
     assert sum(sizes) == 2 * 500
+
+
+def test_a_stream_keeps_tiledbs_freed_memory(stores, spec, monkeypatch):
+    """A StreamDataset's own source turns off TileDB's malloc_trim after each query (the next
+    read reuses the memory, not fresh pages); TileDB takes the setting and reads the same cells."""
+    from atlasprep.loader import stream
+    from atlasprep.sources import spec as spec_module
+    from atlasprep.sources.soma import tiledb_config_for_batches
+
+    assert tiledb_config_for_batches(4_096, trim=False)["sm.mem.malloc_trim"] == "false"
+    assert "sm.mem.malloc_trim" not in tiledb_config_for_batches(4_096)  # slice: bounded peak
+    opened = []
+
+    def recording(chosen, **kwargs):
+        opened.append(kwargs)
+        return spec_module.open_source(chosen, **kwargs)
+
+    monkeypatch.setattr(stream, "open_source", recording)
+    dataset = StreamDataset(spec, Tokenizer.from_store(stores["rank"]), batch_size=64)
+    streamed = sorted(_epoch(dataset, num_workers=0))
+    assert {"trim": False} in opened
+    assert streamed == sorted(str(c) for c in _store_rows(stores["rank"]))

@@ -261,7 +261,8 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         positions = self.consumer_cells(consumer)
         if skip >= len(positions):
             return
-        source = only_genes(open_source(self.spec), self.var_positions)  # this process's own handle
+        # this process's own handle; TileDB keeps freed read memory for the next read
+        source = only_genes(open_source(self.spec, trim=False), self.var_positions)
         encode = self.tokenizer.encoder(var_gene_ids(source.var(), self.gene_column))
         integer = self.tokenizer.scheme != "raw" and not self.assume_normalized
         io = self.io_batch_size

@@ -187,8 +187,10 @@ def parse_gene_list(text: str, *, where: str) -> tuple[str, ...]:
     return wanted
 
 
-def open_source(spec: SourceSpec) -> CellSource:
-    """The source a spec names: the Census/SOMA/demo, or AnnData ``inputs``."""
+def open_source(spec: SourceSpec, *, trim: bool = True) -> CellSource:
+    """The source a spec names: the Census/SOMA/demo, or AnnData ``inputs``. ``trim=False``:
+    TileDB keeps freed read memory for the next read (see
+    :func:`~atlasprep.sources.soma.tiledb_config_for_batches`)."""
     if not spec.is_named:
         raise UsageError("census, census_uri, inputs: none given; name exactly one source")
     if spec.inputs:
@@ -202,7 +204,7 @@ def open_source(spec: SourceSpec) -> CellSource:
         census=spec.census,
         census_uri=spec.census_uri,
         organism=spec.organism,
-        tiledb_config=tiledb_config_for_batches(spec.batch_size),
+        tiledb_config=tiledb_config_for_batches(spec.batch_size, trim=trim),
         X_name=spec.layer or "raw",
     )
 

@@ -15,7 +15,7 @@ from atlasprep.errors import UsageError
 from atlasprep.sources import (
     CellSource,
 )
-from atlasprep.sources.anndata import AnnDataSource, split_modality
+from atlasprep.sources._paths import split_modality
 from atlasprep.tokenize.config import DEFAULT_OBS_COLUMNS, SPECIAL_TOKENS, TokenizeConfig
 from atlasprep.tokenize.context import context_token, unknown_token
 from atlasprep.tokenize.hvg import GeneMoments
@@ -278,6 +278,8 @@ def paired_features(
 ) -> tuple[list[str], np.ndarray | None]:
     """A paired modality's features and, for ATAC, the corpus IDF (a first pass; on a runner:
     each range's counts of cells per peak, added)."""
+    from atlasprep.sources.anndata import AnnDataSource  # anndata: only for a paired file
+
     other = AnnDataSource([spec])
     try:
         features = [str(f) for f in other.var().index]

@@ -23,7 +23,6 @@ import scipy.sparse as sp
 
 from atlasprep.errors import UsageError
 from atlasprep.sources import CellBatch
-from atlasprep.sources.anndata import AnnDataSource
 from atlasprep.sources.counts import check_counts
 from atlasprep.tokenize.coverage import VocabCoverage
 from atlasprep.tokenize.fit import var_gene_ids
@@ -97,6 +96,8 @@ def _batches(
     """The cells in batches (obs: every column, for context and totals), the var's gene IDs,
     what the counts are called in messages, and the obs columns."""
     if isinstance(data, str | Path):
+        from atlasprep.sources.anndata import AnnDataSource  # a stream need not import anndata
+
         source = AnnDataSource([str(data)], layer=layer)
         var = source.var()
         columns = list(source.obs_columns)

@@ -20,7 +20,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from atlasprep.sources import CellSource, gene_positions, only_genes, open_source
-from atlasprep.sources.anndata import AnnDataSource
 from atlasprep.tokenize.config import TokenizeConfig
 from atlasprep.tokenize.encode import check_batch_counts
 from atlasprep.tokenize.hvg import block_moments
@@ -143,6 +142,8 @@ def moment_blocks(
 
 def _peaks(job: PassJob) -> np.ndarray:
     """Per feature of a paired modality, the range's cells with a nonzero value."""
+    from atlasprep.sources.anndata import AnnDataSource  # anndata: only for a paired file
+
     other = AnnDataSource([job.spec])
     try:
         return cells_with_feature(other, job.positions, job.config.source.batch_size, job.n_features)
