@@ -29,9 +29,10 @@ allows) for ``--seconds`` (or ``--batches``), in a fresh process started from th
 the clock starts at the first batch (the time to it is ``startup``). ``--rounds N`` repeats the
 sequence N times, interleaved: medians and ranges. Tokens are counted in numpy, torch runs one
 intra-op thread (its OpenMP pool stalls on a busy 2-core machine). Each run's process starts from
-a small launcher: with no workers its peak RSS is the launcher's ``wait4`` figure (both columns);
-with workers, memory is sampled every 0.1 s over the process and its workers: ``rss`` sums
-resident sets, ``pss`` splits shared pages.
+a small launcher and is timed unobserved: with no workers its peak RSS is the launcher's
+``wait4`` figure (both columns); with workers a second run samples memory every 0.1 s over the
+process and its workers (``rss`` sums resident sets, ``pss`` splits shared pages), because the
+sampling itself slows the loader.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Run:
     seconds: float
     batches: int
     device: str = "cpu"  # else atlasprep's batches go there from pinned memory
+    sample_memory: bool = False  # sample every process's memory (a run with workers, timed apart)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,11 +208,11 @@ def measure(run: Run) -> Result:
     started = time.perf_counter()
     cells = tokens = batches = 0
     first = None
-    # Without workers the process's own peak RSS, from its launcher's wait4, is exact and costs
-    # nothing; sampling smaps_rollup every 0.1 s walks the page tables under the mm lock, which
+    # Sampling smaps_rollup every 0.1 s walks each process's page tables under its mm lock: it
     # slowed a 100,000-cell StreamDataset epoch by up to a sixth (13.3-13.9k against 14.0-16.8k
-    # cells/s): only runs with workers, whose processes must be summed, are sampled.
-    memory = PeakMemory() if run.workers else None
+    # cells/s) and ShardLoader with 2 workers by 10-20%. So the timed run samples nothing; memory
+    # is the launcher's wait4 figure without workers, and a second run's samples with them.
+    memory = PeakMemory() if run.sample_memory else None
     with memory or contextlib.nullcontext():
         for n_cells, n_tokens in LOADERS[run.name](run):
             if first is None:  # the clock starts at the first batch: startup is reported apart
@@ -243,17 +245,25 @@ def run_isolated(run: Run, script: str = __file__, python: str = sys.executable)
     """One measurement in a fresh interpreter (``script --one``: this one, or another benchmark
     that registers its loaders here), so its memory and warm caches are its own; started from a
     small launcher, whose ``wait4`` gives its peak RSS (reported as both RSS and PSS for a run
-    without workers: one process)."""
+    without workers: one process). With workers, memory comes from a second, sampled run."""
+    timed, peak_rss = _isolated(replace(run, sample_memory=False), script, python)
+    if timed.note or not run.workers:
+        return timed if timed.note else replace(timed, rss_mb=peak_rss, pss_mb=peak_rss)
+    sampled, _ = _isolated(replace(run, sample_memory=True), script, python)
+    if sampled.note:
+        return sampled
+    return replace(timed, rss_mb=sampled.rss_mb, pss_mb=sampled.pss_mb)
+
+
+def _isolated(run: Run, script: str, python: str) -> tuple[Result, float]:
+    """One run from a launcher: what it measured, and its peak RSS (MB) by ``wait4``."""
     argv = [python, script, "--one", json.dumps(asdict(run))]
     code, launched, stderr = launch_report(argv, ENVIRONMENTS.get(run.name))
     lines = [line for line in launched.stdout.splitlines() if line.startswith("{")]
     if code or not lines:
         tail = (stderr or launched.stdout).strip().splitlines()[-1:] or ["no output"]
-        return Result.not_run(run.name, run.workers, f"failed: {tail[0][:100]}")
-    result = Result(**json.loads(lines[-1]))
-    if run.workers:
-        return result
-    return replace(result, rss_mb=launched.peak_rss_mb, pss_mb=launched.peak_rss_mb)
+        return Result.not_run(run.name, run.workers, f"failed: {tail[0][:100]}"), 0.0
+    return Result(**json.loads(lines[-1])), launched.peak_rss_mb
 
 
 # -- inputs -------------------------------------------------------------------------------------

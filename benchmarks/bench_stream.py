@@ -22,9 +22,10 @@ and 2 DataLoader workers, each run in a fresh process:
   ``stream-one-arena`` is the defaults in a process started with ``MALLOC_ARENA_MAX=1`` (one
   glibc heap for every thread: TileDB's threads reuse each other's freed pages).
 
-With no workers, memory is the process's own peak RSS, from its launcher (both columns); with
-workers it is sampled over each process and its workers (peak RSS summed, and PSS, which splits
-shared pages); the clock starts at the first batch (the time to it is ``startup``).
+Each run is timed unobserved. With no workers, memory is the process's own peak RSS, from its
+launcher (both columns); with workers a second run samples it over each process and its workers
+(peak RSS summed, and PSS, which splits shared pages). The clock starts at the first batch (the
+time to it is ``startup``).
 tiledbsoma-ml reads a whole 65,536-cell buffer before its first batch and serves it from
 memory, so its steady rate over a few seconds flatters it: with ``--epoch`` every loader runs
 one epoch's batches (``--cells`` / ``--batch-size``, start-up included), and the end-to-end
