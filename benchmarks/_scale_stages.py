@@ -7,13 +7,16 @@ million demo cells make a 13 GB h5ad and token stores of 6 GB and more, and a to
 its spills beside it while its shards are gathered. The checks printed at the end are the
 issue's targets: time linear in cells (each stage's seconds per cell within 20% of its smallest
 size's), slice and loader peak RSS flat (within 15%), and tokenize's RSS growth per cell
-against the bytes a cell the README documents for the global shuffle.
+against the bytes a cell the README documents for the global shuffle. With ``repeat`` above 1
+each stage runs that many times at each size (its output removed between runs), and the table
+holds the medians of its times and peaks, with their ranges.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +46,35 @@ _DONE_WITH = {
     "tokenize bin": "bin",
     "loader epoch (rank)": "rank",
 }
+# what each stage writes (removed before the same stage runs again)
+_OUTPUT = {
+    "slice → h5ad": "slice.h5ad",
+    "slice → zarr": "slice.zarr",
+    "tokenize rank": "rank",
+    "loader epoch (rank)": "nothing",
+    "tokenize bin": "bin",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Measured:
     stage: str
     cells: int
-    seconds: float
-    peak_rss_mb: float
+    seconds: float  # the median of the runs
+    peak_rss_mb: float  # the median of the runs
+    seconds_range: tuple[float, float] = (0.0, 0.0)
+    rss_range: tuple[float, float] = (0.0, 0.0)
+
+    @classmethod
+    def of_runs(cls, stage: str, cells: int, walls: list[float], peaks: list[float]) -> Measured:
+        return cls(
+            stage,
+            cells,
+            statistics.median(walls),
+            statistics.median(peaks),
+            (min(walls), max(walls)),
+            (min(peaks), max(peaks)),
+        )
 
 
 def _commands(census: Path, cells: int, work: Path, dictionaries: Path) -> dict[str, list[str]]:
@@ -89,10 +113,15 @@ STAGE_NAMES = {
 
 
 def run_stages(
-    census: Path, total: int, work: Path, dictionaries: Path, stages: list[str] | None = None
+    census: Path,
+    total: int,
+    work: Path,
+    dictionaries: Path,
+    stages: list[str] | None = None,
+    repeat: int = 1,
 ) -> list[Measured]:
-    """Every stage (or those ``stages`` names) at a quarter, a half and all of ``total`` cells;
-    printed as they finish."""
+    """Every stage (or those ``stages`` names) at a quarter, a half and all of ``total`` cells,
+    ``repeat`` times each; printed as they finish."""
     unknown = sorted(set(stages or ()) - set(STAGE_NAMES))
     if unknown:
         raise SystemExit(f"unknown stages {unknown}; known: {', '.join(STAGE_NAMES)}")
@@ -106,19 +135,36 @@ def run_stages(
         for stage, command in _commands(census, cells, work, dictionaries).items():
             if stage not in chosen:
                 continue
-            # the stage before's writes reach the disk first: its writeback is not timed in this one
-            # (the rank store's loader epoch ran 3x slower while the slices' 20 GB were flushed)
-            os.sync()
-            launched = launch(command)
-            results.append(Measured(stage, cells, launched.wall, launched.peak_rss_mb))
-            print(
-                f"{stage:<22} {cells:>9,} cells {launched.wall:8.1f} s "
-                f"{cells / launched.wall:>9,.0f} cells/s peak RSS {launched.peak_rss_mb:7,.0f} MB",
-                flush=True,
-            )
+            results.append(_measure(stage, cells, command, work, repeat))
             _remove(work / _DONE_WITH[stage])
     _remove(work)
     return results
+
+
+def _measure(stage: str, cells: int, command: list[str], work: Path, repeat: int) -> Measured:
+    """``command`` run ``repeat`` times from the launcher (its output removed between runs);
+    printed."""
+    walls, peaks = [], []
+    for k in range(repeat):
+        if k:
+            _remove(work / _OUTPUT[stage])
+        # the stage before's writes reach the disk first: its writeback is not timed in this one
+        # (the rank store's loader epoch ran 3x slower while the slices' 20 GB were flushed)
+        os.sync()
+        launched = launch(command)
+        walls.append(launched.wall)
+        peaks.append(launched.peak_rss_mb)
+    measured = Measured.of_runs(stage, cells, walls, peaks)
+    (fast, slow), (low, high) = measured.seconds_range, measured.rss_range
+    spread = (
+        f" (median of {repeat}: {fast:.1f}-{slow:.1f} s, {low:,.0f}-{high:,.0f} MB)" if repeat > 1 else ""
+    )
+    print(
+        f"{stage:<22} {cells:>9,} cells {measured.seconds:8.1f} s {cells / measured.seconds:>9,.0f} "
+        f"cells/s peak RSS {measured.peak_rss_mb:7,.0f} MB{spread}",
+        flush=True,
+    )
+    return measured
 
 
 def report(results: list[Measured]) -> None:

@@ -1,7 +1,7 @@
 """Scale: every stage at a quarter, a half and all of a large demo census; or the demo recipe
 locally and on Dask (N workers), with the speed-up over local.
 
-    python benchmarks/bench_scale.py --cells 1000000          # the stage table (census built, cached)
+    python benchmarks/bench_scale.py --cells 1000000 [--repeat 3]   # the stage table (census built, cached)
     python benchmarks/bench_scale.py --executor local --cells 24000 [--repeat 1]
     python benchmarks/bench_scale.py --executor dask --workers 1 2 4 8 [--cells 200000]
     python benchmarks/bench_scale.py --executor dask --workers 2 --set tokenize.scheme=bin \
@@ -82,7 +82,9 @@ def main() -> None:
 
         census = bench_loader.census_for(opts.cells, HERE / "_work")
         work = HERE / "_work" / "scale-stages"
-        report(run_stages(census, opts.cells, work, opts.dictionaries, stages=opts.stages))
+        report(
+            run_stages(census, opts.cells, work, opts.dictionaries, stages=opts.stages, repeat=opts.repeat)
+        )
         return
     work = HERE / "_work" / "scale"
     # build the demo atlas (cached) outside the timings
