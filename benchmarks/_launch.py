@@ -25,7 +25,8 @@ child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)
 out = child.stdout.read()
 _, status, usage = os.wait4(child.pid, 0)
 print(json.dumps({"wall": time.perf_counter() - start, "code": os.waitstatus_to_exitcode(status),
-                  "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": out}))
+                  "peak_rss_mb": usage.ru_maxrss / 1024, "disk_read_mb": usage.ru_inblock * 512 / 2**20,
+                  "stdout": out}))
 """
 
 
@@ -34,6 +35,7 @@ class Launched:
     wall: float  # seconds from the command's start to its exit
     peak_rss_mb: float  # the command's own peak RSS (Linux reports KiB)
     stdout: str
+    disk_read_mb: float = 0.0  # what it read from the disk, not the page cache (ru_inblock)
 
 
 def launch_report(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[int, Launched, str]:
@@ -49,7 +51,12 @@ def launch_report(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     if proc.returncode != 0 or not proc.stdout.strip():
         raise SystemExit(f"launcher failed: {proc.stderr.strip()[-300:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    launched = Launched(wall=report["wall"], peak_rss_mb=report["peak_rss_mb"], stdout=report["stdout"])
+    launched = Launched(
+        wall=report["wall"],
+        peak_rss_mb=report["peak_rss_mb"],
+        stdout=report["stdout"],
+        disk_read_mb=report["disk_read_mb"],
+    )
     return report["code"], launched, proc.stderr
 
 

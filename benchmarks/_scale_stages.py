@@ -144,7 +144,7 @@ def run_stages(
 def _measure(stage: str, cells: int, command: list[str], work: Path, repeat: int) -> Measured:
     """``command`` run ``repeat`` times from the launcher (its output removed between runs);
     printed."""
-    walls, peaks = [], []
+    walls, peaks, disk = [], [], []
     for k in range(repeat):
         if k:
             _remove(work / _OUTPUT[stage])
@@ -154,6 +154,7 @@ def _measure(stage: str, cells: int, command: list[str], work: Path, repeat: int
         launched = launch(command)
         walls.append(launched.wall)
         peaks.append(launched.peak_rss_mb)
+        disk.append(launched.disk_read_mb)
     measured = Measured.of_runs(stage, cells, walls, peaks)
     (fast, slow), (low, high) = measured.seconds_range, measured.rss_range
     spread = (
@@ -161,7 +162,7 @@ def _measure(stage: str, cells: int, command: list[str], work: Path, repeat: int
     )
     print(
         f"{stage:<22} {cells:>9,} cells {measured.seconds:8.1f} s {cells / measured.seconds:>9,.0f} "
-        f"cells/s peak RSS {measured.peak_rss_mb:7,.0f} MB{spread}",
+        f"cells/s peak RSS {measured.peak_rss_mb:7,.0f} MB, read from disk {max(disk):,.0f} MB{spread}",
         flush=True,
     )
     return measured
