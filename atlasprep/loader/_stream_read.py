@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from atlasprep.loader._gather import Found
-from atlasprep.loader._window import Piece
+from atlasprep.loader._window import Piece, locate
 from atlasprep.loader.collate import encode_labels
 from atlasprep.sources import CellBatch, CellSource
 from atlasprep.sources.counts import check_counts
@@ -39,14 +39,7 @@ class Read:
         of the piece) for each piece that holds some of them."""
         if len(self.pieces) == 1:
             return [(self.pieces[0], places, cells)]
-        firsts = np.array([p.first for p in self.pieces], dtype=np.int64)
-        which = np.searchsorted(firsts, cells, side="right") - 1
-        parts = []
-        for k in np.unique(which).tolist():  # once per piece, not per cell
-            picked = np.flatnonzero(which == k)
-            piece = self.pieces[k]
-            parts.append((piece, places[picked], cells[picked] - piece.first))
-        return parts
+        return [(piece, places[rows], within) for piece, rows, within in locate(self.pieces, cells)]
 
 
 def read_cells(

@@ -7,12 +7,12 @@ come is past its end.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Piece", "Window"]
+__all__ = ["Piece", "Window", "locate"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,11 +47,17 @@ class Window:
 
     def locate(self, positions: np.ndarray) -> list[tuple[Piece, np.ndarray, np.ndarray]]:
         """For each piece holding some of ``positions``: (piece, rows in ``positions``, rows in piece)."""
-        firsts = np.array([p.first for p in self._pieces], dtype=np.int64)
-        which = np.searchsorted(firsts, positions, side="right") - 1
-        found = []
-        for k in np.unique(which):  # once per piece, not per cell
-            rows = np.flatnonzero(which == k)
-            piece = self._pieces[int(k)]
-            found.append((piece, rows, positions[rows] - piece.first))
-        return found
+        return locate(self._pieces, positions)
+
+
+def locate(pieces: Sequence[Piece], positions: np.ndarray) -> list[tuple[Piece, np.ndarray, np.ndarray]]:
+    """For each of ``pieces`` (in sequence order) holding some of ``positions``: (piece, rows in
+    ``positions``, rows in the piece)."""
+    firsts = np.array([p.first for p in pieces], dtype=np.int64)
+    which = np.searchsorted(firsts, positions, side="right") - 1
+    found = []
+    for k in np.unique(which).tolist():  # once per piece, not per cell
+        rows = np.flatnonzero(which == k)
+        piece = pieces[k]
+        found.append((piece, rows, positions[rows] - piece.first))
+    return found
