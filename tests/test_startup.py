@@ -50,8 +50,9 @@ _RUN = (
 )
 
 
-def _imported(*args: str, code: str = _RUN) -> set[str]:
-    """The top-level packages a fresh ``python -X importtime`` process imports."""
+def _imported(*args: str, code: str = _RUN, top: bool = True) -> set[str]:
+    """The top-level packages (``top=False``: the modules) a fresh ``python -X importtime``
+    process imports."""
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code, *args], capture_output=True, text=True, check=False
     )
@@ -63,7 +64,7 @@ def _imported(*args: str, code: str = _RUN) -> set[str]:
         elif line.startswith("modules: "):
             at_exit.update(line.split()[1:])
     assert timed, "no -X importtime lines parsed"
-    return {m.partition(".")[0] for m in timed | at_exit}
+    return {m.partition(".")[0] for m in timed | at_exit} if top else timed | at_exit
 
 
 def _commands() -> list[tuple[str, ...]]:
@@ -151,3 +152,14 @@ def test_the_light_defaults_are_the_configs():
         if name != "source":
             assert getattr(_names.TOKENIZE_DEFAULTS, name) == getattr(config, name), name
     assert _names.TOKENIZE_DEFAULTS.source == _names.SOURCE_DEFAULTS
+
+
+def test_a_build_without_linked_groups_imports_no_graph_code(small_census, tmp_path):
+    """scipy's csgraph (and the LAPACK it brings, 0.1 s) loads only for ``--split-by``: the one
+    step that needs connected components."""
+    build = ("tokenize", "--census-uri", str(small_census), "--max-cells", "200", "--shard-cells", "100")
+    whole = _imported(*build, "--all-data", "--out", str(tmp_path / "whole"), top=False)
+    assert "atlasprep.tokenize.api" in whole  # it ran the build
+    assert "scipy.sparse.csgraph" not in whole
+    linked = _imported(*build, "--split-by", "donor_id,dataset_id", "--out", str(tmp_path / "ln"), top=False)
+    assert "scipy.sparse.csgraph" in linked
