@@ -30,7 +30,8 @@ one) and one batch, whatever the selection's size; the plan itself is 8 bytes a 
 keeps the memory its reads free for the next read (no ``malloc_trim`` a query: fewer page
 faults); in a process started with ``MALLOC_ARENA_MAX=1`` glibc shares that memory between
 TileDB's threads, which halved a 100,000-cell stream's peak RSS (2.3-2.5 GB to 1.25-1.28 GB)
-and made it faster (``benchmarks/bench_stream.py``, ``stream-one-arena``).
+and made it faster (``benchmarks/bench_stream.py``, ``stream-one-arena``); in a process already
+running, ``pyarrow.set_cpu_count(1)`` before iterating gave 1.4-1.6 GB (``stream-arrow-1``).
 Each process opens its own source when it starts iterating (a TileDB handle does not survive a
 fork). Batches are the dicts ``ShardDataset`` yields; :class:`atlasprep.loader.ShardLoader` runs
 a StreamDataset through DataLoader workers, resumably, as it runs a store.
