@@ -4,17 +4,17 @@ small launcher (``_launch.py``), so each peak RSS is the command's own.
 
 Each output is removed as soon as it is measured, the rank store after its loader epoch: a
 million demo cells make a 13 GB h5ad and token stores of 6 GB and more, and a token store needs
-its spills beside it while its shards are gathered. Each size takes the same mix of the store's cells: evenly
-spaced runs of a hundredth of the store (every fourth run for a quarter, every second for a
-half), read whole, so the reads stay contiguous. A prefix (``soma_joinid < N``) would not: the
-demo census's first datasets are denser (in the million-cell store the first 250,000 cells
-average 2,481 stored genes, the rest 1,456-1,511), so a larger prefix adds cheaper cells. The
-runs give 1,667, 1,675 and 1,726 (each size's mean is printed). The checks printed at the end are the
-issue's targets: time linear in cells (each stage's seconds per cell within 20% of its smallest
-size's), slice and loader peak RSS flat (within 15%), and tokenize's RSS growth per cell
-against the bytes a cell the README documents for the global shuffle. With ``repeat`` above 1
-each stage runs that many times at each size (its output removed between runs), and the table
-holds the medians of its times and peaks, with their ranges.
+its spills beside it while its shards are gathered. Each size takes the same mix of the store's
+cells: evenly spaced runs of a hundredth of the store (every fourth run for a quarter, every
+second for a half), read whole, so the reads stay contiguous. A prefix (``soma_joinid < N``)
+would not: the demo census's first datasets are denser (in the million-cell store the first
+250,000 cells average 2,481 stored genes, the rest 1,456-1,511), so a larger prefix adds cheaper
+cells. The runs give 1,667, 1,675 and 1,726 (each size's mean is printed). The checks printed at
+the end are the issue's targets: time linear in cells (each stage's seconds per cell within 20%
+of its smallest size's), slice and loader peak RSS flat (within 15%), and tokenize's RSS growth
+per cell against the bytes a cell the README documents for the global shuffle. With ``repeat``
+above 1 each stage runs that many times at each size (its output removed between runs), and the
+table holds the medians of its times and peaks, with their ranges.
 """
 
 from __future__ import annotations
