@@ -169,7 +169,7 @@ def test_a_build_without_linked_groups_imports_no_graph_code(small_census, tmp_p
 _SEEN_AT_RUN = (
     "import gc, sys; from atlasprep.cli import _app; seen = {}\n"
     "def run(*args, **kwargs):\n"
-    "    libraries = ('atlasprep.tokenize.api', 'atlasprep.slice')\n"
+    "    libraries = ('atlasprep.tokenize.api', 'atlasprep.slice', 'atlasprep.harmonize.api')\n"
     "    seen.update(loaded=sorted(m for m in libraries if m in sys.modules),\n"
     "                collecting=gc.isenabled(), frozen=gc.get_freeze_count())\n"
     "    print(seen, flush=True)\n"
@@ -185,9 +185,10 @@ _SEEN_AT_RUN = (
     [
         (("tokenize", "--census", "demo", "--out", "x"), ["atlasprep.tokenize.api"]),
         (("slice", "--census", "demo", "--out", "x.h5ad"), ["atlasprep.slice"]),
+        (("harmonize", "in.h5ad", "--out", "out.h5ad"), ["atlasprep.harmonize.api", "atlasprep.slice"]),
         (("tokenize", "--help"), []),
     ],
-    ids=["tokenize", "slice", "help"],
+    ids=["tokenize", "slice", "harmonize", "help"],
 )
 def test_a_build_loads_its_library_before_the_collector_freeze(args, loaded):
     """A build command's library is imported with the collector off and frozen with the rest

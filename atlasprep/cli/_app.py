@@ -244,6 +244,7 @@ _GROUPS = frozenset({"align", "tokenizer", "cache"})  # commands with subcommand
 # The library a build command imports as it starts (its function imports it lazily), loaded
 # before the collector is switched back on: see _preload.
 _PRELOAD = {
+    "harmonize": ("atlasprep.harmonize.api",),
     "tokenize": ("atlasprep.tokenize.api",),
     "slice": ("atlasprep.slice",),
     "run": ("atlasprep.run",),
