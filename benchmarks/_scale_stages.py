@@ -86,10 +86,10 @@ class Measured:
 def alike(share: int, total: int) -> tuple[str, int]:
     """A filter taking every ``share``-th run of ``total // 100`` cells (all cells for 1), and
     how many cells it takes."""
-    run = max(1, total // 100)
-    starts = range(0, total, share * run)
     if share == 1:
         return f"soma_joinid < {total}", total
+    run = max(1, total // 100)
+    starts = range(0, total, share * run)
     where = " or ".join(f"(soma_joinid >= {a} and soma_joinid < {min(a + run, total)})" for a in starts)
     return where, sum(min(run, total - a) for a in starts)
 
@@ -99,7 +99,7 @@ import sys
 import tiledbsoma
 with tiledbsoma.open(sys.argv[1] + "/census_data/homo_sapiens") as experiment:
     nnz = experiment.obs.read(value_filter=sys.argv[2], column_names=["nnz"]).concat()["nnz"]
-print(sum(nnz.to_pylist()) / len(nnz))
+print(nnz.to_numpy().mean())
 """
 
 
