@@ -289,3 +289,31 @@ def test_a_stream_keeps_tiledbs_freed_memory(stores, spec, monkeypatch):
     streamed = sorted(_epoch(dataset, num_workers=0))
     assert {"trim": False} in opened
     assert streamed == sorted(str(c) for c in _store_rows(stores["rank"]))
+
+
+def test_every_source_a_stream_opens_is_released(stores, spec, monkeypatch):
+    """The sources a StreamDataset opens (one to plan, one an epoch) are freed once closed,
+    with their TileDB contexts and threads: a cache on a source's methods once kept every one
+    alive, so a process gained a context's 4 threads and its heaps each epoch (21 to 33 threads
+    and 1.4 to 2.3 GB resident over four 50,000-cell epochs)."""
+    import gc
+    import weakref
+
+    from atlasprep.loader import stream
+    from atlasprep.sources import spec as spec_module
+
+    opened: list[weakref.ref] = []
+
+    def recording(chosen, **kwargs):  # type: ignore[no-untyped-def]
+        source = spec_module.open_source(chosen, **kwargs)
+        opened.append(weakref.ref(source))
+        return source
+
+    monkeypatch.setattr(stream, "open_source", recording)
+    dataset = StreamDataset(spec, stores["rank"], seed=1, chunk_size=16, io_batch_size=96)
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        assert len(_epoch(dataset, num_workers=0)) == 500
+    gc.collect()
+    assert len(opened) == 3
+    assert [ref() for ref in opened] == [None, None, None]

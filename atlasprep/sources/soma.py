@@ -8,7 +8,6 @@ background thread while the current one is consumed.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -108,6 +107,10 @@ class SomaSource:
             raise SourceError(f"{info.uri}: X[{X_name!r}] is not a sparse array")
         self._X = X
         self._obs_columns = tuple(experiment.obs.schema.names)
+        # cached on the source itself: a functools.cache on these methods held every source
+        # (its open arrays, and its TileDB context's threads) until the process ended
+        self._var: pd.DataFrame | None = None
+        self._distinct: dict[str, Sequence[str] | None] = {}
 
     # -- metadata ---------------------------------------------------------------------------
     @property
@@ -118,8 +121,12 @@ class SomaSource:
     def n_cells(self) -> int:
         return int(self._exp.obs.count)
 
-    @functools.cache  # noqa: B019 - one source object per run; the cache dies with it
     def distinct_values(self, column: str) -> Sequence[str] | None:
+        if column not in self._distinct:
+            self._distinct[column] = self._enumeration(column)
+        return self._distinct[column]
+
+    def _enumeration(self, column: str) -> Sequence[str] | None:
         try:
             values = self._exp.obs.get_enumeration_values([column])[column]
         except Exception:  # not a dictionary column: the values are not known up front
@@ -161,12 +168,13 @@ class SomaSource:
         table = _in_order(table, positions)
         return table.select(list(columns)).to_pandas()
 
-    @functools.cache  # noqa: B019
     def var(self) -> pd.DataFrame:
-        var = self._ms.var.read().concat().to_pandas()
-        var = var.sort_values("soma_joinid").set_index("feature_id", drop=True)
-        var.index.name = None
-        return var
+        if self._var is None:
+            var = self._ms.var.read().concat().to_pandas()
+            var = var.sort_values("soma_joinid").set_index("feature_id", drop=True)
+            var.index.name = None
+            self._var = var
+        return self._var
 
     # -- streaming --------------------------------------------------------------------------
     def iter_batches(
