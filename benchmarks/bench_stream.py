@@ -20,9 +20,7 @@ and 2 DataLoader workers, each run in a fresh process:
   the defaults with the tokenizer's ``tie_order="stable"`` (genes of equal value by token id,
   sorted by a compiled radix kernel) instead of Geneformer's own ``np.argsort`` order;
   ``stream-one-arena`` is the defaults in a process started with ``MALLOC_ARENA_MAX=1`` (one
-  glibc heap for every thread: TileDB's threads reuse each other's freed pages);
-  ``stream-arrow-1`` is the defaults in a process that called ``pyarrow.set_cpu_count(1)``
-  before the dataset (a setting a running process can still make).
+  glibc heap for every thread: TileDB's threads reuse each other's freed pages).
 
 Each run is timed unobserved. With no workers, memory is the process's own peak RSS, from its
 launcher (both columns); with workers a second run samples it over each process and its workers
@@ -91,16 +89,6 @@ def _stream_chunks_256(run: bl.Run) -> Iterator[tuple[int, int]]:
     return _stream(run, chunk_size=256, io_batch_size=8192)
 
 
-def _stream_arrow_1(run: bl.Run) -> Iterator[tuple[int, int]]:
-    """StreamDataset with its defaults in a process that set Arrow's CPU thread pool to one
-    thread at run time (``pyarrow.set_cpu_count(1)``, before the dataset), unlike
-    ``MALLOC_ARENA_MAX``, which only a process's start can set."""
-    import pyarrow
-
-    pyarrow.set_cpu_count(1)
-    return _stream(run)
-
-
 def _stream_stable(run: bl.Run) -> Iterator[tuple[int, int]]:
     """StreamDataset with its defaults and ``tie_order="stable"``: ties by token id, sorted by
     the tokenizer's compiled radix kernel rather than numpy's ``argsort``."""
@@ -110,7 +98,6 @@ def _stream_stable(run: bl.Run) -> Iterator[tuple[int, int]]:
 bl.LOADERS["atlasprep-stream"] = _stream
 bl.LOADERS["stream-one-arena"] = _stream
 bl.ENVIRONMENTS["stream-one-arena"] = {"MALLOC_ARENA_MAX": "1"}
-bl.LOADERS["stream-arrow-1"] = _stream_arrow_1
 bl.LOADERS["stream-stable"] = _stream_stable
 bl.LOADERS["stream-as-ml"] = _stream_as_ml
 bl.LOADERS["stream-chunk256"] = _stream_chunks_256
@@ -135,7 +122,6 @@ def main() -> None:
             "tiledbsoma-ml",
             "atlasprep-stream",
             "stream-one-arena",
-            "stream-arrow-1",
             "stream-stable",
             "stream-as-ml",
             "stream-chunk256",

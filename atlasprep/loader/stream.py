@@ -27,14 +27,13 @@ them at 1.6 times the speed.
 Memory is the tokens of two buffers (the next one loads on a thread while this one is sent),
 the counts of a few source reads (``READ_CELLS`` cells each; TileDB's read buffers are sized to
 one) and one batch, whatever the selection's size; the plan itself is 8 bytes a cell. TileDB
-keeps the memory its reads free for the next read (no ``malloc_trim`` a query: fewer page
-faults); in a process started with ``MALLOC_ARENA_MAX=1`` glibc shares that memory between
-TileDB's threads, which halved a 100,000-cell stream's peak RSS (2.3-2.5 GB to 1.25-1.28 GB)
-and made it faster (``benchmarks/bench_stream.py``, ``stream-one-arena``); in a process already
-running, ``pyarrow.set_cpu_count(1)`` before iterating gave 1.4-1.6 GB (``stream-arrow-1``).
+keeps the memory its reads free for the next read (no ``malloc_trim`` a query: a third of the
+page faults, for about 0.2 GB more at the peak): a 100,000-cell stream peaks at 1.5 GB, 1.3 GB
+in a process started with ``MALLOC_ARENA_MAX=1`` (``benchmarks/bench_stream.py``).
 Each process opens its own source when it starts iterating (a TileDB handle does not survive a
-fork). Batches are the dicts ``ShardDataset`` yields; :class:`atlasprep.loader.ShardLoader` runs
-a StreamDataset through DataLoader workers, resumably, as it runs a store.
+fork) and closes it, with its TileDB threads, when the epoch ends. Batches are the dicts
+``ShardDataset`` yields; :class:`atlasprep.loader.ShardLoader` runs a StreamDataset through
+DataLoader workers, resumably, as it runs a store.
 """
 
 from __future__ import annotations

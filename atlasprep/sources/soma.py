@@ -59,11 +59,10 @@ def tiledb_config_for_batches(
 
     ``trim=False`` stops TileDB calling ``malloc_trim`` as each query ends (``sm.mem.malloc_trim``),
     which hands every heap's free memory back to the system, so the next read's buffers fault
-    in again, zero-filled: in four interleaved pairs of 100,000-cell StreamDataset epochs (rank,
-    no workers) 19.8-21.6k cells/s against 17.9-19.9k, 0.75-0.87M page faults against
-    1.22-1.30M, at 2.3-2.4 GB peak RSS instead of 1.5-1.6 GB (the freed memory stays with each
-    thread's heap; in a process started with ``MALLOC_ARENA_MAX=1``, 1.3 GB). For a loader, not
-    for ``slice``, whose peak is bounded.
+    in again, zero-filled: in three interleaved pairs of 100,000-cell StreamDataset epochs (rank,
+    no workers) 23.7-27.5k cells/s against 17.9-20.9k, 0.27-0.31M page faults against
+    0.83-0.95M, at 1.53-1.56 GB peak RSS instead of 1.34-1.36 GB (the freed memory stays with
+    each thread's heap). For a loader, not for ``slice``, whose peak is bounded.
     """
     per_column = batch_size * mean_nnz_per_cell * 8
     batch_buffer = int(min(max(per_column, 16 * _MiB), 256 * _MiB))
