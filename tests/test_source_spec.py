@@ -300,3 +300,22 @@ def test_a_recipe_gene_list_may_be_ids_and_slice_refuses_paired_modalities(small
     )
     with pytest.raises(UsageError, match=r"\[tokenize\] modalities/targets .* \[slice\]"):
         plan_recipe(load_recipe(mo))
+
+
+def test_a_closed_soma_source_is_freed_with_what_it_cached(small_census):
+    """A SOMA source's var and enumeration caches live on the source: once closed and dropped,
+    nothing holds it (nor its TileDB context and threads), however often a process opens one
+    (each Dask job, each stream epoch opens its own)."""
+    import gc
+    import weakref
+
+    spec = SourceSpec(census_uri=str(small_census), filter=CellFilter(tissue=("lung",)))
+    source = open_source(spec)
+    assert select(spec, source).n_cells > 0  # the filter's enumerations, read and cached
+    assert source.var() is source.var()
+    assert source.distinct_values("tissue") is source.distinct_values("tissue")
+    freed = weakref.ref(source)
+    source.close()
+    del source
+    gc.collect()
+    assert freed() is None
