@@ -305,7 +305,7 @@ def test_a_recipe_gene_list_may_be_ids_and_slice_refuses_paired_modalities(small
 def test_a_closed_soma_source_is_freed_with_what_it_cached(small_census):
     """A SOMA source's var and enumeration caches live on the source: once closed and dropped,
     nothing holds it (nor its TileDB context and threads), however often a process opens one
-    (each Dask job, each stream epoch opens its own)."""
+    (a StreamDataset opens one each epoch)."""
     import gc
     import weakref
 
