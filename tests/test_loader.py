@@ -387,7 +387,8 @@ def test_the_training_example_runs_and_its_loss_is_finite(stores, capsys):
 
 @pytest.mark.parametrize("pad_to", [None, 5, 40])
 @pytest.mark.parametrize("id_dtype", [np.int32, np.uint16, np.int64])
-def test_the_padding_kernel_gives_pad_parts_batch(pad_to, id_dtype):
+@pytest.mark.parametrize("overrun", [False, True])
+def test_the_padding_kernel_gives_pad_parts_batch(pad_to, id_dtype, overrun):
     from atlasprep.loader._pad import pad_batch
     from atlasprep.tokenize.padding import RaggedRows, pad_parts
 
@@ -400,6 +401,9 @@ def test_the_padding_kernel_gives_pad_parts_batch(pad_to, id_dtype):
         flat = rng.integers(1, 60_000, int(lengths.sum()) + 3).astype(id_dtype)
         values = rng.random(len(flat)) if k != 2 else None  # float64 values, and a part without
         starts = np.cumsum(lengths) - lengths + 1
+        if overrun:  # the last cell runs past the buffer's end: its last value repeats (clipped)
+            starts[-1] = len(flat) - 2
+            lengths[-1] = 9
         parts.append(RaggedRows(rows=these, starts=starts, lengths=lengths, ids=flat, values=values))
     parts.append(RaggedRows(rows=np.zeros(0, np.int64), starts=np.zeros(0, np.int64),
                             lengths=np.zeros(0, np.int64), ids=np.zeros(0, id_dtype)))  # fmt: skip

@@ -4,7 +4,11 @@
 scatters the result: five passes over the batch, 85% of the time a loader spends on it. Here a
 numba kernel writes each output row once, straight from the flat buffers: the cell's tokens,
 then the padding. The arrays are equal, element for element (a test checks it against
-``pad_parts``).
+``pad_parts``). A row's tokens inside the buffer are copied as one run and its padding and mask
+set as slices, which the compiler turns into vector copies and fills: 0.27-0.37 ms a batch of
+256 cells × 2,048 tokens instead of 0.52-0.69 ms with a clipped index per token, and
+``ShardLoader`` over Arrow shards (``bench_loader.py``, 100,000 cells, 3 interleaved pairs) at
+348-368k cells/s instead of 270-301k with no workers, 400-430k instead of 319-353k with 2.
 """
 
 from __future__ import annotations
@@ -64,22 +68,31 @@ def _empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 def _fill(  # type: ignore[no-untyped-def]  # pragma: no cover
     ids, mask, values, covered, rows, starts, lengths, flat_ids, flat_values, pad_id, with_values
 ):
-    width, last = ids.shape[1], flat_ids.shape[0] - 1
+    width, total = ids.shape[1], flat_ids.shape[0]
+    last = total - 1
     for k in range(rows.shape[0]):
         row, start = rows[k], starts[k]
         n = min(max(lengths[k], 0), width)
         covered[row] = True
-        for i in range(n):
-            ids[row, i] = flat_ids[min(start + i, last)]  # clipped into the buffer, as np.take(mode="clip")
-            mask[row, i] = True
-        for i in range(n, width):
-            ids[row, i] = pad_id
-            mask[row, i] = False
+        # the tokens inside the buffer are copied as a run (numba vectorizes the loop); any past
+        # its end repeat its last, as np.take(mode="clip")
+        inside = min(n, max(total - start, 0)) if start >= 0 else 0
+        out_ids, out_mask = ids[row], mask[row]
+        run = flat_ids[start : start + inside]
+        for i in range(inside):
+            out_ids[i] = run[i]
+        for i in range(inside, n):
+            out_ids[i] = flat_ids[min(start + i, last)]
+        out_ids[n:] = pad_id
+        out_mask[:n] = True
+        out_mask[n:] = False
         if with_values:
-            for i in range(n):
-                values[row, i] = flat_values[min(start + i, last)]
-            for i in range(n, width):
-                values[row, i] = 0
+            out_values, value_run = values[row], flat_values[start : start + inside]
+            for i in range(inside):
+                out_values[i] = value_run[i]
+            for i in range(inside, n):
+                out_values[i] = flat_values[min(start + i, last)]
+            out_values[n:] = 0
 
 
 def pad_batch(
