@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import pyarrow as pa
 
@@ -56,9 +55,7 @@ class RemoteZarrReader(ZarrReader):
 
         protocol = path.root.url.partition("://")[0]
         store = FsspecStore.from_url(str(path), storage_options=storage_options(protocol), read_only=True)
-        self.group: Any = zarr.open_group(store=store, mode="r")
-        self._cells = {}
-        self._tail = {}
+        self._attach(zarr.open_group(store=store, mode="r"))
 
 
 def open_remote_shard(path: RemotePath) -> ShardReader:

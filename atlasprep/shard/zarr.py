@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -88,9 +88,14 @@ class ZarrReader:
     def __init__(self, path: Path) -> None:
         import zarr
 
-        self.group: Any = cast(Any, zarr.open_group(str(path), mode="r"))  # zarr types members as a union
+        self._attach(zarr.open_group(str(path), mode="r"))
+
+    def _attach(self, group: Any) -> None:
+        """Read ``group`` (zarr types its members as a union: Any)."""
+        self.group: Any = group
         self._cells: dict[str, np.ndarray] = {}
         self._tail: dict[str, tuple[int, np.ndarray]] = {}  # flat array -> (start, its last chunk read)
+        self._arrays: dict[str, Any] = {}  # opened once: a lookup in the group reads its metadata
 
     @property
     def n_cells(self) -> int:
@@ -121,7 +126,9 @@ class ZarrReader:
 
     def _flat(self, name: str, a: int, b: int) -> tuple[np.ndarray, int]:
         """Elements ``[low, high) ⊇ [a, b)`` of a flat array, in whole chunks, and ``low``."""
-        array = self.group[name]
+        array = self._arrays.get(name)
+        if array is None:
+            array = self._arrays[name] = self.group[name]
         if b <= a:
             return np.zeros(0, dtype=array.dtype), a
         size = int(array.chunks[0])
