@@ -116,6 +116,28 @@ def test_ragged_over_every_range(fmt, tmp_path):
             _check_ragged(reader, table, start, stop)
 
 
+def test_a_zarr_shard_looks_up_each_array_once(tmp_path):
+    """Each group lookup reads the array's metadata (a request in object storage): a reader
+    opens its flat arrays once, whatever the number of windows read."""
+    table = _table(LENGTHS)
+    reader = FORMATS["zarr"].open(_write(FORMATS["zarr"], tmp_path, table))
+    looked_up: list[str] = []
+    group = reader.group
+
+    class Counting:
+        attrs = group.attrs
+
+        def __getitem__(self, name: str):  # type: ignore[no-untyped-def]
+            looked_up.append(name)
+            return group[name]
+
+    reader.group = Counting()
+    for start in range(0, table.num_rows, 3):
+        _check_ragged(reader, table, start, min(start + 3, table.num_rows))
+    assert looked_up.count("input_ids") == 1
+    assert looked_up.count("values") == 1
+
+
 def test_strings_over_ranges(fmt, tmp_path):
     table = _table(LENGTHS)
     reader = fmt.open(_write(fmt, tmp_path, table))
