@@ -14,9 +14,12 @@ and 2 DataLoader workers, each run in a fresh process:
   :class:`atlasprep.loader.ShardLoader`; it reads *and* tokenizes (rank value encoding,
   ``--max-len`` tokens, the tokenizer of a token store of the same cells, built once and kept:
   Geneformer's gc104M dictionaries when ``../shared/data/geneformer`` has them). Its defaults
-  shuffle chunks of 1,024 cells in buffers of 32,768; ``stream-as-ml`` shuffles as
-  tiledbsoma-ml's defaults do (chunks of 64 in buffers of 65,536); ``stream-chunk256`` mixes as
-  many chunks a buffer as the defaults, in smaller pieces (256 in 8,192); ``stream-stable`` is
+  shuffle chunks of 2,048 cells (whole X tile rows of the Census layout) in buffers of 65,536;
+  ``stream-as-ml`` shuffles as tiledbsoma-ml's defaults do (chunks of 64 in buffers of 65,536);
+  ``stream-chunk1024`` mixes as many chunks a buffer as the defaults, in smaller pieces (1,024 in
+  32,768: the defaults until this release), ``stream-chunk256`` smaller still (256 in 8,192);
+  ``stream-tile-rows`` takes the defaults' chunks in half the buffer (2,048 in 32,768: less
+  memory, 16 chunks a buffer); ``stream-stable`` is
   the defaults with the tokenizer's ``tie_order="stable"`` (genes of equal value by token id,
   sorted by a compiled radix kernel) instead of Geneformer's own ``np.argsort`` order;
   ``stream-one-arena`` is the defaults in a process started with ``MALLOC_ARENA_MAX=1`` (one
@@ -51,10 +54,10 @@ import numpy as np  # noqa: E402  (the loader benchmark's runs, memory sampling 
 
 
 def _stream(
-    run: bl.Run, chunk_size: int = 1024, io_batch_size: int = 32768, tie_order: str | None = None
+    run: bl.Run, chunk_size: int | None = None, io_batch_size: int | None = None, tie_order: str | None = None
 ) -> Iterator[tuple[int, int]]:
-    """StreamDataset with its defaults (chunks of 1,024 cells, shuffle buffers of 32,768, the
-    store's tokenizer as saved: Geneformer's tie order)."""
+    """StreamDataset with its defaults (chunks of 2,048 cells, shuffle buffers of 65,536, the
+    store's tokenizer as saved: Geneformer's tie order) unless told otherwise."""
     from atlasprep.loader import ShardLoader, StreamDataset
     from atlasprep.sources import CellFilter, SourceSpec
 
@@ -67,7 +70,8 @@ def _stream(
         from atlasprep.tokenize.tokenizer import Tokenizer
 
         tokenizer = replace(Tokenizer.load(run.store), tie_order=TieOrder(tie_order))
-    dataset = StreamDataset(spec, tokenizer, seed=0, chunk_size=chunk_size, io_batch_size=io_batch_size)
+    shuffling = {"chunk_size": chunk_size, "io_batch_size": io_batch_size}
+    dataset = StreamDataset(spec, tokenizer, seed=0, **{k: v for k, v in shuffling.items() if v is not None})
     for batch in ShardLoader(dataset, batch_size=run.batch_size, num_workers=run.workers):
         yield (
             len(batch["cell_id"]),
@@ -89,6 +93,18 @@ def _stream_chunks_256(run: bl.Run) -> Iterator[tuple[int, int]]:
     return _stream(run, chunk_size=256, io_batch_size=8192)
 
 
+def _stream_chunks_1024(run: bl.Run) -> Iterator[tuple[int, int]]:
+    """StreamDataset with the same 32 chunks a buffer as its defaults, in half-size pieces
+    (chunks of 1,024 in buffers of 32,768: the defaults until this release)."""
+    return _stream(run, chunk_size=1024, io_batch_size=32768)
+
+
+def _stream_tile_rows(run: bl.Run) -> Iterator[tuple[int, int]]:
+    """StreamDataset with the defaults' chunks (whole X tile rows) in buffers of 32,768: less
+    memory, and 16 chunks a buffer instead of 32."""
+    return _stream(run, chunk_size=2048, io_batch_size=32768)
+
+
 def _stream_stable(run: bl.Run) -> Iterator[tuple[int, int]]:
     """StreamDataset with its defaults and ``tie_order="stable"``: ties by token id, sorted by
     the tokenizer's compiled radix kernel rather than numpy's ``argsort``."""
@@ -101,6 +117,8 @@ bl.ENVIRONMENTS["stream-one-arena"] = {"MALLOC_ARENA_MAX": "1"}
 bl.LOADERS["stream-stable"] = _stream_stable
 bl.LOADERS["stream-as-ml"] = _stream_as_ml
 bl.LOADERS["stream-chunk256"] = _stream_chunks_256
+bl.LOADERS["stream-tile-rows"] = _stream_tile_rows
+bl.LOADERS["stream-chunk1024"] = _stream_chunks_1024
 
 
 def main() -> None:
@@ -125,6 +143,8 @@ def main() -> None:
             "stream-stable",
             "stream-as-ml",
             "stream-chunk256",
+            "stream-tile-rows",
+            "stream-chunk1024",
         ],
     )
     parser.add_argument("--work", type=Path, default=HERE / "_work")

@@ -20,16 +20,23 @@ would (the build's own layout function decides). An epoch is planned as the SOMA
 in the Census layout: about 400 demo cells, 800 Census cells of a 2,048-gene column tile), so a
 smaller chunk pays for rows it does not use: 8,192 cells of the 100,000-cell demo census read in
 0.72 s as chunks of 64 (tiledbsoma-ml's default), 0.5 s as chunks of 256, 0.31 s as chunks of
-1,024 and 0.21 s as chunks of 2,048 or one contiguous run. The defaults, chunks of 1,024 in
-buffers of 32,768, mix 32 chunks a buffer, as chunks of 256 in buffers of 8,192 do, and read
-them at 1.6 times the speed.
+1,024 and 0.21 s as chunks of 2,048 or one contiguous run. A data tile never spans two X tile
+rows (2,048 soma_joinids in the Census layout), so a chunk of 2,048 consecutive cells of a
+whole dataset is one tile row and reads no tile for a part of its cells; within a filtered
+selection, each chunk boundary costs up to a data tile per column tile, and 2,048-cell chunks
+have half the boundaries of 1,024-cell ones. The defaults, chunks of 2,048 in buffers of 65,536
+(tiledbsoma-ml's ``io_batch_size``), mix 32 chunks a buffer, as chunks of 1,024 in buffers of
+32,768 did until this release: in ``benchmarks/bench_stream.py --epoch`` (100,000 cells, no
+workers, 4 interleaved rounds) end to end at 2.8-3.1x tiledbsoma-ml against 2.6-2.9x (the first
+batch comes 0.5-0.9 s later, the rest twice as fast), for 1.72-1.75 GB against 1.39-1.55 GB
+peak RSS.
 
 Memory is the tokens of two buffers (the next one loads on a thread while this one is sent),
 the counts of a few source reads (``READ_CELLS`` cells each; TileDB's read buffers are sized to
 one) and one batch, whatever the selection's size; the plan itself is 8 bytes a cell. TileDB
 keeps the memory its reads free for the next read (no ``malloc_trim`` a query: a third of the
-page faults, for about 0.2 GB more at the peak): a 100,000-cell stream peaks at 1.5 GB, 1.3 GB
-in a process started with ``MALLOC_ARENA_MAX=1`` (``benchmarks/bench_stream.py``).
+page faults, for about 0.2 GB more at the peak): a 100,000-cell stream peaks at 1.7 GB
+(``benchmarks/bench_stream.py``).
 Each process opens its own source when it starts iterating (a TileDB handle does not survive a
 fork) and closes it, with its TileDB threads, when the epoch ends. Batches are the dicts
 ``ShardDataset`` yields; :class:`atlasprep.loader.ShardLoader` runs a StreamDataset through
@@ -103,8 +110,8 @@ class StreamDataset(EpochConsumers, IterableDataset[dict[str, Any]]):
         holdout: tuple[str, ...] = (),
         seed: int = 0,
         shuffle: bool = True,
-        chunk_size: int = 1024,
-        io_batch_size: int = 32768,
+        chunk_size: int = 2048,
+        io_batch_size: int = 65536,
         batch_size: int | None = None,
         columns: Sequence[str] = (),
         pad_to: int | None = None,
