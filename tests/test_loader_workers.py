@@ -248,3 +248,28 @@ def test_stream_datasets_keep_their_epochs_on_persistent_workers(store, small_ce
         _same(epochs[-1], _reference(dataset, epoch, 40))
     assert [b["cell_id"] for b in epochs[0]] != [b["cell_id"] for b in epochs[1]]
     loader.close()
+
+
+class _FreezeProbe:
+    """A dataset whose worker reports how many objects the garbage collector has frozen."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def _resume_at(self, resume: object) -> None:
+        pass
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        yield {"frozen": gc.get_freeze_count(), "pid": os.getpid()}
+
+
+def test_a_worker_freezes_what_it_was_forked_with():
+    """A full collection in a worker walks only the worker's own objects (the parent's, torch's
+    among them, are frozen once the worker starts), and the parent's are left unfrozen."""
+    before = gc.get_freeze_count()
+    side = _shipping.WorkerSide(_FreezeProbe(), _shipping.WorkerControl(1), None)
+    loader = DataLoader(side, batch_size=None, num_workers=1, collate_fn=lambda batch: batch)
+    (reported,) = list(loader)
+    assert reported["pid"] != os.getpid()
+    assert reported["frozen"] > 10_000  # the modules and objects inherited from this process
+    assert gc.get_freeze_count() == before  # this process: untouched

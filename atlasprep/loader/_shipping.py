@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import weakref
@@ -202,6 +203,21 @@ def slot_bytes(dataset: Any, batch_size: int) -> int:
     return batch_size * (width * _TOKEN_BYTES + 8 * labels) + _ALIGN * (4 + labels)
 
 
+_FROZEN = False  # whether this worker process froze the objects it was forked with
+
+
+def _freeze_inherited() -> None:
+    """In a worker, once: the objects it was forked with (the parent's modules, its dataset)
+    leave the garbage collector's view (``gc.freeze``), as Python's ``gc`` documentation advises
+    for forked children. A full collection then walks only the worker's own objects, instead of
+    the parent's hundreds of thousands (torch's among them), and never writes to their pages,
+    which stay shared with the parent."""
+    global _FROZEN
+    if not _FROZEN:
+        gc.freeze()
+        _FROZEN = True
+
+
 class WorkerSide(IterableDataset[Any]):
     """The dataset as a persistent worker runs it: epoch and resume point read from ``control``
     when an iteration starts, batches sent through ``slots`` when given."""
@@ -217,6 +233,8 @@ class WorkerSide(IterableDataset[Any]):
         self.dataset.set_epoch(epoch)
         self.dataset._resume_at(resume)
         info = get_worker_info()
+        if info is not None:
+            _freeze_inherited()
         if self.slots is None or info is None:
             yield from self.dataset
             return
