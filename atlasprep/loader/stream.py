@@ -21,15 +21,16 @@ in the Census layout: about 400 demo cells, 800 Census cells of a 2,048-gene col
 smaller chunk pays for rows it does not use: 8,192 cells of the 100,000-cell demo census read in
 0.72 s as chunks of 64 (tiledbsoma-ml's default), 0.5 s as chunks of 256, 0.31 s as chunks of
 1,024 and 0.21 s as chunks of 2,048 or one contiguous run. A data tile never spans two X tile
-rows (2,048 soma_joinids in the Census layout), so a chunk of 2,048 consecutive cells of a
-whole dataset is one tile row and reads no tile for a part of its cells; within a filtered
-selection, each chunk boundary costs up to a data tile per column tile, and 2,048-cell chunks
-have half the boundaries of 1,024-cell ones. The defaults, chunks of 2,048 in buffers of 65,536
-(tiledbsoma-ml's ``io_batch_size``), mix 32 chunks a buffer, as chunks of 1,024 in buffers of
-32,768 did until this release: in ``benchmarks/bench_stream.py --epoch`` (100,000 cells, no
-workers, 4 interleaved rounds) end to end at 2.8-3.1x tiledbsoma-ml against 2.6-2.9x (the first
-batch comes 0.5-0.9 s later, the rest twice as fast), for 1.72-1.75 GB against 1.39-1.55 GB
-peak RSS.
+rows (2,048 soma_joinids in the Census layout), so where the selection's cells run on from a
+tile row's first one (a whole store, as in the benchmark) a chunk of 2,048 is one tile row and
+reads no tile for a part of its cells; elsewhere each chunk boundary costs up to a data tile per
+column tile, and 2,048-cell chunks have half the boundaries of 1,024-cell ones. The defaults,
+chunks of 2,048 in buffers of 65,536 (tiledbsoma-ml's ``io_batch_size``), mix 32 chunks a
+buffer, as chunks of 1,024 in buffers of 32,768 did until this release. In
+``benchmarks/bench_stream.py --epoch`` (100,000 cells, no workers) they ran end to end at
+2.6-3.1x tiledbsoma-ml over eleven rounds (median 3.0x), where the old defaults ran at 2.6-2.9x
+in seven of them (the first batch comes 0.5-0.9 s later, the rest twice as fast), for 1.72-1.75
+GB against 1.39-1.55 GB peak RSS.
 
 Memory is the tokens of two buffers (the next one loads on a thread while this one is sent),
 the counts of a few source reads (``READ_CELLS`` cells each; TileDB's read buffers are sized to
