@@ -224,3 +224,13 @@ def test_cell_ranges_are_whole_batches_covering_the_cells():
 def test_context_values_merge_sorted():
     parts = [{"t": ["b", "a"]}, {"t": ["c", "<NA>", "a"]}]
     assert merge_values(parts, ["t"]) == {"t": ["<NA>", "a", "b", "c"]}
+
+
+def test_a_local_cluster_is_planned_for_all_its_workers():
+    """Partitions follow the workers the runner started, not the ones the scheduler lists at
+    that moment (a worker its nanny is restarting comes back for its share)."""
+    from atlasprep.run import DaskRunner
+
+    assert DaskRunner(workers=3).n_partitions == 6
+    assert DaskRunner(workers=3, partitions_per_worker=1).n_workers == 3
+    assert DaskRunner(scheduler="tcp://127.0.0.1:1").n_workers == 1  # not connected: one

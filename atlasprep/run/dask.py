@@ -79,6 +79,10 @@ class DaskRunner:
 
     @property
     def n_workers(self) -> int:
+        """The workers to plan for: the local cluster's own count (a worker its nanny is
+        restarting still comes back to take its share), else those the scheduler knows now."""
+        if self.workers is not None:
+            return self.workers
         return max(1, len(self._client.scheduler_info(n_workers=-1)["workers"])) if self._client else 1
 
     @property
