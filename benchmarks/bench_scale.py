@@ -4,6 +4,8 @@ locally and on Dask (N workers), with the speed-up over local.
     python benchmarks/bench_scale.py --cells 1000000 [--repeat 3]   # the stage table (census built, cached)
     python benchmarks/bench_scale.py --executor local --cells 24000 [--repeat 1]
     python benchmarks/bench_scale.py --executor dask --workers 1 2 4 8 [--cells 200000]
+    python benchmarks/bench_scale.py --executor dask --workers 1 2 --cells 100000 \
+        --census-uri benchmarks/_work/census-100000   # the recipe on a larger Census-layout store
     python benchmarks/bench_scale.py --executor dask --workers 2 --set tokenize.scheme=bin \
         --set tokenize.n_hvg=2000     # the HVG passes on the workers too
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -39,9 +42,11 @@ sys.path.insert(0, str(HERE))
 RECIPE = HERE.parent / "recipes" / "demo.toml"
 
 
-def run(out: Path, extra: list[str], cells: int, settings: Sequence[str] = ()) -> float:
+def run(
+    out: Path, extra: list[str], cells: int, settings: Sequence[str] = (), recipe: Path = RECIPE
+) -> float:
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "atlasprep", "--quiet", "run", str(RECIPE), "--out", str(out)]
+    command = [sys.executable, "-m", "atlasprep", "--quiet", "run", str(recipe), "--out", str(out)]
     command += ["--set", f"source.max_cells={cells}", *extra]
     for setting in settings:
         command += ["--set", setting]
@@ -66,6 +71,13 @@ def main() -> None:
         "--workers", type=int, nargs="+", default=[1, 2], help="Dask: LocalClusters of these sizes"
     )
     parser.add_argument(
+        "--census-uri",
+        type=Path,
+        default=None,
+        help="run the recipe on this Census-layout store instead of the demo atlas (e.g. a census "
+        "bench_loader.py built under benchmarks/_work), so --cells can exceed the demo's 24,000",
+    )
+    parser.add_argument(
         "--set", dest="settings", action="append", default=[], help="KEY=VALUE, passed to atlasprep run"
     )
     parser.add_argument(
@@ -87,8 +99,9 @@ def main() -> None:
         )
         return
     work = HERE / "_work" / "scale"
+    recipe = _recipe(work, opts.census_uri) if opts.census_uri else RECIPE
     # build the demo atlas (cached) outside the timings
-    run(work / "warm", ["--set", "source.max_cells=100"], 100)
+    run(work / "warm", ["--set", "source.max_cells=100"], 100, recipe=recipe)
     setups: dict[str, list[str]] = {"local": []}
     if opts.executor == "dask":
         for n in opts.workers:
@@ -96,7 +109,7 @@ def main() -> None:
     times: dict[str, float] = {}
     for label, extra in setups.items():
         out = work / label.replace(" ", "").replace(",", "-")
-        times[label] = min(run(out, extra, opts.cells, opts.settings) for _ in range(opts.repeat))
+        times[label] = min(run(out, extra, opts.cells, opts.settings, recipe) for _ in range(opts.repeat))
         if label != "local":
             a = (work / "local" / "tokens" / "manifest.json").read_bytes()
             b = (out / "tokens" / "manifest.json").read_bytes()
@@ -107,6 +120,22 @@ def main() -> None:
     print(f"{'executor':<18} {'wall s':>8} {'cells/s':>9} {'speed-up':>9}")
     for label, seconds in times.items():
         print(f"{label:<18} {seconds:>8.1f} {n / seconds:>9,.0f} {times['local'] / seconds:>8.2f}x")
+
+
+def _recipe(work: Path, census_uri: Path) -> Path:
+    """The demo recipe with its source swapped for a local Census-layout store."""
+    text, n = re.subn(
+        r'^census = "demo".*$',
+        f"census_uri = {json.dumps(str(census_uri.resolve()))}",
+        RECIPE.read_text(),
+        flags=re.M,
+    )
+    if n != 1:
+        raise SystemExit(f'{RECIPE}: expected one census = "demo" line to replace')
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "recipe.toml"
+    path.write_text(text)
+    return path
 
 
 if __name__ == "__main__":

@@ -102,3 +102,51 @@ def test_splits_given_as_codes_lay_out_cells_as_their_names_do():
     assert np.array_equal(by_name.slots, by_code.slots)
     assert dict(by_code.n_per_split) == {n: int((splits == n).sum()) for n in by_name.names}
     assert np.array_equal(np.array(by_code.names)[by_code.codes], splits)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("batches_a_spill", [1, 3])
+def test_a_shard_gathers_the_spilled_rows_in_key_order(tmp_path, seed, batches_a_spill):
+    """Rows spread over spills (some written as several record batches), a key range with keys
+    never spilled: the gathered shard holds each spilled row of the range once, in key order,
+    with its declared types (token lists spilled as uint16 come back as int32)."""
+    from atlasprep.shard.spill import find_runs, gather_runs, spill_key, write_spill
+
+    rng = np.random.default_rng(seed)
+    slots = rng.permutation(400)[:300]  # 100 slots never spilled: gaps in every range
+    expected = {}
+    spills = []
+    for k, part in enumerate(np.array_split(slots, 5)):
+        lengths = rng.integers(0, 9, len(part))
+        ids = [rng.integers(0, 60_000, n).astype(np.int32) for n in lengths]
+        values = [rng.random(n).astype(np.float32) for n in lengths]
+        table = pa.table(
+            {
+                "cell_id": pa.array([f"c{s}" for s in part]),
+                "input_ids": pa.array(ids, type=pa.list_(pa.int32())),
+                "values": pa.array(values, type=pa.list_(pa.float32())),
+                "n": pa.array(lengths.astype(np.int64)),
+            }
+        )
+        path = tmp_path / f"{k}.arrow"
+        spill = write_spill(path, table, np.zeros(len(part), dtype=np.uint8), part, by_size=False)
+        if batches_a_spill > 1:  # the same rows as several record batches
+            with pa.OSFile(str(path)) as source:  # read into memory, not mapped: the file is rewritten
+                rows = pa.ipc.open_file(source).read_all()
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
+                writer.write_table(rows, max_chunksize=-(-rows.num_rows // batches_a_spill))
+        spills.append((path, spill.keys))
+        for slot, a, b, c in zip(part.tolist(), ids, values, lengths.tolist(), strict=True):
+            expected[int(spill_key(np.array(0), np.array(slot)))] = (f"c{slot}", a.tolist(), b.tolist(), c)
+    assert pa.ipc.open_file(pa.memory_map(str(spills[0][0]))).schema.field("input_ids").type == pa.list_(
+        pa.uint16()
+    )
+    schema = table.schema
+    for low, n in [(0, 400), (17, 150), (250, 150)]:
+        runs, n_rows = find_runs(spills, low, n)
+        shard = gather_runs(schema, runs, n_rows)
+        want = [expected[key] for key in range(low, low + n) if key in expected]
+        assert shard.schema == schema
+        assert shard.num_rows == n_rows == len(want)
+        got = zip(*(shard[name].to_pylist() for name in ("cell_id", "input_ids", "values", "n")), strict=True)
+        assert list(got) == [(c, a, pytest.approx(b), m) for c, a, b, m in want]

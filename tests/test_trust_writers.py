@@ -127,6 +127,26 @@ def test_tally_counts_each_rule_once():
     assert count_bad_values(np.array([], dtype=np.float32)) == (0, 0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_large_array_is_tallied_in_parts_to_the_same_counts(monkeypatch, dtype):
+    from atlasprep.sources import counts
+
+    n = 3 * counts._PART_VALUES + 12_345  # three parts or more, the last one uneven
+    data = np.ones(n, dtype=dtype)
+    rng = np.random.default_rng(0)
+    places = rng.choice(n, size=7_000, replace=False)  # bad values in every part
+    kinds = np.array([-1.0, -0.5, 2.5, np.nan, np.inf, -np.inf, 3.0], dtype=dtype)
+    data[places] = np.resize(kinds, len(places))
+    data[[0, n - 1]] = [np.nan, -2.0]  # the first and last values of the whole array
+    expected = (1_000 + 1_000 + 1, 1_000 * 3 + 1, 1_000 + 1_000)  # negative, non-finite, fractional
+    monkeypatch.setattr(counts, "_THREADS", 4)
+    tally = tally_counts(data)
+    assert (tally.n_negative, tally.n_nonfinite, tally.n_fractional) == expected
+    monkeypatch.setattr(counts, "_THREADS", 1)  # the same counts in one part
+    assert tally_counts(data) == tally
+    assert tally_counts(data[::-1]).n_nonfinite == expected[1]  # a strided view is read as well
+
+
 def test_check_counts_names_the_matrix_and_the_counts():
     X = sp.csr_matrix(_counts("negative"))
     with pytest.raises(

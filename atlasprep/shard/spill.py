@@ -8,6 +8,7 @@ token lists are copied once, straight into the shard's buffers).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,14 +111,60 @@ def find_runs(spills: list[tuple[Path, np.ndarray]], low: int, n: int) -> tuple[
 
 
 def gather_runs(schema: pa.Schema, picks: Runs, n: int) -> pa.Table:
-    """The shard's ``n`` rows copied out of the spills' runs (:func:`find_runs`)."""
-    parts = []
+    """The shard's ``n`` rows gathered from the spills' runs (:func:`find_runs`), in two passes
+    that each open one spill at a time (memory-mapped): the rows' lengths and small columns
+    first, then the list columns' values copied once, from the mapped spill straight into the
+    shard's buffers (a copy of each run first held the shard twice)."""
+    lists = [f for f in schema if pa.types.is_list(f.type)]
+    small = [f.name for f in schema if not pa.types.is_list(f.type)]
+    lengths = {f.name: np.zeros(n, dtype=np.int64) for f in lists}
+    picked = []
+    for run, where in _runs(picks):
+        for f in lists:
+            for chunk, at in _chunks(run[f.name], where):
+                lengths[f.name][at] = np.diff(chunk.offsets.to_numpy().astype(np.int64))
+        if small:
+            picked.append(run.select(small).take(np.arange(len(where))))  # copied out of the map
+    starts = {name: np.zeros(n + 1, dtype=np.int64) for name in lengths}
+    values = {}
+    for f in lists:
+        np.cumsum(lengths[f.name], out=starts[f.name][1:])
+        values[f.name] = np.empty(int(starts[f.name][-1]), dtype=f.type.value_type.to_pandas_dtype())
+    for run, where in _runs(picks) if lists else ():
+        for f in lists:
+            for chunk, at in _chunks(run[f.name], where):
+                src = chunk.values.to_numpy(zero_copy_only=False)
+                offsets = chunk.offsets.to_numpy().astype(np.int64)[:-1]
+                _copy_rows(src, offsets, lengths[f.name][at], values[f.name], starts[f.name][at])
+    columns = {
+        f.name: pa.ListArray.from_arrays(
+            pa.array(starts[f.name].astype(np.int32)),
+            pa.array(values[f.name], type=f.type.value_type),
+            type=f.type,
+        )
+        for f in lists
+    }
+    if small:
+        places = np.concatenate([where for _, _, where in picks])
+        flat = pa.concat_tables(picked).take(np.argsort(places)).combine_chunks()
+        columns.update({name: flat[name] for name in small})
+    return pa.table([columns[f.name] for f in schema], schema=schema)
+
+
+def _runs(picks: Runs) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """Each spill's run of rows (a view of the memory-mapped file, valid until the next one is
+    opened) and the rows' places in the shard."""
     for path, first, where in picks:
         with pa.memory_map(str(path)) as source:
-            run = pa.ipc.open_file(source).read_all().slice(first, len(where)).combine_chunks()
-            copied = pa.table([pa.concat_arrays([c.chunk(0)]) for c in run.columns], schema=run.schema)
-        parts.append((copied, np.arange(len(where)), where))
-    return _take(schema, parts, n)
+            yield pa.ipc.open_file(source).read_all().slice(first, len(where)), where
+
+
+def _chunks(column: pa.ChunkedArray, where: np.ndarray) -> Iterator[tuple[pa.ListArray, np.ndarray]]:
+    """A run's list column chunk by chunk, with the shard places of each chunk's rows."""
+    done = 0
+    for chunk in column.chunks:
+        yield chunk, where[done : done + len(chunk)]
+        done += len(chunk)
 
 
 def _take(schema: pa.Schema, parts: list[tuple[pa.Table, np.ndarray, np.ndarray]], n: int) -> pa.Table:
