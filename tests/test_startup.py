@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +202,30 @@ def test_a_build_loads_its_library_before_the_collector_freeze(args, loaded):
     assert seen["collecting"]
     if loaded:  # the library's objects are among the frozen ones (numpy and pandas alone: far more)
         assert seen["frozen"] > 200_000
+
+
+@pytest.mark.parametrize(
+    ("command", "preset", "expected"),
+    [
+        ("tokenize", None, "1"),
+        ("slice", None, "1"),
+        ("tokenize", "4", "4"),
+        ("run", None, None),
+        (None, None, None),
+    ],
+)
+def test_tokenize_and_slice_run_blas_on_one_thread_unless_told(monkeypatch, command, preset, expected):
+    """OpenBLAS's idle threads spin on the other core as numpy and scipy load; neither command
+    calls BLAS. A value the user set is kept; other commands (harmonize's PCA in a recipe) keep
+    OpenBLAS's own default."""
+    from atlasprep import _heap
+    from atlasprep.cli import _app
+
+    monkeypatch.setattr(_heap, "keep_allocations", lambda: False)  # not this process's malloc
+    monkeypatch.setattr(_heap, "map_large_allocations", lambda *a: False)
+    if preset is None:
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", preset)
+    _app._heap_policy([command] if command else None)
+    assert os.environ.get("OPENBLAS_NUM_THREADS") == expected

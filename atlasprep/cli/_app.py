@@ -269,8 +269,14 @@ def _invoked(argv: list[str]) -> list[str] | None:
 def _heap_policy(invoked: list[str] | None) -> None:
     """glibc's malloc set for the command's stage (:mod:`atlasprep._heap`), in this process of
     its own, before any library is imported or thread started: a build (``tokenize``, a
-    recipe) reuses its batches' memory, a slice returns each batch's arrays when freed."""
+    recipe) reuses its batches' memory, a slice returns each batch's arrays when freed. The
+    BLAS of ``tokenize`` and ``slice`` runs on one thread (``OPENBLAS_NUM_THREADS``, unless
+    set)."""
     command = (invoked or [""])[0]
+    if command in ("tokenize", "slice"):
+        # No BLAS call in either: OpenBLAS's threads (numpy's and scipy's) only spin on the other
+        # core as each library loads, about 0.2 s of CPU that a 2-core tokenize paid for
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if command in ("tokenize", "run", "slice"):
         from atlasprep import _heap
 
