@@ -34,6 +34,10 @@ import numpy as np
 import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _launch import compile_atlasprep  # noqa: E402
+
 BATCH = 8_192  # cells per CSR batch, as `atlasprep tokenize` streams them by default
 # run a command; print its peak RSS (KB): a fresh process per run, so runs do not mask each other
 _PEAK = (
@@ -267,7 +271,9 @@ def thin(X: sp.csr_matrix, genes: int, seed: int = 0) -> sp.csr_matrix:
 
 
 def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of ``command`` run in a fresh process."""
+    """Wall seconds, peak RSS (MB) and stdout of ``command`` run in a fresh process (atlasprep's
+    bytecode written first, as an install does: see ``_launch.compile_atlasprep``)."""
+    compile_atlasprep()
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _PEAK, *command], check=True, capture_output=True, text=True, env=env
