@@ -133,11 +133,10 @@ def _hash_key(text: str) -> tuple[str, int, int] | None:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+    # file_digest reads into one reused buffer: 0.60 s for a 700 MB h5ad where reading 4 MiB
+    # blocks (a new bytes object each) took 0.76-0.80 s
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_steps(path: str | Path) -> list[dict[str, Any]]:

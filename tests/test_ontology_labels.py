@@ -69,3 +69,15 @@ def test_a_kept_table_is_read_without_parsing_and_a_broken_one_is_made_again(mon
         labels_module.label_table.cache_clear()
         assert labels_module.label_table("PATO") == expected
         assert labels_module._read_table(_table_path("PATO")) == expected  # kept again, whole
+
+
+def test_labels_come_without_a_writable_cache(monkeypatch, tmp_path):
+    """A cache dir that cannot be made (or written) costs the parse, never the labels."""
+    from atlasprep.ontology import labels as labels_module
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("ATLASPREP_CACHE", str(blocker / "cache"))  # mkdir under a file: OSError
+    labels_module.label_table.cache_clear()
+    assert labels_module.label_table("PATO")["PATO:0000383"] == term_label("PATO:0000383")
+    labels_module.label_table.cache_clear()

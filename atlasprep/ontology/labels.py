@@ -89,16 +89,22 @@ def label_table(ontology: str) -> Mapping[str, str] | None:
     info = parser.cxg_schema.supported_ontologies.get(ontology)
     if info is None:
         return None
-    path = cache_dir() / f"ontology-labels-{SCHEMA_VERSION}" / f"{ontology}-{info['version']}.json"
-    kept = _read_table(path)
+    try:
+        path: Path | None = (
+            cache_dir() / f"ontology-labels-{SCHEMA_VERSION}" / f"{ontology}-{info['version']}.json"
+        )
+    except OSError:  # no cache dir can be made: the labels are still right, only not kept
+        path = None
+    kept = _read_table(path) if path is not None else None
     if kept is not None:
         return kept
     table = {str(term): str(entry["label"]) for term, entry in parser.cxg_schema.ontology(ontology).items()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, table)
-    except OSError:  # a read-only cache: the labels are still right, only not kept
-        pass
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, table)
+        except OSError:  # a read-only cache: as above
+            pass
     return table
 
 
