@@ -112,7 +112,8 @@ def test_binning_a_batch_in_place_gives_the_bins_of_the_copying_api(seed, dtype)
     from atlasprep.tokenize.binning import bin_owned
 
     rng = np.random.default_rng(seed)
-    dense = (rng.random((40, 60)) * rng.integers(1, 1000)) * (rng.random((40, 60)) < 0.5)
+    # a scale of 2 or more: with 1, int32 truncated every value to 0 and left nothing to duplicate
+    dense = (rng.random((40, 60)) * rng.integers(2, 1000)) * (rng.random((40, 60)) < 0.5)
     X = sp.csr_matrix(dense.astype(dtype))
     coo = X.tocoo()
     twice = slice(0, max(1, coo.nnz // 3))  # a third of the entries stored twice: scipy sums them
