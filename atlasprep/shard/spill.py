@@ -8,7 +8,7 @@ token lists are copied once, straight into the shard's buffers).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,7 @@ def write_spill(
     order = np.lexsort((slots, split_codes))  # by split, then slot
     table = table.combine_chunks()
     compact = _compact_schema(table)
-    rows = _take(compact, [(table, order, np.arange(len(order)))], len(order))
+    rows = _take(compact, table, order)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, compact) as writer:
         writer.write_table(rows)
     keys = spill_key(split_codes[order], slots[order])
@@ -111,31 +111,58 @@ def find_runs(spills: list[tuple[Path, np.ndarray]], low: int, n: int) -> tuple[
 
 
 def gather_runs(schema: pa.Schema, picks: Runs, n: int) -> pa.Table:
-    """The shard's ``n`` rows gathered from the spills' runs (:func:`find_runs`), in two passes
-    that each open one spill at a time (memory-mapped): the rows' lengths and small columns
-    first, then the list columns' values copied once, from the mapped spill straight into the
-    shard's buffers (a copy of each run first held the shard twice)."""
+    """The shard's ``n`` rows gathered from the spills' runs (:func:`find_runs`), each spill
+    memory-mapped while it alone is open: its token lists are copied once, straight from the
+    mapped spill into the shard's buffers."""
+    return _gather(schema, lambda: _runs(picks), n)
+
+
+# a table (a chunk a column), the rows of it to take, their places in the result
+Part = tuple[pa.Table, np.ndarray, np.ndarray]
+
+
+def _runs(picks: Runs) -> Iterator[Part]:
+    """Each spill's run of rows (a view of the mapped file, valid until the next is opened)."""
+    for path, first, where in picks:
+        with pa.memory_map(str(path)) as source:
+            run = pa.ipc.open_file(source).read_all().slice(first, len(where))
+            if any(column.num_chunks > 1 for column in run.columns):  # several record batches
+                run = run.combine_chunks()
+            yield run, np.arange(len(where)), where
+
+
+def _take(schema: pa.Schema, table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``rows`` of ``table`` (a chunk a column), in that order, as ``schema``."""
+    return _gather(schema, lambda: iter([(table, rows, np.arange(len(rows)))]), len(rows))
+
+
+def _gather(schema: pa.Schema, parts: Callable[[], Iterator[Part]], n: int) -> pa.Table:
+    """A table of ``n`` rows: the rows of each part put at their places (together, every place
+    once). Two passes over ``parts()``, each needing a part's table only while it is visited:
+    the rows' lengths and small columns first, then each list column's values copied once,
+    straight into the new buffers."""
     lists = [f for f in schema if pa.types.is_list(f.type)]
     small = [f.name for f in schema if not pa.types.is_list(f.type)]
     lengths = {f.name: np.zeros(n, dtype=np.int64) for f in lists}
-    picked = []
-    for run, where in _runs(picks):
+    picked, places = [], []
+    for table, rows, where in parts():
         for f in lists:
-            for chunk, at in _chunks(run[f.name], where):
-                lengths[f.name][at] = np.diff(chunk.offsets.to_numpy().astype(np.int64))
+            offsets = table[f.name].chunk(0).offsets.to_numpy().astype(np.int64)
+            lengths[f.name][where] = offsets[rows + 1] - offsets[rows]
         if small:
-            picked.append(run.select(small).take(np.arange(len(where))))  # copied out of the map
+            picked.append(table.select(small).take(rows))  # copied (out of a mapped spill)
+            places.append(where)
     starts = {name: np.zeros(n + 1, dtype=np.int64) for name in lengths}
     values = {}
     for f in lists:
         np.cumsum(lengths[f.name], out=starts[f.name][1:])
         values[f.name] = np.empty(int(starts[f.name][-1]), dtype=f.type.value_type.to_pandas_dtype())
-    for run, where in _runs(picks) if lists else ():
+    for table, rows, where in parts() if lists else ():
         for f in lists:
-            for chunk, at in _chunks(run[f.name], where):
-                src = chunk.values.to_numpy(zero_copy_only=False)
-                offsets = chunk.offsets.to_numpy().astype(np.int64)[:-1]
-                _copy_rows(src, offsets, lengths[f.name][at], values[f.name], starts[f.name][at])
+            array = table[f.name].chunk(0)
+            offsets = array.offsets.to_numpy().astype(np.int64)
+            src = array.values.to_numpy(zero_copy_only=False)
+            _copy_rows(src, offsets[rows], lengths[f.name][where], values[f.name], starts[f.name][where])
     columns = {
         f.name: pa.ListArray.from_arrays(
             pa.array(starts[f.name].astype(np.int32)),
@@ -145,66 +172,9 @@ def gather_runs(schema: pa.Schema, picks: Runs, n: int) -> pa.Table:
         for f in lists
     }
     if small:
-        places = np.concatenate([where for _, _, where in picks])
-        flat = pa.concat_tables(picked).take(np.argsort(places)).combine_chunks()
+        flat = pa.concat_tables(picked).take(np.argsort(np.concatenate(places))).combine_chunks()
         columns.update({name: flat[name] for name in small})
     return pa.table([columns[f.name] for f in schema], schema=schema)
-
-
-def _runs(picks: Runs) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """Each spill's run of rows (a view of the memory-mapped file, valid until the next one is
-    opened) and the rows' places in the shard."""
-    for path, first, where in picks:
-        with pa.memory_map(str(path)) as source:
-            yield pa.ipc.open_file(source).read_all().slice(first, len(where)), where
-
-
-def _chunks(column: pa.ChunkedArray, where: np.ndarray) -> Iterator[tuple[pa.ListArray, np.ndarray]]:
-    """A run's list column chunk by chunk, with the shard places of each chunk's rows."""
-    done = 0
-    for chunk in column.chunks:
-        yield chunk, where[done : done + len(chunk)]
-        done += len(chunk)
-
-
-def _take(schema: pa.Schema, parts: list[tuple[pa.Table, np.ndarray, np.ndarray]], n: int) -> pa.Table:
-    """A table of ``n`` rows: ``rows`` of each part's table put at ``where`` (together, every
-    place once). List columns are copied once, straight into the new buffers."""
-    parts = [(table.combine_chunks(), rows, where) for table, rows, where in parts]
-    columns = {
-        f.name: _gather_lists([(t[f.name].chunk(0), rows, where) for t, rows, where in parts], n, f.type)
-        for f in schema
-        if pa.types.is_list(f.type)
-    }
-    small = [f.name for f in schema if not pa.types.is_list(f.type)]
-    if small:
-        places = np.concatenate([where for _, _, where in parts])
-        picked = pa.concat_tables([t.select(small).take(rows) for t, rows, _ in parts])
-        flat = picked.take(np.argsort(places)).combine_chunks()
-        columns.update({name: flat[name] for name in small})
-    return pa.table([columns[f.name] for f in schema], schema=schema)
-
-
-def _gather_lists(
-    parts: list[tuple[pa.ListArray, np.ndarray, np.ndarray]], n: int, type_: pa.DataType
-) -> pa.Array:
-    """A list array of ``n`` rows: ``rows`` of each part's array put at ``where``."""
-    lengths = np.zeros(n, dtype=np.int64)
-    sources = []
-    for array, rows, where in parts:
-        offsets = array.offsets.to_numpy().astype(np.int64)
-        starts = offsets[rows]
-        lengths[where] = offsets[rows + 1] - starts
-        sources.append((array.values.to_numpy(zero_copy_only=False), starts, where))
-    out_offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out_offsets[1:])
-    dtype = type_.value_type.to_pandas_dtype()
-    values = np.empty(int(out_offsets[-1]), dtype=dtype)
-    for src, starts, where in sources:
-        _copy_rows(src, starts, lengths[where], values, out_offsets[where])
-    return pa.ListArray.from_arrays(
-        pa.array(out_offsets.astype(np.int32)), pa.array(values, type=type_.value_type), type=type_
-    )
 
 
 @numba.njit(cache=True, nogil=True)
