@@ -18,17 +18,14 @@ id, title, collection DOI and the citation CELLxGENE asks for).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import os
-import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from atlasprep import __version__
+from atlasprep import __version__, _digests
 from atlasprep.sources._paths import split_modality
 
 __all__ = [
@@ -53,7 +50,6 @@ _LIBRARIES = (
     "cellxgene-census",
     "cellxgene-ontology-guide",
 )
-_HASH_LIMIT = 2 << 30  # files up to 2 GiB are hashed (a few seconds); larger ones say so
 
 
 def new_step(
@@ -85,58 +81,15 @@ def file_input(path: str | Path, **extra: Any) -> dict[str, Any]:
     """An input as a step records it: the path (``file.h5mu:rna`` names file.h5mu), its sha256
     where it is a file (None for a directory, or a file over 2 GiB), and ``extra``."""
     text = str(path)
-    key = _hash_key(text)
-    if key is None:
-        return {"path": text, "sha256": None, **extra}
-    with _LOCK:
-        ahead = _AHEAD.pop(key, None)
-    digest = ahead.result() if ahead is not None else _sha256_file(Path(key[0]))
-    return {"path": text, "sha256": digest, **extra}
-
-
-# Digests being computed on a background thread (hash_ahead), by (file, size, mtime): a file
-# changed since is hashed again.
-_AHEAD: dict[tuple[str, int, int], Future[str]] = {}
-_LOCK = threading.Lock()
+    return {"path": text, "sha256": _digests.digest(split_modality(_local(text))[0]), **extra}
 
 
 def hash_ahead(paths: Iterable[str | os.PathLike[str]]) -> None:
-    """Start hashing these inputs on a background thread, so that :func:`file_input` finds
-    their digests ready: hashlib releases the GIL, so the 0.2 s a 300 MB h5ad takes overlaps
-    the work that reads it. Call it once a URL input's local copy is made (the source opened)."""
+    """Start hashing these inputs on background threads, so that :func:`file_input` finds
+    their digests ready (:mod:`atlasprep._digests`). Call it once a URL input's local copy is
+    made (the source opened)."""
     for path in paths:
-        key = _hash_key(os.fspath(path))
-        with _LOCK:
-            if key is None or key in _AHEAD:
-                continue
-            future: Future[str] = Future()
-            _AHEAD[key] = future
-
-        def run(target: Path = Path(key[0]), done: Future[str] = future) -> None:
-            try:
-                done.set_result(_sha256_file(target))
-            except BaseException as exc:  # (the record then raises it, as hashing there would)
-                done.set_exception(exc)
-
-        # a daemon: a command that fails before its record is made does not wait for it
-        threading.Thread(target=run, name="atlasprep-hash", daemon=True).start()
-
-
-def _hash_key(text: str) -> tuple[str, int, int] | None:
-    """(file, size, mtime) of an input that is hashed: a local file (or a URL input's copy) of
-    at most 2 GiB; None for a directory or a larger file."""
-    local = split_modality(_local(text))[0]
-    if not local.is_file():
-        return None
-    stat = local.stat()
-    return None if stat.st_size > _HASH_LIMIT else (str(local.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-def _sha256_file(path: Path) -> str:
-    # file_digest reads into one reused buffer: 0.60 s for a 700 MB h5ad where reading 4 MiB
-    # blocks (a new bytes object each) took 0.76-0.80 s
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        _digests.start(split_modality(_local(os.fspath(path)))[0])
 
 
 def read_steps(path: str | Path) -> list[dict[str, Any]]:

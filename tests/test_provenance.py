@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -107,3 +108,37 @@ def test_inputs_hashed_ahead_give_the_digest_of_the_file_as_recorded(tmp_path):
     data.write_bytes(b"changed since")
     os.utime(data, ns=(1, 1))
     assert file_input(data)["sha256"] == _sha(data)
+
+
+def test_the_command_line_hashes_the_anndata_files_it_names_before_the_libraries_load(tmp_path):
+    """``tokenize``/``slice``/``harmonize`` start hashing the existing .h5ad/.h5mu files among
+    their arguments (positional, ``--input``, ``-i``, ``--input=``) as the process starts: not
+    the value of ``--out``, not other files, nothing for ``--help`` or another command. The
+    record then gives the file's own digest."""
+    import os
+
+    from atlasprep import _digests
+    from atlasprep.cli._app import _hash_inputs_early
+    from atlasprep.provenance import file_input
+
+    files = {name: tmp_path / name for name in ("a.h5ad", "b.h5mu", "c.h5ad", "d.h5ad", "out.h5ad", "e.json")}
+    for path in files.values():
+        path.write_bytes(os.urandom(1 << 16))
+
+    def started(argv: list[str]) -> set[str]:
+        _digests._AHEAD.clear()
+        _hash_inputs_early([argv[0]] if argv else None, argv)
+        return {Path(key[0]).name for key in _digests._AHEAD}
+
+    argv = [
+        "tokenize", str(files["a.h5ad"]), "--input", str(files["b.h5mu"]), "-i", str(files["c.h5ad"]),
+        f"--input={files['d.h5ad']}", "--out", str(files["out.h5ad"]),
+        "--token-dictionary", str(files["e.json"]), str(tmp_path / "missing.h5ad"),
+    ]  # fmt: skip
+    assert started(argv) == {"a.h5ad", "b.h5mu", "c.h5ad", "d.h5ad"}
+    assert file_input(files["a.h5ad"])["sha256"] == _sha(files["a.h5ad"])
+    assert started(["slice", "-o", str(files["out.h5ad"]), "--input", str(files["a.h5ad"])]) == {"a.h5ad"}
+    assert started(["harmonize", str(files["a.h5ad"]), "--help"]) == set()
+    assert started(["validate", str(files["a.h5ad"])]) == set()
+    assert started([]) == set()
+    _digests._AHEAD.clear()

@@ -13,6 +13,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -286,6 +287,32 @@ def _heap_policy(invoked: list[str] | None) -> None:
             _heap.keep_allocations()
 
 
+# The builds whose AnnData inputs are hashed as the command line starts (see _hash_inputs_early)
+_HASHED_EARLY = frozenset({"tokenize", "slice", "harmonize"})
+
+
+def _hash_inputs_early(invoked: list[str] | None, argv: list[str]) -> None:
+    """Start hashing the AnnData files a build names (its provenance record's digests, by
+    :mod:`atlasprep._digests`) before its libraries load: hashlib reads and hashes on the other
+    core through the 0.7 s of imports, where it used to share both cores with the build (a
+    350 MB h5ad takes 0.3 s). Only existing ``.h5ad``/``.h5mu`` files among the arguments, not
+    the value of ``--out``; the record asks for each digest by (file, size, mtime), so a file the
+    command does not read is hashed for nothing but never recorded."""
+    if not invoked or invoked[0] not in _HASHED_EARLY or "--help" in argv:
+        return
+    from atlasprep import _digests
+
+    for previous, arg in zip(["", *argv], argv, strict=False):
+        name, _, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in ("--input", "-i") and value:
+            arg = value
+        elif arg.startswith("-") or previous in ("--out", "-o"):
+            continue
+        path = Path(arg)
+        if path.suffix in (".h5ad", ".h5mu") and path.is_file():
+            _digests.start(path)
+
+
 def _preload(invoked: list[str] | None, argv: list[str]) -> None:
     """Import the library ``invoked`` will run (``_PRELOAD``; not for ``--help``) while the
     cyclic collector is off, so that ``gc.freeze`` takes its modules' objects too. Imported
@@ -321,6 +348,7 @@ def main() -> None:
     _for_pipes()
     invoked = _invoked(argv)
     _heap_policy(invoked)
+    _hash_inputs_early(invoked, argv)
     register_commands(invoked)
     _preload(invoked, argv)
     gc.freeze()

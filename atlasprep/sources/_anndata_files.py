@@ -8,7 +8,6 @@ import errno
 import logging
 import os
 import re
-import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +18,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from anndata import OldFormatWarning
-from anndata.io import read_elem, sparse_dataset
 
 from atlasprep.errors import AtlasprepError, InputFormatError, SourceError, UsageError
+from atlasprep.sources._h5elem import read_elem
 
 log = logging.getLogger("atlasprep.sources")
 
@@ -33,7 +31,7 @@ class _File:
     handle: Any  # h5py.File | zarr.Group (+ a ZipStore to close)
     store: Any
     matrix: str  # "X" or "raw/X"
-    X: Any  # backed sparse dataset or dense array
+    X: Any  # _SparseOnDisk or a dense array
     offset: int
     colmap: np.ndarray  # file column -> union var position
     indptr: np.ndarray | None  # int64 row pointers (sparse X: 8 bytes a cell), None for dense
@@ -67,9 +65,7 @@ class _ObsFile:
         rows = pd.RangeIndex(self.n_rows)
         if self.whole is not None:
             return self.whole[mine].set_axis(rows, axis=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OldFormatWarning)
-            return pd.DataFrame({c: read_elem(self.elem[c]) for c in mine}, index=rows, columns=mine)
+        return pd.DataFrame({c: read_elem(self.elem[c]) for c in mine}, index=rows, columns=mine)
 
 
 def _modality_group(handle: Any, path: Path, modality: str | None) -> Any:
@@ -184,9 +180,7 @@ def _matrix_path(handle: Any, layer: str | None, path: Path) -> str:
 
 def read_frame(elem: Any) -> pd.DataFrame:
     """obs/var as a DataFrame, also from the legacy (pre-0.7) structured-array encoding."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OldFormatWarning)
-        frame = read_elem(elem)
+    frame = read_elem(elem)
     if isinstance(frame, pd.DataFrame):
         return frame
     records = pd.DataFrame.from_records(np.asarray(frame))
@@ -208,10 +202,31 @@ def _backed_matrix(elem: Any, path: Path, name: str) -> Any:
             raise InputFormatError(
                 f"{path}: {name} is a sparse matrix without {', '.join(missing)}; is it damaged?"
             )
-        return sparse_dataset(elem)
+        return _SparseOnDisk(elem)
     if encoding == "array" or not hasattr(elem, "keys"):
         return elem
     raise InputFormatError(f"{path}: {name} has unsupported encoding {encoding!r}")
+
+
+class _SparseOnDisk:
+    """A CSR matrix in the file: its shape and dtype read from the group; rows that are not
+    one run are read through anndata's backed sparse dataset, made (and anndata imported) the
+    first time they are asked for. A run of rows is read from data and indices directly
+    (:func:`_read_rows`)."""
+
+    def __init__(self, elem: Any) -> None:
+        self._elem = elem
+        n_rows, n_cols = (int(n) for n in elem.attrs["shape"])
+        self.shape = (n_rows, n_cols)
+        self.dtype = np.dtype(elem["data"].dtype)
+        self._backed: Any = None
+
+    def __getitem__(self, rows: Any) -> Any:
+        if self._backed is None:
+            from anndata.io import sparse_dataset
+
+            self._backed = sparse_dataset(self._elem)
+        return self._backed[rows]
 
 
 def _row_pointers(elem: Any) -> np.ndarray | None:
