@@ -26,6 +26,7 @@ from atlasprep.ontology._index import (
 )
 from atlasprep.ontology._parser import get_parser
 from atlasprep.ontology.aliases import ALIASES
+from atlasprep.ontology.kept import descendants_kept, keep_descendants, keep_resolved, resolved_kept
 
 __all__ = [
     "DEFAULT_ONTOLOGIES",
@@ -107,6 +108,25 @@ def resolve_term(query: str, ontologies: Sequence[str] | None = None) -> Resolve
     refused with every candidate; a name nobody knows is refused with the closest labels.
     """
     searched = _ontologies(ontologies)
+    kept = resolved_kept(query, searched)  # resolved in an earlier run (ontology/kept.py)
+    if kept is not None:
+        return ResolvedTerm(query=query, **kept)
+    term = _resolve(query, searched)
+    keep_resolved(
+        query,
+        searched,
+        {
+            "term_id": term.term_id,
+            "label": term.label,
+            "ontology": term.ontology,
+            "how": term.how,
+            "n_descendants": term.n_descendants,
+        },
+    )
+    return term
+
+
+def _resolve(query: str, searched: tuple[str, ...]) -> ResolvedTerm:
     curie = _parse_curie(query)
     if curie is not None:
         return _resolve_id(query, curie, searched)
@@ -302,12 +322,17 @@ def term_label(term_id: str) -> str:
 
 @functools.cache
 def descendants(term_id: str, *, include_self: bool = True) -> tuple[str, ...]:
-    """The term's descendants over is_a and part_of, sorted (cached per process)."""
+    """The term's descendants over is_a and part_of, sorted (cached per process, and kept
+    between runs: ontology/kept.py)."""
+    kept = descendants_kept(term_id, include_self)
+    if kept is not None:
+        return kept
     try:
-        found = set(get_parser().get_term_descendants(term_id, include_self=include_self))
+        found = tuple(sorted(set(get_parser().get_term_descendants(term_id, include_self=include_self))))
     except ValueError:
         raise UnknownTermError(f"{term_id} is not a term of any shipped ontology", query=term_id) from None
-    return tuple(sorted(found))
+    keep_descendants(term_id, include_self, found)
+    return found
 
 
 def expand_terms(term_ids: Iterable[str], *, exact: bool = False) -> tuple[str, ...]:

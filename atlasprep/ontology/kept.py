@@ -1,0 +1,144 @@
+"""Term resolutions kept between runs, so that a filtering command parses no ontology.
+
+Resolving a filter's terms parses the ontologies they come from (UBERON alone takes 0.13 s of a
+core; a label builds the name index on top) in every command that filters, and expanding them
+walks the term graph for their descendants. What resolution finds depends only on the pinned
+ontology releases (cellxgene-ontology-guide's, for :data:`SCHEMA_VERSION`) and on atlasprep's
+own matching rules (aliases, normalization), so each resolved query and each term's descendants
+are kept in the cache, in one small JSON file per (schema, ontology-guide version, atlasprep
+version): ``ontology-terms-<schema>/<guide>-<atlasprep>.json``, written as the process ends.
+A query that is refused is not kept: it is resolved, and refused with its suggestions, each
+time. A broken file is ignored and written again; a cache that cannot be written leaves the
+answers right, only not kept.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import importlib.metadata
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["descendants_kept", "flush", "keep_descendants", "keep_resolved", "resolved_kept"]
+
+_LOCK = threading.Lock()
+_SECTIONS = ("resolved", "descendants")
+
+
+@functools.cache
+def _name() -> str:
+    from atlasprep import __version__
+    from atlasprep._names import SCHEMA_VERSION
+
+    guide = importlib.metadata.version("cellxgene-ontology-guide")
+    return f"ontology-terms-{SCHEMA_VERSION}/{guide}-{__version__}.json"
+
+
+def _path() -> Path | None:
+    """The file for the pinned releases and this atlasprep, in the cache dir of the moment;
+    None when no cache dir can be made."""
+    from atlasprep._cache import cache_dir
+
+    try:
+        return cache_dir() / _name()
+    except OSError:
+        return None
+
+
+# the entries of each file, read once per process (empty where there is none or it is broken)
+_TABLES: dict[Path | None, dict[str, dict[str, Any]]] = {}
+
+
+def _table() -> tuple[Path | None, dict[str, dict[str, Any]]]:
+    path = _path()
+    with _LOCK:
+        if path not in _TABLES:
+            _TABLES[path] = _read(path)
+        return path, _TABLES[path]
+
+
+def _read(path: Path | None) -> dict[str, dict[str, Any]]:
+    empty: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    if path is None:
+        return empty
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return empty
+    if not isinstance(found, dict) or not all(isinstance(found.get(n), dict) for n in _SECTIONS):
+        return empty
+    return {name: found[name] for name in _SECTIONS}
+
+
+# a kept resolution: the ResolvedTerm's fields but the query, with their JSON types
+_FIELDS = {"term_id": str, "label": str, "ontology": str, "how": str, "n_descendants": int}
+
+
+def _query_key(query: str, searched: Sequence[str]) -> str:
+    return json.dumps([query, list(searched)])
+
+
+def resolved_kept(query: str, searched: Sequence[str]) -> dict[str, Any] | None:
+    """The fields of the :class:`~atlasprep.ontology.ResolvedTerm` that ``query`` resolved to
+    among ``searched`` in an earlier run, or None."""
+    entry = _table()[1]["resolved"].get(_query_key(query, searched))
+    if not isinstance(entry, dict) or {k: type(v) for k, v in entry.items()} != _FIELDS:
+        return None
+    return entry
+
+
+def keep_resolved(query: str, searched: Sequence[str], fields: dict[str, Any]) -> None:
+    _keep("resolved", _query_key(query, searched), fields)
+
+
+def descendants_kept(term_id: str, include_self: bool) -> tuple[str, ...] | None:
+    """The term's descendants as an earlier run found them, or None."""
+    entry = _table()[1]["descendants"].get(f"{term_id} {int(include_self)}")
+    if not isinstance(entry, list) or not all(isinstance(t, str) for t in entry):
+        return None
+    return tuple(entry)
+
+
+def keep_descendants(term_id: str, include_self: bool, found: Sequence[str]) -> None:
+    _keep("descendants", f"{term_id} {int(include_self)}", list(found))
+
+
+def _keep(section: str, key: str, value: Any) -> None:
+    """Add an entry: in memory now, in the file when the process ends (:func:`flush`, once for
+    all the entries a run adds: harmonize resolves hundreds of labels)."""
+    global _FLUSH_REGISTERED
+    path, table = _table()
+    with _LOCK:
+        table[section][key] = value
+        if path is None:
+            return
+        _PENDING.add(path)
+        if not _FLUSH_REGISTERED:
+            atexit.register(flush)
+            _FLUSH_REGISTERED = True
+
+
+_PENDING: set[Path] = set()  # files with entries not written yet
+_FLUSH_REGISTERED = False
+
+
+def flush() -> None:
+    """Write the new entries, merged with what other runs kept since this one read the file
+    (written whole, atomically: a run that ends meanwhile loses nothing but its own entries)."""
+    from atlasprep._io import write_json_atomic
+
+    with _LOCK:
+        for path in sorted(_PENDING):
+            on_disk = _read(path)
+            for name in _SECTIONS:
+                on_disk[name].update(_TABLES[path][name])
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(path, on_disk)
+            except OSError:  # a read-only cache: the answers were right, only not kept
+                pass
+        _PENDING.clear()
