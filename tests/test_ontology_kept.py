@@ -134,3 +134,19 @@ def test_the_resolver_module_reads_the_kept_entries_first(fresh_cache, monkeypat
     kept._TABLES.clear()
     assert resolve_term("lung", ("UBERON",)).label == "lung, as kept"
     assert resolve_module.resolve_term is resolve_term
+
+
+def test_an_edited_matching_rule_starts_a_new_file(tmp_path):
+    """The file's name carries a digest of the rules' source (resolve.py, _index.py, aliases.py):
+    a checkout whose aliases changed does not read the answers of the old ones."""
+    from pathlib import Path
+
+    package = Path(kept.__file__).parent
+    for name in kept._RULES:
+        (tmp_path / name).write_bytes((package / name).read_bytes())
+    same = kept._rules_digest(tmp_path)
+    assert same == kept._rules_digest(package)
+    assert same in (kept._name() or "")
+    aliases = tmp_path / "aliases.py"
+    aliases.write_text(aliases.read_text() + "\n# one more alias\n")
+    assert kept._rules_digest(tmp_path) != same

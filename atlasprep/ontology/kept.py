@@ -6,7 +6,8 @@ walks the term graph for their descendants. What resolution finds depends only o
 ontology releases (cellxgene-ontology-guide's, for :data:`SCHEMA_VERSION`) and on atlasprep's
 own matching rules (aliases, normalization), so each resolved query and each term's descendants
 are kept in the cache, in one small JSON file per (schema, ontology-guide version, atlasprep
-version): ``ontology-terms-<schema>/<guide>-<atlasprep>.json``, written as the process ends.
+version, digest of the matching rules' source):
+``ontology-terms-<schema>/<guide>-<atlasprep>-<rules>.json``, written as the process ends.
 A query that is refused is not kept: it is resolved, and refused with its suggestions, each
 time. A broken file is ignored and written again; a cache that cannot be written leaves the
 answers right, only not kept.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import hashlib
 import importlib.metadata
 import json
 import threading
@@ -29,22 +31,43 @@ _LOCK = threading.Lock()
 _SECTIONS = ("resolved", "descendants")
 
 
+# the modules whose rules decide what a query resolves to (with the ontologies themselves)
+_RULES = ("resolve.py", "_index.py", "aliases.py")
+
+
 @functools.cache
-def _name() -> str:
+def _name() -> str | None:
+    """The file's name: the schema, the ontology guide's version and atlasprep's, and a digest
+    of the matching rules' source (an edited alias or rule in a checkout starts a new file);
+    None where the guide's version cannot be read (nothing is kept then)."""
     from atlasprep import __version__
     from atlasprep._names import SCHEMA_VERSION
 
-    guide = importlib.metadata.version("cellxgene-ontology-guide")
-    return f"ontology-terms-{SCHEMA_VERSION}/{guide}-{__version__}.json"
+    try:
+        guide = importlib.metadata.version("cellxgene-ontology-guide")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    rules = _rules_digest(Path(__file__).parent)
+    return f"ontology-terms-{SCHEMA_VERSION}/{guide}-{__version__}-{rules}.json"
+
+
+def _rules_digest(folder: Path) -> str:
+    rules = hashlib.sha256()
+    for name in _RULES:
+        rules.update((folder / name).read_bytes())
+    return rules.hexdigest()[:12]
 
 
 def _path() -> Path | None:
-    """The file for the pinned releases and this atlasprep, in the cache dir of the moment;
-    None when no cache dir can be made."""
+    """The file for the pinned releases and these rules, in the cache dir of the moment; None
+    when no cache dir can be made."""
     from atlasprep._cache import cache_dir
 
+    name = _name()
+    if name is None:
+        return None
     try:
-        return cache_dir() / _name()
+        return cache_dir() / name
     except OSError:
         return None
 
