@@ -63,8 +63,18 @@ def digest(local: Path) -> str | None:
     return ahead.result() if ahead is not None else sha256_file(Path(key[0]))
 
 
+_BLOCK = 8 << 20  # bytes read and hashed per step
+
+
 def sha256_file(path: Path) -> str:
-    # file_digest reads into one reused buffer: 0.60 s for a 700 MB h5ad where reading 4 MiB
-    # blocks (a new bytes object each) took 0.76-0.80 s
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """A file's sha256, read in 8 MiB steps into one reused buffer. Reading and hashing release
+    the GIL, but each step takes it back: ``hashlib.file_digest``'s 256 KiB steps, on a thread
+    beside imports or other Python work, waited for the GIL so often that a 350 MB h5ad took
+    0.73-0.75 s instead of 0.27 s; in 8 MiB steps it takes 0.51 s there, done within the
+    imports (0.26-0.29 s alone for either)."""
+    digest = hashlib.sha256()
+    view = memoryview(bytearray(_BLOCK))
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            digest.update(view[:n])
+    return digest.hexdigest()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
@@ -142,3 +143,19 @@ def test_the_command_line_hashes_the_anndata_files_it_names_before_the_libraries
     assert started(["validate", str(files["a.h5ad"])]) == set()
     assert started([]) == set()
     _digests._AHEAD.clear()
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 128, 200])
+def test_a_files_digest_is_its_sha256_at_every_block_boundary(tmp_path, monkeypatch, size):
+    """``sha256_file`` reads in steps of ``_BLOCK`` bytes (8 MiB; 64 here): any size, a step's
+    edge included, gives the file's own sha256 (inputs and shards alike)."""
+    import os
+
+    from atlasprep import _digests
+    from atlasprep.shard.format import sha256_of
+
+    monkeypatch.setattr(_digests, "_BLOCK", 64)
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(size))
+    assert _digests.sha256_file(path) == _sha(path)
+    assert sha256_of(path) == _sha(path)

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 
+from atlasprep._digests import sha256_file
 from atlasprep._names import ShardFormatName
 from atlasprep.errors import InputFormatError
 
@@ -121,9 +122,8 @@ def ragged(values: np.ndarray, offsets: np.ndarray, type_: pa.DataType) -> pa.Ar
 
 def sha256_of(path: Path) -> str:
     """A file's sha256, or a directory's: over its sorted relative paths and their bytes."""
-    if path.is_file():
-        with open(path, "rb") as data:  # a block at a time (from the page cache, just written)
-            return hashlib.file_digest(data, "sha256").hexdigest()
+    if path.is_file():  # (from the page cache, just written; on a writer thread)
+        return sha256_file(path)
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(file.relative_to(path).as_posix().encode() + b"\x00")
