@@ -197,9 +197,9 @@ def _error(message: str) -> None:
 def _for_pipes() -> None:
     """Output that is not a terminal is not hard-wrapped: text lines are written whole, and
     tables and ``--help`` are laid out ``PIPE_WIDTH`` wide (rich would take 80 columns and cut
-    option names and filter expressions)."""
-    import typer.rich_utils
-
+    option names and filter expressions). typer lays out help ``TERMINAL_WIDTH`` wide, read
+    when it loads its help renderer (``typer.rich_utils``, 30 ms of imports that a command run
+    does not need): the width goes there, and to the renderer itself if it is loaded already."""
     for console, stream in (
         (out_console, sys.stdout),
         (err_console, sys.stderr),
@@ -209,7 +209,12 @@ def _for_pipes() -> None:
             console.width = max(console.width, PIPE_WIDTH)
             console.soft_wrap = True
     if not sys.stdout.isatty():
-        typer.rich_utils.MAX_WIDTH = max(typer.rich_utils.MAX_WIDTH or 0, PIPE_WIDTH)
+        given = os.environ.get("TERMINAL_WIDTH", "")
+        width = max(int(given) if given.isdigit() else 0, PIPE_WIDTH)
+        os.environ["TERMINAL_WIDTH"] = str(width)
+        rich_utils = sys.modules.get("typer.rich_utils")
+        if rich_utils is not None:
+            setattr(rich_utils, "MAX_WIDTH", max(getattr(rich_utils, "MAX_WIDTH", None) or 0, width))  # noqa: B010
 
 
 def hoist_verbosity(argv: list[str]) -> list[str]:
