@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
-__all__ = ["cache_dir", "cache_entries"]
+__all__ = ["cache_dir", "cache_entries", "cache_file", "keep_json"]
 
 
 def cache_dir() -> Path:
@@ -17,6 +18,27 @@ def cache_dir() -> Path:
     path = Path(env) if env else Path(platformdirs.user_cache_dir("atlasprep", appauthor=False))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cache_file(relative: str) -> Path | None:
+    """``relative`` in the cache dir; None when no cache dir can be made (what would be kept
+    there is then made again each time, never wrong)."""
+    try:
+        return cache_dir() / relative
+    except OSError:
+        return None
+
+
+def keep_json(path: Path, value: Any) -> None:
+    """``value`` written to ``path`` in the cache, atomically; a cache that cannot be written
+    is left as it is (what it would keep is made again next time)."""
+    from atlasprep._io import write_json_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, value)
+    except OSError:
+        pass
 
 
 # what atlasprep writes into the cache (names it chose); nothing else there is touched

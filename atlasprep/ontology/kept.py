@@ -23,7 +23,10 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from atlasprep.ontology.resolve import ResolvedTerm
 
 __all__ = ["descendants_kept", "flush", "keep_descendants", "keep_resolved", "resolved_kept"]
 
@@ -61,15 +64,10 @@ def _rules_digest(folder: Path) -> str:
 def _path() -> Path | None:
     """The file for the pinned releases and these rules, in the cache dir of the moment; None
     when no cache dir can be made."""
-    from atlasprep._cache import cache_dir
+    from atlasprep._cache import cache_file
 
     name = _name()
-    if name is None:
-        return None
-    try:
-        return cache_dir() / name
-    except OSError:
-        return None
+    return cache_file(name) if name is not None else None
 
 
 # the entries of each file, read once per process (empty where there is none or it is broken)
@@ -114,8 +112,9 @@ def resolved_kept(query: str, searched: Sequence[str]) -> dict[str, Any] | None:
     return entry
 
 
-def keep_resolved(query: str, searched: Sequence[str], fields: dict[str, Any]) -> None:
-    _keep("resolved", _query_key(query, searched), fields)
+def keep_resolved(query: str, searched: Sequence[str], term: ResolvedTerm) -> None:
+    """Keep what ``query`` resolved to among ``searched`` (the term's fields but the query)."""
+    _keep("resolved", _query_key(query, searched), {name: getattr(term, name) for name in _FIELDS})
 
 
 def descendants_kept(term_id: str, include_self: bool) -> tuple[str, ...] | None:
@@ -152,16 +151,12 @@ _FLUSH_REGISTERED = False
 def flush() -> None:
     """Write the new entries, merged with what other runs kept since this one read the file
     (written whole, atomically: a run that ends meanwhile loses nothing but its own entries)."""
-    from atlasprep._io import write_json_atomic
+    from atlasprep._cache import keep_json
 
     with _LOCK:
         for path in sorted(_PENDING):
             on_disk = _read(path)
             for name in _SECTIONS:
                 on_disk[name].update(_TABLES[path][name])
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(path, on_disk)
-            except OSError:  # a read-only cache: the answers were right, only not kept
-                pass
+            keep_json(path, on_disk)
         _PENDING.clear()

@@ -81,30 +81,20 @@ def _look_up(futures: dict[str, Future[str | None]]) -> None:
 def label_table(ontology: str) -> Mapping[str, str] | None:
     """Term ID -> label of every term of a shipped ontology (its pinned release; None for an
     ontology not shipped): from the cache, else from the parsed ontology, then kept there."""
-    from atlasprep._cache import cache_dir
-    from atlasprep._io import write_json_atomic
+    from atlasprep._cache import cache_file, keep_json
     from atlasprep.ontology._parser import SCHEMA_VERSION, get_parser
 
     parser = get_parser()
     info = parser.cxg_schema.supported_ontologies.get(ontology)
     if info is None:
         return None
-    try:
-        path: Path | None = (
-            cache_dir() / f"ontology-labels-{SCHEMA_VERSION}" / f"{ontology}-{info['version']}.json"
-        )
-    except OSError:  # no cache dir can be made: the labels are still right, only not kept
-        path = None
+    path = cache_file(f"ontology-labels-{SCHEMA_VERSION}/{ontology}-{info['version']}.json")
     kept = _read_table(path) if path is not None else None
     if kept is not None:
         return kept
     table = {str(term): str(entry["label"]) for term, entry in parser.cxg_schema.ontology(ontology).items()}
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, table)
-        except OSError:  # a read-only cache: as above
-            pass
+        keep_json(path, table)
     return table
 
 

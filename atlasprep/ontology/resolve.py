@@ -112,17 +112,7 @@ def resolve_term(query: str, ontologies: Sequence[str] | None = None) -> Resolve
     if kept is not None:
         return ResolvedTerm(query=query, **kept)
     term = _resolve(query, searched)
-    keep_resolved(
-        query,
-        searched,
-        {
-            "term_id": term.term_id,
-            "label": term.label,
-            "ontology": term.ontology,
-            "how": term.how,
-            "n_descendants": term.n_descendants,
-        },
-    )
+    keep_resolved(query, searched, term)
     return term
 
 
