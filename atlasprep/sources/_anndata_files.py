@@ -20,7 +20,6 @@ import pandas as pd
 import scipy.sparse as sp
 
 from atlasprep.errors import AtlasprepError, InputFormatError, SourceError, UsageError
-from atlasprep.sources._h5direct import DirectReader, direct_reader
 from atlasprep.sources._h5elem import read_elem
 
 log = logging.getLogger("atlasprep.sources")
@@ -37,8 +36,6 @@ class _File:
     colmap: np.ndarray  # file column -> union var position
     indptr: np.ndarray | None  # int64 row pointers (sparse X: 8 bytes a cell), None for dense
     elem: Any  # the matrix's own group (sparse) or array (dense)
-    # a sparse matrix's data and indices read by file offset (:mod:`._h5direct`), where they can be
-    direct: tuple[DirectReader, DirectReader] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,18 +229,6 @@ class _SparseOnDisk:
         return self._backed[rows]
 
 
-def direct_parts(elem: Any, path: Path, name: str) -> tuple[DirectReader, DirectReader] | None:
-    """A CSR matrix's data and indices, each a :class:`DirectReader`, where both can be."""
-    if not (hasattr(elem, "keys") and "data" in elem and "indices" in elem):
-        return None
-    try:
-        data = direct_reader(elem["data"], f"{path}: {name}/data")
-        indices = direct_reader(elem["indices"], f"{path}: {name}/indices")
-    except Exception:  # a damaged file: h5py reads it, and says what is wrong
-        return None
-    return None if data is None or indices is None else (data, indices)
-
-
 def _row_pointers(elem: Any) -> np.ndarray | None:
     """A backed CSR matrix's indptr (8 bytes a cell), else None."""
     if hasattr(elem, "keys") and "indptr" in elem:
@@ -256,12 +241,8 @@ def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
     if contiguous and f.indptr is not None:  # one slice of data and indices, read as stored
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         a, b = int(f.indptr[lo]), int(f.indptr[hi])
-        if f.direct is not None:
-            data, indices = (part.read(a, b) for part in f.direct)
-        else:
-            data, indices = f.elem["data"][a:b], f.elem["indices"][a:b]
         return sp.csr_matrix(
-            (data, indices, f.indptr[lo : hi + 1] - a),
+            (f.elem["data"][a:b], f.elem["indices"][a:b], f.indptr[lo : hi + 1] - a),
             shape=(hi - lo, f.X.shape[1]),
         )
     if contiguous:

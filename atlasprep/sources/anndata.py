@@ -30,7 +30,6 @@ from atlasprep.sources._anndata_files import (
     _open_group,
     _read_parts,
     _read_rows,
-    direct_parts,
     read_frame,
 )
 from atlasprep.sources._fetch import split_input, staged
@@ -103,7 +102,6 @@ def _open_file(
         colmap=colmap,
         indptr=indptr,
         elem=group[matrix],
-        direct=direct_parts(group[matrix], path, matrix) if indptr is not None else None,
     )
     return file, obs, var, obs_names
 
