@@ -94,14 +94,18 @@ def _write_input(path: Path, prefix: str, X, genes: list[str]) -> None:  # type:
     adata.write_h5ad(path)
 
 
-def _tokenize_inputs(tmp_path: Path, files, names: tuple[str, ...], *, mapping: bool) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
-    """atlasprep's input_ids per cell for ``tmp_path/in/<name>.h5ad`` joined as one source, with
-    the V2 dictionaries (and the Ensembl mapping with ``mapping``)."""
+def _tokenize_inputs(  # type: ignore[no-untyped-def]
+    tmp_path: Path, files, names: tuple[str, ...], *, mapping: bool, join: str | None = None
+) -> dict[str, list[int]]:
+    """atlasprep's input_ids per cell for ``tmp_path/in/<name>.h5ad`` joined as one source
+    (``join``: how, where the files' genes differ), with the V2 dictionaries (and the Ensembl
+    mapping with ``mapping``)."""
     tokenize_cells(
         TokenizeConfig(
             source=SourceSpec(
                 inputs=tuple(str(tmp_path / "in" / f"{n}.h5ad") for n in names),
                 filter=CellFilter(primary_only=False),
+                join=join,
             ),
             out=tmp_path / "store",
             token_dictionary=files["token_dictionary"][0],
@@ -223,6 +227,7 @@ def test_gene_collapse_decided_per_file_as_geneformer(small_census, tmp_path):
         part = X[rows] if name == "a" else sp.hstack([X[rows], extra], format="csr")
         _write_input(tmp_path / "in" / f"{name}.h5ad", name, part, names)
     want = _geneformer_ids(gf, tmp_path, files, max_len=4096, special=True, mapping=True)
-    got = _tokenize_inputs(tmp_path, files, ("a", "b"), mapping=True)
+    # file b measures one gene more (the alias): every gene joined, a's cells without it
+    got = _tokenize_inputs(tmp_path, files, ("a", "b"), mapping=True, join="outer")
     assert len(want) == 400
     assert got == want
