@@ -231,3 +231,37 @@ def test_gene_collapse_decided_per_file_as_geneformer(small_census, tmp_path):
     got = _tokenize_inputs(tmp_path, files, ("a", "b"), mapping=True, join="outer")
     assert len(want) == 400
     assert got == want
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize(
+    ("relative", "layer"),
+    [
+        ("scrna/wu2020_200_v0_11.h5ad", "X"),  # NCBI symbols, through the mapping
+        ("citeseq/pbmc_10k_protein_v3.h5ad", "X"),  # symbols (X dense in the file)
+        ("cellxgene/example_invalid_CL.h5ad", "raw"),  # Ensembl IDs and a spike-in, stored zeros
+    ],
+)
+def test_shared_files_as_geneformer(tmp_path, relative, layer):
+    """Real files' counts with the V2 dictionaries and the Ensembl mapping: the columns
+    Geneformer requires added, and X sparse (Geneformer's summing of genes the mapping
+    collapses takes a sparse X only: a dense one fails inside pandas)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    gf = _tokenizer_module()
+    source = ad.read_h5ad(shared_file(relative))
+    X = sp.csr_matrix(source.raw.X if layer == "raw" else source.X)
+    adata = ad.AnnData(X.copy(), obs=source.obs[[]].copy())
+    adata.var_names = list(source.raw.var_names if layer == "raw" else source.var_names)
+    adata.var["ensembl_id"] = list(adata.var_names)
+    adata.obs["n_counts"] = np.asarray(X.sum(axis=1)).ravel().astype(np.float32)
+    adata.obs["cell_id"] = list(adata.obs_names)
+    (tmp_path / "in").mkdir()
+    adata.write_h5ad(tmp_path / "in" / "cells.h5ad")
+    files = _dictionaries(tmp_path, "gc104M")
+    want = _geneformer_ids(gf, tmp_path, files, max_len=4096, special=True, mapping=True)
+    got = _tokenize_inputs(tmp_path, files, ("cells",), mapping=True)
+    assert len(want) > 100
+    assert {c: ids for c, ids in got.items() if c in want} == want
+    assert all(len(ids) == 2 for c, ids in got.items() if c not in want)  # Geneformer drops empty cells
