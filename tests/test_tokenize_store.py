@@ -210,8 +210,11 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_bytes(small_census, tmp_path):
     clean = tmp_path / "clean"
     subprocess.run([*args, "--out", str(clean)], check=True, capture_output=True)
     killed = tmp_path / "killed"
+    # every spill on disk (none kept in memory), so the kill finds some written: the re-run must
+    # not take them for its own
+    on_disk = {**os.environ, "ATLASPREP_SPILL_MEMORY": "0"}
     proc = subprocess.Popen(
-        [*args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=on_disk
     )
     deadline = time.monotonic() + 60
     spill = killed / ".work" / "spill"
@@ -464,6 +467,54 @@ def test_n_hvg_only_for_bin(small_census, tmp_path):
     )
     assert r.exit_code == 2
     assert "--n-hvg" in r.stderr
+
+
+def test_spills_kept_in_memory_on_disk_or_both_give_the_same_bytes(
+    small_census, tmp_path, dictionaries, monkeypatch
+):
+    """A build in one process keeps its first spills in memory while they fit
+    (``ATLASPREP_SPILL_MEMORY`` bytes), the rest on disk; the shards are the same bytes."""
+    from atlasprep.shard import spill
+    from atlasprep.shard.writer import ShardWriter
+
+    kinds: list[list[str]] = []
+    sizes: list[int] = []  # of the rows kept in memory
+    register = ShardWriter.register
+
+    def noting(self, kept):  # type: ignore[no-untyped-def]
+        if not self._spills:
+            kinds.append([])
+        kinds[-1].append("memory" if kept.rows is not None else "file")
+        sizes.append(0 if kept.rows is None else kept.rows.nbytes)
+        if kept.rows is None:
+            assert kept.path.is_file()
+        else:
+            assert not kept.path.exists()
+        return register(self, kept)
+
+    monkeypatch.setattr(ShardWriter, "register", noting)
+    hashes = {}
+    for label in ("memory", "both", "disk"):
+        if label == "memory":
+            monkeypatch.delenv("ATLASPREP_SPILL_MEMORY", raising=False)
+        else:  # room for the first half of the spills, then for none
+            room = sum(sizes[: len(sizes) // 2]) if label == "both" else 0
+            monkeypatch.setenv("ATLASPREP_SPILL_MEMORY", str(room))
+        manifest = tokenize_cells(_config(small_census, tmp_path / label, dictionaries)).manifest
+        hashes[label] = [s["sha256"] for s in manifest["shards"]]
+        assert not (tmp_path / label / ".work").exists()
+    memory, both, disk = kinds
+    assert set(disk) == {"file"}
+    assert set(memory) == {"memory"}
+    assert "memory" in both
+    assert "file" in both
+    assert len(disk) == len(both) == len(memory) > 3
+    assert hashes["disk"] == hashes["both"] == hashes["memory"]
+    assert spill.SpillMemory.from_environment().left == 0
+    monkeypatch.delenv("ATLASPREP_SPILL_MEMORY")
+    assert spill.SpillMemory.from_environment().left == spill.SPILL_MEMORY
+    monkeypatch.setenv("ATLASPREP_SPILL_MEMORY", "lots")  # not a byte count: the default
+    assert spill.SpillMemory.from_environment().left == spill.SPILL_MEMORY
 
 
 def test_shard_size_cuts_shards_by_bytes_independently_of_batching(small_census, tmp_path):

@@ -4,20 +4,40 @@ Tokenized batches arrive in source order and are spilled sorted by (split, slot)
 per batch, with each row's key and (cutting by size) its bytes. A shard gathers one run of rows
 from every spill (memory-mapped, one spill open at a time, so only that shard is in memory; the
 token lists are copied once, straight into the shard's buffers).
+
+A build in one process may keep its first spills in memory instead (:class:`SpillMemory`: up
+to :data:`SPILL_MEMORY` bytes of sorted rows, ``ATLASPREP_SPILL_MEMORY`` to change it, 0 for
+none): writing them through the page cache and mapping them back cost a 50,000-cell build
+about a tenth of its time. The shards are the same bytes either way.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Runs", "Spill", "assemble", "find_runs", "gather_runs", "row_nbytes", "spill_key", "write_spill"]
+__all__ = [
+    "SPILL_MEMORY",
+    "Runs",
+    "Spill",
+    "SpillMemory",
+    "assemble",
+    "find_runs",
+    "gather_runs",
+    "row_nbytes",
+    "spill_key",
+    "write_spill",
+]
+
+SPILL_MEMORY = 256 * 1024**2  # bytes of spilled rows a build in one process keeps in memory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,13 +49,49 @@ class Spill:
     keys: np.ndarray
     schema: pa.Schema
     sizes: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()  # (split code, slots, bytes)
+    rows: pa.Table | None = None  # kept in memory (SpillMemory): no file at ``path``
+
+    @property
+    def source(self) -> SpillSource:
+        """Where its rows are: in memory, or the file."""
+        return self.rows if self.rows is not None else self.path
+
+
+SpillSource: TypeAlias = Path | pa.Table  # a spill's file, or its rows kept in memory
+
+
+@dataclass(slots=True)
+class SpillMemory:
+    """The bytes of sorted rows a build may still keep in memory rather than write: its spills
+    are taken in order while they fit (``ATLASPREP_SPILL_MEMORY`` bytes, else
+    :data:`SPILL_MEMORY`), the rest are files. Only one process's spills can be kept: a
+    worker's are read by others."""
+
+    left: int
+
+    @classmethod
+    def from_environment(cls) -> SpillMemory:
+        text = os.environ.get("ATLASPREP_SPILL_MEMORY", "").strip()
+        return cls(left=int(text) if text.isdigit() else SPILL_MEMORY)
+
+    def take(self, n_bytes: int) -> bool:
+        if n_bytes > self.left:
+            return False
+        self.left -= n_bytes
+        return True
 
 
 def write_spill(
-    path: Path, table: pa.Table, split_codes: np.ndarray, slots: np.ndarray, by_size: bool
+    path: Path,
+    table: pa.Table,
+    split_codes: np.ndarray,
+    slots: np.ndarray,
+    by_size: bool,
+    memory: SpillMemory | None = None,
 ) -> Spill:
     """Write a batch's rows sorted by (split, slot): ``split_codes``/``slots`` are its cells'.
-    A shard then reads one contiguous run of rows from each spill."""
+    A shard then reads one contiguous run of rows from each spill. Where ``memory`` has room
+    for them, the rows are kept (:attr:`Spill.rows`) and nothing is written."""
     sizes: list[tuple[int, np.ndarray, np.ndarray]] = []
     if by_size:
         row_bytes = row_nbytes(table).astype(np.int32)
@@ -46,9 +102,11 @@ def write_spill(
     table = table.combine_chunks()
     compact = _compact_schema(table)
     rows = _take(compact, table, order)
+    keys = spill_key(split_codes[order], slots[order])
+    if memory is not None and memory.take(rows.nbytes):
+        return Spill(path=path, keys=keys, schema=table.schema, sizes=tuple(sizes), rows=rows)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, compact) as writer:
         writer.write_table(rows)
-    keys = spill_key(split_codes[order], slots[order])
     return Spill(path=path, keys=keys, schema=table.schema, sizes=tuple(sizes))
 
 
@@ -77,27 +135,30 @@ def _compact_schema(table: pa.Table) -> pa.Schema:
     return pa.schema(fields, metadata=table.schema.metadata)
 
 
-def assemble(spills: list[tuple[Path, np.ndarray]], schema: pa.Schema, low: int, n: int) -> pa.Table | None:
+def assemble(
+    spills: list[tuple[SpillSource, np.ndarray]], schema: pa.Schema, low: int, n: int
+) -> pa.Table | None:
     """The cells with keys in ``low … low + n - 1``, gathered in key order from the spills
-    (each a file and its sorted keys); None when no spill holds one. Each spill's run of rows is
-    copied out while it alone is open (memory-mapped): a corpus of thousands of spills neither
-    runs out of file handles nor keeps every spill's touched pages mapped."""
+    (each a file, or its rows in memory, and its sorted keys); None when no spill holds one.
+    Each spill file's run of rows is copied out while it alone is open (memory-mapped): a corpus
+    of thousands of spills neither runs out of file handles nor keeps every spill's touched
+    pages mapped."""
     runs = find_runs(spills, low, n)
     return None if runs is None else gather_runs(schema, *runs)
 
 
-Runs = list[tuple[Path, int, np.ndarray]]  # per spill: its file, first row, the rows' places
+Runs = list[tuple[SpillSource, int, np.ndarray]]  # per spill: where, first row, the rows' places
 
 
-def find_runs(spills: list[tuple[Path, np.ndarray]], low: int, n: int) -> tuple[Runs, int] | None:
+def find_runs(spills: list[tuple[SpillSource, np.ndarray]], low: int, n: int) -> tuple[Runs, int] | None:
     """Where the cells with keys in ``low … low + n - 1`` are: each spill's run of rows and
     their places in the shard, and the shard's rows (keys never spilled left out); None when
     no spill holds one. Planned where the keys are, gathered (:func:`gather_runs`) elsewhere."""
     picks = []  # (spill, its run of rows, their keys' offsets from low)
-    for path, keys in spills:
+    for spilled, keys in spills:
         a, b = np.searchsorted(keys, [low, low + n], "left")
         if b > a:
-            picks.append((path, int(a), keys[a:b] - low))
+            picks.append((spilled, int(a), keys[a:b] - low))
     if not picks:
         return None
     found = np.concatenate([where for _, _, where in picks])
@@ -122,9 +183,13 @@ Part = tuple[pa.Table, np.ndarray, np.ndarray]
 
 
 def _runs(picks: Runs) -> Iterator[Part]:
-    """Each spill's run of rows (a view of the mapped file, valid until the next is opened)."""
-    for path, first, where in picks:
-        with pa.memory_map(str(path)) as source:
+    """Each spill's run of rows (of its rows in memory, or a view of the mapped file, valid
+    until the next is opened)."""
+    for spilled, first, where in picks:
+        if isinstance(spilled, pa.Table):  # kept in memory
+            yield spilled.slice(first, len(where)), np.arange(len(where)), where
+            continue
+        with pa.memory_map(str(spilled)) as source:
             run = pa.ipc.open_file(source).read_all().slice(first, len(where))
             if any(column.num_chunks > 1 for column in run.columns):  # several record batches
                 run = run.combine_chunks()

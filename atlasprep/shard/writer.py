@@ -25,7 +25,7 @@ from atlasprep.shard import format as formats
 from atlasprep.shard.format import ShardFormatName, format_named, ragged, sha256_of, size_of
 from atlasprep.shard.layout import ShardLayout
 from atlasprep.shard.manifest import ShardEntry
-from atlasprep.shard.spill import Spill, assemble, row_nbytes, spill_key, write_spill
+from atlasprep.shard.spill import Spill, SpillSource, assemble, row_nbytes, spill_key, write_spill
 
 __all__ = [
     "ShardFormatName",
@@ -81,7 +81,7 @@ class ShardWriter:
         shutil.rmtree(self.spill_dir, ignore_errors=True)  # a crashed run's spill is redone
         self.spill_dir.mkdir(parents=True)
         (store / "shards").mkdir(exist_ok=True)
-        self._spills: list[tuple[Path, np.ndarray]] = []  # spill file, (split, slot) key per row
+        self._spills: list[tuple[SpillSource, np.ndarray]] = []  # spill, (split, slot) key per row
         self._schema: pa.Schema | None = None
         self._names = list(layout.names)
         # each cell's size by slot, for cutting shards by size (4 bytes a cell; nothing otherwise)
@@ -103,11 +103,12 @@ class ShardWriter:
             self._schema = spill.schema
         for code, slots, sizes in spill.sizes:
             self._row_bytes[self._names[code]][slots] = sizes
-        self._spills.append((spill.path, spill.keys))
+        self._spills.append((spill.source, spill.keys))
 
     @property
-    def spills(self) -> list[tuple[Path, np.ndarray]]:
-        """The spills registered: each file and its rows' sorted (split, slot) keys."""
+    def spills(self) -> list[tuple[SpillSource, np.ndarray]]:
+        """The spills registered: each file (or its rows kept in memory) and its rows' sorted
+        (split, slot) keys."""
         return self._spills
 
     @property

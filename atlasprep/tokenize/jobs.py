@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from atlasprep.errors import InputFormatError
 from atlasprep.ontology.labels import labels_ahead
 from atlasprep.shard import ShardLayout, ShardWriter, ragged
+from atlasprep.shard.spill import SpillMemory
 from atlasprep.shard.writer import Spill, write_spill
 from atlasprep.sources import (
     CellBatch,
@@ -131,7 +132,9 @@ def run_encode_job(
     total = job.first_cell + len(job.positions)
     # Each batch's rows are spilled in a second thread while the next batch is tokenized (one
     # in flight; its counts are not held there, so at most two batches of counts are in
-    # memory: the one tokenized and the one read ahead).
+    # memory: the one tokenized and the one read ahead). In this process, the first spills
+    # are kept in memory (shard.spill.SpillMemory); a worker's are files the driver reads.
+    memory = None if owned else SpillMemory.from_environment()
     writing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlasprep-spill")
     pending: Future[Spill | None] | None = None
 
@@ -159,7 +162,7 @@ def run_encode_job(
             tally.add_terms(table, look_up=not owned)  # (a worker's are not labelled)
             collect()
             path = job.spill_dir / f"{job.part:05d}-{len(spills):06d}.arrow"
-            pending = writing.submit(_spill_batch, job, table, path, codes, slots)
+            pending = writing.submit(_spill_batch, job, table, path, codes, slots, memory)
             done += batch.n_cells
             if progress is not None:
                 progress(job.first_cell + done, total)
@@ -223,12 +226,18 @@ def term_ids(table: pa.Table) -> set[str]:
 
 
 def _spill_batch(
-    job: EncodeJob, table: pa.Table, path: Path, codes: np.ndarray, slots: np.ndarray
+    job: EncodeJob,
+    table: pa.Table,
+    path: Path,
+    codes: np.ndarray,
+    slots: np.ndarray,
+    memory: SpillMemory | None,
 ) -> Spill | None:
-    """Spill a batch's rows (their splits and slots given; none when every cell was left out)."""
+    """Spill a batch's rows (their splits and slots given; none when every cell was left out),
+    kept in ``memory`` where it has room."""
     if table.num_rows == 0:
         return None
-    return write_spill(path, table, codes, slots, job.by_size)
+    return write_spill(path, table, codes, slots, job.by_size, memory)
 
 
 def _with_segments(
