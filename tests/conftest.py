@@ -43,6 +43,27 @@ def demo_cells(census: Path, n_cells: int, batch_size: int = 128):  # type: igno
     return sp.csr_matrix(X, dtype=np.float32), genes
 
 
+def source_module(package: str, src: str, name: str, **attributes: object):  # type: ignore[no-untyped-def]
+    """``package.name`` loaded from ``src/name.py`` of a reference tool's source checkout (its
+    package ``__init__`` would import the whole model stack): the package is a stub holding
+    ``attributes``, the names the module imports from it."""
+    import importlib.util
+    import sys
+    import types
+
+    stub = types.ModuleType(package)
+    stub.__path__ = [src]
+    for key, value in attributes.items():
+        setattr(stub, key, value)
+    sys.modules.setdefault(package, stub)
+    spec = importlib.util.spec_from_file_location(f"{package}.{name}", Path(src) / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_file(relative: str) -> Path:
     path = SHARED_DATA / relative
     if not path.exists():

@@ -13,15 +13,13 @@ import importlib.util
 import json
 import os
 import pickle
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import demo_cells, shared_file
+from conftest import demo_cells, shared_file, source_module
 
 from atlasprep.shard.store import read_manifest, read_shard
 from atlasprep.sources import CellFilter, SourceSpec
@@ -36,17 +34,8 @@ def _tokenizer_module():  # type: ignore[no-untyped-def]
             return importlib.import_module("geneformer.tokenizer")
         except ImportError:
             pytest.skip("Geneformer is not importable and ATLASPREP_GENEFORMER_SRC is not set")
-    package = types.ModuleType("geneformer")  # its __init__ imports the whole model stack
-    package.__path__ = [src]
-    for name in ("ENSEMBL_MAPPING_FILE", "GENE_MEDIAN_FILE", "TOKEN_DICTIONARY_FILE"):
-        setattr(package, name, None)
-    sys.modules.setdefault("geneformer", package)
-    spec = importlib.util.spec_from_file_location("geneformer.tokenizer", Path(src) / "tokenizer.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    names = ("ENSEMBL_MAPPING_FILE", "GENE_MEDIAN_FILE", "TOKEN_DICTIONARY_FILE")
+    return source_module("geneformer", src, "tokenizer", **dict.fromkeys(names))
 
 
 def _dictionaries(tmp_path: Path, version: str) -> dict[str, tuple[Path, Path]]:

@@ -10,19 +10,15 @@ Where they agree, atlasprep must give that digit; elsewhere, one between them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import scipy.sparse as sp
-from conftest import demo_cells
+from conftest import demo_cells, source_module
 
 from atlasprep.shard.store import read_manifest, read_shard
 from atlasprep.sources import CellFilter, SourceSpec
@@ -36,16 +32,7 @@ def _preprocess_module():  # type: ignore[no-untyped-def]
         pytest.skip("ATLASPREP_SCGPT_SRC does not name scGPT's scgpt/ source directory")
     pytest.importorskip("torch")
     pytest.importorskip("scanpy")
-    package = types.ModuleType("scgpt")
-    package.__path__ = [src]
-    package.logger = logging.getLogger("scgpt")  # type: ignore[attr-defined]
-    sys.modules.setdefault("scgpt", package)
-    spec = importlib.util.spec_from_file_location("scgpt.preprocess", Path(src) / "preprocess.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return source_module("scgpt", src, "preprocess", logger=logging.getLogger("scgpt"))
 
 
 def _scgpt_bins(preprocess, counts: sp.csr_matrix, n_bins: int, monkeypatch) -> np.ndarray:  # type: ignore[no-untyped-def]
