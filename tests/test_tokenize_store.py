@@ -761,3 +761,17 @@ def test_geneformer_conventions_the_input_follows_are_pointed_out(
     assert "--gene-column" not in caplog.text
     assert "filter_pass" not in caplog.text
     assert result.manifest["n_cells"] == 25
+
+
+def test_a_store_is_read_by_its_path_as_a_string(tmp_path):
+    """The library readers take a store as a user names it: a str works as a Path does."""
+    from atlasprep.shard import read_manifest, read_shard
+
+    spec = SourceSpec(
+        inputs=(str(shared_file("scrna/wu2020_200_v0_11.h5ad")),), filter=CellFilter(primary_only=False)
+    )
+    tokenize_cells(TokenizeConfig(source=spec, out=tmp_path / "store", scheme="raw", max_len=16))
+    by_path, by_text = read_manifest(tmp_path / "store"), read_manifest(str(tmp_path / "store"))
+    assert by_path == by_text
+    relative = by_text["shards"][0]["path"]
+    assert read_shard(str(tmp_path / "store"), relative).equals(read_shard(tmp_path / "store", relative))

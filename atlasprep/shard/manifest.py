@@ -216,8 +216,18 @@ def compose_manifest(
     return composed
 
 
-def read_manifest_json(store: StoreRoot) -> dict[str, Any]:
+def as_root(store: StoreRoot | str) -> StoreRoot:
+    """A store named by a string (a local path, or a URL) as the root the readers take."""
+    if isinstance(store, str):
+        from atlasprep._remote import store_root
+
+        return store_root(store)
+    return store
+
+
+def read_manifest_json(store: StoreRoot | str) -> dict[str, Any]:
     """``manifest.json`` parsed, with its format name and version checked (nothing else)."""
+    store = as_root(store)
     if not store.is_dir():
         raise SourceError(f"{store}: no such directory")
     path = store / "manifest.json"
@@ -244,9 +254,11 @@ def read_manifest_json(store: StoreRoot) -> dict[str, Any]:
     return read(manifest)
 
 
-def read_manifest(store: StoreRoot) -> Manifest:
-    """The manifest of a complete store, every field checked; :class:`CorruptStoreError` (or
-    :class:`UnsafePathError` for a path leading out) naming the first problem otherwise."""
+def read_manifest(store: StoreRoot | str) -> Manifest:
+    """The manifest of a complete store (a path, a URL or a root), every field checked;
+    :class:`CorruptStoreError` (or :class:`UnsafePathError` for a path leading out) naming the
+    first problem otherwise."""
+    store = as_root(store)
     manifest = read_manifest_json(store)
     problems = manifest_problems(store, manifest)
     if problems:

@@ -21,6 +21,7 @@ from atlasprep.shard.manifest import (
     Manifest,
     ShardEntry,
     StoreProblem,
+    as_root,
     manifest_problems,
     read_manifest,
     read_manifest_json,
@@ -53,8 +54,9 @@ Verify = Literal["size", "sha256"]
 _DAMAGED = (pa.ArrowException, OSError, KeyError, ValueError, TypeError)
 
 
-def read_shard(store: StoreRoot, relative: str) -> pa.Table:
+def read_shard(store: StoreRoot | str, relative: str) -> pa.Table:
     """A shard as an Arrow table, whatever its format (its path checked to stay inside)."""
+    store = as_root(store)
     try:
         return open_shard(store, relative).read_table()
     except _DAMAGED as exc:
@@ -62,9 +64,9 @@ def read_shard(store: StoreRoot, relative: str) -> pa.Table:
         raise CorruptStoreError(f"{path}: cannot read the shard ({exc}); the store is damaged") from None
 
 
-def open_shard(store: StoreRoot, relative: str) -> ShardReader:
+def open_shard(store: StoreRoot | str, relative: str) -> ShardReader:
     """A shard of a local store or one in object storage, open for reading by its format."""
-    path = shard_path(store, relative)
+    path = shard_path(as_root(store), relative)
     if isinstance(path, Path):
         return format_for(path).open(path)
     from atlasprep.shard.remote import open_remote_shard  # fsspec only for a store that needs it
