@@ -8,12 +8,15 @@ A message names the field, its value and the valid range: ``shard_cells = 0: mus
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from atlasprep.errors import UsageError
 
 __all__ = [
     "MAX_SEED",
+    "as_paths",
     "check_choice",
     "check_fraction",
     "check_int",
@@ -62,3 +65,18 @@ def check_name(name: str, value: object) -> None:
     """``value`` is None or a non-empty name."""
     if value is not None and not (isinstance(value, str) and value.strip()):
         raise invalid(name, value, "must be a non-empty name (or left out)")
+
+
+def as_paths(config: object, *names: str) -> None:
+    r"""The named fields of a frozen config, given as strings (or any path-like), made the
+    :class:`~pathlib.Path`\ s the stages read, as Python callers write them; a URL or anything
+    else is refused by name (object storage is reached through the command line's URLs)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is None or isinstance(value, Path):
+            continue
+        if isinstance(value, str) and "://" in value:
+            raise invalid(name, value, "must be a local path here")
+        if not isinstance(value, str | os.PathLike):
+            raise invalid(name, value, "must be a path")
+        object.__setattr__(config, name, Path(value))

@@ -319,3 +319,23 @@ def test_a_closed_soma_source_is_freed_with_what_it_cached(small_census):
     del source
     gc.collect()
     assert freed() is None
+
+
+def test_configs_take_paths_as_strings_and_refuse_urls_and_other_values(tmp_path):
+    """Python callers name files as strings: the stages' configs hold them as Paths; a URL (object
+    storage goes through the command line) or a number is refused by name."""
+    from atlasprep import HarmonizeConfig
+
+    spec = SourceSpec(inputs=("a.h5ad",), filter=CellFilter(primary_only=False))
+    (tmp_path / "tokens.json").write_text("{}")
+    tokens = str(tmp_path / "tokens.json")
+    config = TokenizeConfig(source=spec, out=str(tmp_path / "store"), token_dictionary=tokens)
+    assert config.out == tmp_path / "store"
+    assert config.token_dictionary == tmp_path / "tokens.json"
+    assert config.gene_medians is None
+    assert SliceConfig(source=spec, out=str(tmp_path / "s.h5ad")).out == tmp_path / "s.h5ad"
+    assert HarmonizeConfig(source="a.h5ad", out=str(tmp_path / "h.h5ad")).out == tmp_path / "h.h5ad"
+    with pytest.raises(UsageError, match=r"out = 's3://bucket/store': must be a local path here"):
+        TokenizeConfig(source=spec, out="s3://bucket/store")
+    with pytest.raises(UsageError, match=r"out = 3: must be a path"):
+        SliceConfig(source=spec, out=3)  # type: ignore[arg-type]

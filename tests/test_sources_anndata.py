@@ -59,6 +59,57 @@ def test_zipped_legacy_zarr_streams_dense_rows(tmp_path):
     assert np.array_equal(got, np.asarray(original.X)[positions][:, [0, 5, 999]])
 
 
+def test_one_file_with_repeated_gene_ids_slices_and_tokenizes(tmp_path):
+    """One input's var as it is, repeated IDs too (symbols often repeat): every gene counts as
+    measured, and a build goes through (the presence of several files needs unique IDs, one
+    file does not)."""
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(1, (30, 4)).astype(np.float32)))
+    adata.var_names = ["Gm1", "Actb", "Gm1", "Cd4"]
+    adata.obs_names = [f"c{i}" for i in range(30)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata's "var_names are not unique"
+        adata.write_h5ad(tmp_path / "dup.h5ad")
+    source = AnnDataSource([tmp_path / "dup.h5ad"])
+    files, present = source.presence()
+    source.close()
+    assert files == (str(tmp_path / "dup.h5ad"),)
+    assert present.shape == (1, 4)
+    assert present.all()
+    runner = CliRunner()
+    for args in (
+        ["slice", "--input", str(tmp_path / "dup.h5ad"), "--all-data", "--out", str(tmp_path / "s.h5ad")],
+        [
+            "tokenize",
+            "--input",
+            str(tmp_path / "dup.h5ad"),
+            "--scheme",
+            "raw",
+            "--all-data",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sliced = ad.read_h5ad(tmp_path / "s.h5ad")
+    assert list(sliced.var_names) == ["Gm1", "Actb", "Gm1", "Cd4"]
+    assert (sliced.X != adata.X).nnz == 0
+
+
+def test_shared_legacy_zarr_with_repeated_symbols_slices_whole(tmp_path):
+    path = shared_file("scrna/10x-10k-subset.zarr.zip")
+    result = CliRunner().invoke(
+        app, ["slice", "--input", str(path), "--all-data", "--out", str(tmp_path / "all.h5ad")]
+    )
+    assert result.exit_code == 0, result.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata's "Variable names are not unique"
+        assert ad.read_h5ad(tmp_path / "all.h5ad", backed="r").shape == (10_000, 1_000)
+
+
 def test_two_inputs_union_var_and_prefix_clashing_names(tmp_path):
     rng = np.random.default_rng(0)
     a = ad.AnnData(rng.poisson(1, (5, 3)).astype(np.float32))
@@ -339,3 +390,39 @@ def test_damaged_inputs_are_one_line_errors_and_write_nothing(case, command, tmp
     assert str(path) in line
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_a_categorical_without_categories_is_sliced_as_it_is(tmp_path, suffix):
+    """A column of no value at all (a categorical with no category, every cell missing: scirpy
+    writes such for chains a dataset lacks) comes out as anndata writes it, not as a crash."""
+    adata = ad.AnnData(sp.csr_matrix(np.ones((6, 2), dtype=np.float32)))
+    adata.obs_names = [f"c{i}" for i in range(6)]
+    adata.var_names = ["ENSG1", "ENSG2"]
+    adata.obs["nothing"] = pd.Categorical([np.nan] * 6, categories=pd.Index([], dtype=object))
+    adata.obs["kind"] = pd.Categorical(["a", "b", "a", "b", "a", "b"])
+    adata.write_h5ad(tmp_path / "in.h5ad")
+    out = tmp_path / f"out{suffix}"
+    spec = SourceSpec(inputs=(str(tmp_path / "in.h5ad"),), filter=CellFilter(primary_only=False))
+    slice_cells(SliceConfig(source=spec, out=out))
+    back = ad.read_h5ad(out) if suffix == ".h5ad" else ad.read_zarr(out)
+    assert isinstance(back.obs["nothing"].dtype, pd.CategoricalDtype)
+    assert len(back.obs["nothing"].cat.categories) == 0
+    assert back.obs["nothing"].isna().all()
+    assert list(back.obs["kind"]) == list(adata.obs["kind"])
+
+
+def test_the_shared_scirpy_file_slices_whole_with_its_obs(tmp_path):
+    path = shared_file("scrna/wu2020_200_v0_11.h5ad")
+    result = CliRunner().invoke(
+        app, ["slice", "--input", str(path), "--all-data", "--out", str(tmp_path / "wu.h5ad")]
+    )
+    assert result.exit_code == 0, result.output
+    original, sliced = ad.read_h5ad(path), ad.read_h5ad(tmp_path / "wu.h5ad")
+    assert list(sliced.obs.columns) == list(original.obs.columns)
+    for column in original.obs.columns:  # (categories: those the cells hold, as slices write them)
+        mine, theirs = sliced.obs[column], original.obs[column]
+        assert isinstance(mine.dtype, pd.CategoricalDtype) == isinstance(theirs.dtype, pd.CategoricalDtype)
+        assert mine.astype(object).isna().tolist() == theirs.astype(object).isna().tolist(), column
+        assert mine.astype(object).dropna().tolist() == theirs.astype(object).dropna().tolist(), column
+    assert (sliced.X != original.X).nnz == 0

@@ -15,6 +15,7 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
+from atlasprep._checks import as_paths
 from atlasprep._io import check_new_output
 from atlasprep.errors import UsageError
 from atlasprep.harmonize._embedding import Embedding, require_scanpy
@@ -64,6 +65,7 @@ class HarmonizeConfig:
             raise UsageError(
                 f"source = {self.source!r}: expected a SourceSpec or the path of an AnnData file"
             )
+        as_paths(self, "out", "mapping", "report")
         one_input(self.source, "harmonize")
         refuse_fields(
             self.source,

@@ -64,6 +64,8 @@ def _write_column(group: Any, name: str, column: pa.ChunkedArray, *, index: bool
         write_strings(group, name, column)
     elif pa.types.is_large_string(kind) or pa.types.is_string(kind):
         _write_categorical(group, name, column)
+    elif pa.types.is_null(kind):  # no value at all (a categorical without categories): as anndata
+        _write_categorical(group, name, column.cast(pa.large_string()))
     elif pa.types.is_boolean(kind):
         write_elem(group, name, column.to_numpy().astype(bool))
     else:

@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from atlasprep import __version__
-from atlasprep._checks import check_names, invalid
+from atlasprep._checks import as_paths, check_names, invalid
 from atlasprep._jit import warm_up
 from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
@@ -58,6 +58,7 @@ class SliceConfig:
         the CLI, recipes and the Python API refuse the same values with the same message."""
         if not isinstance(self.source, SourceSpec):
             raise invalid("source", self.source, "must be a SourceSpec (where the cells come from)")
+        as_paths(self, "out")
         check_names("by", self.by)
         if self.obs_columns is not None:
             check_names("obs_columns", self.obs_columns)

@@ -158,6 +158,8 @@ class AnnDataSource:
         """(files, files × var bool): which genes each file measured, as the Census's
         ``feature_dataset_presence_matrix`` says it per dataset."""
         index = self._var.index
+        if len(self._files) == 1:  # its own var, as it is (repeated IDs too): every gene measured
+            return (str(self._files[0].path),), np.ones((1, len(index)), dtype=bool)
         matrix = np.zeros((len(self._files), len(index)), dtype=bool)
         for k, genes in enumerate(self.file_genes):
             found = index.get_indexer(list(genes))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from atlasprep._checks import (
+    as_paths,
     check_choice,
     check_fraction,
     check_int,
@@ -93,6 +94,7 @@ class TokenizeConfig:
         the CLI, recipes and the Python API refuse the same values with the same message."""
         if not isinstance(self.source, SourceSpec):
             raise invalid("source", self.source, "must be a SourceSpec (where the cells come from)")
+        as_paths(self, "out", "token_dictionary", "gene_medians", "gene_mapping", "tokenizer")
         _check_encoding(self)
         _check_shards(self)
         _check_splits(self)
