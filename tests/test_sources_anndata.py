@@ -426,3 +426,12 @@ def test_the_shared_scirpy_file_slices_whole_with_its_obs(tmp_path):
         assert mine.astype(object).isna().tolist() == theirs.astype(object).isna().tolist(), column
         assert mine.astype(object).dropna().tolist() == theirs.astype(object).dropna().tolist(), column
     assert (sliced.X != original.X).nnz == 0
+
+
+@pytest.mark.parametrize("command", ["validate", "harmonize"])
+def test_a_mudata_modality_given_to_a_one_file_command_says_how_to_make_it_one(tmp_path, command):
+    path = f"{shared_file('multiome/test_rna_atac.h5mu')}:rna"
+    args = [command, path, *(["--out", str(tmp_path / "h.h5ad")] if command == "harmonize" else [])]
+    line = assert_clean_error(CliRunner().invoke(app, args), codes=(2,))
+    assert f"{command} reads an AnnData file (h5ad or zarr), not a MuData modality" in line
+    assert f"atlasprep slice --input {path} --all-data --out rna.h5ad" in line

@@ -16,6 +16,7 @@ import zarr
 from anndata.io import read_elem
 
 from atlasprep.errors import InputFormatError, SourceError
+from atlasprep.sources._paths import missing_file
 from atlasprep.sources.anndata import read_frame  # also reads the legacy structured-array encoding
 
 
@@ -34,7 +35,7 @@ class Slice:
 @contextmanager
 def opened(path: Path) -> Iterator[Any]:
     if not path.exists():
-        raise SourceError(f"{path}: no such file or directory")
+        raise SourceError(missing_file(path, "validate"))
     store = None
     try:
         if path.is_file() and h5py.is_hdf5(path):

@@ -21,6 +21,7 @@ from atlasprep.errors import UsageError
 from atlasprep.harmonize._embedding import Embedding, require_scanpy
 from atlasprep.harmonize.labels import TERM_FIELDS
 from atlasprep.slice.writer import format_of
+from atlasprep.sources._paths import missing_file
 from atlasprep.sources.filters import FILTER_COLUMNS, CellFilter
 from atlasprep.sources.spec import SourceSpec, one_input, refuse_fields
 
@@ -103,7 +104,7 @@ def check_config(config: HarmonizeConfig) -> tuple[dict[str, str], dict[str, str
             raise UsageError(f"sets: {field} is also mapped from column {maps[field]} (maps); give it once")
         sets[field] = value
     if not config.input.exists():
-        raise UsageError(f"{config.input}: no such file")
+        raise UsageError(missing_file(config.input, "harmonize"))
     if config.embedding is not None:
         require_scanpy()
     _check_outputs(config)

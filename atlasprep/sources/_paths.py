@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["split_modality"]
+__all__ = ["missing_file", "split_modality"]
 
 
 def split_modality(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
@@ -20,3 +20,15 @@ def split_modality(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
     if head.endswith(".h5mu") or Path(head).exists():
         return Path(head), tail
     return Path(text), None
+
+
+def missing_file(path: str | os.PathLike[str], command: str) -> str:
+    """Why ``path`` cannot be read by ``command`` (which takes one AnnData file): no such file,
+    or a MuData modality (``FILE.h5mu:rna``), with the command that makes it a file."""
+    file, modality = split_modality(path)
+    if modality and file.exists():
+        return (
+            f"{path}: {command} reads an AnnData file (h5ad or zarr), not a MuData modality; write "
+            f"the modality as one first: atlasprep slice --input {path} --all-data --out {modality}.h5ad"
+        )
+    return f"{path}: no such file or directory"
