@@ -139,8 +139,9 @@ def test_refuses_normalized_x_and_unknown_gene_column(tmp_path):
     config = TokenizeConfig(
         source=SourceSpec(inputs=(str(path),)), out=tmp_path / "s", scheme="bin", obs_columns=()
     )
-    with pytest.raises(InputFormatError, match="assume_normalized"):
+    with pytest.raises(InputFormatError, match="assume_normalized") as refused:
         tokenize_cells(config)
+    assert "scheme = 'bin' needs raw integer counts" in str(refused.value)  # the value, not the enum
     import dataclasses
 
     ok = tokenize_cells(dataclasses.replace(config, assume_normalized=True, gene_column="ensembl"))

@@ -526,6 +526,20 @@ def test_an_unknown_column_is_refused_before_obs_is_read(tiny_h5ad):
         source.close()
 
 
+def test_a_column_asked_of_an_obs_without_columns_says_so(tmp_path):
+    import anndata as ad
+
+    adata = ad.AnnData(np.ones((3, 2), dtype=np.float32))
+    adata.obs_names = ["a", "b", "c"]
+    adata.write_h5ad(tmp_path / "bare.h5ad")
+    source = AnnDataSource([tmp_path / "bare.h5ad"])
+    try:
+        with pytest.raises(UsageError, match=r"no obs column 'nnz'; it has no obs column at all$"):
+            source.compile(resolve_filter(CellFilter(where="nnz > 1")))
+    finally:
+        source.close()
+
+
 def test_a_soma_error_about_the_filter_is_a_usage_error(small_census, monkeypatch):
     def refuse(*_args, **_kwargs):
         raise soma.SOMAError("Cannot apply an inequality operator\n\nAt:\n  /x/_query_condition.py(135)")

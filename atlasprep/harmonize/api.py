@@ -127,8 +127,8 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
         genes = map_genes(names, organism)
         if len(genes.var) == 0:
             raise InputFormatError(
-                f"{config.input}: no gene maps to a {genes.annotation} Ensembl ID "
-                "; check gene_column (symbols or IDs?) and organism"
+                f"{config.input}: no gene maps to a {genes.annotation} Ensembl ID; "
+                "check gene_column (symbols or IDs?) and organism"
             )
         report = HarmonizeReport(
             input=str(config.input),

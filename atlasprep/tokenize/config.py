@@ -130,7 +130,7 @@ def _check_encoding(config: TokenizeConfig) -> None:
             raise invalid(
                 "n_hvg",
                 config.n_hvg,
-                f"selects genes for scheme = 'bin' (scGPT); drop it for scheme = {config.scheme!r}",
+                f"selects genes for scheme = 'bin' (scGPT); drop it for scheme = {str(config.scheme)!r}",
             )
     check_choice("tie_order", config.tie_order, tuple(t.value for t in TieOrder))
     object.__setattr__(config, "tie_order", TieOrder(config.tie_order))
@@ -138,7 +138,7 @@ def _check_encoding(config: TokenizeConfig) -> None:
         raise invalid(
             "tie_order",
             str(config.tie_order),
-            f"orders the genes of scheme = 'rank' (Geneformer); drop it for scheme = {config.scheme!r}",
+            f"orders the genes of scheme = 'rank' (Geneformer); drop it for scheme = {str(config.scheme)!r}",
         )
     check_fraction("min_gene_match", config.min_gene_match)
     for name in ("gene_column", "n_counts_column"):

@@ -31,7 +31,7 @@ def check_batch_counts(X: Any, config: TokenizeConfig) -> None:
         X,
         where=where,
         integer=config.scheme != "raw" and not config.assume_normalized,
-        hint=f"scheme = {config.scheme!r} needs raw integer counts (normalized data?); point at raw "
+        hint=f"scheme = {str(config.scheme)!r} needs raw integer counts (normalized data?); point at raw "
         "counts, or set assume_normalized",
     )
 

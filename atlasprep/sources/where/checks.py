@@ -37,7 +37,8 @@ def check_columns(expr: Expr, available: Sequence[str], *, source: str) -> None:
         close = difflib.get_close_matches(column, list(available), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         listed = ", ".join(available[:40]) + (f" … ({len(available)} in all)" if len(available) > 40 else "")
-        raise UsageError(f"where: {source} has no obs column {column!r}; {hint}its columns: {listed}")
+        columns = f"its columns: {listed}" if listed else "it has no obs column at all"
+        raise UsageError(f"where: {source} has no obs column {column!r}; {hint}{columns}")
 
 
 def check_types(expr: Expr, types: Mapping[str, ColumnType], *, source: str) -> None:
