@@ -393,14 +393,17 @@ def test_damaged_inputs_are_one_line_errors_and_write_nothing(case, command, tmp
 
 
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
-def test_a_categorical_without_categories_is_sliced_as_it_is(tmp_path, suffix):
+def test_columns_with_missing_values_are_sliced_as_they_are(tmp_path, suffix):
     """A column of no value at all (a categorical with no category, every cell missing: scirpy
-    writes such for chains a dataset lacks) comes out as anndata writes it, not as a crash."""
+    writes such for chains a dataset lacks) comes out as anndata writes it, not as a crash; so
+    do nullable booleans and integers, their missing values kept."""
     adata = ad.AnnData(sp.csr_matrix(np.ones((6, 2), dtype=np.float32)))
     adata.obs_names = [f"c{i}" for i in range(6)]
     adata.var_names = ["ENSG1", "ENSG2"]
     adata.obs["nothing"] = pd.Categorical([np.nan] * 6, categories=pd.Index([], dtype=object))
     adata.obs["kind"] = pd.Categorical(["a", "b", "a", "b", "a", "b"])
+    adata.obs["flag"] = pd.array([True, None, False, True, None, False], dtype="boolean")
+    adata.obs["count"] = pd.array([1, None, 3, 2**60, None, -5], dtype="Int64")
     adata.write_h5ad(tmp_path / "in.h5ad")
     out = tmp_path / f"out{suffix}"
     spec = SourceSpec(inputs=(str(tmp_path / "in.h5ad"),), filter=CellFilter(primary_only=False))
@@ -410,6 +413,10 @@ def test_a_categorical_without_categories_is_sliced_as_it_is(tmp_path, suffix):
     assert len(back.obs["nothing"].cat.categories) == 0
     assert back.obs["nothing"].isna().all()
     assert list(back.obs["kind"]) == list(adata.obs["kind"])
+    # missing values of booleans and integers stay missing (numpy would make them False or floats)
+    for column in ("flag", "count"):
+        assert back.obs[column].dtype == adata.obs[column].dtype, column
+        pd.testing.assert_extension_array_equal(back.obs[column].array, adata.obs[column].array)
 
 
 def test_the_shared_scirpy_file_slices_whole_with_its_obs(tmp_path):

@@ -66,10 +66,22 @@ def _write_column(group: Any, name: str, column: pa.ChunkedArray, *, index: bool
         _write_categorical(group, name, column)
     elif pa.types.is_null(kind):  # no value at all (a categorical without categories): as anndata
         _write_categorical(group, name, column.cast(pa.large_string()))
+    elif (pa.types.is_boolean(kind) or pa.types.is_integer(kind)) and column.null_count:
+        write_elem(group, name, _nullable(column))  # missing values kept: anndata's nullable arrays
     elif pa.types.is_boolean(kind):
         write_elem(group, name, column.to_numpy().astype(bool))
     else:
         write_elem(group, name, column.to_numpy())
+
+
+def _nullable(column: pa.ChunkedArray) -> Any:
+    """A boolean or integer column with missing values as the pandas array anndata writes as
+    ``nullable-boolean`` / ``nullable-integer`` (numpy would make them False, or floats)."""
+    mask = column.is_null().to_numpy(zero_copy_only=False)
+    values = pc.fill_null(column, False if pa.types.is_boolean(column.type) else 0).to_numpy()
+    if pa.types.is_boolean(column.type):
+        return pd.arrays.BooleanArray(values.astype(bool), mask)
+    return pd.arrays.IntegerArray(values, mask)
 
 
 def sorted_dictionary(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
