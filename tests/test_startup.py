@@ -240,3 +240,24 @@ def test_a_build_loads_no_help_renderer(small_census, tmp_path):
     assert "atlasprep.tokenize.api" in loaded  # it ran the build
     assert "typer.rich_utils" not in loaded
     assert "typer.rich_utils" in _imported("tokenize", "--help", top=False)
+
+
+@pytest.mark.parametrize(
+    "module", ["atlasprep.shard.zarr", "atlasprep.shard.arrow", "atlasprep.shard.format"]
+)
+def test_a_shard_format_module_imports_first(module):
+    """A program's first atlasprep import may be any module: a shard format's module imports
+    the format table's, which must not need the format's module finished (it did, made at
+    import: ``import atlasprep.shard.zarr`` failed on a circular import)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import {module}; from atlasprep.shard import FORMATS; print(sorted(FORMATS))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[<ShardFormatName.arrow: 'arrow'>, <ShardFormatName.zarr: 'zarr'>]"

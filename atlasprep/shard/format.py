@@ -11,9 +11,10 @@ groups); ``tests/test_shard_formats.py`` is the conformance suite that both run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -87,6 +88,7 @@ class ShardFormat(Protocol):
     def open(self, path: Path) -> ShardReader: ...
 
 
+@functools.cache
 def _formats() -> dict[ShardFormatName, ShardFormat]:
     from atlasprep.shard.arrow import ArrowFormat
     from atlasprep.shard.zarr import ZarrFormat
@@ -102,16 +104,16 @@ def _formats() -> dict[ShardFormatName, ShardFormat]:
 def format_named(name: ShardFormatName | str) -> ShardFormat:
     """The format a config names (``"arrow"``, ``"zarr"``)."""
     if name not in list(ShardFormatName):
-        raise InputFormatError(f"unknown shard format {name!r} (known: {', '.join(FORMATS)})")
-    return FORMATS[ShardFormatName(name)]
+        raise InputFormatError(f"unknown shard format {name!r} (known: {', '.join(_formats())})")
+    return _formats()[ShardFormatName(name)]
 
 
 def format_for(path: Path) -> ShardFormat:
     """The format of the shard at ``path``, from its suffix."""
-    for fmt in FORMATS.values():
+    for fmt in _formats().values():
         if path.suffix == fmt.suffix:
             return fmt
-    known = ", ".join(f.suffix for f in FORMATS.values())
+    known = ", ".join(f.suffix for f in _formats().values())
     raise InputFormatError(f"{path}: not a shard (a shard's name ends in one of {known})")
 
 
@@ -138,4 +140,14 @@ def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-FORMATS: dict[ShardFormatName, ShardFormat] = _formats()
+if TYPE_CHECKING:
+    FORMATS: dict[ShardFormatName, ShardFormat]
+
+
+def __getattr__(name: str) -> Any:
+    """``FORMATS`` (every shard format by name), made on first use: the formats' own modules
+    import this one, so making it while this module loads broke ``import atlasprep.shard.zarr``
+    as a program's first atlasprep import."""
+    if name == "FORMATS":
+        return _formats()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,8 +2,9 @@
 every ragged column), one flat array per ragged column and one array per per-cell column.
 
 The group's attributes say what it is (``encoding-type``, ``encoding-version``), its ``n_cells``,
-its ``columns`` in order and which are ``ragged``; a string column with nulls also gets a
-boolean ``<column>.null`` array, listed in the ``nulls`` attribute.
+its ``columns`` in order and which are ``ragged``; a per-cell column with nulls also gets a
+boolean ``<column>.null`` array, listed in the ``nulls`` attribute (its own array holds "" or
+False, 0, NaN there).
 """
 
 from __future__ import annotations
@@ -56,17 +57,30 @@ def write_zarr_shard(path: Path, table: pa.Table, token_column: str) -> None:
             if not np.array_equal(_offsets(column), offsets):
                 raise ValueError(f"{path}: list column {name!r} has other lengths than {token_column!r}")
             data = column.flatten().to_numpy(zero_copy_only=False)
-        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            data = np.array(column.fill_null("").to_pylist(), dtype=np.dtypes.StringDType())
-            if column.null_count:
+        else:
+            if column.null_count:  # the nulls as a mask; the values there filled (numpy has no null)
                 nulls.append(name)
                 null = column.is_null().to_numpy(zero_copy_only=False)
                 group.create_array(f"{name}.null", data=null, chunks=(max(1, min(len(null), _CHUNK)),))
-        else:
-            data = column.to_numpy(zero_copy_only=False)
+                column = column.fill_null(_filler(column.type))
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                data = np.array(column.to_pylist(), dtype=np.dtypes.StringDType())
+            else:
+                data = column.to_numpy(zero_copy_only=False)
         group.create_array(name, data=data, chunks=(max(1, min(len(data), _CHUNK)),))
     if nulls:
         group.attrs["nulls"] = nulls
+
+
+def _filler(type_: pa.DataType) -> pa.Scalar:
+    """What a null of a per-cell column is stored as beside its mask: "", False, 0 or NaN."""
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return pa.scalar("", type_)
+    if pa.types.is_boolean(type_):
+        return pa.scalar(False)
+    if pa.types.is_floating(type_):
+        return pa.scalar(float("nan"), type_)
+    return pa.scalar(0).cast(type_)
 
 
 def _offsets(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -113,8 +127,13 @@ class ZarrReader:
         return self._column(f"{name}.null") if name in self.group.attrs.get("nulls", ()) else None
 
     def strings(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        values = np.asarray(self._column(name)[start:stop], dtype=object)
+        stored = self._column(name)[start:stop]
         null = self._nulls(name)
+        if null is not None and stored.dtype.kind not in ("T", "U", "O"):
+            # as an Arrow shard gives a column with nulls: its values as text, a null as NA
+            text = pa.array(stored, mask=null[start:stop]).cast(pa.string()).fill_null(NA)
+            return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+        values = np.asarray(stored, dtype=object)
         if null is not None:
             values[null[start:stop]] = NA
         return values
@@ -155,5 +174,5 @@ class ZarrReader:
             if data.dtype.kind in ("T", "U", "O"):
                 columns[name] = pa.array(data.astype(object), pa.string(), mask=self._nulls(name))
             else:
-                columns[name] = pa.array(data)
+                columns[name] = pa.array(data, mask=self._nulls(name))
         return pa.table(columns)
