@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from atlasprep._remote import is_url
 from atlasprep.errors import UsageError
 
 __all__ = [
@@ -75,7 +76,7 @@ def as_paths(config: object, *names: str) -> None:
         value = getattr(config, name)
         if value is None or isinstance(value, Path):
             continue
-        if isinstance(value, str) and "://" in value:
+        if is_url(value):  # (the project's one test of a URL)
             raise invalid(name, value, "must be a local path here")
         if not isinstance(value, str | os.PathLike):
             raise invalid(name, value, "must be a path")
