@@ -62,6 +62,7 @@ def test_get_anndata_gives_what_slice_writes(small_census, tmp_path):
     atlasprep.slice_cells(atlasprep.SliceConfig(source=spec, out=tmp_path / "s.h5ad"))
     written = ad.read_h5ad(tmp_path / "s.h5ad")
     assert list(adata.obs_names) == list(written.obs_names)
+    pd.testing.assert_frame_equal(adata.obs, written.obs)  # dtypes and categories too
     assert list(adata.var_names) == list(written.var_names)
     np.testing.assert_array_equal(adata.X.toarray(), written.X.toarray())
     assert (adata.obs["tissue_general"] == "lung").all()

@@ -1,10 +1,20 @@
 """obs written from the slice's Arrow spill, one column at a time, strings a slice at a time.
 
 The spill is mapped again for each column, so the pages one column touched leave the process
-with its map. A string column becomes a categorical with sorted categories (the same cells give
-the same file whatever order batches came in), sorted and coded in Arrow (in the system
-allocator, which returns what it frees), and its categories,
-like the cell IDs, are written :data:`STRING_SLICE` values at a time: a column of per-cell
+with its map. How text columns are typed is the writer's choice (:data:`ObsTypes`):
+
+- ``"source"``: a column the source gives as categories (an Arrow dictionary: a SOMA
+  enumeration, a pandas categorical) stays a categorical with the source's categories, in its
+  order, ordered or not as it was; plain text stays text. This is what
+  ``cellxgene_census.get_anndata`` returns for the same cells (every category of the
+  enumeration, ``observation_joinid`` as strings).
+- ``"used"``: as ``"source"``, without the categories no cell of the slice holds, the rest in
+  their order: what anndata's subsetting gives (``anndata.settings.remove_unused_categories``).
+- ``"sorted"``: every text column a categorical of the values the cells hold, sorted
+  (``harmonize``: the CELLxGENE schema wants its text columns categorical).
+
+Codes are computed in Arrow (in the system allocator, which returns what it frees), and
+categories, like the cell IDs, are written :data:`STRING_SLICE` values at a time: a column of per-cell
 values (the Census ``observation_joinid``) never becomes a million Python strings, which
 anndata's ``write_elem`` needs at once (about 250 bytes a cell for the cell IDs and one such
 column: +247 MB at 1,000,000 cells). The arrays and their encoding attributes are the ones
@@ -13,8 +23,9 @@ anndata writes (``string-array`` 0.2.0, ``categorical`` 0.2.0).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -23,14 +34,78 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from anndata.io import write_elem
 
-__all__ = ["STRING_SLICE", "sorted_dictionary", "write_obs", "write_strings"]
+from atlasprep.sources.base import SourceInfo
+
+__all__ = [
+    "STRING_SLICE",
+    "Categories",
+    "ObsTypes",
+    "merge_categories",
+    "sorted_dictionary",
+    "write_obs",
+    "write_strings",
+]
 
 STRING_SLICE = 65_536  # string values turned into Python objects at a time
 
+ObsTypes = Literal["source", "used", "sorted"]
+# a column's categories as the source gave them: (the values, in order; ordered)
+Categories = tuple[pa.Array, bool]
 
-def write_obs(root: Any, spill: Path | None, id_column: str) -> None:
+
+def obs_types_of(info: SourceInfo) -> ObsTypes:
+    """obs as the reference reader gives the same cells: ``get_anndata``'s categories (every
+    one the enumeration holds) for SOMA, anndata's subsetting's for AnnData files (without the
+    unused ones, where anndata's setting says so)."""
+    import anndata as ad
+
+    if info.kind == "anndata" and ad.settings.remove_unused_categories:
+        return "used"
+    return "source"
+
+
+def merge_categories(known: Categories | None, column: pa.ChunkedArray) -> Categories | None:
+    """The categories of a column after one more batch of it: ``known`` (None: the first batch)
+    and each chunk's dictionary, the new values after the known in the order they come, and
+    unordered once two batches disagree. None when the column is not categorical in this
+    batch, or its categories cannot be joined (values of two types): it is written as values."""
+    if not pa.types.is_dictionary(column.type):
+        return None
+    kind = column.type
+    seen = [_plain(chunk.dictionary) for chunk in column.chunks] or [pa.array([], kind.value_type)]
+    merged = known if known is not None else (seen[0], bool(kind.ordered))
+    for dictionary in seen:
+        if merged[0].equals(dictionary):
+            continue
+        values = [merged[0], dictionary]
+        if pa.types.is_null(values[0].type):
+            values[0] = values[0].cast(values[1].type)
+        elif pa.types.is_null(values[1].type):
+            values[1] = values[1].cast(values[0].type)
+        if values[0].type != values[1].type:
+            return None
+        merged = (pc.unique(pa.concat_arrays(values)), False)
+    return merged
+
+
+def _plain(dictionary: pa.Array) -> pa.Array:
+    """A dictionary's values as the spill holds them (text as large_string), nulls dropped."""
+    if pa.types.is_string(dictionary.type):
+        dictionary = dictionary.cast(pa.large_string())
+    return pc.drop_null(dictionary)
+
+
+def write_obs(
+    root: Any,
+    spill: Path | None,
+    id_column: str,
+    *,
+    types: ObsTypes = "sorted",
+    categories: Mapping[str, Categories | None] | None = None,
+) -> None:
     """The ``obs`` dataframe group of ``root`` (h5py file or zarr group) from ``spill`` (None:
-    no cells), indexed by ``id_column``."""
+    no cells), indexed by ``id_column``; text typed by ``types``, with ``categories`` the
+    source's categories of each column (None or absent: not categorical in the source)."""
     group = root.create_group("obs")
     names = [id_column]
     if spill is not None:
@@ -54,16 +129,23 @@ def write_obs(root: Any, spill: Path | None, id_column: str) -> None:
                 [reader.get_batch(i).column(name) for i in range(reader.num_record_batches)],
                 type=reader.schema.field(name).type,
             )
-            _write_column(group, name, column, index=name == id_column)
+            found = None if types == "sorted" or categories is None else categories.get(name)
+            if name != id_column and found is not None:
+                _write_source_categorical(group, name, column, found, drop_unused=types == "used")
+            else:
+                _write_column(group, name, column, index=name == id_column, text_as=types)
             del column, reader
 
 
-def _write_column(group: Any, name: str, column: pa.ChunkedArray, *, index: bool) -> None:
+def _write_column(group: Any, name: str, column: pa.ChunkedArray, *, index: bool, text_as: ObsTypes) -> None:
     kind = column.type
     if index:  # the cell IDs: strings as they are
         write_strings(group, name, column)
     elif pa.types.is_large_string(kind) or pa.types.is_string(kind):
-        _write_categorical(group, name, column)
+        if text_as == "sorted":
+            _write_categorical(group, name, column)
+        else:
+            write_strings(group, name, column)
     elif pa.types.is_null(kind):  # no value at all (a categorical without categories): as anndata
         _write_categorical(group, name, column.cast(pa.large_string()))
     elif (pa.types.is_boolean(kind) or pa.types.is_integer(kind)) and column.null_count:
@@ -108,6 +190,37 @@ def _write_categorical(group: Any, name: str, column: pa.ChunkedArray) -> None:
     write_elem(sub, "codes", codes.astype(code_type))
     del codes
     write_strings(sub, "categories", dictionary)
+    sub.attrs.update({"encoding-type": "categorical", "encoding-version": "0.2.0"})
+
+
+def _write_source_categorical(
+    group: Any, name: str, column: pa.ChunkedArray, found: Categories, *, drop_unused: bool
+) -> None:
+    """What ``write_elem`` writes for a ``pd.Categorical`` of these values with the source's
+    categories (those no cell holds dropped where ``drop_unused``)."""
+    dictionary, ordered = found
+    pool = pa.system_memory_pool()
+    if len(dictionary) == 0 or pa.types.is_null(column.type):
+        codes = np.full(len(column), -1, dtype=np.int64)
+    else:
+        found_at = pc.index_in(column, value_set=dictionary.cast(column.type), memory_pool=pool)
+        codes = pc.coalesce(found_at, pa.scalar(-1, found_at.type), memory_pool=pool).to_numpy()
+    if drop_unused:
+        used = np.zeros(len(dictionary), dtype=bool)
+        used[codes[codes >= 0]] = True
+        if not used.all():
+            new_code = np.cumsum(used) - 1
+            codes = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1)
+            dictionary = dictionary.filter(pa.array(used))
+    code_type = pd.Categorical.from_codes([], categories=pd.RangeIndex(len(dictionary))).codes.dtype
+    sub = group.require_group(name)
+    sub.attrs["ordered"] = bool(ordered)
+    write_elem(sub, "codes", codes.astype(code_type))
+    del codes
+    if pa.types.is_null(dictionary.type) or pa.types.is_large_string(dictionary.type):
+        write_strings(sub, "categories", dictionary.cast(pa.large_string()))
+    else:
+        write_elem(sub, "categories", dictionary.to_numpy(zero_copy_only=False))
     sub.attrs.update({"encoding-type": "categorical", "encoding-version": "0.2.0"})
 
 

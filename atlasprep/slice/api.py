@@ -19,6 +19,7 @@ from atlasprep.errors import EmptyResultError, OutputExistsError, UsageError
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions
 from atlasprep.ontology._parser import release_ontologies
 from atlasprep.provenance import PROVENANCE_KEY, hash_ahead, new_step, now, source_inputs, steps_json
+from atlasprep.slice._obs import obs_types_of
 from atlasprep.slice.writer import AnnDataWriter, StoreFormat, x_dataset_kwargs
 from atlasprep.sources import (
     DEFAULT_BATCH_SIZE,
@@ -164,6 +165,7 @@ def _write(
         overwrite=config.overwrite,
         counts=counts_where(source.info),
         compression=config.compression,
+        obs_types=obs_types_of(source.info),
     )
     n_cells = selection.n_cells
     try:

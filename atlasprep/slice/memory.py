@@ -42,6 +42,8 @@ def get_anndata(
     """
     import anndata as ad
 
+    from atlasprep.slice._obs import obs_types_of
+
     spec = _spec(spec, keywords)
     source = open_source(spec)
     try:
@@ -62,6 +64,10 @@ def get_anndata(
             obs.append(batch.obs)
             X.append(batch.X)
         frame = pa.concat_tables(obs).to_pandas() if obs else pd.DataFrame()
+        if obs_types_of(source.info) == "used":  # as slice writes them (slice/_obs.py)
+            for name in frame.columns:
+                if isinstance(frame[name].dtype, pd.CategoricalDtype):
+                    frame[name] = frame[name].cat.remove_unused_categories()
         frame.index = pd.Index([i for part in ids for i in part], dtype=str)
         matrix = sp.vstack(X, format="csr") if X else sp.csr_matrix((0, len(var)), dtype="float32")
         adata = ad.AnnData(X=matrix, obs=frame, var=var.drop(columns=["soma_joinid"], errors="ignore"))

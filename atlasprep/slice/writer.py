@@ -42,7 +42,7 @@ from anndata.io import sparse_dataset, write_elem
 
 from atlasprep._io import TempOutput, check_new_output, remove_path, sweep_stale_temps, temp_path
 from atlasprep.errors import AtlasprepError, UsageError
-from atlasprep.slice._obs import write_obs
+from atlasprep.slice._obs import Categories, ObsTypes, merge_categories, write_obs
 from atlasprep.sources.counts import check_counts
 
 __all__ = ["AnnDataWriter", "StoreFormat", "format_of", "os_error_at", "require_free_space"]
@@ -131,7 +131,9 @@ class AnnDataWriter:
     """Append :class:`~atlasprep.sources.base.CellBatch` rows; :meth:`finish` makes the store.
 
     ``counts`` names the matrix the rows come from ("raw.X of a.h5ad"): each batch is refused
-    when it holds negative or non-finite values. None: the caller checked them.
+    when it holds negative or non-finite values. None: the caller checked them. ``obs_types``:
+    how obs text is typed (:data:`~atlasprep.slice._obs.ObsTypes`: the source's categoricals
+    and text, the same without unused categories, or every text column a sorted categorical).
     """
 
     def __init__(
@@ -142,8 +144,11 @@ class AnnDataWriter:
         overwrite: bool = False,
         counts: str | None = "X",
         compression: str | None = None,
+        obs_types: ObsTypes = "sorted",
     ) -> None:
         self.out = out
+        self._obs_types: ObsTypes = obs_types
+        self._categories: dict[str, Categories | None] = {}  # None: text, not categories
         self._x_kwargs = x_dataset_kwargs(out, compression)
         self.format = format_of(out)
         check_new_output(out, overwrite=overwrite)
@@ -210,6 +215,10 @@ class AnnDataWriter:
         columns = {_ID_COLUMN: pa.array(cell_ids.astype(str), type=pa.large_string())}
         for name in obs.column_names:
             col = obs[name]
+            if self._obs_types != "sorted" and not (
+                name in self._categories and self._categories[name] is None
+            ):
+                self._categories[name] = merge_categories(self._categories.get(name), col)
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)
             if pa.types.is_string(col.type):
@@ -235,7 +244,13 @@ class AnnDataWriter:
                 spilled = self._spill_path.stat().st_size if self._spill is not None else 0
                 require_free_space(self.out, spilled + int(self._var.memory_usage(deep=True).sum()))
             with ad.settings.override(auto_shard_zarr_v3=False):
-                write_obs(self._root, self._spill_path if self._spill is not None else None, _ID_COLUMN)
+                write_obs(
+                    self._root,
+                    self._spill_path if self._spill is not None else None,
+                    _ID_COLUMN,
+                    types=self._obs_types,
+                    categories=self._categories,
+                )
             var = self._var.copy()
             var.index = var.index.astype(str)
             with ad.settings.override(auto_shard_zarr_v3=False):

@@ -45,8 +45,8 @@ log = logging.getLogger("atlasprep.sources")
 
 class _Obs:
     """obs over the files, one column at a time: a column is read from every file the first
-    time it is asked for and joined as ``pd.concat(join="outer")`` joins whole frames (a file
-    without it gives missing values)."""
+    time it is asked for and joined as ``anndata.concat`` joins obs (a file without it gives
+    missing values; categoricals as :func:`_joined_categories` says)."""
 
     def __init__(self, files: list[_ObsFile]) -> None:
         self._files = files
@@ -60,10 +60,36 @@ class _Obs:
         if new:
             parts = [f.read(new) for f in self._files]
             joined = pd.concat(parts, ignore_index=True, join="outer") if len(parts) > 1 else parts[0]
+            for column in new if len(parts) > 1 else ():
+                dtypes = [p[column].dtype for p in parts if column in p.columns]
+                if all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
+                    joined[column] = joined[column].astype(_joined_categories(dtypes))
             self._read.update({c: joined[c] for c in new})
         return pd.DataFrame(
             {c: self._read[c] for c in columns}, index=pd.RangeIndex(self.n_rows), columns=list(columns)
         )
+
+
+def _joined_categories(dtypes: Sequence[pd.CategoricalDtype]) -> pd.CategoricalDtype | type[object]:
+    """The dtype ``anndata.concat`` gives a column that is categorical in every file holding it:
+    unordered, every file's categories in natural order; ordered, the files' own categories where
+    they are all the same; else text."""
+    from natsort import natsorted  # (anndata's own dependency, for the same order)
+
+    categories = dtypes[0].categories
+    for dtype in dtypes[1:]:
+        categories = categories.union(dtype.categories)
+    if not any(dtype.ordered for dtype in dtypes):
+        return pd.CategoricalDtype(natsorted(categories), ordered=False)
+    holding = [dtype for dtype in dtypes if len(dtype.categories)]
+    if holding and all(
+        dtype.ordered
+        and len(dtype.categories) == len(categories)
+        and bool(np.all(categories == dtype.categories))
+        for dtype in holding
+    ):
+        return holding[0]
+    return object
 
 
 def _open_file(
