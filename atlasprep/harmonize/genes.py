@@ -74,8 +74,7 @@ class GeneMapping:
 def map_genes(names: Sequence[str], organism: str) -> GeneMapping:
     table = gene_table(organism)
     genes = table.genes
-    by_symbol = pd.Series(genes.index, index=genes["feature_name"]).groupby(level=0).agg(tuple)
-    by_upper = pd.Series(genes.index, index=genes["feature_name"].str.upper()).groupby(level=0).agg(tuple)
+    by_symbol, by_upper = _symbols(organism)
     prefix = _PREFIX[table.organism]
     ids: list[str | None] = []
     how: list[GeneGrade | None] = []

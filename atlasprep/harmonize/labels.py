@@ -162,12 +162,24 @@ def _map_one(
             value=value, term_id=None, label=None, how=None, n_cells=n_cells,
             suggestions=tuple((term_label(t), t) for t in exc.candidates), reason="ambiguous",
         )  # fmt: skip
-    except UnknownTermError as exc:
+    except UnknownTermError as exc:  # (its suggestions are suggest()'s, closest first)
         return LabelMapping(
             value=value, term_id=None, label=None, how=None, n_cells=n_cells,
-            suggestions=tuple(suggest(value, ontologies, n=3)), reason=str(exc),
+            suggestions=_labelled(exc.suggestions[:3]), reason=str(exc),
         )  # fmt: skip
     return _checked(field, value, resolved.term_id, resolved.how, n_cells, ontologies, organism)
+
+
+def _labelled(term_ids: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(label, ID) of each term, as ``suggest`` gives them ("" for an ID no shipped ontology
+    names, which a deprecated term's replacement can be)."""
+    out = []
+    for term_id in term_ids:
+        try:
+            out.append((term_label(term_id), term_id))
+        except UnknownTermError:
+            out.append(("", term_id))
+    return tuple(out)
 
 
 def _checked(
