@@ -63,7 +63,10 @@ CensusUri = Annotated[
     str | None,
     typer.Option(
         "--census-uri",
-        help="A local copy (or mirror URI) of a Census-layout SOMA collection.",
+        help=(
+            "A local copy (or mirror URI) of a Census-layout SOMA collection, or a local SOMA "
+            "Experiment (as tiledbsoma.io.from_h5ad writes it)."
+        ),
         rich_help_panel=SOURCE,
     ),
 ]

@@ -221,9 +221,8 @@ class AnnDataSource:
                 f"{self.info.uri}: obs has no column {', '.join(missing)}; "
                 "run `atlasprep harmonize` first to add CELLxGENE term columns"
             )
-        if resolved.filter.primary_only and "is_primary_data" not in self._obs.columns:
-            log.info("obs has no is_primary_data column: every cell counts as primary")
-        return compile_filter(resolved, self.distinct_values)
+        has_primary = "is_primary_data" in self._obs.columns
+        return compile_filter(resolved, self.distinct_values, has_primary=has_primary)
 
     def select(self, compiled: CompiledFilter) -> np.ndarray:
         flt = compiled.resolved.filter

@@ -57,6 +57,9 @@ def open_census(
         collection = _open(
             lambda: cellxgene_census.open_soma(census_version=build, tiledb_config=config), uri
         )
+    if isinstance(collection, soma.Experiment):  # one experiment (tiledbsoma.io.from_h5ad's)
+        info = SourceInfo(kind=kind, uri=uri, organism=None)
+        return SomaSource(collection, info=info, owner=collection, X_name=X_name)
     exp_name = experiment_name(organism)
     data = _census_data(collection, uri, organism, exp_name)
     summary = census_summary(collection)
@@ -74,13 +77,22 @@ def open_census(
     return SomaSource(data[exp_name], info=info, owner=collection, X_name=X_name)
 
 
-def _open_uri(uri: str, config: dict[str, Any]) -> soma.Collection:
-    """A Census-layout collection at ``uri``: a local directory opens with tiledbsoma alone
-    (``cellxgene_census.open_soma`` would add only S3 settings, and 0.5 s importing the S3
-    client stack); a remote URI through ``cellxgene_census.open_soma``, with its S3 defaults."""
+def _open_uri(uri: str, config: dict[str, Any]) -> soma.Collection | soma.Experiment:
+    """A Census-layout collection at ``uri``, or (local) one SOMA Experiment: a local directory
+    opens with tiledbsoma alone (``cellxgene_census.open_soma`` would add only S3 settings, and
+    0.5 s importing the S3 client stack); a remote URI through ``cellxgene_census.open_soma``,
+    with its S3 defaults."""
     if "://" not in uri or uri.startswith("file://"):
         context = soma.SOMATileDBContext(tiledb_config=config)
-        return soma.open(uri, mode="r", soma_type=soma.Collection, context=context)
+        opened = soma.open(uri, mode="r", context=context)
+        if not isinstance(opened, soma.Collection | soma.Experiment):
+            kind = type(opened).__name__
+            opened.close()
+            raise SourceError(
+                f"census_uri {uri}: a SOMA {kind}, not a Census-layout collection or an Experiment; "
+                "name the collection (or experiment) directory that holds it"
+            )
+        return opened
     import cellxgene_census
 
     from atlasprep._remote import tiledb_s3_config  # endpoint, region, credentials: the environment's
@@ -132,8 +144,8 @@ def _resolve_build(version: str) -> str:
     return build
 
 
-def _open(opener: Any, uri: str) -> soma.Collection:
+def _open(opener: Any, uri: str) -> Any:
     try:
         return opener()
     except (soma.DoesNotExistError, ValueError, soma.SOMAError) as exc:
-        raise SourceError(f"cannot open {uri} as a SOMA collection: {exc}") from None
+        raise SourceError(f"cannot open {uri} as a SOMA collection or experiment: {exc}") from None

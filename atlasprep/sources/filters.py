@@ -128,6 +128,9 @@ class CompiledFilter:
 
     resolved: ResolvedFilter
     columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # obs has is_primary_data: without it (a store outside the Census schema) every cell counts
+    # as primary, and primary_only adds nothing to the filter
+    has_primary: bool = True
 
     @property
     def is_empty(self) -> bool:
@@ -143,7 +146,7 @@ class CompiledFilter:
         else:
             for column, values in self.columns.items():
                 clauses.append(f"{column} in [{', '.join(soma_quote(v) for v in values)}]")
-        if self.resolved.filter.primary_only:
+        if self.resolved.filter.primary_only and self.has_primary:
             clauses.append("is_primary_data == True")
         where = self.resolved.filter.where_expr
         if where is not None:
@@ -157,7 +160,7 @@ class CompiledFilter:
         for column, values in self.columns.items():
             keep &= np.asarray(obs[column].isin(values), dtype=bool)
         flt = self.resolved.filter
-        if flt.primary_only and "is_primary_data" in obs.columns:
+        if flt.primary_only and self.has_primary and "is_primary_data" in obs.columns:
             keep &= obs["is_primary_data"].to_numpy(dtype=bool)
         where = flt.where_expr
         if where is not None:
@@ -207,9 +210,13 @@ def _resolve_one(field_name: str, query: str, organism: str | None) -> ResolvedT
 
 
 def compile_filter(
-    resolved: ResolvedFilter, distinct_values: Callable[[str], Sequence[str] | None]
+    resolved: ResolvedFilter,
+    distinct_values: Callable[[str], Sequence[str] | None],
+    *,
+    has_primary: bool = True,
 ) -> CompiledFilter:
-    """Compile against the values a source holds.
+    """Compile against the values a source holds (``has_primary``: its obs has
+    ``is_primary_data``; without it every cell counts as primary).
 
     ``distinct_values(column)`` returns the column's distinct values (a SOMA enumeration, the
     categories of an AnnData column) or ``None`` when unknown. Knowing them keeps the compiled
@@ -226,7 +233,9 @@ def compile_filter(
         columns[column] = tuple(sorted(v for v in present if v in wanted or _any_part_in(v, wanted)))
         if not columns[column]:
             log.info("no value of %s in this source matches %s", column, ", ".join(accepted[:5]))
-    return CompiledFilter(resolved=resolved, columns=columns)
+    if resolved.filter.primary_only and not has_primary:
+        log.info("obs has no is_primary_data column: every cell counts as primary")
+    return CompiledFilter(resolved=resolved, columns=columns, has_primary=has_primary)
 
 
 def _any_part_in(value: str, wanted: set[str]) -> bool:

@@ -41,6 +41,8 @@ READ_AHEAD = 1
 # columns; beyond that every column is read and the rest dropped while converting, which costs
 # less than a range per gene (20,032 of 21,265 genes: 0.98 s against 0.75 s per 8,192 cells).
 RANGES_UP_TO = 0.5
+# var's gene ID column, by preference: the Census's, then tiledbsoma.io.from_anndata's default
+_GENE_ID_COLUMNS = ("feature_id", "var_id")
 
 
 def tiledb_config_for_batches(
@@ -100,7 +102,9 @@ class SomaSource:
             )
         self._ms = experiment.ms[measurement]
         if X_name not in self._ms.X:
-            raise SourceError(f"{info.uri}: no X layer {X_name!r} in ms[{measurement!r}]")
+            layers = sorted(self._ms.X.keys())
+            fix = f"; name one with --layer (it has: {', '.join(layers)})" if layers else " (it has none)"
+            raise SourceError(f"{info.uri}: no X layer {X_name!r} in ms[{measurement!r}]{fix}")
         X = self._ms.X[X_name]
         if not isinstance(X, soma.SparseNDArray):
             raise SourceError(f"{info.uri}: X[{X_name!r}] is not a sparse array")
@@ -145,7 +149,8 @@ class SomaSource:
                 f"{self.info.uri}: obs has no column {', '.join(missing)}; "
                 "this store does not follow the Census obs schema"
             )
-        return compile_filter(resolved, self.distinct_values)
+        has_primary = "is_primary_data" in self._obs_columns
+        return compile_filter(resolved, self.distinct_values, has_primary=has_primary)
 
     def select(self, compiled: CompiledFilter) -> np.ndarray:
         value_filter = compiled.value_filter()
@@ -170,7 +175,14 @@ class SomaSource:
     def var(self) -> pd.DataFrame:
         if self._var is None:
             var = self._ms.var.read().concat().to_pandas()
-            var = var.sort_values("soma_joinid").set_index("feature_id", drop=True)
+            # the Census names genes feature_id; tiledbsoma.io.from_anndata, var_id
+            ids = next((c for c in _GENE_ID_COLUMNS if c in var.columns), None)
+            if ids is None:
+                raise InputFormatError(
+                    f"{self.info.uri}: ms[RNA].var has no gene ID column ({' or '.join(_GENE_ID_COLUMNS)}; "
+                    f"it has: {', '.join(map(str, var.columns))})"
+                )
+            var = var.sort_values("soma_joinid").set_index(ids, drop=True)
             var.index.name = None
             self._var = var
         return self._var
