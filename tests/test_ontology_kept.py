@@ -1,7 +1,8 @@
 """Term resolutions kept between runs (atlasprep/ontology/kept.py): a query resolved (by ID,
 label, synonym, alias or a normalized form) and a term's descendants are read back in a later
 run without parsing any ontology, and equal what parsing gives; a refused query is refused
-again; a broken file is written again; a cache that cannot be written changes no answer."""
+again, as it was, without matching again; a broken file is written again; a cache that cannot
+be written changes no answer."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 
 import pytest
 
-from atlasprep.errors import UnknownTermError
+from atlasprep.errors import AmbiguousTermError, UnknownTermError
 from atlasprep.ontology import kept
 from atlasprep.ontology import resolve as resolve_module
 from atlasprep.ontology._parser import get_parser, release_ontologies
@@ -71,15 +72,40 @@ def test_a_kept_resolution_is_read_back_without_parsing_and_equals_the_parsed_on
     assert expand_terms(["UBERON:0002048"]) == descendants("UBERON:0002048")
 
 
-def test_a_refused_query_is_not_kept(fresh_cache, monkeypatch):
+def test_a_refused_query_is_kept_and_refused_again_without_matching(fresh_cache, monkeypatch):
+    """An unknown name's refusal (its message and suggestions) and an ambiguous name's (its
+    candidates) come back in a later run without parsing the ontology or fuzzy matching; a kept
+    refusal from another rapidfuzz version is matched again."""
     with pytest.raises(UnknownTermError) as first:
         resolve_term("lnug", ("UBERON",))
     assert "UBERON:0002048" in first.value.suggestions  # "did you mean: lung"
+    with pytest.raises(AmbiguousTermError) as ambiguous:
+        resolve_term("adult", ("HsapDv", "MmusDv"))
     _new_run()
-    with pytest.raises(UnknownTermError) as again:
-        resolve_term("lnug", ("UBERON",))
-    assert again.value.suggestions == first.value.suggestions
     assert all("lnug" not in key for key in kept._read(kept._path())["resolved"])
+    with monkeypatch.context() as patched:
+        _no_parsing(patched)
+        patched.setattr(resolve_module, "suggest", lambda *a, **k: pytest.fail("matched again"))
+        with pytest.raises(UnknownTermError) as again:
+            resolve_term("lnug", ("UBERON",))
+        assert (str(again.value), again.value.suggestions) == (str(first.value), first.value.suggestions)
+        with pytest.raises(AmbiguousTermError) as twice:
+            resolve_term("adult", ("HsapDv", "MmusDv"))
+        assert (str(twice.value), twice.value.candidates) == (
+            str(ambiguous.value),
+            ambiguous.value.candidates,
+        )
+    path = kept._path()
+    assert path is not None
+    table = json.loads(path.read_text())
+    key = json.dumps(["lnug", ["UBERON"]])
+    table["refused"][key][1] = "as kept by another rapidfuzz"
+    table["refused"][key][3] = "0.0.1"
+    path.write_text(json.dumps(table))
+    kept._TABLES.clear()
+    with pytest.raises(UnknownTermError) as rescored:
+        resolve_term("lnug", ("UBERON",))
+    assert str(rescored.value) == str(first.value)
 
 
 def test_a_broken_kept_file_is_ignored_and_written_again(fresh_cache, monkeypatch):

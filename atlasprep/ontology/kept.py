@@ -8,9 +8,11 @@ own matching rules (aliases, normalization), so each resolved query and each ter
 are kept in the cache, in one small JSON file per (schema, ontology-guide version, atlasprep
 version, digest of the matching rules' source):
 ``ontology-terms-<schema>/<guide>-<atlasprep>-<rules>.json``, written as the process ends.
-A query that is refused is not kept: it is resolved, and refused with its suggestions, each
-time. A broken file is ignored and written again; a cache that cannot be written leaves the
-answers right, only not kept.
+A refused query is kept too, with its message and the terms it suggests (or the candidates an
+ambiguous name matched), so that harmonize re-run over the same unmapped labels computes no
+fuzzy match again (rapidfuzz's version is part of that entry: its scores rank the suggestions).
+A broken file is ignored and written again; a cache that cannot be written leaves the answers
+right, only not kept.
 """
 
 from __future__ import annotations
@@ -28,10 +30,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from atlasprep.ontology.resolve import ResolvedTerm
 
-__all__ = ["descendants_kept", "flush", "keep_descendants", "keep_resolved", "resolved_kept"]
+__all__ = [
+    "descendants_kept",
+    "flush",
+    "keep_descendants",
+    "keep_refused",
+    "keep_resolved",
+    "refused_kept",
+    "resolved_kept",
+]
 
 _LOCK = threading.Lock()
-_SECTIONS = ("resolved", "descendants")
+_SECTIONS = ("resolved", "descendants", "refused")
 
 
 # the modules whose rules decide what a query resolves to (with the ontologies themselves)
@@ -90,9 +100,9 @@ def _read(path: Path | None) -> dict[str, dict[str, Any]]:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return empty
-    if not isinstance(found, dict) or not all(isinstance(found.get(n), dict) for n in _SECTIONS):
+    if not isinstance(found, dict) or not all(isinstance(found.get(n, {}), dict) for n in _SECTIONS):
         return empty
-    return {name: found[name] for name in _SECTIONS}
+    return {name: found.get(name, {}) for name in _SECTIONS}
 
 
 # a kept resolution: the ResolvedTerm's fields but the query, with their JSON types
@@ -115,6 +125,37 @@ def resolved_kept(query: str, searched: Sequence[str]) -> dict[str, Any] | None:
 def keep_resolved(query: str, searched: Sequence[str], term: ResolvedTerm) -> None:
     """Keep what ``query`` resolved to among ``searched`` (the term's fields but the query)."""
     _keep("resolved", _query_key(query, searched), {name: getattr(term, name) for name in _FIELDS})
+
+
+def refused_kept(query: str, searched: Sequence[str]) -> tuple[str, str, tuple[str, ...]] | None:
+    """(kind: "unknown" or "ambiguous", message, term IDs: suggestions or candidates) of a query
+    refused among ``searched`` in an earlier run, or None."""
+    entry = _table()[1]["refused"].get(_query_key(query, searched))
+    if (
+        not isinstance(entry, list)
+        or len(entry) != 4
+        or entry[0] not in ("unknown", "ambiguous")
+        or not isinstance(entry[1], str)
+        or not isinstance(entry[2], list)
+        or not all(isinstance(t, str) for t in entry[2])
+        or entry[3] != _fuzzy_version()
+    ):
+        return None
+    return entry[0], entry[1], tuple(entry[2])
+
+
+def keep_refused(
+    query: str, searched: Sequence[str], kind: str, message: str, term_ids: Sequence[str]
+) -> None:
+    _keep("refused", _query_key(query, searched), [kind, message, list(term_ids), _fuzzy_version()])
+
+
+@functools.cache
+def _fuzzy_version() -> str:
+    try:
+        return importlib.metadata.version("rapidfuzz")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def descendants_kept(term_id: str, include_self: bool) -> tuple[str, ...] | None:

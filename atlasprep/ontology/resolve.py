@@ -26,7 +26,14 @@ from atlasprep.ontology._index import (
 )
 from atlasprep.ontology._parser import get_parser
 from atlasprep.ontology.aliases import ALIASES
-from atlasprep.ontology.kept import descendants_kept, keep_descendants, keep_resolved, resolved_kept
+from atlasprep.ontology.kept import (
+    descendants_kept,
+    keep_descendants,
+    keep_refused,
+    keep_resolved,
+    refused_kept,
+    resolved_kept,
+)
 
 __all__ = [
     "DEFAULT_ONTOLOGIES",
@@ -111,7 +118,20 @@ def resolve_term(query: str, ontologies: Sequence[str] | None = None) -> Resolve
     kept = resolved_kept(query, searched)  # resolved in an earlier run (ontology/kept.py)
     if kept is not None:
         return ResolvedTerm(query=query, **kept)
-    term = _resolve(query, searched)
+    refused = refused_kept(query, searched)  # or refused in one
+    if refused is not None:
+        kind, message, term_ids = refused
+        if kind == "ambiguous":
+            raise AmbiguousTermError(message, query=query, candidates=term_ids)
+        raise UnknownTermError(message, query=query, suggestions=term_ids)
+    try:
+        term = _resolve(query, searched)
+    except AmbiguousTermError as exc:
+        keep_refused(query, searched, "ambiguous", str(exc), exc.candidates)
+        raise
+    except UnknownTermError as exc:
+        keep_refused(query, searched, "unknown", str(exc), exc.suggestions)
+        raise
     keep_resolved(query, searched, term)
     return term
 
