@@ -179,9 +179,12 @@ def _write(
             batch_size=config.source.batch_size,
             obs_columns=columns,
         ):
-            writer.append(batch.cell_ids, batch.obs, batch.X)
+            obs = batch.obs
+            if columns is not None:  # exactly those named, as get_anndata's obs_column_names gives
+                obs = obs.select(columns)
+            writer.append(batch.cell_ids, obs, batch.X)
             done += batch.n_cells
-            del batch  # not held while the next one is awaited: one batch in memory, not two
+            del batch, obs  # not held while the next one is awaited: one batch in memory, not two
             if progress is not None:
                 progress(done, n_cells)
         provenance["created"] = now()
