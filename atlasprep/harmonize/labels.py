@@ -25,6 +25,7 @@ import pandas as pd
 
 from atlasprep.errors import AmbiguousTermError, InputFormatError, UnknownTermError, UsageError
 from atlasprep.ontology import FIELD_ONTOLOGIES, resolve_term, suggest, term_label
+from atlasprep.ontology.resolve import prime_suggestions, suggests
 
 __all__ = [
     "ORGANISM_TERMS",
@@ -137,7 +138,16 @@ def map_values(
     if field not in TERM_FIELDS:
         raise UsageError(f"{field!r} is not a term field; harmonize maps {', '.join(TERM_FIELDS)}")
     ontologies = field_ontologies(field, organism)
-    return [_map_one(field, str(v), n, ontologies, table or {}, organism) for v, n in counts.items()]
+    table = table or {}
+    unmatched = [
+        value
+        for value in map(str, counts)
+        if value not in table
+        and value.strip().lower() not in _UNKNOWN_SPELLINGS
+        and suggests(value, ontologies)
+    ]
+    prime_suggestions(unmatched, ontologies)  # their fuzzy matches at once, on every core
+    return [_map_one(field, str(v), n, ontologies, table, organism) for v, n in counts.items()]
 
 
 def _map_one(

@@ -43,8 +43,10 @@ __all__ = [
     "ResolvedTerm",
     "descendants",
     "expand_terms",
+    "prime_suggestions",
     "resolve_term",
     "suggest",
+    "suggests",
     "term_label",
 ]
 
@@ -167,6 +169,58 @@ def _resolve(query: str, searched: tuple[str, ...]) -> ResolvedTerm:
         query=query,
         suggestions=tuple(tid for _, tid in closest),
     )
+
+
+# rapidfuzz's closest names of (key, ontology), matched ahead for many queries at once
+_PRIMED: dict[tuple[str, str], list[tuple[str, float, int]]] = {}
+_PRIME_ROWS = 64  # queries a cdist call scores at once (64 x 87,000 MONDO names: 45 MB)
+
+
+def _closest(key: str, ontology: str) -> list[tuple[str, float, int]]:
+    """The :data:`_N_CLOSEST` names of the ontology closest to ``key`` by rapidfuzz's WRatio (the
+    best of plain, partial and word-order-free edit-distance ratios), 50 or more: (name, score,
+    position), best first, ties in pool order."""
+    found = _PRIMED.get((key, ontology))
+    if found is not None:
+        return found
+    names, _ = _suggestion_pool(ontology)
+    return process.extract(key, names, scorer=fuzz.WRatio, limit=_N_CLOSEST, score_cutoff=50)
+
+
+def prime_suggestions(queries: Iterable[str], ontologies: Sequence[str] | None = None) -> None:
+    """Match the names of many queries at once, so that :func:`suggest` finds each one's closest
+    names ready: one rapidfuzz ``cdist`` over the queries, on every core, where ``extract`` runs
+    one query on one core (140 ms a query against MONDO's 87,000 names). The result is
+    ``extract``'s: the same scores, best first, ties in pool order."""
+    import numpy as np
+
+    searched = _ontologies(ontologies)
+    keys = list(dict.fromkeys(marked(normalize(q)) for q in queries if _parse_curie(q) is None))
+    if len(keys) < 2:  # one query: extract, as suggest would
+        return
+    for ontology in searched:
+        names, _ = _suggestion_pool(ontology)
+        todo = [k for k in keys if (k, ontology) not in _PRIMED]
+        for start in range(0, len(todo), _PRIME_ROWS):
+            part = todo[start : start + _PRIME_ROWS]
+            scores = process.cdist(
+                part, names, scorer=fuzz.WRatio, score_cutoff=50, workers=-1, dtype=np.float64
+            )
+            for key, row in zip(part, scores, strict=True):
+                kept = np.flatnonzero(row >= 50)
+                best = kept[np.lexsort((kept, -row[kept]))][:_N_CLOSEST]
+                _PRIMED[(key, ontology)] = [(names[i], float(row[i]), int(i)) for i in best]
+
+
+def suggests(query: str, ontologies: Sequence[str] | None = None) -> bool:
+    """Whether resolving ``query`` would look for suggestions: a name, neither kept from an
+    earlier run nor matched by any level (label, synonym, alias, normalized forms)."""
+    searched = _ontologies(ontologies)
+    if _parse_curie(query) is not None or not normalize(query):
+        return False
+    if resolved_kept(query, searched) is not None or refused_kept(query, searched) is not None:
+        return False
+    return not any(hits for _, hits in _levels(normalize(query), searched))
 
 
 def _levels(key: str, searched: Sequence[str]) -> Iterable[tuple[MatchKind, list[str]]]:
@@ -379,10 +433,8 @@ def suggest(query: str, ontologies: Sequence[str] | None = None, n: int = 5) -> 
     words = loose(key).split()
     scored: list[tuple[float, str, str]] = []  # (-score, name, term ID)
     for ontology in searched:
-        names, term_ids = _suggestion_pool(ontology)
-        # WRatio: the best of plain, partial and word-order-free edit-distance ratios
-        found = process.extract(key, names, scorer=fuzz.WRatio, limit=_N_CLOSEST, score_cutoff=50)
-        for name, similarity, i in found:
+        term_ids = _suggestion_pool(ontology)[1]
+        for name, similarity, i in _closest(key, ontology):
             # Damerau-Levenshtein counts a swapped pair as one edit ("lnug" is one from "lung",
             # two from "lanugo"); names that contain every word typed ("cd4", "t", "cell") beat
             # names that are merely about as close: "CD4-positive, alpha-beta T cell" over
