@@ -469,6 +469,29 @@ def test_a_mudata_modality_given_to_a_one_file_command_says_how_to_make_it_one(t
     assert f"atlasprep slice --input {path} --all-data --out rna.h5ad" in line
 
 
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_text_that_one_of_several_files_lacks_keeps_its_missing_values(tmp_path, suffix):
+    """A text column of one file only: the other file's cells have no value, which a string
+    array cannot hold (h5py refuses None; zarr stored the word "None"): it is written as a
+    categorical, its missing values missing."""
+    paths = []
+    for name in ("a", "b"):
+        adata = ad.AnnData(sp.csr_matrix(np.ones((3, 2), dtype=np.float32)))
+        adata.obs_names = [f"{name}{i}" for i in range(3)]
+        adata.var_names = ["ENSG1", "ENSG2"]
+        if name == "a":
+            adata.obs["barcode"] = ["AAC", "AAG", "AAT"]  # one value a cell: written as text
+        adata.write_h5ad(tmp_path / f"{name}.h5ad")
+        paths.append(str(tmp_path / f"{name}.h5ad"))
+    out = tmp_path / f"both{suffix}"
+    result = CliRunner().invoke(app, ["slice", *paths, "--all-data", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    back = ad.read_h5ad(out) if suffix == ".h5ad" else ad.read_zarr(out)
+    assert back.obs["barcode"].astype(object).where(back.obs["barcode"].notna(), None).tolist() == [
+        "AAC", "AAG", "AAT", None, None, None
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("ordered", [False, True])
 @pytest.mark.parametrize("same", [True, False])
 def test_several_files_obs_is_what_anndata_concat_gives(tmp_path, same, ordered):

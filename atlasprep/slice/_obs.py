@@ -5,7 +5,8 @@ with its map. How text columns are typed is the writer's choice (:data:`ObsTypes
 
 - ``"source"``: a column the source gives as categories (an Arrow dictionary: a SOMA
   enumeration, a pandas categorical) stays a categorical with the source's categories, in its
-  order, ordered or not as it was; plain text stays text. This is what
+  order, ordered or not as it was; plain text stays text, unless it has missing values (a
+  column one of several files lacks): that becomes a categorical of its values, sorted. This is what
   ``cellxgene_census.get_anndata`` returns for the same cells (every category of the
   enumeration, ``observation_joinid`` as strings).
 - ``"used"``: as ``"source"``, without the categories no cell of the slice holds, the rest in
@@ -41,6 +42,7 @@ __all__ = [
     "Categories",
     "ObsTypes",
     "merge_categories",
+    "obs_types_of",
     "sorted_dictionary",
     "write_obs",
     "write_strings",
@@ -142,7 +144,9 @@ def _write_column(group: Any, name: str, column: pa.ChunkedArray, *, index: bool
     if index:  # the cell IDs: strings as they are
         write_strings(group, name, column)
     elif pa.types.is_large_string(kind) or pa.types.is_string(kind):
-        if text_as == "sorted":
+        # text with missing values: a categorical (code -1), as anndata writes such a column;
+        # a string array has no missing value (h5py refuses None, zarr would store "None")
+        if text_as == "sorted" or column.null_count:
             _write_categorical(group, name, column)
         else:
             write_strings(group, name, column)
