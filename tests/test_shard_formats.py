@@ -138,8 +138,9 @@ def test_a_zarr_shard_looks_up_each_array_once(tmp_path):
     assert looked_up.count("values") == 1
 
 
+@pytest.mark.parametrize("ahead", [True, False])
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32, np.uint16])
-def test_zarr_chunks_decoded_from_their_files_are_what_zarr_reads(tmp_path, monkeypatch, dtype):
+def test_zarr_chunks_decoded_from_their_files_are_what_zarr_reads(tmp_path, monkeypatch, dtype, ahead):
     """A local zarr shard's flat arrays are decoded chunk by chunk from their files, not through
     zarr-python: every window, read in order (keeping the last chunk) and at random, equals
     zarr's own read, across chunk edges, the last, padded chunk and a chunk of zeros that zarr
@@ -149,6 +150,7 @@ def test_zarr_chunks_decoded_from_their_files_are_what_zarr_reads(tmp_path, monk
     import atlasprep.shard.zarr as zarr_shard
 
     monkeypatch.setattr(zarr_shard, "_CHUNK", 64)
+    monkeypatch.setattr(zarr_shard, "_READ_AHEAD", ahead)  # the next chunk decoded on a thread
     rng = np.random.default_rng(11)
     lengths = rng.integers(0, 40, 120)
     lengths[30:40] = 30  # 300 zeros: chunks 8-11 hold none but zeros
@@ -176,7 +178,51 @@ def test_zarr_chunks_decoded_from_their_files_are_what_zarr_reads(tmp_path, monk
         assert data.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(data[offs[0] : offs[-1]], whole[starts[start] : starts[stop]])
         _check_ragged(reader, table, int(start), int(stop))
-    assert reader._chunks["input_ids"] is not None  # read from the files, not through zarr
+    chunks = reader._chunks["input_ids"]
+    assert chunks is not None  # read from the files, not through zarr
+    assert (chunks._ahead is not None) == ahead
+
+
+def test_a_forked_process_never_waits_for_its_parents_read_ahead(tmp_path, monkeypatch):
+    """A reader forked (a loader worker) while its parent decodes a chunk ahead reads that
+    chunk itself: the parent's thread is not in the child, and its result never comes there."""
+    import multiprocessing
+
+    import atlasprep.shard.zarr as zarr_shard
+
+    monkeypatch.setattr(zarr_shard, "_CHUNK", 64)
+    lengths = np.full(50, 20)
+    flat = np.arange(1000, dtype=np.int32)
+    table = pa.table(
+        {
+            "input_ids": pa.ListArray.from_arrays(
+                pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32)), pa.array(flat)
+            )
+        }
+    )
+    zarr_shard.write_zarr_shard(tmp_path / "s.zarr", table, "input_ids")
+    from concurrent.futures import Future
+
+    class Elsewhere:  # the parent's decoding thread, as a child sees it: its result never comes
+        def submit(self, *args):  # type: ignore[no-untyped-def]
+            return Future()
+
+    monkeypatch.setattr(zarr_shard, "_decoder", Elsewhere)
+    reader = zarr_shard.ZarrReader(tmp_path / "s.zarr")
+    reader.ragged("input_ids", 0, 3)  # chunk 0 read, chunk 1 "decoding" on the parent's thread
+    assert not reader._chunks["input_ids"]._ahead[2].done()
+
+    def child(queue):  # type: ignore[no-untyped-def]
+        data, offsets = reader.ragged("input_ids", 3, 50)
+        queue.put(bool(np.array_equal(data[offsets[0] : offsets[-1]], flat[60:])))
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(timeout=30)
+    assert process.exitcode == 0, "the child hung or failed"
+    assert queue.get(timeout=5) is True
 
 
 def test_strings_over_ranges(fmt, tmp_path):

@@ -235,6 +235,10 @@ class WorkerSide(IterableDataset[Any]):
         info = get_worker_info()
         if info is not None:
             _freeze_inherited()
+            # a Zarr chunk decoded ahead on its own thread: only where a core is left for it
+            from atlasprep.shard.zarr import read_ahead
+
+            read_ahead((os.cpu_count() or 1) >= 2 * (info.num_workers + 1))
         if self.slots is None or info is None:
             yield from self.dataset
             return
