@@ -114,16 +114,17 @@ def test_suggestions_matched_at_once_are_the_ones_matched_one_by_one(monkeypatch
     the closest names process.extract gives it alone: the same suggestions, in the same order,
     over a small, a middle and a large pool (CL, UBERON, MONDO), ties included ("lung tumour 2",
     "ET1": many names score alike)."""
+    from atlasprep.ontology import _fuzzy
     from atlasprep.ontology import resolve as resolve_module
 
     queries = ["leukocyt", "lung tumour 2", "4.6a-Treg", "ET1", "renal patient", "brest cancer",
                "cd4 t cell", "Endometrium", "blood", "xyzzy", "T cell", "CL:0000003"]  # fmt: skip
     for ontologies in (["CL"], ["UBERON"], ["MONDO", "PATO"]):
-        monkeypatch.setattr(resolve_module, "_PRIMED", {})
+        monkeypatch.setattr(_fuzzy, "_PRIMED", {})
         alone = [suggest(q, ontologies, n=5) for q in queries]
         resolve_module.prime_suggestions(queries, ontologies)
-        assert len(resolve_module._PRIMED) >= len(queries) - 1  # (the CURIE is not matched)
-        monkeypatch.setattr(resolve_module.process, "extract", lambda *a, **k: pytest.fail("one by one"))
+        assert len(_fuzzy._PRIMED) >= len(queries) - 1  # (the CURIE is not matched)
+        monkeypatch.setattr(_fuzzy.process, "extract", lambda *a, **k: pytest.fail("one by one"))
         assert [suggest(q, ontologies, n=5) for q in queries] == alone
         monkeypatch.undo()
     assert resolve_module.suggests("leukocyt", ["CL"])

@@ -163,7 +163,7 @@ def test_the_resolver_module_reads_the_kept_entries_first(fresh_cache, monkeypat
 
 
 def test_an_edited_matching_rule_starts_a_new_file(tmp_path):
-    """The file's name carries a digest of the rules' source (resolve.py, _index.py, aliases.py):
+    """The file's name carries a digest of the rules' source (resolve.py, _index.py, _fuzzy.py, aliases.py):
     a checkout whose aliases changed does not read the answers of the old ones."""
     from pathlib import Path
 

@@ -19,11 +19,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from atlasprep.ontology._parser import get_parser
+from atlasprep.ontology.aliases import ALIASES
 
 __all__ = [
     "LooseIndex",
     "NameIndex",
     "OntologyIndex",
+    "alias_table",
     "index_of",
     "loose",
     "loose_index_of",
@@ -152,3 +154,10 @@ def name_index_of(ontology: str) -> NameIndex:
     table.update(index.labels)
     names = tuple(table)
     return NameIndex(names=names, term_ids=tuple(table[name] for name in names))
+
+
+@functools.cache
+def alias_table(ontology: str) -> dict[str, str]:
+    """The ontology's curated everyday names (:data:`~atlasprep.ontology.aliases.ALIASES`),
+    normalized, with the term each names."""
+    return {normalize(name): term_id for name, term_id in ALIASES.get(ontology, {}).items()}

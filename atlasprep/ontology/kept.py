@@ -45,7 +45,7 @@ _SECTIONS = ("resolved", "descendants", "refused")
 
 
 # the modules whose rules decide what a query resolves to (with the ontologies themselves)
-_RULES = ("resolve.py", "_index.py", "aliases.py")
+_RULES = ("resolve.py", "_index.py", "_fuzzy.py", "aliases.py")
 
 
 @functools.cache

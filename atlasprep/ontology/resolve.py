@@ -10,22 +10,21 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-from rapidfuzz import fuzz, process
 from rapidfuzz.distance import DamerauLevenshtein
 
 from atlasprep._names import DEFAULT_ONTOLOGIES
 from atlasprep.errors import AmbiguousTermError, UnknownTermError, UsageError
+from atlasprep.ontology._fuzzy import closest, prime, suggestion_pool
 from atlasprep.ontology._index import (
+    alias_table,
     index_of,
     loose,
     loose_index_of,
     marked,
-    name_index_of,
     normalize,
     variants,
 )
 from atlasprep.ontology._parser import get_parser
-from atlasprep.ontology.aliases import ALIASES
 from atlasprep.ontology.kept import (
     descendants_kept,
     keep_descendants,
@@ -81,7 +80,6 @@ FIELD_ONTOLOGIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 # "CL:0000738", "cl_0000738" (the OBO PURL form), "CVCL_0030". With an unknown prefix only
 # "XYZ:123" counts as an ID: EFO has labels such as "SALK_049497".
 _CURIE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)([:_])([A-Za-z0-9]+)\s*$")
-_N_CLOSEST = 100  # names per ontology that rapidfuzz hands on to the word-coverage ranking
 _MIN_SCORE = 0.5  # below this a "suggestion" is noise
 _WORD_BONUS = 0.25
 
@@ -171,56 +169,24 @@ def _resolve(query: str, searched: tuple[str, ...]) -> ResolvedTerm:
     )
 
 
-# rapidfuzz's closest names of (key, ontology), matched ahead for many queries at once
-_PRIMED: dict[tuple[str, str], list[tuple[str, float, int]]] = {}
-_PRIME_ROWS = 64  # queries a cdist call scores at once (64 x 87,000 MONDO names: 45 MB)
-
-
-def _closest(key: str, ontology: str) -> list[tuple[str, float, int]]:
-    """The :data:`_N_CLOSEST` names of the ontology closest to ``key`` by rapidfuzz's WRatio (the
-    best of plain, partial and word-order-free edit-distance ratios), 50 or more: (name, score,
-    position), best first, ties in pool order."""
-    found = _PRIMED.get((key, ontology))
-    if found is not None:
-        return found
-    names, _ = _suggestion_pool(ontology)
-    return process.extract(key, names, scorer=fuzz.WRatio, limit=_N_CLOSEST, score_cutoff=50)
-
-
 def prime_suggestions(queries: Iterable[str], ontologies: Sequence[str] | None = None) -> None:
-    """Match the names of many queries at once, so that :func:`suggest` finds each one's closest
-    names ready: one rapidfuzz ``cdist`` over the queries, on every core, where ``extract`` runs
-    one query on one core (140 ms a query against MONDO's 87,000 names). The result is
-    ``extract``'s: the same scores, best first, ties in pool order."""
-    import numpy as np
-
-    searched = _ontologies(ontologies)
+    """Match the names of many queries at once (:func:`~atlasprep.ontology._fuzzy.prime`, on
+    every core), so that :func:`suggest` finds each one's closest names ready."""
     keys = list(dict.fromkeys(marked(normalize(q)) for q in queries if _parse_curie(q) is None))
-    if len(keys) < 2:  # one query: extract, as suggest would
-        return
-    for ontology in searched:
-        names, _ = _suggestion_pool(ontology)
-        todo = [k for k in keys if (k, ontology) not in _PRIMED]
-        for start in range(0, len(todo), _PRIME_ROWS):
-            part = todo[start : start + _PRIME_ROWS]
-            scores = process.cdist(
-                part, names, scorer=fuzz.WRatio, score_cutoff=50, workers=-1, dtype=np.float64
-            )
-            for key, row in zip(part, scores, strict=True):
-                kept = np.flatnonzero(row >= 50)
-                best = kept[np.lexsort((kept, -row[kept]))][:_N_CLOSEST]
-                _PRIMED[(key, ontology)] = [(names[i], float(row[i]), int(i)) for i in best]
+    if len(keys) > 1:  # (one query: extract, as suggest would)
+        prime(keys, _ontologies(ontologies))
 
 
 def suggests(query: str, ontologies: Sequence[str] | None = None) -> bool:
     """Whether resolving ``query`` would look for suggestions: a name, neither kept from an
     earlier run nor matched by any level (label, synonym, alias, normalized forms)."""
     searched = _ontologies(ontologies)
-    if _parse_curie(query) is not None or not normalize(query):
+    key = normalize(query)
+    if _parse_curie(query) is not None or not key:
         return False
     if resolved_kept(query, searched) is not None or refused_kept(query, searched) is not None:
         return False
-    return not any(hits for _, hits in _levels(normalize(query), searched))
+    return not any(hits for _, hits in _levels(key, searched))
 
 
 def _levels(key: str, searched: Sequence[str]) -> Iterable[tuple[MatchKind, list[str]]]:
@@ -239,23 +205,8 @@ def _union(groups: Iterable[Iterable[str]]) -> list[str]:
     return list(dict.fromkeys(t for group in groups for t in group))
 
 
-@functools.cache
-def _suggestion_pool(ontology: str) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
-    """The names suggestions are drawn from: the ontology's labels and synonyms, and its
-    curated everyday names (aliases), with the terms each names."""
-    index = name_index_of(ontology)
-    aliases = _alias_table(ontology)
-    extra = [name for name in aliases if name not in set(index.names)]
-    return (*index.names, *extra), (*index.term_ids, *((aliases[name],) for name in extra))
-
-
-@functools.cache
-def _alias_table(ontology: str) -> dict[str, str]:
-    return {normalize(name): term_id for name, term_id in ALIASES.get(ontology, {}).items()}
-
-
 def _alias(ontology: str, key: str) -> tuple[str, ...]:
-    table = _alias_table(ontology)
+    table = alias_table(ontology)
     if key in table:
         return (table[key],)
     return tuple(dict.fromkeys(table[f] for f in variants(key) if f in table))
@@ -433,8 +384,8 @@ def suggest(query: str, ontologies: Sequence[str] | None = None, n: int = 5) -> 
     words = loose(key).split()
     scored: list[tuple[float, str, str]] = []  # (-score, name, term ID)
     for ontology in searched:
-        term_ids = _suggestion_pool(ontology)[1]
-        for name, similarity, i in _closest(key, ontology):
+        term_ids = suggestion_pool(ontology)[1]
+        for name, similarity, i in closest(key, ontology):
             # Damerau-Levenshtein counts a swapped pair as one edit ("lnug" is one from "lung",
             # two from "lanugo"); names that contain every word typed ("cd4", "t", "cell") beat
             # names that are merely about as close: "CD4-positive, alpha-beta T cell" over

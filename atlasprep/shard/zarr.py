@@ -169,8 +169,9 @@ class ZarrReader:
         return data, low
 
     def _reader(self, name: str, array: Any) -> Any:
-        """``read(low, high)``, whole chunks of a flat array: decoded from their files where the
-        array is a plain local one (:class:`_Chunks`), else through zarr."""
+        """``read(low, high, head)``: ``head`` (what is kept of the last read) then whole chunks
+        ``[low, high)`` of a flat array, decoded from their files where the array is a plain local
+        one (:class:`_Chunks`), else through zarr."""
         if name not in self._chunks:
             self._chunks[name] = _Chunks.of(self._folder / name, array) if self._folder else None
         chunks = self._chunks[name]

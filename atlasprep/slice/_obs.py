@@ -185,16 +185,9 @@ def sorted_dictionary(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.
 
 def _write_categorical(group: Any, name: str, column: pa.ChunkedArray) -> None:
     """What ``write_elem`` writes for a ``pd.Categorical`` of these values (unordered, sorted
-    categories, codes in the integer type pandas gives that many categories)."""
+    categories)."""
     dictionary, codes = sorted_dictionary(column)
-    # pandas picks the codes' type from the number of categories (int8 below 127, ...)
-    code_type = pd.Categorical.from_codes([], categories=pd.RangeIndex(len(dictionary))).codes.dtype
-    sub = group.require_group(name)
-    sub.attrs["ordered"] = False
-    write_elem(sub, "codes", codes.astype(code_type))
-    del codes
-    write_strings(sub, "categories", dictionary)
-    sub.attrs.update({"encoding-type": "categorical", "encoding-version": "0.2.0"})
+    _write_codes(group, name, codes, dictionary, ordered=False)
 
 
 def _write_source_categorical(
@@ -216,12 +209,21 @@ def _write_source_categorical(
             new_code = np.cumsum(used) - 1
             codes = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1)
             dictionary = dictionary.filter(pa.array(used))
+    _write_codes(group, name, codes, dictionary, ordered=ordered)
+
+
+def _write_codes(group: Any, name: str, codes: np.ndarray, dictionary: pa.Array, *, ordered: bool) -> None:
+    """A ``categorical`` element: ``codes`` in the integer type pandas gives that many categories
+    (int8 below 127, ...), and the categories (text a slice at a time, else as numbers)."""
     code_type = pd.Categorical.from_codes([], categories=pd.RangeIndex(len(dictionary))).codes.dtype
     sub = group.require_group(name)
     sub.attrs["ordered"] = bool(ordered)
     write_elem(sub, "codes", codes.astype(code_type))
-    del codes
-    if pa.types.is_null(dictionary.type) or pa.types.is_large_string(dictionary.type):
+    if (
+        pa.types.is_null(dictionary.type)
+        or pa.types.is_string(dictionary.type)
+        or pa.types.is_large_string(dictionary.type)
+    ):
         write_strings(sub, "categories", dictionary.cast(pa.large_string()))
     else:
         write_elem(sub, "categories", dictionary.to_numpy(zero_copy_only=False))

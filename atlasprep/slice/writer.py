@@ -215,9 +215,8 @@ class AnnDataWriter:
         columns = {_ID_COLUMN: pa.array(cell_ids.astype(str), type=pa.large_string())}
         for name in obs.column_names:
             col = obs[name]
-            if self._obs_types != "sorted" and not (
-                name in self._categories and self._categories[name] is None
-            ):
+            # (None kept: the column was text in a batch, so it stays text)
+            if self._obs_types != "sorted" and self._categories.get(name, ()) is not None:
                 self._categories[name] = merge_categories(self._categories.get(name), col)
             if pa.types.is_dictionary(col.type):
                 col = col.cast(col.type.value_type)
