@@ -34,8 +34,8 @@ from typing import Any
 
 __all__ = ["MMAP_THRESHOLD", "keep_allocations", "map_large_allocations"]
 
-MMAP_THRESHOLD = 16 * 1024 * 1024  # twice the TileDB read buffer of the default slice batch
-# (sources.base.read_buffer_bytes: 8 MiB for 4,096 cells)
+MMAP_THRESHOLD = 16 * 1024 * 1024  # the largest TileDB read buffer, four times the default
+# slice batch's (sources.base.read_buffer_bytes: 4 MiB for 4,096 cells)
 # mallopt's parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
 _GiB = 1024**3

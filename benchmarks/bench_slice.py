@@ -1,6 +1,6 @@
 """Slice throughput and peak memory: atlasprep vs cellxgene_census.get_anndata vs raw tiledbsoma.
 
-    python benchmarks/bench_slice.py [--cells 200000] [--store DIR] [--batch-size 8192]
+    python benchmarks/bench_slice.py [--cells 200000] [--store DIR] [--batch-size 4096]
 
 Builds (once) a Census-layout store with the demo atlas generator, picks two ontology slices
 of it, the second about 4x the first, and runs each method on each slice in a fresh process
@@ -114,7 +114,7 @@ def main() -> None:
     )
     parser.add_argument("--cells", type=int, default=200_000)
     parser.add_argument("--store", type=Path, default=None)
-    parser.add_argument("--batch-size", type=int, default=8_192)
+    parser.add_argument("--batch-size", type=int, default=4_096, help="cells per batch (atlasprep's default)")
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds (each runs every method once); the best is kept"
     )

@@ -143,9 +143,9 @@ def test_source_builds_batches_in_place_and_rereads_when_nnz_is_wrong(small_cens
 
 def test_read_buffers_are_small_and_the_reader_budget_unchanged():
     config = tiledb_config_for_batches(4_096)
-    assert config["soma.init_buffer_bytes"] == 8 * 2**20
+    assert config["soma.init_buffer_bytes"] == 4 * 2**20  # two in memory: one filled, one converted
     assert config["sm.mem.total_budget"] == 2 * 4_096 * 2_000 * 8  # tile offsets of a large array
-    assert tiledb_config_for_batches(100_000)["soma.init_buffer_bytes"] == 32 * 2**20
+    assert tiledb_config_for_batches(100_000)["soma.init_buffer_bytes"] == 16 * 2**20
     assert "sm.mem.malloc_trim" not in config  # slice: TileDB trims the heaps (bounded peak)
 
 

@@ -118,19 +118,32 @@ _MiB = 1024**2
 
 
 def read_buffer_bytes(batch_size: int, mean_nnz_per_cell: int = NNZ_PER_CELL) -> int:
-    """The TileDB read buffer of one X column for batches of ``batch_size`` cells: an eighth of
-    a batch's 8-byte values at a typical Census density, 8 to 32 MiB (each incomplete read is
-    converted and released before the next, :mod:`atlasprep.sources.soma`)."""
-    eighth = batch_size * mean_nnz_per_cell  # an eighth of the batch's values at 8 bytes each
-    return int(min(max(eighth, 8 * _MiB), 32 * _MiB))
+    """The TileDB read buffer of one X column for batches of ``batch_size`` cells: a sixteenth
+    of a batch's 8-byte values at a typical Census density, 4 to 16 MiB. Two incomplete reads
+    are in memory at once (TileDB fills the next while the last is converted and released,
+    :mod:`atlasprep.sources.soma`): together as much as one read of twice the size."""
+    sixteenth = batch_size * mean_nnz_per_cell // 2  # a sixteenth of the batch's values at 8 bytes each
+    return int(min(max(sixteenth, 4 * _MiB), 16 * _MiB))
 
 
-def plan_chunks(positions: np.ndarray, batch_size: int, nnz: np.ndarray | None = None) -> list[np.ndarray]:
+def plan_chunks(
+    positions: np.ndarray, batch_size: int, nnz: np.ndarray | None = None, *, tile: int | None = None
+) -> list[np.ndarray]:
     """Consecutive runs of ``positions``: at most ``batch_size`` cells and, where each cell's
     stored values (``nnz``) are known, at most ``batch_size * NNZ_PER_CELL`` of them, so that a
-    batch of dense cells (Smart-seq2) costs no more memory than one of sparse cells."""
+    batch of dense cells (Smart-seq2) costs no more memory than one of sparse cells.
+
+    ``tile``: the rows of a tile of the array read (X's ``soma_dim_0`` extent). A read that
+    ends inside a tile row decodes that row's tiles again for the next batch, so batches end
+    on tile rows where they can: at the next one if the batch keeps to ``batch_size`` cells
+    and within :data:`TILE_SLACK` of its value budget, else at the last one inside it if that
+    keeps half the batch, else where the budget ends (X reads of a 43,588-cell slice of
+    Census-density cells: 1.11-1.16 s in 4,096-cell batches on tile rows, 1.39-1.41 s
+    offset by half a tile row)."""
     if len(positions) == 0:
         return []
+    if tile:
+        return np.split(positions, _tile_cuts(positions, batch_size, nnz, tile))
     # Each cell weighs the larger of its share of the cell budget and of the value budget;
     # a batch closes where the running weight crosses a whole number.
     weight = np.full(len(positions), 1.0 / batch_size)
@@ -139,6 +152,41 @@ def plan_chunks(positions: np.ndarray, batch_size: int, nnz: np.ndarray | None =
     group = np.floor(np.cumsum(weight) - weight * 0.5).astype(np.int64)
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     return np.split(positions, starts[1:])
+
+
+TILE_SLACK = 0.125  # how far a batch's values may go over their budget to end on a tile row
+
+
+def _tile_cuts(positions: np.ndarray, batch_size: int, nnz: np.ndarray | None, tile: int) -> list[int]:
+    """Where the batches of :func:`plan_chunks` start (after the first), preferring the
+    indexes where ``positions`` enter a new row of ``tile``. One step a batch, not a cell."""
+    n = len(positions)
+    budget = float(batch_size * NNZ_PER_CELL)
+    # values[i]: the stored values of the cells before i (none known: cells alone bound a batch)
+    values = np.zeros(n + 1) if nnz is None else np.r_[0.0, np.cumsum(np.asarray(nnz, dtype=np.float64))]
+    rows = np.asarray(positions, dtype=np.int64) // tile
+    bounds = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1], True])  # tile row starts, and n
+
+    def fits(start: int, end: int) -> bool:  # never more cells; the values a little over
+        return end - start <= batch_size and values[end] - values[start] <= budget * (1.0 + TILE_SLACK)
+
+    cuts: list[int] = []
+    start = 0
+    while start < n:
+        # the budgets' end: the most cells within both (at least one cell)
+        end = min(start + batch_size, int(np.searchsorted(values, values[start] + budget, side="right")) - 1)
+        end = min(max(end, start + 1), n)
+        if end < n:
+            k = int(np.searchsorted(bounds, end))  # the first tile row start at or after end
+            up, down = int(bounds[k]), int(bounds[k - 1])
+            if fits(start, up):
+                end = up
+            elif 2 * (down - start) >= end - start:
+                end = down
+        if end < n:
+            cuts.append(end)
+        start = end
+    return cuts
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,11 @@ background thread while the current one is consumed.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -22,7 +24,14 @@ import tiledbsoma as soma
 
 from atlasprep.errors import InputFormatError, SourceError, UsageError
 from atlasprep.sources._csr import RowMap, sized_tables_to_csr, tables_to_csr
-from atlasprep.sources.base import NNZ_PER_CELL, CellBatch, SourceInfo, plan_chunks, read_buffer_bytes
+from atlasprep.sources.base import (
+    NNZ_PER_CELL,
+    CellBatch,
+    SourceInfo,
+    plan_chunks,
+    read_ahead,
+    read_buffer_bytes,
+)
 from atlasprep.sources.filters import CompiledFilter, ResolvedFilter, compile_filter
 from atlasprep.sources.where import arrow_column_type, check_columns, check_types, columns_of
 
@@ -52,9 +61,9 @@ def tiledb_config_for_batches(
 
     tiledbsoma allocates ``soma.init_buffer_bytes`` for each column it reads (two int64
     coordinates and the value for X); a batch that does not fit is read in several incomplete
-    reads, each converted and released before the next (:mod:`atlasprep.sources._csr`), so a
-    buffer needs to hold only an eighth of a batch at a typical Census density (8 MiB at the
-    default 4,096 cells; 64 MiB buffers cost about 100 MB more a batch, with no speed gain
+    reads, each converted and released while TileDB fills the next (:mod:`atlasprep.sources._csr`),
+    so a buffer needs to hold only a sixteenth of a batch at a typical Census density (4 MiB at
+    the default 4,096 cells; 64 MiB buffers cost about 100 MB more a batch, with no speed gain
     measurable on a shared 2-core machine). TileDB's reader keeps its tiles within
     ``sm.mem.total_budget``, twice a whole batch's buffer, as before: the tile offsets of a
     large array must fit in it.
@@ -110,6 +119,7 @@ class SomaSource:
             raise SourceError(f"{info.uri}: X[{X_name!r}] is not a sparse array")
         self._X = X
         self._obs_columns = tuple(experiment.obs.schema.names)
+        self._tile = _row_tile(X)
         # cached on the source itself: a functools.cache on these methods held every source
         # (its open arrays, and its TileDB context's threads) until the process ended
         self._var: pd.DataFrame | None = None
@@ -231,7 +241,7 @@ class SomaSource:
         nnz = None
         if "nnz" in self._obs_columns:
             nnz = self.obs_values(positions, ["nnz"])["nnz"].to_numpy(dtype=np.float64)
-        chunks = plan_chunks(positions, batch_size, nnz)
+        chunks = plan_chunks(positions, batch_size, nnz, tile=self._tile)
         if nnz is None or not (np.all(np.isfinite(nnz)) and np.all(nnz >= 0)):
             return chunks, [None] * len(chunks)
         ends = np.cumsum([len(c) for c in chunks])
@@ -254,12 +264,17 @@ class SomaSource:
         # each incomplete read is converted and released before the next (never a list of them)
         X = None
         if sizes is not None:
-            X = sized_tables_to_csr(
-                self._X.read(coords=coords).tables(), RowMap(chunk), len(chunk), n_var, sizes
-            )
+            with contextlib.closing(self._tables(coords)) as tables:
+                X = sized_tables_to_csr(tables, RowMap(chunk), len(chunk), n_var, sizes)
         if X is None:  # no sizes, or obs nnz was wrong: a second read, converted table by table
-            X = tables_to_csr(self._X.read(coords=coords).tables(), RowMap(chunk), len(chunk), n_var, col_lut)
+            with contextlib.closing(self._tables(coords)) as tables:
+                X = tables_to_csr(tables, RowMap(chunk), len(chunk), n_var, col_lut)
         return CellBatch(cell_ids=chunk.astype(str), obs=obs, X=X)
+
+    def _tables(self, coords: tuple[Any, ...]) -> Generator[pa.Table, None, None]:
+        """X's tables at ``coords``, TileDB's next incomplete read running on a thread of its
+        own while the caller converts this one (one read's buffers more in memory)."""
+        yield from read_ahead(self._X.read(coords=coords).tables())
 
     def _check_columns(self, columns: Sequence[str]) -> None:
         missing = [c for c in columns if c not in self._obs_columns]
@@ -323,6 +338,17 @@ class SomaSource:
 
     def close(self) -> None:
         self._owner.close()
+
+
+def _row_tile(X: soma.SparseNDArray) -> int | None:
+    """The rows of one of ``X``'s tiles (its ``soma_dim_0`` extent), or None where the schema
+    does not say (batches then ignore tiles)."""
+    try:
+        extent = json.loads(X.schema_config_options().dims)["soma_dim_0"]["tile"]
+        tile = int(extent)
+    except Exception:  # any other layout, or a tiledbsoma without the call
+        return None
+    return tile if tile > 0 else None
 
 
 def _in_order(table: pa.Table, positions: np.ndarray) -> pa.Table:
