@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import cellxgene_census
 import numpy as np
@@ -206,6 +208,47 @@ def test_anndata_input_matches_the_mask(small_census, tmp_path):
     mask = (src.obs["tissue_general"] == "blood") & src.obs["is_primary_data"]
     assert list(got.obs_names) == list(src.obs_names[mask])
     assert (got.X != src[mask.to_numpy()].X).nnz == 0
+
+
+def _named_index_file(path, name, prefix, *, cid_column=False):  # type: ignore[no-untyped-def]
+    cells = [f"{prefix}{i}" for i in range(6)]
+    obs = pd.DataFrame({"group": pd.Categorical(list("ababab"))}, index=pd.Index(cells, name=name))
+    if cid_column:  # a column of the index's name and values: anndata stores them once
+        obs.insert(0, name, cells)
+    ad.AnnData(X=np.arange(12, dtype=np.float32).reshape(6, 2), obs=obs).write_h5ad(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_the_obs_index_keeps_its_name_as_anndata_keeps_it(tmp_path, suffix):
+    """One file: adata[mask]'s name; several: anndata.concat's (kept where every file gives the
+    same, else none); a column of the same name and values stays a column, as anndata reads it."""
+    import warnings
+
+    def sliced(*paths: Path, where: str | None = None) -> pd.DataFrame:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}{suffix}"
+        flt = CellFilter(primary_only=False, where=where)
+        slice_cells(SliceConfig(source=SourceSpec(inputs=tuple(map(str, paths)), filter=flt), out=out))
+        return (ad.read_h5ad(out) if suffix == ".h5ad" else ad.read_zarr(out)).obs
+
+    one = _named_index_file(tmp_path / "one.h5ad", "cell_id", "a")
+    src = ad.read_h5ad(one)
+    got = sliced(one, where="group == 'b'")
+    pd.testing.assert_frame_equal(got, src[(src.obs["group"] == "b").to_numpy()].copy().obs)
+    assert got.index.name == "cell_id"
+
+    same = _named_index_file(tmp_path / "same.h5ad", "cell_id", "b")
+    other = _named_index_file(tmp_path / "other.h5ad", "barcode", "c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for files in ((one, same), (one, other)):
+            want = ad.concat([ad.read_h5ad(f) for f in files], join="outer").obs.index.name
+            assert sliced(*files).index.name == want
+    assert sliced(one, same).index.name == "cell_id"
+    assert sliced(one, other).index.name is None
+
+    both = _named_index_file(tmp_path / "both.h5ad", "cid", "d", cid_column=True)
+    pd.testing.assert_frame_equal(sliced(both), ad.read_h5ad(both).obs)
 
 
 def test_unknown_term_suggests_and_missing_column_is_explained(small_census, tmp_path):

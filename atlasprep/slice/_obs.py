@@ -104,39 +104,68 @@ def write_obs(
     *,
     types: ObsTypes = "sorted",
     categories: Mapping[str, Categories | None] | None = None,
+    index_name: str | None = None,
 ) -> None:
     """The ``obs`` dataframe group of ``root`` (h5py file or zarr group) from ``spill`` (None:
     no cells), indexed by ``id_column``; text typed by ``types``, with ``categories`` the
-    source's categories of each column (None or absent: not categorical in the source)."""
+    source's categories of each column (None or absent: not categorical in the source).
+    ``index_name``: the index's name, kept as anndata keeps one (the key it is stored under),
+    unless a column has that name or it is not a plain key (then unnamed)."""
     group = root.create_group("obs")
     names = [id_column]
     if spill is not None:
         with pa.memory_map(str(spill), "r") as source:
             names = pa.ipc.open_file(source).schema.names
+    columns = [n for n in names if n != id_column]
+    key, shared = id_column, False
+    if index_name and "/" not in index_name:
+        if index_name not in columns:
+            key = index_name
+        elif spill is not None and _same_text(spill, id_column, index_name):
+            key, shared = index_name, True  # one array, the index and that column (as anndata)
     group.attrs.update(
         {
             "encoding-type": "dataframe",
             "encoding-version": "0.2.0",
-            "_index": id_column,
-            "column-order": [n for n in names if n != id_column],
+            "_index": key,
+            "column-order": columns,
         }
     )
     if spill is None:
-        write_strings(group, id_column, pa.array([], type=pa.large_string()))
+        write_strings(group, key, pa.array([], type=pa.large_string()))
         return
     for name in names:
+        if shared and name == key:
+            continue
         with pa.memory_map(str(spill), "r") as source:
-            reader = pa.ipc.open_file(source)
-            column = pa.chunked_array(
-                [reader.get_batch(i).column(name) for i in range(reader.num_record_batches)],
-                type=reader.schema.field(name).type,
-            )
+            column = _spilled(source, name)
             found = None if types == "sorted" or categories is None else categories.get(name)
-            if name != id_column and found is not None:
+            if name == id_column:
+                _write_column(group, key, column, index=True, text_as=types)
+            elif found is not None:
                 _write_source_categorical(group, name, column, found, drop_unused=types == "used")
             else:
-                _write_column(group, name, column, index=name == id_column, text_as=types)
-            del column, reader
+                _write_column(group, name, column, index=False, text_as=types)
+            del column
+
+
+def _spilled(source: pa.MemoryMappedFile, name: str) -> pa.ChunkedArray:
+    reader = pa.ipc.open_file(source)
+    return pa.chunked_array(
+        [reader.get_batch(i).column(name) for i in range(reader.num_record_batches)],
+        type=reader.schema.field(name).type,
+    )
+
+
+def _same_text(spill: Path, a: str, b: str) -> bool:
+    """Whether the spilled columns ``a`` and ``b`` hold the same text, row by row (no nulls)."""
+    with pa.memory_map(str(spill), "r") as source:
+        left, right = _spilled(source, a), _spilled(source, b)
+        if pa.types.is_dictionary(right.type):
+            right = right.cast(right.type.value_type)
+        if not (pa.types.is_string(right.type) or pa.types.is_large_string(right.type)) or right.null_count:
+            return False
+        return bool(left.cast(pa.large_string()).equals(right.cast(pa.large_string())))
 
 
 def _write_column(group: Any, name: str, column: pa.ChunkedArray, *, index: bool, text_as: ObsTypes) -> None:

@@ -166,6 +166,7 @@ def _write(
         counts=counts_where(source.info),
         compression=config.compression,
         obs_types=obs_types_of(source.info),
+        index_name=getattr(source, "obs_index_name", None),  # AnnData files: as they name it
     )
     n_cells = selection.n_cells
     try:

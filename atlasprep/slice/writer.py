@@ -134,6 +134,8 @@ class AnnDataWriter:
     when it holds negative or non-finite values. None: the caller checked them. ``obs_types``:
     how obs text is typed (:data:`~atlasprep.slice._obs.ObsTypes`: the source's categoricals
     and text, the same without unused categories, or every text column a sorted categorical).
+    ``index_name``: the name of obs's index (the cell IDs), as anndata reads it back (None:
+    unnamed).
     """
 
     def __init__(
@@ -145,9 +147,11 @@ class AnnDataWriter:
         counts: str | None = "X",
         compression: str | None = None,
         obs_types: ObsTypes = "sorted",
+        index_name: str | None = None,
     ) -> None:
         self.out = out
         self._obs_types: ObsTypes = obs_types
+        self._index_name = index_name
         self._categories: dict[str, Categories | None] = {}  # None: text, not categories
         self._x_kwargs = x_dataset_kwargs(out, compression)
         self.format = format_of(out)
@@ -249,6 +253,7 @@ class AnnDataWriter:
                     _ID_COLUMN,
                     types=self._obs_types,
                     categories=self._categories,
+                    index_name=self._index_name,
                 )
             var = self._var.copy()
             var.index = var.index.astype(str)

@@ -55,7 +55,8 @@ class _ObsFile:
         if not hasattr(elem, "keys") or attrs.get("encoding-type") != "dataframe":
             frame = read_frame(elem)
             return cls(elem=None, n_rows=len(frame), columns=tuple(frame.columns), whole=frame), frame.index
-        index = pd.Index(read_elem(elem[attrs["_index"]]))
+        key = str(attrs["_index"])
+        index = pd.Index(read_elem(elem[key]), name=None if key == "_index" else key)  # as anndata names it
         columns = tuple(str(c) for c in attrs.get("column-order", ()))
         return cls(elem=elem, n_rows=len(index), columns=columns), index
 

@@ -162,6 +162,9 @@ class AnnDataSource:
             var_parts.append(var)
             offset += obs.n_rows
         self._cell_ids = _unique_names(names, [f.path for f in self._files])
+        # the obs index's name where every file gives it the same, as anndata.concat keeps it
+        index_names = {None if n.name is None else str(n.name) for n in names}
+        self.obs_index_name: str | None = index_names.pop() if len(index_names) == 1 else None
         self._obs = _Obs(obs_parts)
         if len(var_parts) == 1:
             self._var = var_parts[0]
