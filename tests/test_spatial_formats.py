@@ -313,3 +313,24 @@ def test_registered_section_written_as_spatialdata_and_read_back(tmp_path: Path)
     assert [s["command"] for s in read_steps(tmp_path / "again.h5ad")] == ["align ccf", "align ccf"]
     with pytest.raises(UsageError, match=r"^spatialdata_out: a SpatialData store is a \.zarr directory"):
         register_file(shared_file(VISIUM), tmp_path / "x.h5ad", bin_size_mm=1.0, spatialdata_out=True)
+
+
+def test_a_folder_holding_sections_names_them(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from atlasprep.cli import app
+
+    folder = tmp_path / "starmap"
+    folder.mkdir()
+    with pytest.raises(UsageError, match=r"Space Ranger folder .*SpatialData \.zarr store$"):
+        read_section(folder)  # nothing inside to name
+    for name in ("b.loom", "a.h5ad", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(UsageError, match=r"the folder holds a\.h5ad, b\.loom: pass one of them"):
+        read_section(folder)
+    out = tmp_path / "o.h5ad"
+    result = CliRunner().invoke(
+        app, ["align", "ccf", "--spatial", str(folder), "--neighbors", "3", "--out", str(out)]
+    )
+    assert_clean_error(result, contains=f"(--spatial {folder / 'a.h5ad'})")
+    assert not out.exists()

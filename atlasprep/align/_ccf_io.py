@@ -84,10 +84,10 @@ def read_section(path: Path | str, *, table: str | None = None, all_spots: bool 
             return read_visium(path, all_spots=all_spots)
         if is_spatialdata(path):
             return read_spatialdata(path, table=table)
-        if suffix not in {".h5ad", ".zarr", ".loom"}:
+        if suffix not in _SECTION_SUFFIXES:
             raise UsageError(
                 f"spatial {path}: expected an .h5ad, .zarr or .loom file, a 10x Visium Space Ranger folder "
-                "(filtered_feature_bc_matrix.h5 and spatial/) or a SpatialData .zarr store"
+                f"(filtered_feature_bc_matrix.h5 and spatial/) or a SpatialData .zarr store{_inside(path)}"
             )
         if suffix == ".loom":
             return SpatialSection(adata=_read_loom(path))
@@ -98,6 +98,20 @@ def read_section(path: Path | str, *, table: str | None = None, all_spots: bool 
             raise
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise SourceError(f"cannot read {path}: {reason}") from None
+
+
+_SECTION_SUFFIXES = (".h5ad", ".zarr", ".loom")
+
+
+def _inside(path: Path) -> str:
+    """For a folder that is none of those: the sections it holds, to name instead."""
+    if not path.is_dir():
+        return ""
+    found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _SECTION_SUFFIXES)
+    if not found:
+        return ""
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    return f"; the folder holds {shown}: pass one of them (--spatial {path / found[0]})"
 
 
 def settle_pixel_size(given: float | None, stated: PixelSize | None) -> PixelSize:
