@@ -209,7 +209,7 @@ def sized_tables_to_csr(
     canonical = True
     for table in tables:
         status = _place(table, rows, indptr, fill, indices, values)
-        del table  # released before the iterator's next read
+        del table  # released before the iterator reads another (a source may read one ahead)
         if status < 0:
             return None
         canonical &= status == 1
@@ -235,7 +235,7 @@ def tables_to_csr(
     pieces = []
     for table in tables:
         pieces.append(_piece(table, rows, n_rows, cmap))
-        del table  # the iterator's next read must not find this one's buffers still held
+        del table  # released before the iterator reads another (a source may read one ahead)
     if len(pieces) == 1:
         indptr, indices, values, canonical = pieces.pop()
     else:

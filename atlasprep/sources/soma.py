@@ -261,7 +261,7 @@ class SomaSource:
         obs = self._exp.obs.read(coords=(chunk,), column_names=columns).concat()
         obs = _in_order(obs, chunk)
         coords = (chunk,) if var_positions is None else (chunk, var_positions)
-        # each incomplete read is converted and released before the next (never a list of them)
+        # each incomplete read is converted and released while TileDB fills the next (never a list)
         X = None
         if sizes is not None:
             with contextlib.closing(self._tables(coords)) as tables:
