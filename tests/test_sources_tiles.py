@@ -126,3 +126,31 @@ def test_the_next_incomplete_read_is_under_way_while_one_is_converted(small_cens
     finally:
         source._X = None
         source.close()
+
+
+def test_an_nnz_column_that_is_no_count_plans_by_cells(small_census, monkeypatch):
+    """A store whose obs nnz holds missing or negative values: batches by cells alone (the
+    values cannot budget them), read and converted as if it had no nnz."""
+    import pandas as pd
+
+    source = open_census(census_uri=str(small_census))
+    try:
+        positions = source.select(source.compile(resolve_filter(CellFilter())))
+        want = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=100)])
+        real = source.obs_values
+        for bad in (np.nan, -1.0):
+
+            def broken(where, columns, bad=bad):  # type: ignore[no-untyped-def]
+                frame = real(where, columns)
+                if "nnz" in columns:
+                    frame["nnz"] = pd.array(np.where(np.arange(len(frame)) % 7 == 3, bad, 5.0))
+                return frame
+
+            monkeypatch.setattr(source, "obs_values", broken)
+            chunks, sizes = source._plan_chunks(positions, 100)
+            assert [len(c) for c in chunks] == [len(c) for c in plan_chunks(positions, 100, tile=2_048)]
+            assert sizes == [None] * len(chunks)
+            got = sp.vstack([b.X for b in source.iter_batches(positions, var_positions=None, batch_size=100)])
+            assert (got != want).nnz == 0
+    finally:
+        source.close()

@@ -240,9 +240,11 @@ class SomaSource:
         has it, with each batch's values per cell (None where obs has no usable ``nnz``)."""
         nnz = None
         if "nnz" in self._obs_columns:
-            nnz = self.obs_values(positions, ["nnz"])["nnz"].to_numpy(dtype=np.float64)
+            nnz = self.obs_values(positions, ["nnz"])["nnz"].to_numpy(dtype=np.float64, na_value=np.nan)
+            if not (np.all(np.isfinite(nnz)) and np.all(nnz >= 0)):
+                nnz = None  # not counts: batches by cells alone, each read converted table by table
         chunks = plan_chunks(positions, batch_size, nnz, tile=self._tile)
-        if nnz is None or not (np.all(np.isfinite(nnz)) and np.all(nnz >= 0)):
+        if nnz is None:
             return chunks, [None] * len(chunks)
         ends = np.cumsum([len(c) for c in chunks])
         return chunks, list(np.split(nnz.astype(np.int64), ends[:-1]))
