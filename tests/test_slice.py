@@ -303,3 +303,25 @@ def test_batches_stay_within_the_cell_budget(small_census):
         source.close()
     assert sum(sizes) == len(positions)
     assert max(sizes) <= 101  # a batch may close half a cell late, never more
+
+
+def test_zarr_x_chunks_do_not_follow_the_batches(small_census, tmp_path):
+    """X's arrays are chunked by a fixed count of values, so two batch sizes write the same X
+    bytes (zarr's own guess followed the first batch: small batches, small chunks)."""
+    import hashlib
+
+    import zarr
+
+    from atlasprep.slice.writer import X_CHUNKS
+
+    def x_files(batch_size: int) -> dict[str, str]:
+        out = tmp_path / f"b{batch_size}.zarr"
+        slice_cells(
+            SliceConfig(source=SourceSpec(census_uri=str(small_census), batch_size=batch_size), out=out)
+        )
+        group = zarr.open_group(out, mode="r")
+        assert {group["X"][k].chunks for k in ("data", "indices", "indptr")} == {(X_CHUNKS["zarr"],)}
+        files = sorted(p for p in (out / "X").rglob("*") if p.is_file())
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    assert x_files(64) == x_files(500)

@@ -105,20 +105,27 @@ def _mib(n_bytes: int) -> str:
 COMPRESSIONS: dict[str, tuple[str, ...]] = {"h5ad": ("gzip", "lzf"), "zarr": ("gzip", "zstd")}
 
 
+# values a chunk of X's arrays holds, whatever the batches: h5ad's (appendable) as h5py reads
+# them well; zarr's a file each, so larger (1 MiB of float32 values). zarr's own guess followed
+# the first batch: chunks of 56,779 values and 65 cell pointers for 64-cell batches.
+X_CHUNKS = {"h5ad": 2**16, "zarr": 2**18}
+
+
 def x_dataset_kwargs(out: Path, compression: str | None) -> dict[str, Any]:
-    """How X's arrays are created: h5ad in chunks of 65,536 values (appendable), compressed
+    """How X's arrays are created: in chunks of :data:`X_CHUNKS` values (appendable), compressed
     with ``compression`` where given (refused where the store's format has no such codec)."""
     store_format = format_of(out)
     if compression is not None and compression not in COMPRESSIONS[store_format]:
         codecs = " or ".join(COMPRESSIONS[store_format])
         raise UsageError(f"compression = {compression!r}: {store_format} stores take {codecs}")
+    chunks = (X_CHUNKS[store_format],)
     if store_format == "h5ad":
-        return {"chunks": (2**16,), **({"compression": compression} if compression else {})}
+        return {"chunks": chunks, **({"compression": compression} if compression else {})}
     if compression == "gzip":
         from zarr.codecs import GzipCodec
 
-        return {"compressors": GzipCodec()}
-    return {}
+        return {"chunks": chunks, "compressors": GzipCodec()}
+    return {"chunks": chunks}
 
 
 def _open_store(path: Path, store_format: StoreFormat) -> Any:
