@@ -156,14 +156,26 @@ def test_the_light_defaults_are_the_configs():
     assert _names.TOKENIZE_DEFAULTS.source == _names.SOURCE_DEFAULTS
 
 
-def test_a_build_without_linked_groups_imports_no_graph_code(small_census, tmp_path):
+_BUILD = ("tokenize", "--max-cells", "200", "--shard-cells", "100")
+
+
+@pytest.fixture(scope="module")
+def build_modules(small_census: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The modules a build without ``--split-by`` imports (one fresh process, shared)."""
+    out = tmp_path_factory.mktemp("whole") / "store"
+    loaded = _imported(*_BUILD, "--census-uri", str(small_census), "--all-data", "--out", str(out), top=False)
+    assert "atlasprep.tokenize.api" in loaded  # it ran the build
+    return loaded
+
+
+def test_a_build_without_linked_groups_imports_no_graph_code(build_modules, small_census, tmp_path):
     """scipy's csgraph (and the LAPACK it brings, 0.1 s) loads only for ``--split-by``: the one
     step that needs connected components."""
-    build = ("tokenize", "--census-uri", str(small_census), "--max-cells", "200", "--shard-cells", "100")
-    whole = _imported(*build, "--all-data", "--out", str(tmp_path / "whole"), top=False)
-    assert "atlasprep.tokenize.api" in whole  # it ran the build
-    assert "scipy.sparse.csgraph" not in whole
-    linked = _imported(*build, "--split-by", "donor_id,dataset_id", "--out", str(tmp_path / "ln"), top=False)
+    assert "scipy.sparse.csgraph" not in build_modules
+    split = ("--split-by", "donor_id,dataset_id")
+    linked = _imported(
+        *_BUILD, "--census-uri", str(small_census), *split, "--out", str(tmp_path / "ln"), top=False
+    )
     assert "scipy.sparse.csgraph" in linked
 
 
@@ -232,13 +244,10 @@ def test_tokenize_and_slice_run_blas_on_one_thread_unless_told(monkeypatch, comm
     assert os.environ.get("OPENBLAS_NUM_THREADS") == expected
 
 
-def test_a_build_loads_no_help_renderer(small_census, tmp_path):
+def test_a_build_loads_no_help_renderer(build_modules):
     """typer's help renderer (``typer.rich_utils``, with rich's markdown: about 30 ms) loads for
     help only; a piped run passes the help width through ``TERMINAL_WIDTH`` instead."""
-    build = ("tokenize", "--census-uri", str(small_census), "--max-cells", "200", "--all-data")
-    loaded = _imported(*build, "--out", str(tmp_path / "store"), top=False)
-    assert "atlasprep.tokenize.api" in loaded  # it ran the build
-    assert "typer.rich_utils" not in loaded
+    assert "typer.rich_utils" not in build_modules
     assert "typer.rich_utils" in _imported("tokenize", "--help", top=False)
 
 
