@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import anndata as ad
 import numpy as np
@@ -295,6 +297,33 @@ def test_library_call_records_versions_and_counts(tmp_path):
     assert "CL" in report.versions["ontologies"]
     stored = ad.read_zarr(tmp_path / "o.zarr").uns["atlasprep"]["harmonize"]
     assert stored["raw_counts"]["integer"] is False or stored["raw_counts"]["integer"] == 0
+
+
+_UMAP_RUN = """
+import numpy as np, scipy.sparse as sp
+import umap.umap_ as u
+from atlasprep._names import Embedding
+from atlasprep.harmonize._embedding import compute_embedding
+X = sp.random(60, 400, density=0.2, random_state=1, format="csr", dtype=np.float32)
+X.data = np.ceil(X.data * 10)
+e = compute_embedding(X, Embedding.umap, seed=0)
+kernels = (u.smooth_knn_dist, u.compute_membership_strengths)
+print(sum(len(k.stats.cache_hits) for k in kernels), sum(len(k.stats.cache_misses) for k in kernels), e.sum())
+"""
+
+
+def test_umap_kernels_compile_once_then_come_from_numbas_cache():
+    """umap-learn's uncached kernels (~7 s a process) are compiled once, then loaded, and the
+    embedding is the same."""
+    pytest.importorskip("scanpy")
+    runs = [
+        subprocess.run([sys.executable, "-c", _UMAP_RUN], capture_output=True, text=True, check=False)
+        for _ in range(2)
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    (_, _, first_sum), (hits, misses, second_sum) = (r.stdout.split() for r in runs)
+    assert (int(hits), int(misses)) == (2, 0)  # both kernels loaded from disk, none compiled
+    assert second_sum == first_sum
 
 
 def test_embedding_must_be_pca_or_umap(tmp_path):
