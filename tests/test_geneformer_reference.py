@@ -254,3 +254,48 @@ def test_shared_files_as_geneformer(tmp_path, relative, layer):
     assert len(want) > 100
     assert {c: ids for c, ids in got.items() if c in want} == want
     assert all(len(ids) == 2 for c, ids in got.items() if c not in want)  # Geneformer drops empty cells
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("case", ["one file", "mapping sums a gene", "two files joined"])
+def test_stored_zeros_as_geneformer(small_census, tmp_path, case):
+    """A sparse X's stored zeros: Geneformer ranks them (value 0, after the expressed genes);
+    where the mapping sums two IDs of a gene, it keeps those of the genes named once. Cells
+    whose total is 0 are left out of the comparison: Geneformer ranks their 0 / 0s."""
+    import scipy.sparse as sp
+
+    gf = _tokenizer_module()
+    files = _dictionaries(tmp_path, "gc104M")
+    X, genes = demo_cells(small_census, 300)
+    X = sp.csr_matrix(X, copy=True)
+    X.data[::9] = 0  # stored zeros in most cells
+    X.data[X.indptr[7] : X.indptr[8]] = 0  # cell 7: stored zeros only
+    names = list(genes)
+    if case == "mapping sums a gene":  # a gene's second column, under its lower-case ID
+        tokens = json.loads(files["token_dictionary"][0].read_text())
+        j = max((i for i, g in enumerate(genes) if g in tokens), key=lambda i: X[:, i].getnnz())
+        X = sp.hstack([X, X[:, [j]]], format="csr")
+        names.append(genes[j].lower())
+    (tmp_path / "in").mkdir()
+    parts = {"a": (slice(0, 150), np.arange(len(names))), "b": (slice(150, 300), np.arange(len(names))[::-1])}
+    inputs = ("a", "b") if case == "two files joined" else ("c",)
+    if case == "two files joined":  # the second file's var reversed
+        for name, (rows, order) in parts.items():
+            _write_input(
+                tmp_path / "in" / f"{name}.h5ad", name, X[rows][:, order].tocsr(), [names[i] for i in order]
+            )
+    else:
+        _write_input(tmp_path / "in" / "c.h5ad", "c", X, names)
+    mapping = case == "mapping sums a gene"
+    want = _geneformer_ids(gf, tmp_path, files, max_len=4096, special=True, mapping=mapping)
+    got = _tokenize_inputs(tmp_path, files, inputs, mapping=mapping)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    prefixes = [p for p in inputs for _ in range(150)] if len(inputs) == 2 else ["c"] * 300
+    numbers = [i % 150 for i in range(300)] if len(inputs) == 2 else list(range(300))
+    without = {f"{p}{n}" for p, n, t in zip(prefixes, numbers, totals, strict=True) if t == 0}
+    assert without  # (the case is in the data)
+    assert sum(1 for c in want if c not in without) == 300 - len(without)
+    assert {c: got[c] for c in want if c not in without} == {
+        c: ids for c, ids in want.items() if c not in without
+    }
+    assert all(got[c] == [2, 3] for c in without)

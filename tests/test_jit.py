@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from atlasprep._jit import warm_up
-from atlasprep.tokenize.rank import _expressed_lengths
+from atlasprep.tokenize.rank import _ranked_lengths
 
 
 def test_warm_up_finishes_and_kernels_run_after_it() -> None:
@@ -15,10 +15,11 @@ def test_warm_up_finishes_and_kernels_run_after_it() -> None:
     assert thread.daemon  # never holds the process open
     lengths = np.empty(2, dtype=np.int64)
     indptr = np.array([0, 2, 3])
-    _expressed_lengths(
+    _ranked_lengths(
         indptr,
         np.array([0, 1, 1], np.int32),
         np.array([1, 0, 2], np.float32),
+        np.array([False, True]),  # the first cell's total is 0: its stored zero is not ranked
         np.array([5, 6], np.int32),
         0,
         2,

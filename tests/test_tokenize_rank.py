@@ -53,6 +53,74 @@ def test_equals_geneformer_on_demo_cells(demo_counts, version, max_len, special)
     assert got.lengths.max() <= max_len
 
 
+def _zeros_stored(demo_counts):  # type: ignore[no-untyped-def]
+    X, genes = demo_counts
+    X = sp.csr_matrix(X, copy=True)
+    X.data[::7] = 0  # stored zeros in most cells
+    X.data[X.indptr[3] : X.indptr[4]] = 0  # cell 3: stored zeros only, a total of 0
+    token_dict = load_json_dict(shared_file("geneformer/token_dictionary_gc104M.json"))
+    medians = load_json_dict(shared_file("geneformer/gene_median_dictionary_gc104M.json"))
+    return X, genes, token_dict, medians
+
+
+def test_stored_zeros_are_ranked_last_as_geneformer_ranks_them(demo_counts):
+    """A sparse X's stored zeros are entries Geneformer keeps: value 0, ranked after the
+    expressed genes in numpy's order, except in a cell whose total is 0, where they would be
+    0 / 0: that cell has nothing to rank."""
+    X, genes, token_dict, medians = _zeros_stored(demo_counts)
+    encoder = RankEncoder.from_dictionaries(genes, token_dictionary=token_dict, gene_medians=medians)
+    n_counts = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    got = encoder.encode(X, n_counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = _geneformer_reference(X, genes, token_dict, medians, n_counts, 4096, True)
+    assert got.cell(3).tolist() == [2, 3]  # (Geneformer ranks its NaNs)
+    zeros_ranked = 0
+    for i in (i for i in range(X.shape[0]) if i != 3):
+        mine = got.cell(i).tolist()
+        assert mine == want[i]
+        row = X[i]
+        zero = [c for c, v in zip(row.indices, row.data, strict=True) if v == 0 and genes[c] in token_dict]
+        zeros_ranked += len(zero)
+        if zero and len(mine) < 4096:  # (not cut by max_len) the zeros come last, before <eos>
+            assert set(mine[len(mine) - 1 - len(zero) : -1]) == {token_dict[genes[c]] for c in zero}
+    assert zeros_ranked > 1000
+
+
+def test_the_stable_order_ranks_no_stored_zero(demo_counts):
+    """The stable order's tokens do not depend on how X is stored: a stored zero is no count."""
+    X, genes, token_dict, medians = _zeros_stored(demo_counts)
+    encoder = RankEncoder.from_dictionaries(
+        genes, token_dictionary=token_dict, gene_medians=medians, tie_order="stable"
+    )
+    got = encoder.encode(X)
+    pruned = X.copy()
+    pruned.eliminate_zeros()
+    assert pruned.nnz < X.nnz
+    assert np.array_equal(got.input_ids, encoder.encode(pruned).input_ids)
+    assert np.array_equal(got.input_ids, encoder.encode(X.toarray(), dense=True).input_ids)
+    assert got.cell(3).tolist() == [2, 3]
+
+
+def test_stored_zeros_of_a_gene_named_once_are_kept_through_the_gene_mapping():
+    """Geneformer's ``sum_ensembl_ids`` selects the columns of genes named once (their stored
+    zeros kept) and appends the summed ones as dense sums (a zero sum is not a value)."""
+    token_dict = {"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3, "ENSG1": 10, "ENSG2": 11, "ENSG3": 12}
+    medians = {"ENSG1": 1.0, "ENSG2": 1.0, "ENSG3": 1.0}
+    mapping = {"A": "ENSG1", "A2": "ENSG1", "B": "ENSG2", "C": "ENSG3"}
+    encoder = RankEncoder.from_dictionaries(
+        ["A", "A2", "B", "C"], token_dictionary=token_dict, gene_medians=medians, gene_mapping=mapping
+    )
+    # cell 0: A stored 0, A2 stored 0 (ENSG1 sums to 0: not ranked), B stored 0, C = 4
+    # cell 1: A = 2, B = 3, C stored 0
+    X = sp.csr_matrix(
+        (np.array([0, 0, 0, 4, 2, 3, 0], np.float32), np.array([0, 1, 2, 3, 0, 2, 3]), np.array([0, 4, 7])),
+        shape=(2, 4),
+    )
+    got = encoder.encode(X)
+    assert got.cell(0).tolist() == [2, 12, 11, 3]
+    assert got.cell(1).tolist() == [2, 11, 10, 12, 3]
+
+
 def test_ties_follow_numpys_order():
     rng = np.random.default_rng(0)
     genes = [f"ENSG{i:011d}" for i in range(60)]

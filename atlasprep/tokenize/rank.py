@@ -178,10 +178,14 @@ class RankEncoder:
         arithmetic = (
             geneformer_arithmetic(x_dtype, n_counts.dtype, dense=dense) if not stable else STABLE_ARITHMETIC
         )
-        X = counts if self.collapse is None else sp.csr_matrix(counts @ self.collapse)
+        X = counts if self.collapse is None else _collapsed(counts, self.collapse)
         if not X.has_canonical_format:  # sorted columns: each row in Geneformer's gene order
             X.sum_duplicates()
-        ids, offsets = _rank_rows(X, arithmetic.scales(n_counts), arithmetic, self)
+        # Geneformer ranks a sparse X's stored zeros (value 0, after the expressed genes), except
+        # in a cell whose total is 0, where they would be 0 / 0; the stable order ranks no zero
+        with np.errstate(invalid="ignore"):
+            zeros = np.asarray(n_counts != 0, dtype=np.bool_) & (not stable)
+        ids, offsets = _rank_rows(X, arithmetic.scales(n_counts), zeros, arithmetic, self)
         return RankedCells(input_ids=ids, offsets=offsets, available=np.diff(X.indptr).astype(np.int64))
 
 
@@ -224,6 +228,37 @@ def geneformer_arithmetic(x_dtype: np.dtype[Any], n_dtype: np.dtype[Any], *, den
     return Arithmetic(reciprocal=reciprocal, single=scaled.dtype == np.float32)
 
 
+def _collapsed(counts: sp.csr_matrix, collapse: sp.csr_matrix) -> sp.csr_matrix:
+    """``counts @ collapse``, keeping the stored zeros of the genes named once, as Geneformer's
+    ``sum_ensembl_ids`` keeps them (it selects those columns; the genes it sums are dense sums,
+    where a zero is not stored, as a product of sparse matrices stores none)."""
+    X = sp.csr_matrix(counts @ collapse)
+    zero = counts.data == 0
+    if not zero.any():
+        return X
+    n_var, n_out = collapse.shape
+    target = np.full(n_var, -1, dtype=np.int64)  # each input column's output column
+    fed = np.diff(collapse.indptr) > 0
+    target[fed] = collapse.indices[collapse.indptr[:-1][fed]]
+    once = np.bincount(collapse.indices, minlength=n_out) == 1  # output columns of one input column
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))[zero]
+    cols = target[counts.indices[zero]]
+    kept = cols >= 0
+    kept[kept] = once[cols[kept]]
+    if not kept.any():
+        return X
+    coo = X.tocoo()
+    merged = sp.coo_matrix(
+        (
+            np.concatenate([coo.data, np.zeros(int(kept.sum()), dtype=X.dtype)]),
+            (np.concatenate([coo.row, rows[kept]]), np.concatenate([coo.col, cols[kept]])),
+        ),
+        shape=X.shape,
+    ).tocsr()
+    merged.sum_duplicates()  # (a column stored twice in one row, zero and count, is one entry)
+    return merged
+
+
 def _special_ids(token_dictionary: Mapping[str, int]) -> tuple[int, int]:
     """The ``<cls>`` and ``<eos>`` token IDs (V2 dictionaries; V1 has none)."""
     missing = [t for t in ("<cls>", "<eos>") if t not in token_dictionary]
@@ -245,7 +280,7 @@ def _scipy_divides_by_reciprocal() -> bool:
 
 
 def _rank_rows(
-    X: sp.csr_matrix, scales: np.ndarray, arithmetic: Arithmetic, encoder: RankEncoder
+    X: sp.csr_matrix, scales: np.ndarray, zeros: np.ndarray, arithmetic: Arithmetic, encoder: RankEncoder
 ) -> tuple[np.ndarray, np.ndarray]:
     special = encoder.cls_id is not None and encoder.eos_id is not None
     keep = encoder.max_len - 2 if special else encoder.max_len  # gene tokens per cell
@@ -255,7 +290,7 @@ def _rank_rows(
     def rank_groups(share: list[tuple[int, np.ndarray]]) -> None:
         for k, rows in share:
             negated, tokens = _gather(
-                rows, k, X.indptr, X.indices, X.data, scales, norms, encoder.token_ids,
+                rows, k, X.indptr, X.indices, X.data, scales, zeros, norms, encoder.token_ids,
                 encoder.target_sum, arithmetic.reciprocal, arithmetic.single,
             )  # fmt: skip
             order = np.argsort(negated, axis=1)  # numpy's own sort, row by row: Geneformer's argsort(-v)
@@ -263,11 +298,12 @@ def _rank_rows(
 
     # The kernels and numpy's sort release the GIL: both passes run on all threads.
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        # Each row's expressed vocabulary genes, in column order, form Geneformer's vector.
+        # Each row's ranked vocabulary genes, in column order, form Geneformer's vector.
         lengths = np.empty(X.shape[0], dtype=np.int64)
         halves = np.linspace(0, X.shape[0], _THREADS + 1).astype(np.int64)
+        csr = (X.indptr, X.indices, X.data)
         for future in [
-            pool.submit(_expressed_lengths, X.indptr, X.indices, X.data, encoder.token_ids, lo, hi, lengths)
+            pool.submit(_ranked_lengths, *csr, zeros, encoder.token_ids, lo, hi, lengths)
             for lo, hi in itertools.pairwise(halves)
         ]:
             future.result()
@@ -311,21 +347,31 @@ def _rank_stable(
         future.result()
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ranked(stored, zeros):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Whether a stored entry of a vocabulary gene is ranked: a count, or a stored zero where
+    its cell's zeros are ranked (``zeros``: Geneformer's order, in a cell whose total is not 0)."""
+    return stored != 0 or zeros
+
+
 @numba.njit(cache=True, nogil=True)
-def _expressed_lengths(indptr, indices, data, token_ids, lo, hi, lengths):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Per row in ``lo:hi``: how many entries are nonzero and name a vocabulary gene."""
+def _ranked_lengths(indptr, indices, data, zeros, token_ids, lo, hi, lengths):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Per row in ``lo:hi``: how many entries name a vocabulary gene and are ranked (:func:`_ranked`)."""
     for row in range(lo, hi):
         a, b = indptr[row], indptr[row + 1]
         stored, columns = data[a:b], indices[a:b]
+        ranks_zeros = zeros[row]
         n = 0
         for e in range(b - a):  # branch-free: counted, not tested
-            n += (stored[e] != 0) & (token_ids[columns[e]] >= 0)
+            n += ((stored[e] != 0) | ranks_zeros) & (token_ids[columns[e]] >= 0)
         lengths[row] = n
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather(rows, k, indptr, indices, data, scales, norms, token_ids, target_sum, reciprocal, single):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """The rows' negated values (stacked, one row per cell) and tokens of their ``k`` expressed
+def _gather(  # type: ignore[no-untyped-def]  # pragma: no cover
+    rows, k, indptr, indices, data, scales, zeros, norms, token_ids, target_sum, reciprocal, single
+):
+    """The rows' negated values (stacked, one row per cell) and tokens of their ``k`` ranked
     vocabulary genes, in column order, computed with Geneformer's arithmetic (:class:`Arithmetic`)."""
     values = np.empty((len(rows), k), dtype=np.float64)
     tokens = np.empty((len(rows), k), dtype=np.int32)
@@ -337,11 +383,12 @@ def _gather(rows, k, indptr, indices, data, scales, norms, token_ids, target_sum
         out_values, out_tokens = values[r], tokens[r]
         a, b = indptr[row], indptr[row + 1]
         stored, columns = data[a:b], indices[a:b]
+        ranks_zeros = zeros[row]
         j = 0
         for e in range(b - a):
             col = columns[e]
             token = token_ids[col]
-            if stored[e] == 0 or token < 0:
+            if token < 0 or not _ranked(stored[e], ranks_zeros):
                 continue
             value = normalized(stored[e], col, scale, scale32, norms, target_sum, ts32, reciprocal, single)
             out_values[j] = -value
