@@ -9,9 +9,14 @@ Where several edges coincide (many tied values), scGPT draws uniformly from
 ``right + 1 … left``; atlasprep takes the middle of that range, ``(left + right + 1) // 2``.
 So atlasprep equals scGPT wherever scGPT is not random.
 
-Bins depend only on the order of a cell's values: the quantile edges interpolate between
-neighbouring values, so any per-cell monotone transform (normalize, log1p) gives the same bins.
-Binning raw counts is therefore binning scGPT's normalized, log1p'd values.
+Bins depend on the order of a cell's values: the quantile edges interpolate between
+neighbouring values, so a per-cell monotone transform (normalize, log1p) gives the same bins,
+and binning the counts stands for binning scGPT's normalized, log1p'd values. Not to the last
+bit: an interpolation ``a + (b - a) * t`` with ``t`` just below 1 can round to ``b`` on the
+counts and stay below it on the log values, so a value equal to ``b`` gets the digit above
+scGPT's (rare: 28 of 20,000 cells of counts up to 100,000 at 101 bins, none at 51 bins or with
+counts up to 1,000), and scanpy normalizes counts of 2^24 or more of a float32 or integer X in
+float32, where distinct counts become equal.
 
 The edges come from each cell's values sorted (numpy's sort; ties cannot change a sorted
 array), by numpy's own quantile formula ("linear": index ``(n - 1) * q``, then ``a + (b - a) * t``,
