@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from atlasprep.errors import AtlasprepError, InputFormatError, SourceError, UsageError
+from atlasprep.sources._csc import CsrCopy
 from atlasprep.sources._h5elem import read_elem
 
 log = logging.getLogger("atlasprep.sources")
@@ -31,7 +32,7 @@ class _File:
     handle: Any  # h5py.File | zarr.Group (+ a ZipStore to close)
     store: Any
     matrix: str  # "X" or "raw/X"
-    X: Any  # _SparseOnDisk or a dense array
+    X: Any  # _SparseOnDisk, a CsrCopy (of a CSC) or a dense array
     offset: int
     colmap: np.ndarray  # file column -> union var position
     indptr: np.ndarray | None  # int64 row pointers (sparse X: 8 bytes a cell), None for dense
@@ -143,7 +144,7 @@ def _read_parts(group: Any, matrix: str, path: Path) -> tuple[pd.DataFrame, _Obs
         var = read_frame(group[var_name])
         obs, obs_names = _ObsFile.open(group["obs"])
         X = _backed_matrix(group[matrix], path, matrix)
-        return var, obs, obs_names, X, _row_pointers(group[matrix])
+        return var, obs, obs_names, X, _row_pointers(group[matrix], X)
     except AtlasprepError:
         raise
     except Exception as exc:  # h5py, zarr, anndata on damaged data: their errors share no base class
@@ -157,7 +158,9 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _close(handle: Any, store: Any) -> None:
+def _close(handle: Any, store: Any, X: Any = None) -> None:
+    if isinstance(X, CsrCopy):
+        X.close()
     if isinstance(handle, h5py.File):
         handle.close()
     if store is not None:
@@ -196,14 +199,12 @@ def read_frame(elem: Any) -> pd.DataFrame:
 def _backed_matrix(elem: Any, path: Path, name: str) -> Any:
     encoding = elem.attrs.get("encoding-type", "array" if not hasattr(elem, "keys") else "")
     if encoding in ("csr_matrix", "csc_matrix"):
-        if encoding == "csc_matrix":
-            raise InputFormatError(f"{path}: {name} is CSC; rows cannot be streamed. Rewrite it as CSR")
         missing = [part for part in ("data", "indices", "indptr") if part not in elem]
         if missing:
             raise InputFormatError(
                 f"{path}: {name} is a sparse matrix without {', '.join(missing)}; is it damaged?"
             )
-        return _SparseOnDisk(elem)
+        return _SparseOnDisk(elem) if encoding == "csr_matrix" else CsrCopy(elem, f"{path}: {name}")
     if encoding == "array" or not hasattr(elem, "keys"):
         return elem
     raise InputFormatError(f"{path}: {name} has unsupported encoding {encoding!r}")
@@ -230,14 +231,19 @@ class _SparseOnDisk:
         return self._backed[rows]
 
 
-def _row_pointers(elem: Any) -> np.ndarray | None:
-    """A backed CSR matrix's indptr (8 bytes a cell), else None."""
+def _row_pointers(elem: Any, X: Any) -> np.ndarray | None:
+    """A sparse matrix's row pointers (8 bytes a cell): a CSR's indptr, a CSC's counted
+    (:class:`CsrCopy`); None for a dense one."""
+    if isinstance(X, CsrCopy):
+        return X.indptr
     if hasattr(elem, "keys") and "indptr" in elem:
         return np.asarray(elem["indptr"][:], dtype=np.int64)
     return None
 
 
 def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
+    if isinstance(f.X, CsrCopy):
+        return f.X.rows(rows)
     contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows)
     if contiguous and f.indptr is not None:  # one slice of data and indices, read as stored
         lo, hi = int(rows[0]), int(rows[-1]) + 1

@@ -99,6 +99,7 @@ def _open_file(
     the joined var's features so far, extended with this file's (its columns mapped into it)."""
     path, modality = split_modality(str(raw_path))
     handle, store = _open_group(path)
+    X = None
     try:
         group = _modality_group(handle, path, modality)
         matrix = _matrix_path(group, layer, path)
@@ -114,7 +115,7 @@ def _open_file(
         else:
             colmap = np.array([union.setdefault(f, len(union)) for f in var.index], dtype=np.int64)
     except BaseException:
-        _close(handle, store)
+        _close(handle, store, X)
         raise
     if matrix == "raw/X":
         log.info("%s: reading raw counts from raw.X", path)
@@ -304,7 +305,7 @@ class AnnDataSource:
 
     def close(self) -> None:
         for f in self._files:
-            _close(f.handle, f.store)
+            _close(f.handle, f.store, f.X)
 
 
 def _unique_names(names: list[pd.Index], paths: list[Path]) -> pa.Array:
