@@ -21,6 +21,11 @@ Ties also depend on the last bits of the values, so they are computed with the v
 operations Geneformer's ``X / n_counts * 10_000 / medians`` performs, which depend on its input:
 on a dense matrix numpy divides; on a sparse one scipy (>= 1.11) multiplies by ``1 / v``; and the
 first two steps run in float32 when both X and ``n_counts`` are float32 (:class:`Arithmetic`).
+
+Geneformer's vector is a sparse row's stored entries, so a stored zero of a vocabulary gene is
+ranked too (value 0, after the expressed genes), and moves numpy's order among ties; it is
+ranked here the same way, but not in a cell whose total is 0 (where it would be 0 / 0), and not
+in the stable order, whose tokens do not depend on how X is stored.
 """
 
 from __future__ import annotations
