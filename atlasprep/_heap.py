@@ -12,7 +12,9 @@ What suits a stage depends on what it keeps:
   the read buffers are reused from the heap while a batch's arrays, larger, go back to the
   system when freed. A 43,588-cell slice (batch 4,096) peaked at 622–629 MB with glibc's
   dynamic threshold, 549–558 MB at 16 MiB, at the same speed and +16% page faults; at
-  256 KiB, 518–527 MB but 2.5x the page faults and about 25% slower.
+  256 KiB, 518–527 MB but 2.5x the page faults and about 25% slower. With two reads in
+  flight and 4 MiB read buffers (since), 16 MiB costs time: 572–608 MB against 604–655 MB, but
+  4.2–4.9 s against 3.8–4.1 s and 1.5x the page faults (32 MiB: 684–687 MB; 8 MiB: no better).
 * :func:`keep_allocations` (``tokenize``): one heap, nothing mapped or trimmed, so each batch
   reuses the pages of the one before: a 250,000-cell rank build made 1.1M page faults instead
   of 3.9–4.3M and took 18.7–19.3 s instead of 22.1–23.2 s, at 1.05–1.18 GB instead of
