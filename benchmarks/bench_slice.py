@@ -30,9 +30,7 @@ sys.path.insert(0, str(HERE))
 
 from _launch import launch  # noqa: E402
 
-# Each method runs in its own interpreter; it prints one JSON line: {"n_cells", "nnz", "seconds"}.
-METHODS = {
-    "atlasprep slice": """
+_SLICE = """
 import json, sys, time
 from pathlib import Path
 from atlasprep.slice import SliceConfig, slice_cells
@@ -43,22 +41,17 @@ t = time.perf_counter()
 spec = SourceSpec(census_uri=store, filter=CellFilter(tissue_general=tuple(tissues)), batch_size=batch)
 r = slice_cells(SliceConfig(source=spec, out=out, overwrite=True))
 print(json.dumps({"n_cells": r.n_cells, "seconds": time.perf_counter() - t}))
-""",
-    # the same, in the process `atlasprep slice` sets up (its glibc mmap threshold, one BLAS thread)
-    "atlasprep slice, as the CLI runs it": """
+"""
+_CLI_PROCESS = """
 from atlasprep.cli._app import _heap_policy
 _heap_policy(["slice"])
-import json, sys, time
-from pathlib import Path
-from atlasprep.slice import SliceConfig, slice_cells
-from atlasprep.sources import CellFilter, SourceSpec
-import atlasprep.sources.census
-store, tissues, out, batch = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
-t = time.perf_counter()
-spec = SourceSpec(census_uri=store, filter=CellFilter(tissue_general=tuple(tissues)), batch_size=batch)
-r = slice_cells(SliceConfig(source=spec, out=out, overwrite=True))
-print(json.dumps({"n_cells": r.n_cells, "seconds": time.perf_counter() - t}))
-""",
+"""
+
+# Each method runs in its own interpreter; it prints one JSON line: {"n_cells", "nnz", "seconds"}.
+METHODS = {
+    "atlasprep slice": _SLICE,
+    # the same, in the process `atlasprep slice` sets up (its glibc mmap threshold, one BLAS thread)
+    "atlasprep slice, as the CLI runs it": _CLI_PROCESS + _SLICE,
     "cellxgene_census.get_anndata": """
 import json, sys, time, warnings
 warnings.simplefilter("ignore")  # anndata's "Transforming to str index" from inside get_anndata

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from atlasprep._jit import warm_up
-from atlasprep.tokenize.rank import _ranked_lengths
+from atlasprep.tokenize._rank_kernels import ranked_lengths
 
 
 def test_warm_up_finishes_and_kernels_run_after_it() -> None:
@@ -15,7 +15,7 @@ def test_warm_up_finishes_and_kernels_run_after_it() -> None:
     assert thread.daemon  # never holds the process open
     lengths = np.empty(2, dtype=np.int64)
     indptr = np.array([0, 2, 3])
-    _ranked_lengths(
+    ranked_lengths(
         indptr,
         np.array([0, 1, 1], np.int32),
         np.array([1, 0, 2], np.float32),

@@ -54,7 +54,6 @@ class CsrCopy:
         np.cumsum(counts, out=self.indptr[1:])
         self._lock = threading.Lock()
         self._csr: sp.csr_matrix | None = None
-        self._dir: Path | None = None
         self._cleanup: weakref.finalize | None = None
 
     def rows(self, rows: np.ndarray) -> sp.csr_matrix:
@@ -77,14 +76,12 @@ class CsrCopy:
     def _write(self) -> sp.csr_matrix:
         n_cols = self.shape[1]
         nnz = int(self.indptr[-1])
-        self._dir = Path(tempfile.mkdtemp(prefix="atlasprep-csr-"))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
-        log.info("%s is stored CSC: copying its %d values as CSR rows to %s", self._name, nnz, self._dir)
+        where = Path(tempfile.mkdtemp(prefix="atlasprep-csr-"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, where, True)
+        log.info("%s is stored CSC: copying its %d values as CSR rows to %s", self._name, nnz, where)
         index_dtype = np.int32 if n_cols < 2**31 else np.int64
-        data = np.lib.format.open_memmap(self._dir / "data.npy", mode="w+", dtype=self.dtype, shape=(nnz,))
-        indices = np.lib.format.open_memmap(
-            self._dir / "indices.npy", mode="w+", dtype=index_dtype, shape=(nnz,)
-        )
+        data = np.lib.format.open_memmap(where / "data.npy", mode="w+", dtype=self.dtype, shape=(nnz,))
+        indices = np.lib.format.open_memmap(where / "indices.npy", mode="w+", dtype=index_dtype, shape=(nnz,))
         fill = self.indptr[:-1].copy()
         first = 0
         while first < n_cols:  # columns a step of values at a time (a longer column alone)

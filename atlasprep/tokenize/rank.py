@@ -44,7 +44,8 @@ import scipy.sparse as sp
 
 from atlasprep.errors import InputFormatError
 from atlasprep.tokenize._groups import length_groups
-from atlasprep.tokenize._rank_sort import normalized, rank_stable_rows
+from atlasprep.tokenize._rank_kernels import gather, ranked_lengths, scatter
+from atlasprep.tokenize._rank_sort import rank_stable_rows
 from atlasprep.tokenize.config import TieOrder
 
 __all__ = ["STABLE_ARITHMETIC", "Arithmetic", "RankEncoder", "RankedCells", "geneformer_arithmetic"]
@@ -294,12 +295,12 @@ def _rank_rows(
 
     def rank_groups(share: list[tuple[int, np.ndarray]]) -> None:
         for k, rows in share:
-            negated, tokens = _gather(
+            negated, tokens = gather(
                 rows, k, X.indptr, X.indices, X.data, scales, zeros, norms, encoder.token_ids,
                 encoder.target_sum, arithmetic.reciprocal, arithmetic.single,
             )  # fmt: skip
             order = np.argsort(negated, axis=1)  # numpy's own sort, row by row: Geneformer's argsort(-v)
-            _scatter(rows, order, tokens, offsets, out, min(k, keep), first)
+            scatter(rows, order, tokens, offsets, out, min(k, keep), first)
 
     # The kernels and numpy's sort release the GIL: both passes run on all threads.
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
@@ -308,7 +309,7 @@ def _rank_rows(
         halves = np.linspace(0, X.shape[0], _THREADS + 1).astype(np.int64)
         csr = (X.indptr, X.indices, X.data)
         for future in [
-            pool.submit(_ranked_lengths, *csr, zeros, encoder.token_ids, lo, hi, lengths)
+            pool.submit(ranked_lengths, *csr, zeros, encoder.token_ids, lo, hi, lengths)
             for lo, hi in itertools.pairwise(halves)
         ]:
             future.result()
@@ -350,62 +351,3 @@ def _rank_stable(
     shares = [(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds) if hi > lo]
     for future in [pool.submit(rank_stable_rows, lo, hi, *csr, *rest) for lo, hi in shares]:
         future.result()
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _ranked(stored, zeros):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Whether a stored entry of a vocabulary gene is ranked: a count, or a stored zero where
-    its cell's zeros are ranked (``zeros``: Geneformer's order, in a cell whose total is not 0)."""
-    return stored != 0 or zeros
-
-
-@numba.njit(cache=True, nogil=True)
-def _ranked_lengths(indptr, indices, data, zeros, token_ids, lo, hi, lengths):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Per row in ``lo:hi``: how many entries name a vocabulary gene and are ranked (:func:`_ranked`)."""
-    for row in range(lo, hi):
-        a, b = indptr[row], indptr[row + 1]
-        stored, columns = data[a:b], indices[a:b]
-        ranks_zeros = zeros[row]
-        n = 0
-        for e in range(b - a):  # branch-free: counted, not tested
-            n += ((stored[e] != 0) | ranks_zeros) & (token_ids[columns[e]] >= 0)
-        lengths[row] = n
-
-
-@numba.njit(cache=True, nogil=True)
-def _gather(  # type: ignore[no-untyped-def]  # pragma: no cover
-    rows, k, indptr, indices, data, scales, zeros, norms, token_ids, target_sum, reciprocal, single
-):
-    """The rows' negated values (stacked, one row per cell) and tokens of their ``k`` ranked
-    vocabulary genes, in column order, computed with Geneformer's arithmetic (:class:`Arithmetic`)."""
-    values = np.empty((len(rows), k), dtype=np.float64)
-    tokens = np.empty((len(rows), k), dtype=np.int32)
-    ts32 = np.float32(target_sum)
-    for r in range(len(rows)):
-        row = rows[r]
-        scale = scales[row]
-        scale32 = np.float32(scale)
-        out_values, out_tokens = values[r], tokens[r]
-        a, b = indptr[row], indptr[row + 1]
-        stored, columns = data[a:b], indices[a:b]
-        ranks_zeros = zeros[row]
-        j = 0
-        for e in range(b - a):
-            col = columns[e]
-            token = token_ids[col]
-            if token < 0 or not _ranked(stored[e], ranks_zeros):
-                continue
-            value = normalized(stored[e], col, scale, scale32, norms, target_sum, ts32, reciprocal, single)
-            out_values[j] = -value
-            out_tokens[j] = token
-            j += 1
-    return values, tokens
-
-
-@numba.njit(cache=True, nogil=True)
-def _scatter(rows, order, tokens, offsets, out, width, first):  # type: ignore[no-untyped-def]  # pragma: no cover
-    for r in range(len(rows)):
-        base = offsets[rows[r]] + first
-        cell, ranked, row_tokens = out[base : base + width], order[r], tokens[r]
-        for j in range(width):
-            cell[j] = row_tokens[ranked[j]]
