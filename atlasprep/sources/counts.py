@@ -44,10 +44,13 @@ class CountTally:
 
 @numba.njit(cache=True, nogil=True)
 def _tally_floats(data, start, stop):  # type: ignore[no-untyped-def]  # pragma: no cover
-    # branch-free, so the loop vectorizes (2x the branching loop on float32, 3.7x on float64)
+    # branch-free, so the loop vectorizes (2x the branching loop on float32, 3.7x on float64);
+    # over a slice, from 0: ``data[i]`` for ``i`` in ``range(start, stop)`` may be a negative
+    # index (wrapped around), so LLVM loaded the values with gathers (float32: 1.8x the time)
+    values = data[start:stop]
     n_negative = n_nonfinite = n_fractional = 0
-    for i in range(start, stop):
-        value = data[i]
+    for i in range(values.shape[0]):
+        value = values[i]
         finite = value - value == 0  # False for NaN and ±inf (inf - inf is NaN): one test for both
         n_nonfinite += not finite
         n_negative += finite & (value < 0)

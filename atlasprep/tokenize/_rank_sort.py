@@ -67,12 +67,13 @@ def rank_stable_rows(lo, hi, indptr, indices, data, scales, norms, token_ids, ta
         scale = scales[row]
         scale32 = np.float32(scale)
         n = 0
-        for e in range(indptr[row], indptr[row + 1]):
-            col = indices[e]
+        stored, columns = data[indptr[row] : indptr[row + 1]], indices[indptr[row] : indptr[row + 1]]
+        for e in range(len(stored)):  # over views, from 0: no wrapped-around index to gather
+            col = columns[e]
             token = token_ids[col]
-            if data[e] == 0 or token < 0:
+            if stored[e] == 0 or token < 0:
                 continue
-            value = -normalized(data[e], col, scale, scale32, norms, target_sum, ts32, False, False)
+            value = -normalized(stored[e], col, scale, scale32, norms, target_sum, ts32, False, False)
             cast[0] = 0.0 if value == 0 else value  # -0.0 ties with 0.0, as numpy compares
             key = _order_key(bits[0], value != value)
             high[n] = np.uint32(key >> np.uint64(32))

@@ -89,9 +89,9 @@ def bin_owned(X: sp.csr_matrix, n_bins: int, *, digits_dtype: type[np.integer] =
 def _padded(rows, width, indptr, data):  # type: ignore[no-untyped-def]  # pragma: no cover
     values = np.full((len(rows), width), np.inf)
     for r in range(len(rows)):
-        start = indptr[rows[r]]
-        for j in range(indptr[rows[r] + 1] - start):
-            values[r, j] = data[start + j]
+        stored, out = data[indptr[rows[r]] : indptr[rows[r] + 1]], values[r]
+        for j in range(len(stored)):  # over two views: contiguous loads (``data[start + j]``,
+            out[j] = stored[j]  # a possibly negative index, was read with gathers)
     return values
 
 
