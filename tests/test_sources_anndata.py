@@ -517,3 +517,86 @@ def test_several_files_obs_is_what_anndata_concat_gives(tmp_path, same, ordered)
     expected = ad.concat(files)[np.arange(8)].copy().obs  # (as a slice of it: unused categories go)
     pd.testing.assert_frame_equal(back.obs, expected)
     assert isinstance(back.obs["kind"].dtype, pd.CategoricalDtype) == (same or not ordered)
+
+
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_several_files_var_takes_each_value_from_the_first_file_holding_it(tmp_path, suffix):
+    """var of several files: every file's columns; a gene's value from the first file with both
+    the gene and a value; missing values written as anndata writes them (nullable booleans and
+    integers, text as a categorical), where h5py refused the text column and zarr stored "nan"."""
+    a = ad.AnnData(sp.csr_matrix(np.ones((2, 3), dtype=np.float32)))
+    a.obs_names = ["a0", "a1"]
+    a.var = pd.DataFrame(
+        {"symbol": ["A", "B", "C"], "flag": [True, False, True], "width": np.array([1, 2, 3], np.int8)},
+        index=["ENSG1", "ENSG2", "ENSG3"],
+    )
+    b = ad.AnnData(sp.csr_matrix(np.ones((2, 2), dtype=np.float32)))
+    b.obs_names = ["b0", "b1"]
+    b.var = pd.DataFrame(
+        {"symbol": ["C", "D"], "n_cells": np.array([7, 9], np.int64), "kind": pd.Categorical(["x", "y"])},
+        index=["ENSG3", "ENSG4"],
+    )
+    a.write_h5ad(tmp_path / "a.h5ad")
+    b.write_h5ad(tmp_path / "b.h5ad")
+    out = tmp_path / f"both{suffix}"
+    args = ["slice", str(tmp_path / "a.h5ad"), str(tmp_path / "b.h5ad"), "--join", "outer"]
+    result = CliRunner().invoke(app, [*args, "--all-data", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    var = (ad.read_h5ad(out) if suffix == ".h5ad" else ad.read_zarr(out)).var
+    assert list(var.index) == ["ENSG1", "ENSG2", "ENSG3", "ENSG4"]  # first-seen order
+    assert list(var.columns) == ["symbol", "flag", "width", "n_cells", "kind"]
+    assert var["symbol"].tolist() == ["A", "B", "C", "D"]  # every gene has one: text stays text
+    assert var["symbol"].dtype == object
+    assert var["flag"].tolist()[:3] == [True, False, True]
+    assert var["flag"].isna().tolist() == [0, 0, 0, 1]
+    assert var["flag"].dtype == "boolean"
+    assert var["width"].dtype == "Int8"
+    assert var["width"].isna().tolist() == [0, 0, 0, 1]
+    assert var["n_cells"].dtype == "Int64"
+    assert var["n_cells"].tolist()[2:] == [7, 9]  # ENSG3's from b: a has no such column
+    assert isinstance(var["kind"].dtype, pd.CategoricalDtype)
+    assert var["kind"].isna().tolist() == [1, 1, 0, 0]
+    assert var["kind"].tolist()[2:] == ["x", "y"]
+
+
+def test_a_text_var_column_one_file_lacks_is_a_categorical_with_missing_values(tmp_path):
+    from atlasprep.sources.anndata import _joined_var
+
+    a = pd.DataFrame({"feature_name": ["TP53", "EGFR"]}, index=["ENSG1", "ENSG2"])
+    b = pd.DataFrame({"other": [1.5, np.nan]}, index=["ENSG2", "ENSG3"])
+    var = _joined_var([a, b], ["ENSG1", "ENSG2", "ENSG3"])
+    assert list(var["feature_name"].cat.categories) == ["EGFR", "TP53"]
+    assert var["feature_name"].isna().tolist() == [False, False, True]
+    assert var["other"].dtype == np.float64
+    assert var["other"].isna().tolist() == [True, False, True]
+
+
+def test_genes_on_a_var_that_names_a_gene_twice_keep_every_row(tmp_path):
+    from atlasprep.sources import gene_positions
+
+    adata = ad.AnnData(sp.csr_matrix(np.ones((2, 4), dtype=np.float32)))
+    adata.var_names = ["Sag", "Rp1", "Rp1", "Xk"]
+    adata.write_h5ad(tmp_path / "dup.h5ad")
+    source = AnnDataSource([tmp_path / "dup.h5ad"])
+    try:
+        spec = SourceSpec(inputs=(str(tmp_path / "dup.h5ad"),), genes=("Rp1", "Xk", "Absent"))
+        assert gene_positions(spec, source).tolist() == [1, 2, 3]  # as adata.var_names.isin gives
+    finally:
+        source.close()
+
+
+def test_a_var_filter_and_genes_sharing_no_gene_say_so(tmp_path):
+    from atlasprep.errors import UsageError
+    from atlasprep.sources import gene_positions
+
+    adata = ad.AnnData(sp.csr_matrix(np.ones((2, 3), dtype=np.float32)))
+    adata.var_names = ["ENSG1", "ENSG2", "ENSG3"]
+    adata.var["kind"] = ["a", "a", "b"]
+    adata.write_h5ad(tmp_path / "v.h5ad")
+    source = AnnDataSource([tmp_path / "v.h5ad"])
+    try:
+        spec = SourceSpec(inputs=(str(tmp_path / "v.h5ad"),), genes=("ENSG3",), var_filter="kind == 'a'")
+        with pytest.raises(UsageError, match=r"no gene is in both \(2 pass the filter, 1 are named\)"):
+            gene_positions(spec, source)
+    finally:
+        source.close()

@@ -3,7 +3,8 @@ batch; of obs, the cell names and the columns a run uses (to filter, or to store
 column at a time when first needed, and held in memory.
 
 Several files form one source: var is the union of their feature IDs (first-seen order),
-cells keep their obs names (prefixed with the file's stem when two files share a name).
+with every file's columns (:func:`_joined_var`), cells keep their obs names (prefixed with the
+file's stem when two files share a name).
 When a file has ``raw`` (CELLxGENE puts raw counts in ``raw.X`` when X is normalized), its
 raw matrix and raw var are used.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,6 +94,54 @@ def _joined_categories(dtypes: Sequence[pd.CategoricalDtype]) -> pd.CategoricalD
     return object
 
 
+def _joined_var(parts: Sequence[pd.DataFrame], genes: list[str]) -> pd.DataFrame:
+    """Several files' var over the joined ``genes``: every file's columns (first-seen order),
+    each gene's value in a column the first one a file holding both gives (a file's missing
+    value passes to the next). A column keeps its dtype where every gene has a value (files
+    that disagree: pandas' common dtype); with missing values, as :func:`_joined_categories`
+    says for categoricals, and as obs is written otherwise: booleans and integers as anndata's
+    nullable arrays, text as a categorical of its values, sorted (a string array holds no
+    missing value), numbers as floats."""
+    index = pd.Index(genes)
+    columns = dict.fromkeys(c for part in parts for c in part.columns)
+    joined: dict[str, pd.Series] = {}
+    for column in columns:
+        holding = [part[column] for part in parts if column in part.columns]
+        values = np.full(len(index), None, dtype=object)
+        given = np.zeros(len(index), dtype=bool)
+        for series in holding:
+            at = index.get_indexer(series.index)
+            new = ~given[at] & series.notna().to_numpy()
+            values[at[new]] = series.to_numpy(dtype=object)[new]
+            given[at[new]] = True
+        dtypes = [series.dtype for series in holding]
+        if all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
+            joined[column] = pd.Series(values, index=index).astype(_joined_categories(dtypes))
+            continue
+        common = pd.concat([series.iloc[:0] for series in holding]).dtype
+        joined[column] = _with_missing(pd.Series(values, index=index), common, given)
+    return pd.DataFrame(joined, index=index, columns=list(columns))
+
+
+def _with_missing(values: pd.Series, common: Any, given: np.ndarray) -> pd.Series:
+    """A joined var column (objects) in ``common``, the files' common dtype, or, where a gene
+    has no value, in the dtype anndata writes with missing values."""
+    if isinstance(common, pd.CategoricalDtype):  # (some files' categorical, others' not)
+        common = np.dtype(object)
+    if given.all() or isinstance(common, pd.api.extensions.ExtensionDtype):  # (nullable already)
+        return values.astype(common)
+    kind = np.dtype(common)
+    if kind.kind == "b":
+        return values.astype("boolean")
+    if kind.kind in "iu":
+        return values.astype(f"{'UInt' if kind.kind == 'u' else 'Int'}{8 * kind.itemsize}")
+    if kind.kind in "fc":
+        return values.astype(kind)
+    if all(isinstance(v, str) for v in values[given]):
+        return values.astype(pd.CategoricalDtype(sorted(set(values[given]))))
+    return values
+
+
 def _open_file(
     raw_path: str | os.PathLike[str], layer: str | None, offset: int, union: dict[str, int] | None
 ) -> tuple[_File, _ObsFile, pd.DataFrame, pd.Index]:
@@ -167,11 +217,7 @@ class AnnDataSource:
         index_names = {None if n.name is None else str(n.name) for n in names}
         self.obs_index_name: str | None = index_names.pop() if len(index_names) == 1 else None
         self._obs = _Obs(obs_parts)
-        if len(var_parts) == 1:
-            self._var = var_parts[0]
-        else:
-            var_all = pd.concat(var_parts)
-            self._var = var_all[~var_all.index.duplicated()].reindex(list(union))
+        self._var = var_parts[0] if len(var_parts) == 1 else _joined_var(var_parts, list(union))
         self.file_genes = tuple(tuple(str(g) for g in v.index) for v in var_parts)  # per file, as read
         # each file as the user named it: a URL (not its cached copy), or the local file
         named = [

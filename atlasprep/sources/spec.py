@@ -277,9 +277,10 @@ def gene_positions(spec: SourceSpec, source: CellSource) -> np.ndarray | None:
         return None
     var = source.var()
     wanted = list(dict.fromkeys(g.split(".")[0] if g.startswith("ENS") else g for g in spec.genes))
-    positions = var.index.get_indexer(wanted)
-    found = positions[positions >= 0]
-    unmatched = [g for g, p in zip(wanted, positions, strict=True) if p < 0]
+    hit = var.index.isin(wanted)  # every var row of each (a file's var may name a gene twice)
+    found = np.flatnonzero(hit)
+    named = set(var.index[hit])
+    unmatched = [g for g in wanted if g not in named]
     if unmatched and "feature_name" in var.columns:  # symbols: every var row of each
         symbols = var["feature_name"].astype(str).to_numpy()
         by_symbol = np.isin(symbols, unmatched)
@@ -323,12 +324,18 @@ def _var_filtered(spec: SourceSpec, source: CellSource) -> np.ndarray:
     except UsageError as exc:  # the where checks speak of obs: this filter is on var
         text = str(exc).replace("where: ", "", 1).replace("obs column", "column")
         raise UsageError(f"var_filter = {spec.var_filter!r}: {text}") from None
+    if len(keep) == 0:
+        raise UsageError(f"var_filter = {spec.var_filter!r}: no gene of this source's var passes it")
     if spec.genes is not None:
         named = gene_positions(replace(spec, var_filter=None), source)
         assert named is not None
+        passing = len(keep)
         keep = np.intersect1d(keep, named)
-    if len(keep) == 0:
-        raise UsageError(f"var_filter = {spec.var_filter!r}: no gene of this source's var passes it")
+        if len(keep) == 0:
+            raise UsageError(
+                f"var_filter = {spec.var_filter!r} and genes = {_shortened(spec.genes)}: no gene is in "
+                f"both ({passing:,} pass the filter, {len(named):,} are named); drop one or widen it"
+            )
     return keep.astype(np.int64)
 
 
