@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -221,10 +222,23 @@ def check_output(path: Path, *, overwrite: bool, field: str = "out") -> None:
         return
     if not overwrite:
         raise OutputExistsError(f"{field} {path} exists; set overwrite to replace it")
-    if path.is_dir() and not path.is_symlink() and _zarr_encoding(path) not in _ANNDATA_ENCODINGS:
-        raise ForeignOutputError(
-            f"{field} {path} is a directory that is not an AnnData Zarr store; atlasprep replaces "
-            "only a store it could have written: move it away or choose another output"
+    if path.is_dir() and not path.is_symlink():
+        if _zarr_encoding(path) not in _ANNDATA_ENCODINGS:
+            raise ForeignOutputError(
+                f"{field} {path} is a directory that is not an AnnData Zarr store; atlasprep replaces "
+                "only a store it could have written: move it away or choose another output"
+            )
+        stranger = _stranger_in_store(path)
+        if stranger is not None:
+            raise ForeignOutputError(
+                f"{field} {path} holds {stranger.relative_to(path)}, which is not part of a Zarr store; "
+                "atlasprep replaces only a store it could have written: move that file away or choose "
+                "another output"
+            )
+    elif path.suffix in _HDF5_SUFFIXES and path.stat().st_size and not _is_hdf5(path):
+        raise ForeignOutputError(  # (an empty file holds nothing to lose)
+            f"{field} {path} is not an HDF5 file; atlasprep replaces only a file it could have "
+            "written: move it away or choose another output"
         )
 
 
@@ -233,6 +247,48 @@ def check_new_output(path: Path, *, overwrite: bool, field: str = "out") -> None
     check_output(path, overwrite=overwrite, field=field)
     if not path.parent.is_dir():
         raise UsageError(f"{field} {path}: directory {path.parent} does not exist")
+
+
+ZARR_ROOT_META = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata")  # a reader's entry: written last
+_HDF5_SUFFIXES = frozenset({".h5ad", ".h5mu", ".h5", ".hdf5"})
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def zarr_object(name: str) -> bool:
+    """Whether a file's path inside a store (``/``-separated) is one a Zarr store gives:
+    metadata, or a v3 (``…/c/0/1``; ``…/c`` for a scalar) or v2 (``0.1``, ``0/1``) chunk key."""
+    parts = PurePosixPath(name).parts
+    return (
+        parts[-1] in (*ZARR_ROOT_META, ".zarray", "c")
+        or "c" in parts[:-1]
+        or bool(re.fullmatch(r"\d+([./]\d+)*", parts[-1]))
+    )
+
+
+def _stranger_in_store(store: Path) -> Path | None:
+    """The first file (or link) under ``store`` that a Zarr store does not hold, or None."""
+    for entry in sorted(store.rglob("*")):
+        if entry.is_symlink() or (entry.is_file() and not zarr_object(entry.relative_to(store).as_posix())):
+            return entry
+    return None
+
+
+def _is_hdf5(path: Path) -> bool:
+    """Whether ``path`` starts with HDF5's signature (at 0, or after a user block of 512 bytes,
+    1 KiB, 2 KiB …, as the format allows)."""
+    try:
+        with open(path, "rb") as f:
+            offset = 0
+            while True:
+                f.seek(offset)
+                head = f.read(8)
+                if head == _HDF5_SIGNATURE:
+                    return True
+                if len(head) < 8:
+                    return False
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
 
 
 def _zarr_encoding(path: Path) -> str | None:

@@ -134,6 +134,28 @@ def test_tokenize_with_a_saved_tokenizer_gives_the_stores_shards(built, sliced, 
     assert Tokenizer.from_store(again).tokens == Tokenizer.from_store(store).tokens
 
 
+def test_export_overwrites_only_a_folder_an_export_wrote(built, tmp_path):
+    """--overwrite replaces an exported tokenizer folder, never a folder holding anything else
+    (a tokenizer.json of any content made a folder count as atlasprep's, and the rest was lost)."""
+    _, store = built
+    exported = tmp_path / "tokenizer"
+    export = ["tokenizer", "export", str(store), "--out", str(exported), "--overwrite"]
+    assert CliRunner().invoke(app, export).exit_code == 0
+    assert CliRunner().invoke(app, export).exit_code == 0  # its own export: replaced
+    (exported / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(app, export)
+    assert result.exit_code == 2
+    assert "it holds notes.txt, which an export does not write" in result.output
+    assert (exported / "notes.txt").read_text() == "mine"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "tokenizer.json").write_text("{}")
+    result = CliRunner().invoke(app, [*export[:4], str(mine), "--overwrite"])
+    assert result.exit_code == 2
+    assert "no atlasprep tokenizer.json" in result.output
+    assert (mine / "tokenizer.json").read_text() == "{}"
+
+
 def test_a_saved_tokenizer_fixes_the_encoding_fields(built, sliced, tmp_path):
     _, store = built
     spec = SourceSpec(inputs=(str(sliced[1]),), filter=CellFilter(primary_only=False))

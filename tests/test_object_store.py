@@ -263,6 +263,10 @@ def test_cli_slice_out_s3_zarr_is_the_local_slice(
     assert_clean_error(_cli(*args, theirs, "--overwrite"), codes=(2,), contains="not an AnnData Zarr store")
     assert set(root.listing()) == {"data.bin"}
     assert_clean_error(_cli(*args, f"{s3}/slices/lung.h5ad"), codes=(2,), contains="Zarr store")
+    mine = open_root(url)
+    mine.fs.pipe_file((mine / "notes.txt").path, b"mine")  # a file put inside our own store
+    assert_clean_error(_cli(*args, url, "--overwrite"), codes=(2,), contains="(notes.txt)")
+    assert "notes.txt" in mine.listing()
 
 
 def test_inspect_and_validate_a_store_on_s3(

@@ -484,6 +484,28 @@ def test_slice_overwrite_replaces_its_own_zarr_store(small_census, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.zarr"]
 
 
+def test_slice_overwrite_keeps_what_is_not_its_own(small_census, tmp_path):
+    """--overwrite replaces an AnnData store, not a file a user put inside one, nor a file that
+    is not HDF5 at an .h5ad path (each was deleted or replaced before)."""
+    out = tmp_path / "cells.zarr"
+    args = ["slice", "--census-uri", str(small_census), "--max-cells", "20", "--overwrite"]
+    assert runner.invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    r = runner.invoke(app, [*args, "--out", str(out)])
+    assert r.exit_code == 2
+    assert_clean_error(r, contains="holds notes.txt, which is not part of a Zarr store")
+    assert (out / "notes.txt").read_text() == "mine"
+    text = tmp_path / "notes.h5ad"
+    text.write_text("mine")
+    r = runner.invoke(app, [*args, "--out", str(text)])
+    assert r.exit_code == 2
+    assert_clean_error(r, contains="is not an HDF5 file")
+    assert text.read_text() == "mine"
+    h5 = tmp_path / "cells.h5ad"
+    assert runner.invoke(app, [*args, "--out", str(h5)]).exit_code == 0
+    assert runner.invoke(app, [*args, "--out", str(h5), "--seed", "2"]).exit_code == 0  # its own: replaced
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from atlasprep import __version__
-from atlasprep._io import remove_path
+from atlasprep._io import ZARR_ROOT_META, remove_path, zarr_object
 from atlasprep._remote import RemoteRoot, open_root, remote_errors, staging_dir
 from atlasprep.errors import ForeignOutputError, OutputExistsError, UsageError
 from atlasprep.provenance import PROVENANCE_KEY, steps_json
@@ -31,7 +30,6 @@ __all__ = ["UPLOAD_MARKER", "slice_to_url"]
 log = logging.getLogger("atlasprep.slice")
 
 UPLOAD_MARKER = ".atlasprep-upload.json"  # a slice upload under way (removed when it is complete)
-_ROOT_META = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata")  # a reader's entry: written last
 _ANNDATA = frozenset({"anndata", "MuData"})
 
 
@@ -61,25 +59,17 @@ def _check_prefix(root: RemoteRoot, *, overwrite: bool) -> None:
     if not listing:
         return
     marked = UPLOAD_MARKER in listing  # an upload of ours to finish (Zarr's files only)
-    if marked and all(_zarr_object(name) for name in listing if name != UPLOAD_MARKER):
+    if marked and all(zarr_object(name) for name in listing if name != UPLOAD_MARKER):
         return
-    if marked or _encoding(root, listing) not in _ANNDATA:
+    stranger = next((name for name in sorted(listing) if not zarr_object(name)), None)
+    if marked or _encoding(root, listing) not in _ANNDATA or stranger is not None:
         raise ForeignOutputError(
-            f"out {root} holds objects that are not an AnnData Zarr store; atlasprep replaces only a "
-            "store it could have written: move them, or choose another out URL"
+            f"out {root} holds objects that are not an AnnData Zarr store"
+            f"{f' ({stranger})' if stranger is not None and not marked else ''}; atlasprep replaces "
+            "only a store it could have written: move them, or choose another out URL"
         )
     if not overwrite:
         raise OutputExistsError(f"out {root} exists; set overwrite to replace it")
-
-
-def _zarr_object(name: str) -> bool:
-    """Whether an object's name is one a Zarr store gives (metadata, v3 or v2 chunk keys)."""
-    parts = PurePosixPath(name).parts
-    return (
-        parts[-1] in (*_ROOT_META, ".zarray")
-        or "c" in parts[:-1]
-        or bool(re.fullmatch(r"\d+([./]\d+)*", parts[-1]))
-    )
 
 
 def _encoding(root: RemoteRoot, listing: dict[str, int]) -> str | None:
@@ -120,12 +110,12 @@ def _upload(root: RemoteRoot, local: Path) -> None:
     with remote_errors(str(root)):
         fs.pipe_file((root / UPLOAD_MARKER).path, (json.dumps(record) + "\n").encode())
         old = [name for name in root.listing() if name != UPLOAD_MARKER]
-        old.sort(key=lambda name: name not in _ROOT_META)  # the old group disappears first
+        old.sort(key=lambda name: name not in ZARR_ROOT_META)  # the old group disappears first
         if old:
             fs.rm([(root / name).path for name in old])
         files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
-        body = [name for name in files if name not in _ROOT_META]
-        head = [name for name in files if name in _ROOT_META]
+        body = [name for name in files if name not in ZARR_ROOT_META]
+        head = [name for name in files if name in ZARR_ROOT_META]
         for part in (body, head):
             if part:
                 fs.put([str(local / name) for name in part], [(root / name).path for name in part])

@@ -152,8 +152,11 @@ def export_tokenizer(tokenizer: Tokenizer | str | Path, out: str | Path, *, over
         tokenizer = load_tokenizer_from(tokenizer)
     out = Path(out)
     if out.exists() or out.is_symlink():
-        if not (out.is_dir() and (out / TOKENIZER_FILE).is_file()):  # never replace what we did not write
-            raise UsageError(f"out {out}: exists and is not a tokenizer folder; choose a new folder")
+        stranger = _not_exported(out)  # never replace what we did not write
+        if stranger is not None:
+            raise UsageError(
+                f"out {out}: exists and is not a tokenizer folder ({stranger}); choose a new folder"
+            )
         if not overwrite:
             raise OutputExistsError(f"out {out} exists; set overwrite to replace it")
     else:  # a new folder, as ``mkdir -p`` makes one (a model card's tokenizer/ subfolder)
@@ -162,6 +165,25 @@ def export_tokenizer(tokenizer: Tokenizer | str | Path, out: str | Path, *, over
         tmp.mkdir()
         save_tokenizer(tokenizer, tmp)
     return out
+
+
+_EXPORTED = frozenset({TOKENIZER_FILE, "vocab.json", _MEDIANS_FILE, _MAPPING_FILE})
+
+
+def _not_exported(folder: Path) -> str | None:
+    """Why ``folder`` is not one that :func:`export_tokenizer` wrote (None when it is): a
+    directory holding an atlasprep ``tokenizer.json`` and only the files an export writes."""
+    if folder.is_symlink() or not folder.is_dir():
+        return "not a folder"
+    record = folder / TOKENIZER_FILE
+    try:
+        _read_record(record)
+    except (CorruptStoreError, OSError):
+        return f"no atlasprep {TOKENIZER_FILE}"
+    for entry in sorted(folder.iterdir()):
+        if entry.name not in _EXPORTED or entry.is_symlink() or not entry.is_file():
+            return f"it holds {entry.name}, which an export does not write"
+    return None
 
 
 def _read_record(path: Path) -> dict[str, Any]:
