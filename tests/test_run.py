@@ -74,6 +74,35 @@ def test_demo_recipe_runs_end_to_end_resumes_and_pins(tmp_path):
     assert json.loads((out / "tokens" / "manifest.json").read_text())["tokenizer"]["max_len"] == 128
 
 
+def test_a_stage_replaces_only_its_own_output_and_redoes_a_damaged_one(tmp_path, small_census):
+    """A slice stage's output path holding a user's file is refused (run replaced it); after a
+    run, a stage whose output was deleted, truncated or rewritten is redone, not "done already"."""
+    recipe = tmp_path / "s.toml"
+    recipe.write_text(
+        f'name = "s"\nout = "o"\n[source]\ncensus_uri = "{small_census}"\nmax_cells = 40\n'
+        '[filter]\nall_data = true\n[slice]\nout = "s.h5ad"\n'
+    )
+    (tmp_path / "o").mkdir()
+    mine = tmp_path / "o" / "s.h5ad"
+    mine.write_text("my notes")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["run", str(recipe)])
+    assert refused.exit_code == 2
+    assert_clean_error(refused, contains="exists and no run of a recipe wrote it")
+    assert mine.read_text() == "my notes"
+    mine.unlink()
+    assert runner.invoke(app, ["run", str(recipe)]).exit_code == 0
+    again = runner.invoke(app, ["run", str(recipe)])
+    assert "done already" in again.stderr
+    size = mine.stat().st_size
+    with open(mine, "r+b") as f:
+        f.truncate(size // 2)
+    redone = runner.invoke(app, ["run", str(recipe)])
+    assert redone.exit_code == 0, redone.stderr
+    assert "done already" not in redone.stderr
+    assert mine.stat().st_size == size
+
+
 def _recipe(tmp_path, small_census, body=""):
     path = tmp_path / "r.toml"
     path.write_text(

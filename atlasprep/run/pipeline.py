@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from atlasprep._io import write_json_atomic
-from atlasprep.errors import UsageError
+from atlasprep.errors import ForeignOutputError, UsageError
 from atlasprep.run.plan import Plan, StagePlan, pins, stage_source
 from atlasprep.sources import ProgressCallback, open_source, resolve, select
 from atlasprep.tokenize.api import JobRunner
@@ -52,12 +52,17 @@ def run_recipe(
         missing = [str(p) for p in stage.inputs if not p.exists()]
         if missing:
             raise UsageError(f"{stage.name}: input {', '.join(missing)} does not exist")
+        _check_owned(stage, stamp, out)
+        # stamped before it starts: a crash after the output is in place leaves a stamp that
+        # lets the re-run replace it, though it is not done
+        write_json_atomic(stamp, {"fingerprint": stage.fingerprint, "running": True})
         if announce:
             announce(f"{stage.name}: running → {stage.output}")
         callback = progress(stage.name) if progress else None
         result = stage.stage.run(runner, callback)
         results[stage.name] = result
-        write_json_atomic(stamp, {"fingerprint": stage.fingerprint, "result": result})
+        record = {"fingerprint": stage.fingerprint, "result": result, "output": _output_state(stage.output)}
+        write_json_atomic(stamp, record)
     resolved = {
         "recipe": str(plan.recipe.path),
         "name": plan.recipe.name,
@@ -87,8 +92,39 @@ def count_cells(stage: StagePlan) -> int | None:
 
 
 def _done(stage: StagePlan, stamp: Path) -> bool:
+    """Whether the stage's stamp matches its config and its output is as the stage left it
+    (a file deleted, truncated or rewritten since: redone)."""
     if not stamp.exists() or not stage.output.exists():
         return False
     if stage.name == "tokenize" and not (stage.output / "manifest.json").exists():
         return False
-    return bool(json.loads(stamp.read_text()).get("fingerprint") == stage.fingerprint)
+    try:
+        record = json.loads(stamp.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False  # a damaged stamp: the stage is redone, and its stamp rewritten
+    if not isinstance(record, dict) or record.get("running"):  # (a stage that never finished)
+        return False
+    if record.get("fingerprint") != stage.fingerprint:
+        return False
+    left = record.get("output")  # (stamps before this release have none)
+    return left is None or left == _output_state(stage.output)
+
+
+def _check_owned(stage: StagePlan, stamp: Path, out: Path) -> None:
+    """Refuse to run a stage over an output that no run of a recipe wrote (no stamp): a stage
+    replaces its output (``overwrite``). A token store is left to tokenize, which resumes its
+    own and refuses any other directory."""
+    if stage.name == "tokenize" or stamp.exists():
+        return
+    if stage.output.exists() or stage.output.is_symlink():
+        raise ForeignOutputError(
+            f"{stage.name}: {stage.output} exists and no run of a recipe wrote it (there is no "
+            f"{stamp.relative_to(out)}); move it away, or set another out"
+        )
+
+
+def _output_state(path: Path) -> list[int]:
+    """What a stage left at ``path``: its files' count, total size and latest mtime (ns)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    stats = [p.stat() for p in files]
+    return [len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
