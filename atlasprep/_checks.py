@@ -57,9 +57,12 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
 
 
 def check_names(name: str, values: object) -> None:
-    """``values`` is a tuple of non-empty names (obs columns, modalities)."""
+    """``values`` is a tuple of non-empty names (obs columns, modalities), each named once."""
     if not isinstance(values, tuple) or not all(isinstance(v, str) and v.strip() for v in values):
         raise invalid(name, values, "each name must be a non-empty string")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise invalid(name, values, f"{', '.join(repeated)} is named more than once; name each once")
 
 
 def check_name(name: str, value: object) -> None:

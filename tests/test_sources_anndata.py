@@ -363,7 +363,21 @@ def _unknown_encoding(tmp_path):  # type: ignore[no-untyped-def]
     return path, "cannot read it as AnnData"
 
 
+def _edited(element: str, at: int, value: int, what: str):  # type: ignore[no-untyped-def]
+    def build(tmp_path):  # type: ignore[no-untyped-def]
+        path = _good(tmp_path, "bad.h5ad")
+        with h5py.File(path, "a") as f:
+            f[element][at] = value
+        return path, what
+
+    return build
+
+
 DAMAGED = {
+    "indptr-past-the-values": _edited("X/indptr", 5, 10**9, "row pointers (indptr) around row"),
+    "indptr-going-back": _edited("X/indptr", 5, 0, "go back or past"),
+    "index-past-the-columns": _edited("X/indices", 3, 10**7, "a column index outside its 40 columns"),
+    "index-negative": _edited("X/indices", 3, -1, "a column index outside"),
     "not-hdf5": _not_hdf5,
     "empty-file": _empty_file,
     "truncated-4k": _truncated,

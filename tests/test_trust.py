@@ -413,8 +413,11 @@ def test_the_library_refuses_as_the_cli_does(small_census, tmp_path):
 
 BAD_DICTIONARIES = {
     "token dictionary is a list": ("--token-dictionary", "[1, 2, 3]", "expected a JSON object"),
-    "token ids are text": ("--token-dictionary", '{"<pad>": 0, "ENSG1": "one"}', "non-negative integer"),
-    "token ids negative": ("--token-dictionary", '{"<pad>": 0, "ENSG1": -4}', "non-negative integer"),
+    "token ids are text": ("--token-dictionary", '{"<pad>": 0, "ENSG1": "one"}', "integer token id from 0"),
+    "token ids negative": ("--token-dictionary", '{"<pad>": 0, "ENSG1": -4}', "integer token id from 0"),
+    "token ids past int32": ("--token-dictionary", '{"<pad>": 0, "ENSG1": 2147483648}', "to 2,147,483,647"),
+    "a pickle": ("--token-dictionary", "\x80\x04\x95 not json", "a Python pickle, not JSON"),
+    "nested too deeply": ("--gene-medians", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
     "token ids shared": ("--token-dictionary", '{"<pad>": 0, "ENSG1": 0}', "share an id"),
     "no <pad> token": ("--token-dictionary", '{"ENSG1": 1}', "<pad>"),
     "not JSON": ("--token-dictionary", "{'a': 1", "not a JSON file"),
@@ -429,7 +432,7 @@ BAD_DICTIONARIES = {
 def test_a_dictionary_of_the_wrong_shape_is_one_line(small_census, tmp_path, case):
     option, text, words = BAD_DICTIONARIES[case]
     path = tmp_path / "dict.json"
-    path.write_text(text)
+    path.write_bytes(text.encode("latin-1"))  # (the pickle case: its bytes as they are)
     out = tmp_path / "s"
     r = _tokenize_cli(small_census, out, option, str(path))
     assert_clean_error(r, codes=(2,), contains=words)

@@ -129,11 +129,40 @@ def command(
             except OSError as exc:  # permission denied, disk full, a damaged file: the user's to fix
                 _error(describe_os_error(exc))
                 raise typer.Exit(1) from None
+            except Exception as exc:
+                if _passes_through(exc):
+                    raise
+                _error(_unexpected(exc))
+                raise typer.Exit(1) from None
 
         (group or app).command(name, **kwargs)(wrapper)
         return func
 
     return decorate
+
+
+def _passes_through(exc: Exception) -> bool:
+    """Whether an exception is not a command's failure to report here: the parser's and typer's
+    own (exits, aborts, usage errors, handled in :func:`main`), or any at all under ``-vv``
+    (its traceback is then shown)."""
+    import click
+
+    debugging = logging.getLogger("atlasprep").isEnabledFor(logging.DEBUG)
+    own = (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort)
+    return debugging or isinstance(exc, own)
+
+
+def _unexpected(exc: Exception) -> str:
+    """One line for an exception no check of atlasprep's names: most often a damaged or
+    unusual input that a library below refused."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    kind = type(exc).__name__
+    return (
+        f"{kind}{': ' + text if text else ''} (unexpected: an input may be damaged or of a kind "
+        "atlasprep does not check; -vv shows the traceback, and if the inputs are sound, please report it)"
+    )
 
 
 def field_flags(func: Callable[..., Any], fields: Mapping[str, str]) -> dict[str, str]:
@@ -360,9 +389,8 @@ def main() -> None:
     gc.enable()
     try:
         code = app(args=argv, prog_name="atlasprep", standalone_mode=False)
-    except KeyboardInterrupt:
-        _error("interrupted; re-run the same command to finish the job.")
-        sys.exit(130)
+    except KeyboardInterrupt:  # (outside a command; typer makes one in a command exit code 130)
+        _interrupted()
     except typer.Abort:
         _error("aborted.")
         sys.exit(1)
@@ -378,7 +406,23 @@ def main() -> None:
             where = " ".join(["atlasprep", *_command_words(argv)])
             _error(f"{text} (see {where} --help)")
         _leave(exit_code)
+    if code == _INTERRUPTED:  # Ctrl-C in a command: typer's Exit(130)
+        _interrupted()
     _leave(code if isinstance(code, int) else 0)
+
+
+_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+def _interrupted() -> NoReturn:
+    """Ctrl-C: one line, and the process ends at once, without the interpreter's teardown (a
+    reading thread still inside TileDB could crash it). What the command left unfinished (a
+    temporary output, a store's work folder) the re-run sweeps or resumes."""
+    _error("interrupted; re-run the same command to finish the job.")
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(_INTERRUPTED)
 
 
 def _leave(code: int) -> NoReturn:

@@ -19,7 +19,7 @@ import zarr
 from anndata.io import write_elem
 
 from atlasprep._names import Embedding
-from atlasprep.errors import UsageError
+from atlasprep.errors import InputFormatError, UsageError
 
 __all__ = ["Embedding", "cache_umap_kernels", "compute_embedding", "require_scanpy", "write_embedding"]
 
@@ -42,6 +42,13 @@ def compute_embedding(counts: sp.csr_matrix, kind: Embedding, *, seed: int) -> n
     if n_comps < 2:
         raise UsageError(f"embedding = {kind}: needs at least 3 cells and 3 genes, got {n_cells} x {n_genes}")
     adata = ad.AnnData(X=sp.csr_matrix(counts, dtype=np.float32))
+    adata.X.eliminate_zeros()
+    varied = np.unique(adata.X.indices).size  # genes some cell expresses (the others are constant 0)
+    if adata.X.nnz == 0 or varied < 2:
+        raise InputFormatError(
+            f"embedding = {kind}: the counts hold {adata.X.nnz:,} nonzero values in {varied} genes, so "
+            "there is nothing to embed; check that the counts are the raw ones, or do without an embedding"
+        )
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     sc.pp.pca(adata, n_comps=n_comps, random_state=seed)

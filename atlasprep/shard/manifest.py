@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, overload
 
 from atlasprep import __version__
 from atlasprep._io import TEMP_MARK, inside
+from atlasprep._names import Scheme
 from atlasprep.errors import CorruptStoreError, InputFormatError, SourceError, UnsafePathError
 
 if TYPE_CHECKING:
@@ -241,6 +242,8 @@ def read_manifest_json(store: StoreRoot | str) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptStoreError(f"{path}: not valid JSON ({exc}); the store is damaged") from None
+    except RecursionError:
+        raise CorruptStoreError(f"{path}: not a manifest (nested too deeply); the store is damaged") from None
     if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
         raise InputFormatError(f"{path}: not an atlasprep token store manifest (no format {STORE_FORMAT!r})")
     version = manifest.get("format_version")
@@ -360,6 +363,16 @@ def _header_problems(store: StoreRoot, manifest: Mapping[str, Any]) -> list[str]
     tie_order = tokenizer.get("tie_order", "numpy") if isinstance(tokenizer, dict) else "numpy"
     if tie_order not in ("numpy", "stable"):  # absent: a store ranked before the choice, as numpy
         problems.append(f"tokenizer.tie_order {tie_order!r}: expected 'numpy' or 'stable'")
+    scheme = tokenizer.get("scheme") if isinstance(tokenizer, dict) else None
+    if scheme not in tuple(Scheme):
+        problems.append(
+            f"tokenizer.scheme {scheme!r}: expected one of {', '.join(repr(str(s)) for s in Scheme)}"
+        )
+    labels = manifest.get("labels", {})
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        problems.append("labels: expected term ID -> label (text -> text)")
     return problems
 
 

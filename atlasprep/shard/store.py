@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from atlasprep._io import TEMP_MARK, inside
-from atlasprep.errors import CorruptStoreError, InputFormatError
+from atlasprep.errors import AtlasprepError, CorruptStoreError, InputFormatError
 from atlasprep.shard.format import ShardReader, format_for, sha256_of, size_of
 from atlasprep.shard.manifest import (
     BUILD_MARKER,
@@ -359,6 +359,13 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
         max_id = max(load_vocab(store, manifest).values(), default=-1)  # type: ignore[arg-type]
     except CorruptStoreError as exc:
         checks.add("vocab.json", str(exc).split(": ", 1)[-1])
+    if isinstance(store, Path) and manifest.get("tokenizer_file") is not None:
+        from atlasprep.tokenize.tokenizer_files import load_tokenizer
+
+        try:  # tokenizer.json against its sha256, and the medians and mapping it names
+            load_tokenizer(store)
+        except AtlasprepError as exc:
+            checks.add("tokenizer.json", str(exc))
     counter = _LeakCounter(split_columns(manifest["splits"]))
     for shard in manifest["shards"]:
         found = check_shards(store, [shard], verify="sha256")

@@ -241,17 +241,34 @@ def _row_pointers(elem: Any, X: Any) -> np.ndarray | None:
     return None
 
 
+def _check_rows(f: _File, pointers: np.ndarray, indices: np.ndarray, first: int) -> None:
+    """Refuse rows of a damaged CSR matrix (:class:`InputFormatError`): row pointers that go
+    back or past the stored values, or column indices outside the matrix, which scipy would
+    take without a word (a slice would then hold a gene that is not in var)."""
+    n_values, n_columns = f.elem["indices"].shape[0], f.X.shape[1]
+    if len(pointers) and (pointers[0] < 0 or pointers[-1] > n_values or (np.diff(pointers) < 0).any()):
+        raise InputFormatError(
+            f"{f.path}: {f.matrix}'s row pointers (indptr) around row {first:,} go back or past its "
+            f"{n_values:,} stored values; the file is damaged: write it again from its source"
+        )
+    if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= n_columns):
+        raise InputFormatError(
+            f"{f.path}: {f.matrix} has a column index outside its {n_columns:,} columns in the rows "
+            f"from {first:,}; the file is damaged: write it again from its source"
+        )
+
+
 def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
     if isinstance(f.X, CsrCopy):
         return f.X.rows(rows)
     contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows)
     if contiguous and f.indptr is not None:  # one slice of data and indices, read as stored
         lo, hi = int(rows[0]), int(rows[-1]) + 1
-        a, b = int(f.indptr[lo]), int(f.indptr[hi])
-        return sp.csr_matrix(
-            (f.elem["data"][a:b], f.elem["indices"][a:b], f.indptr[lo : hi + 1] - a),
-            shape=(hi - lo, f.X.shape[1]),
-        )
+        pointers = f.indptr[lo : hi + 1]
+        a, b = int(pointers[0]), int(pointers[-1])
+        data, indices = f.elem["data"][a:b], f.elem["indices"][a:b]
+        _check_rows(f, pointers, indices, lo)
+        return sp.csr_matrix((data, indices, pointers - a), shape=(hi - lo, f.X.shape[1]))
     if contiguous:
         block = f.X[int(rows[0]) : int(rows[-1]) + 1]
     elif isinstance(f.X, h5py.Dataset):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any
 
 import tiledbsoma as soma
@@ -146,6 +148,19 @@ def _resolve_build(version: str) -> str:
 
 def _open(opener: Any, uri: str) -> Any:
     try:
-        return opener()
+        opened = opener()
     except (soma.DoesNotExistError, ValueError, soma.SOMAError) as exc:
         raise SourceError(f"cannot open {uri} as a SOMA collection or experiment: {exc}") from None
+    _python_handles_interrupts()
+    return opened
+
+
+def _python_handles_interrupts() -> None:
+    """Give Ctrl-C back to Python. Opening a TileDB context installs TileDB's own SIGINT
+    handler, and an interrupted slice then crashed (SIGSEGV, exit 139) instead of raising
+    KeyboardInterrupt (a one-line error, exit 130, the output left for the re-run)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # (only the main thread may set a handler; a worker's is its host's)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) or handler in (signal.SIG_DFL, signal.SIG_IGN):
+        signal.signal(signal.SIGINT, handler)

@@ -178,9 +178,9 @@ def _check_splits(config: TokenizeConfig) -> None:
     by = config.split_by
     if isinstance(by, list | tuple) or (isinstance(by, str) and "," in by):
         names = tuple(n.strip() for n in by.split(",")) if isinstance(by, str) else tuple(by)
-        check_names("split_by", names)
         if len(set(names)) != len(names) or not names:
             raise invalid("split_by", by, "name each column once")
+        check_names("split_by", names)
         object.__setattr__(config, "split_by", names[0] if len(names) == 1 else names)
     else:
         check_name("split_by", by)

@@ -186,10 +186,19 @@ def _not_exported(folder: Path) -> str | None:
     return None
 
 
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # (its text is the path, which the message names already)
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CorruptStoreError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != TOKENIZER_FORMAT:
         raise CorruptStoreError(f"{path}: not an atlasprep tokenizer")
@@ -207,14 +216,63 @@ def _tie_order(store: Path, record: dict[str, Any]) -> TieOrder:
     return TieOrder(value)
 
 
+def _check_fields(store: Path, record: dict[str, Any]) -> None:
+    """Refuse a record whose fields are not of their kind (:class:`CorruptStoreError`): a
+    newer format, a text where a list is (``context = "tissue"`` read as t, i, s, s, u, e)."""
+
+    def whole(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def names(v: object) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    version = record.get("format_version")
+    ours = TOKENIZER_FORMAT_VERSION.split(".")[0]
+    rules: list[tuple[str, bool, str]] = [
+        ("format_version", isinstance(version, str) and version.split(".")[0] == ours, f"{ours}.x"),
+        ("max_len", whole(record.get("max_len")), "a whole number"),
+        ("n_bins", whole(record.get("n_bins")), "a whole number"),
+        ("seed", whole(record.get("seed")), "a whole number"),
+        ("special_tokens", isinstance(record.get("special_tokens"), bool), "true or false"),
+        ("context", names(record.get("context", [])), "a list of obs columns"),
+        ("hvg_genes", record.get("hvg_genes") is None or names(record.get("hvg_genes")), "a list of genes"),
+        (
+            "n_counts_column",
+            record.get("n_counts_column") is None or isinstance(record.get("n_counts_column"), str),
+            "a column name",
+        ),
+        ("paired", isinstance(record.get("paired", []), list), "a list"),
+    ]
+    for field, ok, want in rules:
+        if not ok:
+            raise CorruptStoreError(
+                f"{store}/{TOKENIZER_FILE}: {field} {record.get(field)!r}: expected {want} (written by a "
+                "newer atlasprep, or edited)"
+            )
+
+
 def _from_record(store: Path, record: dict[str, Any], tokens: dict[str, int]) -> Tokenizer:
     medians = mapping = None
     if record.get("gene_medians"):
-        table = pq.read_table(inside(store, record["gene_medians"], what="tokenizer.json gene_medians"))
-        medians = dict(zip(table["gene_id"].to_pylist(), table["median"].to_pylist(), strict=True))
+        path = inside(store, record["gene_medians"], what="tokenizer.json gene_medians")
+        try:
+            table = pq.read_table(path, columns=["gene_id", "median"])
+            medians = dict(zip(table["gene_id"].to_pylist(), table["median"].to_pylist(), strict=True))
+        except (OSError, pa.ArrowException, KeyError, ValueError) as exc:
+            raise CorruptStoreError(
+                f"{path}: the tokenizer's gene medians cannot be read ({_first_line(exc)}); the store or "
+                "folder is damaged: copy it again, or build it again"
+            ) from None
     if record.get("gene_mapping"):
         target = inside(store, record["gene_mapping"], what="tokenizer.json gene_mapping")
-        mapping = json.loads(target.read_text(encoding="utf-8"))
+        try:
+            mapping = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise CorruptStoreError(
+                f"{target}: the tokenizer's gene mapping cannot be read ({_first_line(exc)}); the store "
+                "or folder is damaged: copy it again, or build it again"
+            ) from None
+    _check_fields(store, record)
     hvg = record.get("hvg_genes")
     try:
         return Tokenizer(

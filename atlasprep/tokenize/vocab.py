@@ -23,13 +23,33 @@ def load_json_dict(path: str | Path) -> dict[str, Any]:
     try:
         with opener(path, "rt", encoding="utf-8") as handle:
             value = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # (JSONDecodeError is a ValueError)
+        pickled = path.suffix in (".pkl", ".pickle") or _starts_like_a_pickle(path)
+        raise InputFormatError(
+            f"{path}: a Python pickle, not JSON; atlasprep never loads pickles (loading one can run "
+            "code): give the .json dictionaries Geneformer ships beside its .pkl ones"
+            if pickled
+            else f"{path}: not a JSON file ({exc})"
+        ) from None
+    except RecursionError:
+        raise InputFormatError(f"{path}: not a JSON object of gene -> value (nested too deeply)") from None
+    except OSError as exc:
         raise InputFormatError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(value, dict):
         raise InputFormatError(
             f"{path}: expected a JSON object (gene -> value), found {type(value).__name__}"
         )
     return value
+
+
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Whether a file starts as pickle protocol 2-5 does (``0x80``, then the protocol)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _first_bad(path: Path, value: dict[str, Any], ok: Callable[[object], bool], want: str) -> None:
@@ -45,7 +65,7 @@ def load_token_dictionary(path: str | Path) -> dict[str, int]:
     ``<pad>`` among the tokens (loaders pad with it)."""
     path = Path(path)
     value = load_json_dict(path)
-    _first_bad(path, value, _is_id, "a non-negative integer token id")
+    _first_bad(path, value, _is_id, "an integer token id from 0 to 2,147,483,647")
     tokens = {str(k): int(v) for k, v in value.items()}
     if len(set(tokens.values())) != len(tokens):
         raise InputFormatError(f"{path}: two tokens share an id; a token dictionary gives each token its own")
@@ -72,8 +92,8 @@ def load_gene_mapping(path: str | Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _is_id(value: object) -> bool:  # (ids are stored as int32)
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
 def _is_positive(value: object) -> bool:

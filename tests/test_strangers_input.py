@@ -1,0 +1,185 @@
+"""Inputs a stranger could give, each a one-line ``Error:`` (helper sweeps of the command line)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import assert_clean_error
+from typer.testing import CliRunner
+
+from atlasprep.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def store(small_census, tmp_path_factory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("store") / "store"
+    args = ["tokenize", "--census-uri", str(small_census), "--max-cells", "60", "--scheme", "rank"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_an_error_no_check_names_is_one_line_and_vv_shows_its_traceback(store, monkeypatch):
+    import atlasprep.shard as shard
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr(shard, "inspect_store", broken)
+    line = assert_clean_error(runner.invoke(app, ["inspect", str(store)]), codes=(1,))
+    assert line.startswith("Error: ZeroDivisionError: division by zero second line (unexpected:")
+    shown = runner.invoke(app, ["-vv", "inspect", str(store)])
+    assert isinstance(shown.exception, ZeroDivisionError)  # under -vv it is raised, traceback and all
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda m: m.update(labels=[1, 2]), "labels: expected term ID -> label"),
+        (lambda m: m["tokenizer"].update(scheme="evil"), "tokenizer.scheme 'evil': expected one of"),
+    ],
+)
+def test_a_manifest_with_fields_of_the_wrong_shape_is_refused(store, tmp_path, edit, words):
+    copy = tmp_path / "s"
+    shutil.copytree(store, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert_clean_error(runner.invoke(app, ["inspect", str(copy)]), contains=words)
+    checked = runner.invoke(app, ["validate", str(copy)])
+    assert checked.exit_code == 1
+    assert f"manifest.json: {words}" in checked.stdout
+
+
+def test_a_manifest_nested_too_deeply_is_refused(store, tmp_path):
+    copy = tmp_path / "s"
+    shutil.copytree(store, copy)
+    (copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    for command in ("inspect", "validate"):
+        assert_clean_error(runner.invoke(app, [command, str(copy)]), contains="nested too deeply")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "deleted"])
+def test_damaged_gene_medians_of_a_store_are_named(store, tmp_path, damage):
+    copy = tmp_path / "s"
+    shutil.copytree(store, copy)
+    medians = copy / "gene_medians.parquet"
+    if damage == "garbage":
+        medians.write_text("x")
+    else:
+        medians.unlink()
+    result = runner.invoke(app, ["tokenizer", "export", str(copy), "--out", str(tmp_path / "t")])
+    line = assert_clean_error(result, contains="the tokenizer's gene medians cannot be read")
+    assert ("(no such file)" in line) == (damage == "deleted")
+    assert not (tmp_path / "t").exists()
+    checked = runner.invoke(app, ["validate", str(copy)])  # (it said "valid")
+    assert checked.exit_code == 1
+    assert "tokenizer.json: " in checked.stdout
+    assert "gene medians cannot be read" in checked.stdout
+
+
+def test_validate_finds_an_edited_tokenizer(store, tmp_path):
+    copy = tmp_path / "s"
+    shutil.copytree(store, copy)
+    (copy / "tokenizer.json").write_text("{")
+    checked = runner.invoke(app, ["validate", str(copy)])
+    assert checked.exit_code == 1
+    assert "sha256 differs from the manifest" in checked.stdout
+
+
+def test_a_context_column_named_twice_is_refused(small_census, tmp_path):
+    args = ["tokenize", "--census-uri", str(small_census), "--max-cells", "20", "--context", "assay,assay"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "s")])
+    assert_clean_error(result, codes=(2,), contains="assay is named more than once")
+
+
+def test_an_embedding_of_counts_without_a_value_is_refused():
+    pytest.importorskip("scanpy")
+    from atlasprep.errors import InputFormatError
+    from atlasprep.harmonize._embedding import Embedding, compute_embedding
+
+    with pytest.raises(InputFormatError, match="0 nonzero values in 0 genes, so there is nothing to embed"):
+        compute_embedding(sp.csr_matrix((20, 10), dtype=np.float32), Embedding.pca, seed=0)
+    one_gene = sp.csr_matrix(np.c_[np.ones((20, 1)), np.zeros((20, 9))].astype(np.float32))
+    with pytest.raises(InputFormatError, match="in 1 genes"):  # (scipy's ARPACK: "starting vector is zero")
+        compute_embedding(one_gene, Embedding.pca, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("context", "tissue"),
+        ("format_version", "9.9"),
+        ("seed", -1),
+        ("special_tokens", "yes"),
+        ("max_len", 1.5),
+    ],
+)
+def test_an_exported_tokenizer_with_a_field_of_the_wrong_kind_is_refused(store, tmp_path, field, value):
+    from atlasprep.errors import CorruptStoreError
+    from atlasprep.tokenize import Tokenizer
+
+    folder = tmp_path / "tok"
+    assert runner.invoke(app, ["tokenizer", "export", str(store), "--out", str(folder)]).exit_code == 0
+    record = json.loads((folder / "tokenizer.json").read_text())
+    record[field] = value
+    (folder / "tokenizer.json").write_text(json.dumps(record))
+    with pytest.raises(CorruptStoreError, match=rf"tokenizer\.json: {field} {value!r}: expected"):
+        Tokenizer.load(folder)
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_exit_130(small_census, tmp_path):
+    """typer turns Ctrl-C in a command into exit code 130, silently; the process also ended
+    through the interpreter's teardown, where a TileDB reading thread could crash it (139)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, atlasprep.slice as sliced, atlasprep.slice.api as api\n"
+        "def interrupted(*a, **k): raise KeyboardInterrupt\n"
+        "api.slice_cells = sliced.slice_cells = interrupted\n"
+        "import atlasprep.cli._app as cli\n"
+        f"sys.argv = ['atlasprep', 'slice', '--census-uri', {str(small_census)!r}, '--out', 'x.h5ad']\n"
+        "cli.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 130, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("Error:")] == [
+        "Error: interrupted; re-run the same command to finish the job."
+    ]
+    assert "Traceback" not in done.stderr
+
+
+def test_opening_a_soma_store_leaves_ctrl_c_to_python(small_census):
+    """Opening a TileDB context installed TileDB's own SIGINT handler (an interrupted slice then
+    crashed with SIGSEGV); the source gives it back to Python. In a fresh process: TileDB
+    installs its handler once."""
+    import subprocess
+    import sys
+
+    script = f"""
+import ctypes, signal
+class Action(ctypes.Structure):
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16), ("flags", ctypes.c_int),
+                ("restorer", ctypes.c_void_p)]
+def os_handler():
+    action = Action()
+    ctypes.CDLL(None).sigaction(signal.SIGINT, None, ctypes.byref(action))
+    return action.handler
+signal.signal(signal.SIGINT, signal.default_int_handler)
+python = os_handler()
+from atlasprep.sources import CellFilter, SourceSpec, open_source
+source = open_source(SourceSpec(census_uri={str(small_census)!r}, filter=CellFilter(primary_only=False)))
+print(os_handler() == python, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+source.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.stdout.split() == ["True", "True"], done.stderr
