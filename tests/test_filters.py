@@ -102,3 +102,16 @@ def test_development_stage_names_resolve_in_the_organisms_ontology():
     mouse = resolve_filter(CellFilter(development_stage=("fetal stage",)), "mus_musculus")
     assert human.terms["development_stage"][0].ontology == "HsapDv"
     assert mouse.terms["development_stage"][0].ontology == "MmusDv"
+
+
+@pytest.mark.parametrize(
+    ("query", "term_id"),
+    [
+        ("late adult stage", "HsapDv:0000227"),  # a label UBERON:0007222 shares: refused as ambiguous
+        ("prime adult stage", "HsapDv:0000226"),
+        ("UBERON:0007222", "UBERON:0007222"),  # an UBERON stage by its ID still resolves
+    ],
+)
+def test_a_stage_label_uberon_shares_is_the_organisms_own(query, term_id):
+    human = resolve_filter(CellFilter(development_stage=(query,)), "homo_sapiens")
+    assert human.terms["development_stage"][0].term_id == term_id

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from atlasprep.errors import UnknownTermError
 from atlasprep.ontology import FIELD_ONTOLOGIES, FieldName, ResolvedTerm, expand_terms, resolve_term
 from atlasprep.sources.where import Expr, parse_where, soma_quote, to_value_filter, where_mask
 
@@ -206,6 +208,11 @@ def _resolve_one(field_name: str, query: str, organism: str | None) -> ResolvedT
     ontologies = FIELD_ONTOLOGIES[field_name]
     if field_name == "development_stage" and organism is not None:
         ontologies = _STAGE_ONTOLOGIES.get(organism, ontologies)
+        if len(ontologies) > 1:
+            # the organism's own stages first: a label HsapDv and UBERON share ("late adult
+            # stage") names the HsapDv term for a human; UBERON only where that finds none
+            with contextlib.suppress(UnknownTermError):
+                return resolve_term(query, ontologies[:1])
     return resolve_term(query, ontologies)
 
 
