@@ -77,7 +77,12 @@ def as_paths(config: object, *names: str) -> None:
     else is refused by name (object storage is reached through the command line's URLs)."""
     for name in names:
         value = getattr(config, name)
-        if value is None or isinstance(value, Path):
+        if value is None:
+            continue
+        if isinstance(value, str | os.PathLike) and os.fspath(value).startswith("file:"):
+            # (a Path makes file:///x the relative file:/x)
+            raise invalid(name, str(value), "a file: URL; give the local path itself")
+        if isinstance(value, Path):
             continue
         if is_url(value):  # (the project's one test of a URL)
             raise invalid(name, value, "must be a local path here")

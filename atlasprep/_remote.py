@@ -217,7 +217,9 @@ def open_root(url: str) -> RemoteRoot:
     :class:`UsageError` for a scheme fsspec does not know or whose package is missing."""
     import fsspec  # an optional reach: local work never imports it
 
-    protocol = url.partition("://")[0]
+    protocol, _, rest = url.partition("://")
+    if any(part in (".", "..") for part in rest.split("/")):  # keys stay under the prefix named
+        raise UsageError(f"{url}: a '.' or '..' segment; name the bucket and prefix plainly")
     try:
         fs, path = fsspec.core.url_to_fs(url, **storage_options(protocol))
     except ImportError as exc:

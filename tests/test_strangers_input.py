@@ -183,3 +183,22 @@ source.close()
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert done.stdout.split() == ["True", "True"], done.stderr
+
+
+@pytest.mark.parametrize("command", ["tokenize", "slice"])
+def test_a_file_url_as_output_is_refused(small_census, tmp_path, command):
+    out = f"file://{tmp_path}/x" + (".h5ad" if command == "slice" else "")
+    result = runner.invoke(
+        app, [command, "--census-uri", str(small_census), "--max-cells", "5", "--out", out]
+    )
+    assert_clean_error(result, codes=(2,), contains="a file: URL; give the local path itself")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/../other/x", "s3://bucket/a/./x", "gs://bucket/a/.."])
+def test_a_storage_url_with_dot_segments_is_refused(url):
+    from atlasprep._remote import open_root
+    from atlasprep.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"a '\.' or '\.\.' segment"):
+        open_root(url)
