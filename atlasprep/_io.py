@@ -210,7 +210,7 @@ def describe_os_error(exc: OSError) -> str:
     return f"{text}; {hint}" if hint else text
 
 
-_ANNDATA_ENCODINGS = frozenset({"anndata", "MuData"})
+_ANNDATA_ENCODINGS = frozenset({"anndata", "MuData", "SpatialData"})  # stores atlasprep writes
 
 
 def check_output(path: Path, *, overwrite: bool, field: str = "out") -> None:
@@ -228,7 +228,7 @@ def check_output(path: Path, *, overwrite: bool, field: str = "out") -> None:
                 f"{field} {path} is a directory that is not an AnnData Zarr store; atlasprep replaces "
                 "only a store it could have written: move it away or choose another output"
             )
-        stranger = _stranger_in_store(path)
+        stranger = _stranger_in_store(path, spatialdata=_zarr_encoding(path) == "SpatialData")
         if stranger is not None:
             raise ForeignOutputError(
                 f"{field} {path} holds {stranger.relative_to(path)}, which is not part of a Zarr store; "
@@ -265,10 +265,17 @@ def zarr_object(name: str) -> bool:
     )
 
 
-def _stranger_in_store(store: Path) -> Path | None:
-    """The first file (or link) under ``store`` that a Zarr store does not hold, or None."""
+def _stranger_in_store(store: Path, *, spatialdata: bool = False) -> Path | None:
+    """The first file (or link) under ``store`` that a Zarr store does not hold, or None. A
+    SpatialData store also holds its shapes and points as (Geo)Parquet files."""
     for entry in sorted(store.rglob("*")):
-        if entry.is_symlink() or (entry.is_file() and not zarr_object(entry.relative_to(store).as_posix())):
+        if entry.is_symlink():
+            return entry
+        if not entry.is_file():
+            continue
+        name = entry.relative_to(store).as_posix()
+        parquet = spatialdata and name.split("/")[0] in ("shapes", "points") and ".parquet" in name
+        if not (zarr_object(name) or parquet):
             return entry
     return None
 
@@ -292,13 +299,17 @@ def _is_hdf5(path: Path) -> bool:
 
 
 def _zarr_encoding(path: Path) -> str | None:
+    """The root group's ``encoding-type`` (``anndata``, ``MuData``), or ``SpatialData`` for a
+    SpatialData store (``align ccf --spatialdata`` writes one); None for anything else."""
     for name, get in (("zarr.json", lambda d: d.get("attributes", {})), (".zattrs", lambda d: d)):
         meta = path / name
         if meta.is_file():
             try:
                 attrs = get(json.loads(meta.read_text(encoding="utf-8")))
                 value = attrs.get("encoding-type") if isinstance(attrs, dict) else None
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, RecursionError):
                 return None
+            if value is None and isinstance(attrs, dict) and "spatialdata_attrs" in attrs:
+                return "SpatialData"
             return value if isinstance(value, str) else None
     return None

@@ -202,3 +202,27 @@ def test_a_storage_url_with_dot_segments_is_refused(url):
 
     with pytest.raises(UsageError, match=r"a '\.' or '\.\.' segment"):
         open_root(url)
+
+
+def test_split_fractions_without_split_by_are_refused_even_the_default_ones(small_census, tmp_path):
+    """--split 0.8,0.1,0.1 alone put every cell in train: the config could not tell it from its
+    default, which a recipe's split refuses."""
+    args = ["tokenize", "--census-uri", str(small_census), "--max-cells", "20", "--split", "0.8,0.1,0.1"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "s")])
+    assert_clean_error(result, codes=(2,), contains="--split (0.8, 0.1, 0.1): applies to a column's groups")
+    assert not (tmp_path / "s").exists()
+
+
+def test_align_ccf_overwrites_its_own_spatialdata_store(tmp_path):
+    """A SpatialData store (no AnnData encoding, its shapes in Parquet) that align ccf wrote is
+    replaced with --overwrite; one holding a file of the user's is not."""
+    from conftest import shared_file
+
+    visium = shared_file("spatial/visium_1.0.0")
+    out = tmp_path / "visium.zarr"
+    args = ["align", "ccf", "--spatial", str(visium), "--bin-size", "0.5", "--spatialdata", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, [*args, "--overwrite"])  # was refused: "not an AnnData Zarr store"
+    assert again.exit_code == 0, again.stderr
+    (out / "notes.txt").write_text("mine")
+    assert_clean_error(runner.invoke(app, [*args, "--overwrite"]), codes=(2,), contains="holds notes.txt")

@@ -447,7 +447,9 @@ def test_store_commands_on_what_is_no_store(tmp_path, command, target):
         path.mkdir()
     elif target == "a file":
         path.write_text("hello")
-    assert_clean_error(runner.invoke(app, [command, str(path)]))
+    line = assert_clean_error(runner.invoke(app, [command, str(path)]))
+    if target == "a file" and command == "inspect":  # (it said "no such directory")
+        assert "a file, not a token store" in line
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])

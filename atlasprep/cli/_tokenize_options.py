@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from atlasprep._checks import invalid
+
 # the choices and defaults the options show, from a module that imports nothing: the library's
 # modules (numpy, pandas, zarr) are imported when the command runs, not for --help
 from atlasprep._names import (
@@ -130,7 +132,10 @@ SplitBy = Annotated[
         "in any are linked, and each linked group goes to one split.",
     ),
 ]
-Split = Annotated[str, typer.Option("--split", help="train,val,test fractions.")]
+Split = Annotated[
+    str | None,
+    typer.Option("--split", help="train,val,test fractions of --split-by's groups [default: 0.8,0.1,0.1]"),
+]
 Holdout = Annotated[
     list[str] | None,
     typer.Option(
@@ -228,7 +233,7 @@ def tokenize_config(values: Mapping[str, Any]) -> TokenizeConfig:
         shuffle=not values["no_shuffle"],
         seed=values["seed"],
         split_by=split_by,
-        split=_fractions(values["split"]),
+        split=_given_split(values["split"], split_by),
         holdout=held,
         # .get: options the command may not list yet take their defaults
         holdout_exact=values.get("holdout_exact", _D.holdout_exact),
@@ -275,7 +280,18 @@ def _holdouts(items: list[str], split_by: str | None) -> tuple[str | tuple[str, 
     return columns, tuple(f"{k.strip()}={v.strip()}" for k, _, v in (i.partition("=") for i in items))
 
 
-def _fractions(value: str) -> tuple[float, float, float]:
+def _given_split(value: str | None, split_by: object) -> tuple[float, float, float]:
+    """``--split``'s fractions; given without ``--split-by`` (even as the default ones) it is
+    refused, as a recipe's ``split`` is: every cell would go to train."""
+    fractions = _fractions(value)
+    if value is not None and split_by is None:  # (the config's own refusal, for any fractions)
+        raise invalid("split", fractions, "applies to a column's groups: name it, e.g. --split-by donor_id")
+    return fractions
+
+
+def _fractions(value: str | None) -> tuple[float, float, float]:
+    if value is None:
+        value = "0.8,0.1,0.1"  # (the config's default)
     try:
         parts = tuple(float(p) for p in value.split(","))
     except ValueError:

@@ -88,7 +88,7 @@ def tokenize_command(
     no_shuffle: o.NoShuffle = False,
     seed: o.Seed = _D.seed,
     split_by: o.SplitBy = None,
-    split: o.Split = "0.8,0.1,0.1",
+    split: o.Split = None,
     holdout: o.Holdout = None,
     holdout_exact: o.HoldoutExact = False,
     stratify: o.Stratify = None,

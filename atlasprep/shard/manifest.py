@@ -230,6 +230,8 @@ def read_manifest_json(store: StoreRoot | str) -> dict[str, Any]:
     """``manifest.json`` parsed, with its format name and version checked (nothing else)."""
     store = as_root(store)
     if not store.is_dir():
+        if isinstance(store, Path) and store.is_file():
+            raise SourceError(f"{store}: a file, not a token store (a folder holding manifest.json)")
         raise SourceError(f"{store}: no such directory")
     path = store / "manifest.json"
     if not path.exists():
