@@ -226,3 +226,32 @@ def test_align_ccf_overwrites_its_own_spatialdata_store(tmp_path):
     assert again.exit_code == 0, again.stderr
     (out / "notes.txt").write_text("mine")
     assert_clean_error(runner.invoke(app, [*args, "--overwrite"]), codes=(2,), contains="holds notes.txt")
+
+
+@pytest.mark.parametrize(("medians", "warned"), [("gc30M", True), ("gc104M", False)])
+def test_a_vocabulary_whose_genes_lack_medians_is_warned_of(small_census, tmp_path, medians, warned):
+    from conftest import shared_file
+
+    tokens = shared_file("geneformer/token_dictionary_gc104M.json")
+    median_file = shared_file(f"geneformer/gene_median_dictionary_{medians}.json")
+    args = ["tokenize", "--census-uri", str(small_census), "--max-cells", "20", "--scheme", "rank"]
+    dictionaries = ["--token-dictionary", str(tokens), "--gene-medians", str(median_file)]
+    result = runner.invoke(app, [*args, *dictionaries, "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.stderr
+    assert ("have no median in" in " ".join(result.stderr.split())) == warned
+
+
+def test_a_mapping_table_mapping_one_value_two_ways_is_refused(tmp_path):
+    from atlasprep.errors import InputFormatError
+    from atlasprep.harmonize.labels import load_mapping_table
+
+    table = tmp_path / "labels.tsv"
+    table.write_text("column\tvalue\tterm_id\nct\tT\tCL:0000084\nct\tB\tCL:0000236\nct\tT\tCL:0000236\n")
+    twice = r"line 4 maps ct 'T' to CL:0000236, an earlier line to CL:0000084"
+    with pytest.raises(InputFormatError, match=twice):
+        load_mapping_table(table)
+    table.write_text("column\tvalue\tterm_id\nct\tT\tCL:0000084\nct\tT\tCL:0000084\n")  # the same twice: fine
+    assert load_mapping_table(table) == {("ct", "T"): "CL:0000084"}
+    table.write_text("")
+    with pytest.raises(InputFormatError, match="cannot read it as TSV"):
+        load_mapping_table(table)

@@ -117,14 +117,22 @@ def load_mapping_table(path: Path) -> dict[tuple[str, str], str]:
     """A TSV with columns column, value, term_id: (source column or field, value) -> term ID."""
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError) as exc:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputFormatError(f"mapping {path}: cannot read it as TSV ({exc})") from None
     missing = {"column", "value", "term_id"} - set(table.columns)
     if missing:
         raise InputFormatError(
             f"mapping {path}: needs the columns column, value, term_id (missing {', '.join(sorted(missing))})"
         )
-    return {(r.column, r.value): r.term_id.strip() for r in table.itertuples(index=False)}
+    mapped: dict[tuple[str, str], str] = {}
+    for row, r in enumerate(table.itertuples(index=False), start=2):  # (line 1: the header)
+        key, term = (r.column, r.value), r.term_id.strip()
+        if mapped.setdefault(key, term) != term:
+            raise InputFormatError(
+                f"mapping {path}: line {row} maps {r.column} {r.value!r} to {term}, an earlier line to "
+                f"{mapped[key]}; keep one"
+            )
+    return mapped
 
 
 def map_values(

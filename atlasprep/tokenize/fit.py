@@ -56,11 +56,30 @@ class Dictionaries:
     @classmethod
     def load(cls, config: TokenizeConfig) -> Dictionaries:
         tokens, medians, mapping = config.token_dictionary, config.gene_medians, config.gene_mapping
-        return cls(
+        loaded = cls(
             tokens=None if tokens is None else load_token_dictionary(tokens),
             medians=None if medians is None or config.scheme != "rank" else load_gene_medians(medians),
             mapping=None if mapping is None else load_gene_mapping(mapping),
         )
+        loaded.warn_unpaired(config)
+        return loaded
+
+    def warn_unpaired(self, config: TokenizeConfig) -> None:
+        """Warn where the vocabulary's genes lack medians (Geneformer ranks only genes with
+        one): most often a token dictionary and medians of two releases (gc104M with gc30M)."""
+        if self.tokens is None or self.medians is None:
+            return
+        genes = [t for t in self.tokens if not (t.startswith("<") and t.endswith(">"))]
+        missing = [g for g in genes if g not in self.medians]
+        if len(missing) > max(10, len(genes) // 100):
+            log.warning(
+                "%s of the %s genes of %s have no median in %s and are never ranked; are both "
+                "from one release (Geneformer's gc104M files together, or its gc30M ones)?",
+                f"{len(missing):,}",
+                f"{len(genes):,}",
+                config.token_dictionary,
+                config.gene_medians,
+            )
 
 
 def fit_medians(
