@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -255,3 +256,23 @@ def test_a_mapping_table_mapping_one_value_two_ways_is_refused(tmp_path):
     table.write_text("")
     with pytest.raises(InputFormatError, match="cannot read it as TSV"):
         load_mapping_table(table)
+
+
+def test_harmonize_of_a_file_without_cells_is_refused(tmp_path):
+    adata = ad.AnnData(sp.csr_matrix((0, 3), dtype=np.float32))
+    adata.var_names = ["ENSG00000141510", "ENSG00000146648", "ENSG00000012048"]
+    adata.write_h5ad(tmp_path / "none.h5ad")
+    result = runner.invoke(app, ["harmonize", str(tmp_path / "none.h5ad"), "--out", str(tmp_path / "h.h5ad")])
+    assert_clean_error(result, codes=(1,), contains="no cell to harmonize")
+    assert not (tmp_path / "h.h5ad").exists()
+
+
+def test_max_len_giving_a_modality_two_budgets_is_refused():
+    from atlasprep.errors import UsageError
+    from atlasprep.tokenize.config import parse_max_len
+
+    with pytest.raises(UsageError, match="rna has two budgets"):
+        parse_max_len("rna=5,rna=6")
+    with pytest.raises(UsageError, match="rna has two budgets"):
+        parse_max_len("1536,rna=6")
+    assert parse_max_len("rna=1536,atac=512") == {"rna": 1536, "atac": 512}

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from atlasprep import __version__
 from atlasprep._io import atomic_output, write_json_atomic
-from atlasprep.errors import IncompleteMappingError, InputFormatError, UsageError
+from atlasprep.errors import EmptyResultError, IncompleteMappingError, InputFormatError, UsageError
 from atlasprep.harmonize._embedding import compute_embedding, write_embedding
 from atlasprep.harmonize._schema_rules import DEPRECATED_OBS, ORGANISM_OBS, RESERVED_OBS, RESERVED_VAR
 from atlasprep.harmonize.config import ORGANISM_FIELD, PLAIN_FIELDS, HarmonizeConfig, check_config
@@ -118,6 +118,10 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
     hash_ahead([config.input])  # the provenance record's digest, while the cells are mapped
     try:
         positions = select(config.source, source).positions
+        if len(positions) == 0:  # (as slice refuses an empty result)
+            raise EmptyResultError(
+                f"{config.input}: no cell to harmonize (the file holds none, or the selection left none)"
+            )
         obs = source.obs_values(positions, list(source.obs_columns))
         var = source.var()
         names = _gene_names(var, config.gene_column)

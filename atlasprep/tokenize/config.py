@@ -234,7 +234,10 @@ def parse_max_len(text: str) -> dict[str, int]:
         name, sep, value = part.rpartition("=")
         if not value.strip().isdigit() or (sep and not name.strip()):
             raise invalid("max_len", text, "expected a number, or rna=1536,atac=512")
-        budgets[name.strip() if sep else "rna"] = int(value)
+        modality = name.strip() if sep else "rna"
+        if modality in budgets:
+            raise invalid("max_len", text, f"{modality} has two budgets; give each modality one")
+        budgets[modality] = int(value)
     return budgets
 
 
