@@ -614,3 +614,20 @@ def test_a_var_filter_and_genes_sharing_no_gene_say_so(tmp_path):
             gene_positions(spec, source)
     finally:
         source.close()
+
+
+def test_genes_drop_the_var_categories_no_kept_gene_holds(tmp_path):
+    """As ``adata[:, genes]`` gives var (anndata removes unused categories)."""
+    adata = ad.AnnData(sp.csr_matrix(np.ones((2, 3), dtype=np.float32)))
+    adata.var_names = ["ENSG1", "ENSG2", "ENSG3"]
+    adata.var["biotype"] = pd.Categorical(["coding", "spike-in", "lncRNA"])
+    adata.write_h5ad(tmp_path / "v.h5ad")
+    out = tmp_path / "s.h5ad"
+    genes = tmp_path / "genes.txt"
+    genes.write_text("ENSG1\nENSG3\n")
+    args = ["slice", str(tmp_path / "v.h5ad"), "--all-data", "--genes", str(genes), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    expected = adata[:, ["ENSG1", "ENSG3"]].var["biotype"]
+    assert list(ad.read_h5ad(out).var["biotype"].cat.categories) == list(expected.cat.categories)
+    assert list(expected.cat.categories) == ["coding", "lncRNA"]

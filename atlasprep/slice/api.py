@@ -122,7 +122,7 @@ def slice_cells(config: SliceConfig, progress: ProgressCallback | None = None) -
         positions = selection.positions
         breakdown = {col: _counts(source.obs_values(positions, [col])[col]) for col in config.by}
         var = source.var()
-        out_var = var if selection.var_positions is None else var.iloc[selection.var_positions]
+        out_var = var if selection.var_positions is None else _genes_of(var, selection.var_positions, source)
         provenance = _provenance(spec, source.info, selection)
         if len(positions) == 0 and not config.allow_empty:
             raise EmptyResultError(
@@ -201,6 +201,18 @@ def _write(
 
 
 PRESENCE_KEY = "feature_presence"
+
+
+def _genes_of(var: pd.DataFrame, positions: np.ndarray, source: CellSource) -> pd.DataFrame:
+    """var's rows at ``positions``; from AnnData files, without the categories no kept gene
+    holds, as ``adata[:, genes]`` gives them (``anndata.settings.remove_unused_categories``)."""
+    kept = var.iloc[positions]
+    if obs_types_of(source.info) != "used":
+        return kept
+    categorical = [c for c in kept.columns if isinstance(kept[c].dtype, pd.CategoricalDtype)]
+    if not categorical:
+        return kept
+    return kept.assign(**{c: kept[c].cat.remove_unused_categories() for c in categorical})
 
 
 def feature_presence(
