@@ -217,6 +217,9 @@ def test_flags_come_from_the_typer_parameters() -> None:
         ("outer join: nothing", "outer join: nothing"),
         ("[tokenize] shard_bytes = 0", "[tokenize] shard_bytes = 0"),
         ("--set 'out': expected table.key=value", "--set 'out': expected table.key=value"),
+        # a file's modality is not a field (the hint said --out a.h5mu:--out)
+        ("a.h5mu:out: swapped? set out = a.h5mu:out instead",
+         "a.h5mu:out: swapped? pass --out a.h5mu:out instead"),
     ],
 )  # fmt: skip
 def test_messages_in_flags(message: str, expected: str) -> None:

@@ -276,3 +276,18 @@ def test_max_len_giving_a_modality_two_budgets_is_refused():
     with pytest.raises(UsageError, match="rna has two budgets"):
         parse_max_len("1536,rna=6")
     assert parse_max_len("rna=1536,atac=512") == {"rna": 1536, "atac": 512}
+
+
+@pytest.mark.parametrize("command", ["slice", "tokenize"])
+def test_float64_counts_beyond_float32_are_named_as_such(tmp_path, command):
+    """A float64 value past float32's range became inf in the float32 batch, then was called
+    non-finite (with numpy's overflow warning on stderr)."""
+    X = sp.csr_matrix(np.array([[1.0, 1e300], [2.0, 3.0]]))
+    adata = ad.AnnData(X)
+    adata.var_names = ["ENSG00000141510", "ENSG00000146648"]
+    adata.write_h5ad(tmp_path / "big.h5ad")
+    out = tmp_path / ("s.h5ad" if command == "slice" else "s")
+    args = [command, "--input", str(tmp_path / "big.h5ad"), "--all-data", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert_clean_error(result, codes=(2,), contains="holds values beyond float32's range")
+    assert "overflow" not in result.stderr

@@ -184,7 +184,7 @@ def field_flags(func: Callable[..., Any], fields: Mapping[str, str]) -> dict[str
 
 
 # A field named in a message: a whole word, not part of a path, a quoted value or a [table] key.
-_WORD = r"(?<![\w/.\-'\"\[`=])({})(?![\w/\-'\"\]`=]|\.\w)"
+_WORD = r"(?<![\w/.\-'\"\[`=:])({})(?![\w/\-'\"\]`=]|\.\w)"  # (`:` before: a file's modality, a.h5mu:atac)
 
 
 def in_flags(message: str, flags: Mapping[str, str]) -> str:

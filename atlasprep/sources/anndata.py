@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import scipy.sparse as sp
 
 from atlasprep._remote import is_url
 from atlasprep.errors import InputFormatError, SourceError
@@ -320,11 +321,11 @@ class AnnDataSource:
             cuts = np.flatnonzero(np.diff(which)) + 1
             for chunk, k in zip(np.split(planned, cuts), which[np.r_[0, cuts]], strict=True):
                 f = self._files[k]  # a batch holds one file's cells, so it has one storage
-                X = remap_columns(_read_rows(f, chunk - f.offset), file_columns[k], n_out)
+                X = _as_float32(remap_columns(_read_rows(f, chunk - f.offset), file_columns[k], n_out), f)
                 yield CellBatch(
                     cell_ids=self._cell_ids.take(chunk).to_numpy(zero_copy_only=False).astype(str),
                     obs=pa.Table.from_pandas(obs.iloc[chunk], preserve_index=False),
-                    X=X.astype(np.float32, copy=False),
+                    X=X,
                     stored_dtype=np.dtype(f.X.dtype),
                     stored_dense=f.indptr is None,
                     stored_columns=None if as_is[k] else file_columns[k],
@@ -352,6 +353,22 @@ class AnnDataSource:
     def close(self) -> None:
         for f in self._files:
             _close(f.handle, f.store, f.X)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_float32(X: sp.csr_matrix, f: _File) -> sp.csr_matrix:
+    """A batch's counts as float32 (every stage's), refusing values beyond float32's range,
+    which would become inf (and be called non-finite)."""
+    if X.dtype == np.float32:
+        return X
+    if X.dtype.kind == "f" and X.dtype.itemsize > 4 and X.nnz and float(np.abs(X.data).max()) > _FLOAT32_MAX:
+        raise InputFormatError(
+            f"{f.path}: {f.matrix} holds values beyond float32's range (3.4e38), which atlasprep "
+            "stores counts in; raw counts are never that large: point at raw counts (raw.X or a counts layer)"
+        )
+    return X.astype(np.float32)
 
 
 def _unique_names(names: list[pd.Index], paths: list[Path]) -> pa.Array:
