@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 __all__ = [
     "TempOutput",
     "atomic_output",
+    "check_file_output",
     "check_output",
     "describe_os_error",
     "inside",
+    "is_stale_temp",
     "pid_alive",
     "remove_path",
     "sweep_stale_temps",
@@ -76,6 +78,12 @@ def pid_alive(pid: int) -> bool:
 def _temp_pid(name: str) -> int | None:
     digits = name.rsplit(TEMP_MARK, 1)[-1].split(".")[0]
     return int(digits) if digits.isdigit() else None
+
+
+def is_stale_temp(name: str) -> bool:
+    """Whether ``name`` is a :func:`temp_path` whose process is gone."""
+    pid = _temp_pid(name) if TEMP_MARK in name else None
+    return pid is not None and not pid_alive(pid)
 
 
 def sweep_stale_temps(out: Path) -> list[Path]:
@@ -247,6 +255,18 @@ def check_new_output(path: Path, *, overwrite: bool, field: str = "out") -> None
     check_output(path, overwrite=overwrite, field=field)
     if not path.parent.is_dir():
         raise UsageError(f"{field} {path}: directory {path.parent} does not exist")
+
+
+def check_file_output(path: Path, *, overwrite: bool, field: str, example: str) -> None:
+    """A single file a command writes beside its main output (a report, a plot): not a
+    directory, in a directory that exists, and new unless ``overwrite``, checked before any
+    work. ``example`` is a file name the message suggests inside a directory given instead."""
+    if path.is_dir():
+        raise UsageError(f"{field} {path}: is a directory; give a file name, e.g. {path / example}")
+    if not path.parent.is_dir():
+        raise UsageError(f"{field} {path}: directory {path.parent} does not exist")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"{field} {path} exists; set overwrite to replace it")
 
 
 ZARR_ROOT_META = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata")  # a reader's entry: written last

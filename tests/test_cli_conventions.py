@@ -176,17 +176,36 @@ def test_every_command_takes_its_input_positionally_or_with_input(small_census, 
 def test_cache_info_and_clear_touch_only_what_atlasprep_made(tmp_path, monkeypatch):
     import json as _json
 
+    from atlasprep._cache import keep_json, note_written
+
     monkeypatch.setenv("ATLASPREP_CACHE", str(tmp_path))
-    (tmp_path / "demo-census-1.0").mkdir()
-    (tmp_path / "demo-census-1.0" / "x.bin").write_bytes(b"0" * 5000)
-    (tmp_path / "ontology").mkdir()
-    (tmp_path / "ontology" / "taxa.json").write_text("{}")
+    demo = tmp_path / "demo-census-1.0"
+    (demo / "ms").mkdir(parents=True)
+    (demo / "ms" / "x.bin").write_bytes(b"0" * 5000)
+    note_written(demo)  # as the demo build notes its tree
+    (tmp_path / "demo-census-1.0.lock").touch()
+    keep_json(tmp_path / "ontology" / "taxa.json", {})
+    (tmp_path / "ontology" / ".taxa.json.tmp-999999999").write_text("{")  # a crashed write's
     (tmp_path / "mine.txt").write_text("not atlasprep's")
+    (demo / "ms" / "notes.txt").write_text("put here by a user")  # inside an entry: kept
+    (tmp_path / "inputs-2024").mkdir()  # named like an entry, but no record: not atlasprep's
+    (tmp_path / "inputs-2024" / "data.csv").write_text("a,b")
     runner = CliRunner()
     info = _json.loads(runner.invoke(app, ["cache", "info", "--json"]).stdout)
-    assert {e["name"]: e["bytes"] for e in info["entries"]} == {"demo-census-1.0": 5000, "ontology": 2}
+    sizes = {e["name"]: e["bytes"] for e in info["entries"]}
+    assert sizes["demo-census-1.0"] == 5000 + len("put here by a user")
+    assert sizes["ontology"] == 4
+    cleared = runner.invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0
+    assert "kept 2 file(s)" in cleared.stderr
+    assert "notes.txt" in cleared.stderr
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if not p.is_dir())
+    kept = ["demo-census-1.0/ms/notes.txt", "inputs-2024/data.csv", "mine.txt"]
+    assert left == [".demo-census-1.0.files", *kept]
+    (demo / "ms" / "notes.txt").unlink()
     assert runner.invoke(app, ["cache", "clear"]).exit_code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+    assert not demo.exists()
+    assert not (tmp_path / ".demo-census-1.0.files").exists()
 
 
 @pytest.mark.parametrize("module", ["atlasprep.cli.tokenize", "atlasprep.cli.slice"])

@@ -207,7 +207,11 @@ def test_unmapped_values_suggest_and_strict_writes_nothing(tmp_path):
     assert unmapped[0]["n_cells"] == 1
     assert unmapped[0]["suggestions"][0]["term_id"] == "CL:0000235"  # macrophage
     assert report["genes"]["unknown_examples"] == ["NOT_A_GENE"]
-    loose = runner.invoke(app, [*args, "--out", str(tmp_path / "loose.h5ad"), "--keep-labels"])
+    kept = runner.invoke(app, [*args, "--out", str(tmp_path / "loose.h5ad"), "--keep-labels"])
+    assert kept.exit_code == 2
+    assert "r.json exists; pass --overwrite" in kept.stderr
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    loose = runner.invoke(app, [*args, "--out", str(tmp_path / "loose.h5ad"), "--keep-labels", "--overwrite"])
     assert loose.exit_code == 0, loose.stderr
     out = ad.read_h5ad(tmp_path / "loose.h5ad")
     assert list(out.var["feature_name"]) == ["CD19", "CD68"]

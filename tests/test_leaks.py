@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,26 @@ def test_split_by_forms():
     assert make("donor_id, dataset_id") == ("donor_id", "dataset_id")
     assert make(["donor_id", "dataset_id"]) == ("donor_id", "dataset_id")  # a recipe's TOML list
     assert make(["donor_id"]) == "donor_id"
+
+
+def test_validate_says_when_the_shards_lack_a_split_column(small_census, tmp_path, caplog):
+    """A store built without its split column kept: validate cannot check that column's leakage,
+    and says so (it passed the store in silence)."""
+    from atlasprep.tokenize.api import tokenize_cells
+
+    out = tmp_path / "store"
+    source = SourceSpec(census_uri=str(small_census), max_cells=300)
+    config = TokenizeConfig(source=source, out=out, scheme="bin", max_len=32, split_by="donor_id")
+    tokenize_cells(replace(config, obs_columns=("cell_type_ontology_term_id",)))
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        assert validate_store(out) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{out}: the shards hold no column donor_id (a split column), so its leakage was not checked; "
+        "keep it in the store (obs_columns) to have it checked"
+    ]
+    caplog.clear()
+    kept = tmp_path / "kept"
+    tokenize_cells(replace(config, out=kept))
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        assert validate_store(kept) == []
+    assert caplog.records == []

@@ -329,3 +329,29 @@ def test_a_train_stage_trains_on_the_recipes_store_with_balanced_sampling(small_
     refused = CliRunner().invoke(app, ["run", str(bad), "--dry-run"])
     assert refused.exit_code == 2
     assert "[train] steps = 0: must be at least 1" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("tokenize", "missing"),
+    [
+        ('split_by = "donr_id"', "donr_id"),
+        ('context = ["assy"]', "assy"),
+        ('split_by = "donor_id"\nstratify = "celltype"', "celltype"),
+        ('split_by = "donor_id"\nholdout = ["dev=adult"]', "dev"),
+    ],
+)
+def test_a_dry_run_refuses_the_obs_columns_the_run_would(small_census, tmp_path, tokenize, missing):
+    """A column the tokenize stage reads that the source lacks: the dry run refuses it as the
+    run does, and the run refuses it before its first pass (no fit, no store)."""
+    import atlasprep.tokenize.api as api
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'name = "r"\n[source]\ncensus_uri = "{small_census}"\n[tokenize]\n{tokenize}\n')
+    out = tmp_path / "o"
+    dry = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out), "--dry-run"])
+    assert_clean_error(dry, codes=(2,), contains=f"obs has no column {missing} (it has: ")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "fit", lambda *a, **k: pytest.fail("a pass over the cells ran"))
+        ran = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert_clean_error(ran, codes=(2,), contains=f"obs has no column {missing} (it has: ")
+    assert not (out / "tokens").exists()

@@ -264,7 +264,12 @@ def test_inspect_and_validate_catch_damage(small_census, tmp_path):
     assert "<svg" in text
     assert ">split<" in text  # the shard panel's legend names the splits
     first = svg.read_bytes()
-    runner.invoke(app, ["inspect", str(out), "--plot", str(svg)])
+    kept = runner.invoke(app, ["inspect", str(out), "--plot", str(svg)])
+    assert kept.exit_code == 2
+    assert "--overwrite" in kept.stderr
+    assert svg.read_bytes() == first
+    svg.write_text("replace me")
+    assert runner.invoke(app, ["inspect", str(out), "--plot", str(svg), "--overwrite"]).exit_code == 0
     assert svg.read_bytes() == first  # the same store draws the same bytes
     ok = runner.invoke(app, ["validate", str(out)])
     assert ok.exit_code == 0

@@ -395,6 +395,7 @@ def test_usage_errors_leave_nothing(tmp_path):
     atac = _modality(tmp_path / "atac.h5ad", ["chr1:100-200", "chr1:300-400"])
     section = _section(tmp_path / "section.h5ad")
     (tmp_path / "reports").mkdir()
+    (tmp_path / "mine.json").write_text("{}")
     missing = tmp_path / "missing"
     before = _listing(tmp_path)
     cases = [
@@ -405,6 +406,7 @@ def test_usage_errors_leave_nothing(tmp_path):
         (["harmonize", src, "--out", tmp_path / "o.h5ad", "--report", missing / "r.json"], "does not exist"),
         (["harmonize", src, "--out", tmp_path / "o.h5ad", "--report", tmp_path / "o.h5ad"], "its own file"),
         (["harmonize", src, "--out", tmp_path / "o.h5ad", "--report", src], "its own file"),
+        (["harmonize", src, "--out", tmp_path / "o.h5ad", "--report", tmp_path / "mine.json"], "--overwrite"),
         (["harmonize", src, "--out", missing / "o.h5ad"], "does not exist"),
         (["harmonize", src, "--out", tmp_path / "o.csv"], ".h5ad or .zarr"),
         (["harmonize", src, "--out", src], "exists"),

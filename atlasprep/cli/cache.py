@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from atlasprep._cache import cache_dir, cache_entries
+from atlasprep._cache import cache_dir, cache_entries, clear_entry
 from atlasprep.cli._app import app, command, err_console, out_console
 
 cache_app = typer.Typer(
@@ -53,11 +53,16 @@ def info_command(as_json: bool = typer.Option(False, "--json", help="Print one J
 )
 def clear_command() -> None:
     removed = 0
-    for name, size in cache_entries():
-        path = cache_dir() / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-        removed += size
+    kept: list[Path] = []
+    for name, _ in cache_entries():
+        cleared = clear_entry(name)
+        removed += cleared.removed
+        kept.extend(cleared.kept)
     err_console.print(f"removed {removed / 1e6:,.1f} MB from {cache_dir()}")
+    if kept:
+        shown = ", ".join(str(p) for p in kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+        err_console.print(
+            f"kept {len(kept)} file(s) atlasprep has no record of writing: {shown}; remove them yourself "
+            "if they are not needed",
+            markup=False,
+        )

@@ -39,6 +39,7 @@ def inspect_command(
     plot: Path | None = typer.Option(
         None, "--plot", help="Also draw the summary into this file (.png, .svg or .pdf)."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
     leaks: str | None = typer.Option(
         None, "--leaks", help="Columns, e.g. donor_id,dataset_id: list values in two splits; exit 1 if any."
     ),
@@ -53,12 +54,15 @@ def inspect_command(
     if leaks is not None:
         _leaks(store, [c.strip() for c in leaks.split(",") if c.strip()], as_json=as_json)
         return
+    from atlasprep._io import check_file_output
     from atlasprep.shard import inspect_store
     from atlasprep.shard.plot import PLOT_FORMATS, plot_summary
     from atlasprep.shard.store import stored_columns
 
-    if plot is not None and plot.suffix.lower() not in PLOT_FORMATS:
-        raise UsageError(f"--plot {plot}: give a .png, .svg or .pdf file name")
+    if plot is not None:
+        if plot.suffix.lower() not in PLOT_FORMATS:
+            raise UsageError(f"--plot {plot}: give a .png, .svg or .pdf file name")
+        check_file_output(plot, overwrite=overwrite, field="plot", example="store.png")
     columns = by or [c for c in DEFAULT_COMPOSITION if c in stored_columns(store)]
     summary = inspect_store(store, columns=columns)
     if plot is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from atlasprep._cache import cache_dir
+from atlasprep._cache import cache_dir, note_written
 from atlasprep._io import TempOutput, sweep_stale_temps
 from atlasprep.demo._catalog import catalog, gene_universe
 from atlasprep.demo._expression import TILE, CountsGenerator, expression_model
@@ -160,6 +160,7 @@ def demo_census_uri(*, progress: Progress | None = None) -> Path:
                 "building the demo atlas (%d cells) at %s; this happens once per version", DEMO_N_CELLS, path
             )
             build_census(path, n_cells=DEMO_N_CELLS, progress=progress)
+            note_written(path)
         finally:
             with contextlib.suppress(OSError):
                 fcntl.flock(lock, fcntl.LOCK_UN)

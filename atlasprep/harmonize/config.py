@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atlasprep._checks import as_paths
-from atlasprep._io import check_new_output
+from atlasprep._io import check_file_output, check_new_output
 from atlasprep.errors import UsageError
 from atlasprep.harmonize._embedding import Embedding, require_scanpy
 from atlasprep.harmonize.labels import TERM_FIELDS
@@ -122,13 +122,10 @@ def _check_outputs(config: HarmonizeConfig) -> None:
     report = config.report
     if report is None:
         return
-    if report.is_dir():
-        raise UsageError(f"report {report}: is a directory; give a file name, e.g. {report / 'report.json'}")
-    if not report.parent.is_dir():
-        raise UsageError(f"report {report}: directory {report.parent} does not exist")
     for other, what in ((out, "out"), (config.input, "the input")):
         if _same_file(report, other):
             raise UsageError(f"report {report} is {what}; give the report its own file")
+    check_file_output(report, overwrite=config.overwrite, field="report", example="report.json")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from atlasprep._cache import cache_dir
+from atlasprep._cache import cache_dir, note_written
 from atlasprep._io import write_json_atomic
 from atlasprep.ontology._parser import get_parser, ontology_versions
 
@@ -41,7 +41,10 @@ def taxa_below(roots: tuple[str, ...]) -> Mapping[str, str]:
                 return MappingProxyType(json.loads(path.read_text()))
             except (OSError, ValueError):  # a damaged cache file is rebuilt
                 log.warning("%s: unreadable, rebuilding it", path)
-    return MappingProxyType(build_taxa_below(roots, cache_dir() / "ontology" / name))
+    path = cache_dir() / "ontology" / name
+    found = build_taxa_below(roots, path)
+    note_written(path)
+    return MappingProxyType(found)
 
 
 def index_name(roots: tuple[str, ...]) -> str:

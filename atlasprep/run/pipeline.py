@@ -22,7 +22,7 @@ from atlasprep._io import write_json_atomic
 from atlasprep.errors import ForeignOutputError, UsageError
 from atlasprep.run.plan import Plan, StagePlan, pins, stage_source
 from atlasprep.sources import ProgressCallback, open_source, resolve, select
-from atlasprep.tokenize.api import JobRunner
+from atlasprep.tokenize.api import JobRunner, TokenizeConfig, check_columns
 
 __all__ = ["count_cells", "run_recipe"]
 
@@ -86,6 +86,8 @@ def count_cells(stage: StagePlan) -> int | None:
         return None
     opened = open_source(source)
     try:
+        if isinstance(stage.config, TokenizeConfig):
+            check_columns(stage.config, opened)  # as the run checks them, before any pass
         return select(source, opened, resolved=resolved).n_cells
     finally:
         opened.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from atlasprep.shard.manifest import (
 
 if TYPE_CHECKING:
     from atlasprep._remote import StoreRoot
+
+log = logging.getLogger("atlasprep.shard")
 
 __all__ = [
     "Leak",
@@ -367,12 +370,15 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
         except AtlasprepError as exc:
             checks.add("tokenizer.json", str(exc))
     counter = _LeakCounter(split_columns(manifest["splits"]))
+    held: set[str] = set()
+    read = False
     for shard in manifest["shards"]:
         found = check_shards(store, [shard], verify="sha256")
         if found:
             checks.problems.extend(found)
             continue
         table = read_shard(store, shard["path"])
+        read = True
         ids = pc.list_flatten(table["input_ids"])
         if len(ids) != shard["n_tokens"]:
             checks.add(shard["path"], f"{len(ids)} tokens, the manifest says {shard['n_tokens']}")
@@ -381,7 +387,15 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
             if low.as_py() < 0 or high.as_py() > max_id:
                 checks.add(shard["path"], f"token ids outside the vocabulary (0..{max_id})")
         named = {c: table[c] for c in counter.counts if c in table.column_names}
+        held.update(named)
         counter.add(named, shard["split"], where=shard["path"], required=False)
+    for column in (c for c in counter.counts if c not in held and read):
+        log.warning(
+            "%s: the shards hold no column %s (a split column), so its leakage was not checked; keep it "
+            "in the store (obs_columns) to have it checked",
+            store,
+            column,
+        )
     checks.problems.extend(
         StoreProblem(where="manifest.json splits", what=str(leak)) for leak in counter.leaks()
     )

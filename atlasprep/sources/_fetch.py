@@ -48,7 +48,7 @@ def staged_inputs(inputs: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _copy(url: str) -> Path:
-    from atlasprep._cache import cache_dir
+    from atlasprep._cache import cache_dir, note_written
 
     root = open_root(url)
     name = Path(root.path).name
@@ -75,6 +75,7 @@ def _copy(url: str) -> Path:
     _remove(local)
     partial.rename(local)
     (folder / _STAMP).write_text(json.dumps(stamp, sort_keys=True))
+    note_written(folder)
     return local
 
 

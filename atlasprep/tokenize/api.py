@@ -33,7 +33,7 @@ from atlasprep.sources import (
     select,
 )
 from atlasprep.tokenize.coverage import VocabCoverage
-from atlasprep.tokenize.split_holdout import resolve_holdouts
+from atlasprep.tokenize.split_holdout import holdout_columns, resolve_holdouts
 from atlasprep.tokenize.splits import SPLIT_NAMES, SplitPlan, split_cells
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "TokenizeConfig",
     "TokenizeResult",
     "Tokenizer",
+    "check_columns",
     "fit_tokenizer",
     "run_encode_job",
     "tokenize_cells",
@@ -137,12 +138,26 @@ def _selected(config: TokenizeConfig) -> Iterator[tuple[CellSource, np.ndarray, 
     resolve_holdouts(config.holdout, config.split_columns, exact=config.holdout_exact)  # so does a holdout's
     source = open_source(config.source)
     try:
+        check_columns(config, source)
         selection = select(config.source, source, resolved=resolved)
         if selection.n_cells == 0:
             raise UsageError("no cells match the filters; nothing to tokenize")
         yield only_genes(source, selection.var_positions), selection.positions, selection
     finally:
         source.close()
+
+
+def check_columns(config: TokenizeConfig, source: CellSource) -> None:
+    """The obs columns the build reads (context, split_by, stratify, the holdouts'), refused
+    when ``source`` lacks one, before any pass over the cells (``run --dry-run`` checks too)."""
+    stratify = (config.stratify,) if config.stratify else ()
+    holdouts = holdout_columns(config.holdout, config.split_columns)
+    wanted = dict.fromkeys((*config.context, *config.split_columns, *stratify, *holdouts))
+    have = set(source.obs_columns)
+    missing = [column for column in wanted if column not in have]
+    if missing:
+        has = ", ".join(source.obs_columns)
+        raise InputFormatError(f"{source.info.uri}: obs has no column {', '.join(missing)} (it has: {has})")
 
 
 def _layout(

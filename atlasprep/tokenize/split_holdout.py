@@ -26,7 +26,14 @@ from atlasprep.shard.manifest import HoldoutEntry as HoldoutRecord
 from atlasprep.sources import CellFilter
 from atlasprep.sources.filters import FILTER_COLUMNS, resolve_filter
 
-__all__ = ["HoldoutRecord", "HoldoutRule", "holdout_mask", "parse_holdout", "resolve_holdouts"]
+__all__ = [
+    "HoldoutRecord",
+    "HoldoutRule",
+    "holdout_columns",
+    "holdout_mask",
+    "parse_holdout",
+    "resolve_holdouts",
+]
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -74,10 +81,20 @@ def resolve_holdouts(
     return [_resolve(*parse_holdout(entry, split_columns), exact=exact) for entry in entries]
 
 
+def holdout_columns(entries: Sequence[str], split_columns: Sequence[str]) -> tuple[str, ...]:
+    """The obs column each holdout entry reads (a filter field's: ``tissue`` ->
+    ``tissue_ontology_term_id``), without resolving its terms."""
+    return tuple(_column(parse_holdout(entry, split_columns)[0]) for entry in entries)
+
+
+def _column(key: str) -> str:
+    return FILTER_COLUMNS[key] if key in FILTER_COLUMNS and key not in _VERBATIM else key
+
+
 def _resolve(key: str, value: str, *, exact: bool) -> HoldoutRule:
     query = f"{key}={value}"
     if key in FILTER_COLUMNS and key not in _VERBATIM:
-        column = FILTER_COLUMNS[key]
+        column = _column(key)
         resolved = resolve_filter(CellFilter(primary_only=False, exact=exact, **{key: (value,)}))  # type: ignore[arg-type]
         term = resolved.terms[key][0]
         return HoldoutRule(
