@@ -373,7 +373,40 @@ def _edited(element: str, at: int, value: int, what: str):  # type: ignore[no-un
     return build
 
 
+def _zarr_damaged(part: str, what: str, zarr_format: int = 2):  # type: ignore[no-untyped-def]
+    """A zarr store with one file cut short: a group's metadata, or a chunk of X's values."""
+
+    def build(tmp_path):  # type: ignore[no-untyped-def]
+        with ad.settings.override(zarr_write_format=zarr_format):
+            path = _good(tmp_path, "bad.zarr")
+        target = path / part
+        target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 3])
+        return path, what
+
+    return build
+
+
+def _h5ad_corrupt_chunk(tmp_path):  # type: ignore[no-untyped-def]
+    """A gzip-compressed h5ad whose first chunk of X's values is overwritten: its filter fails."""
+    path = _good(tmp_path, "src.h5ad")
+    ad.read_h5ad(path).write_h5ad(tmp_path / "bad.h5ad", compression="gzip")
+    path.unlink()
+    path = tmp_path / "bad.h5ad"
+    with h5py.File(path) as f:
+        chunk = f["X/data"].id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    for i in range(chunk.byte_offset + chunk.size // 4, chunk.byte_offset + chunk.size // 2):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path, "cannot read X rows 0-199; is the file damaged?"
+
+
 DAMAGED = {
+    "zarr-group-metadata-cut": _zarr_damaged("obs/.zattrs", "cannot read it as AnnData"),
+    "zarr3-group-metadata-cut": _zarr_damaged("obs/zarr.json", "cannot read it as AnnData", 3),
+    "zarr-chunk-cut": _zarr_damaged("X/data/0", "cannot read X rows 0-199; is the file damaged?"),
+    "zarr3-chunk-cut": _zarr_damaged("X/data/c/0", "cannot read X rows 0-199; is the file damaged?", 3),
+    "h5ad-chunk-overwritten": _h5ad_corrupt_chunk,
     "indptr-past-the-values": _edited("X/indptr", 5, 10**9, "row pointers (indptr) around row"),
     "indptr-going-back": _edited("X/indptr", 5, 0, "go back or past"),
     "index-past-the-columns": _edited("X/indices", 3, 10**7, "a column index outside its 40 columns"),

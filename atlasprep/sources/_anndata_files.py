@@ -4,12 +4,13 @@ CSR rows read straight from the file."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,18 +135,26 @@ def _read_parts(group: Any, matrix: str, path: Path) -> tuple[pd.DataFrame, _Obs
     """var, obs, the cell names, the backed matrix and its row pointers; a file without them,
     or one they cannot be read from, is an :class:`InputFormatError` naming it."""
     var_name = "raw/var" if matrix == "raw/X" else "var"
-    missing = [name for name in ("obs", var_name, matrix) if name not in group]
-    if missing:
-        found = ", ".join(sorted(group.keys())) or "nothing"
-        raise InputFormatError(
-            f"{path}: not an AnnData file: it has no {' and no '.join(missing)} (it has: {found})"
-        )
-    try:
+    with damaged_file(path):
+        missing = [name for name in ("obs", var_name, matrix) if name not in group]
+        if missing:
+            found = ", ".join(sorted(group.keys())) or "nothing"
+            raise InputFormatError(
+                f"{path}: not an AnnData file: it has no {' and no '.join(missing)} (it has: {found})"
+            )
         var = read_frame(group[var_name])
         obs, obs_names = _ObsFile.open(group["obs"])
         X = _backed_matrix(group[matrix], path, matrix)
         return var, obs, obs_names, X, _row_pointers(group[matrix], X)
-    except AtlasprepError:
+
+
+@contextlib.contextmanager
+def damaged_file(path: Path) -> Iterator[None]:
+    """An error reading the file's structure (metadata that does not parse, a group that cannot
+    be opened) as an :class:`InputFormatError` naming it; atlasprep's own errors pass."""
+    try:
+        yield
+    except (AtlasprepError, MemoryError):
         raise
     except Exception as exc:  # h5py, zarr, anndata on damaged data: their errors share no base class
         raise InputFormatError(
@@ -259,6 +268,20 @@ def _check_rows(f: _File, pointers: np.ndarray, indices: np.ndarray, first: int)
 
 
 def _read_rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
+    """The matrix's ``rows`` as CSR; a read that fails on damaged data (a truncated or
+    overwritten chunk: the codec's or h5py's error) is an :class:`InputFormatError` naming them."""
+    try:
+        return _rows(f, rows)
+    except (AtlasprepError, MemoryError):
+        raise
+    except Exception as exc:  # h5py, zarr and the codecs: their errors share no base class
+        where = f"rows {int(rows[0]):,}-{int(rows[-1]):,}" if len(rows) else "rows"
+        raise InputFormatError(
+            f"{f.path}: cannot read {f.matrix} {where}; is the file damaged? ({_reason(exc)})"
+        ) from None
+
+
+def _rows(f: _File, rows: np.ndarray) -> sp.csr_matrix:
     if isinstance(f.X, CsrCopy):
         return f.X.rows(rows)
     contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows)

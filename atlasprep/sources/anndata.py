@@ -33,6 +33,7 @@ from atlasprep.sources._anndata_files import (
     _open_group,
     _read_parts,
     _read_rows,
+    damaged_file,
     read_frame,
 )
 from atlasprep.sources._fetch import split_input, staged
@@ -152,8 +153,9 @@ def _open_file(
     handle, store = _open_group(path)
     X = None
     try:
-        group = _modality_group(handle, path, modality)
-        matrix = _matrix_path(group, layer, path)
+        with damaged_file(path):
+            group = _modality_group(handle, path, modality)
+            matrix = _matrix_path(group, layer, path)
         var, obs, obs_names, X, indptr = _read_parts(group, matrix, path)
         var.index = var.index.astype(str)
         if union is None:  # nothing to join: keep var as it is, duplicates included
