@@ -231,12 +231,13 @@ def check_output(path: Path, *, overwrite: bool, field: str = "out") -> None:
     if not overwrite:
         raise OutputExistsError(f"{field} {path} exists; set overwrite to replace it")
     if path.is_dir() and not path.is_symlink():
-        if _zarr_encoding(path) not in _ANNDATA_ENCODINGS:
+        encoding = _zarr_encoding(path)
+        if encoding not in _ANNDATA_ENCODINGS:
             raise ForeignOutputError(
                 f"{field} {path} is a directory that is not an AnnData Zarr store; atlasprep replaces "
                 "only a store it could have written: move it away or choose another output"
             )
-        stranger = _stranger_in_store(path, spatialdata=_zarr_encoding(path) == "SpatialData")
+        stranger = _stranger_in_store(path, spatialdata=encoding == "SpatialData")
         if stranger is not None:
             raise ForeignOutputError(
                 f"{field} {path} holds {stranger.relative_to(path)}, which is not part of a Zarr store; "
