@@ -1,3 +1,3 @@
-from atlasprep.cli import main
+from atlasprep._console import main
 
 main()

@@ -66,13 +66,19 @@ def remove_path(path: Path) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (killed, not yet reaped: its temporary
+    files are left for good, as a gone process's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state after the command name in parentheses
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:1]
+    except OSError:
+        return True
+    return state not in (["Z"], ["X"])
 
 
 def _temp_pid(name: str) -> int | None:
@@ -92,7 +98,8 @@ def sweep_stale_temps(out: Path) -> list[Path]:
     removed: list[Path] = []
     if not out.parent.is_dir():
         return removed
-    for pattern in (f"{out.name}{TEMP_MARK}*", f".{out.name}{TEMP_MARK}*"):
+    # (``.<name>.old.tmp-<pid>``: an output being replaced, moved aside by TempOutput.commit)
+    for pattern in (f"{out.name}{TEMP_MARK}*", f".{out.name}{TEMP_MARK}*", f".{out.name}.old{TEMP_MARK}*"):
         for stale in out.parent.glob(pattern):
             pid = _temp_pid(stale.name)
             if pid is not None and not pid_alive(pid):

@@ -159,6 +159,42 @@ def test_ctrl_c_in_a_command_is_one_line_and_exit_130(small_census, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_ctrl_c_while_the_command_line_starts_is_one_line_and_exit_130(small_census, tmp_path):
+    """Ctrl-C before the command runs (typer, the command's module and its library still being
+    imported: seconds on a loaded machine) printed a traceback and died by the signal; here it
+    arrives while the command's library loads. After start-up Python's handler is back."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys, atlasprep.cli._app as cli\n"
+        "loads = cli._preload\n"
+        "def preload(*a):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    loads(*a)\n"
+        "cli._preload = preload\n"
+        f"sys.argv = ['atlasprep', 'slice', '--census-uri', {str(small_census)!r}, '--out', 'x.h5ad']\n"
+        "from atlasprep._console import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "Error: interrupted; re-run the same command to finish the job.\n"
+    assert list(tmp_path.iterdir()) == []
+    after = (
+        "import signal, sys, typer\n"
+        "python = lambda: signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "typer.Typer.__call__ = lambda self, **k: print(python()) or 0\n"
+        "sys.argv = ['atlasprep', 'terms', 'lung']\n"
+        "from atlasprep._console import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", after], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == "True", done.stderr
+
+
 def test_opening_a_soma_store_leaves_ctrl_c_to_python(small_census):
     """Opening a TileDB context installed TileDB's own SIGINT handler (an interrupted slice then
     crashed with SIGSEGV); the source gives it back to Python. In a fresh process: TileDB

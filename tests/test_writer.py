@@ -79,9 +79,13 @@ def test_abort_leaves_nothing_and_stale_temps_are_swept(tmp_path):
     dead.mkdir()
     dead_spill = tmp_path / "x.zarr.tmp-999999999.obs.arrow"  # its obs spill: one naming, one sweep
     dead_spill.write_bytes(b"half")
+    # an output being replaced, moved aside, whose removal was cut short
+    dead_old = tmp_path / ".x.zarr.old.tmp-999999999"
+    (dead_old / "X").mkdir(parents=True)
     writer = AnnDataWriter(out, var=var)
     assert not dead.exists()
     assert not dead_spill.exists()
+    assert not dead_old.exists()
     writer.append(np.array(["a"]), pa.table({"n": [1]}), sp.csr_matrix(np.ones((1, 1), dtype=np.float32)))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f"x.zarr.tmp-{os.getpid()}",
@@ -146,3 +150,27 @@ def test_os_errors_name_the_output_and_a_full_disk_is_refused_before_writing(tmp
         writer.append(np.array(["a"]), pa.table({}), sp.csr_matrix(np.ones((1, 1), dtype=np.float32)))
     writer.abort()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_killed_process_not_yet_reaped_is_gone():
+    """A zombie (killed, its parent not yet waiting on it) is no owner of its temporary files:
+    a re-run right after a kill sweeps them (they outlived the finished re-run)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from atlasprep._io import is_stale_temp, pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not pid_alive(child.pid)
+        assert is_stale_temp(f"x.h5ad.tmp-{child.pid}")
+    finally:
+        child.wait()
+    assert pid_alive(os.getpid())
+    assert not is_stale_temp(f"x.h5ad.tmp-{os.getpid()}")

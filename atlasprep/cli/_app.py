@@ -9,6 +9,7 @@ import gc
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from atlasprep import __version__
+from atlasprep._console import INTERRUPTED as _INTERRUPTED
+from atlasprep._console import INTERRUPTED_LINE, starting_handler
 from atlasprep._io import describe_os_error
 from atlasprep.cli._messages import field_flags, in_flags, unexpected
 from atlasprep.errors import AtlasprepError
@@ -320,6 +323,8 @@ def main() -> None:
     _preload(invoked, argv)
     gc.freeze()
     gc.enable()
+    if starting_handler():  # started by the console script: Ctrl-C from here is the command's
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = app(args=argv, prog_name="atlasprep", standalone_mode=False)
     except KeyboardInterrupt:  # (outside a command; typer makes one in a command exit code 130)
@@ -344,14 +349,11 @@ def main() -> None:
     _leave(code if isinstance(code, int) else 0)
 
 
-_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
-
-
 def _interrupted() -> NoReturn:
     """Ctrl-C: one line, and the process ends at once, without the interpreter's teardown (a
     reading thread still inside TileDB could crash it). What the command left unfinished (a
     temporary output, a store's work folder) the re-run sweeps or resumes."""
-    _error("interrupted; re-run the same command to finish the job.")
+    _error(INTERRUPTED_LINE)
     _flush()
     os._exit(_INTERRUPTED)
 
