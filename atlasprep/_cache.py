@@ -65,7 +65,7 @@ def note_written(path: Path) -> None:
     if not path.is_relative_to(root):
         return
     relative = path.relative_to(root)
-    files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if not p.is_dir())
+    files = sorted(p for p in path.rglob("*") if not _folder(p)) if _folder(path) else [path]
     lines = "".join(f"{f.relative_to(root).as_posix()}\n" for f in files).encode()
     fd = os.open(_record(relative.parts[0]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
@@ -111,8 +111,8 @@ def clear_entry(name: str) -> ClearedEntry:
         noted = set(record.read_text(encoding="utf-8").splitlines())
     except (OSError, UnicodeDecodeError):
         noted = set()
-    tree = path.is_dir() and not path.is_symlink()
-    files = [p for p in path.rglob("*") if not p.is_dir()] if tree else [path]
+    tree = _folder(path)
+    files = [p for p in path.rglob("*") if not _folder(p)] if tree else [path]  # links: as files
     removed, kept = 0, []
     for file in sorted(files):
         ours = (
@@ -127,7 +127,7 @@ def clear_entry(name: str) -> ClearedEntry:
         file.unlink()
         removed += size
     if tree:
-        for folder in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        for folder in sorted((p for p in path.rglob("*") if _folder(p)), key=lambda p: -len(p.parts)):
             if not any(folder.iterdir()):
                 folder.rmdir()
         if not any(path.iterdir()):
@@ -135,3 +135,7 @@ def clear_entry(name: str) -> ClearedEntry:
     if not kept and record.exists():
         record.unlink()
     return ClearedEntry(removed=removed, kept=tuple(kept))
+
+
+def _folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()

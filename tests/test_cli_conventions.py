@@ -188,6 +188,8 @@ def test_cache_info_and_clear_touch_only_what_atlasprep_made(tmp_path, monkeypat
     (tmp_path / "ontology" / ".taxa.json.tmp-999999999").write_text("{")  # a crashed write's
     (tmp_path / "mine.txt").write_text("not atlasprep's")
     (demo / "ms" / "notes.txt").write_text("put here by a user")  # inside an entry: kept
+    (tmp_path / "elsewhere").mkdir()
+    (demo / "ms" / "link").symlink_to(tmp_path / "elsewhere")  # a link to a folder: kept, not followed
     (tmp_path / "inputs-2024").mkdir()  # named like an entry, but no record: not atlasprep's
     (tmp_path / "inputs-2024" / "data.csv").write_text("a,b")
     runner = CliRunner()
@@ -197,12 +199,14 @@ def test_cache_info_and_clear_touch_only_what_atlasprep_made(tmp_path, monkeypat
     assert sizes["ontology"] == 4
     cleared = runner.invoke(app, ["cache", "clear"])
     assert cleared.exit_code == 0
-    assert "kept 2 file(s)" in cleared.stderr
+    assert "kept 3 file(s)" in cleared.stderr
     assert "notes.txt" in cleared.stderr
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if not p.is_dir())
     kept = ["demo-census-1.0/ms/notes.txt", "inputs-2024/data.csv", "mine.txt"]
+    assert (demo / "ms" / "link").is_symlink()
     assert left == [".demo-census-1.0.files", *kept]
     (demo / "ms" / "notes.txt").unlink()
+    (demo / "ms" / "link").unlink()
     assert runner.invoke(app, ["cache", "clear"]).exit_code == 0
     assert not demo.exists()
     assert not (tmp_path / ".demo-census-1.0.files").exists()
