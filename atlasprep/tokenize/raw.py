@@ -29,8 +29,9 @@ def raw_encode(
     """Encode each cell as its expressed vocabulary genes, by value descending.
 
     ``token_ids`` gives each column's token (-1: not in the vocabulary). The cell total is
-    over all columns. Equal values keep column order (a stable sort), so the output is
-    deterministic. Negative or non-finite counts are refused (:class:`InputFormatError`): with
+    over all columns. Equal values come by ascending token id, so a cell's tokens do not
+    depend on the input's column order (a corpus-built vocabulary numbers the genes in the
+    corpus's order). Negative or non-finite counts are refused (:class:`InputFormatError`): with
     non-negative, finite counts every value is log1p of a share in (0, 1] of the cell's positive
     total, so no value stored is ever NaN or infinite.
     """
@@ -50,8 +51,13 @@ def raw_encode(
     for k, rows in length_groups(lengths):
         at = indptr[rows][:, None] + np.arange(k)
         logged = np.log1p(data[at] / totals[rows][:, None] * target_sum)
+        tokens = token_ids[indices[at]]
+        if k > 1 and (np.diff(tokens, axis=1) < 0).any():  # (not in token order already)
+            by_token = np.argsort(tokens, axis=1, kind="stable")
+            tokens = np.take_along_axis(tokens, by_token, axis=1)
+            logged = np.take_along_axis(logged, by_token, axis=1)
         order = np.argsort(-logged, axis=1, kind="stable")[:, :max_len]
         dest = offsets[rows][:, None] + np.arange(min(k, max_len))
-        ids[dest] = np.take_along_axis(token_ids[indices[at]], order, axis=1)
+        ids[dest] = np.take_along_axis(tokens, order, axis=1)
         values[dest] = np.take_along_axis(logged, order, axis=1)
     return RawCells(input_ids=ids, values=values, offsets=offsets, available=lengths.astype(np.int64))

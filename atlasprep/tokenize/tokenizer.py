@@ -237,8 +237,11 @@ class Tokenizer:
                 return cells.input_ids, cells.offsets, cells.values, cells.available
 
             return encode_raw
-        # bins over the vocabulary genes (or the most variable of them), as scGPT
+        # bins over the vocabulary genes (or the most variable of them), as scGPT; a cell's genes
+        # by ascending token id, whatever the input's column order (a corpus-built vocabulary
+        # numbers the genes in the corpus's order, so its stores keep that order)
         columns = self._bin_columns(gene_ids, column_tokens) if hvg_columns is None else hvg_columns
+        columns = columns[np.argsort(column_tokens[columns], kind="stable")]
         tokens = column_tokens[columns]
 
         def encode_bin(batch: CellBatch) -> Encoded:
