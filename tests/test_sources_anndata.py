@@ -16,6 +16,7 @@ from conftest import assert_clean_error, shared_file
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
+from atlasprep.shard import read_manifest, read_shard
 from atlasprep.slice import SliceConfig, slice_cells
 from atlasprep.sources import AnnDataSource, CellFilter, SourceSpec, resolve_filter
 
@@ -664,3 +665,31 @@ def test_genes_drop_the_var_categories_no_kept_gene_holds(tmp_path):
     expected = adata[:, ["ENSG1", "ENSG3"]].var["biotype"]
     assert list(ad.read_h5ad(out).var["biotype"].cat.categories) == list(expected.cat.categories)
     assert list(expected.cat.categories) == ["coding", "lncRNA"]
+
+
+@pytest.mark.parametrize("command", ["tokenize", "slice"])
+def test_a_text_column_only_one_file_has_is_kept_with_nulls(tmp_path, command):
+    """Two files, one with a plain-text obs column the other lacks: the batches of the second
+    file's cells typed it null, and joining them with the first's strings failed (ArrowInvalid)."""
+    genes = [f"ENSG{i:011d}" for i in range(1, 5)]
+    X = sp.csr_matrix(np.array([[1, 2, 0, 3]] * 3, dtype=np.float32))
+    with_donor = pd.DataFrame({"donor_id": ["D1", "D2", "D3"]}, index=["a0", "a1", "a2"])
+    ad.AnnData(X, obs=with_donor, var=pd.DataFrame(index=genes)).write_h5ad(tmp_path / "p.h5ad")
+    ad.AnnData(X, obs=pd.DataFrame(index=["b0", "b1", "b2"]), var=pd.DataFrame(index=genes)).write_h5ad(
+        tmp_path / "q.h5ad"
+    )
+    inputs = [str(tmp_path / "p.h5ad"), str(tmp_path / "q.h5ad"), "--all-data"]
+    if command == "tokenize":
+        out = tmp_path / "store"
+        args = [*inputs, "--scheme", "raw", "--obs-columns", "donor_id", "--no-shuffle", "--out", str(out)]
+        result = CliRunner().invoke(app, ["tokenize", *args])
+        assert result.exit_code == 0, result.output
+        (shard,) = read_manifest(out)["shards"]
+        table = read_shard(out, shard["path"])
+        assert table["donor_id"].to_pylist() == ["D1", "D2", "D3", None, None, None]
+    else:
+        result = CliRunner().invoke(app, ["slice", *inputs, "--out", str(tmp_path / "x.h5ad")])
+        assert result.exit_code == 0, result.output
+        donors = ad.read_h5ad(tmp_path / "x.h5ad").obs["donor_id"]
+        assert donors.iloc[:3].tolist() == ["D1", "D2", "D3"]
+        assert donors.iloc[3:].isna().all()

@@ -310,6 +310,9 @@ class AnnDataSource:
         self, positions: np.ndarray, var_positions: np.ndarray | None, batch_size: int, obs: pd.DataFrame
     ) -> Iterator[CellBatch]:
         n_union = len(self._var)
+        # one Arrow schema for every batch: a text column that a batch holds no value of (its
+        # cells from a file without the column) would otherwise be typed null there
+        schema = pa.Schema.from_pandas(obs, preserve_index=False)
         out_of_union = np.arange(n_union, dtype=np.int64)
         if var_positions is not None:
             out_of_union = np.full(n_union, -1, dtype=np.int64)
@@ -326,7 +329,7 @@ class AnnDataSource:
                 X = _as_float32(remap_columns(_read_rows(f, chunk - f.offset), file_columns[k], n_out), f)
                 yield CellBatch(
                     cell_ids=self._cell_ids.take(chunk).to_numpy(zero_copy_only=False).astype(str),
-                    obs=pa.Table.from_pandas(obs.iloc[chunk], preserve_index=False),
+                    obs=pa.Table.from_pandas(obs.iloc[chunk], schema=schema, preserve_index=False),
                     X=X,
                     stored_dtype=np.dtype(f.X.dtype),
                     stored_dense=f.indptr is None,
