@@ -209,3 +209,46 @@ def test_no_vocabulary_gene_is_an_error():
 
     with pytest.raises(InputFormatError, match="Ensembl"):
         RankEncoder.from_dictionaries(["TP53"], token_dictionary={"ENSG1": 4}, gene_medians={"ENSG1": 1.0})
+
+
+def test_coverage_counts_the_genes_the_mapping_names(tmp_path, caplog):
+    """Symbols tokenized through a gene mapping: the store's coverage, and a saved tokenizer's
+    at inference, count the genes the mapping brings into the vocabulary (they said 0 of 4,
+    100% of counts outside, and warned that no input gene was in the vocabulary)."""
+    import json
+
+    import anndata as ad
+    import pandas as pd
+
+    from atlasprep.shard import read_manifest
+    from atlasprep.sources import CellFilter, SourceSpec
+    from atlasprep.tokenize.api import TokenizeConfig, tokenize_cells
+    from atlasprep.tokenize.tokenizer import Tokenizer
+
+    symbols = ["CD3E", "cd19", "MS4A1", "NOT_MAPPED"]
+    ens = ["ENSG00000198851", "ENSG00000177455", "ENSG00000156738"]
+    X = sp.csr_matrix(np.array([[3, 0, 1, 2], [0, 4, 5, 1]], dtype=np.float32))
+    adata = ad.AnnData(X, obs=pd.DataFrame(index=["c0", "c1"]), var=pd.DataFrame(index=symbols))
+    adata.write_h5ad(tmp_path / "sym.h5ad")
+    tokens = {"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3, **{e: 4 + i for i, e in enumerate(ens)}}
+    for name, value in (("tokens", tokens), ("medians", dict.fromkeys(ens, 1.0))):
+        (tmp_path / f"{name}.json").write_text(json.dumps(value))
+    (tmp_path / "mapping.json").write_text(json.dumps({"CD3E": ens[0], "CD19": ens[1], "MS4A1": ens[2]}))
+    spec = SourceSpec(inputs=(str(tmp_path / "sym.h5ad"),), filter=CellFilter(primary_only=False))
+    config = TokenizeConfig(
+        source=spec,
+        out=tmp_path / "store",
+        token_dictionary=tmp_path / "tokens.json",
+        gene_medians=tmp_path / "medians.json",
+        gene_mapping=tmp_path / "mapping.json",
+        shuffle=False,
+    )
+    tokenize_cells(config)
+    coverage = read_manifest(tmp_path / "store")["coverage"]
+    assert coverage["n_genes"] == 4
+    assert coverage["n_genes_in_vocab"] == 3  # cd19 upper-cased, as Geneformer matches it
+    assert coverage["counts_outside_vocab_fraction"] == pytest.approx(3 / 16)
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        batch = Tokenizer.from_store(tmp_path / "store")(adata)
+    assert "is in the vocabulary" not in caplog.text
+    assert np.asarray(batch["input_ids"])[0][:4].tolist() == [2, 4, 6, 3]

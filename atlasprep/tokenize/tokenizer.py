@@ -49,6 +49,17 @@ if TYPE_CHECKING:  # tokenizer_files imports this module
     from atlasprep.tokenize.tokenizer_files import TokenizerRecord
 
 
+def gene_tokens(
+    gene_ids: Sequence[str], tokens: Mapping[str, int], mapping: Mapping[str, str] | None = None
+) -> np.ndarray:
+    """Each input gene's token (-1: none). With a gene mapping, an ID is upper-cased and
+    mapped first, as the rank encoder (Geneformer's ``sum_ensembl_ids``) matches it."""
+    if mapping is None:
+        return np.array([tokens.get(str(g), -1) for g in gene_ids], dtype=np.int32)
+    usable = {k: v for k, v in mapping.items() if v in tokens}
+    return np.array([tokens.get(usable.get(str(g).upper(), ""), -1) for g in gene_ids], dtype=np.int32)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PairedModality:
     """A modality paired with the RNA (an aligned MuData's ``atac`` or ``prot``): a segment of
@@ -112,8 +123,9 @@ class Tokenizer:
         return self.scheme == "rank" and self.special_tokens
 
     def column_tokens(self, gene_ids: Sequence[str]) -> np.ndarray:
-        """Each input column's gene token (-1: not in the vocabulary)."""
-        return np.array([self.tokens.get(str(g), -1) for g in gene_ids], dtype=np.int32)
+        """Each input column's gene token (-1: not in the vocabulary), through the gene mapping
+        where there is one (rank), as the encoder matches them."""
+        return gene_tokens(gene_ids, self.tokens, self.gene_mapping)
 
     def encoder(
         self, gene_ids: Sequence[str], *, hvg_columns: np.ndarray | None = None
