@@ -168,6 +168,7 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line_and_exit_130(small_cen
 
     script = (
         "import os, signal, sys, atlasprep.cli._app as cli\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job ignores it)\n"
         "loads = cli._preload\n"
         "def preload(*a):\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
@@ -185,6 +186,7 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line_and_exit_130(small_cen
     assert list(tmp_path.iterdir()) == []
     after = (
         "import signal, sys, typer\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "python = lambda: signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
         "typer.Typer.__call__ = lambda self, **k: print(python()) or 0\n"
         "sys.argv = ['atlasprep', 'terms', 'lung']\n"
