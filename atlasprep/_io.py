@@ -101,8 +101,7 @@ def sweep_stale_temps(out: Path) -> list[Path]:
     # (``.<name>.old.tmp-<pid>``: an output being replaced, moved aside by TempOutput.commit)
     for pattern in (f"{out.name}{TEMP_MARK}*", f".{out.name}{TEMP_MARK}*", f".{out.name}.old{TEMP_MARK}*"):
         for stale in out.parent.glob(pattern):
-            pid = _temp_pid(stale.name)
-            if pid is not None and not pid_alive(pid):
+            if is_stale_temp(stale.name):
                 log.info("removing %s left by an interrupted run", stale)
                 remove_path(stale)
                 removed.append(stale)
@@ -271,10 +270,7 @@ def check_file_output(path: Path, *, overwrite: bool, field: str, example: str) 
     work. ``example`` is a file name the message suggests inside a directory given instead."""
     if path.is_dir():
         raise UsageError(f"{field} {path}: is a directory; give a file name, e.g. {path / example}")
-    if not path.parent.is_dir():
-        raise UsageError(f"{field} {path}: directory {path.parent} does not exist")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OutputExistsError(f"{field} {path} exists; set overwrite to replace it")
+    check_new_output(path, overwrite=overwrite, field=field)
 
 
 ZARR_ROOT_META = ("zarr.json", ".zattrs", ".zgroup", ".zmetadata")  # a reader's entry: written last

@@ -299,20 +299,28 @@ class _LeakCounter:
 
     def __init__(self, columns: Sequence[str]) -> None:
         self.counts: dict[str, dict[str, dict[str, int]]] = {c: {} for c in columns}
+        self.held: set[str] = set()  # the columns some shard counted held
+        self.n_shards = 0
 
     def add(self, columns: Mapping[str, Any], split: str, *, where: str, required: bool = True) -> None:
         """Count one shard's values (Arrow or numpy arrays by column); a column it lacks is an
         error, or (``required=False``, a store whose builder kept the column out) skipped."""
+        self.n_shards += 1
         for column, counts in self.counts.items():
             if column not in columns:
                 if not required:
                     continue
                 raise InputFormatError(f"{where}: the shards hold no column {column!r}")
+            self.held.add(column)
             array = columns[column]
             chunked = array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array])
             for value, n in zip(*_value_counts(chunked), strict=True):
                 per_split = counts.setdefault(value, {})
                 per_split[split] = per_split.get(split, 0) + n
+
+    def unchecked(self) -> list[str]:
+        """The columns no shard counted held (a store whose builder kept them out)."""
+        return [c for c in self.counts if c not in self.held] if self.n_shards else []
 
     def leaks(self) -> list[Leak]:
         return [
@@ -370,15 +378,12 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
         except AtlasprepError as exc:
             checks.add("tokenizer.json", str(exc))
     counter = _LeakCounter(split_columns(manifest["splits"]))
-    held: set[str] = set()
-    read = False
     for shard in manifest["shards"]:
         found = check_shards(store, [shard], verify="sha256")
         if found:
             checks.problems.extend(found)
             continue
         table = read_shard(store, shard["path"])
-        read = True
         ids = pc.list_flatten(table["input_ids"])
         if len(ids) != shard["n_tokens"]:
             checks.add(shard["path"], f"{len(ids)} tokens, the manifest says {shard['n_tokens']}")
@@ -387,9 +392,8 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
             if low.as_py() < 0 or high.as_py() > max_id:
                 checks.add(shard["path"], f"token ids outside the vocabulary (0..{max_id})")
         named = {c: table[c] for c in counter.counts if c in table.column_names}
-        held.update(named)
         counter.add(named, shard["split"], where=shard["path"], required=False)
-    for column in (c for c in counter.counts if c not in held and read):
+    for column in counter.unchecked():
         log.warning(
             "%s: the shards hold no column %s (a split column), so its leakage was not checked; keep it "
             "in the store (obs_columns) to have it checked",

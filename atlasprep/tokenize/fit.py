@@ -31,8 +31,8 @@ from atlasprep.tokenize.passes import (
     present_values,
 )
 from atlasprep.tokenize.segments import KINDS, Segment, atac_idf
-from atlasprep.tokenize.tokenizer import PairedModality, Tokenizer, gene_tokens
-from atlasprep.tokenize.vocab import load_gene_mapping, load_gene_medians, load_token_dictionary
+from atlasprep.tokenize.tokenizer import PairedModality, Tokenizer
+from atlasprep.tokenize.vocab import gene_tokens, load_gene_mapping, load_gene_medians, load_token_dictionary
 
 log = logging.getLogger("atlasprep.tokenize")
 
@@ -124,7 +124,8 @@ def build_vocab(
         for g in dict.fromkeys(gene_ids):
             tokens.setdefault(g, len(tokens))
         origin = "corpus genes"
-    column_tokens = gene_tokens(gene_ids, tokens, mapping)  # (rank: through the mapping, as it encodes)
+    # rank matches genes through the mapping (as it encodes); the other schemes have none
+    column_tokens = gene_tokens(gene_ids, tokens, mapping if config.scheme == "rank" else None)
     return Vocab(tokens=tokens, column_tokens=column_tokens, source=origin, medians=medians)
 
 
@@ -341,9 +342,7 @@ def fit(
     passes over the cells are map-reduced over ranges of them, to the same result."""
     gene_ids = gene_ids_of(source, config)
     medians = fit_medians(config, source, positions, gene_ids, given.medians, runner)
-    vocab = build_vocab(
-        config, gene_ids, medians, given.tokens, given.mapping if config.scheme == "rank" else None
-    )
+    vocab = build_vocab(config, gene_ids, medians, given.tokens, given.mapping)
     hint_geneformer_inputs(config, source, gene_ids, vocab)
     hvg = fit_hvg(config, source, positions, vocab.column_tokens, runner) if config.n_hvg else None
     if config.context:  # the values present, sorted, extend the vocabulary after the genes

@@ -38,6 +38,7 @@ from atlasprep.tokenize.encode import cell_totals
 from atlasprep.tokenize.rank import RankEncoder
 from atlasprep.tokenize.raw import raw_encode
 from atlasprep.tokenize.segments import KINDS, Segment, encode_segment, segment_vector, splice
+from atlasprep.tokenize.vocab import gene_tokens
 
 __all__ = ["PairedBatch", "PairedModality", "TokenizedBatch", "Tokenizer", "cell_totals"]
 
@@ -47,17 +48,6 @@ if TYPE_CHECKING:  # tokenizer_files imports this module
     import anndata as ad
 
     from atlasprep.tokenize.tokenizer_files import TokenizerRecord
-
-
-def gene_tokens(
-    gene_ids: Sequence[str], tokens: Mapping[str, int], mapping: Mapping[str, str] | None = None
-) -> np.ndarray:
-    """Each input gene's token (-1: none). With a gene mapping, an ID is upper-cased and
-    mapped first, as the rank encoder (Geneformer's ``sum_ensembl_ids``) matches it."""
-    if mapping is None:
-        return np.array([tokens.get(str(g), -1) for g in gene_ids], dtype=np.int32)
-    usable = {k: v for k, v in mapping.items() if v in tokens}
-    return np.array([tokens.get(usable.get(str(g).upper(), ""), -1) for g in gene_ids], dtype=np.int32)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from atlasprep.errors import InputFormatError, UsageError
 
-__all__ = ["load_gene_mapping", "load_gene_medians", "load_json_dict", "load_token_dictionary"]
+__all__ = ["gene_tokens", "load_gene_mapping", "load_gene_medians", "load_json_dict", "load_token_dictionary"]
 
 
 def load_json_dict(path: str | Path) -> dict[str, Any]:
@@ -100,3 +102,14 @@ def _is_positive(value: object) -> bool:
     return (
         isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
     )
+
+
+def gene_tokens(
+    gene_ids: Sequence[str], tokens: Mapping[str, int], mapping: Mapping[str, str] | None = None
+) -> np.ndarray:
+    """Each input gene's token (-1: none). With a gene mapping, an ID is upper-cased and
+    mapped first, as the rank encoder (Geneformer's ``sum_ensembl_ids``) matches it."""
+    if mapping is None:
+        return np.array([tokens.get(str(g), -1) for g in gene_ids], dtype=np.int32)
+    usable = {k: v for k, v in mapping.items() if v in tokens}
+    return np.array([tokens.get(usable.get(str(g).upper(), ""), -1) for g in gene_ids], dtype=np.int32)
