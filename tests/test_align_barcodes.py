@@ -4,6 +4,7 @@ CITE-seq and Multiome files of ../shared/data and on small synthetic inputs."""
 from __future__ import annotations
 
 import tarfile
+import weakref
 from pathlib import Path
 
 import anndata as ad
@@ -18,6 +19,9 @@ from conftest import shared_file
 from atlasprep.align.barcodes import (
     RAW_BARCODE,
     BarcodeMatchError,
+    JoinHow,
+    NormalizedBarcodes,
+    _build_mudata,
     align_barcodes,
     detect_core_length,
     join_keys,
@@ -419,3 +423,45 @@ def test_a_crashed_runs_temp_file_is_swept(tmp_path):
     align_barcodes(f"{src}:rna", atac=f"{src}:atac", out=out)
     assert out.exists()
     assert not stale.exists()
+
+
+def _modality(obs_names: list[str], n_vars: int, prefix: str) -> ad.AnnData:
+    X = sp.random(len(obs_names), n_vars, density=0.5, format="csr", dtype=np.float32, random_state=0)
+    return ad.AnnData(
+        X=X,
+        obs=pd.DataFrame(index=pd.Index(obs_names, dtype=object)),
+        var=pd.DataFrame(index=[f"{prefix}{i}" for i in range(n_vars)]),
+    )
+
+
+def _normalized(adata: ad.AnnData) -> NormalizedBarcodes:
+    return normalize_barcodes(adata.obs_names, barcode_map=None, label="test")
+
+
+def test_join_copies_no_input_already_in_the_joins_order():
+    rna, atac = _modality(["c0", "c1", "c2"], 4, "g"), _modality(["c0", "c1", "c2"], 5, "chr1:")
+    inputs = {"rna": rna.X, "atac": atac.X}
+    normalized = {"rna": _normalized(rna), "atac": _normalized(atac)}
+    cells = join_keys([n.keys for n in normalized.values()], JoinHow.inner)
+    with md.set_options(pull_on_update=False):
+        mdata = _build_mudata({"rna": rna, "atac": atac}, normalized, cells, JoinHow.inner)
+    assert all(mdata[m].X is inputs[m] for m in inputs)  # the loaded matrices themselves
+    assert mdata["atac"].obs[RAW_BARCODE].tolist() == ["c0", "c1", "c2"]
+
+
+def test_join_releases_each_input_once_its_cells_are_copied():
+    rna = _modality(["c0", "c1", "c2", "c3"], 4, "g")
+    atac = _modality(["c3", "c1", "c0"], 5, "chr1:")  # another order, and a cell fewer
+    expected = {"rna": rna.X[[0, 1, 3]].toarray(), "atac": atac.X[[2, 1, 0]].toarray()}
+    normalized = {"rna": _normalized(rna), "atac": _normalized(atac)}
+    cells = join_keys([n.keys for n in normalized.values()], JoinHow.inner)
+    inputs = [weakref.ref(rna.X), weakref.ref(atac.X)]
+    adatas = {"rna": rna, "atac": atac}
+    del rna, atac
+    with md.set_options(pull_on_update=False):
+        mdata = _build_mudata(adatas, normalized, cells, JoinHow.inner)
+    assert adatas == {}  # taken out one at a time
+    assert [ref() for ref in inputs] == [None, None]  # neither input outlives its joined copy
+    assert mdata.obs_names.tolist() == ["C0", "C1", "C3"]
+    for m, values in expected.items():
+        assert np.array_equal(mdata[m].X.toarray(), values)

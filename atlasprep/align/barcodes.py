@@ -32,6 +32,7 @@ join keys. A cell is *matched* when its key is in every modality; ``min_match`` 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -40,7 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anndata as ad
 import mudata as md  # type: ignore[import-untyped, unused-ignore]
+import numpy as np
 import pandas as pd
 
 from atlasprep._io import check_new_output
@@ -192,9 +195,11 @@ def align_barcodes(
     _check_matches(matches, normalized, min_match=min_match, how=how)
     cells = join_keys(keys, how)
     provenance = _provenance(matches, how=how, min_match=min_match, barcode_map=barcode_map)
+    adatas = {m: lm.adata for m, lm in loaded.items()}
+    del loaded  # each modality's input is freed as soon as its joined cells are copied out
     # mudata 0.3 warns (FutureWarning) unless told not to pull modality columns into the shared obs
     with md.set_options(pull_on_update=False):
-        mdata = _build_mudata(loaded, normalized, cells, how)
+        mdata = _build_mudata(adatas, normalized, cells, how)
         mdata.uns["atlasprep_align"] = provenance
         mdata.uns[PROVENANCE_KEY] = _steps(specs, how=how, min_match=min_match, barcode_map=barcode_map)
         _write_h5mu(mdata, out)
@@ -358,19 +363,22 @@ def _disambiguate_features(loaded: Mapping[Modality, LoadedModality]) -> dict[Mo
 
 
 def _build_mudata(
-    loaded: Mapping[Modality, LoadedModality],
+    adatas: dict[Modality, ad.AnnData],
     normalized: Mapping[Modality, NormalizedBarcodes],
     cells: pd.Index,
     how: JoinHow,
 ) -> Any:
+    """The MuData of the joined cells. Takes the loaded modalities out of ``adatas`` one at a
+    time, so that at most one input is held beside its joined copy; an input whose cells are
+    already the join's, in its order, is not copied (the loaded objects are ours to relabel)."""
     mods = {}
-    for modality, lm in loaded.items():
-        norm = normalized[modality]
+    for modality in list(adatas):
+        adata, norm = adatas.pop(modality), normalized[modality]
+        raw, keys = norm.raw, norm.keys
         if how == "inner":
             positions = norm.keys.get_indexer(cells)
-            adata, raw, keys = lm.adata[positions].copy(), norm.raw[positions], cells
-        else:  # every cell of the input stays; the loaded object is ours to relabel
-            adata, raw, keys = lm.adata, norm.raw, norm.keys
+            if not np.array_equal(positions, np.arange(adata.n_obs)):
+                adata, raw, keys = _rows(adata, positions), raw[positions], cells
         if RAW_BARCODE not in adata.obs.columns:  # a re-aligned output keeps the first input's barcode
             adata.obs[RAW_BARCODE] = raw.to_numpy()
         adata.obs_names = keys
@@ -381,6 +389,18 @@ def _build_mudata(
     if mdata.n_obs != len(cells):
         raise AssertionError(f"MuData has {mdata.n_obs} cells, the join {len(cells)}")
     return mdata
+
+
+def _rows(adata: ad.AnnData, positions: np.ndarray) -> ad.AnnData:
+    """``adata``'s cells at ``positions``, as a new AnnData; ``adata`` is emptied of X. X, the
+    bulk, is indexed on its own (one copy: a view's ``.copy()`` holds two at once), the rest
+    through a view."""
+    X, adata.X = adata.X, None
+    subset = adata[positions].copy()
+    subset.X = None if X is None else X[positions]
+    del X, adata
+    gc.collect()  # the input, held in its views' reference cycles until collected
+    return subset
 
 
 def _write_h5mu(mdata: Any, out: Path) -> None:
