@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
 from atlasprep.errors import UsageError
 from atlasprep.shard import read_manifest, read_shard
+from atlasprep.shard.format import format_for
 from atlasprep.shard.store import find_leaks, validate_store
+from atlasprep.shard.writer import write_shard
 from atlasprep.sources import SourceSpec
 from atlasprep.tokenize.api import TokenizeConfig
 
@@ -149,3 +154,76 @@ def test_validate_says_when_the_shards_lack_a_split_column(small_census, tmp_pat
     with caplog.at_level("WARNING", logger="atlasprep"):
         assert validate_store(kept) == []
     assert caplog.records == []
+
+
+def _tampered(store: Path, tmp_path: Path, edit: Callable[[pa.Table, pa.Table], pa.Table]) -> Path:
+    """A copy of ``store`` whose first train shard is ``edit(train, test)`` (its first test
+    shard's rows as ``test``), written and listed as atlasprep writes shards: every checksum
+    and count in the manifest still holds."""
+    copy = tmp_path / "tampered"
+    shutil.copytree(store, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    train = next(s for s in manifest["shards"] if s["split"] == "train")
+    test = next(s for s in manifest["shards"] if s["split"] == "test")
+    table = edit(read_shard(copy, train["path"]), read_shard(copy, test["path"]))
+    fmt = format_for(copy / train["path"])
+    train.update(write_shard(copy, Path(train["path"]).name, "train", fmt, table, "input_ids").to_json())
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _set(table: pa.Table, column: str, row: int, value: str) -> pa.Table:
+    values = table[column].to_pylist()
+    values[row] = value
+    return table.set_column(table.column_names.index(column), column, pa.array(values, type=pa.string()))
+
+
+def test_validate_finds_a_held_out_term_outside_test(linked, tmp_path):
+    # a train cell given a lung lobe (a descendant of the held-out lung) by hand
+    lobe = "UBERON:0008953"
+    copy = _tampered(linked, tmp_path, lambda train, test: _set(train, "tissue_ontology_term_id", 0, lobe))
+    held = f"(tissue_ontology_term_id {lobe!r}: 1)"
+    assert [p.what for p in validate_store(copy)] == [
+        f"holdout tissue=lung: 1 train cell(s) hold a value it holds out {held}"
+    ]
+    (rule,) = read_manifest(linked)["splits"]["holdout"]
+    assert len(rule["values"]) == rule["n_values"]
+    assert {"UBERON:0002048", lobe} <= set(rule["values"])
+
+
+def test_validate_finds_a_cell_held_twice(linked, tmp_path):
+    # a train cell renamed as a test cell: the same cell on two sides
+    def twice(train: pa.Table, test: pa.Table) -> pa.Table:
+        return _set(train, "cell_id", 0, test["cell_id"][0].as_py())
+
+    copy = _tampered(linked, tmp_path, twice)
+    cell = read_shard(copy, next(s for s in read_manifest(copy)["shards"] if s["split"] == "test")["path"])
+    assert [p.what for p in validate_store(copy)] == [
+        f"cell_id {cell['cell_id'][0].as_py()!r} is held by 1 test row and 1 train row (two splits)"
+    ]
+    result = CliRunner().invoke(app, ["validate", str(copy)])
+    assert result.exit_code == 1
+    assert "is held by 1 test row and 1 train row" in result.output
+
+
+def test_validate_finds_a_cell_twice_in_one_split(linked, tmp_path):
+    copy = _tampered(
+        linked, tmp_path, lambda train, test: _set(train, "cell_id", 1, train["cell_id"][0].as_py())
+    )
+    (problem,) = validate_store(copy)
+    assert problem.what.endswith("is held by 2 train rows")
+
+
+def test_validate_says_when_a_holdout_cannot_be_checked(linked, tmp_path, caplog):
+    # a store built before the held-out values were recorded
+    copy = tmp_path / "older"
+    shutil.copytree(linked, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["splits"]["holdout"][0]["values"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        assert validate_store(copy) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{copy}: the manifest does not list the values of holdout tissue=lung (a store built before they "
+        "were recorded), so it was not checked; rebuild the store to have it checked"
+    ]

@@ -10,7 +10,7 @@ from atlasprep.errors import UsageError
 from atlasprep.tokenize.split_groups import linked_components, sorted_codes
 from atlasprep.tokenize.split_holdout import holdout_mask, parse_holdout, resolve_holdouts
 from atlasprep.tokenize.split_stratify import composition_record, js_divergence, label_matrix
-from atlasprep.tokenize.splits import SPLIT_NAMES, SplitLeakError, assign_splits, plan_splits
+from atlasprep.tokenize.splits import SPLIT_NAMES, SplitLeakError, _aim, assign_splits, plan_splits
 
 
 @settings(max_examples=60, deadline=None)
@@ -33,7 +33,7 @@ def test_whole_groups_deterministic_and_near_the_fractions(n_groups, seed, data)
 
 def test_holdouts_go_to_test_and_unknown_holdout_is_refused():
     labels = pd.Series(["liver"] * 10 + ["lung"] * 30 + ["blood"] * 60)
-    plan = assign_splits(labels, column="tissue", holdout=["liver"], fractions=(0.9, 0.1, 0.0))
+    plan = assign_splits(labels, column="tissue", holdout=["liver"], fractions=(1.0, 0.0, 0.0))
     assert plan.groups["liver"] == "test"
     assert plan.groups_in("test") == ["liver"]
     with pytest.raises(UsageError, match="no cell has"):
@@ -44,7 +44,7 @@ def test_holdouts_go_to_test_and_unknown_holdout_is_refused():
 
 def test_a_leak_is_caught():
     labels = pd.Series(["a", "a", "b"])
-    plan = assign_splits(labels, column="donor_id")
+    plan = assign_splits(labels, column="donor_id", fractions=(0.7, 0.3, 0.0))
     with pytest.raises(SplitLeakError):
         plan.check(labels, np.array(["train", "test", "train"]))
 
@@ -146,9 +146,61 @@ def test_a_component_too_large_is_named_or_recorded():
         plan_splits(frame, columns=["donor_id", "dataset_id"])
     plan = plan_splits(frame, columns=["donor_id", "dataset_id"], fallback=True)
     assert plan.components == {"n": 1, "largest_share": 1.0, "largest": plan.components["largest"]}
-    assert plan.unmet == ["val = 0.1: got 0", "test = 0.1: got 0"]
+    assert plan.unmet == ["train = 0.8: got 1", "val = 0.1: got 0", "test = 0.1: got 0"]
     # each column alone is fine
     assert not plan_splits(frame, columns=["donor_id"], fractions=(0.34, 0.33, 0.33)).unmet
+
+
+def test_a_component_too_large_goes_to_train_and_every_fraction_is_listed():
+    # donor A holds 63% of the cells: too large for any split of (0.5, 0.25, 0.25)
+    frame = pd.DataFrame({"donor_id": ["A"] * 63 + [f"d{i}" for i in range(37)]})
+    for seed in range(6):
+        plan = plan_splits(frame, columns=["donor_id"], fractions=(0.5, 0.25, 0.25), seed=seed, fallback=True)
+        assert plan.groups["A"] == "train"  # not val or test, whichever turn it came in
+        shares = {s: plan.n_cells[s] / 100 for s in SPLIT_NAMES}
+        targets = zip(SPLIT_NAMES, (0.5, 0.25, 0.25), strict=True)
+        assert plan.unmet == [f"{s} = {t:g}: got {shares[s]:.3g}" for s, t in targets]
+
+
+def test_a_requested_split_left_empty_is_an_error_unless_fallback():
+    frame = pd.DataFrame({"donor_id": ["A"] * 50 + ["B"] * 50})
+    with pytest.raises(
+        UsageError, match=r"test would get no cells \(2 linked group\(s\) of donor_id.*-fallback"
+    ):
+        plan_splits(frame, columns=["donor_id"], fractions=(0.5, 0.25, 0.25))
+    plan = plan_splits(frame, columns=["donor_id"], fractions=(0.5, 0.25, 0.25), fallback=True)
+    assert len(plan.unmet) == 3
+    assert not plan_splits(frame, columns=["donor_id"], fractions=(0.5, 0.5, 0.0)).unmet
+
+
+def test_a_holdout_taking_every_cell_is_an_error_unless_fallback():
+    frame = pd.DataFrame({"donor_id": [f"d{i % 10}" for i in range(100)]})
+    held = np.ones(100, dtype=bool)
+    with pytest.raises(
+        UsageError, match=r"train and val would get no cells \(the holdout takes 100 of the 100"
+    ):
+        plan_splits(frame, columns=["donor_id"], held=held)
+    plan = plan_splits(frame, columns=["donor_id"], held=held, fallback=True)
+    assert plan.n_cells == {"train": 0, "val": 0, "test": 100}
+    assert plan.unmet == ["train = 0.8: got 0", "val = 0.1: got 0", "test = 0.1: got 1"]
+
+
+def test_a_holdout_larger_than_test_leaves_val_its_share_of_the_rest():
+    # 40 cells held out (test's share is 10 of 100); the 60 others are 30 donors of 2 cells
+    frame = pd.DataFrame({"donor_id": ["H"] * 40 + [f"d{i // 2}" for i in range(60)]})
+    held = np.arange(100) < 40
+    for seed in range(5):
+        plan = plan_splits(frame, columns=["donor_id"], held=held, seed=seed)
+        assert plan.n_cells["test"] == 40
+        # val aims at 60 * 0.1 / 0.9 cells of the rest (it got none when aiming at 10 of 100)
+        assert plan.n_cells["val"] in (6, 8)
+        assert plan.n_cells["train"] == 60 - plan.n_cells["val"]
+    # a holdout within test's share leaves the fractions as they are (the plans as they were)
+    target, sizes = np.array([0.8, 0.1, 0.1]), np.array([6, 4, 90])
+    assert _aim(target, np.array([2, -1, -1]), sizes) is target
+    assert np.allclose(
+        _aim(target, np.array([2, -1, -1]), np.array([40, 30, 30])), [0.6 * 8 / 9, 0.6 / 9, 0.4]
+    )
 
 
 # -- ontology holdouts ----------------------------------------------------------------------------

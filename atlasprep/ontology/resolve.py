@@ -280,7 +280,8 @@ def _resolve_id(query: str, term_id: str, searched: Sequence[str]) -> ResolvedTe
     if ontology not in searched:
         where = f"is from {ontology}" if ontology in _supported().values() else "is from no shipped ontology"
         raise UnknownTermError(
-            f"{term_id} {where}, but only {'/'.join(searched)} terms are allowed here",
+            f"{term_id} {where}, but only {'/'.join(searched)} terms are allowed here; give a "
+            f"{' or '.join(searched)} term, by ID or label",
             query=query,
         )
     meta = get_parser().cxg_schema.ontology(ontology).get(term_id)

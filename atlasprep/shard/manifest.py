@@ -103,6 +103,7 @@ class HoldoutEntry(TypedDict):
     label: str | None
     n_values: int  # values taken: the term and its descendants, or 1
     n_cells: int  # cells that matched (the groups linked to them add more)
+    values: NotRequired[list[str]]  # the values taken, sorted (stores since 0.1.0's holdout check)
 
 
 class StratifyEntry(TypedDict):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,6 +17,7 @@ import pyarrow.compute as pc
 
 from atlasprep._io import TEMP_MARK, inside
 from atlasprep.errors import AtlasprepError, CorruptStoreError, InputFormatError
+from atlasprep.shard.cell_checks import CELL_ID, CellIds, HoldoutCheck
 from atlasprep.shard.format import ShardReader, format_for, sha256_of, size_of
 from atlasprep.shard.manifest import (
     BUILD_MARKER,
@@ -348,6 +350,15 @@ def find_leaks(store: StoreRoot, columns: Sequence[str]) -> list[Leak]:
     return counter.leaks()
 
 
+def _cell_ids(store: StoreRoot, manifest: Mapping[str, Any]) -> Iterator[tuple[str, pa.Array]]:
+    """Each sound shard's split and ``cell_id`` column, again (:meth:`CellIds.repeated`)."""
+    for shard in manifest["shards"]:
+        with contextlib.suppress(*_DAMAGED):  # (reported by the first pass)
+            reader = open_shard(store, shard["path"])
+            if CELL_ID in reader.columns():
+                yield shard["split"], pa.array(reader.strings(CELL_ID), type=pa.string())
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Checks:
     problems: list[StoreProblem] = field(default_factory=list)
@@ -378,6 +389,7 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
         except AtlasprepError as exc:
             checks.add("tokenizer.json", str(exc))
     counter = _LeakCounter(split_columns(manifest["splits"]))
+    cell_ids, holdouts = CellIds(), HoldoutCheck(list(manifest["splits"].get("holdout") or []))
     for shard in manifest["shards"]:
         found = check_shards(store, [shard], verify="sha256")
         if found:
@@ -393,6 +405,9 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
                 checks.add(shard["path"], f"token ids outside the vocabulary (0..{max_id})")
         named = {c: table[c] for c in counter.counts if c in table.column_names}
         counter.add(named, shard["split"], where=shard["path"], required=False)
+        if CELL_ID in table.column_names:
+            cell_ids.add(table[CELL_ID])
+        holdouts.add({c: table[c] for c in holdouts.columns if c in table.column_names}, shard["split"])
     for column in counter.unchecked():
         log.warning(
             "%s: the shards hold no column %s (a split column), so its leakage was not checked; keep it "
@@ -400,8 +415,20 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
             store,
             column,
         )
+    for query in holdouts.unchecked():
+        log.warning("%s: the shards hold no column of holdout %s, so it was not checked", store, query)
+    if holdouts.unrecorded:
+        log.warning(
+            "%s: the manifest does not list the values of holdout %s (a store built before they were "
+            "recorded), so it was not checked; rebuild the store to have it checked",
+            store,
+            ", ".join(holdouts.unrecorded),
+        )
     checks.problems.extend(
         StoreProblem(where="manifest.json splits", what=str(leak)) for leak in counter.leaks()
     )
+    checks.problems.extend(StoreProblem(where="manifest.json splits", what=p) for p in holdouts.problems())
+    repeated = cell_ids.repeated(lambda: _cell_ids(store, manifest))
+    checks.problems.extend(StoreProblem(where="shards", what=line) for line in repeated)
     checks.problems.extend(unlisted_files(store, manifest))  # type: ignore[arg-type]
     return checks.problems

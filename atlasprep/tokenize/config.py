@@ -201,7 +201,8 @@ def _check_splits(config: TokenizeConfig) -> None:
                 raise invalid(
                     name,
                     getattr(config, name),
-                    "applies to a column's groups: name it, e.g. split_by = 'donor_id'",
+                    "applies to a column's groups: name it, e.g. --split-by donor_id "
+                    "(split_by = 'donor_id' in a recipe)",
                 )
     if config.holdout_exact and not config.holdout:
         raise invalid("holdout_exact", True, "applies to holdout terms; give a holdout, e.g. tissue=lung")

@@ -59,6 +59,7 @@ class HoldoutRule:
             "label": self.label,
             "n_values": len(self.values),
             "n_cells": n_cells,
+            "values": sorted(self.values),  # what `validate` checks no train or val cell holds
         }
 
 
@@ -126,7 +127,10 @@ def holdout_mask(obs: pd.DataFrame, rules: Sequence[HoldoutRule]) -> tuple[np.nd
         hit = np.asarray(obs[rule.column].astype("string").isin(rule.values), dtype=bool)
         if not hit.any():
             what = rule.column if rule.term is None else _term_text(rule, rule.column)
-            raise UsageError(f"holdout {rule.query}: no cell has that {what}")
+            raise UsageError(
+                f"holdout {rule.query}: no cell has that {what}; hold out a value the selected cells "
+                "have (holdouts apply after the cell filters)"
+            )
         held |= hit
         records.append(rule.record(int(hit.sum())))
     return held, records

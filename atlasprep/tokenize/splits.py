@@ -159,15 +159,18 @@ def plan_splits(
     if held is not None:
         split_of[np.unique(comps.cell_component[held])] = _TEST
     target = np.asarray(fractions, dtype=np.float64)
+    n_held = int(comps.sizes[split_of == _TEST].sum())
+    _place_too_large(comps, split_of, target, fallback=fallback)
+    aim = _aim(target, split_of, comps.sizes)
     stratified = None
     if stratify is None:
-        split_of = _greedy(comps.sizes, split_of, target * int(comps.sizes.sum()), seed=seed)
+        split_of = _greedy(comps.sizes, split_of, aim * int(comps.sizes.sum()), seed=seed)
     else:
         labels, names = sorted_codes(obs[stratify])
         matrix = label_matrix(comps.cell_component, labels, comps.n, len(names))
-        split_of = stratified_assign(matrix, split_of, target, seed=seed)
+        split_of = stratified_assign(matrix, split_of, aim, seed=seed)
         stratified = composition_record(stratify, matrix, split_of, names, SPLIT_NAMES)
-    unmet = _unmet(comps, split_of, target, fallback=fallback)
+    unmet = _unmet(comps, split_of, target, fallback=fallback, n_held=n_held)
     cell_splits = split_of[comps.cell_component].astype(np.uint8)
     cells = np.bincount(split_of, weights=comps.sizes, minlength=len(SPLIT_NAMES))
     largest = int(np.argmax(comps.sizes)) if comps.n else 0
@@ -201,36 +204,72 @@ def _greedy(sizes: np.ndarray, split_of: np.ndarray, targets: np.ndarray, *, see
     return split_of
 
 
-def _unmet(comps: Components, split_of: np.ndarray, target: np.ndarray, *, fallback: bool) -> list[str]:
-    """The fractions the plan could not meet. A component larger than every split's share fits
-    nowhere: an error naming it, unless ``fallback`` (then it is logged and recorded, as is a
-    requested split left without cells)."""
+def _place_too_large(comps: Components, split_of: np.ndarray, target: np.ndarray, *, fallback: bool) -> None:
+    """A component not held out and larger than every split's share fits nowhere: an error
+    naming it, unless ``fallback``; then it goes whole to the split with the largest fraction
+    (train, as a rule), before the rest are placed around it."""
+    total = int(comps.sizes.sum())
+    too_large = (split_of < 0) & (comps.sizes > target.max() * total)
+    if not too_large.any():
+        return
+    if not fallback:
+        largest = int(np.flatnonzero(too_large)[np.argmax(comps.sizes[too_large])])
+        raise UsageError(
+            f"{_describe(comps, target, largest)}: too large for any split; split by fewer columns, change "
+            "the fractions, or set split_fallback (--split-fallback) to accept it"
+        )
+    split_of[too_large] = int(np.argmax(target))
+
+
+def _aim(target: np.ndarray, split_of: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The shares the components still to place are dealt toward. Where held-out components
+    already hold more than a split's share, that split takes no more, and the cells left are
+    shared by the other splits in proportion to their fractions (a holdout larger than test's
+    share leaves val its part of the rest, not nothing). Otherwise the fractions as given."""
+    total = max(float(sizes.sum()), 1.0)
+    placed = np.bincount(split_of[split_of >= 0], weights=sizes[split_of >= 0], minlength=len(target))
+    full = placed > target * total
+    if not full.any() or target[~full].sum() <= 0:
+        return target
+    aim = placed / total
+    aim[~full] = (1.0 - placed[full].sum() / total) * target[~full] / target[~full].sum()
+    return aim
+
+
+def _unmet(
+    comps: Components, split_of: np.ndarray, target: np.ndarray, *, fallback: bool, n_held: int
+) -> list[str]:
+    """The fractions the plan could not meet: none, unless a requested split got no cells or a
+    component too large for any split was kept whole (``fallback``: every split's fraction and
+    what it got, logged). A requested split left empty without ``fallback`` is an error."""
     total = max(int(comps.sizes.sum()), 1)
     cells = np.bincount(split_of, weights=comps.sizes, minlength=len(SPLIT_NAMES))
-    unmet = [
-        f"{name} = {target[s]:g}: got {cells[s] / total:.3g}"
-        for s, name in enumerate(SPLIT_NAMES)
-        if target[s] > 0 and cells[s] == 0
-    ]
-    free = comps.sizes.copy()
-    free[split_of == _TEST] = 0  # held out: test by request, whatever its size
-    if comps.n == 0 or (not unmet and free.max() <= target.max() * total):
+    empty = [name for s, name in enumerate(SPLIT_NAMES) if target[s] > 0 and cells[s] == 0]
+    too_large = comps.n > 0 and bool((comps.sizes > target.max() * total).any())
+    if comps.n == 0 or not (empty or (too_large and fallback)):
         return []
-    largest = int(np.argmax(free)) if free.max() > target.max() * total else int(np.argmax(comps.sizes))
-    why = (
-        f"split = {tuple(float(t) for t in target)}: {comps.n} linked group(s) of "
-        f"{', '.join(comps.columns)}, the largest holding {comps.sizes[largest] / total:.1%} of the cells "
-        f"({comps.describe(largest)})"
-    )
-    if free.max() > target.max() * total and not fallback:
+    n_free = comps.n - len(np.unique(split_of[split_of == _TEST])) if n_held else comps.n
+    if empty and not fallback:
+        held = f"the holdout takes {n_held:,} of the {total:,} cells; " if n_held else ""
+        left = f"{n_free} linked group(s) of {', '.join(comps.columns)} left to place"
         raise UsageError(
-            f"{why}: too large for any split; split by fewer columns, change the fractions, or set "
-            "split_fallback to accept it"
+            f"split = {tuple(float(t) for t in target)}: {' and '.join(empty)} would get no cells "
+            f"({held}{left}); hold out less, split by columns with more groups, set that split's "
+            "fraction to 0, or set split_fallback (--split-fallback) to accept it"
         )
-    if not unmet:  # every split has cells, but not its share
-        unmet = [f"{name} = {target[s]:g}: got {cells[s] / total:.3g}" for s, name in enumerate(SPLIT_NAMES)]
-    log.warning("%s; not met: %s", why, "; ".join(unmet))
+    largest = int(np.argmax(comps.sizes))
+    unmet = [f"{name} = {target[s]:g}: got {cells[s] / total:.3g}" for s, name in enumerate(SPLIT_NAMES)]
+    log.warning("%s; not met: %s", _describe(comps, target, largest), "; ".join(unmet))
     return unmet
+
+
+def _describe(comps: Components, target: np.ndarray, component: int) -> str:
+    total = max(int(comps.sizes.sum()), 1)
+    return (
+        f"split = {tuple(float(t) for t in target)}: {comps.n} linked group(s) of "
+        f"{', '.join(comps.columns)}, the largest holding {comps.sizes[component] / total:.1%} of the cells "
+        f"({comps.describe(component)})"
+    )
 
 
 def _groups(comps: Components, split_of: np.ndarray) -> dict[str, str]:
