@@ -165,7 +165,8 @@ def test_a_component_too_large_goes_to_train_and_every_fraction_is_listed():
 def test_a_requested_split_left_empty_is_an_error_unless_fallback():
     frame = pd.DataFrame({"donor_id": ["A"] * 50 + ["B"] * 50})
     with pytest.raises(
-        UsageError, match=r"test would get no cells \(2 linked group\(s\) of donor_id.*-fallback"
+        UsageError,
+        match=r"test would get no cells \(2 linked group\(s\) of donor_id.*set split_fallback to accept it",
     ):
         plan_splits(frame, columns=["donor_id"], fractions=(0.5, 0.25, 0.25))
     plan = plan_splits(frame, columns=["donor_id"], fractions=(0.5, 0.25, 0.25), fallback=True)

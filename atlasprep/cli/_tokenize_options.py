@@ -285,7 +285,11 @@ def _given_split(value: str | None, split_by: object) -> tuple[float, float, flo
     refused, as a recipe's ``split`` is: every cell would go to train."""
     fractions = _fractions(value)
     if value is not None and split_by is None:  # (the config's own refusal, for any fractions)
-        raise invalid("split", fractions, "applies to a column's groups: name it, e.g. --split-by donor_id")
+        raise invalid(
+            "split",
+            fractions,
+            "applies to a column's groups (a column such as donor_id): name it, pass --split-by",
+        )
     return fractions
 
 

@@ -201,8 +201,7 @@ def _check_splits(config: TokenizeConfig) -> None:
                 raise invalid(
                     name,
                     getattr(config, name),
-                    "applies to a column's groups: name it, e.g. --split-by donor_id "
-                    "(split_by = 'donor_id' in a recipe)",
+                    "applies to a column's groups (a column such as donor_id): name it, set split_by",
                 )
     if config.holdout_exact and not config.holdout:
         raise invalid("holdout_exact", True, "applies to holdout terms; give a holdout, e.g. tissue=lung")

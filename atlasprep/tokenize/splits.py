@@ -216,7 +216,7 @@ def _place_too_large(comps: Components, split_of: np.ndarray, target: np.ndarray
         largest = int(np.flatnonzero(too_large)[np.argmax(comps.sizes[too_large])])
         raise UsageError(
             f"{_describe(comps, target, largest)}: too large for any split; split by fewer columns, change "
-            "the fractions, or set split_fallback (--split-fallback) to accept it"
+            "the fractions, or set split_fallback to accept it"
         )
     split_of[too_large] = int(np.argmax(target))
 
@@ -255,7 +255,7 @@ def _unmet(
         raise UsageError(
             f"split = {tuple(float(t) for t in target)}: {' and '.join(empty)} would get no cells "
             f"({held}{left}); hold out less, split by columns with more groups, set that split's "
-            "fraction to 0, or set split_fallback (--split-fallback) to accept it"
+            "fraction to 0, or set split_fallback to accept it"
         )
     largest = int(np.argmax(comps.sizes))
     unmet = [f"{name} = {target[s]:g}: got {cells[s] / total:.3g}" for s, name in enumerate(SPLIT_NAMES)]
