@@ -15,7 +15,7 @@ from conftest import shared_file
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
-from atlasprep.errors import UsageError
+from atlasprep.errors import InputFormatError, UsageError
 from atlasprep.harmonize import validate_anndata
 from atlasprep.harmonize.api import HarmonizeConfig, harmonize
 from atlasprep.harmonize.genes import map_genes
@@ -333,3 +333,54 @@ def test_umap_kernels_compile_once_then_come_from_numbas_cache():
 def test_embedding_must_be_pca_or_umap(tmp_path):
     with pytest.raises(UsageError, match="embedding = 'tsne': choose pca or umap"):
         HarmonizeConfig(source=tmp_path / "in.h5ad", out=tmp_path / "o.h5ad", embedding="tsne")  # type: ignore[arg-type]
+
+
+_MOUSE = {"Cd4": "ENSMUSG00000023274", "Cd8a": "ENSMUSG00000053977", "Ptprc": "ENSMUSG00000026395"}
+
+
+def _mouse_file(path, *, gene_ids=True, uns=None, obs=None):
+    var = pd.DataFrame({"gene_ids": list(_MOUSE.values())} if gene_ids else {}, index=list(_MOUSE))
+    adata = ad.AnnData(
+        X=sp.csr_matrix(np.ones((2, 3), dtype=np.float32)),
+        obs=pd.DataFrame(obs or {}, index=["a", "b"]),
+        var=var,
+    )
+    adata.uns.update(uns or {})
+    adata.write_h5ad(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("how", "kwargs"),
+    [
+        ("Ensembl IDs in a var column", {}),
+        ("uns", {"gene_ids": False, "uns": {"organism_ontology_term_id": "NCBITaxon:10090"}}),
+        ("an obs column", {"gene_ids": False, "obs": {"organism": ["Mus musculus"] * 2}}),
+        ("mouse-style symbols", {"gene_ids": False}),
+    ],
+)
+def test_a_mouse_file_is_harmonized_as_mouse_without_organism(tmp_path, how, kwargs, caplog):
+    src = _mouse_file(tmp_path / "mouse.h5ad", **kwargs)
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        report = harmonize(HarmonizeConfig(source=src, out=tmp_path / "o.h5ad"))
+    assert report.organism == "mus_musculus", how
+    out = ad.read_h5ad(tmp_path / "o.h5ad")
+    assert list(out.var_names) == list(_MOUSE.values())
+    assert out.uns["organism_ontology_term_id"] == "NCBITaxon:10090"
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("mouse-style (Cd4, Cd8a, Ptprc)" in m for m in warned) == (how == "mouse-style symbols")
+
+
+def test_a_given_organism_wins_over_the_files_with_a_warning_and_others_are_refused(tmp_path, caplog):
+    src = _mouse_file(tmp_path / "m.h5ad", uns={"organism_ontology_term_id": "NCBITaxon:10090"})
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        report = harmonize(HarmonizeConfig(source=src, out=tmp_path / "o.h5ad", organism="Homo sapiens"))
+    assert report.organism == "homo_sapiens"
+    assert next(r.getMessage() for r in caplog.records) == (
+        "organism Homo sapiens is given, but uns['organism_ontology_term_id'] states NCBITaxon:10090; "
+        "harmonizing as Homo sapiens"
+    )
+    macaque = _mouse_file(tmp_path / "q.h5ad", uns={"organism_ontology_term_id": "NCBITaxon:9544"})
+    stated = r"uns\['organism_ontology_term_id'\] states NCBITaxon:9544: atlasprep harmonizes Homo sapiens"
+    with pytest.raises(InputFormatError, match=stated):
+        harmonize(HarmonizeConfig(source=macaque, out=tmp_path / "q_out.h5ad"))

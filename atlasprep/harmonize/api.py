@@ -26,6 +26,7 @@ from atlasprep import __version__
 from atlasprep._io import atomic_output, write_json_atomic
 from atlasprep.errors import EmptyResultError, IncompleteMappingError, InputFormatError, UsageError
 from atlasprep.harmonize._embedding import compute_embedding, write_embedding
+from atlasprep.harmonize._organism import infer_organism
 from atlasprep.harmonize._schema_rules import DEPRECATED_OBS, ORGANISM_OBS, RESERVED_OBS, RESERVED_VAR
 from atlasprep.harmonize.config import ORGANISM_FIELD, PLAIN_FIELDS, HarmonizeConfig, check_config
 from atlasprep.harmonize.genes import GeneMapping, map_genes
@@ -35,7 +36,6 @@ from atlasprep.harmonize.labels import (
     LabelMapping,
     load_mapping_table,
     map_values,
-    organism_key,
     value_counts,
 )
 from atlasprep.ontology import SCHEMA_VERSION, ontology_versions, term_label, tissue_general
@@ -125,7 +125,7 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
         obs = source.obs_values(positions, list(source.obs_columns))
         var = source.var()
         names = _gene_names(var, config.gene_column)
-        organism = _organism(config, sets, names)
+        organism = infer_organism(config.organism or sets.get(ORGANISM_FIELD), config.input, obs, var, names)
         table = load_mapping_table(config.mapping) if config.mapping else {}
         fields, columns = _map_obs(obs, maps, sets, organism, table, keep_labels=config.keep_labels)
         genes = map_genes(names, organism)
@@ -188,19 +188,6 @@ def _gene_names(var: pd.DataFrame, column: str | None) -> list[str]:
     if column not in var.columns:
         raise UsageError(f"gene_column = {column!r}: not a var column (var has: {', '.join(var.columns)})")
     return [str(g) for g in var[column]]
-
-
-def _organism(config: HarmonizeConfig, sets: Mapping[str, str], names: list[str]) -> str:
-    given = config.organism or sets.get(ORGANISM_FIELD)
-    if given:
-        return organism_key(given)
-    mouse = sum(n.startswith("ENSMUSG") for n in names)
-    human = sum(n.startswith("ENSG") for n in names)
-    if mouse > human:
-        return "mus_musculus"
-    if human == 0:
-        log.info("no Ensembl IDs in var and no organism given: assuming Homo sapiens")
-    return "homo_sapiens"
 
 
 def _map_obs(
