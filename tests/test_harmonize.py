@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import anndata as ad
 import numpy as np
@@ -15,7 +16,7 @@ from conftest import shared_file
 from typer.testing import CliRunner
 
 from atlasprep.cli import app
-from atlasprep.errors import InputFormatError, UsageError
+from atlasprep.errors import IncompleteMappingError, InputFormatError, UsageError
 from atlasprep.harmonize import validate_anndata
 from atlasprep.harmonize.api import HarmonizeConfig, harmonize
 from atlasprep.harmonize.genes import map_genes
@@ -89,8 +90,11 @@ def test_wu2020_harmonized_validated_and_tokenized(tmp_path):
         "development_stage": (1, 1),
         "sex": (1, 1),
         "self_reported_ethnicity": (1, 1),
+        "tissue_type": (1, 1),
+        "suspension_type": (1, 1),
     }
     assert fields["cell_type"]["by_how"] == {"table": 16}
+    assert fields["suspension_type"]["by_how"] == {"set": 1}
     assert fields["assay"]["mapped"][0]["term_id"] == "EFO:0011025"
     assert report["raw_counts"]["integer"]
 
@@ -384,3 +388,82 @@ def test_a_given_organism_wins_over_the_files_with_a_warning_and_others_are_refu
     stated = r"uns\['organism_ontology_term_id'\] states NCBITaxon:9544: atlasprep harmonizes Homo sapiens"
     with pytest.raises(InputFormatError, match=stated):
         harmonize(HarmonizeConfig(source=macaque, out=tmp_path / "q_out.h5ad"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "term"),
+    [
+        ("cell_type", "eukaryotic cell", "CL:0000255"),  # forbidden by the schema
+        ("self_reported_ethnicity", "European", "HANCESTRO:0005"),  # not below HANCESTRO:0601/0602
+        ("assay", "microarray", "EFO:0002698"),  # not below EFO:0002772/EFO:0010183
+        ("tissue", "prime adult stage", "UBERON:0018241"),  # a life-cycle stage
+        ("development_stage", "life cycle stage", "HsapDv:0000000"),  # not below HsapDv:0000001
+    ],
+)
+def test_a_term_the_schema_forbids_in_the_field_stays_unmapped(field, value, term):
+    (mapping,) = map_values(field, {value: 3}, organism="homo_sapiens")
+    assert mapping.term_id is None
+    assert mapping.reason.startswith(f"{term} (")
+    assert f"is not allowed in {field}" in mapping.reason
+    # the same term from a mapping table is refused too
+    (tabled,) = map_values(field, {value: 3}, organism="homo_sapiens", table={value: term})
+    assert tabled.term_id is None
+
+
+def test_several_terms_in_the_schemas_form_map_each_and_join_sorted():
+    mappings = map_values(
+        "disease",
+        {"MONDO:0100096 || MONDO:0005061": 2, "asthma || COVID-19": 1, "asthma || kidney": 1},
+        organism="homo_sapiens",
+    )
+    by_value = {m.value: m for m in mappings}
+    assert by_value["MONDO:0100096 || MONDO:0005061"].term_id == "MONDO:0005061 || MONDO:0100096"
+    assert by_value["asthma || COVID-19"].term_id == "MONDO:0004979 || MONDO:0100096"
+    assert by_value["asthma || COVID-19"].label == "asthma || COVID-19"
+    assert by_value["asthma || kidney"].term_id is None  # one part unmapped: the whole value is
+    assert by_value["asthma || kidney"].reason.startswith("'kidney': ")
+    (ethnicity,) = map_values(
+        "self_reported_ethnicity", {"HANCESTRO:0019 || HANCESTRO:0022": 1}, organism="homo_sapiens"
+    )
+    assert ethnicity.term_id == "HANCESTRO:0019 || HANCESTRO:0022"
+
+
+def test_primary_cell_culture_takes_a_cell_type_as_its_tissue(tmp_path):
+    (cl,) = map_values(
+        "tissue", {"fibroblast": 4}, organism="homo_sapiens", tissue_type="primary cell culture"
+    )
+    assert cl.term_id == "CL:0000057"
+    (uberon,) = map_values("tissue", {"lung": 4}, organism="homo_sapiens", tissue_type="primary cell culture")
+    assert uberon.term_id is None
+
+
+def test_tissue_and_suspension_types_become_schema_values_or_stay_unmapped(tmp_path):
+    src = tmp_path / "in.h5ad"
+    obs = {
+        "susp": ["nuclei", "Cell", "blah", "nucleus"],
+        "tt": ["Organoid", "cell culture", "tissue", "tissue"],
+    }
+    ad.AnnData(
+        X=sp.csr_matrix(np.ones((4, 1), dtype=np.float32)),
+        obs=pd.DataFrame(obs, index=list("abcd")),
+        var=pd.DataFrame(index=["CD4"]),
+    ).write_h5ad(src)
+    config = HarmonizeConfig(
+        source=src, out=tmp_path / "o.h5ad", maps=(("susp", "suspension_type"), ("tt", "tissue_type"))
+    )
+    report = harmonize(config)
+    fields = {f.field: f for f in report.fields}
+    assert {m.value: (m.term_id, m.how) for m in fields["suspension_type"].mappings} == {
+        "nuclei": ("nucleus", "alias"),
+        "Cell": ("cell", "normalized"),
+        "blah": (None, None),
+        "nucleus": ("nucleus", "label"),
+    }
+    culture = next(m for m in fields["tissue_type"].mappings if m.value == "cell culture")
+    assert culture.term_id is None
+    assert "'primary cell culture' or 'cell line'" in culture.reason
+    out = ad.read_h5ad(tmp_path / "o.h5ad")
+    assert out.obs["suspension_type"].tolist()[:2] == ["nucleus", "cell"]
+    assert pd.isna(out.obs["suspension_type"].iloc[2])  # unmapped: missing, not copied
+    with pytest.raises(IncompleteMappingError):
+        harmonize(replace(config, out=tmp_path / "s.h5ad", strict=True))

@@ -10,7 +10,7 @@ from atlasprep.errors import UsageError
 from atlasprep.tokenize.split_groups import linked_components, sorted_codes
 from atlasprep.tokenize.split_holdout import holdout_mask, parse_holdout, resolve_holdouts
 from atlasprep.tokenize.split_stratify import composition_record, js_divergence, label_matrix
-from atlasprep.tokenize.splits import SPLIT_NAMES, SplitLeakError, _aim, assign_splits, plan_splits
+from atlasprep.tokenize.splits import SPLIT_NAMES, SplitLeakError, _aim, _greedy, assign_splits, plan_splits
 
 
 @settings(max_examples=60, deadline=None)
@@ -308,3 +308,23 @@ def test_stratify_brings_each_split_closer_to_the_whole():
 def test_js_divergence():
     assert js_divergence(np.array([1, 2, 3]), np.array([2, 4, 6])) == pytest.approx(0.0)
     assert js_divergence(np.array([1, 0]), np.array([0, 1])) == pytest.approx(1.0)
+
+
+def test_a_split_the_greedy_pass_leaves_empty_gets_a_group_when_there_are_enough():
+    # six donors of uneven size: some seeds' greedy order leaves test (or val) without a donor
+    sizes = {"A": 50, "B": 30, "C": 10, "D": 5, "E": 3, "F": 2}
+    frame = pd.DataFrame({"donor_id": [d for d, n in sizes.items() for _ in range(n)]})
+    comps = linked_components(frame, ["donor_id"])
+    repaired = 0
+    for seed in range(30):
+        plan = plan_splits(frame, columns=["donor_id"], seed=seed)
+        assert all(plan.n_cells[s] > 0 for s in SPLIT_NAMES), seed
+        greedy = _greedy(comps.sizes, np.full(comps.n, -1), np.array([80.0, 10.0, 10.0]), seed=seed)
+        placed = {d: SPLIT_NAMES[s] for d, s in zip(comps.values[0], greedy, strict=True)}
+        if len(set(greedy)) == 3:  # the greedy plan had every split: kept as it was
+            assert dict(plan.groups) == placed
+        else:
+            repaired += 1
+            moved = [d for d in sizes if plan.groups[d] != placed[d]]
+            assert len(moved) == 3 - len(set(greedy))  # a group moved to each empty split
+    assert repaired > 0

@@ -28,6 +28,7 @@ from atlasprep.errors import EmptyResultError, IncompleteMappingError, InputForm
 from atlasprep.harmonize._embedding import compute_embedding, write_embedding
 from atlasprep.harmonize._organism import infer_organism
 from atlasprep.harmonize._schema_rules import DEPRECATED_OBS, ORGANISM_OBS, RESERVED_OBS, RESERVED_VAR
+from atlasprep.harmonize._schema_values import SCHEMA_VALUES, map_schema_values
 from atlasprep.harmonize.config import ORGANISM_FIELD, PLAIN_FIELDS, HarmonizeConfig, check_config
 from atlasprep.harmonize.genes import GeneMapping, map_genes
 from atlasprep.harmonize.labels import (
@@ -207,20 +208,41 @@ def _map_obs(
     for field, column in maps.items():
         if column not in obs.columns:
             raise UsageError(f"maps {column}={field}: obs has no column {column!r}")
-    for field in (*TERM_FIELDS, *PLAIN_FIELDS):
+
+    def given(field: str) -> tuple[pd.Series, str] | None:
+        """The field's values and where they come from (a source column, or ``--set``)."""
         if field in maps:
-            values = obs[maps[field]].astype("string").fillna("")
-            source = maps[field]
-        elif field in sets:
-            values = pd.Series([sets[field]] * n, dtype="string")
-            source = "--set"
-        else:
+            return obs[maps[field]].astype("string").fillna(""), maps[field]
+        if field in sets:
+            return pd.Series([sets[field]] * n, dtype="string"), "--set"
+        return None
+
+    def own(field: str, source: str) -> dict[str, str]:
+        return {value: tid for (col, value), tid in table.items() if col in (source, field)}
+
+    literal_reports = []
+    for field in SCHEMA_VALUES:  # first: tissue_type decides what tissue and cell_type may be
+        found = given(field)
+        if found is not None:
+            values, source = found
+            literals = map_schema_values(
+                field, value_counts(values), own(field, source), given=source == "--set"
+            )
+            literal_reports.append(FieldReport(field=field, source=source, mappings=tuple(literals)))
+            columns[field] = values.map({m.value: m.term_id for m in literals}).astype("string")
+    kinds = {m.term_id for r in literal_reports if r.field == "tissue_type" for m in r.mappings if m.term_id}
+    tissue_type = kinds.pop() if len(kinds) == 1 else "tissue"  # (several: each checked as tissue)
+    for field in (*TERM_FIELDS, *PLAIN_FIELDS):
+        found = given(field)
+        if found is None or field in SCHEMA_VALUES:
             continue
+        values, source = found
         if field in PLAIN_FIELDS:
             columns[field] = _plain(field, values)
             continue
-        own = {value: tid for (col, value), tid in table.items() if col in (source, field)}
-        mappings = map_values(field, value_counts(values), organism=organism, table=own)
+        mappings = map_values(
+            field, value_counts(values), organism=organism, table=own(field, source), tissue_type=tissue_type
+        )
         if source == "--set":
             mappings = [m if m.how in (None, "table") else _as_set(m) for m in mappings]
         reports.append(FieldReport(field=field, source=source, mappings=tuple(mappings)))
@@ -235,7 +257,7 @@ def _map_obs(
             general = columns["tissue_ontology_term_id"].map(rollup).astype("string")
             columns["tissue_general_ontology_term_id"] = general
             columns["tissue_general"] = general.map(_labels(rollup.values())).astype("string")
-    return reports, columns
+    return [*reports, *literal_reports], columns
 
 
 def _as_set(mapping: LabelMapping) -> LabelMapping:

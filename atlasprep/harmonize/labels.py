@@ -16,7 +16,7 @@ tissue: UBERON, disease: MONDO or PATO "normal", …), so a UBERON hit for a cel
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -24,6 +24,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from atlasprep.errors import AmbiguousTermError, InputFormatError, UnknownTermError, UsageError
+from atlasprep.harmonize._term_rules import TERM_RULES, TermRule, verdict
 from atlasprep.ontology import FIELD_ONTOLOGIES, resolve_term, suggest, term_label
 from atlasprep.ontology.resolve import prime_suggestions, suggests
 
@@ -59,7 +60,6 @@ _UNKNOWN: Mapping[str, str] = MappingProxyType(
     }
 )
 _UNKNOWN_SPELLINGS = frozenset({"", "unknown", "nan", "na", "n/a", "none", "unassigned", "not available"})
-_SEX_TERMS = ("PATO:0000383", "PATO:0000384", "PATO:0001340")
 
 ORGANISM_TERMS: Mapping[str, str] = MappingProxyType(
     {"homo_sapiens": "NCBITaxon:9606", "mus_musculus": "NCBITaxon:10090"}
@@ -107,9 +107,11 @@ class LabelMapping:
         return out
 
 
-def field_ontologies(field: str, organism: str) -> tuple[str, ...]:
+def field_ontologies(field: str, organism: str, tissue_type: str = "tissue") -> tuple[str, ...]:
     if field == "development_stage":
         return ("HsapDv",) if organism == "homo_sapiens" else ("MmusDv",)
+    if field == "tissue" and tissue_type == "primary cell culture":  # the cells' type (schema 7)
+        return ("CL",)
     return FIELD_ONTOLOGIES[field]
 
 
@@ -135,34 +137,71 @@ def load_mapping_table(path: Path) -> dict[tuple[str, str], str]:
     return mapped
 
 
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """What a field's values may become: its ontologies, and the schema's rule for its terms
+    (for the dataset's organism and tissue_type)."""
+
+    name: str
+    organism: str
+    ontologies: tuple[str, ...]
+    rule: TermRule
+
+
 def map_values(
     field: str,
     counts: Mapping[str, int],
     *,
     organism: str,
     table: Mapping[str, str] | None = None,
+    tissue_type: str = "tissue",
 ) -> list[LabelMapping]:
-    """Map each distinct value (with its cell count) of a column destined for ``field``."""
+    """Map each distinct value (with its cell count) of a column destined for ``field``; a term
+    the CELLxGENE schema does not allow in the field (for ``organism`` and the dataset's
+    ``tissue_type``) stays unmapped, saying why."""
     if field not in TERM_FIELDS:
         raise UsageError(f"{field!r} is not a term field; harmonize maps {', '.join(TERM_FIELDS)}")
-    ontologies = field_ontologies(field, organism)
+    ontologies = field_ontologies(field, organism, tissue_type)
+    rule = TERM_RULES[f"{field}_ontology_term_id"](tissue_type, ORGANISM_TERMS[organism])
+    spec = _Field(field, organism, ontologies, rule)
     table = table or {}
     unmatched = [
-        value
+        part
         for value in map(str, counts)
         if value not in table
-        and value.strip().lower() not in _UNKNOWN_SPELLINGS
-        and suggests(value, ontologies)
+        for part in _parts(value, rule)
+        if part.strip().lower() not in _UNKNOWN_SPELLINGS and suggests(part, ontologies)
     ]
     prime_suggestions(unmatched, ontologies)  # their fuzzy matches at once, on every core
-    return [_map_one(field, str(v), n, ontologies, table, organism) for v, n in counts.items()]
+    return [_map_value(spec, str(v), n, table) for v, n in counts.items()]
 
 
-def _map_one(
-    field: str, value: str, n_cells: int, ontologies: Sequence[str], table: Mapping[str, str], organism: str
-) -> LabelMapping:
+def _parts(value: str, rule: TermRule) -> list[str]:
+    """A value of a field that takes several terms (disease, ethnicity: ``A || B``) split."""
+    return [p.strip() for p in value.split("||")] if rule.multi and "||" in value else [value]
+
+
+_GRADES: tuple[str, ...] = ("table", "set", "unknown", "id", "label", "synonym", "alias", "normalized")
+
+
+def _map_value(spec: _Field, value: str, n_cells: int, table: Mapping[str, str]) -> LabelMapping:
+    """One value; several terms (``A || B``) each mapped, then joined sorted as the schema wants."""
+    parts = _parts(value, spec.rule)
+    if value in table or len(parts) == 1:
+        return _map_one(spec, value, n_cells, table)
+    mapped = [_map_one(spec, part, n_cells, table) for part in parts]
+    failed = next((m for m in mapped if m.term_id is None), None)
+    if failed is not None:
+        return replace(failed, value=value, reason=f"{failed.value!r}: {failed.reason}")
+    terms = sorted({str(m.term_id) for m in mapped})
+    how = max((m.how for m in mapped if m.how is not None), key=_GRADES.index)  # the weakest
+    return _checked(spec, value, " || ".join(terms), how, n_cells)
+
+
+def _map_one(spec: _Field, value: str, n_cells: int, table: Mapping[str, str]) -> LabelMapping:
+    field, ontologies, organism = spec.name, spec.ontologies, spec.organism
     if value in table:
-        return _checked(field, value, table[value], "table", n_cells, ontologies, organism)
+        return _checked(spec, value, table[value], "table", n_cells)
     if value.strip().lower() in _UNKNOWN_SPELLINGS:
         fallback = _UNKNOWN.get(field)
         if field == "self_reported_ethnicity" and organism != "homo_sapiens":
@@ -185,7 +224,7 @@ def _map_one(
             value=value, term_id=None, label=None, how=None, n_cells=n_cells,
             suggestions=_labelled(exc.suggestions[:3]), reason=str(exc),
         )  # fmt: skip
-    return _checked(field, value, resolved.term_id, resolved.how, n_cells, ontologies, organism)
+    return _checked(spec, value, resolved.term_id, resolved.how, n_cells)
 
 
 def _labelled(term_ids: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -200,29 +239,36 @@ def _labelled(term_ids: Sequence[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _checked(
-    field: str, value: str, term_id: str, how: Grade, n_cells: int, ontologies: Sequence[str], organism: str
-) -> LabelMapping:
-    """A term that must also be allowed for the field (a table entry or a resolved name)."""
-    if term_id in ("unknown", "na"):
-        return LabelMapping(value=value, term_id=term_id, label=term_id, how=how, n_cells=n_cells)
-    problem = ""
-    try:
-        term = resolve_term(term_id, ontologies)
-    except (UnknownTermError, AmbiguousTermError) as exc:
-        problem = str(exc)
-    else:
-        term_id = term.term_id
-        if field == "sex" and term_id not in _SEX_TERMS:
-            problem = f"{term_id} is not a sex term the schema allows ({', '.join(_SEX_TERMS)})"
-        if field == "disease" and term_id.startswith("PATO:") and term_id != "PATO:0000461":
-            problem = f"{term_id}: the only PATO disease term is PATO:0000461 (normal)"
+def _checked(spec: _Field, value: str, term_id: str, how: Grade, n_cells: int) -> LabelMapping:
+    """A term (or several, ``A || B``) that must also be one the schema allows in the field (a
+    table entry or a resolved name): its rule's verdict, as ``validate`` gives it."""
+    problem, terms = "", []
+    for part in term_id.split(" || ") if spec.rule.multi else [term_id]:
+        if part in ("unknown", "na"):
+            terms.append(part)
+            continue
+        try:
+            terms.append(resolve_term(part, spec.ontologies).term_id)
+        except (UnknownTermError, AmbiguousTermError) as exc:
+            problem = str(exc)
+            break
+    if not problem:
+        term_id = " || ".join(terms)
+        reason = verdict(term_id, spec.rule)
+        if reason is not None:
+            problem = f"{term_id} ({_label_of(term_id)}) is not allowed in {spec.name}: {reason}"
     if problem:
         return LabelMapping(
             value=value, term_id=None, label=None, how=None, n_cells=n_cells, reason=problem,
-            suggestions=tuple(suggest(value, ontologies, n=3)),
+            suggestions=tuple(suggest(value, spec.ontologies, n=3)),
         )  # fmt: skip
-    return LabelMapping(value=value, term_id=term_id, label=term_label(term_id), how=how, n_cells=n_cells)
+    return LabelMapping(value=value, term_id=term_id, label=_label_of(term_id), how=how, n_cells=n_cells)
+
+
+def _label_of(term_id: str) -> str:
+    if term_id in ("unknown", "na"):
+        return term_id
+    return " || ".join(term_label(t) for t in term_id.split(" || "))
 
 
 def value_counts(values: Iterable[Any]) -> dict[str, int]:

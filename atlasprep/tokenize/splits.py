@@ -163,12 +163,15 @@ def plan_splits(
     _place_too_large(comps, split_of, target, fallback=fallback)
     aim = _aim(target, split_of, comps.sizes)
     stratified = None
+    free = split_of < 0
     if stratify is None:
         split_of = _greedy(comps.sizes, split_of, aim * int(comps.sizes.sum()), seed=seed)
     else:
         labels, names = sorted_codes(obs[stratify])
         matrix = label_matrix(comps.cell_component, labels, comps.n, len(names))
         split_of = stratified_assign(matrix, split_of, aim, seed=seed)
+    _fill_empty(split_of, free, comps.sizes, target)
+    if stratify is not None:
         stratified = composition_record(stratify, matrix, split_of, names, SPLIT_NAMES)
     unmet = _unmet(comps, split_of, target, fallback=fallback, n_held=n_held)
     cell_splits = split_of[comps.cell_component].astype(np.uint8)
@@ -234,6 +237,24 @@ def _aim(target: np.ndarray, split_of: np.ndarray, sizes: np.ndarray) -> np.ndar
     aim = placed / total
     aim[~full] = (1.0 - placed[full].sum() / total) * target[~full] / target[~full].sum()
     return aim
+
+
+def _fill_empty(split_of: np.ndarray, free: np.ndarray, sizes: np.ndarray, target: np.ndarray) -> None:
+    """Give a split that asks for cells but got none (the greedy pass can leave one so when a
+    few groups are left to place) the smallest placed group of the split furthest over its share
+    that keeps another. Plans where every such split has cells are left as they are."""
+    total = max(float(sizes.sum()), 1.0)
+    for split in np.flatnonzero(target > 0):
+        if (split_of == split).any():
+            continue
+        counts = np.bincount(split_of[free], minlength=len(target))
+        cells = np.bincount(split_of, weights=sizes, minlength=len(target))
+        donors = [s for s in range(len(target)) if s != split and counts[s] >= 2]
+        if not donors:
+            return
+        donor = max(donors, key=lambda s: (cells[s] / total - target[s], -s))
+        movable = np.flatnonzero(free & (split_of == donor))
+        split_of[movable[np.argmin(sizes[movable])]] = split
 
 
 def _unmet(
