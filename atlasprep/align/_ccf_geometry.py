@@ -106,13 +106,14 @@ def structures_at(points_mm: np.ndarray, organ: ReferenceOrgan) -> list[list[str
 
 def spatial_bins(points_mm: np.ndarray, bin_size_mm: float) -> np.ndarray:
     """Stable int64 3-D bin ids: each axis' ``floor(coordinate / bin_size_mm)`` packed in 21 bits."""
-    if not bin_size_mm > 0:
-        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be > 0 mm")
+    if not (np.isfinite(bin_size_mm) and bin_size_mm > 0):
+        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be a finite number > 0 mm")
     points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
     if not np.isfinite(points).all():
         raise InputFormatError("some coordinates to bin are NaN or infinite")
-    index = np.floor(points / bin_size_mm)
-    if np.any(np.abs(index) >= _BIN_OFFSET):
+    with np.errstate(over="ignore"):  # a tiny bin overflows to inf: refused just below
+        index = np.floor(points / bin_size_mm)
+    if not np.all(np.abs(index) < _BIN_OFFSET):
         raise UsageError(
             f"bin_size_mm = {bin_size_mm}: gives more than 2**20 bins along an axis; use larger bins"
         )
@@ -138,8 +139,12 @@ def spatial_bin_labels(ids: np.ndarray) -> pd.Categorical:
 
 
 def spatial_neighbors(points: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """kNN graph: (connectivities, distances), CSR n × n. Distances hold each point's
-    ``n_neighbors`` nearest others; connectivities are their symmetric 0/1 union."""
+    """kNN graph in squidpy's generic-coordinate layout (``squidpy.gr.spatial_neighbors``,
+    ``coord_type="generic"``, its KNN builder): (connectivities, distances), CSR n × n, row i
+    holding point i's ``n_neighbors`` nearest others (itself excluded) in both: connectivities
+    1.0 (float32, directed: not symmetrised), distances their Euclidean lengths (float64), with
+    zeros not stored (so a neighbour at the very same coordinates is connected but has no
+    stored distance, as in squidpy)."""
     coords = np.asarray(points, dtype=np.float64)
     n = len(coords)
     if not 1 <= n_neighbors < n:
@@ -153,11 +158,11 @@ def spatial_neighbors(points: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matr
     keep = ~is_self
     columns = index[keep].reshape(n, n_neighbors)
     indptr = np.arange(0, n * n_neighbors + 1, n_neighbors)
-    distances = sp.csr_matrix((distance[keep], columns.ravel(), indptr), shape=(n, n))
-    distances.sort_indices()
-    adjacency = sp.csr_matrix(
+    connectivities = sp.csr_matrix(
         (np.ones(n * n_neighbors, dtype=np.float32), columns.ravel(), indptr), shape=(n, n)
     )
-    connectivities = sp.csr_matrix(adjacency.maximum(adjacency.T), dtype=np.float32)
     connectivities.sort_indices()
+    distances = sp.csr_matrix((distance[keep], columns.ravel(), indptr), shape=(n, n))
+    distances.sort_indices()
+    distances.eliminate_zeros()
     return connectivities, distances

@@ -4,6 +4,7 @@ its pixel size, and write the registered one atomically."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def read_section(path: Path | str, *, table: str | None = None, all_spots: bool 
         if suffix == ".loom":
             return SpatialSection(adata=_read_loom(path))
         adata = read_anndata_zarr(path) if suffix == ".zarr" else ad.read_h5ad(path)
-        return SpatialSection(adata=adata, pixel_size=scalefactor_pixel_size(adata))
+        return SpatialSection(adata=adata, pixel_size=scalefactor_pixel_size(adata, where=str(path)))
     except (OSError, KeyError, ValueError) as exc:
         if isinstance(exc, UsageError | InputFormatError):
             raise
@@ -117,9 +118,11 @@ def _inside(path: Path) -> str:
 def settle_pixel_size(given: float | None, stated: PixelSize | None) -> PixelSize:
     """The µm per pixel to use: the one given wins, then the one the file states, then 1."""
     if given is not None:
-        if not given > 0:
-            raise UsageError(f"pixel_size_um = {given}: must be > 0 (µm per pixel)")
+        if not (math.isfinite(given) and given > 0):
+            raise UsageError(f"pixel_size_um = {given}: must be a finite number > 0 (µm per pixel)")
         return PixelSize(um=float(given), source="given")
+    if stated is not None and stated.problem:
+        raise InputFormatError(stated.problem)
     return stated or PixelSize(um=DEFAULT_PIXEL_SIZE_UM, source="default: the file states none")
 
 

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -64,6 +65,7 @@ class PixelSize:
 
     um: float
     source: str
+    problem: str = ""  # why the file's figure cannot be used (a damaged scale factor): an error if it is
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,25 +90,51 @@ def is_visium(path: Path) -> bool:
     return path.is_dir() and (path / "spatial").is_dir() and any(path.glob("*_feature_bc_matrix.h5"))
 
 
-def scalefactor_pixel_size(adata: ad.AnnData) -> PixelSize | None:
+def scalefactor_pixel_size(adata: ad.AnnData, *, where: str = "") -> PixelSize | None:
     """The pixel size that scanpy's Visium layout (``uns["spatial"][library]["scalefactors"]``)
-    states, or None (no scale factors, or libraries that disagree)."""
+    states, or None (no scale factors, or libraries that disagree). A stated
+    ``microns_per_pixel`` or ``spot_diameter_fullres`` that is not a finite number > 0 gives a
+    pixel size whose ``problem`` names ``where`` (the file) and the field: an error if it is used.
+    An absent (or null) one is not stated."""
     libraries = adata.uns.get(SPATIAL_KEY)
     if not isinstance(libraries, Mapping) or not libraries:
         return None
     found: set[tuple[float, str]] = set()
     for library, entry in libraries.items():
         factors = entry.get("scalefactors", {}) if isinstance(entry, Mapping) else {}
-        if "microns_per_pixel" in factors:
-            found.add((float(factors["microns_per_pixel"]), f"Space Ranger microns_per_pixel ({library})"))
-        elif "spot_diameter_fullres" in factors:
-            diameter = float(factors["spot_diameter_fullres"])
-            why = f"Space Ranger spot_diameter_fullres: {diameter:.4g} px per {SPOT_DIAMETER_FULLRES_UM:g} µm"
-            found.add((SPOT_DIAMETER_FULLRES_UM / diameter, why))
+        field = next(
+            (f for f in ("microns_per_pixel", "spot_diameter_fullres") if factors.get(f) is not None), ""
+        )
+        if not field:
+            continue
+        value = np.asarray(factors[field])
+        number = _float(value)
+        if not number > 0:  # NaN too
+            number = math.nan
+        um = number if field == "microns_per_pixel" else SPOT_DIAMETER_FULLRES_UM / number
+        if not math.isfinite(um):  # inf, or 65 µm over a diameter too small for a float
+            problem = (
+                f"{where or f'uns[spatial][{library}][scalefactors]'}: {field} = {value.tolist()!r}: must be "
+                "a finite number > 0; fix the file, or set pixel_size_um to give the µm per pixel"
+            )
+            return PixelSize(um=math.nan, source=f"Space Ranger {field} ({library})", problem=problem)
+        if field == "microns_per_pixel":
+            found.add((um, f"Space Ranger microns_per_pixel ({library})"))
+        else:
+            why = f"Space Ranger spot_diameter_fullres: {number:.4g} px per {SPOT_DIAMETER_FULLRES_UM:g} µm"
+            found.add((um, why))
     if len({um for um, _ in found}) != 1:
         return None
     um, source = found.pop()
-    return PixelSize(um=um, source=source) if um > 0 and np.isfinite(um) else None
+    return PixelSize(um=um, source=source)
+
+
+def _float(value: np.ndarray) -> float:
+    """One number (as JSON, h5ad or zarr store it), else NaN."""
+    try:
+        return float(value.item()) if value.size == 1 else math.nan
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _text(value: Any) -> Any:
@@ -134,7 +162,8 @@ def read_visium(path: Path, *, all_spots: bool = False) -> SpatialSection:
     if not all_spots:
         adata = adata[adata.obs["in_tissue"].to_numpy() == 1].copy()
     adata.obsm[SPATIAL_KEY] = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)  # x, y full-res px
-    return SpatialSection(adata=adata, pixel_size=scalefactor_pixel_size(adata))
+    factors = path / "spatial" / "scalefactors_json.json"
+    return SpatialSection(adata=adata, pixel_size=scalefactor_pixel_size(adata, where=str(factors)))
 
 
 # -- SpatialData zarr ---------------------------------------------------------------------------

@@ -30,16 +30,17 @@ vessels: ``FMA:7264``). Cells in no structure get ``unknown`` and an empty list.
 matrix.
 
 The placement is optional; neighbours and bins work on any section. ``neighbors=K`` adds a
-k-nearest-neighbour graph on the section's µm coordinates (``obsp["spatial_connectivities"]``,
-symmetric 0/1; ``obsp["spatial_distances"]``, each cell's K nearest others in µm; CSR, the
-squidpy layout). ``bin_size_mm`` adds ``obs["spatial_bin"]`` (``x12_y3_z7``: floor of each
-coordinate over the bin size) from the organ frame when placed — comparable across sections
-of the same organ — else from the section's own µm coordinates (as mm) with z = section_z.
-"""
+k-nearest-neighbour graph on the section's µm coordinates in squidpy's generic KNN layout
+(CSR; row i holds cell i's K nearest others in both ``obsp["spatial_connectivities"]``, 1.0,
+and ``obsp["spatial_distances"]``, µm; not symmetrised). ``bin_size_mm`` adds
+``obs["spatial_bin"]`` (``x12_y3_z7``: floor of each coordinate over the bin size) from the
+organ frame when placed — comparable across sections of the same organ — else from the
+section's own µm coordinates (as mm) with z = section_z."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,11 +194,15 @@ def _structure_columns(points: np.ndarray, organ: ReferenceOrgan, crosswalk: Cro
     return {TERM_COLUMN: term, LABEL_COLUMN: label, ALL_TERMS_COLUMN: categorical(joined)}
 
 
-def _check_options(neighbors: int | None, bin_size_mm: float | None) -> None:
+def _check_options(neighbors: int | None, bin_size_mm: float | None, section_z_mm: float | None) -> None:
     if neighbors is not None and neighbors < 1:
         raise UsageError(f"neighbors = {neighbors}: must be at least 1")
-    if bin_size_mm is not None and not bin_size_mm > 0:
-        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be > 0 mm")
+    if bin_size_mm is not None and not (math.isfinite(bin_size_mm) and bin_size_mm > 0):
+        raise UsageError(f"bin_size_mm = {bin_size_mm}: must be a finite number > 0 mm")
+    if section_z_mm is not None and not math.isfinite(section_z_mm):
+        raise UsageError(
+            f"section_z_mm = {section_z_mm}: must be a finite number (mm from the block's −z face)"
+        )
 
 
 def _place(
@@ -221,7 +226,13 @@ def _place(
     local = section_to_block(
         xy, pixel_size_um=pixel_size_um, section_z_mm=z, dimensions_mm=block.dimensions_mm
     )
-    placed = apply_matrix(placement_matrix(block), local)
+    with np.errstate(all="ignore"):  # a Registration built in code skips the reader's checks
+        placed = apply_matrix(placement_matrix(block), local)
+    if not np.isfinite(placed).all():
+        raise InputFormatError(
+            f"registration {block.id or block.source}: its placement gives non-finite organ coordinates; "
+            "scaling, rotation and translation must be finite numbers"
+        )
     result.obsm[CCF_KEY] = placed
     for column, values in _structure_columns(placed, reference, table).items():
         result.obs[column] = values
@@ -243,6 +254,17 @@ def _add_neighbors(result: ad.AnnData, points_um: np.ndarray, neighbors: int) ->
 def _add_bins(result: ad.AnnData, points_mm: np.ndarray, bin_size_mm: float, frame: str) -> None:
     result.obs[BIN_COLUMN] = spatial_bin_labels(spatial_bins(points_mm, bin_size_mm))
     result.uns["spatial_bins"] = {"bin_size_mm": bin_size_mm, "frame": frame, "column": BIN_COLUMN}
+
+
+def _check_scaled(xy: np.ndarray, px: PixelSize) -> None:
+    """The section in µm, and its squared distances, stay within a float's range (a huge pixel
+    size would overflow them)."""
+    reach = float(np.abs(xy).max()) * px.um  # a Python float: overflow gives inf, not a warning
+    if not math.isfinite(reach * reach):
+        raise UsageError(
+            f"pixel_size_um = {px.um:g} ({px.source}): obsm['spatial'] reaches {np.abs(xy).max():g} px, "
+            "which at that size overflows a float; give the µm per pixel"
+        )
 
 
 def _as_section(adata: ad.AnnData | SpatialSection | Path | str) -> SpatialSection:
@@ -269,7 +291,7 @@ def register_section(
     ``pixel_size_um`` None takes the one the section states (Space Ranger scale factors in
     ``uns["spatial"]``, a SpatialData µm coordinate system), else 1; ``uns["spatial_pixel_size"]``
     records which."""
-    _check_options(neighbors, bin_size_mm)
+    _check_options(neighbors, bin_size_mm, section_z_mm)
     placing: tuple[Registration, ReferenceOrgan, Crosswalk] | None = None
     organ_iri = ""
     if registration is not None:
@@ -281,6 +303,7 @@ def register_section(
     px = settle_pixel_size(pixel_size_um, section.pixel_size)
     result = section.adata
     xy = section_xy(result, spatial_key)
+    _check_scaled(xy, px)
     result.uns[PIXEL_KEY] = {"pixel_size_um": px.um, "source": px.source}
     if placing is not None:
         placed = _place(result, xy, placing, organ_iri, pixel_size_um=px.um, section_z_mm=section_z_mm)
@@ -322,7 +345,7 @@ def register_file(
     ``out`` atomically: AnnData, or a SpatialData store with ``spatialdata_out``."""
     spatial = whole_file(spatial, "align ccf")
     settle_pixel_size(pixel_size_um, None)  # bad values fail before any reading
-    _check_options(neighbors, bin_size_mm)
+    _check_options(neighbors, bin_size_mm, section_z_mm)
     out = Path(out)
     if format_of(out) != "zarr" and spatialdata_out:
         raise UsageError(f"spatialdata_out: a SpatialData store is a .zarr directory, not {out.name}")

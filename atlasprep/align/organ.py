@@ -154,7 +154,7 @@ def _pick_organ_node(path: Path, scene: trimesh.Scene, organ_node: str | None) -
         return roots[0]
     raise UsageError(
         f"cannot tell which node of {path.name} is the organ (roots: {', '.join(roots)}); "
-        "name it with organ_node"
+        "set organ_node to name it"
     )
 
 

@@ -25,6 +25,10 @@ Placement conventions, taken from the HRA code that draws and places blocks
   ``applySpatialPlacement`` does). Other ``rotation_order`` values compose in their letters'
   order (``"ZYX"`` → ``Rz·Ry·Rx``); the HRA itself only writes ``"XYZ"``.
 
+The RUI writes all nine placement components and the HRA reads each, so an absent one is
+refused as a null one is; so are non-finite values, a scaling ≤ 0 (a collapsed or mirrored
+block) and a block placed more than ``MAX_REACH_MM`` from the organ's origin.
+
 Where the reference organ's frame has its origin is the organ loader's business
 (:mod:`atlasprep.align.organ`).
 """
@@ -58,6 +62,7 @@ _FMA_IRI = re.compile(r"^https?://purl\.org/sig/ont/fma/fma(\d+)$")
 _FMA_CURIE = re.compile(r"^fma:(?:fma:?)?(\d+)$", re.IGNORECASE)
 
 Triple = tuple[float, float, float]
+MAX_REACH_MM = 1e6  # how far from the organ's origin a placed block may reach (1 km: any real organ fits)
 
 
 def iri_to_curie(iri: str) -> str:
@@ -115,9 +120,9 @@ def _where(source: str, block_id: str) -> str:
     return f"{source}: registration {block_id}" if block_id else source
 
 
-def _number(obj: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
-    value = obj.get(key, default)
-    if value is None:
+def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
+    value = obj.get(key)
+    if value is None:  # absent or null: the RUI writes every component, and the HRA reads each
         raise InputFormatError(f"{where}: '{key}' is missing; a RUI registration needs it")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InputFormatError(f"{where}: '{key}' must be a number, got {value!r}")
@@ -137,9 +142,25 @@ def _factor(obj: Mapping[str, Any], key: str, table: Mapping[str, float], defaul
     return table[unit]
 
 
-def _triple(obj: Mapping[str, Any], stem: str, where: str, factor: float, default: float | None) -> Triple:
-    x, y, z = (_number(obj, f"{axis}_{stem}", where, default) * factor for axis in "xyz")
+def _triple(obj: Mapping[str, Any], stem: str, where: str, factor: float) -> Triple:
+    x, y, z = (_number(obj, f"{axis}_{stem}", where) * factor for axis in "xyz")
+    if not all(math.isfinite(v) for v in (x, y, z)):  # a huge value in cm, m or radians
+        raise InputFormatError(f"{where}: x/y/z_{stem} ({x:g}, {y:g}, {z:g}) overflow; they must be finite")
     return (x, y, z)
+
+
+def _check_reach(where: str, dimensions: Triple, placement: Placement) -> None:
+    """Refuse a placement that carries the block out of any organ's frame: its corners must lie
+    within ``MAX_REACH_MM`` of the organ's origin (a rotation keeps lengths, so |T| + |S ⊙ d/2|
+    bounds them), which also keeps every later product of coordinates finite."""
+    half = (s * d / 2.0 for s, d in zip(placement.scaling, dimensions, strict=True))
+    reach = math.hypot(*placement.translation_mm) + math.hypot(*half)
+    if not reach <= MAX_REACH_MM:
+        raise InputFormatError(
+            f"{where}: the placement puts the block up to {reach:.3g} mm from the organ's origin; "
+            f"x/y/z_translation and x/y/z_scaling × the block's dimensions must keep it within "
+            f"{MAX_REACH_MM:g} mm (a reference organ spans under 2 m)"
+        )
 
 
 def _placement(entity: Mapping[str, Any], where: str) -> Placement:
@@ -156,14 +177,17 @@ def _placement(entity: Mapping[str, Any], where: str) -> Placement:
     order = str(raw.get("rotation_order") or "XYZ").upper()
     if sorted(order) != ["X", "Y", "Z"]:
         raise InputFormatError(f"{where}: rotation_order '{order}' must be a permutation of XYZ")
-    scaling = _triple(raw, "scaling", where, 1.0, 1.0)
-    if 0.0 in scaling:
-        raise InputFormatError(f"{where}: a scaling of 0 collapses the block; fix x/y/z_scaling")
+    scaling = _triple(raw, "scaling", where, 1.0)
+    if min(scaling) <= 0.0:
+        raise InputFormatError(
+            f"{where}: x/y/z_scaling {scaling} must all be > 0 (a ratio: 0 collapses the block, "
+            "a negative one mirrors it, which a RUI placement never does)"
+        )
     return Placement(
         target=target,
         scaling=scaling,
         rotation_deg=_triple(
-            raw, "rotation", where, _factor(raw, "rotation_units", _ANGLE_TO_DEG, "degree", where), 0.0
+            raw, "rotation", where, _factor(raw, "rotation_units", _ANGLE_TO_DEG, "degree", where)
         ),
         rotation_order=order,
         translation_mm=_triple(
@@ -171,7 +195,6 @@ def _placement(entity: Mapping[str, Any], where: str) -> Placement:
             "translation",
             where,
             _factor(raw, "translation_units", _LENGTH_TO_MM, "millimeter", where),
-            None,
         ),
         placement_date=str(raw.get("placement_date") or ""),
     )
@@ -186,7 +209,6 @@ def parse_registration(entity: Mapping[str, Any], *, source: str = "", sample_id
         "dimension",
         where,
         _factor(entity, "dimension_units", _LENGTH_TO_MM, "millimeter", where),
-        None,
     )
     if min(dimensions) <= 0:
         raise InputFormatError(f"{where}: block dimensions {dimensions} mm must all be positive")
@@ -195,10 +217,12 @@ def parse_registration(entity: Mapping[str, Any], *, source: str = "", sample_id
         annotations = [annotations]
     if not isinstance(annotations, list) or not all(isinstance(a, str) for a in annotations):
         raise InputFormatError(f"{where}: 'ccf_annotations' must be a list of IRIs")
+    placement = _placement(entity, where)
+    _check_reach(where, dimensions, placement)
     return Registration(
         id=block_id,
         dimensions_mm=dimensions,
-        placement=_placement(entity, where),
+        placement=placement,
         ccf_annotations=tuple(annotations),
         sample_id=sample_id,
         creation_date=str(entity.get("creation_date") or ""),
@@ -234,7 +258,7 @@ def read_registrations(path: Path | str) -> tuple[Registration, ...]:
     """Every registration in a RUI JSON file or a ``rui_locations.jsonld`` collection."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some Windows editors write
     except FileNotFoundError:
         raise SourceError(f"registration {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -113,9 +113,9 @@ def barcodes_command(
         "--bin-size mm adds obs['spatial_bin'], the spatial context token for tokenize. Without a "
         "registration only neighbors and bins on the section's own coordinates are made.\n\n"
         "--spatial also takes a 10x Visium Space Ranger folder (read by scanpy: pip install "
-        "'atlasprep[spatial]'; in-tissue spots only unless --all-spots) and a SpatialData .zarr store (its "
+        "'atlasprep\\[spatial]'; in-tissue spots only unless --all-spots) and a SpatialData .zarr store (its "
         "table, placed at the centres of the shapes or points it annotates). µm per pixel: --pixel-size "
-        "when given, else what the file states (Visium: 55 µm / spot_diameter_fullres, or microns_per_pixel; "
+        "when given, else what the file states (Visium: 65 µm / spot_diameter_fullres, or microns_per_pixel; "
         "SpatialData: the unit its coordinate system names), else 1; the summary says which.\n\n"
         "Examples:\n\n"
         "  atlasprep align ccf --spatial section.h5ad --registration block.json --reference-organ "
@@ -139,11 +139,19 @@ def ccf_command(
     ),
     reference_organ: Path | None = typer.Option(None, "--reference-organ", help="The HRA organ (.glb)."),
     crosswalk: Path | None = typer.Option(None, "--crosswalk", help="3D node name → ontology ID (CSV)."),
+    organ_node: str | None = typer.Option(
+        None,
+        "--organ-node",
+        help="Which node of the --reference-organ GLB is the organ (e.g. VHF_heart) \\[default: the node "
+        "named like the file, else its only root].",
+    ),
     pixel_size: float | None = typer.Option(
-        None, "--pixel-size", help="µm per pixel of obsm['spatial'] [default: as the file states, else 1]."
+        None, "--pixel-size", help="µm per pixel of obsm['spatial'] \\[default: as the file states, else 1]."
     ),
     section_z: float | None = typer.Option(
-        None, "--section-z", help="Depth of the section in the block, mm from its −z face [default: middle]."
+        None,
+        "--section-z",
+        help="Depth of the section in the block, mm from its −z face \\[default: middle].",
     ),
     neighbors: int | None = typer.Option(None, "--neighbors", help="Add a spatial kNN graph (K neighbours)."),
     bin_size: float | None = typer.Option(None, "--bin-size", help="Add 3-D spatial bins of this size (mm)."),
@@ -166,6 +174,7 @@ def ccf_command(
         reference_organ=reference_organ,
         crosswalk=crosswalk,
         registration_id=registration_id,
+        organ_node=organ_node,
         pixel_size_um=pixel_size,
         section_z_mm=section_z,
         neighbors=neighbors,
