@@ -467,3 +467,36 @@ def test_tissue_and_suspension_types_become_schema_values_or_stay_unmapped(tmp_p
     assert pd.isna(out.obs["suspension_type"].iloc[2])  # unmapped: missing, not copied
     with pytest.raises(IncompleteMappingError):
         harmonize(replace(config, out=tmp_path / "s.h5ad", strict=True))
+
+
+def test_a_par_y_copy_is_the_y_gene_not_summed_into_the_x_one():
+    names = [
+        "ENSG00000002586.20",
+        "ENSG00000002586.20_PAR_Y",
+        "ENSG00000185960_PAR_Y",
+        "ENSG00000000003_PAR_Y",
+    ]
+    mapping = map_genes(names, "homo_sapiens")
+    assert list(zip(mapping.feature_ids, mapping.how, strict=True)) == [
+        ("ENSG00000002586", "versioned_id"),  # CD99 on X
+        ("ENSG00000292348", "par_y"),  # CD99 on Y: its own ID since GENCODE v44
+        ("ENSG00000292354", "par_y"),  # SHOX on Y
+        (None, None),  # no pseudoautosomal Y copy: unknown
+    ]
+    assert mapping.duplicates == {}
+    assert mapping.unknown == ("ENSG00000000003_PAR_Y",)
+
+
+def test_the_report_file_lists_every_unknown_gene(tmp_path):
+    src = tmp_path / "in.h5ad"
+    genes = ["CD4", *[f"NOT_A_GENE_{i}" for i in range(30)]]
+    ad.AnnData(
+        X=sp.csr_matrix(np.ones((2, len(genes)), dtype=np.float32)),
+        obs=pd.DataFrame(index=["a", "b"]),
+        var=pd.DataFrame(index=genes),
+    ).write_h5ad(src)
+    harmonize(HarmonizeConfig(source=src, out=tmp_path / "o.h5ad", report=tmp_path / "r.json"))
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["genes"]["unknown_examples"] == genes[1:]  # all 30
+    kept = ad.read_h5ad(tmp_path / "o.h5ad").uns["atlasprep"]["harmonize"]["genes"]
+    assert len(kept["unknown_examples"]) == 20  # the output's copy: the first few

@@ -104,7 +104,7 @@ class HarmonizeReport:
             "n_cells": self.n_cells,
             "organism": self.organism,
             "fields": {f.field: f.to_json() for f in self.fields},
-            "genes": self.genes.to_json(),
+            "genes": self.genes.to_json(examples=None),  # every unknown, ambiguous and summed gene
             "raw_counts": self.raw_counts,
             "versions": self.versions,
             "seconds": round(self.seconds, 3),
@@ -345,6 +345,7 @@ def _stream(
         for field in summary["fields"].values():  # the per-value lists stay in the report file
             field.pop("mapped")
             field.pop("unmapped")
+        summary["genes"] = genes.to_json()  # (and the genes but the first few of each kind)
         report = replace(report, raw_counts=counts, seconds=time.perf_counter() - started)
         embedding = _embedding(config, kept)
         with _report_output(config, report):

@@ -1,7 +1,9 @@
 """Gene names to Ensembl IDs, through the GENCODE table atlasprep ships.
 
 Each input gene (a var name, or a var column) is, in this order: an Ensembl ID of the organism
-(``id``; a version suffix such as ``.12`` is dropped: ``versioned_id``), an ERCC spike-in kept as
+(``id``; a version suffix such as ``.12`` is dropped: ``versioned_id``; the ``_PAR_Y`` copy of a
+pseudoautosomal gene in older GENCODE releases is the Y gene that now has its own ID and the same
+symbol: ``par_y``, unknown if there is not exactly one), an ERCC spike-in kept as
 it is (``spike_in``), a GENCODE symbol naming exactly one gene (``symbol``), or such a symbol
 matched ignoring case (``case``; mouse data often comes lower-cased). Symbols that name several
 Ensembl IDs are ``ambiguous`` and names found nowhere ``unknown``: both leave var, and the report
@@ -24,8 +26,8 @@ from atlasprep.reference import gene_table
 
 __all__ = ["GeneGrade", "GeneMapping", "map_genes"]
 
-GeneGrade = Literal["id", "versioned_id", "spike_in", "symbol", "case"]
-_ENSEMBL = re.compile(r"^(ENS(?:MUS)?G\d{11})(?:\.\d+)?(?:_PAR_Y)?$")
+GeneGrade = Literal["id", "versioned_id", "par_y", "spike_in", "symbol", "case"]
+_ENSEMBL = re.compile(r"^(ENS(?:MUS)?G\d{11})(?:\.\d+)?(_PAR_Y)?$")
 _PREFIX = {"homo_sapiens": "ENSG", "mus_musculus": "ENSMUSG"}
 
 
@@ -52,7 +54,9 @@ class GeneMapping:
                 groups.setdefault(fid, []).append(name)
         return {fid: tuple(names) for fid, names in groups.items() if len(names) > 1}
 
-    def to_json(self, examples: int = 20) -> dict[str, Any]:
+    def to_json(self, examples: int | None = 20) -> dict[str, Any]:
+        """The mapping's counts, with the first ``examples`` unknown, ambiguous and summed genes
+        (None: every one)."""
         grades = pd.Series([h or "dropped" for h in self.how]).value_counts()
         duplicates = self.duplicates
         return {
@@ -82,7 +86,7 @@ def map_genes(names: Sequence[str], organism: str) -> GeneMapping:
     unknown: list[str] = []
     for raw in names:  # per gene, not per cell
         name = str(raw).strip()
-        fid, grade = _one(name, prefix, genes.index, by_symbol, by_upper, ambiguous)
+        fid, grade = _one(name, prefix, genes["feature_name"], by_symbol, by_upper, ambiguous)
         if fid is None and name not in ambiguous:
             unknown.append(name)
         ids.append(fid)
@@ -128,7 +132,7 @@ def _symbols(organism: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple
 def _one(
     name: str,
     prefix: str,
-    known_ids: pd.Index,
+    symbol_of: pd.Series,
     by_symbol: dict[str, tuple[str, ...]],
     by_upper: dict[str, tuple[str, ...]],
     ambiguous: dict[str, tuple[str, ...]],
@@ -136,9 +140,12 @@ def _one(
     match = _ENSEMBL.match(name)
     if match:
         fid = match.group(1)
-        if fid.startswith(prefix) and fid in known_ids:
-            return fid, ("id" if fid == name else "versioned_id")
-        return None, None
+        if not fid.startswith(prefix) or fid not in symbol_of.index:
+            return None, None
+        if match.group(2):  # the Y copy of a pseudoautosomal gene: its own ID since GENCODE v44
+            others = [g for g in by_symbol.get(str(symbol_of[fid]), ()) if g != fid]
+            return (others[0], "par_y") if len(others) == 1 else (None, None)
+        return fid, ("id" if fid == name else "versioned_id")
     if name.startswith("ERCC-"):
         return name, "spike_in"
     for lookup, grade in ((by_symbol, "symbol"), (by_upper, "case")):
