@@ -414,3 +414,63 @@ def test_cli_align_ccf_on_starmap_and_a_wrong_target(tmp_path):
     assert wrong.stderr.startswith("Error:")
     assert "VHMHeart" in wrong.stderr
     assert not (tmp_path / "x.h5ad").exists()
+
+
+def test_a_section_key_keeps_overlaid_sections_apart_in_the_graph(tmp_path: Path) -> None:
+    """STARmap's three BatchIDs share one coordinate frame: without a section key most edges join
+    two batches; with it none does, and each batch's graph is the one it has alone."""
+    loom = shared_file("spatial/starmap/mpfc-starmap.loom")
+    mixed = register_file(loom, tmp_path / "mixed.h5ad", neighbors=6)
+    apart = register_file(loom, tmp_path / "apart.h5ad", neighbors=6, section_key="BatchID")
+    assert mixed.n_obs == apart.n_obs
+    for name, crossing in (("mixed", True), ("apart", False)):
+        placed = ad.read_h5ad(tmp_path / f"{name}.h5ad")
+        batch = placed.obs["BatchID"].astype(str).to_numpy()
+        graph = placed.obsp["spatial_connectivities"].tocoo()
+        assert bool((batch[graph.row] != batch[graph.col]).any()) == crossing
+        assert np.all(np.diff(placed.obsp["spatial_connectivities"].indptr) == 6)
+    placed = ad.read_h5ad(tmp_path / "apart.h5ad")
+    assert placed.uns["spatial_neighbors"]["params"]["library_key"] == "BatchID"
+    first = np.flatnonzero(
+        placed.obs["BatchID"].astype(str).to_numpy() == placed.obs["BatchID"].astype(str).iloc[0]
+    )
+    alone, _ = spatial_neighbors(placed.obsm["spatial"][first].astype(np.float64), 6)
+    sub = placed.obsp["spatial_connectivities"][first][:, first]
+    assert (sub != alone).nnz == 0
+    with pytest.raises(UsageError, match="section_key = 'BatchID': it keeps"):
+        register_file(loom, tmp_path / "x.h5ad", bin_size_mm=1.0, section_key="BatchID")
+    with pytest.raises(UsageError, match="section_key = 'nope': obs has no such column"):
+        register_file(loom, tmp_path / "y.h5ad", neighbors=6, section_key="nope")
+
+
+def test_parts_of_a_section_placed_with_its_centre_land_where_the_whole_does(tmp_path: Path) -> None:
+    whole = _grid_section(tmp_path / "whole.h5ad")
+    left = whole[whole.obsm["spatial"][:, 0] < 95].copy()  # the cells with x < 95 px: half the grid
+    left.write_h5ad(tmp_path / "left.h5ad")
+    placing = {
+        "registration": shared_file(f"{REGISTRATIONS}/female-septum.json"),
+        "reference_organ": shared_file("hra/VH_F_Heart.glb"),
+        "crosswalk": shared_file("hra/ASCT-B_3D_Models_Mapping.csv"),
+        "pixel_size_um": 60.0,
+        "bin_size_mm": 2.0,
+    }
+    full = register_file(tmp_path / "whole.h5ad", tmp_path / "w.h5ad", **placing)
+    assert full.section_center_px == (95.0, 95.0)  # the centre of the whole's bounding box
+    register_file(tmp_path / "left.h5ad", tmp_path / "l_default.h5ad", **placing)
+    register_file(tmp_path / "left.h5ad", tmp_path / "l.h5ad", section_center_px=(95.0, 95.0), **placing)
+    w, default, given = (ad.read_h5ad(tmp_path / n) for n in ("w.h5ad", "l_default.h5ad", "l.h5ad"))
+    rows = [list(w.obs_names).index(name) for name in given.obs_names]
+    np.testing.assert_allclose(given.obsm[CCF_KEY], w.obsm[CCF_KEY][rows], atol=1e-9)
+    assert given.obs[BIN_COLUMN].tolist() == w.obs[BIN_COLUMN].iloc[rows].tolist()
+    assert not np.allclose(default.obsm[CCF_KEY], w.obsm[CCF_KEY][rows])  # its own box: moved
+    np.testing.assert_array_equal(given.uns[CCF_KEY]["section_center_px"], [95.0, 95.0])
+    with pytest.raises(UsageError, match="set registration too"):
+        register_file(tmp_path / "left.h5ad", tmp_path / "x.h5ad", neighbors=2, section_center_px=(1.0, 1.0))
+    from typer.testing import CliRunner
+
+    from atlasprep.cli import app
+
+    args = ["align", "ccf", "--spatial", str(tmp_path / "left.h5ad"), "--bin-size", "1"]
+    result = CliRunner().invoke(app, [*args, "--section-center", "1,x", "--out", str(tmp_path / "y.h5ad")])
+    assert result.exit_code == 2
+    assert "--section-center '1,x': give two numbers" in result.output

@@ -21,6 +21,7 @@ from atlasprep.harmonize import validate_anndata
 from atlasprep.harmonize.api import HarmonizeConfig, harmonize
 from atlasprep.harmonize.genes import map_genes
 from atlasprep.harmonize.labels import map_values
+from atlasprep.sources import SourceSpec
 
 # Wu et al. 2020 T-cell clusters -> CL (a curator's reading of the cluster names)
 _WU_CELL_TYPES = {
@@ -500,3 +501,25 @@ def test_the_report_file_lists_every_unknown_gene(tmp_path):
     assert report["genes"]["unknown_examples"] == genes[1:]  # all 30
     kept = ad.read_h5ad(tmp_path / "o.h5ad").uns["atlasprep"]["harmonize"]["genes"]
     assert len(kept["unknown_examples"]) == 20  # the output's copy: the first few
+
+
+def test_a_valid_file_keeps_its_title_and_embeddings_through_harmonize(tmp_path):
+    src = shared_file("cellxgene/example_valid.h5ad")
+    out = tmp_path / "o.h5ad"
+    harmonize(HarmonizeConfig(source=src, out=out))
+    before, after = ad.read_h5ad(src), ad.read_h5ad(out)
+    for key in ("title", "batch_condition", "default_embedding"):
+        assert str(after.uns[key]) == str(before.uns[key]), key
+    assert np.array_equal(after.obsm["X_umap"], before.obsm["X_umap"])
+    assert not validate_anndata(out).problems
+    # a subset keeps its own cells' rows; a given title wins
+    one = tmp_path / "one.h5ad"
+    harmonize(
+        HarmonizeConfig(
+            source=SourceSpec(inputs=(str(src),), max_cells=1, seed=1), out=one, sets=(("title", "t"),)
+        )
+    )
+    subset = ad.read_h5ad(one)
+    row = list(before.obs_names).index(subset.obs_names[0])
+    assert np.array_equal(subset.obsm["X_umap"][0], before.obsm["X_umap"][row])
+    assert subset.uns["title"] == "t"

@@ -193,6 +193,14 @@ OBS_CASES = {
         {"is_primary_data": ["yes", "no"]},
         [("is_primary_data", "must be boolean", 2)],
     ),
+    "is_primary_data a categorical of booleans": (
+        {"is_primary_data": pd.Categorical([True, True])},
+        [("is_primary_data", "must be boolean, not category", 2)],
+    ),
+    "donor_id with integer categories": (
+        {"donor_id": pd.Categorical([1, 1])},
+        [("donor_id", "its categories must be strings, not int64", 2)],
+    ),
     "a cell line is valid with its own rules": (
         {
             "tissue_type": ["cell line", "tissue"],

@@ -64,19 +64,32 @@ def section_to_block(
     pixel_size_um: float,
     section_z_mm: float,
     dimensions_mm: tuple[float, float, float],
+    center_px: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Section pixels (n × 2) → block-local mm (n × 3), the section centred on the block face."""
+    """Section pixels (n × 2) → block-local mm (n × 3): ``center_px`` (pixels) on the centre of
+    the block face; by default the centre of the cells' bounding box, which depends on which
+    cells the file holds (give the same centre to place parts of one section alike)."""
     xy = np.asarray(spatial_px, dtype=np.float64)[:, :2] * (pixel_size_um / 1000.0)
     lo, hi = xy.min(axis=0), xy.max(axis=0)
-    extent, face = hi - lo, np.asarray(dimensions_mm[:2])
+    center = (lo + hi) / 2.0 if center_px is None else np.asarray(center_px) * (pixel_size_um / 1000.0)
+    extent, face = 2.0 * np.maximum(hi - center, center - lo), np.asarray(dimensions_mm[:2])
     if np.any(extent > face * (1 + 1e-9)):
+        what = "spans" if center_px is None else "reaches, about the given centre,"
         raise InputFormatError(
-            f"the section spans {extent[0]:.3g} × {extent[1]:.3g} mm at {pixel_size_um:g} µm per pixel, "
+            f"the section {what} {extent[0]:.3g} × {extent[1]:.3g} mm at {pixel_size_um:g} µm per pixel, "
             f"but the block face is {face[0]:g} × {face[1]:g} mm; check pixel_size_um (µm per pixel of "
-            "obsm['spatial'])"
+            "obsm['spatial'])" + ("" if center_px is None else " and section_center_px")
         )
     z = np.full((len(xy), 1), section_z_mm - dimensions_mm[2] / 2.0)
-    return np.hstack([xy - (lo + hi) / 2.0, z])
+    return np.hstack([xy - center, z])
+
+
+def section_center(spatial_px: np.ndarray) -> tuple[float, float]:
+    """The centre of the cells' bounding box (pixels): where :func:`section_to_block` centres a
+    section by default."""
+    xy = np.asarray(spatial_px, dtype=np.float64)[:, :2]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    return float((lo[0] + hi[0]) / 2.0), float((lo[1] + hi[1]) / 2.0)
 
 
 def containment(points_mm: np.ndarray, organ: ReferenceOrgan) -> np.ndarray:
@@ -138,7 +151,37 @@ def spatial_bin_labels(ids: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(codes.reshape(-1), categories=pd.Index(labels.astype(object)))
 
 
-def spatial_neighbors(points: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def spatial_neighbors(
+    points: np.ndarray, n_neighbors: int, sections: np.ndarray | None = None
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """:func:`knn_graph` of ``points``; with ``sections`` (a label per point), of each section's
+    points apart, so no edge joins two sections (squidpy's ``library_key``): sections laid over
+    one another in one coordinate frame stay apart."""
+    if sections is None:
+        return knn_graph(points, n_neighbors)
+    n = len(points)
+    codes = pd.factorize(np.asarray(sections, dtype=object))[0]
+    members: list[np.ndarray] = []
+    graphs: tuple[list[sp.coo_matrix], list[sp.coo_matrix]] = ([], [])
+    for code in range(int(codes.max()) + 1 if n else 0):
+        cells = np.flatnonzero(codes == code)
+        for part, graph in zip(graphs, knn_graph(points[cells], n_neighbors), strict=True):
+            part.append(graph.tocoo())
+        members.append(cells)
+
+    def whole(parts: list[sp.coo_matrix], dtype: type) -> sp.csr_matrix:
+        """The sections' graphs as one, their rows and columns back at their cells' positions."""
+        data = np.concatenate([g.data for g in parts])
+        rows = np.concatenate([m[g.row] for g, m in zip(parts, members, strict=True)])
+        cols = np.concatenate([m[g.col] for g, m in zip(parts, members, strict=True)])
+        graph = sp.csr_matrix((data.astype(dtype), (rows, cols)), shape=(n, n))
+        graph.sort_indices()
+        return graph
+
+    return whole(graphs[0], np.float32), whole(graphs[1], np.float64)
+
+
+def knn_graph(points: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """kNN graph in squidpy's generic-coordinate layout (``squidpy.gr.spatial_neighbors``,
     ``coord_type="generic"``, its KNN builder): (connectivities, distances), CSR n × n, row i
     holding point i's ``n_neighbors`` nearest others (itself excluded) in both: connectivities

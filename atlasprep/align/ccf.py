@@ -57,6 +57,7 @@ from atlasprep.align._ccf_geometry import (
     block_corners,
     containment,
     placement_matrix,
+    section_center,
     section_to_block,
     spatial_bin_labels,
     spatial_bins,
@@ -132,6 +133,7 @@ class CcfSummary:
     labels: Mapping[str, str] | None = None  # term → its label (the crosswalk's)
     n_bins: int = 0
     n_neighbors: int = 0
+    section_center_px: tuple[float, float] | None = None  # the pixel on the block face's centre
     pixel_size_um: float = DEFAULT_PIXEL_SIZE_UM
     pixel_size_source: str = ""  # "given", the file's scale factors or unit, or the default
 
@@ -213,6 +215,7 @@ def _place(
     *,
     pixel_size_um: float,
     section_z_mm: float | None,
+    section_center_px: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Place the section in the organ: ``obsm["ccf"]``, the structure columns, ``uns["ccf"]``;
     returns the placed points (organ frame, mm)."""
@@ -223,8 +226,9 @@ def _place(
         raise UsageError(
             f"section_z_mm = {z:g}: lies outside the block: give the depth from its first face, 0–{depth:g}"
         )
+    center = section_center(xy) if section_center_px is None else section_center_px
     local = section_to_block(
-        xy, pixel_size_um=pixel_size_um, section_z_mm=z, dimensions_mm=block.dimensions_mm
+        xy, pixel_size_um=pixel_size_um, section_z_mm=z, dimensions_mm=block.dimensions_mm, center_px=center
     )
     with np.errstate(all="ignore"):  # a Registration built in code skips the reader's checks
         placed = apply_matrix(placement_matrix(block), local)
@@ -237,17 +241,28 @@ def _place(
     for column, values in _structure_columns(placed, reference, table).items():
         result.obs[column] = values
     result.uns[CCF_KEY] = placement_uns(block, reference, table, organ_iri, z, pixel_size_um)
+    result.uns[CCF_KEY]["section_center_px"] = np.asarray(center, dtype=np.float64)  # on the face's centre
     return placed
 
 
-def _add_neighbors(result: ad.AnnData, points_um: np.ndarray, neighbors: int) -> None:
-    connectivities, distances = spatial_neighbors(points_um, neighbors)
+def _add_neighbors(
+    result: ad.AnnData, points_um: np.ndarray, neighbors: int, section_key: str | None
+) -> None:
+    sections = None
+    if section_key is not None:
+        if section_key not in result.obs.columns:
+            raise UsageError(f"section_key = {section_key!r}: obs has no such column")
+        sections = result.obs[section_key].astype(str).to_numpy()
+    connectivities, distances = spatial_neighbors(points_um, neighbors, sections)
     result.obsp["spatial_connectivities"] = connectivities
     result.obsp["spatial_distances"] = distances
+    params: dict[str, Any] = {"n_neighbors": neighbors, "coord_type": "generic", "units": "micrometer"}
+    if section_key is not None:
+        params["library_key"] = section_key  # (squidpy's name for it)
     result.uns["spatial_neighbors"] = {
         "connectivities_key": "spatial_connectivities",
         "distances_key": "spatial_distances",
-        "params": {"n_neighbors": neighbors, "coord_type": "generic", "units": "micrometer"},
+        "params": params,
     }
 
 
@@ -286,6 +301,8 @@ def register_section(
     neighbors: int | None = None,
     bin_size_mm: float | None = None,
     spatial_key: str = SPATIAL_KEY,
+    section_key: str | None = None,
+    section_center_px: tuple[float, float] | None = None,
 ) -> ad.AnnData:
     """Place a section (see the module docstring); returns a new AnnData (a given one is copied).
     ``pixel_size_um`` None takes the one the section states (Space Ranger scale factors in
@@ -306,14 +323,22 @@ def register_section(
     _check_scaled(xy, px)
     result.uns[PIXEL_KEY] = {"pixel_size_um": px.um, "source": px.source}
     if placing is not None:
-        placed = _place(result, xy, placing, organ_iri, pixel_size_um=px.um, section_z_mm=section_z_mm)
+        placed = _place(
+            result,
+            xy,
+            placing,
+            organ_iri,
+            pixel_size_um=px.um,
+            section_z_mm=section_z_mm,
+            section_center_px=section_center_px,
+        )
         bin_points, bin_frame = placed, "ccf"
     else:
         z = 0.0 if section_z_mm is None else float(section_z_mm)
         bin_points = np.column_stack([xy * (px.um / 1000.0), np.full(len(xy), z)])
         bin_frame = "section"
     if neighbors is not None:
-        _add_neighbors(result, xy * px.um, int(neighbors))
+        _add_neighbors(result, xy * px.um, int(neighbors), section_key)
     if bin_size_mm is not None:
         _add_bins(result, bin_points, float(bin_size_mm), bin_frame)
     return result
@@ -334,6 +359,8 @@ def register_file(
     pixel_size_um: float | None = None,
     section_z_mm: float | None = None,
     neighbors: int | None = None,
+    section_key: str | None = None,
+    section_center_px: tuple[float, float] | None = None,
     bin_size_mm: float | None = None,
     spatial_table: str | None = None,
     all_spots: bool = False,
@@ -346,6 +373,16 @@ def register_file(
     spatial = whole_file(spatial, "align ccf")
     settle_pixel_size(pixel_size_um, None)  # bad values fail before any reading
     _check_options(neighbors, bin_size_mm, section_z_mm)
+    if section_center_px is not None and registration is None:
+        raise UsageError(
+            f"section_center_px = {section_center_px}: it places the section; set registration too"
+        )
+    if section_center_px is not None and not all(math.isfinite(float(v)) for v in section_center_px):
+        raise UsageError(f"section_center_px = {section_center_px}: must be two finite numbers (pixels)")
+    if section_key is not None and neighbors is None:
+        raise UsageError(
+            f"section_key = {section_key!r}: it keeps the kNN graph's sections apart; set neighbors too"
+        )
     out = Path(out)
     if format_of(out) != "zarr" and spatialdata_out:
         raise UsageError(f"spatialdata_out: a SpatialData store is a .zarr directory, not {out.name}")
@@ -372,6 +409,8 @@ def register_file(
         section_z_mm=section_z_mm,
         neighbors=neighbors,
         bin_size_mm=bin_size_mm,
+        section_key=section_key,
+        section_center_px=section_center_px,
     )
     step = new_step("align ccf", _options(locals()), [file_input(spatial)])
     adata.uns[PROVENANCE_KEY] = steps_json([*read_steps(spatial), step])
@@ -385,7 +424,11 @@ def _options(given: dict[str, Any]) -> dict[str, Any]:
     keys: tuple[str, ...] = ("registration", "reference_organ", "crosswalk", "registration_id")
     keys += ("organ_node", "pixel_size_um", "section_z_mm", "neighbors", "bin_size_mm")
     keys += ("spatial_table", "all_spots", "spatialdata_out")
-    return {k: given.get(k) for k in keys}
+    options = {k: given.get(k) for k in keys}
+    for key in ("section_key", "section_center_px"):  # (recorded when given: older records stay the same)
+        if given.get(key) is not None:
+            options[key] = list(given[key]) if key == "section_center_px" else given[key]
+    return options
 
 
 def _summary(
@@ -410,6 +453,7 @@ def _summary(
         labels=labels,
         n_bins=int(adata.obs[BIN_COLUMN].nunique()) if binned else 0,
         n_neighbors=int(neighbors or 0),
+        section_center_px=tuple(map(float, adata.uns[CCF_KEY]["section_center_px"])) if reg else None,  # type: ignore[arg-type]
         pixel_size_um=float(adata.uns[PIXEL_KEY]["pixel_size_um"]),
         pixel_size_source=str(adata.uns[PIXEL_KEY]["source"]),
     )

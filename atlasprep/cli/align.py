@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from rich.table import Table
 from atlasprep._names import JoinHow
 from atlasprep.cli._app import app, command, out_console
 from atlasprep.cli._render import counts_table
+from atlasprep.errors import UsageError
 
 if TYPE_CHECKING:
     from atlasprep.align.ccf import CcfSummary
@@ -154,6 +156,19 @@ def ccf_command(
         help="Depth of the section in the block, mm from its −z face \\[default: middle].",
     ),
     neighbors: int | None = typer.Option(None, "--neighbors", help="Add a spatial kNN graph (K neighbours)."),
+    section_center: str | None = typer.Option(
+        None,
+        "--section-center",
+        help="X,Y: the pixel on the centre of the block face \\[default: the centre of the cells' "
+        "bounding box]. Give the same one to place parts of one section (files split or filtered) alike; "
+        "the output's uns['ccf']['section_center_px'] records the one used.",
+    ),
+    section_key: str | None = typer.Option(
+        None,
+        "--section-key",
+        help="An obs column naming each cell's section: the kNN graph joins no two sections "
+        "(sections laid over one another in one coordinate frame).",
+    ),
     bin_size: float | None = typer.Option(None, "--bin-size", help="Add 3-D spatial bins of this size (mm)."),
     table: str | None = typer.Option(None, "--table", help="Which table of a SpatialData store."),
     all_spots: bool = typer.Option(False, "--all-spots", help="Visium: keep the spots off the tissue too."),
@@ -178,6 +193,8 @@ def ccf_command(
         pixel_size_um=pixel_size,
         section_z_mm=section_z,
         neighbors=neighbors,
+        section_key=section_key,
+        section_center_px=_pixel_pair(section_center),
         bin_size_mm=bin_size,
         spatial_table=table,
         all_spots=all_spots,
@@ -185,6 +202,20 @@ def ccf_command(
         overwrite=overwrite,
     )
     _show_ccf(summary, as_json=as_json)
+
+
+def _pixel_pair(text: str | None) -> tuple[float, float] | None:
+    """``--section-center X,Y`` as two finite numbers."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        x, y = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"--section-center {text!r}: give two numbers, X,Y (pixels)") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise UsageError(f"--section-center {text!r}: give two finite numbers, X,Y (pixels)")
+    return x, y
 
 
 def _show_ccf(summary: CcfSummary, *, as_json: bool) -> None:
@@ -201,6 +232,7 @@ def _show_ccf(summary: CcfSummary, *, as_json: bool) -> None:
             "neighbors": summary.n_neighbors,
             "pixel_size_um": summary.pixel_size_um,
             "pixel_size_source": summary.pixel_size_source,
+            "section_center_px": list(summary.section_center_px) if summary.section_center_px else None,
         }
         typer.echo(json.dumps(payload, indent=2))
         return

@@ -83,8 +83,13 @@ def check_obs(obs: pd.DataFrame, species: str | None, problems: Found, warnings:
         if column in obs:
             problems.add(column, f"deprecated obs column: {note} (CELLxGENE rejects it)", n)
     for column in CATEGORICAL_OBS:
-        if column in obs and not isinstance(obs[column].dtype, pd.CategoricalDtype):
-            problems.add(column, f"must be categorical, not {obs[column].dtype}", n)
+        if column not in obs:
+            continue
+        dtype = obs[column].dtype
+        if not isinstance(dtype, pd.CategoricalDtype):
+            problems.add(column, f"must be categorical, not {dtype}", n)
+        elif not (dtype.categories.dtype == object or pd.api.types.is_string_dtype(dtype.categories)):
+            problems.add(column, f"its categories must be strings, not {dtype.categories.dtype}", n)
     for column in TERM_RULES:
         _check_terms(obs, column, species, problems)
     _check_enums(obs, problems)
@@ -122,7 +127,9 @@ def _check_enums(obs: pd.DataFrame, problems: Found) -> None:
                 what = "must be 'na' for tissue_type 'cell line'" if cell_line else "'na' only for cell lines"
                 problems.add("donor_id", what, n, (str(values[0]),))
     column = obs.get("is_primary_data")
-    if column is not None and not pd.api.types.is_bool_dtype(column):
+    if column is not None and (
+        isinstance(column.dtype, pd.CategoricalDtype) or not pd.api.types.is_bool_dtype(column)
+    ):
         shown = [str(v) for v in pd.unique(column)[:N_EXAMPLES]]
         problems.add("is_primary_data", f"must be boolean, not {column.dtype}", len(obs), shown)
 

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from atlasprep import __version__
 from atlasprep._io import atomic_output, write_json_atomic
 from atlasprep.errors import EmptyResultError, IncompleteMappingError, InputFormatError, UsageError
+from atlasprep.harmonize._carry import Carried, carried_from
 from atlasprep.harmonize._embedding import compute_embedding, write_embedding
 from atlasprep.harmonize._organism import infer_organism
 from atlasprep.harmonize._schema_rules import DEPRECATED_OBS, ORGANISM_OBS, RESERVED_OBS, RESERVED_VAR
@@ -348,19 +349,26 @@ def _stream(
         summary["genes"] = genes.to_json()  # (and the genes but the first few of each kind)
         report = replace(report, raw_counts=counts, seconds=time.perf_counter() - started)
         embedding = _embedding(config, kept)
+        carried = carried_from(config.input, positions, source.n_cells)
         with _report_output(config, report):
-            writer.finish(_uns(config, genes, summary))
+            writer.finish(_uns(config, genes, summary, carried))
     except BaseException:
         writer.abort()
         raise
+    for key, values in carried.obsm.items():  # the input's embeddings, for these cells
+        if config.embedding is None or key != config.embedding.key:
+            write_embedding(config.out, key, values)
     if embedding is not None and config.embedding is not None:
         write_embedding(config.out, config.embedding.key, embedding)
     return report
 
 
-def _uns(config: HarmonizeConfig, genes: GeneMapping, summary: dict[str, Any]) -> dict[str, Any]:
-    """The organism, the title given by ``sets``, the default embedding, atlasprep's record."""
-    uns: dict[str, Any] = {"organism_ontology_term_id": ORGANISM_TERMS[genes.organism]}
+def _uns(
+    config: HarmonizeConfig, genes: GeneMapping, summary: dict[str, Any], carried: Carried
+) -> dict[str, Any]:
+    """The organism, the title given by ``sets``, the default embedding, atlasprep's record; the
+    input's title, batch_condition and default embedding where none is given."""
+    uns: dict[str, Any] = {"organism_ontology_term_id": ORGANISM_TERMS[genes.organism], **carried.uns}
     title = dict(config.sets).get("title")
     if title is not None:
         uns["title"] = title
