@@ -221,7 +221,7 @@ def _map_obs(
     def own(field: str, source: str) -> dict[str, str]:
         return {value: tid for (col, value), tid in table.items() if col in (source, field)}
 
-    literal_reports = []
+    literal_reports, literal_columns = [], {}
     for field in SCHEMA_VALUES:  # first: tissue_type decides what tissue and cell_type may be
         found = given(field)
         if found is not None:
@@ -230,12 +230,15 @@ def _map_obs(
                 field, value_counts(values), own(field, source), given=source == "--set"
             )
             literal_reports.append(FieldReport(field=field, source=source, mappings=tuple(literals)))
-            columns[field] = values.map({m.value: m.term_id for m in literals}).astype("string")
+            literal_columns[field] = values.map({m.value: m.term_id for m in literals}).astype("string")
     kinds = {m.term_id for r in literal_reports if r.field == "tissue_type" for m in r.mappings if m.term_id}
     tissue_type = kinds.pop() if len(kinds) == 1 else "tissue"  # (several: each checked as tissue)
     for field in (*TERM_FIELDS, *PLAIN_FIELDS):
         found = given(field)
-        if found is None or field in SCHEMA_VALUES:
+        if found is None:
+            continue
+        if field in literal_columns:  # (mapped above; its column in its place among the others)
+            columns[field] = literal_columns[field]
             continue
         values, source = found
         if field in PLAIN_FIELDS:
