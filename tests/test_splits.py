@@ -26,9 +26,12 @@ def test_whole_groups_deterministic_and_near_the_fractions(n_groups, seed, data)
     splits = labels.map(plan.groups).to_numpy()
     plan.check(labels, splits)  # no leak
     assert sum(plan.n_cells.values()) == len(labels)
-    # greedy by deficit: no split ends more than one group's cells away from its target
+    # greedy by deficit: no split ends more than one group's cells away from its target, unless
+    # a split it left empty took a group from another (each of two moves at most one group)
     for name, fraction in zip(("train", "val", "test"), (0.8, 0.1, 0.1), strict=True):
-        assert abs(plan.n_cells[name] - fraction * len(labels)) <= max(sizes)
+        assert abs(plan.n_cells[name] - fraction * len(labels)) <= 3 * max(sizes)
+    if n_groups >= 3:  # enough groups: no split is left without cells
+        assert all(n > 0 for n in plan.n_cells.values())
 
 
 def test_holdouts_go_to_test_and_unknown_holdout_is_refused():

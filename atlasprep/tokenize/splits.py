@@ -159,7 +159,8 @@ def plan_splits(
     if held is not None:
         split_of[np.unique(comps.cell_component[held])] = _TEST
     target = np.asarray(fractions, dtype=np.float64)
-    n_held = int(comps.sizes[split_of == _TEST].sum())
+    held_groups = split_of == _TEST
+    n_held = int(comps.sizes[held_groups].sum())
     _place_too_large(comps, split_of, target, fallback=fallback)
     aim = _aim(target, split_of, comps.sizes)
     stratified = None
@@ -173,7 +174,7 @@ def plan_splits(
     _fill_empty(split_of, free, comps.sizes, target)
     if stratify is not None:
         stratified = composition_record(stratify, matrix, split_of, names, SPLIT_NAMES)
-    unmet = _unmet(comps, split_of, target, fallback=fallback, n_held=n_held)
+    unmet = _unmet(comps, split_of, target, fallback=fallback, held=(n_held, int(held_groups.sum())))
     cell_splits = split_of[comps.cell_component].astype(np.uint8)
     cells = np.bincount(split_of, weights=comps.sizes, minlength=len(SPLIT_NAMES))
     largest = int(np.argmax(comps.sizes)) if comps.n else 0
@@ -258,24 +259,26 @@ def _fill_empty(split_of: np.ndarray, free: np.ndarray, sizes: np.ndarray, targe
 
 
 def _unmet(
-    comps: Components, split_of: np.ndarray, target: np.ndarray, *, fallback: bool, n_held: int
+    comps: Components, split_of: np.ndarray, target: np.ndarray, *, fallback: bool, held: tuple[int, int]
 ) -> list[str]:
     """The fractions the plan could not meet: none, unless a requested split got no cells or a
     component too large for any split was kept whole (``fallback``: every split's fraction and
-    what it got, logged). A requested split left empty without ``fallback`` is an error."""
+    what it got, logged). A requested split left empty without ``fallback`` is an error.
+    ``held``: the cells and the components the holdouts sent to test."""
+    n_held, n_held_groups = held
     total = max(int(comps.sizes.sum()), 1)
     cells = np.bincount(split_of, weights=comps.sizes, minlength=len(SPLIT_NAMES))
     empty = [name for s, name in enumerate(SPLIT_NAMES) if target[s] > 0 and cells[s] == 0]
     too_large = comps.n > 0 and bool((comps.sizes > target.max() * total).any())
     if comps.n == 0 or not (empty or (too_large and fallback)):
         return []
-    n_free = comps.n - len(np.unique(split_of[split_of == _TEST])) if n_held else comps.n
+    n_free = comps.n - n_held_groups
     if empty and not fallback:
-        held = f"the holdout takes {n_held:,} of the {total:,} cells; " if n_held else ""
+        taken = f"the holdout takes {n_held:,} of the {total:,} cells; " if n_held else ""
         left = f"{n_free} linked group(s) of {', '.join(comps.columns)} left to place"
         raise UsageError(
             f"split = {tuple(float(t) for t in target)}: {' and '.join(empty)} would get no cells "
-            f"({held}{left}); hold out less, split by columns with more groups, set that split's "
+            f"({taken}{left}); hold out less, split by columns with more groups, set that split's "
             "fraction to 0, or set split_fallback to accept it"
         )
     largest = int(np.argmax(comps.sizes))
