@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
-from typing import Any
 
 import anndata as ad
-import h5py
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-import zarr
-from anndata.io import write_elem
 
 from atlasprep._names import Embedding
 from atlasprep.errors import InputFormatError, UsageError
 
-__all__ = ["Embedding", "cache_umap_kernels", "compute_embedding", "require_scanpy", "write_embedding"]
+__all__ = ["Embedding", "cache_umap_kernels", "compute_embedding", "require_scanpy"]
 
 _MAX_COMPONENTS = 50
 _NEIGHBOURS = 15
@@ -91,14 +86,3 @@ def cache_umap_kernels() -> int:
                 value.enable_caching()
                 enabled += 1
     return enabled
-
-
-def write_embedding(path: Path, key: str, values: npt.NDArray[Any]) -> None:
-    """Add ``obsm[key]`` to a written h5ad or zarr AnnData store."""
-    if path.suffix == ".h5ad":
-        with h5py.File(path, "r+") as handle:
-            write_elem(handle["obsm"], key, values)
-        return
-    group = zarr.open_group(path, mode="r+")
-    with ad.settings.override(auto_shard_zarr_v3=False):
-        write_elem(group["obsm"], key, values)

@@ -26,7 +26,7 @@ from atlasprep import __version__
 from atlasprep._io import atomic_output, write_json_atomic
 from atlasprep.errors import EmptyResultError, IncompleteMappingError, InputFormatError, UsageError
 from atlasprep.harmonize._carry import Carried, carried_from
-from atlasprep.harmonize._embedding import compute_embedding, write_embedding
+from atlasprep.harmonize._embedding import compute_embedding
 from atlasprep.harmonize._organism import infer_organism
 from atlasprep.harmonize._schema_rules import DEPRECATED_OBS, ORGANISM_OBS, RESERVED_OBS, RESERVED_VAR
 from atlasprep.harmonize._schema_values import SCHEMA_VALUES, map_schema_values
@@ -353,16 +353,14 @@ def _stream(
         report = replace(report, raw_counts=counts, seconds=time.perf_counter() - started)
         embedding = _embedding(config, kept)
         carried = carried_from(config.input, positions, source.n_cells)
+        obsm = dict(carried.obsm)  # the input's embeddings for these cells; a computed one wins
+        if embedding is not None and config.embedding is not None:
+            obsm[config.embedding.key] = embedding
         with _report_output(config, report):
-            writer.finish(_uns(config, genes, summary, carried))
+            writer.finish(_uns(config, genes, summary, carried), obsm=obsm)
     except BaseException:
         writer.abort()
         raise
-    for key, values in carried.obsm.items():  # the input's embeddings, for these cells
-        if config.embedding is None or key != config.embedding.key:
-            write_embedding(config.out, key, values)
-    if embedding is not None and config.embedding is not None:
-        write_embedding(config.out, config.embedding.key, embedding)
     return report
 
 

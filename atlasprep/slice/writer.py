@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -241,8 +242,9 @@ class AnnDataWriter:
         self._spill.write_table(table.cast(self._spill_schema))
 
     # -- the end --------------------------------------------------------------------------
-    def finish(self, uns: dict[str, Any]) -> Path:
-        """Write obs, var and uns, then rename the store into place."""
+    def finish(self, uns: dict[str, Any], obsm: Mapping[str, np.ndarray] | None = None) -> Path:
+        """Write obs, var, uns and ``obsm`` (per-cell arrays, rows in the order cells were
+        appended), then rename the store into place."""
         if not self._x_started:
             self.append(
                 np.array([], dtype=str), pa.table({}), sp.csr_matrix((0, len(self._var)), dtype=np.float32)
@@ -267,7 +269,8 @@ class AnnDataWriter:
             with ad.settings.override(auto_shard_zarr_v3=False):
                 write_elem(self._root, "var", var)
                 write_elem(self._root, "uns", uns)
-                for key in ("obsm", "varm", "obsp", "varp", "layers"):
+                write_elem(self._root, "obsm", dict(obsm or {}))
+                for key in ("varm", "obsp", "varp", "layers"):
                     write_elem(self._root, key, {})
             self._close_root()
             remove_path(self._spill_path)
