@@ -523,3 +523,26 @@ def test_a_valid_file_keeps_its_title_and_embeddings_through_harmonize(tmp_path)
     row = list(before.obs_names).index(subset.obs_names[0])
     assert np.array_equal(subset.obsm["X_umap"][0], before.obsm["X_umap"][row])
     assert subset.uns["title"] == "t"
+
+
+def test_a_var_column_of_ensembl_ids_is_preferred_to_symbols(tmp_path):
+    src = tmp_path / "tenx.h5ad"
+    # 10x writes symbols as the index and the IDs as gene_ids; "NOT_A_SYMBOL" is still a known ID
+    var = pd.DataFrame({"gene_ids": ["ENSG00000010610", "ENSG00000177455"]}, index=["CD4", "NOT_A_SYMBOL"])
+    ad.AnnData(
+        X=sp.csr_matrix(np.ones((2, 2), dtype=np.float32)), obs=pd.DataFrame(index=["a", "b"]), var=var
+    ).write_h5ad(src)
+    report = harmonize(HarmonizeConfig(source=src, out=tmp_path / "o.h5ad"))
+    assert report.genes.how == ("id", "id")
+    assert list(ad.read_h5ad(tmp_path / "o.h5ad").var_names) == ["ENSG00000010610", "ENSG00000177455"]
+    # a named column wins
+    named_ids = harmonize(HarmonizeConfig(source=src, out=tmp_path / "s.h5ad", gene_column="gene_ids"))
+    assert named_ids.genes.how == ("id", "id")
+    symbols = tmp_path / "sym.h5ad"
+    ad.AnnData(
+        X=sp.csr_matrix(np.ones((2, 2), dtype=np.float32)),
+        obs=pd.DataFrame(index=["a", "b"]),
+        var=pd.DataFrame({"name": ["CD4", "CD19"]}, index=["g1", "g2"]),
+    ).write_h5ad(symbols)
+    named = harmonize(HarmonizeConfig(source=symbols, out=tmp_path / "n.h5ad", gene_column="name"))
+    assert named.genes.how == ("symbol", "symbol")
