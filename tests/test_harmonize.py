@@ -546,3 +546,18 @@ def test_a_var_column_of_ensembl_ids_is_preferred_to_symbols(tmp_path):
     ).write_h5ad(symbols)
     named = harmonize(HarmonizeConfig(source=symbols, out=tmp_path / "n.h5ad", gene_column="name"))
     assert named.genes.how == ("symbol", "symbol")
+
+
+def test_id_columns_kept_as_they_are_are_checked_with_a_warning(tmp_path, caplog):
+    src = shared_file("cellxgene/example_invalid_CL.h5ad")
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        harmonize(HarmonizeConfig(source=src, out=tmp_path / "o.h5ad"))
+    kept = [r.getMessage() for r in caplog.records if "kept as it is" in r.getMessage()]
+    cell_type = next(m for m in kept if m.startswith("obs column cell_type_ontology_term_id,"))
+    assert "(CL:12312: not a term of CL" in cell_type
+    assert "--map cell_type_ontology_term_id=cell_type" in cell_type
+    caplog.clear()
+    valid = shared_file("cellxgene/example_valid.h5ad")
+    with caplog.at_level("WARNING", logger="atlasprep"):
+        harmonize(HarmonizeConfig(source=valid, out=tmp_path / "v.h5ad"))
+    assert not [r for r in caplog.records if "kept as it is" in r.getMessage()]

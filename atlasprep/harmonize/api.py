@@ -30,6 +30,7 @@ from atlasprep.harmonize._embedding import compute_embedding
 from atlasprep.harmonize._organism import infer_organism
 from atlasprep.harmonize._schema_rules import DEPRECATED_OBS, ORGANISM_OBS, RESERVED_OBS, RESERVED_VAR
 from atlasprep.harmonize._schema_values import SCHEMA_VALUES, map_schema_values
+from atlasprep.harmonize._term_rules import TERM_RULES, verdict
 from atlasprep.harmonize.config import ORGANISM_FIELD, PLAIN_FIELDS, HarmonizeConfig, check_config
 from atlasprep.harmonize.genes import GeneMapping, map_genes
 from atlasprep.harmonize.labels import (
@@ -286,7 +287,35 @@ def _map_obs(
             general = columns["tissue_ontology_term_id"].map(rollup).astype("string")
             columns["tissue_general_ontology_term_id"] = general
             columns["tissue_general"] = general.map(_labels(rollup.values())).astype("string")
+    _check_kept(obs, maps, sets, organism, tissue_type)
     return [*reports, *literal_reports], columns
+
+
+def _check_kept(
+    obs: pd.DataFrame, maps: Mapping[str, str], sets: Mapping[str, str], organism: str, tissue_type: str
+) -> None:
+    """Warn of the ID columns the input already has and harmonize keeps as they are (their field
+    neither mapped nor set) where they hold values the schema does not allow there."""
+    for field in TERM_FIELDS:
+        column = f"{field}_ontology_term_id"
+        if field in maps or field in sets or column not in obs.columns:
+            continue
+        rule = TERM_RULES[column](tissue_type, ORGANISM_TERMS[organism])
+        counts = value_counts(obs[column])
+        bad = {v: n for v, n in counts.items() if v and verdict(v, rule) is not None}
+        if bad:
+            value = next(iter(bad))
+            log.warning(
+                "obs column %s, kept as it is: %d cell(s) hold %d value(s) the schema does not allow "
+                "(%s: %s); map it (--map %s=%s) to have it checked and fixed",
+                column,
+                sum(bad.values()),
+                len(bad),
+                value,
+                verdict(value, rule),
+                column,
+                field,
+            )
 
 
 def _as_set(mapping: LabelMapping) -> LabelMapping:
