@@ -32,7 +32,7 @@ from atlasprep.harmonize._schema_rules import DEPRECATED_OBS, ORGANISM_OBS, RESE
 from atlasprep.harmonize._schema_values import SCHEMA_VALUES, map_schema_values
 from atlasprep.harmonize._term_rules import TERM_RULES, verdict
 from atlasprep.harmonize.config import ORGANISM_FIELD, PLAIN_FIELDS, HarmonizeConfig, check_config
-from atlasprep.harmonize.genes import GeneMapping, map_genes
+from atlasprep.harmonize.genes import GeneMapping, id_column, map_genes
 from atlasprep.harmonize.labels import (
     ORGANISM_TERMS,
     TERM_FIELDS,
@@ -130,7 +130,7 @@ def harmonize(config: HarmonizeConfig, progress: ProgressCallback | None = None)
         names = _gene_names(var, config.gene_column)
         organism = infer_organism(config.organism or sets.get(ORGANISM_FIELD), config.input, obs, var, names)
         if config.gene_column is None:
-            names = _id_column(var, organism) or names
+            names = id_column(var, organism) or names
         table = load_mapping_table(config.mapping) if config.mapping else {}
         fields, columns = _map_obs(obs, maps, sets, organism, table, keep_labels=config.keep_labels)
         genes = map_genes(names, organism)
@@ -193,29 +193,6 @@ def _gene_names(var: pd.DataFrame, column: str | None) -> list[str]:
     if column not in var.columns:
         raise UsageError(f"gene_column = {column!r}: not a var column (var has: {', '.join(var.columns)})")
     return [str(g) for g in var[column]]
-
-
-_ID_SHARE = 0.9  # of a var column's values that must be the organism's Ensembl IDs to be taken
-
-
-def _id_column(var: pd.DataFrame, organism: str) -> list[str] | None:
-    """The genes as a var column of the organism's Ensembl IDs (10x's ``gene_ids``), where the var
-    index holds none (symbols): an ID names one gene, a symbol may name several or none. None
-    when there is no such column, or the index has IDs itself."""
-    pattern = r"^ENSMUSG\d{11}" if organism == "mus_musculus" else r"^ENSG\d{11}"
-    if pd.Series(var.index.astype(str)).str.match(pattern).mean() >= 0.5:
-        return None
-    for column in var.columns:
-        values = var[column]
-        if values.dtype == object or pd.api.types.is_string_dtype(values):
-            text = values.astype(str)
-            if len(text) and text.str.match(pattern).mean() >= _ID_SHARE:
-                log.info(
-                    "genes: var column %r holds Ensembl IDs; mapped by them (set gene_column to choose)",
-                    column,
-                )
-                return [str(g) for g in text]
-    return None
 
 
 def _map_obs(

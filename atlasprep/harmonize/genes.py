@@ -13,6 +13,7 @@ lists them with their counts. Several input genes that land on one ID are summed
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ import scipy.sparse as sp
 
 from atlasprep.reference import gene_table
 
-__all__ = ["GeneGrade", "GeneMapping", "map_genes"]
+log = logging.getLogger("atlasprep.harmonize")
+
+__all__ = ["GeneGrade", "GeneMapping", "id_column", "map_genes"]
 
 GeneGrade = Literal["id", "versioned_id", "par_y", "spike_in", "symbol", "case"]
 _ENSEMBL = re.compile(r"^(ENS(?:MUS)?G\d{11})(?:\.\d+)?(_PAR_Y)?$")
@@ -156,3 +159,26 @@ def _one(
             ambiguous[name] = found
             return None, None
     return None, None
+
+
+_ID_SHARE = 0.9  # of a var column's values that must be the organism's Ensembl IDs to be taken
+
+
+def id_column(var: pd.DataFrame, organism: str) -> list[str] | None:
+    """The genes as a var column of the organism's Ensembl IDs (10x's ``gene_ids``), where the var
+    index holds none (symbols): an ID names one gene, a symbol may name several or none. None
+    when there is no such column, or the index has IDs itself."""
+    pattern = rf"^{_PREFIX[organism]}\d{{11}}"
+    if pd.Series(var.index.astype(str)).str.match(pattern).mean() >= 0.5:
+        return None
+    for column in var.columns:
+        values = var[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values):
+            text = values.astype(str)
+            if len(text) and text.str.match(pattern).mean() >= _ID_SHARE:
+                log.info(
+                    "genes: var column %r holds Ensembl IDs; mapped by them (set gene_column to choose)",
+                    column,
+                )
+                return [str(g) for g in text]
+    return None

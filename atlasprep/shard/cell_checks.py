@@ -8,6 +8,7 @@ is never reported as a duplicate.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = ["CELL_ID", "CellIds", "HoldoutCheck"]
+
+log = logging.getLogger("atlasprep.shard")
 
 CELL_ID = "cell_id"
 _EXAMPLES = 3  # repeated ids named in a problem
@@ -55,8 +58,7 @@ class CellIds:
 
 
 def _hash(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    values = ids.to_numpy(zero_copy_only=False) if isinstance(ids, pa.ChunkedArray | pa.Array) else ids
-    return pd.util.hash_array(np.asarray(values, dtype=object), categorize=False)
+    return pd.util.hash_array(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object), categorize=False)
 
 
 def _rows(per_split: Mapping[str, int]) -> str:
@@ -105,9 +107,23 @@ class HoldoutCheck:
                 for value, n in zip(values, counts, strict=True):
                     per_value[str(value)] = per_value.get(str(value), 0) + int(n)
 
-    def unchecked(self) -> list[str]:
-        """The holdouts whose column no shard holds."""
-        return [str(r["query"]) for r in self.checkable if str(r["column"]) not in self.held_columns]
+    def warn_unchecked(self, store: object) -> None:
+        """Log the holdouts left unchecked: the shards hold no column of theirs, or the manifest
+        lists no values (a store built before they were recorded)."""
+        for record in self.checkable:
+            if str(record["column"]) not in self.held_columns:
+                log.warning(
+                    "%s: the shards hold no column of holdout %s, so it was not checked",
+                    store,
+                    record["query"],
+                )
+        if self.unrecorded:
+            log.warning(
+                "%s: the manifest does not list the values of holdout %s (a store built before they were "
+                "recorded), so it was not checked; rebuild the store to have it checked",
+                store,
+                ", ".join(self.unrecorded),
+            )
 
     def problems(self) -> list[str]:
         lines = []

@@ -415,15 +415,7 @@ def validate_store(store: StoreRoot) -> list[StoreProblem]:
             store,
             column,
         )
-    for query in holdouts.unchecked():
-        log.warning("%s: the shards hold no column of holdout %s, so it was not checked", store, query)
-    if holdouts.unrecorded:
-        log.warning(
-            "%s: the manifest does not list the values of holdout %s (a store built before they were "
-            "recorded), so it was not checked; rebuild the store to have it checked",
-            store,
-            ", ".join(holdouts.unrecorded),
-        )
+    holdouts.warn_unchecked(store)
     checks.problems.extend(
         StoreProblem(where="manifest.json splits", what=str(leak)) for leak in counter.leaks()
     )
